@@ -1,0 +1,144 @@
+"""protobuf <-> domain. Generated *_pb2 types go no further than this module and the servicers."""
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vdcos.model import (AffinityPolicy, Overcommit, PlacementRecord, QosClass, QosPolicy,
+                         Resources, SchedulerConfig, Strategy, VmPhase, VmSpec, pairs)
+from vdcos.scheduler.cache import NodeView
+from vdcos.scheduler.core import Candidate, Rejection
+from vdcos.scheduler.core.fit import allocatable, demand_vector
+from vdcos.scheduler.operations import CapacitySummary, VmRecord
+from vdcos.v1 import capacity_service_pb2 as cap_pb
+from vdcos.v1 import types_pb2 as pb
+
+QOS_TO_PB = {QosClass.GUARANTEED: pb.QOS_CLASS_GUARANTEED, QosClass.BURSTABLE: pb.QOS_CLASS_BURSTABLE,
+             QosClass.BEST_EFFORT: pb.QOS_CLASS_BEST_EFFORT}
+QOS_FROM_PB = {v: k for k, v in QOS_TO_PB.items()}
+AFF_TO_PB = {AffinityPolicy.NONE: pb.AFFINITY_POLICY_UNSPECIFIED, AffinityPolicy.AFFINITY: pb.AFFINITY_POLICY_AFFINITY,
+             AffinityPolicy.ANTI_AFFINITY: pb.AFFINITY_POLICY_ANTI_AFFINITY,
+             AffinityPolicy.SOFT_AFFINITY: pb.AFFINITY_POLICY_SOFT_AFFINITY,
+             AffinityPolicy.SOFT_ANTI_AFFINITY: pb.AFFINITY_POLICY_SOFT_ANTI_AFFINITY}
+AFF_FROM_PB = {v: k for k, v in AFF_TO_PB.items()}
+STRATEGY_TO_PB = {Strategy.PACK: pb.STRATEGY_PACK, Strategy.SPREAD: pb.STRATEGY_SPREAD}
+STRATEGY_FROM_PB = {v: k for k, v in STRATEGY_TO_PB.items()}
+PHASE_TO_PB = {VmPhase.SCHEDULED: pb.VM_PHASE_SCHEDULED, VmPhase.RUNNING: pb.VM_PHASE_RUNNING,
+               VmPhase.STOPPED: pb.VM_PHASE_STOPPED, VmPhase.FAILED: pb.VM_PHASE_FAILED,
+               VmPhase.UNKNOWN: pb.VM_PHASE_UNKNOWN}
+
+
+def ts(seconds: float) -> Timestamp:
+    t = Timestamp()
+    if seconds:
+        t.FromNanoseconds(int(seconds * 1e9))
+    return t
+
+
+def resources_to_pb(r: Resources) -> pb.Resources:
+    return pb.Resources(vcpus=r.vcpus, memory_mib=r.memory_mib, disk_gib=r.disk_gib, network_mbps=r.network_mbps)
+
+
+def resources_from_pb(m: pb.Resources) -> Resources:
+    return Resources(m.vcpus, m.memory_mib, m.disk_gib, m.network_mbps)
+
+
+def vm_spec_from_pb(m: pb.VmSpec) -> VmSpec:
+    return VmSpec(name=m.name, resources=resources_from_pb(m.resources), qos_policy=m.qos_policy,
+                  placement_group=m.placement_group, group_policy=AFF_FROM_PB[m.group_policy],
+                  node_selector=pairs(dict(m.node_selector)), networks=tuple(m.networks),
+                  volumes=tuple(m.volumes))
+
+
+def vm_spec_to_pb(s: VmSpec) -> pb.VmSpec:
+    return pb.VmSpec(name=s.name, resources=resources_to_pb(s.resources), qos_policy=s.qos_policy,
+                     placement_group=s.placement_group, group_policy=AFF_TO_PB[s.group_policy],
+                     node_selector=dict(s.node_selector), networks=list(s.networks), volumes=list(s.volumes))
+
+
+def placement_to_pb(p: PlacementRecord) -> pb.Placement:
+    q = p.qos
+    return pb.Placement(node=p.node, qos_class=QOS_TO_PB[q.qos_class], reserved=resources_to_pb(p.reserved),
+                        cpu_shares=q.cpu_shares, cpu_quota_us=q.cpu_quota_us, cpu_period_us=q.cpu_period_us,
+                        memory_limit_mib=q.memory_limit_mib, disk_iops_limit=q.disk_iops_limit,
+                        disk_mbps_limit=q.disk_mbps_limit, network_mbps_limit=q.network_mbps_limit,
+                        score=p.score, placed_at=ts(p.placed_at), attempts=p.attempts)
+
+
+def vm_to_pb(r: VmRecord) -> pb.Vm:
+    s = r.status
+    return pb.Vm(spec=vm_spec_to_pb(r.spec),
+                 placement=placement_to_pb(r.placement) if r.placement else None,
+                 status=pb.VmStatus(phase=PHASE_TO_PB[s.phase], node=s.node, message=s.message,
+                                    updated_at=ts(s.updated_at), cpu_time_ns=s.cpu_time_ns,
+                                    memory_used_mib=s.memory_used_mib))
+
+
+def node_to_pb(v: NodeView, config: SchedulerConfig) -> pb.Node:
+    cap = demand_vector(v.spec.capacity)[:, None]
+    ready = v.status is not None and v.status.ready
+    return pb.Node(
+        name=v.spec.name, capacity=resources_to_pb(v.spec.capacity), labels=dict(v.spec.labels),
+        state=pb.NODE_STATE_READY if ready else pb.NODE_STATE_NOT_READY, cordoned=v.cordoned,
+        allocatable=resources_to_pb(Resources.of(allocatable(cap, config.overcommit)[:, 0])),
+        guaranteed=resources_to_pb(v.allocation.guaranteed), committed=resources_to_pb(v.allocation.committed),
+        vm_count=len(v.allocation.entries), last_heartbeat=ts(v.status.heartbeat if v.status else 0),
+        driver=v.spec.driver, used=resources_to_pb(v.status.used if v.status else Resources()))
+
+
+def policy_to_pb(p: QosPolicy) -> pb.QosPolicy:
+    return pb.QosPolicy(name=p.name, qos_class=QOS_TO_PB[p.qos_class], cpu_weight=p.cpu_weight,
+                        cpu_limit_percent=p.cpu_limit_percent, memory_limit_ratio=p.memory_limit_ratio,
+                        disk_iops_limit=p.disk_iops_limit, disk_mbps_limit=p.disk_mbps_limit,
+                        network_mbps_limit=p.network_mbps_limit, description=p.description)
+
+
+def policy_from_pb(m: pb.QosPolicy) -> QosPolicy:
+    return QosPolicy(name=m.name, qos_class=QOS_FROM_PB[m.qos_class], cpu_weight=m.cpu_weight or 100,
+                     cpu_limit_percent=m.cpu_limit_percent, memory_limit_ratio=m.memory_limit_ratio,
+                     disk_iops_limit=m.disk_iops_limit, disk_mbps_limit=m.disk_mbps_limit,
+                     network_mbps_limit=m.network_mbps_limit, description=m.description)
+
+
+def config_to_pb(c: SchedulerConfig) -> pb.SchedulerConfig:
+    o = c.overcommit
+    return pb.SchedulerConfig(
+        overcommit=pb.Overcommit(vcpus=o.vcpus, memory_mib=o.memory_mib, disk_gib=o.disk_gib,
+                                 network_mbps=o.network_mbps),
+        strategy=STRATEGY_TO_PB[c.strategy], scorer_weights={k: float(v) for k, v in c.scorer_weights})
+
+
+def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerConfig:
+    """Fields left at zero keep the current value (partial update)."""
+    o, b = m.overcommit, base.overcommit
+    over = Overcommit(o.vcpus or b.vcpus, o.memory_mib or b.memory_mib, o.disk_gib or b.disk_gib,
+                      o.network_mbps or b.network_mbps)
+    weights = dict(base.scorer_weights)
+    weights.update({k: repr(float(v)) for k, v in m.scorer_weights.items()})
+    strategy = STRATEGY_FROM_PB.get(m.strategy, base.strategy)
+    return SchedulerConfig(over, strategy, pairs(weights))
+
+
+def rejection_to_pb(r: Rejection) -> pb.PlacementRejection:
+    return pb.PlacementRejection(
+        vm=r.vm, nodes_total=r.nodes_total, nodes_feasible=r.nodes_feasible, retryable=r.retryable,
+        summary=r.summary,
+        filters=[pb.FilterOutcome(filter=f.filter, nodes_ruled_out=f.nodes_ruled_out, reason=f.reason)
+                 for f in r.filters],
+        dimensions=[pb.DimensionShortfall(dimension=d.dimension, pool=d.pool, nodes_short=d.nodes_short,
+                                          requested=d.requested, largest_free=d.largest_free,
+                                          largest_free_node=d.largest_free_node) for d in r.dimensions])
+
+
+def candidate_to_pb(c: Candidate) -> pb.Candidate:
+    return pb.Candidate(node=c.node, score=c.score, scores=dict(c.scores))
+
+
+def capacity_to_pb(c: CapacitySummary) -> cap_pb.GetCapacitySummaryResponse:
+    free_g = c.capacity - c.guaranteed
+    free_c = c.allocatable - c.committed
+    return cap_pb.GetCapacitySummaryResponse(
+        nodes_total=c.nodes_total, nodes_ready=c.nodes_ready, nodes_cordoned=c.nodes_cordoned,
+        capacity=resources_to_pb(c.capacity), allocatable=resources_to_pb(c.allocatable),
+        guaranteed=resources_to_pb(c.guaranteed), committed=resources_to_pb(c.committed),
+        free_guaranteed=resources_to_pb(free_g), free_committed=resources_to_pb(free_c),
+        vms_by_class=c.vms_by_class, vms_total=sum(c.vms_by_class.values()))

@@ -1,0 +1,69 @@
+"""Domain errors -> gRPC status with google.rpc details (BadRequest, ErrorInfo, PlacementRejection)."""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from vdcos.api.convert import rejection_to_pb
+from vdcos.errors import InvalidArgument, Unschedulable, VdcosError
+from vdcos.state.store import StoreError
+
+log = logging.getLogger(__name__)
+DOMAIN = "vdcos.io"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _pack(msg: Any) -> any_pb2.Any:
+    a = any_pb2.Any()
+    a.Pack(msg)
+    return a
+
+
+def to_status(e: VdcosError) -> status_pb2.Status:
+    details = []
+    if isinstance(e, InvalidArgument):
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in e.details or []])))
+    if isinstance(e, Unschedulable):
+        rej = e.details
+        details.append(_pack(error_details_pb2.ErrorInfo(
+            reason="NO_FEASIBLE_NODE" if rej.retryable else "NEVER_SCHEDULABLE", domain=DOMAIN,
+            metadata={"vm": rej.vm, "nodes_total": str(rej.nodes_total)})))
+        details.append(_pack(rejection_to_pb(rej)))
+    return status_pb2.Status(code=getattr(code_pb2, e.code), message=e.message[:4000], details=details)
+
+
+def rpc(fn: F) -> F:
+    """Every servicer method: domain errors become their status; nothing escapes as a crash."""
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(self, request, context)
+        except VdcosError as e:
+            context.abort_with_status(rpc_status.to_status(to_status(e)))
+        except StoreError as e:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cluster state store unavailable: {e}")
+        except TimeoutError:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "scheduler did not answer in time")
+        except Exception:
+            log.exception("%s failed", fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__}: internal error (see scheduler log)")
+    return wrapper  # type: ignore[return-value]
+
+
+def stream_rpc(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from fn(self, request, context)
+        except VdcosError as e:
+            context.abort_with_status(rpc_status.to_status(to_status(e)))
+        except StoreError as e:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"cluster state store unavailable: {e}")
+    return wrapper  # type: ignore[return-value]

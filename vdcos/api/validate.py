@@ -1,0 +1,117 @@
+"""Input validation at the API edge: every violation is collected with its field path, and
+nothing is written unless the list is empty."""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable
+
+from vdcos.errors import InvalidArgument
+from vdcos.v1 import types_pb2 as pb
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+NAME_RULE = "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
+
+LIMITS = {"vcpus": (1, 1024), "memory_mib": (16, 16 * 1024 * 1024), "disk_gib": (0, 1024 * 1024),
+          "network_mbps": (0, 1_000_000)}
+
+Violations = list[tuple[str, str]]
+
+
+def check(violations: Violations) -> None:
+    if violations:
+        summary = "; ".join(f"{f}: {d}" for f, d in violations)
+        raise InvalidArgument(f"invalid request: {summary}", details=violations)
+
+
+def name(value: str, field: str, out: Violations, *, required: bool = True) -> None:
+    if not value:
+        if required:
+            out.append((field, "is required"))
+        return
+    if not NAME_RE.match(value):
+        out.append((field, f"{value[:80]!r} {NAME_RULE}"))
+
+
+def names(values: Iterable[str], field: str, out: Violations) -> None:
+    for i, v in enumerate(values):
+        name(v, f"{field}[{i}]", out)
+
+
+def labels(mapping: dict[str, str], field: str, out: Violations) -> None:
+    if len(mapping) > 64:
+        out.append((field, "at most 64 labels"))
+    for k, v in mapping.items():
+        if not LABEL_KEY_RE.match(k):
+            out.append((f"{field}[{k[:40]!r}]", "key must be 1-63 characters of A-Z, a-z, 0-9, '.', '_', '/', '-'"))
+        if not LABEL_VALUE_RE.match(v):
+            out.append((f"{field}[{k[:40]!r}]", "value must be 0-63 characters of A-Z, a-z, 0-9, '.', '_', '-'"))
+
+
+def resources(m: pb.Resources, field: str, out: Violations) -> None:
+    for dim, (lo, hi) in LIMITS.items():
+        v = getattr(m, dim)
+        if not lo <= v <= hi:
+            out.append((f"{field}.{dim}", f"must be between {lo} and {hi}, got {v}"))
+
+
+def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
+    out: Violations = []
+    name(m.name, f"{field}.name", out)
+    if not m.HasField("resources"):
+        out.append((f"{field}.resources", "is required"))
+    else:
+        resources(m.resources, f"{field}.resources", out)
+    name(m.qos_policy, f"{field}.qos_policy", out, required=False)
+    name(m.placement_group, f"{field}.placement_group", out, required=False)
+    if m.group_policy not in pb.AffinityPolicy.values():
+        out.append((f"{field}.group_policy", f"unknown value {m.group_policy}"))
+    elif m.placement_group and m.group_policy == pb.AFFINITY_POLICY_UNSPECIFIED:
+        out.append((f"{field}.group_policy", "is required with placement_group"))
+    elif not m.placement_group and m.group_policy != pb.AFFINITY_POLICY_UNSPECIFIED:
+        out.append((f"{field}.placement_group", "is required with group_policy"))
+    labels(dict(m.node_selector), f"{field}.node_selector", out)
+    names(m.networks, f"{field}.networks", out)
+    names(m.volumes, f"{field}.volumes", out)
+    return out
+
+
+def policy(m: pb.QosPolicy, field: str = "policy") -> Violations:
+    out: Violations = []
+    name(m.name, f"{field}.name", out)
+    if m.qos_class not in (pb.QOS_CLASS_GUARANTEED, pb.QOS_CLASS_BURSTABLE, pb.QOS_CLASS_BEST_EFFORT):
+        out.append((f"{field}.qos_class", "must be guaranteed, burstable or best-effort"))
+    if not 0 <= m.cpu_weight <= 10_000:
+        out.append((f"{field}.cpu_weight", f"must be between 1 and 10000 (0 = 100), got {m.cpu_weight}"))
+    if not 0 <= m.cpu_limit_percent <= 100:
+        out.append((f"{field}.cpu_limit_percent", f"must be between 0 and 100, got {m.cpu_limit_percent}"))
+    r = m.memory_limit_ratio
+    if not math.isfinite(r) or not (r == 0 or 1.0 <= r <= 16.0):
+        out.append((f"{field}.memory_limit_ratio", f"must be 0 or between 1 and 16, got {r}"))
+    elif r and m.qos_class == pb.QOS_CLASS_GUARANTEED:
+        out.append((f"{field}.memory_limit_ratio", "a guaranteed policy's limit is its reservation"))
+    for f in ("disk_iops_limit", "disk_mbps_limit", "network_mbps_limit"):
+        if not 0 <= getattr(m, f) <= 10_000_000:
+            out.append((f"{field}.{f}", f"must be between 0 and 10000000, got {getattr(m, f)}"))
+    if len(m.description) > 256:
+        out.append((f"{field}.description", "at most 256 characters"))
+    return out
+
+
+def config(m: pb.SchedulerConfig, field: str = "config") -> Violations:
+    out: Violations = []
+    for dim in LIMITS:
+        v = getattr(m.overcommit, dim)
+        if not math.isfinite(v) or not (v == 0 or 0.1 <= v <= 64):
+            out.append((f"{field}.overcommit.{dim}", f"must be between 0.1 and 64 (0 = unchanged), got {v}"))
+    if m.strategy not in pb.Strategy.values():
+        out.append((f"{field}.strategy", f"unknown value {m.strategy}"))
+    known = {"most_allocated", "alignment", "least_allocated", "group"}
+    for k, v in m.scorer_weights.items():
+        if k not in known:
+            out.append((f"{field}.scorer_weights[{k[:40]!r}]", f"unknown scorer; known: {', '.join(sorted(known))}"))
+        elif not math.isfinite(v) or not 0 <= v <= 1000:
+            out.append((f"{field}.scorer_weights[{k!r}]", f"must be between 0 and 1000, got {v}"))
+    return out

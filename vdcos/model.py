@@ -1,0 +1,319 @@
+"""Domain value objects shared by the scheduler, the node agent and the state layer.
+
+Everything here is a frozen dataclass or an Enum: no I/O, no protobuf. Mappings are
+stored as sorted tuples of pairs so that the objects stay hashable and comparable.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, TypeVar
+
+DIMENSIONS: tuple[str, ...] = ("vcpus", "memory_mib", "disk_gib", "network_mbps")
+
+
+class QosClass(enum.Enum):
+    GUARANTEED = "guaranteed"
+    BURSTABLE = "burstable"
+    BEST_EFFORT = "best-effort"
+
+
+class AffinityPolicy(enum.Enum):
+    NONE = "none"
+    AFFINITY = "affinity"
+    ANTI_AFFINITY = "anti-affinity"
+    SOFT_AFFINITY = "soft-affinity"
+    SOFT_ANTI_AFFINITY = "soft-anti-affinity"
+
+    @property
+    def hard(self) -> bool:
+        return self in (AffinityPolicy.AFFINITY, AffinityPolicy.ANTI_AFFINITY)
+
+    @property
+    def attracts(self) -> bool:
+        return self in (AffinityPolicy.AFFINITY, AffinityPolicy.SOFT_AFFINITY)
+
+
+class Strategy(enum.Enum):
+    PACK = "pack"
+    SPREAD = "spread"
+
+
+class VmPhase(enum.Enum):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+def pairs(mapping: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> Pairs:
+    """Canonical, hashable form of a string mapping."""
+    if mapping is None:
+        return ()
+    items = mapping.items() if isinstance(mapping, Mapping) else mapping
+    return tuple(sorted((str(k), str(v)) for k, v in items))
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    vcpus: int = 0
+    memory_mib: int = 0
+    disk_gib: int = 0
+    network_mbps: int = 0
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.vcpus, self.memory_mib, self.disk_gib, self.network_mbps)
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Resources:
+        return cls(*(int(round(v)) for v in values))
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources.of(a + b for a, b in zip(self.as_tuple(), other.as_tuple()))
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources.of(a - b for a, b in zip(self.as_tuple(), other.as_tuple()))
+
+
+@dataclass(frozen=True, slots=True)
+class Overcommit:
+    """Per-resource allocation ratios (OpenStack's *_allocation_ratio)."""
+
+    vcpus: float = 4.0
+    memory_mib: float = 1.0
+    disk_gib: float = 1.0
+    network_mbps: float = 2.0
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.vcpus, self.memory_mib, self.disk_gib, self.network_mbps)
+
+
+DEFAULT_SCORER_WEIGHTS: Pairs = pairs(
+    {"most_allocated": "1.0", "alignment": "1.0", "least_allocated": "1.0", "group": "2.0"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    overcommit: Overcommit = field(default_factory=Overcommit)
+    strategy: Strategy = Strategy.PACK
+    # (scorer name, weight as text) pairs; text keeps the tuple-of-str-pairs shape.
+    scorer_weights: Pairs = DEFAULT_SCORER_WEIGHTS
+
+    def weight(self, scorer: str) -> float:
+        return float(dict(self.scorer_weights).get(scorer, dict(DEFAULT_SCORER_WEIGHTS).get(scorer, "1.0")))
+
+
+@dataclass(frozen=True, slots=True)
+class QosPolicy:
+    name: str
+    qos_class: QosClass = QosClass.BURSTABLE
+    cpu_weight: int = 100
+    cpu_limit_percent: int = 0
+    memory_limit_ratio: float = 0.0
+    disk_iops_limit: int = 0
+    disk_mbps_limit: int = 0
+    network_mbps_limit: int = 0
+    description: str = ""
+
+
+DEFAULT_POLICY = QosPolicy(name="default", qos_class=QosClass.BURSTABLE,
+                           description="built-in: burstable, normal CPU weight")
+
+
+@dataclass(frozen=True, slots=True)
+class VmSpec:
+    name: str
+    resources: Resources
+    qos_policy: str = ""
+    placement_group: str = ""
+    group_policy: AffinityPolicy = AffinityPolicy.NONE
+    node_selector: Pairs = ()
+    networks: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+
+    @property
+    def policy_name(self) -> str:
+        return self.qos_policy or DEFAULT_POLICY.name
+
+
+@dataclass(frozen=True, slots=True)
+class QosSettings:
+    """What a hypervisor driver enforces for one VM, resolved from its policy."""
+
+    qos_class: QosClass
+    cpu_shares: int
+    cpu_period_us: int = 100_000
+    cpu_quota_us: int = 0
+    memory_limit_mib: int = 0
+    disk_iops_limit: int = 0
+    disk_mbps_limit: int = 0
+    network_mbps_limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    capacity: Resources
+    labels: Pairs = ()
+    driver: str = "sim"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    ready: bool
+    heartbeat: float
+    used: Resources = Resources()
+    agent_pid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AllocEntry:
+    vm: str
+    qos_class: QosClass
+    reserved: Resources
+    policy: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """Everything placed on one node. Its etcd mod_revision is the node's generation."""
+
+    node: str
+    entries: tuple[AllocEntry, ...] = ()
+
+    def total(self, *classes: QosClass) -> Resources:
+        out = Resources()
+        for e in self.entries:
+            if e.qos_class in classes:
+                out = out + e.reserved
+        return out
+
+    @property
+    def guaranteed(self) -> Resources:
+        return self.total(QosClass.GUARANTEED)
+
+    @property
+    def committed(self) -> Resources:
+        return self.total(QosClass.GUARANTEED, QosClass.BURSTABLE)
+
+    def with_entry(self, entry: AllocEntry) -> Allocation:
+        return Allocation(self.node, tuple(sorted((*self.without(entry.vm).entries, entry),
+                                                  key=lambda e: e.vm)))
+
+    def without(self, vm: str) -> Allocation:
+        return Allocation(self.node, tuple(e for e in self.entries if e.vm != vm))
+
+    def has(self, vm: str) -> bool:
+        return any(e.vm == vm for e in self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementGroup:
+    name: str
+    policy: AffinityPolicy
+    members: Pairs = ()  # (vm, node)
+
+    def nodes(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, node in self.members:
+            counts[node] = counts.get(node, 0) + 1
+        return counts
+
+    def admits(self, node: str) -> bool:
+        """The hard rules, checked again at commit time against the record being compared."""
+        on = self.nodes()
+        if self.policy is AffinityPolicy.ANTI_AFFINITY:
+            return node not in on
+        if self.policy is AffinityPolicy.AFFINITY:
+            return not on or node in on
+        return True
+
+    def with_member(self, vm: str, node: str) -> PlacementGroup:
+        return PlacementGroup(self.name, self.policy, tuple(sorted((*self.without(vm).members, (vm, node)))))
+
+    def without(self, vm: str) -> PlacementGroup:
+        return PlacementGroup(self.name, self.policy, tuple(m for m in self.members if m[0] != vm))
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRecord:
+    node: str
+    qos: QosSettings
+    reserved: Resources
+    score: float
+    placed_at: float
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """What the scheduler hands a node agent: enough to run the VM without other reads."""
+
+    spec: VmSpec
+    qos: QosSettings
+    reserved: Resources
+
+
+@dataclass(frozen=True, slots=True)
+class VmStatus:
+    phase: VmPhase
+    node: str
+    message: str = ""
+    updated_at: float = 0.0
+    cpu_time_ns: int = 0
+    memory_used_mib: int = 0
+
+
+# --- JSON codec -------------------------------------------------------------------------
+# One encoding for every value stored in etcd: dataclass -> plain dict, Enum -> value,
+# tuples -> lists. Decoding is driven by the dataclass annotations.
+
+T = TypeVar("T")
+
+
+def encode(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (tuple, list)):
+        return [encode(v) for v in obj]
+    return obj
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def decode(cls: type[T], data: Any) -> T:
+    return typing.cast(T, _decode(cls, data))
+
+
+def _decode(tp: Any, data: Any) -> Any:
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = _HINTS.get(tp)
+        if hints is None:
+            hints = _HINTS[tp] = typing.get_type_hints(tp)
+        return tp(**{k: _decode(hints[k], v) for k, v in data.items() if k in hints})
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(data)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], v) for v in data)
+        return tuple(_decode(a, v) for a, v in zip(args, data))
+    if origin in (typing.Union, types.UnionType):
+        return data
+    if tp is float:
+        return float(data)
+    if tp is int:
+        return int(data)
+    return data

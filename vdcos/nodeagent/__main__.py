@@ -1,0 +1,48 @@
+"""`python -m vdcos.nodeagent`: one node agent process for one host."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from vdcos.model import NodeSpec, Resources, pairs
+from vdcos.nodeagent.agent import NodeAgent
+from vdcos.nodeagent.sim import SimDriver
+from vdcos.state.etcd import EtcdStore
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vdcos-nodeagent")
+    ap.add_argument("--etcd", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--driver", choices=["sim"], default="sim")
+    ap.add_argument("--state-dir", type=Path, required=True, help="the host's own folder")
+    ap.add_argument("--vcpus", type=int, default=16)
+    ap.add_argument("--memory-mib", type=int, default=65536)
+    ap.add_argument("--disk-gib", type=int, default=1000)
+    ap.add_argument("--network-mbps", type=int, default=10000)
+    ap.add_argument("--label", action="append", default=[], help="key=value, repeatable")
+    ap.add_argument("--lease-ttl", type=int, default=10)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {args.name}: %(message)s")
+    labels = dict(lbl.split("=", 1) for lbl in args.label)
+    capacity = Resources(args.vcpus, args.memory_mib, args.disk_gib, args.network_mbps)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    driver = SimDriver(capacity, args.state_dir / "domains.json")
+    store = EtcdStore(args.etcd)
+    agent = NodeAgent(store, NodeSpec(args.name, capacity, pairs(labels), driver.name), driver,
+                      lease_ttl=args.lease_ttl).start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    agent.stop()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The hypervisor-driver protocol the node agent reconciles through. Shaped for libvirt:
+every call is idempotent (define may exist, destroy if exists) and raises on real failure."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from vdcos.model import QosSettings, Resources, VmSpec
+
+
+class DomainState(enum.Enum):
+    RUNNING = "running"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+@dataclass(frozen=True, slots=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    state: DomainState
+    qos: QosSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainStats:
+    cpu_time_ns: int
+    memory_used_mib: int
+
+
+class DriverError(Exception):
+    pass
+
+
+class HypervisorDriver(Protocol):
+    name: str
+
+    def host_capacity(self) -> Resources: ...
+    def list_domains(self) -> list[DomainInfo]: ...
+    def define(self, spec: VmSpec, qos: QosSettings) -> DomainInfo: ...
+    def start(self, name: str) -> None: ...
+    def stop(self, name: str) -> None: ...
+    def destroy(self, name: str) -> None: ...
+    def apply_qos(self, name: str, qos: QosSettings) -> None: ...
+    def stats(self, name: str) -> DomainStats: ...
+    def migrate(self, name: str, destination_uri: str, *, max_downtime_ms: int = 25) -> None: ...

@@ -1,0 +1,4 @@
+from vdcos.scheduler.server import main
+import sys
+
+sys.exit(main())

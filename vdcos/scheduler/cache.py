@@ -1,0 +1,271 @@
+"""The scheduler's view of etcd: loaded atomically at one revision, then kept current by watches
+(kube-scheduler's informer cache). Produces immutable `ClusterSnapshot`s for the pure core.
+
+Every record remembers the etcd revision it was read at, so our own commits, the watch and
+the reads done when a commit conflicts can arrive in any order without going backwards.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from vdcos.model import (Allocation, NodeSpec, NodeStatus, PlacementGroup, QosPolicy,
+                         SchedulerConfig, decode)
+from vdcos.scheduler.core.fit import allocatable, demand_vector
+from vdcos.scheduler.core.snapshot import ClusterSnapshot, derive
+from vdcos.state import keys
+from vdcos.state.store import KV, Event, Get, Store
+
+log = logging.getLogger(__name__)
+
+WATCHED = (keys.CONFIG, keys.POLICIES, keys.NODES, keys.ALLOC, keys.GROUPS)
+D = 4
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    spec: NodeSpec
+    status: NodeStatus | None
+    cordoned: bool
+    allocation: Allocation
+    alloc_revision: int
+    status_create_revision: int
+
+
+def loads(value: bytes) -> Any:
+    return json.loads(value)
+
+
+class ClusterCache:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self.revision = 0
+        self._seen: dict[str, int] = {}
+        self.config = SchedulerConfig()
+        self.config_revision = 0
+        self.policies: dict[str, tuple[QosPolicy, int]] = {}
+        self.groups: dict[str, tuple[PlacementGroup, int]] = {}
+        self.specs: dict[str, NodeSpec] = {}
+        self.statuses: dict[str, tuple[NodeStatus, int]] = {}
+        self.cordons: dict[str, str] = {}
+        self.allocs: dict[str, tuple[Allocation, int]] = {}
+        self._index: dict[str, int] = {}
+        self._names: list[str] = []
+        cap = 64
+        self._cap = np.zeros((D, cap))
+        self._g = np.zeros((D, cap))
+        self._c = np.zeros((D, cap))
+        self._present = np.zeros(cap, dtype=bool)
+        self._ready = np.zeros(cap, dtype=bool)
+        self._cordoned = np.zeros(cap, dtype=bool)
+        self._labels: dict[tuple[str, str], set[int]] = {}
+        self._label_index: dict[tuple[str, str], frozenset[int]] | None = None
+        self._snapshot: ClusterSnapshot | None = None
+        self._cancels: list[Callable[[], None]] = []
+        self.watch_error: Exception | None = None
+
+    # --- loading and watching ---------------------------------------------------------
+    def start(self) -> ClusterCache:
+        res = self.store.txn([], [Get(p, prefix=True) for p in WATCHED])
+        with self._lock:
+            for kvs in res.gets:
+                for kv in kvs:
+                    self._apply_put(kv)
+            self.revision = res.revision
+        for p in WATCHED:
+            self._cancels.append(self.store.watch_prefix(p, res.revision + 1, self._on_events,
+                                                         self._on_watch_error))
+        return self
+
+    def stop(self) -> None:
+        for c in self._cancels:
+            c()
+        self._cancels.clear()
+
+    def _on_watch_error(self, e: Exception) -> None:
+        log.error("cache watch failed: %s", e)
+        self.watch_error = e
+
+    def _on_events(self, events: list[Event], revision: int) -> None:
+        with self._lock:
+            for ev in events:
+                if ev.kind == "put":
+                    self._apply_put(ev.kv)
+                else:
+                    self._apply_delete(ev.kv.key, ev.kv.mod_revision)
+            self.revision = max(self.revision, revision)
+            self._changed.notify_all()
+
+    def wait_for_revision(self, revision: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self.revision < revision:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def apply_kvs(self, kvs: list[KV], revision: int) -> None:
+        """Records we wrote or read ourselves: the watch will bring them again, later."""
+        with self._lock:
+            for kv in kvs:
+                self._apply_put(kv)
+            self.revision = max(self.revision, revision)
+
+    def apply_read(self, key: str, kvs: tuple[KV, ...], revision: int) -> None:
+        """A point read at `revision`: absent means deleted by then."""
+        with self._lock:
+            if kvs:
+                self._apply_put(kvs[0])
+            else:
+                self._apply_delete(key, revision)
+
+    def _fresh(self, key: str, rev: int) -> bool:
+        if self._seen.get(key, 0) >= rev:
+            return False
+        self._seen[key] = rev
+        self._snapshot = None
+        return True
+
+    def _apply_put(self, kv: KV) -> None:
+        key = kv.key
+        if not self._fresh(key, kv.mod_revision):
+            return
+        data = loads(kv.value)
+        if key == keys.CONFIG:
+            self.config, self.config_revision = decode(SchedulerConfig, data), kv.mod_revision
+            self._recompute_all()
+        elif key.startswith(keys.POLICIES):
+            p = decode(QosPolicy, data)
+            self.policies[p.name] = (p, kv.mod_revision)
+        elif key.startswith(keys.GROUPS):
+            g = decode(PlacementGroup, data)
+            self.groups[g.name] = (g, kv.mod_revision)
+        elif key.startswith(keys.ALLOC):
+            a = decode(Allocation, data)
+            self.allocs[a.node] = (a, kv.mod_revision)
+            self._refresh_row(a.node)
+        elif key.startswith(keys.NODES):
+            node, kind = keys.split(key, keys.NODES)
+            if kind == "spec":
+                self.specs[node] = decode(NodeSpec, data)
+                self._relabel(node)
+            elif kind == "status":
+                self.statuses[node] = (decode(NodeStatus, data), kv.create_revision)
+            elif kind == "cordon":
+                self.cordons[node] = str(data.get("reason", ""))
+            self._refresh_row(node)
+
+    def _apply_delete(self, key: str, rev: int) -> None:
+        if not self._fresh(key, rev):
+            return
+        if key == keys.CONFIG:
+            self.config, self.config_revision = SchedulerConfig(), 0
+            self._recompute_all()
+        elif key.startswith(keys.POLICIES):
+            self.policies.pop(key[len(keys.POLICIES):], None)
+        elif key.startswith(keys.GROUPS):
+            self.groups.pop(key[len(keys.GROUPS):], None)
+        elif key.startswith(keys.ALLOC):
+            node = key[len(keys.ALLOC):]
+            self.allocs.pop(node, None)
+            self._refresh_row(node)
+        elif key.startswith(keys.NODES):
+            node, kind = keys.split(key, keys.NODES)
+            {"spec": self.specs, "status": self.statuses, "cordon": self.cordons}[kind].pop(node, None)
+            self._relabel(node)
+            self._refresh_row(node)
+
+    # --- the arrays ---------------------------------------------------------------------
+    def _slot(self, node: str) -> int:
+        i = self._index.get(node)
+        if i is not None:
+            return i
+        i = len(self._names)
+        if i >= self._cap.shape[1]:
+            grow = self._cap.shape[1] * 2
+            self._cap, self._g, self._c = (np.pad(a, ((0, 0), (0, grow - a.shape[1])))
+                                           for a in (self._cap, self._g, self._c))
+            self._present, self._ready, self._cordoned = (np.pad(a, (0, grow - a.shape[0]))
+                                                          for a in (self._present, self._ready, self._cordoned))
+        self._index[node] = i
+        self._names.append(node)
+        return i
+
+    def _relabel(self, node: str) -> None:
+        i = self._slot(node)
+        for members in self._labels.values():
+            members.discard(i)
+        spec = self.specs.get(node)
+        for pair in spec.labels if spec else ():
+            self._labels.setdefault(pair, set()).add(i)
+        self._label_index = None
+
+    def _refresh_row(self, node: str) -> None:
+        i = self._slot(node)
+        spec = self.specs.get(node)
+        self._present[i] = spec is not None
+        self._cap[:, i] = demand_vector(spec.capacity) if spec else 0
+        status = self.statuses.get(node)
+        self._ready[i] = status is not None and status[0].ready
+        self._cordoned[i] = node in self.cordons
+        a = self.allocs.get(node)
+        self._g[:, i] = demand_vector(a[0].guaranteed) if a else 0
+        self._c[:, i] = demand_vector(a[0].committed) if a else 0
+
+    def _recompute_all(self) -> None:
+        self._snapshot = None  # allocatable is derived from the config at snapshot time
+
+    # --- reads --------------------------------------------------------------------------
+    def snapshot(self) -> ClusterSnapshot:
+        with self._lock:
+            if self._snapshot is not None:
+                return self._snapshot
+            n = len(self._names)
+            cap = self._cap[:, :n].copy()
+            acap = allocatable(cap, self.config.overcommit)
+            g, c = self._g[:, :n].copy(), self._c[:, :n].copy()
+            arrays = (cap, acap, g, c, self._present[:n].copy(), self._ready[:n].copy(),
+                      self._cordoned[:n].copy())
+            for arr in arrays:
+                arr.flags.writeable = False
+            self._snapshot = ClusterSnapshot(
+                self.revision, tuple(self._names), *arrays,
+                label_index=self._frozen_labels(),
+                policies={k: p for k, (p, _) in self.policies.items()},
+                groups={k: g for k, (g, _) in self.groups.items()},
+                config=self.config, index=dict(self._index), terms=derive(acap, c).frozen(),
+            )
+            return self._snapshot
+
+    def _frozen_labels(self) -> dict[tuple[str, str], frozenset[int]]:
+        if self._label_index is None:
+            self._label_index = {k: frozenset(v) for k, v in self._labels.items() if v}
+        return self._label_index
+
+    def node(self, name: str) -> NodeView | None:
+        with self._lock:
+            spec = self.specs.get(name)
+            if spec is None:
+                return None
+            status = self.statuses.get(name)
+            alloc, arev = self.allocs.get(name, (Allocation(name), 0))
+            return NodeView(spec, status[0] if status else None, name in self.cordons, alloc, arev,
+                            status[1] if status else 0)
+
+    def node_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self.specs)
+
+    def policy_users(self, policy: str) -> list[str]:
+        with self._lock:
+            return sorted(e.vm for a, _ in self.allocs.values() for e in a.entries if e.policy == policy)

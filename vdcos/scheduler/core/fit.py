@@ -1,0 +1,83 @@
+"""The one fit function.
+
+The scheduler calls `fit_matrix` over every node at once; commit-time validation and node
+agent admission call `fits`, which runs the very same code on a single row, so the three
+can never disagree about what fits (nomad#13017 is what happens when they do).
+
+Two pools per node and dimension:
+- physical: capacity. Guaranteed reservations must fit here.
+- overcommitted: floor(capacity x ratio). Guaranteed + burstable requests must fit here.
+Best-effort VMs reserve nothing but are only admitted where the overcommitted pool still
+has room for their size, so they are the first to be refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from vdcos.model import DIMENSIONS, Allocation, Overcommit, QosClass, Resources
+
+F64 = NDArray[np.float64]
+Mask = NDArray[np.bool_]
+
+PHYSICAL = "physical"
+OVERCOMMITTED = "overcommitted"
+
+
+@dataclass(frozen=True, slots=True)
+class Insufficient:
+    dimension: str
+    pool: str
+    requested: int
+    free: int
+
+
+@dataclass(frozen=True, slots=True)
+class FitResult:
+    ok: Mask  # (N,)
+    short_physical: Mask  # (D, N)
+    short_overcommitted: Mask  # (D, N)
+
+
+def allocatable(capacity: F64, overcommit: Overcommit) -> F64:
+    """Arrays are dimension-major, (D, N): per-dimension rows keep every op a contiguous vector."""
+    return np.floor(capacity * np.asarray(overcommit.as_tuple(), dtype=np.float64)[:, None])
+
+
+def fit_matrix(capacity: F64, alloc_cap: F64, guaranteed: F64, committed: F64,
+               demand: F64, qos_class: QosClass) -> FitResult:
+    n = capacity.shape[1]
+    short_phys = np.zeros((len(DIMENSIONS), n), dtype=bool)
+    short_over = np.zeros((len(DIMENSIONS), n), dtype=bool)
+    bad = np.zeros(n, dtype=bool)
+    for j in np.flatnonzero(demand > 0):
+        np.greater(committed[j] + demand[j], alloc_cap[j], out=short_over[j])
+        bad |= short_over[j]
+        if qos_class is QosClass.GUARANTEED:
+            np.greater(guaranteed[j] + demand[j], capacity[j], out=short_phys[j])
+            bad |= short_phys[j]
+    return FitResult(~bad, short_phys, short_over)
+
+
+def demand_vector(reserved: Resources) -> F64:
+    return np.asarray(reserved.as_tuple(), dtype=np.float64)
+
+
+def fits(capacity: Resources, overcommit: Overcommit, allocation: Allocation,
+         demand: Resources, qos_class: QosClass) -> list[Insufficient]:
+    """Scalar form of `fit_matrix` for one node: empty list means it fits."""
+    cap = demand_vector(capacity)[:, None]
+    acap = allocatable(cap, overcommit)
+    g = demand_vector(allocation.guaranteed)[:, None]
+    c = demand_vector(allocation.committed)[:, None]
+    d = demand_vector(demand)
+    res = fit_matrix(cap, acap, g, c, d, qos_class)
+    out: list[Insufficient] = []
+    for j, dim in enumerate(DIMENSIONS):
+        if res.short_physical[j, 0]:
+            out.append(Insufficient(dim, PHYSICAL, int(d[j]), int(cap[j, 0] - g[j, 0])))
+        if res.short_overcommitted[j, 0]:
+            out.append(Insufficient(dim, OVERCOMMITTED, int(d[j]), int(acap[j, 0] - c[j, 0])))
+    return out

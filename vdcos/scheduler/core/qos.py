@@ -1,0 +1,49 @@
+"""From a QoS policy and a VM's request to what counts against a node and what the host enforces."""
+from __future__ import annotations
+
+import math
+
+from vdcos.model import QosClass, QosPolicy, QosSettings, Resources, VmSpec
+
+CPU_PERIOD_US = 100_000
+# Same floor as Kubernetes' BestEffort (cpu.shares=2): it only runs on idle CPU.
+BEST_EFFORT_SHARES = 2
+
+
+def reservation(spec: VmSpec, policy: QosPolicy) -> Resources:
+    """What the VM holds on its node: its request, or nothing for best-effort."""
+    if policy.qos_class is QosClass.BEST_EFFORT:
+        return Resources()
+    return spec.resources
+
+
+def resolve(spec: VmSpec, policy: QosPolicy) -> QosSettings:
+    vcpus = max(spec.resources.vcpus, 1)
+    if policy.qos_class is QosClass.BEST_EFFORT:
+        shares = BEST_EFFORT_SHARES
+    else:
+        shares = max(BEST_EFFORT_SHARES, math.ceil(1024 * vcpus * policy.cpu_weight / 100))
+    if policy.cpu_limit_percent:
+        quota = math.ceil(CPU_PERIOD_US * vcpus * policy.cpu_limit_percent / 100)
+    elif policy.qos_class is QosClass.GUARANTEED:
+        # A guaranteed VM gets exactly what it reserved and no more (no noisy neighbour).
+        quota = CPU_PERIOD_US * vcpus
+    else:
+        quota = 0
+    if policy.qos_class is QosClass.GUARANTEED or not policy.memory_limit_ratio:
+        mem_limit = spec.resources.memory_mib
+    else:
+        mem_limit = math.ceil(spec.resources.memory_mib * policy.memory_limit_ratio)
+    net_limit = policy.network_mbps_limit
+    if policy.qos_class is QosClass.GUARANTEED and not net_limit:
+        net_limit = spec.resources.network_mbps
+    return QosSettings(
+        qos_class=policy.qos_class,
+        cpu_shares=shares,
+        cpu_period_us=CPU_PERIOD_US,
+        cpu_quota_us=quota,
+        memory_limit_mib=mem_limit,
+        disk_iops_limit=policy.disk_iops_limit,
+        disk_mbps_limit=policy.disk_mbps_limit,
+        network_mbps_limit=net_limit,
+    )

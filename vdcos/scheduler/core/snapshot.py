@@ -1,0 +1,139 @@
+"""An immutable view of the cluster that the scheduling core plans against."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from vdcos.model import (DEFAULT_POLICY, Allocation, NodeSpec, PlacementGroup, QosPolicy,
+                         SchedulerConfig)
+from vdcos.scheduler.core.fit import F64, Mask, allocatable, demand_vector
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """Column i of every (D, N) array and entry i of every mask describe node names[i].
+    Arrays are read-only."""
+
+    revision: int
+    names: tuple[str, ...]
+    capacity: F64  # (D, N) physical
+    allocatable: F64  # (D, N) capacity x overcommit
+    guaranteed: F64  # (D, N) sum of guaranteed reservations
+    committed: F64  # (D, N) sum of guaranteed + burstable requests
+    present: Mask  # slot holds a registered node
+    ready: Mask  # agent lease alive
+    cordoned: Mask
+    label_index: Mapping[tuple[str, str], frozenset[int]]
+    policies: Mapping[str, QosPolicy]
+    groups: Mapping[str, PlacementGroup]
+    config: SchedulerConfig
+    index: Mapping[str, int] = field(default_factory=dict)
+    # Derived from the arrays above (see `derive`), kept so a decision is a few mat-vecs.
+    terms: ScoreTerms | None = None
+
+    @property
+    def score_terms(self) -> ScoreTerms:
+        return self.terms if self.terms is not None else derive(self.allocatable, self.committed)
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    def policy(self, name: str) -> QosPolicy | None:
+        found = self.policies.get(name)
+        if found is None and name == DEFAULT_POLICY.name:
+            return DEFAULT_POLICY
+        return found
+
+    def label_mask(self, selector: tuple[tuple[str, str], ...]) -> Mask:
+        mask = np.ones(self.size, dtype=bool)
+        for pair in selector:
+            sel = np.zeros(self.size, dtype=bool)
+            idx = self.label_index.get(pair, frozenset())
+            if idx:
+                sel[np.fromiter(idx, dtype=np.int64)] = True
+            mask &= sel
+        return mask
+
+
+def build_snapshot(
+    nodes: list[NodeSpec],
+    allocations: Mapping[str, Allocation] | None = None,
+    *,
+    ready: set[str] | None = None,
+    cordoned: set[str] | None = None,
+    policies: Mapping[str, QosPolicy] | None = None,
+    groups: Mapping[str, PlacementGroup] | None = None,
+    config: SchedulerConfig | None = None,
+    revision: int = 0,
+) -> ClusterSnapshot:
+    """Snapshot from plain records: for tests, the planner and explain replays."""
+    config = config or SchedulerConfig()
+    allocations = allocations or {}
+    n = len(nodes)
+    cap = np.array([demand_vector(s.capacity) for s in nodes], dtype=np.float64).reshape(n, 4).T.copy()
+    g = np.zeros((4, n))
+    c = np.zeros((4, n))
+    labels: dict[tuple[str, str], set[int]] = {}
+    for i, spec in enumerate(nodes):
+        a = allocations.get(spec.name)
+        if a is not None:
+            g[:, i] = demand_vector(a.guaranteed)
+            c[:, i] = demand_vector(a.committed)
+        for pair in spec.labels:
+            labels.setdefault(pair, set()).add(i)
+    names = tuple(s.name for s in nodes)
+    ready_mask = np.array([ready is None or s.name in ready for s in nodes], dtype=bool)
+    cordon_mask = np.array([bool(cordoned) and s.name in (cordoned or ()) for s in nodes], dtype=bool)
+    acap = allocatable(cap, config.overcommit)
+    arrays = [cap, acap, g, c, np.ones(n, dtype=bool), ready_mask, cordon_mask]
+    for arr in arrays:
+        arr.flags.writeable = False
+    return ClusterSnapshot(
+        revision, names, *arrays,
+        label_index={k: frozenset(v) for k, v in labels.items()},
+        policies=dict(policies or {}), groups=dict(groups or {}), config=config,
+        index={name: i for i, name in enumerate(names)}, terms=derive(acap, c).frozen(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreTerms:
+    """Per-node quantities the scorers combine with a request vector d (all (D, N) unless noted):
+
+    util = committed / allocatable          -> fill after placing d: util + d * inv
+    grad = (1 - util) * inv                 -> alignment numerator: d . grad
+    inv, inv_sq = 1 / allocatable, squared  -> |d / allocatable|^2 = d^2 . inv_sq
+    free_sq (N,) = |1 - util|^2             -> alignment denominator
+    """
+
+    inv: F64
+    inv_sq: F64
+    util: F64
+    grad: F64
+    free_sq: F64
+
+    def frozen(self) -> ScoreTerms:
+        for arr in (self.inv, self.inv_sq, self.util, self.grad, self.free_sq):
+            arr.flags.writeable = False
+        return self
+
+    def copy(self) -> ScoreTerms:
+        return ScoreTerms(self.inv, self.inv_sq, self.util.copy(), self.grad.copy(), self.free_sq.copy())
+
+    def update_column(self, i: int, alloc_col: F64, committed_col: F64) -> None:
+        has = alloc_col > 0
+        self.util[:, i] = np.where(has, committed_col * self.inv[:, i], 0.0)
+        free = np.where(has, 1.0 - self.util[:, i], 0.0)
+        self.grad[:, i] = free * self.inv[:, i]
+        self.free_sq[i] = float(free @ free)
+
+
+def derive(alloc_cap: F64, committed: F64) -> ScoreTerms:
+    inv = np.zeros_like(alloc_cap)
+    np.divide(1.0, alloc_cap, out=inv, where=alloc_cap > 0)
+    util = committed * inv
+    free = np.where(alloc_cap > 0, 1.0 - util, 0.0)
+    return ScoreTerms(inv, inv * inv, util, free * inv, (free * free).sum(axis=0))

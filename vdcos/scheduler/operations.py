@@ -1,0 +1,190 @@
+"""What the API can do to the cluster, in domain terms. The gRPC servicers only convert to and
+from protobuf around these calls; validation has already happened at the edge."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound
+from vdcos.model import (PlacementRecord, QosClass, QosPolicy, Resources,
+                         SchedulerConfig, VmPhase, VmSpec, VmStatus, decode)
+from vdcos.scheduler.cache import ClusterCache, NodeView
+from vdcos.scheduler.core import Explanation
+from vdcos.scheduler.worker import Placed, Scheduler, dumps
+from vdcos.state import keys
+from vdcos.state.store import KV, Compare, Delete, Put, Store
+
+
+@dataclass(frozen=True, slots=True)
+class VmRecord:
+    spec: VmSpec
+    placement: PlacementRecord | None
+    status: VmStatus
+
+
+@dataclass(frozen=True, slots=True)
+class CapacitySummary:
+    nodes_total: int
+    nodes_ready: int
+    nodes_cordoned: int
+    capacity: Resources
+    allocatable: Resources
+    guaranteed: Resources
+    committed: Resources
+    vms_by_class: dict[str, int]
+
+
+class Operations:
+    def __init__(self, store: Store, cache: ClusterCache, scheduler: Scheduler) -> None:
+        self.store = store
+        self.cache = cache
+        self.scheduler = scheduler
+
+    # --- VMs ------------------------------------------------------------------------------
+    def create_vm(self, spec: VmSpec, request_id: str = "") -> VmRecord:
+        placed: Placed = self.scheduler.create(spec, request_id)
+        return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+
+    def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation:
+        return self.scheduler.explain(spec, request_id, limit)
+
+    def delete_vm(self, name: str) -> None:
+        self.scheduler.delete(name)
+
+    def get_vm(self, name: str) -> VmRecord:
+        kvs, _ = self.store.get_prefix(f"{keys.VMS}{name}/")
+        rec = self._records(kvs).get(name)
+        if rec is None:
+            raise NotFound(f"vm {name!r} not found")
+        return rec
+
+    def list_vms(self, node: str = "") -> list[VmRecord]:
+        kvs, _ = self.store.get_prefix(keys.VMS)
+        recs = self._records(kvs).values()
+        return sorted((r for r in recs if not node or (r.placement and r.placement.node == node)),
+                      key=lambda r: r.spec.name)
+
+    def _records(self, kvs: list[KV]) -> dict[str, VmRecord]:
+        parts: dict[str, dict[str, bytes]] = {}
+        for kv in kvs:
+            vm, kind = keys.split(kv.key, keys.VMS)
+            parts.setdefault(vm, {})[kind] = kv.value
+        out: dict[str, VmRecord] = {}
+        for vm, p in parts.items():
+            if "spec" not in p:
+                continue
+            spec = decode(VmSpec, json.loads(p["spec"]))
+            placement = decode(PlacementRecord, json.loads(p["placement"])) if "placement" in p else None
+            node = placement.node if placement else ""
+            status = (decode(VmStatus, json.loads(p["status"])) if "status" in p
+                      else VmStatus(VmPhase.SCHEDULED, node))
+            view = self.cache.node(node) if node else None
+            if view is not None and (view.status is None or not view.status.ready):
+                status = VmStatus(VmPhase.UNKNOWN, node, f"node {node} is not ready", status.updated_at)
+            out[vm] = VmRecord(spec, placement, status)
+        return out
+
+    # --- QoS policies -----------------------------------------------------------------------
+    def create_policy(self, policy: QosPolicy, update_existing: bool = False) -> tuple[QosPolicy, bool]:
+        key = keys.policy(policy.name)
+        for _ in range(10):
+            current = self.store.get(key)
+            if current is not None and not update_existing:
+                raise AlreadyExists(f"QoS policy {policy.name!r} already exists (use update_existing to replace it)")
+            compares = [Compare(key, "mod", "==", current.mod_revision if current else 0)]
+            if current is not None:
+                old = decode(QosPolicy, json.loads(current.value))
+                if old.qos_class is not policy.qos_class:
+                    compares.append(self._no_placement_since_cache())
+                    users = self.cache.policy_users(policy.name)
+                    if users:
+                        raise FailedPrecondition(
+                            f"QoS policy {policy.name!r} cannot change class from {old.qos_class.value} to "
+                            f"{policy.qos_class.value} while {len(users)} VMs use it (first: {users[0]})")
+            res = self.store.txn(compares, [Put(key, dumps(policy))])
+            if res.succeeded:
+                self.cache.apply_kvs([KV(key, dumps(policy), res.revision, res.revision)], res.revision)
+                return policy, current is None
+            self.cache.wait_for_revision(res.revision)
+        raise FailedPrecondition(f"QoS policy {policy.name!r} kept changing; retry")
+
+    def _no_placement_since_cache(self) -> Compare:
+        """True only if no allocation changed after what the cache has seen: makes an
+        'is this policy in use?' answer from the cache safe to act on."""
+        return Compare(keys.ALLOC, "mod", "<", self.cache.revision + 1, prefix=True)
+
+    def get_policy(self, name: str) -> QosPolicy:
+        kv = self.store.get(keys.policy(name))
+        if kv is None:
+            raise NotFound(f"QoS policy {name!r} not found")
+        return decode(QosPolicy, json.loads(kv.value))
+
+    def list_policies(self) -> list[QosPolicy]:
+        kvs, _ = self.store.get_prefix(keys.POLICIES)
+        return sorted((decode(QosPolicy, json.loads(kv.value)) for kv in kvs), key=lambda p: p.name)
+
+    def delete_policy(self, name: str) -> None:
+        key = keys.policy(name)
+        for _ in range(10):
+            current = self.store.get(key)
+            if current is None:
+                raise NotFound(f"QoS policy {name!r} not found")
+            self.scheduler.check_policy_unused(name)
+            res = self.store.txn([Compare(key, "mod", "==", current.mod_revision),
+                                  self._no_placement_since_cache()], [Delete(key)])
+            if res.succeeded:
+                return
+            self.cache.wait_for_revision(res.revision)
+        raise FailedPrecondition(f"QoS policy {name!r} kept changing; retry")
+
+    # --- nodes ------------------------------------------------------------------------------
+    def node(self, name: str) -> NodeView:
+        view = self.cache.node(name)
+        if view is None:
+            raise NotFound(f"node {name!r} not found")
+        return view
+
+    def nodes(self, selector: dict[str, str] | None = None) -> list[NodeView]:
+        views = [v for n in self.cache.node_names() if (v := self.cache.node(n)) is not None]
+        sel = set((selector or {}).items())
+        return [v for v in views if sel <= set(v.spec.labels)]
+
+    def cordon(self, name: str, reason: str = "", on: bool = True) -> NodeView:
+        self.node(name)
+        key = keys.node_cordon(name)
+        if on:
+            rev = self.store.put(key, json.dumps({"reason": reason, "at": time.time()}).encode())
+            self.cache.wait_for_revision(rev)
+        else:
+            res = self.store.txn([], [Delete(key)], [])
+            self.cache.wait_for_revision(res.revision)
+        return self.node(name)
+
+    # --- configuration and capacity ---------------------------------------------------------
+    def config(self) -> SchedulerConfig:
+        return self.cache.config
+
+    def update_config(self, config: SchedulerConfig) -> SchedulerConfig:
+        rev = self.store.put(keys.CONFIG, dumps(config))
+        self.cache.wait_for_revision(rev)
+        return self.cache.config
+
+    def capacity(self) -> CapacitySummary:
+        snap = self.cache.snapshot()
+        usable = snap.present & snap.ready & ~snap.cordoned
+        by_class = {c.value: 0 for c in QosClass}
+        with self.cache._lock:
+            for a, _ in self.cache.allocs.values():
+                for e in a.entries:
+                    by_class[e.qos_class.value] += 1
+
+        def total(arr: np.ndarray) -> Resources:
+            return Resources.of(arr[:, usable].sum(axis=1)) if arr.size else Resources()
+        return CapacitySummary(
+            int(snap.present.sum()), int((snap.present & snap.ready).sum()),
+            int((snap.present & snap.cordoned).sum()), total(snap.capacity), total(snap.allocatable),
+            total(snap.guaranteed), total(snap.committed), by_class)
+

@@ -1,0 +1,107 @@
+"""The scheduler daemon: cache + worker + servicers on one gRPC server, health and reflection on."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from vdcos.scheduler.cache import ClusterCache
+from vdcos.scheduler.operations import Operations
+from vdcos.scheduler.service import (CapacityServicer, NodeServicer, PlacementServicer,
+                                     QosPolicyServicer, VmServicer)
+from vdcos.scheduler.worker import Scheduler
+from vdcos.state.etcd import EtcdStore
+from vdcos.state.store import Store
+from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, node_service_pb2,
+                      node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
+                      qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2,
+                      vm_service_pb2_grpc)
+
+log = logging.getLogger("vdcos.scheduler")
+
+SERVICES = (
+    (vm_service_pb2, "VmService", vm_service_pb2_grpc.add_VmServiceServicer_to_server, VmServicer),
+    (node_service_pb2, "NodeService", node_service_pb2_grpc.add_NodeServiceServicer_to_server, NodeServicer),
+    (qos_policy_service_pb2, "QosPolicyService", qos_policy_service_pb2_grpc.add_QosPolicyServiceServicer_to_server,
+     QosPolicyServicer),
+    (placement_service_pb2, "PlacementService", placement_service_pb2_grpc.add_PlacementServiceServicer_to_server,
+     PlacementServicer),
+    (capacity_service_pb2, "CapacityService", capacity_service_pb2_grpc.add_CapacityServiceServicer_to_server,
+     CapacityServicer),
+)
+
+
+@dataclass
+class SchedulerServer:
+    server: grpc.Server
+    port: int
+    cache: ClusterCache
+    scheduler: Scheduler
+    ops: Operations
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.server.stop(grace).wait(grace + 1)
+        self.scheduler.stop()
+        self.cache.stop()
+
+
+def create_server(addr: str, store: Store, *, workers: int = 32, max_batch: int = 20) -> SchedulerServer:
+    """Bind `addr` (port 0 picks one) and start serving; returns the bound port."""
+    cache = ClusterCache(store).start()
+    sched = Scheduler(store, cache, max_batch=max_batch).start()
+    ops = Operations(store, cache, sched)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+                         options=[("grpc.so_reuseport", 0)])
+    names = []
+    for mod, svc, add, servicer in SERVICES:
+        add(servicer(ops), server)
+        names.append(mod.DESCRIPTOR.services_by_name[svc].full_name)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *names):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(addr)
+    if port == 0:
+        raise RuntimeError(f"cannot bind {addr}")
+    server.start()
+    return SchedulerServer(server, port, cache, sched, ops)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="vdcos-scheduler", description="vdcos gRPC scheduler")
+    ap.add_argument("--etcd", required=True, help="etcd client endpoint host:port")
+    ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    ap.add_argument("--workers", type=int, default=32)
+    ap.add_argument("--max-batch", type=int, default=20)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = EtcdStore(args.etcd)
+    srv = create_server(args.listen, store, workers=args.workers, max_batch=args.max_batch)
+    log.info("serving on port %d (etcd %s, pid %d)", srv.port, args.etcd, os.getpid())
+    if args.port_file:
+        tmp = args.port_file.with_suffix(".tmp")
+        tmp.write_text(str(srv.port))
+        tmp.replace(args.port_file)
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    srv.stop()
+    store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The scheduler's write path: batches placement requests, decides them with the pure core and
+commits each batch as ONE etcd transaction that compares the allocation revision (Placement's
+resource-provider generation) of every touched node, its group records and its policies.
+
+On a conflict the failure branch of the same transaction returns the current records, the
+cache takes them, and the batch is decided again: bounded, so several scheduler replicas on
+one etcd never over-allocate a node nor break a hard anti-affinity rule.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable,
+                          Unschedulable)
+from vdcos.model import (AllocEntry, Allocation, Assignment, PlacementGroup, PlacementRecord,
+                         VmSpec, decode, encode)
+from vdcos.scheduler.cache import ClusterCache
+from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain,
+                                  fits, schedule_batch)
+from vdcos.state import keys
+from vdcos.state.store import KV, Compare, Delete, Get, Op, Put, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def dumps(obj: object) -> bytes:
+    return json.dumps(encode(obj), separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    spec: VmSpec
+    record: PlacementRecord
+    revision: int
+
+
+@dataclass
+class _Pending:
+    request: PlacementRequest
+    future: Future[Placed] = field(default_factory=Future)
+
+
+@dataclass
+class _Txn:
+    compares: list[Compare] = field(default_factory=list)
+    puts: list[Op] = field(default_factory=list)
+    reads: list[str] = field(default_factory=list)  # keys re-read when a compare fails
+    placed: list[tuple[_Pending, Decision]] = field(default_factory=list)
+
+    def guard(self, key: str, target: str, value: int) -> None:
+        if key not in self.reads:
+            self.compares.append(Compare(key, target, "==", value))  # type: ignore[arg-type]
+            self.reads.append(key)
+
+
+class Scheduler:
+    def __init__(self, store: Store, cache: ClusterCache, *, max_batch: int = 20,
+                 max_attempts: int = 12) -> None:
+        self.store = store
+        self.cache = cache
+        self.max_batch = max_batch
+        self.max_attempts = max_attempts
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="placement-worker", daemon=True)
+        self.stats = {"batches": 0, "conflicts": 0, "placed": 0}
+
+    def start(self) -> Scheduler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(10)
+
+    # --- public calls -------------------------------------------------------------------
+    def create(self, spec: VmSpec, request_id: str = "", timeout: float = 30.0) -> Placed:
+        p = _Pending(PlacementRequest(spec, request_id))
+        self._queue.put(p)
+        return p.future.result(timeout)
+
+    def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation:
+        return explain(self.cache.snapshot(), PlacementRequest(spec, request_id), limit)
+
+    # --- the batch loop -----------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                self._place(batch)
+            except StoreError as e:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(Unavailable(str(e)))
+            except Exception as e:  # never leave a client hanging on a bug
+                log.exception("placement batch failed")
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(e)
+
+    def _place(self, batch: list[_Pending]) -> None:
+        seen: set[str] = set()
+        pending: list[_Pending] = []
+        for p in batch:
+            if p.request.spec.name in seen:
+                p.future.set_exception(AlreadyExists(f"vm {p.request.spec.name!r} is being created"))
+            else:
+                seen.add(p.request.spec.name)
+                pending.append(p)
+        for attempt in range(1, self.max_attempts + 1):
+            if not pending:
+                return
+            self.stats["batches"] += 1
+            snap = self.cache.snapshot()
+            results = schedule_batch(snap, [p.request for p in pending])
+            decided: list[tuple[_Pending, Decision]] = []
+            for p, r in zip(pending, results):
+                if isinstance(r, Rejection):
+                    p.future.set_exception(Unschedulable(r))
+                else:
+                    decided.append((p, r))
+            if not decided:
+                return
+            txn, retry = self._build(decided, attempt)
+            pending = retry
+            if txn.placed:
+                pending += self._commit(txn)
+            if pending:
+                self.stats["conflicts"] += 1
+                time.sleep(random.uniform(0, 0.002 * attempt))
+        for p in pending:
+            p.future.set_exception(Aborted(
+                f"vm {p.request.spec.name!r}: cluster changed under {self.max_attempts} attempts; retry"))
+
+    def _build(self, decided: list[tuple[_Pending, Decision]], attempt: int) -> tuple[_Txn, list[_Pending]]:
+        """Commit validation: every decision is checked again, with the same `fits`, against the
+        exact records the transaction will compare on. What no longer fits is decided again."""
+        txn = _Txn()
+        allocs: dict[str, Allocation] = {}
+        groups: dict[str, PlacementGroup] = {}
+        retry: list[_Pending] = []
+        config = self.cache.config
+        for p, d in decided:
+            spec = p.request.spec
+            view = self.cache.node(d.node)
+            if view is None or view.status is None or not view.status.ready or view.cordoned:
+                retry.append(p)
+                continue
+            alloc = allocs.get(d.node, view.allocation)
+            if fits(view.spec.capacity, config.overcommit, alloc, spec.resources, d.qos.qos_class):
+                retry.append(p)
+                continue
+            group = None
+            if spec.placement_group:
+                cached = self.cache.groups.get(spec.placement_group)
+                group = groups.get(spec.placement_group) or (
+                    cached[0] if cached else PlacementGroup(spec.placement_group, spec.group_policy))
+                if group.policy is not spec.group_policy or not group.admits(d.node):
+                    retry.append(p)
+                    continue
+                groups[group.name] = group.with_member(spec.name, d.node)
+                txn.guard(keys.group(group.name), "mod", cached[1] if cached else 0)
+            allocs[d.node] = alloc.with_entry(AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name))
+            txn.guard(keys.alloc(d.node), "mod", view.alloc_revision)
+            txn.guard(keys.node_status(d.node), "create", view.status_create_revision)
+            txn.guard(keys.node_cordon(d.node), "version", 0)
+            pol = self.cache.policies.get(spec.policy_name)
+            txn.guard(keys.policy(spec.policy_name), "mod", pol[1] if pol else 0)
+            txn.guard(keys.vm_spec(spec.name), "create", 0)
+            record = PlacementRecord(d.node, d.qos, d.reserved, d.score, time.time(), attempt)
+            txn.puts += [Put(keys.vm_spec(spec.name), dumps(spec)),
+                         Put(keys.vm_placement(spec.name), dumps(record)),
+                         Put(keys.assign(d.node, spec.name), dumps(Assignment(spec, d.qos, d.reserved)))]
+            txn.placed.append((p, d))
+        txn.puts += [Put(keys.alloc(n), dumps(a)) for n, a in allocs.items()]
+        txn.puts += [Put(keys.group(n), dumps(g)) for n, g in groups.items()]
+        return txn, retry
+
+    def _commit(self, txn: _Txn) -> list[_Pending]:
+        res = self.store.txn(txn.compares, txn.puts, [Get(k) for k in txn.reads])
+        if res.succeeded:
+            cached = [KV(o.key, o.value, res.revision, res.revision) for o in txn.puts
+                      if isinstance(o, Put) and not o.key.startswith((keys.VMS, keys.ASSIGN))]
+            self.cache.apply_kvs(cached, res.revision)
+            for p, d in txn.placed:
+                rec = next(decode(PlacementRecord, json.loads(o.value)) for o in txn.puts
+                           if isinstance(o, Put) and o.key == keys.vm_placement(d.vm))
+                p.future.set_result(Placed(p.request.spec, rec, res.revision))
+            self.stats["placed"] += len(txn.placed)
+            return []
+        retry: list[_Pending] = []
+        existing: set[str] = set()
+        for key, kvs in zip(txn.reads, res.gets):
+            if key.startswith(keys.VMS):
+                if kvs:
+                    existing.add(keys.split(key, keys.VMS)[0])
+            else:
+                self.cache.apply_read(key, kvs, res.revision)
+        for p, _ in txn.placed:
+            if p.request.spec.name in existing:
+                p.future.set_exception(AlreadyExists(f"vm {p.request.spec.name!r} already exists"))
+            else:
+                retry.append(p)
+        return retry
+
+    # --- deletion -----------------------------------------------------------------------
+    def delete(self, name: str) -> None:
+        for attempt in range(1, self.max_attempts + 1):
+            kvs, rev = self.store.get_prefix(f"{keys.VMS}{name}/")
+            by_key = {kv.key: kv for kv in kvs}
+            spec_kv, place_kv = by_key.get(keys.vm_spec(name)), by_key.get(keys.vm_placement(name))
+            if spec_kv is None:
+                raise NotFound(f"vm {name!r} not found")
+            spec = decode(VmSpec, json.loads(spec_kv.value))
+            compares = [Compare(keys.vm_spec(name), "mod", "==", spec_kv.mod_revision)]
+            ops: list[Op] = [Delete(f"{keys.VMS}{name}/", prefix=True)]
+            reads: list[str] = []
+            if place_kv is not None:
+                node = decode(PlacementRecord, json.loads(place_kv.value)).node
+                self.cache.wait_for_revision(place_kv.mod_revision, timeout=2.0)
+                view_alloc = self.cache.allocs.get(node, (Allocation(node), 0))
+                compares.append(Compare(keys.alloc(node), "mod", "==", view_alloc[1]))
+                reads.append(keys.alloc(node))
+                ops += [Put(keys.alloc(node), dumps(view_alloc[0].without(name))),
+                        Delete(keys.assign(node, name))]
+            if spec.placement_group:
+                g = self.cache.groups.get(spec.placement_group)
+                if g is not None:
+                    compares.append(Compare(keys.group(g[0].name), "mod", "==", g[1]))
+                    reads.append(keys.group(g[0].name))
+                    rest = g[0].without(name)
+                    ops.append(Put(keys.group(rest.name), dumps(rest)) if rest.members
+                               else Delete(keys.group(rest.name)))
+            res = self.store.txn(compares, ops, [Get(k) for k in reads])
+            if res.succeeded:
+                return
+            for key, got in zip(reads, res.gets):
+                self.cache.apply_read(key, got, res.revision)
+            time.sleep(random.uniform(0, 0.002 * attempt))
+        raise Aborted(f"vm {name!r}: deletion kept conflicting; retry")
+
+    def check_policy_unused(self, name: str) -> None:
+        users = self.cache.policy_users(name)
+        if users:
+            more = f" and {len(users) - 5} more" if len(users) > 5 else ""
+            raise FailedPrecondition(f"QoS policy {name!r} is used by {', '.join(users[:5])}{more}",
+                                     details=users)

@@ -1,0 +1,162 @@
+"""`Store` over etcd's v3 gRPC API, using the generated stubs of the maintained etcd-sdk-python
+package (the `etcd3` package no longer imports with current protobuf)."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any, Callable, Iterator, Sequence
+
+import grpc
+from pyetcd import etcdrpc
+from pyetcd.etcdrpc import kv_pb2
+
+from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Get, Op, Put,
+                               StoreError, TxnResult, WatchCallback, prefix_end)
+
+log = logging.getLogger(__name__)
+
+_TARGET = {"mod": etcdrpc.Compare.MOD, "create": etcdrpc.Compare.CREATE,
+           "version": etcdrpc.Compare.VERSION}
+_FIELD = {"mod": "mod_revision", "create": "create_revision", "version": "version"}
+_OP = {"==": etcdrpc.Compare.EQUAL, "!=": etcdrpc.Compare.NOT_EQUAL,
+       "<": etcdrpc.Compare.LESS, ">": etcdrpc.Compare.GREATER}
+
+
+def _kv(m: Any) -> KV:
+    return KV(m.key.decode(), m.value, m.create_revision, m.mod_revision, m.version, m.lease)
+
+
+class EtcdStore:
+    def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(endpoint, options=[
+            ("grpc.max_receive_message_length", 256 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 10_000),
+        ])
+        self._kv = etcdrpc.KVStub(self._channel)
+        self._lease = etcdrpc.LeaseStub(self._channel)
+        self._watch = etcdrpc.WatchStub(self._channel)
+        self._cancels: list[Callable[[], None]] = []
+
+    def _call(self, fn: Callable[..., Any], req: Any) -> Any:
+        try:
+            return fn(req, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise StoreError(f"etcd {self.endpoint}: {e.code().name}: {e.details()}") from e
+
+    def get(self, key: str) -> KV | None:
+        r = self._call(self._kv.Range, etcdrpc.RangeRequest(key=key.encode()))
+        return _kv(r.kvs[0]) if r.kvs else None
+
+    def get_prefix(self, prefix: str) -> tuple[list[KV], int]:
+        r = self._call(self._kv.Range, etcdrpc.RangeRequest(
+            key=prefix.encode(), range_end=prefix_end(prefix).encode()))
+        return [_kv(m) for m in r.kvs], r.header.revision
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        r = self._call(self._kv.Put, etcdrpc.PutRequest(key=key.encode(), value=value, lease=lease))
+        return int(r.header.revision)
+
+    def delete(self, key: str, prefix: bool = False) -> int:
+        req = etcdrpc.DeleteRangeRequest(key=key.encode())
+        if prefix:
+            req.range_end = prefix_end(key).encode()
+        return int(self._call(self._kv.DeleteRange, req).deleted)
+
+    @staticmethod
+    def _op(op: Op) -> Any:
+        if isinstance(op, Put):
+            return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(
+                key=op.key.encode(), value=op.value, lease=op.lease))
+        end = prefix_end(op.key).encode() if op.prefix else b""
+        if isinstance(op, Delete):
+            return etcdrpc.RequestOp(request_delete_range=etcdrpc.DeleteRangeRequest(
+                key=op.key.encode(), range_end=end))
+        return etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=op.key.encode(), range_end=end))
+
+    def txn(self, compares: Sequence[Compare], success: Sequence[Op],
+            failure: Sequence[Op] = ()) -> TxnResult:
+        cmp = []
+        for c in compares:
+            m = etcdrpc.Compare(key=c.key.encode(), target=_TARGET[c.target], result=_OP[c.op])
+            setattr(m, _FIELD[c.target], c.value)
+            if c.prefix:
+                m.range_end = prefix_end(c.key).encode()
+            cmp.append(m)
+        r = self._call(self._kv.Txn, etcdrpc.TxnRequest(
+            compare=cmp, success=[self._op(o) for o in success], failure=[self._op(o) for o in failure]))
+        gets = tuple(tuple(_kv(m) for m in resp.response_range.kvs)
+                     for resp in r.responses if resp.WhichOneof("response") == "response_range")
+        return TxnResult(bool(r.succeeded), int(r.header.revision), gets)
+
+    def grant_lease(self, ttl: int) -> int:
+        return int(self._call(self._lease.LeaseGrant, etcdrpc.LeaseGrantRequest(TTL=ttl)).ID)
+
+    def keepalive(self, lease: int) -> int:
+        try:
+            for r in self._lease.LeaseKeepAlive(iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]),
+                                                 timeout=self.timeout):
+                return int(r.TTL)
+        except grpc.RpcError as e:
+            raise StoreError(f"etcd keepalive: {e.code().name}: {e.details()}") from e
+        return 0
+
+    def revoke_lease(self, lease: int) -> None:
+        try:
+            self._call(self._lease.LeaseRevoke, etcdrpc.LeaseRevokeRequest(ID=lease))
+        except StoreError:
+            pass  # already expired: the goal (keys gone) holds
+
+    def watch_prefix(self, prefix: str, start_revision: int, callback: WatchCallback,
+                     on_error: Callable[[Exception], None] | None = None) -> Callable[[], None]:
+        """Calls back on a thread of its own for every batch of events, in revision order."""
+        requests: queue.Queue[Any] = queue.Queue()
+        requests.put(etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
+            key=prefix.encode(), range_end=prefix_end(prefix).encode(), start_revision=start_revision)))
+        stopped = threading.Event()
+
+        def gen() -> Iterator[Any]:
+            while True:
+                item = requests.get()
+                if item is None:
+                    return
+                yield item
+
+        stream = self._watch.Watch(gen())
+
+        def run() -> None:
+            try:
+                for resp in stream:
+                    if resp.compact_revision:
+                        raise CompactedError(f"revision {start_revision} compacted "
+                                             f"(oldest {resp.compact_revision})")
+                    if resp.canceled:
+                        raise StoreError(f"watch canceled: {resp.cancel_reason}")
+                    if resp.events:
+                        evs = [Event("delete" if e.type == kv_pb2.Event.DELETE else "put", _kv(e.kv))
+                               for e in resp.events]
+                        callback(evs, int(resp.header.revision))
+            except grpc.RpcError as e:
+                if not stopped.is_set() and on_error:
+                    on_error(StoreError(f"watch {prefix}: {e.code().name}: {e.details()}"))
+            except Exception as e:  # a callback bug must not die silently on a watch thread
+                if not stopped.is_set():
+                    log.exception("watch %s stopped", prefix)
+                    if on_error:
+                        on_error(e)
+
+        threading.Thread(target=run, name=f"watch{prefix}", daemon=True).start()
+
+        def cancel() -> None:
+            stopped.set()
+            requests.put(None)
+            stream.cancel()
+        self._cancels.append(cancel)
+        return cancel
+
+    def close(self) -> None:
+        for c in self._cancels:
+            c()
+        self._channel.close()

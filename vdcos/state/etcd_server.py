@@ -1,0 +1,130 @@
+"""An etcd member owned by vdcos: started on loopback ports it picks, data in a folder it owns,
+stopped by its recorded PID."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EtcdServer:
+    data_dir: Path
+    client_port: int = 0
+    peer_port: int = 0
+    host: str = "127.0.0.1"
+    name: str = "vdcos"
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.client_port}"
+
+    def start(self, timeout: float = 20.0) -> EtcdServer:
+        if not os.path.exists(ETCD_BIN):
+            raise RuntimeError("etcd is not installed (Debian package etcd-server); run `make setup`")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.client_port = self.client_port or free_port(self.host)
+        self.peer_port = self.peer_port or free_port(self.host)
+        client = f"http://{self.host}:{self.client_port}"
+        peer = f"http://{self.host}:{self.peer_port}"
+        log_path = self.log_path or self.data_dir.parent / f"{self.name}-etcd.log"
+        cmd = [ETCD_BIN, "--name", self.name, "--data-dir", str(self.data_dir / "member-data"),
+               "--listen-client-urls", client, "--advertise-client-urls", client,
+               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+               "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
+               # A batch of placements is one txn of up to ~6 ops per VM.
+               "--max-txn-ops", "2048", "--quota-backend-bytes", str(4 * 1024**3),
+               "--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
+               "--logger", "zap", "--log-outputs", "stderr"]
+        env = dict(os.environ, ETCD_UNSUPPORTED_ARCH=os.environ.get("ETCD_UNSUPPORTED_ARCH", ""))
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                         env=env, start_new_session=True)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        from vdcos.state.etcd import EtcdStore
+        from vdcos.state.store import StoreError
+
+        deadline = time.monotonic() + timeout
+        store = EtcdStore(self.endpoint, timeout=1.0)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"etcd exited with {self.proc.returncode}; see its log")
+                try:
+                    store.get("/vdcos/ping")
+                    return
+                except StoreError:
+                    time.sleep(0.05)
+        finally:
+            store.close()
+        self.stop()
+        raise RuntimeError(f"etcd did not answer on {self.endpoint} within {timeout}s")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        stop_pid(self.proc.pid, self.proc)
+        self.proc = None
+
+
+def stop_pid(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 5.0) -> None:
+    """SIGTERM then SIGKILL one process we started, by its recorded PID."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if proc is not None:
+            if proc.poll() is not None:
+                return
+        elif not _alive(pid):
+            return
+        time.sleep(0.02)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if proc is not None:
+        proc.wait(5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie of someone else's still answers kill(0): look at its state.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

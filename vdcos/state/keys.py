@@ -1,0 +1,61 @@
+"""The etcd key layout: the only place key strings are built. See README.md beside this file."""
+from __future__ import annotations
+
+ROOT = "/vdcos/"
+
+CONFIG = ROOT + "config/scheduler"
+POLICIES = ROOT + "policies/"
+NODES = ROOT + "nodes/"
+ALLOC = ROOT + "alloc/"
+GROUPS = ROOT + "groups/"
+VMS = ROOT + "vms/"
+ASSIGN = ROOT + "assign/"
+
+
+def policy(name: str) -> str:
+    return POLICIES + name
+
+
+def node_spec(node: str) -> str:
+    return f"{NODES}{node}/spec"
+
+
+def node_status(node: str) -> str:
+    return f"{NODES}{node}/status"
+
+
+def node_cordon(node: str) -> str:
+    return f"{NODES}{node}/cordon"
+
+
+def alloc(node: str) -> str:
+    return ALLOC + node
+
+
+def group(name: str) -> str:
+    return GROUPS + name
+
+
+def vm_spec(vm: str) -> str:
+    return f"{VMS}{vm}/spec"
+
+
+def vm_placement(vm: str) -> str:
+    return f"{VMS}{vm}/placement"
+
+
+def vm_status(vm: str) -> str:
+    return f"{VMS}{vm}/status"
+
+
+def assign_prefix(node: str) -> str:
+    return f"{ASSIGN}{node}/"
+
+
+def assign(node: str, vm: str) -> str:
+    return f"{ASSIGN}{node}/{vm}"
+
+
+def split(key: str, prefix: str) -> list[str]:
+    """'/vdcos/nodes/h1/spec' under NODES -> ['h1', 'spec']."""
+    return key[len(prefix):].split("/")
