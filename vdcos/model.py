@@ -96,7 +96,7 @@ class Overcommit:
 
 
 DEFAULT_SCORER_WEIGHTS: Pairs = pairs(
-    {"most_allocated": "1.0", "alignment": "1.0", "least_allocated": "1.0", "group": "2.0"}
+    {"most_allocated": "1.0", "alignment": "0.5", "least_allocated": "1.0", "group": "2.0"}
 )
 
 

@@ -222,8 +222,10 @@ class MemoryStore:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for lid in [lid for lid, le in self._leases.items() if le.expires <= now]:
-            self._drop_keys(self._leases.pop(lid).keys)
+        # Pop them all first: dropping keys runs a txn, which checks expiry again.
+        expired = [self._leases.pop(lid) for lid, le in list(self._leases.items()) if le.expires <= now]
+        for le in expired:
+            self._drop_keys(le.keys)
 
     def _drop_keys(self, keys: set[str]) -> None:
         live = [k for k in keys if k in self._data]

@@ -152,6 +152,15 @@ SCORERS: dict[Strategy, tuple[tuple[str, Scorer], ...]] = {
 }
 
 
+def _normalize(s: F64) -> F64:
+    """Min-max over the feasible nodes (Nova's weigher normalization): each scorer's weight then
+    means the same thing whatever the spread of its raw values."""
+    lo, hi = float(s.min()), float(s.max())
+    if hi - lo < TIE_EPSILON:
+        return np.zeros_like(s)
+    return (s - lo) / (hi - lo)
+
+
 def _seed(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
@@ -201,7 +210,7 @@ def _evaluate(view: _View, ask: _Ask) -> tuple[F64, NDArrayInt, tuple[tuple[str,
     for name, scorer in SCORERS[snap.config.strategy]:
         s = scorer(view, ask)
         if s is not None:
-            parts.append((name, s[idx]))
+            parts.append((name, _normalize(s[idx])))
     weights = np.array([snap.config.weight(n) for n, _ in parts])
     total = sum(w * s for w, (_, s) in zip(weights, parts)) / max(weights.sum(), 1e-12)
     return np.asarray(total, dtype=np.float64), idx, tuple(parts)

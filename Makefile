@@ -1,0 +1,45 @@
+# make demo: install everything, bring up a local datacenter and place VMs on it.
+# make test: install everything, run the whole test suite.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+DEBS    := $(VENV)/.debian
+PROTOS  := $(wildcard proto/vdcos/v1/*.proto)
+GEN     := vdcos/v1/.generated
+
+.PHONY: setup demo test down bench lint proto
+
+setup: $(DEBS) $(STAMP) $(GEN)
+
+$(DEBS): scripts/setup-debian.sh
+	bash scripts/setup-debian.sh
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP): pyproject.toml setup.py | $(DEBS)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "setuptools>=68" wheel "grpcio-tools>=1.60"
+	$(PY) -m pip install -q --no-build-isolation -e ".[dev]"
+	touch $@
+
+# Generated code is never committed nor edited: rebuilt whenever a .proto changes.
+$(GEN): $(PROTOS) $(STAMP)
+	$(PY) -c "from setup import compile_protos; compile_protos('.')"
+	touch $@
+
+proto: $(GEN)
+
+demo: setup
+	$(VENV)/bin/vdcos demo
+
+down:
+	$(VENV)/bin/vdcos down
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) -m benchmarks.placement --hosts 10000 --vms 20000 --json benchmarks/results/placement.json

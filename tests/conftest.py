@@ -1,0 +1,94 @@
+"""Fixtures: a real etcd (Debian's etcd-server) on loopback with its data on tmpfs, a real gRPC
+scheduler server on port 0, and node agents with the sim driver. Everything is stopped by the
+fixture that started it, by recorded PID."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+import pytest
+
+from vdcos.cli.client import Client
+from vdcos.model import NodeSpec, Resources, pairs
+from vdcos.nodeagent.agent import NodeAgent
+from vdcos.nodeagent.sim import SimDriver
+from vdcos.scheduler.server import SchedulerServer, create_server
+from vdcos.state import keys
+from vdcos.state.etcd import EtcdStore
+from vdcos.state.etcd_server import EtcdServer
+
+HOST = Resources(16, 65536, 1000, 10000)
+
+
+def wait_until(pred: Callable[[], object], timeout: float = 10.0, every: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(every)
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    base = Path(tempfile.mkdtemp(prefix="vdcos-etcd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    srv = EtcdServer(base / "data").start()
+    yield srv
+    srv.stop()
+    import shutil
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def store(etcd_server: EtcdServer) -> Iterator[EtcdStore]:
+    s = EtcdStore(etcd_server.endpoint)
+    s.delete(keys.ROOT, prefix=True)
+    yield s
+    s.close()
+
+
+@dataclass
+class Cluster:
+    store: EtcdStore
+    server: SchedulerServer
+    client: Client
+    tmp: Path
+    agents: dict[str, NodeAgent] = field(default_factory=dict)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def add_node(self, name: str, capacity: Resources = HOST, labels: dict[str, str] | None = None,
+                 ttl: int = 10) -> NodeAgent:
+        driver = SimDriver(capacity, self.tmp / f"{name}.json")
+        agent = NodeAgent(self.store, NodeSpec(name, capacity, pairs(labels or {})), driver,
+                          lease_ttl=ttl, resync_s=0.5).start()
+        self.agents[name] = agent
+        wait_until(lambda: (v := self.server.cache.node(name)) is not None and v.status is not None)
+        return agent
+
+
+@pytest.fixture
+def cluster(store: EtcdStore, tmp_path: Path) -> Iterator[Cluster]:
+    server = create_server("127.0.0.1:0", store)
+    client = Client(f"127.0.0.1:{server.port}")
+    c = Cluster(store, server, client, tmp_path)
+    yield c
+    client.channel.close()
+    for a in c.agents.values():
+        a.stop()
+    server.stop(0)
+
+
+def details(e: grpc.RpcError) -> list[object]:
+    from grpc_status import rpc_status
+    st = rpc_status.from_call(e)  # type: ignore[arg-type]
+    return list(st.details) if st else []

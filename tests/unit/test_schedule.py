@@ -1,0 +1,170 @@
+"""The pure scheduling core: stages, strategies, explanations, determinism."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, PlacementGroup, QosClass,
+                         QosPolicy, Resources, SchedulerConfig, Strategy, VmSpec, pairs)
+from vdcos.scheduler.core import (Decision, PlacementRequest, Rejection, build_snapshot, explain, resolve,
+                                  schedule, schedule_batch)
+
+CAP = Resources(16, 65536, 1000, 10000)
+GOLD = QosPolicy("gold", QosClass.GUARANTEED, cpu_weight=200)
+BRONZE = QosPolicy("bronze", QosClass.BEST_EFFORT)
+POLICIES = {"gold": GOLD, "bronze": BRONZE}
+
+
+def nodes(n: int, labels: dict[int, dict[str, str]] | None = None) -> list[NodeSpec]:
+    return [NodeSpec(f"n{i}", CAP, pairs((labels or {}).get(i, {}))) for i in range(n)]
+
+
+def vm(name: str, vcpus: int = 2, mem: int = 4096, **kw: object) -> PlacementRequest:
+    return PlacementRequest(VmSpec(name, Resources(vcpus, mem, 10, 100), **kw))  # type: ignore[arg-type]
+
+
+def used(node: str, *entries: tuple[str, QosClass, Resources]) -> Allocation:
+    return Allocation(node, tuple(AllocEntry(v, c, r) for v, c, r in entries))
+
+
+def test_pack_prefers_the_fuller_node() -> None:
+    snap = build_snapshot(nodes(3), {"n1": used("n1", ("a", QosClass.BURSTABLE, Resources(8, 32768)))})
+    d = schedule(snap, vm("x"))
+    assert isinstance(d, Decision) and d.node == "n1"
+
+
+def test_spread_prefers_the_emptier_node() -> None:
+    cfg = SchedulerConfig(strategy=Strategy.SPREAD)
+    allocs = {f"n{i}": used(f"n{i}", ("a", QosClass.BURSTABLE, Resources(8, 32768))) for i in (0, 1)}
+    d = schedule(build_snapshot(nodes(3), allocs, config=cfg), vm("x"))
+    assert isinstance(d, Decision) and d.node == "n2"
+
+
+def test_alignment_fills_the_complementary_shape() -> None:
+    # n0 has spare CPU, n1 spare memory: a memory-heavy VM goes where memory is free.
+    allocs = {"n0": used("n0", ("a", QosClass.BURSTABLE, Resources(4, 57344))),
+              "n1": used("n1", ("b", QosClass.BURSTABLE, Resources(56, 8192)))}
+    d = schedule(build_snapshot(nodes(2), allocs), vm("x", vcpus=1, mem=32768))
+    assert isinstance(d, Decision) and d.node == "n1"
+
+
+def test_ties_are_broken_by_the_request_id_and_replayable() -> None:
+    snap = build_snapshot(nodes(50))
+    picks = {schedule(snap, PlacementRequest(vm("x").spec, f"req-{i}")).node for i in range(20)}  # type: ignore[union-attr]
+    assert len(picks) > 5, "different request ids should spread over tied nodes"
+    again = [schedule(snap, PlacementRequest(vm("x").spec, "req-7")) for _ in range(3)]
+    assert len({d.node for d in again}) == 1  # type: ignore[union-attr]
+
+
+def test_node_selector_and_rejection_counts() -> None:
+    snap = build_snapshot(nodes(4, {0: {"rack": "a"}, 1: {"rack": "b"}}))
+    d = schedule(snap, vm("x", node_selector=pairs({"rack": "b"})))
+    assert isinstance(d, Decision) and d.node == "n1"
+    r = schedule(snap, vm("y", node_selector=pairs({"rack": "z"})))
+    assert isinstance(r, Rejection) and not r.retryable
+    assert [(f.filter, f.nodes_ruled_out) for f in r.filters] == [("node_selector", 4)]
+
+
+def test_not_ready_and_cordoned_nodes_are_filtered_but_retryable() -> None:
+    snap = build_snapshot(nodes(3), ready={"n0", "n1"}, cordoned={"n1"})
+    d = schedule(snap, vm("x"))
+    assert isinstance(d, Decision) and d.node == "n0"
+    snap = build_snapshot(nodes(2), ready={"n1"}, cordoned={"n1"})
+    r = schedule(snap, vm("x"))
+    assert isinstance(r, Rejection) and r.retryable
+    assert {f.filter: f.nodes_ruled_out for f in r.filters} == {"node_ready": 1, "node_schedulable": 1}
+
+
+def test_resource_rejection_names_dimension_pool_and_largest_free() -> None:
+    allocs = {"n0": used("n0", ("a", QosClass.GUARANTEED, Resources(12, 1024))),
+              "n1": used("n1", ("b", QosClass.GUARANTEED, Resources(10, 1024)))}
+    r = schedule(build_snapshot(nodes(2), allocs, policies=POLICIES), vm("x", vcpus=8, qos_policy="gold"))
+    assert isinstance(r, Rejection) and r.retryable
+    (dim,) = r.dimensions
+    assert (dim.dimension, dim.pool, dim.nodes_short, dim.requested, dim.largest_free, dim.largest_free_node) == \
+        ("vcpus", "physical", 2, 8, 6, "n1")
+    assert "largest free 6 on n1" in r.summary
+
+
+def test_never_schedulable_when_bigger_than_any_node() -> None:
+    r = schedule(build_snapshot(nodes(3), policies=POLICIES), vm("x", vcpus=17, qos_policy="gold"))
+    assert isinstance(r, Rejection) and not r.retryable and "none ever could" in r.summary
+
+
+def test_unknown_policy_is_never_schedulable() -> None:
+    r = schedule(build_snapshot(nodes(1)), vm("x", qos_policy="nope"))
+    assert isinstance(r, Rejection) and not r.retryable and "nope" in r.summary
+
+
+@pytest.mark.parametrize("policy,expected", [
+    (AffinityPolicy.ANTI_AFFINITY, {"n0", "n1", "n2"}),
+    (AffinityPolicy.AFFINITY, {"n1"}),
+], ids=["anti-affinity", "affinity"])
+def test_hard_group_rules_in_a_batch(policy: AffinityPolicy, expected: set[str]) -> None:
+    snap = build_snapshot(nodes(3), {"n1": used("n1", ("z", QosClass.BURSTABLE, Resources(8, 8192)))})
+    reqs = [vm(f"g{i}", placement_group="g", group_policy=policy) for i in range(3)]
+    out = schedule_batch(snap, reqs)
+    assert all(isinstance(d, Decision) for d in out)
+    assert {d.node for d in out} == expected  # type: ignore[union-attr]
+    extra = schedule_batch(snap, [*reqs, vm("g3", placement_group="g", group_policy=policy)])[-1]
+    if policy is AffinityPolicy.ANTI_AFFINITY:
+        assert isinstance(extra, Rejection) and extra.filters[0].filter == "placement_group"
+
+
+def test_soft_anti_affinity_spreads_but_does_not_refuse() -> None:
+    snap = build_snapshot(nodes(2))
+    out = schedule_batch(snap, [vm(f"s{i}", placement_group="s", group_policy=AffinityPolicy.SOFT_ANTI_AFFINITY)
+                                for i in range(3)])
+    assert [isinstance(d, Decision) for d in out] == [True] * 3
+    assert {out[0].node, out[1].node} == {"n0", "n1"}  # type: ignore[union-attr]
+
+
+def test_group_policy_mismatch_is_refused() -> None:
+    groups = {"g": PlacementGroup("g", AffinityPolicy.AFFINITY, (("a", "n0"),))}
+    r = schedule(build_snapshot(nodes(2), groups=groups),
+                 vm("x", placement_group="g", group_policy=AffinityPolicy.ANTI_AFFINITY))
+    assert isinstance(r, Rejection) and not r.retryable
+
+
+def test_batch_sees_its_own_decisions_and_leaves_the_snapshot_alone() -> None:
+    snap = build_snapshot(nodes(1), policies=POLICIES)
+    before = snap.guaranteed.copy()
+    out = schedule_batch(snap, [vm(f"v{i}", vcpus=8, qos_policy="gold") for i in range(3)])
+    assert [type(d).__name__ for d in out] == ["Decision", "Decision", "Rejection"]
+    assert (snap.guaranteed == before).all()
+
+
+def test_best_effort_reserves_nothing() -> None:
+    snap = build_snapshot(nodes(1), policies=POLICIES)
+    out = schedule_batch(snap, [vm(f"b{i}", vcpus=16, mem=65536, qos_policy="bronze") for i in range(5)])
+    assert all(isinstance(d, Decision) and d.reserved == Resources() for d in out)
+    assert out[0].qos.cpu_shares == 2  # type: ignore[union-attr]
+
+
+def test_explain_ranks_candidates_without_changing_anything() -> None:
+    snap = build_snapshot(nodes(5), {"n3": used("n3", ("a", QosClass.BURSTABLE, Resources(8, 8192)))})
+    ex = explain(snap, vm("x"), limit=3)
+    assert ex.decision is not None and ex.decision.node == "n3"
+    assert [c.node for c in ex.candidates][0] == "n3" and len(ex.candidates) == 3
+    assert ex.candidates[0].score >= ex.candidates[1].score
+    assert dict(ex.candidates[0].scores).keys() == {"most_allocated", "alignment"}
+
+
+@pytest.mark.parametrize("policy,vcpus,shares,quota,mem_limit", [
+    (QosPolicy("g", QosClass.GUARANTEED, cpu_weight=200), 2, 4096, 200_000, 4096),
+    (QosPolicy("b", QosClass.BURSTABLE, cpu_limit_percent=50, memory_limit_ratio=1.5), 4, 4096, 200_000, 6144),
+    (QosPolicy("b2", QosClass.BURSTABLE), 1, 1024, 0, 4096),
+    (QosPolicy("be", QosClass.BEST_EFFORT), 8, 2, 0, 4096),
+], ids=["guaranteed", "burstable-limited", "burstable-unlimited", "best-effort"])
+def test_qos_resolution(policy: QosPolicy, vcpus: int, shares: int, quota: int, mem_limit: int) -> None:
+    q = resolve(VmSpec("x", Resources(vcpus, 4096)), policy)
+    assert (q.cpu_shares, q.cpu_quota_us, q.memory_limit_mib) == (shares, quota, mem_limit)
+
+
+def test_snapshot_arrays_are_read_only() -> None:
+    snap = build_snapshot(nodes(2))
+    with pytest.raises(ValueError):
+        snap.committed[0, 0] = 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.revision = 3  # type: ignore[misc]

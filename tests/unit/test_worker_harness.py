@@ -1,0 +1,141 @@
+"""The write path over the in-memory store: batching, commit validation, conflict retries."""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Sequence
+
+import pytest
+
+from vdcos.errors import Aborted, AlreadyExists, Unschedulable
+from vdcos.model import (AffinityPolicy, Allocation, NodeSpec, QosClass, QosPolicy, Resources, VmSpec,
+                         decode)
+from vdcos.nodeagent.agent import register
+from vdcos.scheduler.cache import ClusterCache
+from vdcos.scheduler.worker import Scheduler, dumps
+from vdcos.state import keys
+from vdcos.state.store import Compare, MemoryStore, Op, TxnResult
+
+CAP = Resources(16, 65536, 1000, 10000)
+
+
+class RejectingStore(MemoryStore):
+    """Every conditional commit fails, as if another scheduler always won the race."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected = 0
+
+    def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+        if compares and any(c.key.startswith(keys.ALLOC) for c in compares):
+            self.rejected += 1
+            return super().txn([Compare("/never", "version", "==", 1)], success, failure)
+        return super().txn(compares, success, failure)
+
+
+def setup(store: MemoryStore, n: int = 3) -> Scheduler:
+    for i in range(n):
+        register(store, NodeSpec(f"n{i}", CAP), ttl=60)
+    store.put(keys.policy("gold"), dumps(QosPolicy("gold", QosClass.GUARANTEED)))
+    return Scheduler(store, ClusterCache(store).start(), max_attempts=4).start()
+
+
+def allocations(store: MemoryStore) -> dict[str, Allocation]:
+    kvs, _ = store.get_prefix(keys.ALLOC)
+    return {kv.key: decode(Allocation, json.loads(kv.value)) for kv in kvs}
+
+
+def test_places_and_writes_one_consistent_record_set() -> None:
+    store = MemoryStore()
+    sched = setup(store)
+    placed = sched.create(VmSpec("a", Resources(4, 8192), qos_policy="gold"))
+    allocs = allocations(store)
+    assert allocs[keys.alloc(placed.record.node)].has("a")
+    assert store.get(keys.assign(placed.record.node, "a")) is not None
+    assert store.get(keys.vm_spec("a")) is not None
+    sched.stop()
+
+
+def test_duplicate_name_is_already_exists() -> None:
+    store = MemoryStore()
+    sched = setup(store)
+    sched.create(VmSpec("a", Resources(1, 1024)))
+    with pytest.raises(AlreadyExists):
+        sched.create(VmSpec("a", Resources(1, 1024)))
+    sched.stop()
+
+
+def test_a_store_that_always_rejects_gives_aborted_and_writes_nothing() -> None:
+    store = RejectingStore()
+    sched = setup(store)
+    with pytest.raises(Aborted):
+        sched.create(VmSpec("a", Resources(1, 1024)))
+    assert store.rejected == 4
+    assert store.get(keys.vm_spec("a")) is None and not allocations(store)
+    sched.stop()
+
+
+def test_a_concurrent_writer_is_detected_and_the_retry_does_not_overcommit() -> None:
+    store = MemoryStore()
+    sched = setup(store, n=1)
+    cache_first = sched.cache
+    # Another scheduler fills n0 with guaranteed VMs; our cache has not seen it when we decide.
+    original = cache_first.apply_kvs
+    cache_first.stop()  # our watch is gone: only the failed compare can tell us
+
+    full = Allocation("n0").with_entry(
+        __import__("vdcos.model", fromlist=["AllocEntry"]).AllocEntry("other", QosClass.GUARANTEED, Resources(16, 65536)))
+    store.put(keys.alloc("n0"), dumps(full))
+    with pytest.raises(Unschedulable) as e:
+        sched.create(VmSpec("mine", Resources(4, 8192), qos_policy="gold"))
+    assert e.value.details.retryable
+    assert allocations(store)[keys.alloc("n0")] == full
+    assert sched.stats["conflicts"] >= 1
+    assert original is not None
+    sched.stop()
+
+
+def test_concurrent_creates_are_batched_and_respect_hard_anti_affinity() -> None:
+    store = MemoryStore()
+    sched = setup(store, n=4)
+    results: list[object] = []
+
+    def one(i: int) -> None:
+        try:
+            results.append(sched.create(VmSpec(f"v{i}", Resources(1, 1024), placement_group="g",
+                                               group_policy=AffinityPolicy.ANTI_AFFINITY)))
+        except Unschedulable as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    placed = [r for r in results if not isinstance(r, Exception)]
+    assert len(placed) == 4
+    assert len({p.record.node for p in placed}) == 4  # type: ignore[attr-defined]
+    sched.stop()
+
+
+def test_delete_releases_the_allocation_and_the_group_slot() -> None:
+    store = MemoryStore()
+    sched = setup(store, n=1)
+    spec = VmSpec("a", Resources(16, 1024), qos_policy="gold", placement_group="g",
+                  group_policy=AffinityPolicy.ANTI_AFFINITY)
+    sched.create(spec)
+    sched.delete("a")
+    assert not allocations(store)[keys.alloc("n0")].entries
+    assert store.get(keys.group("g")) is None
+    sched.create(spec)  # fits again: capacity and group slot were released
+    sched.stop()
+
+
+def test_lease_expiry_makes_nodes_unschedulable() -> None:
+    store = MemoryStore()
+    sched = setup(store, n=2)
+    store.expire_leases_now()
+    with pytest.raises(Unschedulable) as e:
+        sched.create(VmSpec("a", Resources(1, 1024)))
+    assert e.value.details.retryable and e.value.details.filters[0].filter == "node_ready"
+    sched.stop()

@@ -1,0 +1,55 @@
+"""gRPC stubs for the CLI, and errors rendered for people: the field, the reason, the numbers."""
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from vdcos.v1 import capacity_service_pb2_grpc, node_service_pb2_grpc, placement_service_pb2_grpc
+from vdcos.v1 import qos_policy_service_pb2_grpc, types_pb2, vm_service_pb2_grpc
+
+
+class Client:
+    def __init__(self, addr: str) -> None:
+        self.channel = grpc.insecure_channel(addr)
+        self.vms = vm_service_pb2_grpc.VmServiceStub(self.channel)
+        self.nodes = node_service_pb2_grpc.NodeServiceStub(self.channel)
+        self.policies = qos_policy_service_pb2_grpc.QosPolicyServiceStub(self.channel)
+        self.placement = placement_service_pb2_grpc.PlacementServiceStub(self.channel)
+        self.capacity = capacity_service_pb2_grpc.CapacityServiceStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.channel.close()
+
+
+def rejection_lines(rej: types_pb2.PlacementRejection) -> list[str]:
+    lines = [f"  nodes: {rej.nodes_total} total, {rej.nodes_feasible} feasible; "
+             f"{'could fit later (retryable)' if rej.retryable else 'can never fit as asked'}"]
+    for f in rej.filters:
+        lines.append(f"  filter {f.filter}: ruled out {f.nodes_ruled_out} nodes ({f.reason})")
+    for d in rej.dimensions:
+        lines.append(f"  {d.dimension} [{d.pool} pool]: {d.nodes_short} nodes short; requested {d.requested}, "
+                     f"largest free {d.largest_free} on {d.largest_free_node}")
+    return lines
+
+
+def describe_error(e: grpc.RpcError) -> str:
+    code = e.code().name if e.code() else "UNKNOWN"
+    lines = [f"error: {code}: {e.details()}"]
+    st = rpc_status.from_call(e)  # type: ignore[arg-type]
+    for d in st.details if st else []:
+        if d.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            br = error_details_pb2.BadRequest()
+            d.Unpack(br)
+            lines = [f"error: {code}: invalid request"]
+            lines += [f"  {v.field}: {v.description}" for v in br.field_violations]
+        elif d.Is(types_pb2.PlacementRejection.DESCRIPTOR):
+            rej = types_pb2.PlacementRejection()
+            d.Unpack(rej)
+            lines += rejection_lines(rej)
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""`vdcos demo` (what `make demo` runs): a local datacenter, QoS policies, a mix of VMs placed
+through the gRPC API, the placement table, and one refusal explained."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import grpc
+
+from vdcos.cli import localdc
+from vdcos.cli.client import Client, describe_error
+from vdcos.cli.main import load_policies, node_rows, vm_rows
+from vdcos.v1 import node_service_pb2 as node_pb
+from vdcos.v1 import qos_policy_service_pb2 as pol_pb
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+ANTI = pb.AFFINITY_POLICY_ANTI_AFFINITY
+SOFT = pb.AFFINITY_POLICY_SOFT_AFFINITY
+
+# (name, vcpus, memory MiB, disk GiB, policy, group, group policy, node selector)
+DEMO_VMS = [
+    ("db-1", 8, 24576, 200, "gold", "db", ANTI, {}),
+    ("db-2", 8, 24576, 200, "gold", "db", ANTI, {}),
+    *[(f"web-{i}", 2, 4096, 20, "silver", "web", ANTI, {}) for i in range(1, 5)],
+    *[(f"app-{i}", 4, 8192, 40, "silver", "app", SOFT, {}) for i in range(1, 4)],
+    ("analytics-1", 8, 16384, 100, "silver", "", 0, {"rack": "rack-2"}),
+    *[(f"batch-{i}", 4, 2048, 10, "bronze", "", 0, {}) for i in range(1, 5)],
+    ("cache-1", 2, 8192, 10, "", "", 0, {}),
+]
+
+
+def spec(name: str, vcpus: int, mem: int, disk: int, policy: str, group: str, gp: int,
+         sel: dict[str, str]) -> pb.VmSpec:
+    return pb.VmSpec(name=name, resources=pb.Resources(vcpus=vcpus, memory_mib=mem, disk_gib=disk, network_mbps=100),
+                     qos_policy=policy, placement_group=group, group_policy=gp, node_selector=sel)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    home = Path(args.home)
+    print(f"== bringing up a local datacenter: {args.hosts} sim hosts (16 vCPU, 48 GiB each), etcd, scheduler")
+    dc = localdc.up(home, args.hosts, "sim", {"vcpus": 16, "memory_mib": 49152, "disk_gib": 1000,
+                                              "network_mbps": 10000})
+    with Client(dc.scheduler) as c:
+        print(f"\n== applying QoS policies from {EXAMPLES / 'policies.yaml'}")
+        for p in load_policies(str(EXAMPLES / "policies.yaml")):
+            r = c.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(policy=p, update_existing=True), timeout=10)
+            print(f"qospolicy/{r.policy.name} {'created' if r.created else 'configured'}")
+        print("\n== creating a mix of guaranteed, burstable and best-effort VMs through the gRPC API")
+        existing = {v.spec.name for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms}
+        for row in DEMO_VMS:
+            if row[0] in existing:
+                continue
+            try:
+                c.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec(*row)), timeout=30)
+            except grpc.RpcError as e:
+                print(describe_error(e))
+        print("\n== placements")
+        print(vm_rows(c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms))
+        print("\n== nodes")
+        print(node_rows(c.nodes.ListNodes(node_pb.ListNodesRequest(), timeout=10).nodes))
+        print("\n== a refusal, explained: a fifth web VM (hard anti-affinity) and a 46 GiB guaranteed VM")
+        for bad in (spec("web-5", 2, 4096, 20, "silver", "web", ANTI, {}),
+                    spec("warehouse-1", 8, 47104, 100, "gold", "", 0, {})):
+            try:
+                c.vms.CreateVm(vm_pb.CreateVmRequest(spec=bad), timeout=30)
+                print(f"{bad.name} was placed (the cluster had room)")
+            except grpc.RpcError as e:
+                print(f"$ vdcos vm create {bad.name} ...")
+                print(describe_error(e))
+    home_flag = "" if not args.home_set else f" --home {home}"
+    print(f"\nThe datacenter keeps running. Try: vdcos{home_flag} status | vdcos{home_flag} nodes | "
+          f"vdcos{home_flag} vm list | vdcos{home_flag} explain big --vcpus 8 --memory-mib 40000 --policy gold")
+    print(f"Stop it with: .venv/bin/vdcos{home_flag} down")
+    return 0

@@ -1,0 +1,146 @@
+"""A whole datacenter on one machine: etcd, a scheduler and N node agents as child processes of
+nobody (own sessions), recorded in $VDCOS_HOME/cluster.json and stopped by those PIDs only."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vdcos.state.etcd_server import EtcdServer, _alive, stop_pid
+
+
+def home_dir() -> Path:
+    return Path(os.environ.get("VDCOS_HOME") or Path.home() / ".vdcos")
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    log: str
+
+
+@dataclass
+class LocalDatacenter:
+    home: str
+    etcd: str
+    scheduler: str
+    driver: str
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def state_file(self) -> Path:
+        return Path(self.home) / "cluster.json"
+
+    def save(self) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(self.state_file)
+
+    @classmethod
+    def load(cls, home: Path) -> LocalDatacenter | None:
+        f = home / "cluster.json"
+        if not f.exists():
+            return None
+        d = json.loads(f.read_text())
+        d["procs"] = [Proc(**p) for p in d["procs"]]
+        return cls(**d)
+
+    def alive(self) -> dict[str, bool]:
+        return {p.name: _alive(p.pid) for p in self.procs}
+
+
+def _spawn(home: Path, name: str, argv: list[str]) -> Proc:
+    log = home / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        p = subprocess.Popen(argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return Proc(name, p.pid, str(log))
+
+
+def host_name(i: int) -> str:
+    return f"host-{i}"
+
+
+def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int = 10,
+       timeout: float = 60.0) -> LocalDatacenter:
+    existing = LocalDatacenter.load(home)
+    if existing is not None:
+        if all(existing.alive().values()):
+            return existing  # idempotent: it is up already
+        down(home)
+    home.mkdir(parents=True, exist_ok=True)
+    etcd = EtcdServer(home / "etcd", log_path=home / "logs" / "etcd.log")
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    etcd.start()
+    dc = LocalDatacenter(str(home), etcd.endpoint, "", driver, [Proc("etcd", etcd.pid, str(etcd.log_path))])
+    dc.save()
+    try:
+        port_file = home / "scheduler.port"
+        port_file.unlink(missing_ok=True)
+        py = sys.executable
+        dc.procs.append(_spawn(home, "scheduler", [py, "-m", "vdcos.scheduler", "--etcd", etcd.endpoint,
+                                                   "--listen", "127.0.0.1:0", "--port-file", str(port_file)]))
+        dc.save()
+        for i in range(1, hosts + 1):
+            name = host_name(i)
+            argv = [py, "-m", "vdcos.nodeagent", "--etcd", etcd.endpoint, "--name", name, "--driver", driver,
+                    "--state-dir", str(home / "hosts" / name), "--lease-ttl", str(lease_ttl),
+                    "--label", f"rack=rack-{(i - 1) % 2 + 1}"]
+            for k, v in capacity.items():
+                argv += [f"--{k.replace('_', '-')}", str(v)]
+            dc.procs.append(_spawn(home, name, argv))
+        dc.save()
+        deadline = time.monotonic() + timeout
+        while not port_file.exists():
+            if time.monotonic() > deadline or not _alive(dc.procs[1].pid):
+                raise RuntimeError(f"scheduler did not start; see {dc.procs[1].log}")
+            time.sleep(0.05)
+        dc.scheduler = f"127.0.0.1:{port_file.read_text().strip()}"
+        dc.save()
+        _wait_nodes(dc, hosts, deadline)
+        return dc
+    except BaseException:
+        down(home)
+        raise
+
+
+def _wait_nodes(dc: LocalDatacenter, hosts: int, deadline: float) -> None:
+    from vdcos.cli.client import Client
+    from vdcos.v1 import node_service_pb2 as npb
+    from vdcos.v1 import types_pb2 as pb
+
+    with Client(dc.scheduler) as c:
+        while True:
+            nodes = c.nodes.ListNodes(npb.ListNodesRequest(), timeout=5).nodes
+            if sum(n.state == pb.NODE_STATE_READY for n in nodes) >= hosts:
+                return
+            dead = [p.name for p in dc.procs if not _alive(p.pid)]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"nodes did not register (dead: {dead or 'none'}); logs in {dc.home}/logs")
+            time.sleep(0.1)
+
+
+def down(home: Path, *, keep_logs: bool = True) -> list[str]:
+    dc = LocalDatacenter.load(home)
+    stopped: list[str] = []
+    if dc is None:
+        return stopped
+    # Agents and scheduler first, etcd last, so nothing writes into a dying store.
+    for p in reversed(dc.procs):
+        if _alive(p.pid):
+            stop_pid(p.pid)
+            stopped.append(f"{p.name} (pid {p.pid})")
+    for sub in ("etcd", "hosts"):
+        shutil.rmtree(home / sub, ignore_errors=True)
+    for f in ("cluster.json", "scheduler.port"):
+        (home / f).unlink(missing_ok=True)
+    if not keep_logs:
+        shutil.rmtree(home / "logs", ignore_errors=True)
+    return stopped

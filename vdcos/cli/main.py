@@ -1,0 +1,381 @@
+"""`vdcos`: the operator's command line. Human tables by default, `-o json` for scripts."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import grpc
+import yaml
+from google.protobuf import json_format
+
+from vdcos.cli import localdc
+from vdcos.cli.client import Client, describe_error, rejection_lines
+from vdcos.v1 import capacity_service_pb2 as cap_pb
+from vdcos.v1 import node_service_pb2 as node_pb
+from vdcos.v1 import placement_service_pb2 as place_pb
+from vdcos.v1 import qos_policy_service_pb2 as pol_pb
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
+
+
+class UsageError(Exception):
+    """Bad input caught before anything was sent; names the field."""
+
+
+def _enum_name(enum: Any, value: int, prefix: str) -> str:
+    return enum.Name(value).removeprefix(prefix).lower().replace("_", "-")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers)] + [fmt.format(*r) for r in cells])
+
+
+def emit(args: argparse.Namespace, msg: Any, human: Callable[[], str]) -> None:
+    if args.output == "json":
+        print(json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True), indent=2))
+    else:
+        print(human())
+
+
+def server_addr(args: argparse.Namespace) -> str:
+    if args.server:
+        return str(args.server)
+    if os.environ.get("VDCOS_SERVER"):
+        return os.environ["VDCOS_SERVER"]
+    dc = localdc.LocalDatacenter.load(Path(args.home))
+    if dc is None or not dc.scheduler:
+        raise UsageError(f"no datacenter is up under {args.home}: run `vdcos up` or pass --server HOST:PORT")
+    return dc.scheduler
+
+
+# --- VM spec from flags ---------------------------------------------------------------------
+
+def _kv_list(values: list[str], field: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise UsageError(f"{field}: expected key=value, got {v!r}")
+        k, val = v.split("=", 1)
+        out[k] = val
+    return out
+
+
+GROUP_POLICIES = {"affinity": pb.AFFINITY_POLICY_AFFINITY, "anti-affinity": pb.AFFINITY_POLICY_ANTI_AFFINITY,
+                  "soft-affinity": pb.AFFINITY_POLICY_SOFT_AFFINITY,
+                  "soft-anti-affinity": pb.AFFINITY_POLICY_SOFT_ANTI_AFFINITY}
+
+
+def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
+    return pb.VmSpec(
+        name=args.name, qos_policy=args.policy or "",
+        resources=pb.Resources(vcpus=args.vcpus, memory_mib=args.memory_mib, disk_gib=args.disk_gib,
+                               network_mbps=args.network_mbps),
+        placement_group=args.group or "",
+        group_policy=GROUP_POLICIES[args.group_policy] if args.group_policy else pb.AFFINITY_POLICY_UNSPECIFIED,
+        node_selector=_kv_list(args.selector, "--selector"), networks=args.network, volumes=args.volume)
+
+
+def add_spec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--vcpus", type=int, default=1)
+    p.add_argument("--memory-mib", type=int, default=1024)
+    p.add_argument("--disk-gib", type=int, default=10)
+    p.add_argument("--network-mbps", type=int, default=100)
+    p.add_argument("--policy", help="QoS policy name (default: the built-in burstable 'default')")
+    p.add_argument("--group", help="placement group name")
+    p.add_argument("--group-policy", choices=sorted(GROUP_POLICIES))
+    p.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE", help="node label to require")
+    p.add_argument("--network", action="append", default=[])
+    p.add_argument("--volume", action="append", default=[])
+
+
+def vm_rows(vms: Sequence[pb.Vm]) -> str:
+    rows = []
+    for v in vms:
+        r, p = v.spec.resources, v.placement
+        rows.append([v.spec.name, p.node or "-", _enum_name(pb.QosClass, p.qos_class, "QOS_CLASS_"),
+                     v.spec.qos_policy or "default", r.vcpus, r.memory_mib, r.disk_gib, p.cpu_shares,
+                     _enum_name(pb.VmPhase, v.status.phase, "VM_PHASE_"), v.spec.placement_group or "-"])
+    return table(["NAME", "NODE", "QOS", "POLICY", "VCPU", "MEM_MIB", "DISK_GIB", "SHARES", "PHASE", "GROUP"], rows)
+
+
+def node_rows(nodes: Sequence[pb.Node]) -> str:
+    rows = []
+    for n in nodes:
+        state = _enum_name(pb.NodeState, n.state, "NODE_STATE_") + (",cordoned" if n.cordoned else "")
+        rows.append([n.name, state, f"{n.committed.vcpus}/{n.allocatable.vcpus}",
+                     f"{n.guaranteed.vcpus}/{n.capacity.vcpus}",
+                     f"{n.committed.memory_mib}/{n.allocatable.memory_mib}",
+                     f"{n.committed.disk_gib}/{n.allocatable.disk_gib}", n.vm_count,
+                     ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))])
+    return table(["NODE", "STATE", "VCPU(commit/alloc)", "VCPU(guar/phys)", "MEM_MIB(commit/alloc)",
+                  "DISK_GIB", "VMS", "LABELS"], rows)
+
+
+# --- commands -----------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    capacity = {"vcpus": args.host_vcpus, "memory_mib": args.host_memory_mib, "disk_gib": args.host_disk_gib,
+                "network_mbps": args.host_network_mbps}
+    dc = localdc.up(Path(args.home), args.hosts, args.driver, capacity)
+    print(f"datacenter up: {args.hosts} {args.driver} hosts, scheduler {dc.scheduler}, etcd {dc.etcd}")
+    print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = localdc.down(Path(args.home))
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    dc = localdc.LocalDatacenter.load(Path(args.home))
+    if dc is not None and args.output != "json":
+        alive = dc.alive()
+        print(table(["PROCESS", "PID", "ALIVE"], [[p.name, p.pid, "yes" if alive[p.name] else "NO"] for p in dc.procs]))
+        print()
+    with Client(server_addr(args)) as c:
+        s = c.capacity.GetCapacitySummary(cap_pb.GetCapacitySummaryRequest(), timeout=args.timeout)
+
+    def human() -> str:
+        rows = [[dim, getattr(s.capacity, dim), getattr(s.allocatable, dim), getattr(s.guaranteed, dim),
+                 getattr(s.committed, dim), getattr(s.free_committed, dim)]
+                for dim in ("vcpus", "memory_mib", "disk_gib", "network_mbps")]
+        head = (f"nodes: {s.nodes_ready}/{s.nodes_total} ready, {s.nodes_cordoned} cordoned; vms: {s.vms_total} "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(s.vms_by_class.items()))})")
+        return head + "\n" + table(["RESOURCE", "CAPACITY", "ALLOCATABLE", "GUARANTEED", "COMMITTED", "FREE"], rows)
+    emit(args, s, human)
+    return 0
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        r = c.nodes.ListNodes(node_pb.ListNodesRequest(label_selector=_kv_list(args.selector, "--selector")),
+                              timeout=args.timeout)
+    emit(args, r, lambda: node_rows(r.nodes))
+    return 0
+
+
+def cmd_cordon(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        if args.command == "cordon":
+            node = c.nodes.CordonNode(node_pb.CordonNodeRequest(name=args.node, reason=args.reason),
+                                      timeout=args.timeout).node
+        else:
+            node = c.nodes.UncordonNode(node_pb.UncordonNodeRequest(name=args.node), timeout=args.timeout).node
+    emit(args, node, lambda: node_rows([node]))
+    return 0
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        if args.vm_command == "create":
+            r = c.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm_spec(args), request_id=args.request_id or ""),
+                               timeout=args.timeout)
+            emit(args, r.vm, lambda: vm_rows([r.vm]))
+        elif args.vm_command == "list":
+            lr = c.vms.ListVms(vm_pb.ListVmsRequest(node=args.node or ""), timeout=args.timeout)
+            emit(args, lr, lambda: vm_rows(lr.vms))
+        elif args.vm_command == "show":
+            vm = c.vms.GetVm(vm_pb.GetVmRequest(name=args.name), timeout=args.timeout).vm
+            emit(args, vm, lambda: json.dumps(json_format.MessageToDict(vm, preserving_proto_field_name=True),
+                                              indent=2))
+        elif args.vm_command == "delete":
+            c.vms.DeleteVm(vm_pb.DeleteVmRequest(name=args.name), timeout=args.timeout)
+            if args.output != "json":
+                print(f"deleted {args.name}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        r = c.placement.ExplainPlacement(place_pb.ExplainPlacementRequest(spec=vm_spec(args), limit=args.limit),
+                                         timeout=args.timeout)
+
+    def human() -> str:
+        cls = _enum_name(pb.QosClass, r.qos_class, "QOS_CLASS_")
+        if not r.placeable:
+            return f"{args.name} ({cls}) cannot be placed: {r.rejection.summary}\n" + "\n".join(
+                rejection_lines(r.rejection))
+        rows = [[c.node, f"{c.score:.4f}", " ".join(f"{k}={v:.3f}" for k, v in sorted(c.scores.items()))]
+                for c in r.candidates]
+        return (f"{args.name} ({cls}) would go to {r.chosen_node} (snapshot revision {r.snapshot_revision})\n"
+                + table(["CANDIDATE", "SCORE", "SCORERS"], rows))
+    emit(args, r, human)
+    return 0
+
+
+POLICY_FIELDS = {"name": str, "qos_class": str, "cpu_weight": int, "cpu_limit_percent": int,
+                 "memory_limit_ratio": (int, float), "disk_iops_limit": int, "disk_mbps_limit": int,
+                 "network_mbps_limit": int, "description": str}
+QOS_CLASSES = {"guaranteed": pb.QOS_CLASS_GUARANTEED, "burstable": pb.QOS_CLASS_BURSTABLE,
+               "best-effort": pb.QOS_CLASS_BEST_EFFORT}
+
+
+def load_policies(path: str) -> list[pb.QosPolicy]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as e:
+        raise UsageError(f"-f: cannot read {path}: {e.strerror}")
+    except yaml.YAMLError as e:
+        raise UsageError(f"-f: {path} is not valid YAML: {e}")
+    out = []
+    for i, doc in enumerate(docs):
+        where = f"{path} document {i + 1}"
+        if not isinstance(doc, dict):
+            raise UsageError(f"{where}: expected a mapping of policy fields")
+        kind = doc.pop("kind", "QosPolicy")
+        if kind != "QosPolicy":
+            raise UsageError(f"{where}: kind: expected QosPolicy, got {kind!r}")
+        for k, v in doc.items():
+            want = POLICY_FIELDS.get(k)
+            if want is None:
+                raise UsageError(f"{where}: {k}: unknown field (known: {', '.join(POLICY_FIELDS)})")
+            if isinstance(v, bool) or not isinstance(v, want):
+                raise UsageError(f"{where}: {k}: expected {getattr(want, '__name__', 'number')}, got {v!r}")
+        cls = doc.pop("qos_class", None)
+        if cls not in QOS_CLASSES:
+            raise UsageError(f"{where}: qos_class: must be one of {', '.join(QOS_CLASSES)}, got {cls!r}")
+        out.append(pb.QosPolicy(qos_class=QOS_CLASSES[cls], **doc))
+    if not out:
+        raise UsageError(f"-f: {path} holds no policy")
+    return out
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        if args.policy_command == "apply":
+            policies = load_policies(args.file)
+            results = [c.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(policy=p, update_existing=True),
+                                                  timeout=args.timeout) for p in policies]
+            if args.output == "json":
+                print(json.dumps([json_format.MessageToDict(r, preserving_proto_field_name=True) for r in results]))
+            else:
+                for r in results:
+                    print(f"qospolicy/{r.policy.name} {'created' if r.created else 'configured'}")
+        elif args.policy_command == "list":
+            lr = c.policies.ListQosPolicies(pol_pb.ListQosPoliciesRequest(), timeout=args.timeout)
+            emit(args, lr, lambda: table(
+                ["NAME", "CLASS", "CPU_WEIGHT", "CPU_LIMIT%", "MEM_LIMIT_RATIO", "NET_MBPS", "DESCRIPTION"],
+                [[p.name, _enum_name(pb.QosClass, p.qos_class, "QOS_CLASS_"), p.cpu_weight, p.cpu_limit_percent,
+                  p.memory_limit_ratio, p.network_mbps_limit, p.description] for p in lr.policies]))
+        elif args.policy_command == "delete":
+            c.policies.DeleteQosPolicy(pol_pb.DeleteQosPolicyRequest(name=args.name), timeout=args.timeout)
+            print(f"qospolicy/{args.name} deleted")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        if args.config_command == "set":
+            cfg = pb.SchedulerConfig(overcommit=pb.Overcommit(
+                vcpus=args.cpu_overcommit or 0, memory_mib=args.memory_overcommit or 0,
+                disk_gib=args.disk_overcommit or 0, network_mbps=args.network_overcommit or 0),
+                strategy={"pack": pb.STRATEGY_PACK, "spread": pb.STRATEGY_SPREAD}.get(args.strategy or "", 0))
+            conf = c.placement.UpdateSchedulerConfig(place_pb.UpdateSchedulerConfigRequest(config=cfg),
+                                                     timeout=args.timeout).config
+        else:
+            conf = c.placement.GetSchedulerConfig(place_pb.GetSchedulerConfigRequest(), timeout=args.timeout).config
+    emit(args, conf, lambda: json.dumps(json_format.MessageToDict(conf, preserving_proto_field_name=True), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vdcos.cli.demo import run_demo
+    return run_demo(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="vdcos", description="Virtual Datacenter OS: many hosts, one computer")
+    ap.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    ap.add_argument("--server", help="scheduler address HOST:PORT (default: the local datacenter's)")
+    ap.add_argument("--home", help="local datacenter state folder (default $VDCOS_HOME or ~/.vdcos)")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds per API call")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start a local datacenter: etcd, scheduler, N node agents")
+    up.add_argument("--hosts", type=int, default=3)
+    up.add_argument("--driver", choices=["sim"], default="sim")
+    up.add_argument("--host-vcpus", type=int, default=16)
+    up.add_argument("--host-memory-mib", type=int, default=65536)
+    up.add_argument("--host-disk-gib", type=int, default=1000)
+    up.add_argument("--host-network-mbps", type=int, default=10000)
+    up.set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the local datacenter and remove its state").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="processes and datacenter capacity").set_defaults(fn=cmd_status)
+    nodes = sub.add_parser("nodes", help="list nodes")
+    nodes.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE")
+    nodes.set_defaults(fn=cmd_nodes)
+    for name in ("cordon", "uncordon"):
+        p = sub.add_parser(name, help=f"{name} a node")
+        p.add_argument("node")
+        if name == "cordon":
+            p.add_argument("--reason", default="")
+        p.set_defaults(fn=cmd_cordon)
+
+    vm = sub.add_parser("vm", help="create, list, show, delete VMs")
+    vsub = vm.add_subparsers(dest="vm_command", required=True)
+    create = vsub.add_parser("create")
+    add_spec_flags(create)
+    create.add_argument("--request-id")
+    vl = vsub.add_parser("list")
+    vl.add_argument("--node")
+    vsub.add_parser("show").add_argument("name")
+    vsub.add_parser("delete").add_argument("name")
+    vm.set_defaults(fn=cmd_vm)
+
+    ex = sub.add_parser("explain", help="where would this VM go, and why (commits nothing)")
+    add_spec_flags(ex)
+    ex.add_argument("--limit", type=int, default=5)
+    ex.set_defaults(fn=cmd_explain)
+
+    pol = sub.add_parser("policy", help="QoS policies")
+    psub = pol.add_subparsers(dest="policy_command", required=True)
+    psub.add_parser("apply").add_argument("-f", "--file", required=True, help="YAML file, '-' for stdin")
+    psub.add_parser("list")
+    psub.add_parser("delete").add_argument("name")
+    pol.set_defaults(fn=cmd_policy)
+
+    conf = sub.add_parser("config", help="scheduler configuration")
+    csub = conf.add_subparsers(dest="config_command", required=True)
+    csub.add_parser("show")
+    cs = csub.add_parser("set")
+    for dim in ("cpu", "memory", "disk", "network"):
+        cs.add_argument(f"--{dim}-overcommit", type=float)
+    cs.add_argument("--strategy", choices=["pack", "spread"])
+    conf.set_defaults(fn=cmd_config)
+
+    demo = sub.add_parser("demo", help="bring up a datacenter, place a mix of VMs, explain a refusal")
+    demo.add_argument("--hosts", type=int, default=4)
+    demo.set_defaults(fn=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    args.home_set = bool(args.home)
+    args.home = args.home or str(localdc.home_dir())
+    try:
+        return int(args.fn(args))
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as e:
+        print(describe_error(e), file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
