@@ -124,7 +124,7 @@ def node_rows(nodes: Sequence[pb.Node]) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     capacity = {"vcpus": args.host_vcpus, "memory_mib": args.host_memory_mib, "disk_gib": args.host_disk_gib,
                 "network_mbps": args.host_network_mbps}
-    dc = localdc.up(Path(args.home), args.hosts, args.driver, capacity)
+    dc = localdc.up(Path(args.home), args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl)
     print(f"datacenter up: {args.hosts} {args.driver} hosts, scheduler {dc.scheduler}, etcd {dc.etcd}")
     print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
     return 0
@@ -309,6 +309,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--host-memory-mib", type=int, default=65536)
     up.add_argument("--host-disk-gib", type=int, default=1000)
     up.add_argument("--host-network-mbps", type=int, default=10000)
+    up.add_argument("--lease-ttl", type=int, default=10, help="seconds before a silent node is NotReady")
     up.set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop the local datacenter and remove its state").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="processes and datacenter capacity").set_defaults(fn=cmd_status)

@@ -1,0 +1,154 @@
+"""`vdcos up` with several agent processes, driven through the CLI as an operator would."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.conftest import wait_until
+from vdcos.cli.localdc import LocalDatacenter
+from vdcos.state.etcd_server import _alive
+
+pytestmark = pytest.mark.e2e
+
+
+def vdcos(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run([sys.executable, "-m", "vdcos.cli.main", "--home", str(home), *args],
+                       capture_output=True, text=True, timeout=120)
+    if check and p.returncode != 0:
+        raise AssertionError(f"vdcos {' '.join(args)} failed ({p.returncode}): {p.stderr}{p.stdout}")
+    return p
+
+
+def jq(home: Path, *args: str) -> object:
+    return json.loads(vdcos(home, "-o", "json", *args).stdout)
+
+
+@pytest.fixture
+def dc(tmp_path: Path) -> Iterator[Path]:
+    home = tmp_path / "dc"
+    vdcos(home, "up", "--hosts", "3", "--lease-ttl", "2", "--host-vcpus", "8", "--host-memory-mib", "16384")
+    yield home
+    state = LocalDatacenter.load(home)
+    vdcos(home, "down", check=False)
+    if state:
+        assert not any(_alive(p.pid) for p in state.procs), "vdcos down left processes behind"
+
+
+def test_up_is_idempotent_and_down_stops_everything(dc: Path) -> None:
+    before = LocalDatacenter.load(dc)
+    out = vdcos(dc, "up", "--hosts", "3").stdout
+    assert "datacenter up" in out
+    assert LocalDatacenter.load(dc) == before
+    status = vdcos(dc, "status").stdout
+    assert "nodes: 3/3 ready" in status and "scheduler" in status
+    nodes = jq(dc, "nodes")["nodes"]  # type: ignore[index]
+    assert sorted(n["name"] for n in nodes) == ["host-1", "host-2", "host-3"]
+
+
+def test_cli_vm_policy_explain_roundtrip(dc: Path, tmp_path: Path) -> None:
+    pol = tmp_path / "p.yaml"
+    pol.write_text("name: gold\nqos_class: guaranteed\ncpu_weight: 300\n---\nname: spot\nqos_class: best-effort\n")
+    assert "qospolicy/gold created" in vdcos(dc, "policy", "apply", "-f", str(pol)).stdout
+    assert "qospolicy/gold configured" in vdcos(dc, "policy", "apply", "-f", str(pol)).stdout
+    vm = jq(dc, "vm", "create", "db-1", "--vcpus", "4", "--memory-mib", "8192", "--policy", "gold",
+            "--group", "db", "--group-policy", "anti-affinity")
+    assert vm["placement"]["qos_class"] == "QOS_CLASS_GUARANTEED" and vm["placement"]["cpu_shares"] == "12288"  # type: ignore[index]
+    wait_until(lambda: jq(dc, "vm", "show", "db-1")["status"]["phase"] == "VM_PHASE_RUNNING", timeout=15)  # type: ignore[index]
+    table = vdcos(dc, "vm", "list").stdout
+    assert "db-1" in table and "guaranteed" in table and "running" in table
+    ex = vdcos(dc, "explain", "x", "--vcpus", "2").stdout
+    assert "would go to host-" in ex and "CANDIDATE" in ex
+    # Refusals name the dimension and the numbers, exit non-zero.
+    p = vdcos(dc, "vm", "create", "big", "--vcpus", "6", "--memory-mib", "17000", "--policy", "gold", check=False)
+    assert p.returncode == 1
+    assert "RESOURCE_EXHAUSTED" in p.stderr or "FAILED_PRECONDITION" in p.stderr
+    assert "memory_mib" in p.stderr and "largest free" in p.stderr
+    vdcos(dc, "vm", "delete", "db-1")
+    assert "db-1" not in vdcos(dc, "vm", "list").stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["vm", "create", "Bad_Name"], "spec.name"),
+    (["vm", "create", "ok", "--vcpus", "0"], "spec.resources.vcpus"),
+    (["vm", "create", "ok", "--selector", "novalue"], "--selector"),
+    (["vm", "show", "no-such-vm"], "NOT_FOUND"),
+], ids=["name", "vcpus", "selector", "missing"])
+def test_cli_errors_name_the_field(dc: Path, args: list[str], needle: str) -> None:
+    p = vdcos(dc, *args, check=False)
+    assert p.returncode != 0 and needle in p.stderr, p.stderr
+
+
+def test_policy_file_errors_name_the_field(dc: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nqos_class: platinum\n")
+    p = vdcos(dc, "policy", "apply", "-f", str(bad), check=False)
+    assert p.returncode == 2 and "qos_class" in p.stderr
+    bad.write_text("name: x\nqos_class: burstable\ncpu_wieght: 3\n")
+    p = vdcos(dc, "policy", "apply", "-f", str(bad), check=False)
+    assert p.returncode == 2 and "cpu_wieght: unknown field" in p.stderr
+    bad.write_text("name: x\nqos_class: burstable\ncpu_limit_percent: 400\n")
+    p = vdcos(dc, "policy", "apply", "-f", str(bad), check=False)
+    assert p.returncode == 1 and "policy.cpu_limit_percent" in p.stderr
+    assert "x" not in [q["name"] for q in jq(dc, "policy", "list").get("policies", [])]  # type: ignore[union-attr]
+
+
+def _agent(home: Path, name: str) -> tuple[int, list[str]]:
+    state = LocalDatacenter.load(home)
+    assert state is not None
+    proc = next(p for p in state.procs if p.name == name)
+    cmd = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    return proc.pid, [c.decode() for c in cmd]
+
+
+def test_agent_restart_adopts_running_vms_and_creates_nothing_twice(dc: Path) -> None:
+    for i in range(3):
+        vdcos(dc, "vm", "create", f"v{i}", "--selector", "rack=rack-1")
+    node = jq(dc, "vm", "show", "v0")["placement"]["node"]  # type: ignore[index]
+    domains = Path(dc) / "hosts" / node / "domains.json"
+    wait_until(lambda: domains.exists() and len(json.loads(domains.read_text())) >= 1, timeout=15)
+    before = {d["name"]: d["uuid"] for d in json.loads(domains.read_text())}
+    pid, cmd = _agent(dc, node)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(pid))
+    new = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: jq(dc, "vm", "show", "v0")["status"]["phase"] == "VM_PHASE_RUNNING", timeout=15)  # type: ignore[index]
+        time.sleep(1.0)  # a few reconcile rounds
+        after = {d["name"]: d["uuid"] for d in json.loads(domains.read_text())}
+        assert after == before, "restart re-created or lost domains"
+    finally:
+        os.kill(new.pid, signal.SIGTERM)
+        new.wait(10)
+
+
+def test_a_dead_agent_makes_its_node_not_ready_within_the_ttl(dc: Path) -> None:
+    pid, _ = _agent(dc, "host-2")
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_until(lambda: any(n["name"] == "host-2" and n["state"] == "NODE_STATE_NOT_READY"
+                           for n in jq(dc, "nodes")["nodes"]), timeout=10)  # type: ignore[index]
+    assert time.monotonic() - t0 < 6
+    for i in range(4):
+        assert jq(dc, "vm", "create", f"after-{i}")["placement"]["node"] != "host-2"  # type: ignore[index]
+    assert "2/3 ready" in vdcos(dc, "status").stdout
+
+
+def test_a_vanished_domain_is_reported_and_restarted(dc: Path) -> None:
+    vdcos(dc, "vm", "create", "fragile")
+    node = jq(dc, "vm", "show", "fragile")["placement"]["node"]  # type: ignore[index]
+    domains = Path(dc) / "hosts" / node / "domains.json"
+    wait_until(lambda: domains.exists() and json.loads(domains.read_text()), timeout=15)
+    wait_until(lambda: jq(dc, "vm", "show", "fragile")["status"]["phase"] == "VM_PHASE_RUNNING", timeout=15)  # type: ignore[index]
+    old = json.loads(domains.read_text())
+    domains.write_text(json.dumps([d for d in old if d["name"] != "fragile"]))
+    wait_until(lambda: "disappeared" in jq(dc, "vm", "show", "fragile")["status"].get("message", ""), timeout=15)  # type: ignore[index]
+    now = {d["name"]: d["uuid"] for d in json.loads(domains.read_text())}
+    assert "fragile" in now and now["fragile"] != {d["name"]: d["uuid"] for d in old}["fragile"]
