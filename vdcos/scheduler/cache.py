@@ -121,6 +121,19 @@ class ClusterCache:
                 self._apply_put(kv)
             self.revision = max(self.revision, revision)
 
+    def apply_committed(self, allocs: dict[str, Allocation], groups: dict[str, PlacementGroup],
+                        revision: int) -> None:
+        """Our own successful commit, as objects: no need to wait for the watch nor to decode."""
+        with self._lock:
+            for node, a in allocs.items():
+                if self._fresh(keys.alloc(node), revision):
+                    self.allocs[node] = (a, revision)
+                    self._refresh_row(node)
+            for name, g in groups.items():
+                if self._fresh(keys.group(name), revision):
+                    self.groups[name] = (g, revision)
+            self.revision = max(self.revision, revision)
+
     def apply_read(self, key: str, kvs: tuple[KV, ...], revision: int) -> None:
         """A point read at `revision`: absent means deleted by then."""
         with self._lock:
@@ -243,7 +256,8 @@ class ClusterCache:
                 label_index=self._frozen_labels(),
                 policies={k: p for k, (p, _) in self.policies.items()},
                 groups={k: g for k, (g, _) in self.groups.items()},
-                config=self.config, index=dict(self._index), terms=derive(acap, c).frozen(),
+                config=self.config, index=dict(self._index),
+                terms=derive(cap, acap, g, c, arrays[4] & arrays[5] & ~arrays[6]).frozen(),
             )
             return self._snapshot
 

@@ -25,7 +25,7 @@ from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain,
                                   fits, schedule_batch)
 from vdcos.state import keys
-from vdcos.state.store import KV, Compare, Delete, Get, Op, Put, Store, StoreError
+from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ class _Txn:
     compares: list[Compare] = field(default_factory=list)
     puts: list[Op] = field(default_factory=list)
     reads: list[str] = field(default_factory=list)  # keys re-read when a compare fails
-    placed: list[tuple[_Pending, Decision]] = field(default_factory=list)
+    placed: list[tuple[_Pending, PlacementRecord]] = field(default_factory=list)
+    allocs: dict[str, Allocation] = field(default_factory=dict)
+    groups: dict[str, PlacementGroup] = field(default_factory=dict)
 
     def guard(self, key: str, target: str, value: int) -> None:
         if key not in self.reads:
@@ -154,8 +156,7 @@ class Scheduler:
         """Commit validation: every decision is checked again, with the same `fits`, against the
         exact records the transaction will compare on. What no longer fits is decided again."""
         txn = _Txn()
-        allocs: dict[str, Allocation] = {}
-        groups: dict[str, PlacementGroup] = {}
+        allocs, groups = txn.allocs, txn.groups
         retry: list[_Pending] = []
         config = self.cache.config
         for p, d in decided:
@@ -189,7 +190,7 @@ class Scheduler:
             txn.puts += [Put(keys.vm_spec(spec.name), dumps(spec)),
                          Put(keys.vm_placement(spec.name), dumps(record)),
                          Put(keys.assign(d.node, spec.name), dumps(Assignment(spec, d.qos, d.reserved)))]
-            txn.placed.append((p, d))
+            txn.placed.append((p, record))
         txn.puts += [Put(keys.alloc(n), dumps(a)) for n, a in allocs.items()]
         txn.puts += [Put(keys.group(n), dumps(g)) for n, g in groups.items()]
         return txn, retry
@@ -197,12 +198,8 @@ class Scheduler:
     def _commit(self, txn: _Txn) -> list[_Pending]:
         res = self.store.txn(txn.compares, txn.puts, [Get(k) for k in txn.reads])
         if res.succeeded:
-            cached = [KV(o.key, o.value, res.revision, res.revision) for o in txn.puts
-                      if isinstance(o, Put) and not o.key.startswith((keys.VMS, keys.ASSIGN))]
-            self.cache.apply_kvs(cached, res.revision)
-            for p, d in txn.placed:
-                rec = next(decode(PlacementRecord, json.loads(o.value)) for o in txn.puts
-                           if isinstance(o, Put) and o.key == keys.vm_placement(d.vm))
+            self.cache.apply_committed(txn.allocs, txn.groups, res.revision)
+            for p, rec in txn.placed:
                 p.future.set_result(Placed(p.request.spec, rec, res.revision))
             self.stats["placed"] += len(txn.placed)
             return []

@@ -46,18 +46,17 @@ def allocatable(capacity: F64, overcommit: Overcommit) -> F64:
     return np.floor(capacity * np.asarray(overcommit.as_tuple(), dtype=np.float64)[:, None])
 
 
-def fit_matrix(capacity: F64, alloc_cap: F64, guaranteed: F64, committed: F64,
-               demand: F64, qos_class: QosClass) -> FitResult:
-    n = capacity.shape[1]
-    short_phys = np.zeros((len(DIMENSIONS), n), dtype=bool)
-    short_over = np.zeros((len(DIMENSIONS), n), dtype=bool)
-    bad = np.zeros(n, dtype=bool)
-    for j in np.flatnonzero(demand > 0):
-        np.greater(committed[j] + demand[j], alloc_cap[j], out=short_over[j])
-        bad |= short_over[j]
-        if qos_class is QosClass.GUARANTEED:
-            np.greater(guaranteed[j] + demand[j], capacity[j], out=short_phys[j])
-            bad |= short_phys[j]
+def fit_matrix(free_physical: F64, free_overcommitted: F64, demand: F64, qos_class: QosClass) -> FitResult:
+    """free_* are (D, N): capacity - guaranteed, and allocatable - committed."""
+    wanted = demand > 0
+    d = demand[:, None]
+    short_over = (free_overcommitted < d) & wanted[:, None]
+    bad = short_over.any(axis=0)
+    if qos_class is QosClass.GUARANTEED:
+        short_phys = (free_physical < d) & wanted[:, None]
+        bad |= short_phys.any(axis=0)
+    else:
+        short_phys = np.zeros_like(short_over)
     return FitResult(~bad, short_phys, short_over)
 
 
@@ -73,7 +72,7 @@ def fits(capacity: Resources, overcommit: Overcommit, allocation: Allocation,
     g = demand_vector(allocation.guaranteed)[:, None]
     c = demand_vector(allocation.committed)[:, None]
     d = demand_vector(demand)
-    res = fit_matrix(cap, acap, g, c, d, qos_class)
+    res = fit_matrix(cap - g, acap - c, d, qos_class)
     out: list[Insufficient] = []
     for j, dim in enumerate(DIMENSIONS):
         if res.short_physical[j, 0]:

@@ -15,8 +15,8 @@ import numpy as np
 
 from vdcos.model import DIMENSIONS, AffinityPolicy, PlacementGroup, QosClass, QosPolicy, Strategy
 from vdcos.scheduler.core import qos
-from vdcos.scheduler.core.fit import (F64, OVERCOMMITTED, PHYSICAL, Mask, demand_vector,
-                                      fit_matrix)
+from vdcos.scheduler.core.fit import (F64, OVERCOMMITTED, PHYSICAL, FitResult, Mask,
+                                      demand_vector, fit_matrix)
 from vdcos.scheduler.core.result import (Candidate, Decision, DimensionShortfall, Explanation,
                                          FilterOutcome, PlacementRequest, Rejection)
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms
@@ -30,19 +30,16 @@ class _View:
     """The snapshot plus what earlier decisions of the same batch placed on it."""
 
     snap: ClusterSnapshot
-    guaranteed: F64
-    committed: F64
     terms: ScoreTerms
     groups: dict[str, PlacementGroup]
 
     @classmethod
     def of(cls, snap: ClusterSnapshot) -> _View:
-        return cls(snap, snap.guaranteed, snap.committed, snap.score_terms, dict(snap.groups))
+        return cls(snap, snap.score_terms, dict(snap.groups))
 
     @classmethod
     def private_copy(cls, snap: ClusterSnapshot) -> _View:
-        return cls(snap, snap.guaranteed.copy(), snap.committed.copy(), snap.score_terms.copy(),
-                   dict(snap.groups))
+        return cls(snap, snap.score_terms.copy(), dict(snap.groups))
 
     def group_counts(self, name: str) -> F64:
         counts = np.zeros(self.snap.size)
@@ -183,9 +180,35 @@ def _never(snap: ClusterSnapshot, vm: str, why: str) -> Rejection:
 
 
 def _evaluate(view: _View, ask: _Ask) -> tuple[F64, NDArrayInt, tuple[tuple[str, F64], ...]] | Rejection:
-    """Scores of the feasible node indices, or why there are none."""
+    """Scores of the feasible node indices, or why there are none.
+
+    The success path combines the masks without counting; only a refusal pays for the
+    per-filter counts of its explanation."""
     snap = view.snap
-    alive = snap.present.copy()
+    alive = snap.schedulable
+    for name, flt in FILTERS[2:]:
+        res = flt(view, ask)
+        if res is not None:
+            alive = alive & res[0]
+    t = view.terms
+    fit = fit_matrix(t.free_physical, t.free_over, ask.fit_demand, ask.policy.qos_class)
+    idx = np.flatnonzero(alive & fit.ok)
+    if idx.size == 0:
+        return _explain_refusal(view, ask, fit)
+    parts: list[tuple[str, F64]] = []
+    for name, scorer in SCORERS[snap.config.strategy]:
+        s = scorer(view, ask)
+        if s is not None:
+            parts.append((name, _normalize(s[idx])))
+    if len(parts) == 1:
+        return parts[0][1], idx, tuple(parts)
+    weights = [snap.config.weight(n) for n, _ in parts]
+    total = sum(w * s for w, (_, s) in zip(weights, parts)) / max(sum(weights), 1e-12)
+    return np.asarray(total, dtype=np.float64), idx, tuple(parts)
+
+
+def _explain_refusal(view: _View, ask: _Ask, fit: FitResult) -> Rejection:
+    alive = view.snap.present.copy()
     outcomes: list[FilterOutcome] = []
     for name, flt in FILTERS:
         res = flt(view, ask)
@@ -196,32 +219,18 @@ def _evaluate(view: _View, ask: _Ask) -> tuple[F64, NDArrayInt, tuple[tuple[str,
         if ruled:
             outcomes.append(FilterOutcome(name, ruled, reason))
         alive &= mask
-    fit = fit_matrix(snap.capacity, snap.allocatable, view.guaranteed, view.committed,
-                     ask.fit_demand, ask.policy.qos_class)
     ruled = int((alive & ~fit.ok).sum())
-    before_fit = alive
-    alive = alive & fit.ok
     if ruled:
         outcomes.append(FilterOutcome("resources", ruled, "not enough free capacity"))
-    idx = np.flatnonzero(alive)
-    if idx.size == 0:
-        return _reject(view, ask, before_fit, fit.short_physical, fit.short_overcommitted, outcomes)
-    parts: list[tuple[str, F64]] = []
-    for name, scorer in SCORERS[snap.config.strategy]:
-        s = scorer(view, ask)
-        if s is not None:
-            parts.append((name, _normalize(s[idx])))
-    weights = np.array([snap.config.weight(n) for n, _ in parts])
-    total = sum(w * s for w, (_, s) in zip(weights, parts)) / max(weights.sum(), 1e-12)
-    return np.asarray(total, dtype=np.float64), idx, tuple(parts)
+    return _reject(view, ask, alive, fit.short_physical, fit.short_overcommitted, outcomes)
 
 
 def _reject(view: _View, ask: _Ask, considered: Mask, short_phys: Mask, short_over: Mask,
             outcomes: list[FilterOutcome]) -> Rejection:
     snap = view.snap
     dims: list[DimensionShortfall] = []
-    pools = ((PHYSICAL, short_phys, snap.capacity - view.guaranteed),
-             (OVERCOMMITTED, short_over, snap.allocatable - view.committed))
+    pools = ((PHYSICAL, short_phys, view.terms.free_physical),
+             (OVERCOMMITTED, short_over, view.terms.free_over))
     for pool, short, free in pools:
         for j, dim in enumerate(DIMENSIONS):
             n_short = int((considered & short[j]).sum())
@@ -233,9 +242,7 @@ def _reject(view: _View, ask: _Ask, considered: Mask, short_phys: Mask, short_ov
                                            int(max(col[best], 0)), snap.names[best]))
     # Could it fit if every node came back, uncordoned and emptied? Then it is worth retrying.
     static = snap.present & _selector_mask(view, ask)
-    empty = np.zeros_like(snap.capacity)
-    fit_empty = fit_matrix(snap.capacity, snap.allocatable, empty, empty, ask.fit_demand,
-                           ask.policy.qos_class)
+    fit_empty = fit_matrix(snap.capacity, snap.allocatable, ask.fit_demand, ask.policy.qos_class)
     retryable = bool((static & fit_empty.ok).any())
     total = int(snap.present.sum())
     parts = [f"{o.nodes_ruled_out} {o.reason}" for o in outcomes]
@@ -291,13 +298,8 @@ def schedule_batch(snapshot: ClusterSnapshot, requests: Sequence[PlacementReques
 
 
 def _apply(view: _View, req: PlacementRequest, d: Decision) -> None:
-    r = demand_vector(d.reserved)
-    if d.qos.qos_class is QosClass.GUARANTEED:
-        view.guaranteed[:, d.node_index] += r
-    if d.qos.qos_class is not QosClass.BEST_EFFORT:
-        view.committed[:, d.node_index] += r
-        i = d.node_index
-        view.terms.update_column(i, view.snap.allocatable[:, i], view.committed[:, i])
+    view.terms.place(d.node_index, demand_vector(d.reserved), d.qos.qos_class is QosClass.GUARANTEED,
+                     d.qos.qos_class is not QosClass.BEST_EFFORT)
     spec = req.spec
     if spec.placement_group:
         g = view.groups.get(spec.placement_group) or PlacementGroup(spec.placement_group, spec.group_policy)

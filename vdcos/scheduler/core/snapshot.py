@@ -35,7 +35,15 @@ class ClusterSnapshot:
 
     @property
     def score_terms(self) -> ScoreTerms:
-        return self.terms if self.terms is not None else derive(self.allocatable, self.committed)
+        if self.terms is not None:
+            return self.terms
+        return derive(self.capacity, self.allocatable, self.guaranteed, self.committed,
+                      self.present & self.ready & ~self.cordoned)
+
+    @property
+    def schedulable(self) -> Mask:
+        """Registered, ready and not cordoned: the cheap filters in one mask."""
+        return self.score_terms.schedulable
 
     @property
     def size(self) -> int:
@@ -95,18 +103,23 @@ def build_snapshot(
         revision, names, *arrays,
         label_index={k: frozenset(v) for k, v in labels.items()},
         policies=dict(policies or {}), groups=dict(groups or {}), config=config,
-        index={name: i for i, name in enumerate(names)}, terms=derive(acap, c).frozen(),
+        index={name: i for i, name in enumerate(names)},
+        terms=derive(cap, acap, g, c, arrays[4] & arrays[5] & ~arrays[6]).frozen(),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreTerms:
-    """Per-node quantities the scorers combine with a request vector d (all (D, N) unless noted):
+    """Per-node quantities derived once per snapshot, so a decision is a few vector ops
+    ((D, N) unless noted; d is the request vector):
 
-    util = committed / allocatable          -> fill after placing d: util + d * inv
-    grad = (1 - util) * inv                 -> alignment numerator: d . grad
-    inv, inv_sq = 1 / allocatable, squared  -> |d / allocatable|^2 = d^2 . inv_sq
-    free_sq (N,) = |1 - util|^2             -> alignment denominator
+    free_physical = capacity - guaranteed       -> guaranteed fit
+    free_over = allocatable - committed         -> burstable / best-effort fit
+    util = committed / allocatable              -> fill after placing d: util + d * inv
+    grad = (1 - util) * inv                     -> alignment numerator: d . grad
+    inv, inv_sq = 1 / allocatable, squared      -> |d / allocatable|^2 = d^2 . inv_sq
+    free_sq (N,) = |1 - util|^2                 -> alignment denominator
+    schedulable (N,) = present & ready & not cordoned
     """
 
     inv: F64
@@ -114,26 +127,38 @@ class ScoreTerms:
     util: F64
     grad: F64
     free_sq: F64
+    free_physical: F64
+    free_over: F64
+    schedulable: Mask
 
     def frozen(self) -> ScoreTerms:
-        for arr in (self.inv, self.inv_sq, self.util, self.grad, self.free_sq):
+        for arr in (self.inv, self.inv_sq, self.util, self.grad, self.free_sq, self.free_physical,
+                    self.free_over, self.schedulable):
             arr.flags.writeable = False
         return self
 
     def copy(self) -> ScoreTerms:
-        return ScoreTerms(self.inv, self.inv_sq, self.util.copy(), self.grad.copy(), self.free_sq.copy())
+        return ScoreTerms(self.inv, self.inv_sq, self.util.copy(), self.grad.copy(), self.free_sq.copy(),
+                          self.free_physical.copy(), self.free_over.copy(), self.schedulable)
 
-    def update_column(self, i: int, alloc_col: F64, committed_col: F64) -> None:
-        has = alloc_col > 0
-        self.util[:, i] = np.where(has, committed_col * self.inv[:, i], 0.0)
-        free = np.where(has, 1.0 - self.util[:, i], 0.0)
-        self.grad[:, i] = free * self.inv[:, i]
-        self.free_sq[i] = float(free @ free)
+    def place(self, i: int, reserved: F64, guaranteed: bool, committed: bool) -> None:
+        """Account a placement on node i in this (private) copy."""
+        if guaranteed:
+            self.free_physical[:, i] -= reserved
+        if committed:
+            self.free_over[:, i] -= reserved
+            inv = self.inv[:, i]
+            has = inv > 0
+            self.util[:, i] += reserved * inv
+            free = np.where(has, 1.0 - self.util[:, i], 0.0)
+            self.grad[:, i] = free * inv
+            self.free_sq[i] = float(free @ free)
 
 
-def derive(alloc_cap: F64, committed: F64) -> ScoreTerms:
+def derive(capacity: F64, alloc_cap: F64, guaranteed: F64, committed: F64, schedulable: Mask) -> ScoreTerms:
     inv = np.zeros_like(alloc_cap)
     np.divide(1.0, alloc_cap, out=inv, where=alloc_cap > 0)
     util = committed * inv
     free = np.where(alloc_cap > 0, 1.0 - util, 0.0)
-    return ScoreTerms(inv, inv * inv, util, free * inv, (free * free).sum(axis=0))
+    return ScoreTerms(inv, inv * inv, util, free * inv, (free * free).sum(axis=0),
+                      capacity - guaranteed, alloc_cap - committed, schedulable)
