@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         log = open(base / "scheduler.log", "wb")
         t0 = time.perf_counter()
         sched = subprocess.Popen([sys.executable, "-m", "vdcos.scheduler", "--etcd", etcd.endpoint,
-                                  "--port-file", str(port_file), "--workers", "64",
+                                  "--port-file", str(port_file), "--io-threads", "8",
                                   "--max-batch", str(args.max_batch)], stdout=log, stderr=log)
         while not port_file.exists():
             if sched.poll() is not None:

@@ -37,7 +37,7 @@ def start_replicas(etcd: str, tmp: Path, n: int) -> list[tuple[subprocess.Popen[
         port_file = tmp / f"sched{i}.port"
         log = open(tmp / f"sched{i}.log", "wb")
         p = subprocess.Popen([sys.executable, "-m", "vdcos.scheduler", "--etcd", etcd, "--port-file", str(port_file),
-                              "--workers", "16"], stdout=log, stderr=log, start_new_session=True)
+                              "--io-threads", "4"], stdout=log, stderr=log, start_new_session=True)
         out.append((p, str(port_file)))
     addrs = []
     for p, pf in out:

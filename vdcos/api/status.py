@@ -6,6 +6,7 @@ import logging
 from typing import Any, Callable, TypeVar
 
 import grpc
+import grpc.aio
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -39,31 +40,39 @@ def to_status(e: VdcosError) -> status_pb2.Status:
     return status_pb2.Status(code=getattr(code_pb2, e.code), message=e.message[:4000], details=details)
 
 
+async def _abort(context: grpc.aio.ServicerContext, e: Exception) -> None:
+    if isinstance(e, VdcosError):
+        st = rpc_status.to_status(to_status(e))
+        await context.abort(st.code, st.details, st.trailing_metadata)
+    if isinstance(e, StoreError):
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"cluster state store unavailable: {e}")
+    if isinstance(e, TimeoutError):
+        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "scheduler did not answer in time")
+    log.error("internal error", exc_info=e)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error (see the scheduler log)")
+
+
 def rpc(fn: F) -> F:
-    """Every servicer method: domain errors become their status; nothing escapes as a crash."""
+    """Every unary servicer method: domain errors become their status; nothing escapes as a crash."""
     @functools.wraps(fn)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            return fn(self, request, context)
-        except VdcosError as e:
-            context.abort_with_status(rpc_status.to_status(to_status(e)))
-        except StoreError as e:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"cluster state store unavailable: {e}")
-        except TimeoutError:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "scheduler did not answer in time")
-        except Exception:
-            log.exception("%s failed", fn.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{fn.__name__}: internal error (see scheduler log)")
+            return await fn(self, request, context)
+        except (VdcosError, StoreError, TimeoutError) as e:
+            await _abort(context, e)
+        except Exception as e:
+            if isinstance(e, grpc.aio.AbortError):
+                raise
+            await _abort(context, e)
     return wrapper  # type: ignore[return-value]
 
 
 def stream_rpc(fn: F) -> F:
     @functools.wraps(fn)
-    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            yield from fn(self, request, context)
-        except VdcosError as e:
-            context.abort_with_status(rpc_status.to_status(to_status(e)))
-        except StoreError as e:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"cluster state store unavailable: {e}")
+            async for item in fn(self, request, context):
+                yield item
+        except (VdcosError, StoreError) as e:
+            await _abort(context, e)
     return wrapper  # type: ignore[return-value]

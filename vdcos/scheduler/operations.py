@@ -2,6 +2,7 @@
 from protobuf around these calls; validation has already happened at the edge."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from dataclasses import dataclass
@@ -46,6 +47,10 @@ class Operations:
     # --- VMs ------------------------------------------------------------------------------
     def create_vm(self, spec: VmSpec, request_id: str = "") -> VmRecord:
         placed: Placed = self.scheduler.create(spec, request_id)
+        return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+
+    async def create_vm_async(self, spec: VmSpec, request_id: str = "") -> VmRecord:
+        placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id))
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
 
     def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation:

@@ -1,10 +1,11 @@
 """Thin gRPC servicers: validate, proto -> domain, call Operations, domain -> proto."""
 from __future__ import annotations
 
-import queue
-from typing import Iterator
+import asyncio
+from typing import AsyncIterator, Callable, TypeVar
 
 import grpc
+import grpc.aio
 
 from vdcos.api import convert, validate
 from vdcos.api.status import rpc, stream_rpc
@@ -23,7 +24,13 @@ from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 from vdcos.v1 import vm_service_pb2_grpc as vm_grpc
 
-Ctx = grpc.ServicerContext
+Ctx = grpc.aio.ServicerContext
+T = TypeVar("T")
+
+
+async def blocking(fn: Callable[..., T], *args: object) -> T:
+    """etcd reads and writes block: keep them off the event loop."""
+    return await asyncio.to_thread(fn, *args)
 
 
 def _name(value: str, field: str = "name") -> None:
@@ -32,16 +39,17 @@ def _name(value: str, field: str = "name") -> None:
     validate.check(out)
 
 
-def _watch(ops: Operations, prefix: str, context: Ctx) -> Iterator[tuple[list[Event], int]]:
-    """etcd watch -> generator, ended when the client goes away."""
-    q: queue.Queue[tuple[list[Event], int] | None] = queue.Queue(maxsize=10_000)
-    _, rev = ops.store.get_prefix(prefix + "\x00never")  # current revision, nothing else
-    cancel = ops.store.watch_prefix(prefix, rev + 1, lambda evs, r: q.put((evs, r)),
-                                    lambda e: q.put(None))
-    context.add_callback(lambda: q.put(None))
+async def _watch(ops: Operations, prefix: str) -> AsyncIterator[tuple[list[Event], int]]:
+    """etcd watch -> async generator; the watch is cancelled when the client goes away."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[list[Event], int] | None] = asyncio.Queue(maxsize=10_000)
+    _, rev = await blocking(ops.store.get_prefix, prefix + "\x00none")  # the current revision
+    cancel = ops.store.watch_prefix(prefix, rev + 1,
+                                    lambda evs, r: loop.call_soon_threadsafe(q.put_nowait, (evs, r)),
+                                    lambda e: loop.call_soon_threadsafe(q.put_nowait, None))
     try:
-        while context.is_active():
-            item = q.get()
+        while True:
+            item = await q.get()
             if item is None:
                 return
             yield item
@@ -54,37 +62,37 @@ class VmServicer(vm_grpc.VmServiceServicer):
         self.ops = ops
 
     @rpc
-    def CreateVm(self, request: vm_pb.CreateVmRequest, context: Ctx) -> vm_pb.CreateVmResponse:
+    async def CreateVm(self, request: vm_pb.CreateVmRequest, context: Ctx) -> vm_pb.CreateVmResponse:
         violations = validate.vm_spec(request.spec) if request.HasField("spec") else [("spec", "is required")]
         if len(request.request_id) > 128:
             violations.append(("request_id", "at most 128 characters"))
         validate.check(violations)
-        rec = self.ops.create_vm(convert.vm_spec_from_pb(request.spec), request.request_id)
+        rec = await self.ops.create_vm_async(convert.vm_spec_from_pb(request.spec), request.request_id)
         return vm_pb.CreateVmResponse(vm=convert.vm_to_pb(rec))
 
     @rpc
-    def GetVm(self, request: vm_pb.GetVmRequest, context: Ctx) -> vm_pb.GetVmResponse:
+    async def GetVm(self, request: vm_pb.GetVmRequest, context: Ctx) -> vm_pb.GetVmResponse:
         _name(request.name)
-        return vm_pb.GetVmResponse(vm=convert.vm_to_pb(self.ops.get_vm(request.name)))
+        return vm_pb.GetVmResponse(vm=convert.vm_to_pb(await blocking(self.ops.get_vm, request.name)))
 
     @rpc
-    def ListVms(self, request: vm_pb.ListVmsRequest, context: Ctx) -> vm_pb.ListVmsResponse:
+    async def ListVms(self, request: vm_pb.ListVmsRequest, context: Ctx) -> vm_pb.ListVmsResponse:
         if request.node:
             _name(request.node, "node")
-        return vm_pb.ListVmsResponse(vms=[convert.vm_to_pb(r) for r in self.ops.list_vms(request.node)])
+        return vm_pb.ListVmsResponse(vms=[convert.vm_to_pb(r) for r in await blocking(self.ops.list_vms, request.node)])
 
     @rpc
-    def DeleteVm(self, request: vm_pb.DeleteVmRequest, context: Ctx) -> vm_pb.DeleteVmResponse:
+    async def DeleteVm(self, request: vm_pb.DeleteVmRequest, context: Ctx) -> vm_pb.DeleteVmResponse:
         _name(request.name)
-        self.ops.delete_vm(request.name)
+        await blocking(self.ops.delete_vm, request.name)
         return vm_pb.DeleteVmResponse()
 
     @stream_rpc
-    def WatchVms(self, request: vm_pb.WatchVmsRequest, context: Ctx) -> Iterator[vm_pb.WatchVmsResponse]:
-        for events, rev in _watch(self.ops, keys.VMS, context):
+    async def WatchVms(self, request: vm_pb.WatchVmsRequest, context: Ctx) -> AsyncIterator[vm_pb.WatchVmsResponse]:
+        async for events, rev in _watch(self.ops, keys.VMS):
             for name in dict.fromkeys(keys.split(e.kv.key, keys.VMS)[0] for e in events):
                 try:
-                    vm = convert.vm_to_pb(self.ops.get_vm(name))
+                    vm = convert.vm_to_pb(await blocking(self.ops.get_vm, name))
                     kind = pb.EVENT_TYPE_PUT
                 except Exception:
                     vm, kind = pb.Vm(spec=pb.VmSpec(name=name)), pb.EVENT_TYPE_DELETE
@@ -99,7 +107,7 @@ class NodeServicer(node_grpc.NodeServiceServicer):
         return convert.node_to_pb(self.ops.node(name), self.ops.config())
 
     @rpc
-    def ListNodes(self, request: node_pb.ListNodesRequest, context: Ctx) -> node_pb.ListNodesResponse:
+    async def ListNodes(self, request: node_pb.ListNodesRequest, context: Ctx) -> node_pb.ListNodesResponse:
         out: validate.Violations = []
         validate.labels(dict(request.label_selector), "label_selector", out)
         validate.check(out)
@@ -108,30 +116,30 @@ class NodeServicer(node_grpc.NodeServiceServicer):
                                                 for v in self.ops.nodes(dict(request.label_selector))])
 
     @rpc
-    def GetNode(self, request: node_pb.GetNodeRequest, context: Ctx) -> node_pb.GetNodeResponse:
+    async def GetNode(self, request: node_pb.GetNodeRequest, context: Ctx) -> node_pb.GetNodeResponse:
         _name(request.name)
         return node_pb.GetNodeResponse(node=self._pb(request.name))
 
     @rpc
-    def CordonNode(self, request: node_pb.CordonNodeRequest, context: Ctx) -> node_pb.CordonNodeResponse:
+    async def CordonNode(self, request: node_pb.CordonNodeRequest, context: Ctx) -> node_pb.CordonNodeResponse:
         out: validate.Violations = []
         validate.name(request.name, "name", out)
         if len(request.reason) > 256:
             out.append(("reason", "at most 256 characters"))
         validate.check(out)
-        self.ops.cordon(request.name, request.reason, on=True)
+        await blocking(self.ops.cordon, request.name, request.reason, True)
         return node_pb.CordonNodeResponse(node=self._pb(request.name))
 
     @rpc
-    def UncordonNode(self, request: node_pb.UncordonNodeRequest, context: Ctx) -> node_pb.UncordonNodeResponse:
+    async def UncordonNode(self, request: node_pb.UncordonNodeRequest, context: Ctx) -> node_pb.UncordonNodeResponse:
         _name(request.name)
-        self.ops.cordon(request.name, on=False)
+        await blocking(self.ops.cordon, request.name, "", False)
         return node_pb.UncordonNodeResponse(node=self._pb(request.name))
 
     @stream_rpc
-    def WatchNodes(self, request: node_pb.WatchNodesRequest, context: Ctx) -> Iterator[node_pb.WatchNodesResponse]:
-        for events, rev in _watch(self.ops, keys.NODES, context):
-            self.ops.cache.wait_for_revision(rev, timeout=2.0)
+    async def WatchNodes(self, request: node_pb.WatchNodesRequest, context: Ctx) -> AsyncIterator[node_pb.WatchNodesResponse]:
+        async for events, rev in _watch(self.ops, keys.NODES):
+            await blocking(self.ops.cache.wait_for_revision, rev, 2.0)
             for name in dict.fromkeys(keys.split(e.kv.key, keys.NODES)[0] for e in events):
                 view = self.ops.cache.node(name)
                 if view is None:
@@ -147,24 +155,25 @@ class QosPolicyServicer(pol_grpc.QosPolicyServiceServicer):
         self.ops = ops
 
     @rpc
-    def CreateQosPolicy(self, request: pol_pb.CreateQosPolicyRequest, context: Ctx) -> pol_pb.CreateQosPolicyResponse:
+    async def CreateQosPolicy(self, request: pol_pb.CreateQosPolicyRequest, context: Ctx) -> pol_pb.CreateQosPolicyResponse:
         validate.check(validate.policy(request.policy) if request.HasField("policy") else [("policy", "is required")])
-        policy, created = self.ops.create_policy(convert.policy_from_pb(request.policy), request.update_existing)
+        policy, created = await blocking(self.ops.create_policy, convert.policy_from_pb(request.policy),
+                                         request.update_existing)
         return pol_pb.CreateQosPolicyResponse(policy=convert.policy_to_pb(policy), created=created)
 
     @rpc
-    def GetQosPolicy(self, request: pol_pb.GetQosPolicyRequest, context: Ctx) -> pol_pb.GetQosPolicyResponse:
+    async def GetQosPolicy(self, request: pol_pb.GetQosPolicyRequest, context: Ctx) -> pol_pb.GetQosPolicyResponse:
         _name(request.name)
-        return pol_pb.GetQosPolicyResponse(policy=convert.policy_to_pb(self.ops.get_policy(request.name)))
+        return pol_pb.GetQosPolicyResponse(policy=convert.policy_to_pb(await blocking(self.ops.get_policy, request.name)))
 
     @rpc
-    def ListQosPolicies(self, request: pol_pb.ListQosPoliciesRequest, context: Ctx) -> pol_pb.ListQosPoliciesResponse:
-        return pol_pb.ListQosPoliciesResponse(policies=[convert.policy_to_pb(p) for p in self.ops.list_policies()])
+    async def ListQosPolicies(self, request: pol_pb.ListQosPoliciesRequest, context: Ctx) -> pol_pb.ListQosPoliciesResponse:
+        return pol_pb.ListQosPoliciesResponse(policies=[convert.policy_to_pb(p) for p in await blocking(self.ops.list_policies)])
 
     @rpc
-    def DeleteQosPolicy(self, request: pol_pb.DeleteQosPolicyRequest, context: Ctx) -> pol_pb.DeleteQosPolicyResponse:
+    async def DeleteQosPolicy(self, request: pol_pb.DeleteQosPolicyRequest, context: Ctx) -> pol_pb.DeleteQosPolicyResponse:
         _name(request.name)
-        self.ops.delete_policy(request.name)
+        await blocking(self.ops.delete_policy, request.name)
         return pol_pb.DeleteQosPolicyResponse()
 
 
@@ -173,7 +182,7 @@ class PlacementServicer(place_grpc.PlacementServiceServicer):
         self.ops = ops
 
     @rpc
-    def ExplainPlacement(self, request: place_pb.ExplainPlacementRequest, context: Ctx) -> place_pb.ExplainPlacementResponse:
+    async def ExplainPlacement(self, request: place_pb.ExplainPlacementRequest, context: Ctx) -> place_pb.ExplainPlacementResponse:
         violations = validate.vm_spec(request.spec) if request.HasField("spec") else [("spec", "is required")]
         if not 0 <= request.limit <= 1000:
             violations.append(("limit", f"must be between 0 and 1000, got {request.limit}"))
@@ -187,14 +196,14 @@ class PlacementServicer(place_grpc.PlacementServiceServicer):
             snapshot_revision=ex.revision)
 
     @rpc
-    def GetSchedulerConfig(self, request: place_pb.GetSchedulerConfigRequest, context: Ctx) -> place_pb.GetSchedulerConfigResponse:
+    async def GetSchedulerConfig(self, request: place_pb.GetSchedulerConfigRequest, context: Ctx) -> place_pb.GetSchedulerConfigResponse:
         return place_pb.GetSchedulerConfigResponse(config=convert.config_to_pb(self.ops.config()))
 
     @rpc
-    def UpdateSchedulerConfig(self, request: place_pb.UpdateSchedulerConfigRequest, context: Ctx) -> place_pb.UpdateSchedulerConfigResponse:
+    async def UpdateSchedulerConfig(self, request: place_pb.UpdateSchedulerConfigRequest, context: Ctx) -> place_pb.UpdateSchedulerConfigResponse:
         validate.check(validate.config(request.config))
         new = convert.config_from_pb(request.config, self.ops.config())
-        return place_pb.UpdateSchedulerConfigResponse(config=convert.config_to_pb(self.ops.update_config(new)))
+        return place_pb.UpdateSchedulerConfigResponse(config=convert.config_to_pb(await blocking(self.ops.update_config, new)))
 
 
 class CapacityServicer(cap_grpc.CapacityServiceServicer):
@@ -202,5 +211,5 @@ class CapacityServicer(cap_grpc.CapacityServiceServicer):
         self.ops = ops
 
     @rpc
-    def GetCapacitySummary(self, request: cap_pb.GetCapacitySummaryRequest, context: Ctx) -> cap_pb.GetCapacitySummaryResponse:
+    async def GetCapacitySummary(self, request: cap_pb.GetCapacitySummaryRequest, context: Ctx) -> cap_pb.GetCapacitySummaryResponse:
         return convert.capacity_to_pb(self.ops.capacity())

@@ -82,10 +82,13 @@ class Scheduler:
         self._thread.join(10)
 
     # --- public calls -------------------------------------------------------------------
-    def create(self, spec: VmSpec, request_id: str = "", timeout: float = 30.0) -> Placed:
+    def submit(self, spec: VmSpec, request_id: str = "") -> Future[Placed]:
         p = _Pending(PlacementRequest(spec, request_id))
         self._queue.put(p)
-        return p.future.result(timeout)
+        return p.future
+
+    def create(self, spec: VmSpec, request_id: str = "", timeout: float = 30.0) -> Placed:
+        return self.submit(spec, request_id).result(timeout)
 
     def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation:
         return explain(self.cache.snapshot(), PlacementRequest(spec, request_id), limit)
