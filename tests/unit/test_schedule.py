@@ -87,6 +87,16 @@ def test_resource_rejection_names_dimension_pool_and_largest_free() -> None:
     assert "largest free 6 on n1" in r.summary
 
 
+def test_largest_free_is_what_a_node_could_really_give() -> None:
+    # n0: physical room, overcommitted pool full of burstable; n1: a little of both.
+    allocs = {"n0": used("n0", ("a", QosClass.BURSTABLE, Resources(1, 60000))),
+              "n1": used("n1", ("b", QosClass.GUARANTEED, Resources(1, 50000)))}
+    r = schedule(build_snapshot(nodes(2), allocs, policies=POLICIES), vm("x", mem=20000, qos_policy="gold"))
+    assert isinstance(r, Rejection)
+    assert {(d.pool, d.largest_free, d.largest_free_node) for d in r.dimensions} == {
+        ("physical", 15536, "n1"), ("overcommitted", 15536, "n1")}
+
+
 def test_never_schedulable_when_bigger_than_any_node() -> None:
     r = schedule(build_snapshot(nodes(3), policies=POLICIES), vm("x", vcpus=17, qos_policy="gold"))
     assert isinstance(r, Rejection) and not r.retryable and "none ever could" in r.summary

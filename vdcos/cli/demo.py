@@ -3,6 +3,7 @@ through the gRPC API, the placement table, and one refusal explained."""
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import grpc
@@ -56,6 +57,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 c.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec(*row)), timeout=30)
             except grpc.RpcError as e:
                 print(describe_error(e))
+        deadline = time.monotonic() + 10  # let the agents report before showing phases
+        while time.monotonic() < deadline and any(
+                v.status.phase == pb.VM_PHASE_SCHEDULED for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms):
+            time.sleep(0.2)
         print("\n== placements")
         print(vm_rows(c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms))
         print("\n== nodes")

@@ -229,9 +229,11 @@ def _reject(view: _View, ask: _Ask, considered: Mask, short_phys: Mask, short_ov
             outcomes: list[FilterOutcome]) -> Rejection:
     snap = view.snap
     dims: list[DimensionShortfall] = []
-    pools = ((PHYSICAL, short_phys, view.terms.free_physical),
-             (OVERCOMMITTED, short_over, view.terms.free_over))
-    for pool, short, free in pools:
+    # What a node could actually give this VM: for a guaranteed VM, the smaller of both pools.
+    free = view.terms.free_over
+    if ask.policy.qos_class is QosClass.GUARANTEED:
+        free = np.minimum(free, view.terms.free_physical)
+    for pool, short in ((PHYSICAL, short_phys), (OVERCOMMITTED, short_over)):
         for j, dim in enumerate(DIMENSIONS):
             n_short = int((considered & short[j]).sum())
             if not n_short:
