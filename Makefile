@@ -36,6 +36,7 @@ down:
 	$(VENV)/bin/vdcos down
 
 test: setup
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: setup

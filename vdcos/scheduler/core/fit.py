@@ -51,7 +51,7 @@ def fit_matrix(free_physical: F64, free_overcommitted: F64, demand: F64, qos_cla
     wanted = demand > 0
     d = demand[:, None]
     short_over = (free_overcommitted < d) & wanted[:, None]
-    bad = short_over.any(axis=0)
+    bad: Mask = np.asarray(short_over.any(axis=0))
     if qos_class is QosClass.GUARANTEED:
         short_phys = (free_physical < d) & wanted[:, None]
         bad |= short_phys.any(axis=0)

@@ -96,17 +96,17 @@ def build_snapshot(
     ready_mask = np.array([ready is None or s.name in ready for s in nodes], dtype=bool)
     cordon_mask = np.array([bool(cordoned) and s.name in (cordoned or ()) for s in nodes], dtype=bool)
     acap = allocatable(cap, config.overcommit)
-    arrays = [cap, acap, g, c, np.ones(n, dtype=bool), ready_mask, cordon_mask]
-    for arr in arrays:
+    present = np.ones(n, dtype=bool)
+    for arr in (cap, acap, g, c, present, ready_mask, cordon_mask):
         arr.flags.writeable = False
     return ClusterSnapshot(
-        revision, names, *arrays,
+        revision=revision, names=names, capacity=cap, allocatable=acap, guaranteed=g, committed=c,
+        present=present, ready=ready_mask, cordoned=cordon_mask,
         label_index={k: frozenset(v) for k, v in labels.items()},
         policies=dict(policies or {}), groups=dict(groups or {}), config=config,
         index={name: i for i, name in enumerate(names)},
-        terms=derive(cap, acap, g, c, arrays[4] & arrays[5] & ~arrays[6]).frozen(),
+        terms=derive(cap, acap, g, c, present & ready_mask & ~cordon_mask).frozen(),
     )
-
 
 @dataclass(frozen=True, slots=True)
 class ScoreTerms:
