@@ -58,11 +58,9 @@ def rpc(fn: F) -> F:
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await fn(self, request, context)
-        except (VdcosError, StoreError, TimeoutError) as e:
-            await _abort(context, e)
+        except grpc.aio.AbortError:
+            raise
         except Exception as e:
-            if isinstance(e, grpc.aio.AbortError):
-                raise
             await _abort(context, e)
     return wrapper  # type: ignore[return-value]
 

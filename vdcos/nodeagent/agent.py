@@ -58,13 +58,7 @@ class NodeAgent:
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
         self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
-        kvs, rev = self.store.get_prefix(keys.assign_prefix(self.spec.name))
-        with self._lock:
-            for kv in kvs:
-                a = decode(Assignment, json.loads(kv.value))
-                self._desired[a.spec.name] = a
-        self._cancel = self.store.watch_prefix(keys.assign_prefix(self.spec.name), rev + 1,
-                                               self._on_assign, self._on_watch_error)
+        self._subscribe()
         for target, name in ((self._reconcile_loop, "reconcile"), (self._heartbeat_loop, "heartbeat")):
             t = threading.Thread(target=target, name=f"{name}-{self.spec.name}", daemon=True)
             t.start()
@@ -133,12 +127,13 @@ class NodeAgent:
                 return
             try:
                 if self._cancel is None:
-                    self._resubscribe()
+                    self._subscribe()
                 self.reconcile()
             except (StoreError, DriverError) as e:
                 log.warning("reconcile failed, retrying: %s", e)
 
-    def _resubscribe(self) -> None:
+    def _subscribe(self) -> None:
+        """Read the assignments, then watch from just after that read: nothing is missed."""
         kvs, rev = self.store.get_prefix(keys.assign_prefix(self.spec.name))
         with self._lock:
             self._desired = {a.spec.name: a for a in (decode(Assignment, json.loads(kv.value)) for kv in kvs)}

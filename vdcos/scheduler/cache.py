@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vdcos.model import (Allocation, NodeSpec, NodeStatus, PlacementGroup, QosPolicy,
+from vdcos.model import (Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass, QosPolicy,
                          SchedulerConfig, decode)
 from vdcos.scheduler.core.fit import allocatable, demand_vector
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, derive
@@ -155,8 +155,8 @@ class ClusterCache:
             return
         data = loads(kv.value)
         if key == keys.CONFIG:
+            # allocatable is derived from the config when the next snapshot is built
             self.config, self.config_revision = decode(SchedulerConfig, data), kv.mod_revision
-            self._recompute_all()
         elif key.startswith(keys.POLICIES):
             p = decode(QosPolicy, data)
             self.policies[p.name] = (p, kv.mod_revision)
@@ -183,7 +183,6 @@ class ClusterCache:
             return
         if key == keys.CONFIG:
             self.config, self.config_revision = SchedulerConfig(), 0
-            self._recompute_all()
         elif key.startswith(keys.POLICIES):
             self.policies.pop(key[len(keys.POLICIES):], None)
         elif key.startswith(keys.GROUPS):
@@ -235,9 +234,6 @@ class ClusterCache:
         self._g[:, i] = demand_vector(a[0].guaranteed) if a else 0
         self._c[:, i] = demand_vector(a[0].committed) if a else 0
 
-    def _recompute_all(self) -> None:
-        self._snapshot = None  # allocatable is derived from the config at snapshot time
-
     # --- reads --------------------------------------------------------------------------
     def snapshot(self) -> ClusterSnapshot:
         with self._lock:
@@ -279,6 +275,14 @@ class ClusterCache:
     def node_names(self) -> list[str]:
         with self._lock:
             return sorted(self.specs)
+
+    def vms_by_class(self) -> dict[str, int]:
+        with self._lock:
+            counts = {c.value: 0 for c in QosClass}
+            for a, _ in self.allocs.values():
+                for e in a.entries:
+                    counts[e.qos_class.value] += 1
+            return counts
 
     def policy_users(self, policy: str) -> list[str]:
         with self._lock:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound
-from vdcos.model import (PlacementRecord, QosClass, QosPolicy, Resources,
+from vdcos.model import (PlacementRecord, QosPolicy, Resources,
                          SchedulerConfig, VmPhase, VmSpec, VmStatus, decode)
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
@@ -45,10 +45,6 @@ class Operations:
         self.scheduler = scheduler
 
     # --- VMs ------------------------------------------------------------------------------
-    def create_vm(self, spec: VmSpec, request_id: str = "") -> VmRecord:
-        placed: Placed = self.scheduler.create(spec, request_id)
-        return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
-
     async def create_vm_async(self, spec: VmSpec, request_id: str = "") -> VmRecord:
         placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id))
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
@@ -180,11 +176,7 @@ class Operations:
     def capacity(self) -> CapacitySummary:
         snap = self.cache.snapshot()
         usable = snap.present & snap.ready & ~snap.cordoned
-        by_class = {c.value: 0 for c in QosClass}
-        with self.cache._lock:
-            for a, _ in self.cache.allocs.values():
-                for e in a.entries:
-                    by_class[e.qos_class.value] += 1
+        by_class = self.cache.vms_by_class()
 
         def total(arr: np.ndarray) -> Resources:
             return Resources.of(arr[:, usable].sum(axis=1)) if arr.size else Resources()

@@ -11,7 +11,7 @@ import grpc
 from pyetcd import etcdrpc
 from pyetcd.etcdrpc import kv_pb2
 
-from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Get, Op, Put,
+from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Op, Put,
                                StoreError, TxnResult, WatchCallback, prefix_end)
 
 log = logging.getLogger(__name__)

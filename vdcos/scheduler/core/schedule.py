@@ -94,9 +94,13 @@ def _group(v: _View, a: _Ask) -> tuple[Mask, str] | None:
 
 
 # Cheap first; the resource fit runs last because its counts are the interesting ones.
-FILTERS: tuple[tuple[str, Filter], ...] = (
+# The node-state filters depend on the node only: the snapshot folds them into one
+# `schedulable` mask for the success path; a refusal runs them one by one to count.
+NODE_STATE_FILTERS: tuple[tuple[str, Filter], ...] = (
     ("node_ready", _ready),
     ("node_schedulable", _schedulable),
+)
+REQUEST_FILTERS: tuple[tuple[str, Filter], ...] = (
     ("node_selector", _node_selector),
     ("placement_group", _group),
 )
@@ -186,7 +190,7 @@ def _evaluate(view: _View, ask: _Ask) -> tuple[F64, NDArrayInt, tuple[tuple[str,
     per-filter counts of its explanation."""
     snap = view.snap
     alive = snap.schedulable
-    for name, flt in FILTERS[2:]:
+    for _, flt in REQUEST_FILTERS:
         res = flt(view, ask)
         if res is not None:
             alive = alive & res[0]
@@ -210,7 +214,7 @@ def _evaluate(view: _View, ask: _Ask) -> tuple[F64, NDArrayInt, tuple[tuple[str,
 def _explain_refusal(view: _View, ask: _Ask, fit: FitResult) -> Rejection:
     alive = view.snap.present.copy()
     outcomes: list[FilterOutcome] = []
-    for name, flt in FILTERS:
+    for name, flt in (*NODE_STATE_FILTERS, *REQUEST_FILTERS):
         res = flt(view, ask)
         if res is None:
             continue
