@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages vdcos runs on, only those that are missing (idempotent).
 set -euo pipefail
-PKGS=(etcd-server etcd-client)
+PKGS=(etcd-server etcd-client
+      # the libvirt driver: one libvirtd per simulated host, QEMU guests under TCG
+      libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev qemu-system-x86 qemu-utils
+      pkg-config gcc iproute2 gzip binutils)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,6 +16,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# libvirtd refuses to start without these; the packages normally create them.
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+id libvirt-qemu >/dev/null 2>&1 || useradd -r -g kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+# The libvirt package may start a system libvirtd; vdcos runs one per simulated host instead.
 # The package enables an etcd system service; vdcos runs its own members and needs none.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   echo "note: a system etcd service is running; vdcos does not use it"

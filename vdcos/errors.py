@@ -39,6 +39,11 @@ class Unschedulable(VdcosError):
         self.code = "RESOURCE_EXHAUSTED" if rejection.retryable else "FAILED_PRECONDITION"
 
 
+class ResourceExhausted(VdcosError):
+    """Not now, maybe later: a limit or the capacity a specific request needs is used up."""
+    code = "RESOURCE_EXHAUSTED"
+
+
 class Aborted(VdcosError):
     """Optimistic-concurrency retries ran out; the client may retry."""
     code = "ABORTED"

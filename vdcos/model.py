@@ -6,6 +6,7 @@ stored as sorted tuples of pairs so that the objects stay hashable and comparabl
 from __future__ import annotations
 
 import dataclasses
+import json
 import enum
 import types
 import typing
@@ -106,6 +107,9 @@ class SchedulerConfig:
     strategy: Strategy = Strategy.PACK
     # (scorer name, weight as text) pairs; text keeps the tuple-of-str-pairs shape.
     scorer_weights: Pairs = DEFAULT_SCORER_WEIGHTS
+    # Live migrations in flight: per host (as source or destination) and in the whole cluster.
+    max_migrations_per_host: int = 2
+    max_migrations: int = 8
 
     def weight(self, scorer: str) -> float:
         return float(dict(self.scorer_weights).get(scorer, dict(DEFAULT_SCORER_WEIGHTS).get(scorer, "1.0")))
@@ -138,6 +142,7 @@ class VmSpec:
     node_selector: Pairs = ()
     networks: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
+    image: str = ""  # a boot profile from vdcos.images.CATALOG; "" = the default
 
     @property
     def policy_name(self) -> str:
@@ -164,6 +169,8 @@ class NodeSpec:
     capacity: Resources
     labels: Pairs = ()
     driver: str = "sim"
+    # Where peers reach this host's hypervisor (the migration target URI).
+    hypervisor_uri: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +187,9 @@ class AllocEntry:
     qos_class: QosClass
     reserved: Resources
     policy: str = ""
+    # A migration id while the VM moves away: the source keeps its capacity until the move
+    # succeeds (OpenStack Placement's migration consumer), the destination already holds its own.
+    held_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +282,71 @@ class VmStatus:
     memory_used_mib: int = 0
 
 
+class MigrationPhase(enum.Enum):
+    PENDING = "pending"        # destination reserved; the source agent has not started yet
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"          # the VM kept running on the source
+    CANCELLED = "cancelled"    # likewise
+
+    @property
+    def done(self) -> bool:
+        return self in (MigrationPhase.COMPLETED, MigrationPhase.FAILED, MigrationPhase.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationOptions:
+    max_downtime_ms: int = 25
+    bandwidth_mibps: int = 0
+    auto_converge: bool = True
+    postcopy_after_iterations: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationProgress:
+    phase: str = ""
+    memory_total_bytes: int = 0
+    memory_processed_bytes: int = 0
+    memory_remaining_bytes: int = 0
+    iteration: int = 0
+    expected_downtime_ms: int = 0
+    elapsed_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    id: str
+    vm: str
+    source: str
+    destination: str
+    phase: MigrationPhase
+    options: MigrationOptions
+    created_at: float
+    updated_at: float = 0.0
+    cancel_requested: bool = False
+    progress: MigrationProgress = MigrationProgress()
+    downtime_ms: int = -1
+    total_ms: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveMigrations:
+    """One record listing the migrations in flight: the limits are checked against it in the
+    same transaction that starts a migration, so concurrent requests cannot exceed them."""
+
+    entries: tuple[tuple[str, str, str], ...] = ()  # (id, source, destination)
+
+    def count(self, host: str) -> int:
+        return sum(1 for _, s, d in self.entries if host in (s, d))
+
+    def with_(self, m: Migration) -> ActiveMigrations:
+        return ActiveMigrations((*self.without(m.id).entries, (m.id, m.source, m.destination)))
+
+    def without(self, mid: str) -> ActiveMigrations:
+        return ActiveMigrations(tuple(e for e in self.entries if e[0] != mid))
+
+
 # --- JSON codec -------------------------------------------------------------------------
 # One encoding for every value stored in etcd: dataclass -> plain dict, Enum -> value,
 # tuples -> lists. Decoding is driven by the dataclass annotations.
@@ -299,6 +374,11 @@ def encode(obj: Any) -> Any:
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
+
+
+def dumps(obj: object) -> bytes:
+    """The bytes stored in etcd for a value."""
+    return json.dumps(encode(obj), separators=(",", ":"), sort_keys=True).encode()
 
 
 def decode(cls: type[T], data: Any) -> T:

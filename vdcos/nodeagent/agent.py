@@ -11,13 +11,16 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
-from vdcos.model import (AllocEntry, Allocation, Assignment, NodeSpec, NodeStatus, Resources,
-                         SchedulerConfig, VmPhase, VmStatus, decode)
-from vdcos.nodeagent.driver import DomainState, DriverError, HypervisorDriver
+from vdcos.errors import VdcosError
+from vdcos.migration import records
+from vdcos.model import (AllocEntry, Allocation, Assignment, Migration, MigrationPhase, MigrationProgress,
+                         NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus, decode)
+from vdcos.nodeagent.driver import DomainState, DriverError, HypervisorDriver, MigrationCancelled
 from vdcos.scheduler.core.fit import fits
-from vdcos.scheduler.worker import dumps
+from vdcos.model import dumps
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
 
@@ -53,6 +56,10 @@ class NodeAgent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._cancel: Callable[[], None] | None = None
+        self._cancel_migrations: Callable[[], None] | None = None
+        # Migrations this host takes part in, and the ones this process is carrying out.
+        self._migrations: dict[str, Migration] = {}
+        self._running: dict[str, threading.Event] = {}
         self.created: list[str] = []  # domains this process defined (tests: nothing twice)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -72,6 +79,8 @@ class NodeAgent:
         self._wake.set()
         if self._cancel:
             self._cancel()
+        if self._cancel_migrations:
+            self._cancel_migrations()
         for t in self._threads:
             t.join(5)
         if revoke and self.lease:
@@ -139,23 +148,129 @@ class NodeAgent:
             self._desired = {a.spec.name: a for a in (decode(Assignment, json.loads(kv.value)) for kv in kvs)}
         self._cancel = self.store.watch_prefix(keys.assign_prefix(self.spec.name), rev + 1,
                                                self._on_assign, self._on_watch_error)
+        if self._cancel_migrations is None:
+            kvs, rev = self.store.get_prefix(keys.MIGRATIONS)
+            self._on_migration_records([decode(Migration, json.loads(kv.value)) for kv in kvs])
+            self._cancel_migrations = self.store.watch_prefix(keys.MIGRATIONS, rev + 1, self._on_migrations,
+                                                              self._on_migration_watch_error)
+
+    # --- live migration -----------------------------------------------------------------
+    def _on_migration_watch_error(self, e: Exception) -> None:
+        log.error("migration watch failed (%s); subscribing again", e)
+        self._cancel_migrations = None
+
+    def _on_migrations(self, events: list[Event], revision: int) -> None:
+        self._on_migration_records([decode(Migration, json.loads(ev.kv.value)) for ev in events if ev.kind == "put"])
+
+    def _on_migration_records(self, ms: list[Migration]) -> None:
+        me = self.spec.name
+        with self._lock:
+            for m in ms:
+                if me not in (m.source, m.destination):
+                    continue
+                if m.phase.done:
+                    self._migrations.pop(m.id, None)
+                    continue
+                self._migrations[m.id] = m
+                if m.source != me:
+                    continue
+                if m.cancel_requested and m.id in self._running:
+                    self._running[m.id].set()
+                if m.id not in self._running:
+                    self._running[m.id] = threading.Event()
+                    threading.Thread(target=self._carry_out, args=(m,), name=f"migrate-{m.vm}", daemon=True).start()
+        self._wake.set()
+
+    def migrating(self) -> set[str]:
+        """VMs in a migration to or from here: reconcile leaves them to the migration."""
+        with self._lock:
+            return {m.vm for m in self._migrations.values()}
+
+    def _carry_out(self, m: Migration) -> None:
+        try:
+            self._migrate(m)
+        except (StoreError, VdcosError, DriverError) as e:
+            log.error("migration %s of %s: %s", m.id, m.vm, e)
+        finally:
+            with self._lock:
+                self._running.pop(m.id, None)
+            self._wake.set()
+
+    def _migrate(self, m: Migration) -> None:
+        dest = self.store.get(keys.node_spec(m.destination))
+        dest_uri = decode(NodeSpec, json.loads(dest.value)).hypervisor_uri if dest else ""
+        if m.phase is MigrationPhase.RUNNING:
+            # This agent restarted mid-migration: finish it from where the guest is now.
+            where = self.driver.locate(m.vm, dest_uri) if dest_uri else ""
+            if where == "destination":
+                records.finish(self.store, m.id, MigrationPhase.COMPLETED, "completed while the agent restarted")
+            else:
+                records.finish(self.store, m.id, MigrationPhase.FAILED,
+                               "interrupted by an agent restart; the VM stays on " + (m.source if where else "no host"))
+            return
+        cancel = self._running[m.id]
+        started = records.update(self.store, m.id, lambda x: replace(x, phase=MigrationPhase.RUNNING)
+                                 if x.phase is MigrationPhase.PENDING and not x.cancel_requested else None)
+        if started is None or started.phase is not MigrationPhase.RUNNING:
+            if started is not None and started.cancel_requested:
+                records.finish(self.store, m.id, MigrationPhase.CANCELLED, "cancelled before it started")
+            return
+        if not dest_uri:
+            records.finish(self.store, m.id, MigrationPhase.FAILED, f"{m.destination} publishes no hypervisor URI")
+            return
+        last = [0.0]
+
+        def progress(p: MigrationProgress) -> None:
+            if time.monotonic() - last[0] < 0.2:
+                return
+            last[0] = time.monotonic()
+            try:
+                cur = records.update(self.store, m.id, lambda x: replace(x, progress=p)
+                                     if x.phase is MigrationPhase.RUNNING else None)
+            except (StoreError, VdcosError):
+                return
+            if cur is not None and cur.cancel_requested:
+                cancel.set()
+
+        log.info("migrating %s to %s (%s)", m.vm, m.destination, m.id)
+        try:
+            res = self.driver.migrate(m.vm, dest_uri, m.options, progress, cancel)
+        except MigrationCancelled as e:
+            records.finish(self.store, m.id, MigrationPhase.CANCELLED, str(e))
+            return
+        except DriverError as e:
+            # An error after the switch-over still leaves the guest on the destination.
+            if self.driver.locate(m.vm, dest_uri) == "destination":
+                records.finish(self.store, m.id, MigrationPhase.COMPLETED, f"completed with an error: {e}")
+            else:
+                records.finish(self.store, m.id, MigrationPhase.FAILED, f"{e}; the VM keeps running on {m.source}")
+            return
+        done = records.finish(self.store, m.id, MigrationPhase.COMPLETED,
+                              "post-copy" if res.postcopy else "", res.downtime_ms, res.total_ms)
+        log.info("migrated %s to %s: downtime %d ms, %d ms in all (%s)", m.vm, m.destination,
+                 res.downtime_ms, res.total_ms, done.phase.value)
 
     def _config(self) -> SchedulerConfig:
         kv = self.store.get(keys.CONFIG)
         return decode(SchedulerConfig, json.loads(kv.value)) if kv else SchedulerConfig()
 
     def reconcile(self) -> None:
+        moving = self.migrating()
         with self._lock:
-            desired = dict(self._desired)
+            desired = {n: a for n, a in self._desired.items() if n not in moving}
         actual = {d.name: d for d in self.driver.list_domains()}
-        for name in sorted(set(actual) - set(desired)):
+        for name in sorted(set(actual) - set(desired) - moving):
             self.driver.destroy(name)
             self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],
                            [Delete(keys.vm_status(name))])
             self._reported.pop(name, None)
             log.info("destroyed %s (no longer assigned here)", name)
+        with self._lock:
+            held = [a for n, a in self._desired.items() if n in moving]
+        # A VM moving away still holds its resources here until the move succeeds.
         admitted = Allocation(self.spec.name, tuple(
-            AllocEntry(n, a.qos.qos_class, a.reserved) for n, a in desired.items() if n in actual))
+            AllocEntry(a.spec.name, a.qos.qos_class, a.reserved) for a in (*desired.values(), *held)
+            if a.spec.name in actual))
         config = self._config() if set(desired) - set(actual) else None
         for name in sorted(desired):
             a = desired[name]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+import threading
+from typing import Callable, Protocol
 
-from vdcos.model import QosSettings, Resources, VmSpec
+from vdcos.model import MigrationOptions, MigrationProgress, QosSettings, Resources, VmSpec
 
 
 class DomainState(enum.Enum):
@@ -33,6 +34,19 @@ class DriverError(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class MigrationResult:
+    downtime_ms: int
+    total_ms: int
+    memory_processed_bytes: int
+    iterations: int
+    postcopy: bool = False
+
+
+class MigrationCancelled(DriverError):
+    pass
+
+
 class HypervisorDriver(Protocol):
     name: str
 
@@ -44,4 +58,12 @@ class HypervisorDriver(Protocol):
     def destroy(self, name: str) -> None: ...
     def apply_qos(self, name: str, qos: QosSettings) -> None: ...
     def stats(self, name: str) -> DomainStats: ...
-    def migrate(self, name: str, destination_uri: str, *, max_downtime_ms: int = 25) -> None: ...
+    def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
+                on_progress: Callable[[MigrationProgress], None] | None = None,
+                cancel: threading.Event | None = None) -> MigrationResult:
+        """Live-migrate; on any failure or cancel the guest keeps running here and this raises."""
+        ...
+
+    def locate(self, name: str, destination_uri: str) -> str:
+        """Where the guest runs after an interrupted migration: "source", "destination" or ""."""
+        ...

@@ -9,9 +9,11 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
-from vdcos.model import QosSettings, Resources, VmSpec, decode, encode
-from vdcos.nodeagent.driver import DomainInfo, DomainState, DomainStats, DriverError
+from vdcos.model import MigrationOptions, MigrationProgress, QosSettings, Resources, VmSpec, decode, encode
+from vdcos.nodeagent.driver import (DomainInfo, DomainState, DomainStats, DriverError, MigrationCancelled,
+                                    MigrationResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +112,36 @@ class SimDriver:
         busy = (time.time() - dom.started_at) * dom.vcpus * 0.05
         return DomainStats(int(busy * 1e9), dom.memory_mib // 2)
 
-    def migrate(self, name: str, destination_uri: str, *, max_downtime_ms: int = 25) -> None:
-        """destination_uri: sim://<path of the destination host's state file>."""
-        if not destination_uri.startswith("sim://"):
-            raise DriverError(f"sim driver cannot migrate to {destination_uri!r}")
-        dest = Path(destination_uri[len("sim://"):])
+    def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
+                on_progress: Callable[[MigrationProgress], None] | None = None,
+                cancel: threading.Event | None = None) -> MigrationResult:
+        """destination_uri: sim://<path of the destination host's state file>. Instant."""
+        dest = self._dest(destination_uri)
+        if cancel is not None and cancel.is_set():
+            raise MigrationCancelled(f"migration of {name} cancelled; it keeps running here")
         with self._lock:
             dom = self._get(name)
-            others = json.loads(dest.read_text()) if dest.exists() else []
+            mem = dom.memory_mib << 20
+            if on_progress is not None:
+                on_progress(MigrationProgress("copying", mem, mem, 0, 1, options.max_downtime_ms, 0))
+            others = [d for d in (json.loads(dest.read_text()) if dest.exists() else []) if d["name"] != name]
             dest.write_text(json.dumps([*others, encode(dom)]))
             del self._domains[name]
             self._save()
+        return MigrationResult(downtime_ms=0, total_ms=0, memory_processed_bytes=mem, iterations=1)
 
+    @staticmethod
+    def _dest(uri: str) -> Path:
+        if not uri.startswith("sim://"):
+            raise DriverError(f"sim driver cannot migrate to {uri!r}")
+        return Path(uri[len("sim://"):])
+
+    def locate(self, name: str, destination_uri: str) -> str:
+        with self._lock:
+            self._reload()
+            if name in self._domains:
+                return "source"
+        dest = self._dest(destination_uri)
+        if dest.exists() and any(d["name"] == name for d in json.loads(dest.read_text())):
+            return "destination"
+        return ""

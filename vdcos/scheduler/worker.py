@@ -15,12 +15,13 @@ import random
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable,
                           Unschedulable)
-from vdcos.model import (AllocEntry, Allocation, Assignment, PlacementGroup, PlacementRecord,
-                         VmSpec, decode, encode)
+from vdcos.migration import records
+from vdcos.model import (AllocEntry, Allocation, Assignment, Migration, MigrationOptions, MigrationPhase,
+                         PlacementGroup, PlacementRecord, VmSpec, decode, dumps, encode)
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain,
                                   fits, schedule_batch)
@@ -28,10 +29,6 @@ from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 
 log = logging.getLogger(__name__)
-
-
-def dumps(obj: object) -> bytes:
-    return json.dumps(encode(obj), separators=(",", ":"), sort_keys=True).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +226,12 @@ class Scheduler:
             spec_kv, place_kv = by_key.get(keys.vm_spec(name)), by_key.get(keys.vm_placement(name))
             if spec_kv is None:
                 raise NotFound(f"vm {name!r} not found")
+            if keys.vm_migration(name) in by_key:
+                raise FailedPrecondition(f"vm {name!r} is live-migrating "
+                                         f"({by_key[keys.vm_migration(name)].value.decode()}); cancel it first")
             spec = decode(VmSpec, json.loads(spec_kv.value))
-            compares = [Compare(keys.vm_spec(name), "mod", "==", spec_kv.mod_revision)]
+            compares = [Compare(keys.vm_spec(name), "mod", "==", spec_kv.mod_revision),
+                        Compare(keys.vm_migration(name), "create", "==", 0)]
             ops: list[Op] = [Delete(f"{keys.VMS}{name}/", prefix=True)]
             reads: list[str] = []
             if place_kv is not None:
@@ -256,6 +257,34 @@ class Scheduler:
                 self.cache.apply_read(key, got, res.revision)
             time.sleep(random.uniform(0, 0.002 * attempt))
         raise Aborted(f"vm {name!r}: deletion kept conflicting; retry")
+
+    # --- live migration -----------------------------------------------------------------
+    def migrate(self, vm: str, target: str, options: MigrationOptions) -> Migration:
+        """Reserve a destination (the operator's, or the best one the core finds) and record
+        the migration; the source's agent carries it out."""
+        if not target:
+            spec_kv, place_kv = self.store.get(keys.vm_spec(vm)), self.store.get(keys.vm_placement(vm))
+            if spec_kv is None or place_kv is None:
+                raise NotFound(f"vm {vm!r} not found or not placed yet")
+            spec = decode(VmSpec, json.loads(spec_kv.value))
+            source = decode(PlacementRecord, json.loads(place_kv.value)).node
+            self.cache.wait_for_revision(place_kv.mod_revision, timeout=2.0)
+            got = schedule(self.cache.snapshot(), PlacementRequest(spec, f"migrate:{vm}:{time.time()}", (source,)))
+            if isinstance(got, Rejection):
+                raise Unschedulable(got)
+            target = got.node
+        return records.start(self.store, vm, target, options)
+
+    def cancel_migration(self, mid: str) -> Migration:
+        m = records.update(self.store, mid, lambda m: None if m.phase.done or m.cancel_requested
+                           else replace(m, cancel_requested=True))
+        if m is None:
+            raise NotFound(f"migration {mid!r} not found")
+        if m.phase is MigrationPhase.PENDING:
+            # Not started: roll it back here, so a dead source agent cannot keep it pending.
+            return records.finish(self.store, mid, MigrationPhase.CANCELLED, "cancelled before it started",
+                                  only_from=(MigrationPhase.PENDING,))
+        return m
 
     def check_policy_unused(self, name: str) -> None:
         users = self.cache.policy_users(name)

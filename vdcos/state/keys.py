@@ -10,6 +10,8 @@ ALLOC = ROOT + "alloc/"
 GROUPS = ROOT + "groups/"
 VMS = ROOT + "vms/"
 ASSIGN = ROOT + "assign/"
+MIGRATIONS = ROOT + "migrations/"
+ACTIVE_MIGRATIONS = ROOT + "migrations-active"
 
 
 def policy(name: str) -> str:
@@ -46,6 +48,15 @@ def vm_placement(vm: str) -> str:
 
 def vm_status(vm: str) -> str:
     return f"{VMS}{vm}/status"
+
+
+def vm_migration(vm: str) -> str:
+    """The id of the VM's migration in flight: at most one per VM."""
+    return f"{VMS}{vm}/migration"
+
+
+def migration(mid: str) -> str:
+    return MIGRATIONS + mid
 
 
 def assign_prefix(node: str) -> str:

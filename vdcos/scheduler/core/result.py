@@ -11,6 +11,8 @@ class PlacementRequest:
     spec: VmSpec
     # Seeds the tie-break so that every placement can be replayed.
     request_id: str = ""
+    # Nodes ruled out for this request only: a live migration's source.
+    avoid: tuple[str, ...] = ()
 
     @property
     def seed_key(self) -> str:

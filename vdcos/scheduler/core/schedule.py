@@ -81,6 +81,17 @@ def _node_selector(v: _View, a: _Ask) -> tuple[Mask, str] | None:
     return v.snap.label_mask(sel), f"node labels do not match selector {want}"
 
 
+def _avoid(v: _View, a: _Ask) -> tuple[Mask, str] | None:
+    if not a.request.avoid:
+        return None
+    mask = np.ones(v.snap.size, dtype=bool)
+    for node in a.request.avoid:
+        i = v.snap.index.get(node)
+        if i is not None:
+            mask[i] = False
+    return mask, "the VM runs there already"
+
+
 def _group(v: _View, a: _Ask) -> tuple[Mask, str] | None:
     spec = a.request.spec
     if not spec.placement_group or not spec.group_policy.hard:
@@ -101,6 +112,7 @@ NODE_STATE_FILTERS: tuple[tuple[str, Filter], ...] = (
     ("node_schedulable", _schedulable),
 )
 REQUEST_FILTERS: tuple[tuple[str, Filter], ...] = (
+    ("avoid_nodes", _avoid),
     ("node_selector", _node_selector),
     ("placement_group", _group),
 )
@@ -248,6 +260,9 @@ def _reject(view: _View, ask: _Ask, considered: Mask, short_phys: Mask, short_ov
                                            int(max(col[best], 0)), snap.names[best]))
     # Could it fit if every node came back, uncordoned and emptied? Then it is worth retrying.
     static = snap.present & _selector_mask(view, ask)
+    avoided = _avoid(view, ask)
+    if avoided is not None:
+        static &= avoided[0]
     fit_empty = fit_matrix(snap.capacity, snap.allocatable, ask.fit_demand, ask.policy.qos_class)
     retryable = bool((static & fit_empty.ok).any())
     total = int(snap.present.sum())

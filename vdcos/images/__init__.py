@@ -1,0 +1,55 @@
+"""Guest images: one small Debian-kernel + busybox guest, built once and cached, and a catalog
+of named boot profiles over it. A client names a profile; it never sends kernel arguments."""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BUILD_SCRIPT = Path(__file__).with_name("build-guest.sh")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VDCOS_IMAGES") or "/var/cache/vdcos/images")
+
+
+@dataclass(frozen=True, slots=True)
+class GuestImage:
+    kernel: Path
+    initrd: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    description: str
+    min_memory_mib: int
+
+    def cmdline(self, vcpus: int) -> str:
+        base = "console=ttyS0 panic=-1 quiet"
+        if self.name == "cpu-burn":
+            return f"{base} burn={max(vcpus, 1)}"
+        if self.name == "mem-dirty":
+            return f"{base} dirty=64"
+        return base
+
+
+# The Debian kernel hangs below 96 MiB of guest RAM (seen in the libvirt recipe).
+CATALOG: dict[str, Profile] = {p.name: p for p in (
+    Profile("counter", "idle guest printing a counter on its console every 100 ms", 96),
+    Profile("cpu-burn", "one busy loop per vCPU (QoS measurements)", 96),
+    Profile("mem-dirty", "rewrites 64 MiB of memory in a loop (migration convergence)", 160),
+)}
+DEFAULT_PROFILE = "counter"
+
+
+def ensure(directory: Path | None = None) -> GuestImage:
+    """Build the guest if it is missing (a lock inside the script serializes builders)."""
+    d = directory or cache_dir()
+    img = GuestImage(d / "vmlinuz", d / "initrd.gz")
+    if not (img.kernel.exists() and img.initrd.exists()):
+        r = subprocess.run(["bash", str(BUILD_SCRIPT), str(d)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"guest image build failed: {r.stderr[-2000:]}")
+    return img

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Builds the vdcos test guest into DIR (default /var/cache/vdcos/images):
+#   vmlinuz    Debian's own kernel, taken from its .deb (downloaded, never installed)
+#   initrd.gz  static busybox + the virtio NIC/disk modules from the same .deb; /init prints
+#              "GUEST-BOOTED" then "CNT <n> <uptime>" on ttyS0 every ~100 ms.
+# Kernel arguments the /init understands (the image catalog in vdcos/images sets them):
+#   burn=N      N busy loops (CPU-bound guest)
+#   dirty=MiB   rewrite MiB of memory in a loop (a guest that dirties pages during migration)
+#   vmip=A/NN vmgw=G   address for eth0 (the Debian kernel ignores ip=)
+# Nothing is installed on the host. A lock keeps concurrent builders from racing.
+set -euo pipefail
+DIR=${1:-/var/cache/vdcos/images}
+mkdir -p "$DIR"
+exec 9>"$DIR/.lock"
+flock 9
+[ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.gz" ] && exit 0
+W=$(mktemp -d "$DIR/.build.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+mkdir -p "$DIR/debs"
+cd "$DIR/debs"
+KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+if [ -z "$KPKG" ]; then apt-get update -qq; KPKG=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}'); fi
+ls "${KPKG}"_*.deb >/dev/null 2>&1 || apt-get download -qq "$KPKG"
+ls busybox-static_*.deb >/dev/null 2>&1 || apt-get download -qq busybox-static
+KDEB=$(ls "${KPKG}"_*.deb | head -1)
+# The .deb carries no modules.dep; the load order below follows `modinfo -F depends`.
+MODS="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk"
+mkdir -p "$W/kernel" "$W/bb"
+dpkg-deb --fsys-tarfile "$KDEB" | tar -x -C "$W/kernel" --wildcards './boot/vmlinuz-*' \
+  './lib/modules/*/kernel/drivers/virtio/*.ko' './lib/modules/*/kernel/net/core/failover.ko' \
+  './lib/modules/*/kernel/drivers/net/net_failover.ko' './lib/modules/*/kernel/drivers/net/virtio_net.ko' \
+  './lib/modules/*/kernel/drivers/block/virtio_blk.ko'
+dpkg-deb -x busybox-static_*.deb "$W/bb"
+R=$W/initrd
+mkdir -p "$R"/{bin,sbin,proc,sys,dev,tmp,lib/modules}
+cp "$W/bb/bin/busybox" "$R/bin/"
+for m in $MODS; do cp "$(find "$W/kernel/lib/modules" -name "$m.ko" | head -1)" "$R/lib/modules/"; done
+cat > "$R/init" <<'EOI'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+echo "GUEST-BOOTED $(cat /proc/uptime)"
+for a in $(cat /proc/cmdline); do case $a in
+  burn=*) BURN=${a#burn=};; dirty=*) DIRTY=${a#dirty=};; vmip=*) VMIP=${a#vmip=};; vmgw=*) VMGW=${a#vmgw=};; esac; done
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
+  insmod /lib/modules/$m.ko 2>/dev/null; done
+echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null
+ip link set lo up
+if [ -n "$VMIP" ]; then
+  for i in $(seq 1 20); do [ -e /sys/class/net/eth0 ] && break; usleep 100000; done
+  ip addr add "$VMIP" dev eth0 && ip link set eth0 up
+  [ -n "$VMGW" ] && ip route add default via "$VMGW"
+  echo "NET-UP $(cat /sys/class/net/eth0/address) $VMIP"
+fi
+if [ -n "$DIRTY" ]; then
+  mount -t tmpfs -o size=$((DIRTY+8))m tmpfs /tmp
+  dd if=/dev/urandom of=/tmp/r bs=1M count=1 2>/dev/null
+  ( while :; do i=0; while [ $i -lt $DIRTY ]; do
+      dd if=/tmp/r of=/tmp/x bs=1M seek=$i count=1 conv=notrunc 2>/dev/null; i=$((i+1)); done; done ) &
+fi
+j=0
+while [ $j -lt "${BURN:-0}" ]; do ( while :; do :; done ) & j=$((j+1)); done
+i=0
+while true; do i=$((i+1)); echo "CNT $i $(cut -d' ' -f1 /proc/uptime)"; usleep 100000; done
+EOI
+chmod +x "$R/init"
+# No cpio on the host: busybox's applet writes the newc archive.
+(cd "$R" && find . | "$W/bb/bin/busybox" cpio -o -H newc -R 0:0 2>/dev/null | gzip -1) > "$W/initrd.gz"
+cp "$W"/kernel/boot/vmlinuz-* "$W/vmlinuz"
+mv "$W/initrd.gz" "$DIR/initrd.gz.new" && mv "$W/vmlinuz" "$DIR/vmlinuz"
+mv "$DIR/initrd.gz.new" "$DIR/initrd.gz"
+echo "guest image built in $DIR"

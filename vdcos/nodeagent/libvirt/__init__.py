@@ -1,0 +1,1 @@
+"""The libvirt/QEMU hypervisor driver and its domain XML."""

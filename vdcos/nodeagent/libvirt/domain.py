@@ -1,0 +1,95 @@
+"""Domain XML from a VM spec. Built with ElementTree, so every name and value is escaped: nothing
+a client sends reaches the XML (or a shell) raw. QEMU runs inside its host's mount namespace, so
+paths under /var/log/libvirt are per host and need no rewriting when the guest migrates."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+import xml.etree.ElementTree as ET
+
+from vdcos.images import CATALOG, DEFAULT_PROFILE, GuestImage
+from vdcos.model import QosSettings, VmSpec, decode, encode
+
+NS = "https://vdcos.dev/xmlns/domain/1"
+# Inside the host's mount namespace; the agent finds it at <host folder>/log/qemu/.
+CONSOLE_DIR = "/var/log/libvirt/qemu"
+
+
+def console_path(vm: str) -> str:
+    return f"{CONSOLE_DIR}/{vm}.console"
+
+
+def domain_uuid(vm: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"vdcos:vm:{vm}"))
+
+
+def _sub(parent: ET.Element, tag: str, text: str | int | None = None, **attrs: str) -> ET.Element:
+    e = ET.SubElement(parent, tag, attrs)
+    if text is not None:
+        e.text = str(text)
+    return e
+
+
+def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage) -> str:
+    profile = CATALOG[spec.image or DEFAULT_PROFILE]
+    vcpus = max(spec.resources.vcpus, 1)
+    dom = ET.Element("domain", type="qemu")  # TCG: KVM does not boot Linux guests on these hosts
+    _sub(dom, "name", spec.name)
+    _sub(dom, "uuid", domain_uuid(spec.name))
+    _sub(dom, "memory", spec.resources.memory_mib, unit="MiB")
+    _sub(dom, "vcpu", vcpus)
+    meta = _sub(dom, "metadata")
+    vm = ET.SubElement(meta, f"{{{NS}}}vm")
+    _sub(vm, f"{{{NS}}}qos", json.dumps(encode(qos), sort_keys=True))
+    tune = _sub(dom, "cputune")
+    _sub(tune, "shares", qos.cpu_shares)
+    if qos.cpu_quota_us:
+        # With TCG the guest's time is in the vCPU threads: the VM-wide quota caps it,
+        # an emulator quota would not.
+        _sub(tune, "global_period", qos.cpu_period_us)
+        _sub(tune, "global_quota", qos.cpu_quota_us)
+    os_ = _sub(dom, "os")
+    _sub(os_, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_, "kernel", str(image.kernel))
+    _sub(os_, "initrd", str(image.initrd))
+    _sub(os_, "cmdline", profile.cmdline(vcpus))
+    _sub(dom, "clock", offset="utc")
+    for ev in ("on_poweroff", "on_reboot", "on_crash"):
+        _sub(dom, ev, "destroy")
+    dev = _sub(dom, "devices")
+    _sub(dev, "emulator", "/usr/bin/qemu-system-x86_64")
+    _sub(dev, "controller", type="usb", model="none")
+    serial = _sub(dev, "serial", type="file")
+    _sub(serial, "source", path=console_path(spec.name), append="on")
+    _sub(serial, "target", port="0")
+    _sub(dev, "memballoon", model="none")
+    ET.register_namespace("vdcos", NS)
+    return ET.tostring(dom, encoding="unicode")
+
+
+def qos_from_xml(xml: str) -> QosSettings | None:
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    e = root.find(f"metadata/{{{NS}}}vm/{{{NS}}}qos")
+    if e is None or not e.text:
+        return None
+    return decode(QosSettings, json.loads(e.text))
+
+
+def with_qos(xml: str, qos: QosSettings) -> str:
+    """The definition with the QoS metadata replaced (the live values are set separately)."""
+    root = ET.fromstring(xml)
+    e = root.find(f"metadata/{{{NS}}}vm/{{{NS}}}qos")
+    if e is not None:
+        e.text = json.dumps(encode(qos), sort_keys=True)
+    ET.register_namespace("vdcos", NS)
+    return ET.tostring(root, encoding="unicode")
+
+
+def strip_memtune(xml: str) -> str:
+    """A live memory hard limit must not travel in the destination XML: libvirt would raise
+    RLIMIT_MEMLOCK to it, which fails without CAP_SYS_RESOURCE. The destination sets it again."""
+    return re.sub(r"<memtune>.*?</memtune>", "", xml, flags=re.S)
