@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vdcos.model import (AffinityPolicy, Overcommit, PlacementRecord, QosClass, QosPolicy,
-                         Resources, SchedulerConfig, Strategy, VmPhase, VmSpec, pairs)
+from vdcos.model import (AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Overcommit,
+                         PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, Strategy, VmPhase,
+                         VmSpec, pairs)
 from vdcos.scheduler.cache import NodeView
 from vdcos.scheduler.core import Candidate, Rejection
 from vdcos.scheduler.core.fit import allocatable, demand_vector
 from vdcos.scheduler.operations import CapacitySummary, VmRecord
 from vdcos.v1 import capacity_service_pb2 as cap_pb
+from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import types_pb2 as pb
 
 QOS_TO_PB = {QosClass.GUARANTEED: pb.QOS_CLASS_GUARANTEED, QosClass.BURSTABLE: pb.QOS_CLASS_BURSTABLE,
@@ -46,13 +48,14 @@ def vm_spec_from_pb(m: pb.VmSpec) -> VmSpec:
     return VmSpec(name=m.name, resources=resources_from_pb(m.resources), qos_policy=m.qos_policy,
                   placement_group=m.placement_group, group_policy=AFF_FROM_PB[m.group_policy],
                   node_selector=pairs(dict(m.node_selector)), networks=tuple(m.networks),
-                  volumes=tuple(m.volumes))
+                  volumes=tuple(m.volumes), image=m.image)
 
 
 def vm_spec_to_pb(s: VmSpec) -> pb.VmSpec:
     return pb.VmSpec(name=s.name, resources=resources_to_pb(s.resources), qos_policy=s.qos_policy,
                      placement_group=s.placement_group, group_policy=AFF_TO_PB[s.group_policy],
-                     node_selector=dict(s.node_selector), networks=list(s.networks), volumes=list(s.volumes))
+                     node_selector=dict(s.node_selector), networks=list(s.networks), volumes=list(s.volumes),
+                     image=s.image)
 
 
 def placement_to_pb(p: PlacementRecord) -> pb.Placement:
@@ -142,3 +145,27 @@ def capacity_to_pb(c: CapacitySummary) -> cap_pb.GetCapacitySummaryResponse:
         guaranteed=resources_to_pb(c.guaranteed), committed=resources_to_pb(c.committed),
         free_guaranteed=resources_to_pb(free_g), free_committed=resources_to_pb(free_c),
         vms_by_class=c.vms_by_class, vms_total=sum(c.vms_by_class.values()))
+
+
+MIG_PHASE_TO_PB = {p: getattr(mig_pb, f"MIGRATION_PHASE_{p.name}") for p in MigrationPhase}
+
+
+def migration_options_from_pb(m: mig_pb.MigrationOptions) -> MigrationOptions:
+    return MigrationOptions(max_downtime_ms=m.max_downtime_ms or MigrationOptions().max_downtime_ms,
+                            bandwidth_mibps=m.max_bandwidth_mibps, auto_converge=not m.disable_auto_converge,
+                            postcopy_after_iterations=m.postcopy_after_iterations)
+
+
+def migration_to_pb(m: Migration) -> mig_pb.Migration:
+    o, p = m.options, m.progress
+    return mig_pb.Migration(
+        id=m.id, vm=m.vm, source_node=m.source, target_node=m.destination, phase=MIG_PHASE_TO_PB[m.phase],
+        options=mig_pb.MigrationOptions(max_downtime_ms=o.max_downtime_ms, max_bandwidth_mibps=o.bandwidth_mibps,
+                                        disable_auto_converge=not o.auto_converge,
+                                        postcopy_after_iterations=o.postcopy_after_iterations),
+        progress=mig_pb.MigrationProgress(
+            stage=p.phase, memory_total_bytes=p.memory_total_bytes, memory_processed_bytes=p.memory_processed_bytes,
+            memory_remaining_bytes=p.memory_remaining_bytes, iteration=p.iteration,
+            expected_downtime_ms=p.expected_downtime_ms, elapsed_ms=p.elapsed_ms),
+        cancel_requested=m.cancel_requested, downtime_ms=m.downtime_ms, total_ms=m.total_ms, message=m.message,
+        created_at=ts(m.created_at), updated_at=ts(m.updated_at))

@@ -7,6 +7,8 @@ import re
 from typing import Iterable
 
 from vdcos.errors import InvalidArgument
+from vdcos.images import CATALOG, DEFAULT_PROFILE
+from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import types_pb2 as pb
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -75,7 +77,39 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
     labels(dict(m.node_selector), f"{field}.node_selector", out)
     names(m.networks, f"{field}.networks", out)
     names(m.volumes, f"{field}.volumes", out)
+    if m.image and m.image not in CATALOG:
+        out.append((f"{field}.image", f"unknown image {m.image[:80]!r}; one of {', '.join(sorted(CATALOG))}"))
+    elif m.HasField("resources"):
+        need = CATALOG[m.image or DEFAULT_PROFILE].min_memory_mib
+        if 0 < m.resources.memory_mib < need:
+            out.append((f"{field}.resources.memory_mib", f"image {m.image or DEFAULT_PROFILE} needs at least {need} MiB"))
     return out
+
+
+MIGRATION_LIMITS = {"max_downtime_ms": (0, 60_000), "max_bandwidth_mibps": (0, 100_000),
+                    "postcopy_after_iterations": (0, 1000)}
+
+
+def migrate(m: mig_pb.MigrateVmRequest) -> Violations:
+    out: Violations = []
+    name(m.vm, "vm", out)
+    name(m.target_node, "target_node", out, required=False)
+    for f, (lo, hi) in MIGRATION_LIMITS.items():
+        v = getattr(m.options, f)
+        if not lo <= v <= hi:
+            out.append((f"options.{f}", f"must be between {lo} and {hi}, got {v}"))
+    return out
+
+
+MIGRATION_ID_RE = re.compile(r"^mig-[0-9a-f]{12}$")
+
+
+def migration_id(value: str, field: str = "id") -> Violations:
+    if not value:
+        return [(field, "is required")]
+    if not MIGRATION_ID_RE.match(value):
+        return [(field, f"{value[:80]!r} is not a migration id (mig- and 12 hex digits)")]
+    return []
 
 
 def policy(m: pb.QosPolicy, field: str = "policy") -> Violations:

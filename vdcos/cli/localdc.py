@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vdcos.host.libvirtd import LibvirtHost
 from vdcos.state.etcd_server import EtcdServer, _alive, stop_pid
 
 
@@ -23,6 +25,9 @@ class Proc:
     name: str
     pid: int
     log: str
+    # "libvirtd": a host's hypervisor, stopped through LibvirtHost (guests, cgroups) not by PID alone
+    kind: str = ""
+    root: str = ""
 
 
 @dataclass
@@ -52,7 +57,7 @@ class LocalDatacenter:
         return cls(**d)
 
     def alive(self) -> dict[str, bool]:
-        return {p.name: _alive(p.pid) for p in self.procs}
+        return {p.name: p.pid > 0 and _alive(p.pid) for p in self.procs}
 
 
 def _spawn(home: Path, name: str, argv: list[str]) -> Proc:
@@ -62,6 +67,19 @@ def _spawn(home: Path, name: str, argv: list[str]) -> Proc:
         p = subprocess.Popen(argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True,
                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
     return Proc(name, p.pid, str(log))
+
+
+def _datacenter_id(home: Path) -> str:
+    """Short, stable per home: names this datacenter's cgroups and migration addresses."""
+    f = home / "datacenter-id"
+    if not f.exists():
+        f.write_text(f"{random.randrange(1, 255):02x}")
+    return f.read_text().strip()
+
+
+def _address(dc_id: str, i: int) -> str:
+    """A loopback address per host for incoming migrations (127.0.0.1 itself is refused)."""
+    return f"127.77.{int(dc_id, 16)}.{i}"
 
 
 def host_name(i: int) -> str:
@@ -88,11 +106,22 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
         dc.procs.append(_spawn(home, "scheduler", [py, "-m", "vdcos.scheduler", "--etcd", etcd.endpoint,
                                                    "--listen", "127.0.0.1:0", "--port-file", str(port_file)]))
         dc.save()
+        dc_id = _datacenter_id(home)
         for i in range(1, hosts + 1):
             name = host_name(i)
+            root = home / "hosts" / name
             argv = [py, "-m", "vdcos.nodeagent", "--etcd", etcd.endpoint, "--name", name, "--driver", driver,
-                    "--state-dir", str(home / "hosts" / name), "--lease-ttl", str(lease_ttl),
+                    "--state-dir", str(root), "--lease-ttl", str(lease_ttl),
                     "--label", f"rack=rack-{(i - 1) % 2 + 1}"]
+            if driver == "libvirt":
+                lv = LibvirtHost.create(root, name, dc_id, _address(dc_id, i))
+                # Recorded before it starts: a failed start is still cleaned up by down().
+                dc.procs.append(Proc(f"libvirtd-{name}", 0, str(root / "log" / "libvirtd.log"), "libvirtd", str(root)))
+                dc.save()
+                lv.start()
+                dc.procs[-1].pid = lv.pid()
+                dc.save()
+                argv += ["--libvirt-uri", lv.uri]
             for k, v in capacity.items():
                 argv += [f"--{k.replace('_', '-')}", str(v)]
             dc.procs.append(_spawn(home, name, argv))
@@ -132,9 +161,14 @@ def down(home: Path, *, keep_logs: bool = True) -> list[str]:
     stopped: list[str] = []
     if dc is None:
         return stopped
-    # Agents and scheduler first, etcd last, so nothing writes into a dying store.
+    # Agents and scheduler first, etcd last, so nothing writes into a dying store; each host's
+    # agent stops before its hypervisor, so it does not restart the guests being destroyed.
     for p in reversed(dc.procs):
-        if _alive(p.pid):
+        if p.kind == "libvirtd":
+            if Path(p.root, "host.json").exists():
+                LibvirtHost.load(Path(p.root)).stop()
+                stopped.append(f"{p.name} (pid {p.pid})")
+        elif _alive(p.pid):
             stop_pid(p.pid)
             stopped.append(f"{p.name} (pid {p.pid})")
     for sub in ("etcd", "hosts"):

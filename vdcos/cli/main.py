@@ -14,7 +14,9 @@ from google.protobuf import json_format
 
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error, rejection_lines
+from vdcos.images import CATALOG
 from vdcos.v1 import capacity_service_pb2 as cap_pb
+from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
@@ -79,7 +81,8 @@ def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
                                network_mbps=args.network_mbps),
         placement_group=args.group or "",
         group_policy=GROUP_POLICIES[args.group_policy] if args.group_policy else pb.AFFINITY_POLICY_UNSPECIFIED,
-        node_selector=_kv_list(args.selector, "--selector"), networks=args.network, volumes=args.volume)
+        node_selector=_kv_list(args.selector, "--selector"), networks=args.network, volumes=args.volume,
+        image=args.image or "")
 
 
 def add_spec_flags(p: argparse.ArgumentParser) -> None:
@@ -94,6 +97,7 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE", help="node label to require")
     p.add_argument("--network", action="append", default=[])
     p.add_argument("--volume", action="append", default=[])
+    p.add_argument("--image", choices=sorted(CATALOG), help="guest boot profile (libvirt hosts)")
 
 
 def vm_rows(vms: Sequence[pb.Vm]) -> str:
@@ -188,10 +192,78 @@ def cmd_vm(args: argparse.Namespace) -> int:
             vm = c.vms.GetVm(vm_pb.GetVmRequest(name=args.name), timeout=args.timeout).vm
             emit(args, vm, lambda: json.dumps(json_format.MessageToDict(vm, preserving_proto_field_name=True),
                                               indent=2))
+        elif args.vm_command == "migrate":
+            return migrate(c, args)
         elif args.vm_command == "delete":
             c.vms.DeleteVm(vm_pb.DeleteVmRequest(name=args.name), timeout=args.timeout)
             if args.output != "json":
                 print(f"deleted {args.name}")
+    return 0
+
+
+PHASE_PREFIX = "MIGRATION_PHASE_"
+
+
+def _phase(m: mig_pb.Migration) -> str:
+    return _enum_name(mig_pb.MigrationPhase, m.phase, PHASE_PREFIX)
+
+
+def progress_bar(m: mig_pb.Migration, width: int = 30) -> str:
+    p = m.progress
+    total = p.memory_total_bytes or 1
+    done = min(1.0, p.memory_processed_bytes / total) if p.memory_total_bytes else 0.0
+    if m.phase == mig_pb.MIGRATION_PHASE_COMPLETED:
+        done = 1.0
+    fill = int(done * width)
+    mib = 1 << 20
+    return (f"[{'#' * fill}{'.' * (width - fill)}] {done * 100:5.1f}%  {_phase(m):9} "
+            f"pass {p.iteration}  {p.memory_processed_bytes // mib}/{p.memory_total_bytes // mib} MiB "
+            f"remaining {p.memory_remaining_bytes // mib} MiB  {p.elapsed_ms / 1000:5.1f}s")
+
+
+def migrate(c: Client, args: argparse.Namespace) -> int:
+    opts = mig_pb.MigrationOptions(max_downtime_ms=args.max_downtime_ms, max_bandwidth_mibps=args.bandwidth_mibps,
+                                   postcopy_after_iterations=args.postcopy_after)
+    m = c.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm=args.name, target_node=args.to or "", options=opts),
+                               timeout=args.timeout).migration
+    if args.no_wait:
+        emit(args, m, lambda: f"{m.id}: {m.vm} {m.source_node} -> {m.target_node} ({_phase(m)})")
+        return 0
+    tty = sys.stdout.isatty() and args.output != "json"
+    if args.output != "json":
+        print(f"{m.id}: migrating {m.vm} from {m.source_node} to {m.target_node}")
+    last = m
+    for ev in c.migrations.WatchMigration(mig_pb.WatchMigrationRequest(id=m.id), timeout=args.timeout + 600):
+        last = ev.migration
+        if args.output != "json":
+            print(("\r" if tty else "") + progress_bar(last), end="" if tty else "\n", flush=True)
+    if tty:
+        print()
+    ok = last.phase == mig_pb.MIGRATION_PHASE_COMPLETED
+    if args.output == "json":
+        emit(args, last, lambda: "")
+    elif ok:
+        print(f"{last.vm} now runs on {last.target_node}: downtime {last.downtime_ms} ms, "
+              f"{last.total_ms} ms in all{' (' + last.message + ')' if last.message else ''}")
+    else:
+        print(f"migration {_phase(last)}: {last.message}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_migration(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        if args.migration_command == "list":
+            r = c.migrations.ListMigrations(mig_pb.ListMigrationsRequest(vm=args.vm or ""), timeout=args.timeout)
+            emit(args, r, lambda: table(
+                ["ID", "VM", "FROM", "TO", "PHASE", "DOWNTIME_MS", "TOTAL_MS", "MESSAGE"],
+                [[m.id, m.vm, m.source_node, m.target_node, _phase(m), m.downtime_ms if m.downtime_ms >= 0 else "-",
+                  m.total_ms, m.message[:60]] for m in r.migrations]))
+        elif args.migration_command == "show":
+            m = c.migrations.GetMigration(mig_pb.GetMigrationRequest(id=args.id), timeout=args.timeout).migration
+            emit(args, m, lambda: json.dumps(json_format.MessageToDict(m, preserving_proto_field_name=True), indent=2))
+        elif args.migration_command == "cancel":
+            m = c.migrations.CancelMigration(mig_pb.CancelMigrationRequest(id=args.id), timeout=args.timeout).migration
+            emit(args, m, lambda: f"{m.id}: {_phase(m)}{' (cancel requested)' if m.cancel_requested else ''}")
     return 0
 
 
@@ -304,7 +376,8 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start a local datacenter: etcd, scheduler, N node agents")
     up.add_argument("--hosts", type=int, default=3)
-    up.add_argument("--driver", choices=["sim"], default="sim")
+    up.add_argument("--driver", choices=["sim", "libvirt"], default="sim",
+                    help="libvirt: a real libvirtd + QEMU per host")
     up.add_argument("--host-vcpus", type=int, default=16)
     up.add_argument("--host-memory-mib", type=int, default=65536)
     up.add_argument("--host-disk-gib", type=int, default=1000)
@@ -332,7 +405,22 @@ def parser() -> argparse.ArgumentParser:
     vl.add_argument("--node")
     vsub.add_parser("show").add_argument("name")
     vsub.add_parser("delete").add_argument("name")
+    mg = vsub.add_parser("migrate", help="live-migrate a running VM, with a progress bar")
+    mg.add_argument("name")
+    mg.add_argument("--to", metavar="HOST", help="target node (default: the scheduler chooses)")
+    mg.add_argument("--max-downtime-ms", type=int, default=0, help="default 25")
+    mg.add_argument("--bandwidth-mibps", type=int, default=0, help="cap the copy rate (default unlimited)")
+    mg.add_argument("--postcopy-after", type=int, default=0, metavar="PASSES",
+                    help="switch to post-copy after this many passes (default never)")
+    mg.add_argument("--no-wait", action="store_true", help="print the migration id and return")
     vm.set_defaults(fn=cmd_vm)
+
+    mig = sub.add_parser("migration", help="live migrations: list, show, cancel")
+    msub = mig.add_subparsers(dest="migration_command", required=True)
+    msub.add_parser("list").add_argument("--vm")
+    msub.add_parser("show").add_argument("id")
+    msub.add_parser("cancel").add_argument("id")
+    mig.set_defaults(fn=cmd_migration)
 
     ex = sub.add_parser("explain", help="where would this VM go, and why (commits nothing)")
     add_spec_flags(ex)

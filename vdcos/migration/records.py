@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from vdcos.errors import Aborted, FailedPrecondition, NotFound, ResourceExhausted
-from vdcos.model import (ActiveMigrations, AllocEntry, Allocation, Assignment, Migration, MigrationOptions,
-                         MigrationPhase, NodeSpec, PlacementGroup, PlacementRecord, SchedulerConfig, VmPhase,
+from vdcos.model import (ActiveMigrations, Allocation, Assignment, Migration, MigrationOptions,
+                         MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, SchedulerConfig, VmPhase,
                          VmSpec, VmStatus, decode, dumps)
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
@@ -169,7 +169,7 @@ def update(store: Store, mid: str, change: Callable[[Migration], Migration | Non
 
 
 def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
-           downtime_ms: int = -1, total_ms: int = 0,
+           downtime_ms: int = -1, total_ms: int = 0, progress: MigrationProgress | None = None,
            only_from: tuple[MigrationPhase, ...] = (MigrationPhase.PENDING, MigrationPhase.RUNNING)) -> Migration:
     """COMPLETED moves the VM to the destination; FAILED/CANCELLED leaves it on the source.
     Nothing happens unless the record is still in one of `only_from`."""
@@ -224,7 +224,7 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
         if group is not None:
             txn.ops.append(Put(keys.group(group.name), dumps(group)))
         final = replace(m, phase=phase, message=message, updated_at=now, downtime_ms=downtime_ms,
-                        total_ms=total_ms, cancel_requested=m.cancel_requested)
+                        total_ms=total_ms, progress=progress or m.progress)
         txn.ops += [Put(keys.ACTIVE_MIGRATIONS, dumps(active.without(mid))), Delete(keys.vm_migration(vm)),
                     Put(keys.migration(mid), dumps(final))]
         if store.txn(txn.compares, txn.ops).succeeded:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vdcos.model import NodeSpec, Resources, pairs
 from vdcos.nodeagent.agent import NodeAgent
+from vdcos.nodeagent.driver import HypervisorDriver
 from vdcos.nodeagent.sim import SimDriver
 from vdcos.state.etcd import EtcdStore
 
@@ -18,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vdcos-nodeagent")
     ap.add_argument("--etcd", required=True)
     ap.add_argument("--name", required=True)
-    ap.add_argument("--driver", choices=["sim"], default="sim")
+    ap.add_argument("--driver", choices=["sim", "libvirt"], default="sim")
+    ap.add_argument("--libvirt-uri", default="", help="the host's own libvirtd (libvirt driver)")
     ap.add_argument("--state-dir", type=Path, required=True, help="the host's own folder")
     ap.add_argument("--vcpus", type=int, default=16)
     ap.add_argument("--memory-mib", type=int, default=65536)
@@ -31,9 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     labels = dict(lbl.split("=", 1) for lbl in args.label)
     capacity = Resources(args.vcpus, args.memory_mib, args.disk_gib, args.network_mbps)
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    driver = SimDriver(capacity, args.state_dir / "domains.json")
+    driver: HypervisorDriver
+    if args.driver == "libvirt":
+        if not args.libvirt_uri:
+            ap.error("--libvirt-uri is required with --driver libvirt")
+        from vdcos.images import ensure
+        from vdcos.nodeagent.libvirt.driver import LibvirtDriver
+
+        driver = LibvirtDriver(args.libvirt_uri, capacity, ensure(), args.state_dir)
+        uri = args.libvirt_uri
+    else:
+        driver = SimDriver(capacity, args.state_dir / "domains.json")
+        uri = f"sim://{args.state_dir / 'domains.json'}"
     store = EtcdStore(args.etcd)
-    agent = NodeAgent(store, NodeSpec(args.name, capacity, pairs(labels), driver.name), driver,
+    agent = NodeAgent(store, NodeSpec(args.name, capacity, pairs(labels), driver.name, uri), driver,
                       lease_ttl=args.lease_ttl).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

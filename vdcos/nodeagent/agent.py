@@ -219,8 +219,10 @@ class NodeAgent:
             records.finish(self.store, m.id, MigrationPhase.FAILED, f"{m.destination} publishes no hypervisor URI")
             return
         last = [0.0]
+        last_progress = [MigrationProgress()]
 
         def progress(p: MigrationProgress) -> None:
+            last_progress[0] = p
             if time.monotonic() - last[0] < 0.2:
                 return
             last[0] = time.monotonic()
@@ -245,8 +247,11 @@ class NodeAgent:
             else:
                 records.finish(self.store, m.id, MigrationPhase.FAILED, f"{e}; the VM keeps running on {m.source}")
             return
+        mem = res.memory_processed_bytes
+        final = MigrationProgress("completed", max(mem, last_progress[0].memory_total_bytes), mem, 0,
+                                  res.iterations, res.downtime_ms, res.total_ms)
         done = records.finish(self.store, m.id, MigrationPhase.COMPLETED,
-                              "post-copy" if res.postcopy else "", res.downtime_ms, res.total_ms)
+                              "post-copy" if res.postcopy else "", res.downtime_ms, res.total_ms, final)
         log.info("migrated %s to %s: downtime %d ms, %d ms in all (%s)", m.vm, m.destination,
                  res.downtime_ms, res.total_ms, done.phase.value)
 

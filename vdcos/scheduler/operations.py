@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound
-from vdcos.model import (PlacementRecord, QosPolicy, Resources,
+from vdcos.migration import records
+from vdcos.model import (Migration, MigrationOptions, PlacementRecord, QosPolicy, Resources,
                          SchedulerConfig, VmPhase, VmSpec, VmStatus, decode)
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
@@ -48,6 +49,19 @@ class Operations:
     async def create_vm_async(self, spec: VmSpec, request_id: str = "") -> VmRecord:
         placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id))
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+
+    # --- live migration -------------------------------------------------------------------
+    def migrate_vm(self, vm: str, target: str, options: MigrationOptions) -> Migration:
+        return self.scheduler.migrate(vm, target, options)
+
+    def get_migration(self, mid: str) -> Migration:
+        return records.get(self.store, mid)
+
+    def list_migrations(self, vm: str = "") -> list[Migration]:
+        return [m for m in records.list_all(self.store) if not vm or m.vm == vm]
+
+    def cancel_migration(self, mid: str) -> Migration:
+        return self.scheduler.cancel_migration(mid)
 
     def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation:
         return self.scheduler.explain(spec, request_id, limit)

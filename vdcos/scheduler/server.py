@@ -19,12 +19,13 @@ from grpc_reflection.v1alpha import reflection
 
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.operations import Operations
-from vdcos.scheduler.service import (CapacityServicer, NodeServicer, PlacementServicer,
+from vdcos.scheduler.service import (CapacityServicer, MigrationServicer, NodeServicer, PlacementServicer,
                                      QosPolicyServicer, VmServicer)
 from vdcos.scheduler.worker import Scheduler
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
-from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, node_service_pb2,
+from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration_service_pb2,
+                      migration_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
                       qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2,
                       vm_service_pb2_grpc)
@@ -40,6 +41,8 @@ SERVICES = (
      PlacementServicer),
     (capacity_service_pb2, "CapacityService", capacity_service_pb2_grpc.add_CapacityServiceServicer_to_server,
      CapacityServicer),
+    (migration_service_pb2, "MigrationService", migration_service_pb2_grpc.add_MigrationServiceServicer_to_server,
+     MigrationServicer),
 )
 
 

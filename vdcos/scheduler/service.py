@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import AsyncIterator, Callable, TypeVar
 
 import grpc
@@ -9,11 +10,15 @@ import grpc.aio
 
 from vdcos.api import convert, validate
 from vdcos.api.status import rpc, stream_rpc
+from vdcos.errors import NotFound, Unavailable
+from vdcos.model import Migration, decode
 from vdcos.scheduler.operations import Operations
 from vdcos.state import keys
 from vdcos.state.store import Event
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import capacity_service_pb2_grpc as cap_grpc
+from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import migration_service_pb2_grpc as mig_grpc
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import node_service_pb2_grpc as node_grpc
 from vdcos.v1 import placement_service_pb2 as place_pb
@@ -213,3 +218,64 @@ class CapacityServicer(cap_grpc.CapacityServiceServicer):
     @rpc
     async def GetCapacitySummary(self, request: cap_pb.GetCapacitySummaryRequest, context: Ctx) -> cap_pb.GetCapacitySummaryResponse:
         return convert.capacity_to_pb(self.ops.capacity())
+
+
+class MigrationServicer(mig_grpc.MigrationServiceServicer):
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
+
+    @rpc
+    async def MigrateVm(self, request: mig_pb.MigrateVmRequest, context: Ctx) -> mig_pb.MigrateVmResponse:
+        validate.check(validate.migrate(request))
+        m = await blocking(self.ops.migrate_vm, request.vm, request.target_node,
+                           convert.migration_options_from_pb(request.options))
+        return mig_pb.MigrateVmResponse(migration=convert.migration_to_pb(m))
+
+    @rpc
+    async def GetMigration(self, request: mig_pb.GetMigrationRequest, context: Ctx) -> mig_pb.GetMigrationResponse:
+        validate.check(validate.migration_id(request.id))
+        m = await blocking(self.ops.get_migration, request.id)
+        return mig_pb.GetMigrationResponse(migration=convert.migration_to_pb(m))
+
+    @rpc
+    async def ListMigrations(self, request: mig_pb.ListMigrationsRequest,
+                             context: Ctx) -> mig_pb.ListMigrationsResponse:
+        if request.vm:
+            _name(request.vm, "vm")
+        ms = await blocking(self.ops.list_migrations, request.vm)
+        return mig_pb.ListMigrationsResponse(migrations=[convert.migration_to_pb(m) for m in ms])
+
+    @rpc
+    async def CancelMigration(self, request: mig_pb.CancelMigrationRequest,
+                              context: Ctx) -> mig_pb.CancelMigrationResponse:
+        validate.check(validate.migration_id(request.id))
+        m = await blocking(self.ops.cancel_migration, request.id)
+        return mig_pb.CancelMigrationResponse(migration=convert.migration_to_pb(m))
+
+    @stream_rpc
+    async def WatchMigration(self, request: mig_pb.WatchMigrationRequest,
+                             context: Ctx) -> AsyncIterator[mig_pb.WatchMigrationResponse]:
+        validate.check(validate.migration_id(request.id))
+        key = keys.migration(request.id)
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue[list[Event] | None] = asyncio.Queue()
+        # Read, then watch from just after that read: no update in between is lost.
+        kvs, rev = await blocking(self.ops.store.get_prefix, key)
+        if not kvs:
+            raise NotFound(f"migration {request.id!r} not found")
+        cancel = self.ops.store.watch_prefix(key, rev + 1,
+                                             lambda evs, _r: loop.call_soon_threadsafe(q.put_nowait, evs),
+                                             lambda _e: loop.call_soon_threadsafe(q.put_nowait, None))
+        try:
+            m = decode(Migration, json.loads(kvs[0].value))
+            yield mig_pb.WatchMigrationResponse(migration=convert.migration_to_pb(m))
+            while not m.phase.done:
+                evs = await q.get()
+                if evs is None:
+                    raise Unavailable("the watch on the cluster state ended; watch again")
+                for ev in evs:
+                    if ev.kind == "put" and ev.kv.key == key:
+                        m = decode(Migration, json.loads(ev.kv.value))
+                        yield mig_pb.WatchMigrationResponse(migration=convert.migration_to_pb(m))
+        finally:
+            cancel()

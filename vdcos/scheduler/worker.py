@@ -21,10 +21,10 @@ from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, 
                           Unschedulable)
 from vdcos.migration import records
 from vdcos.model import (AllocEntry, Allocation, Assignment, Migration, MigrationOptions, MigrationPhase,
-                         PlacementGroup, PlacementRecord, VmSpec, decode, dumps, encode)
+                         PlacementGroup, PlacementRecord, VmSpec, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain,
-                                  fits, schedule_batch)
+                                  fits, schedule, schedule_batch)
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 
