@@ -60,6 +60,10 @@ class NodeAgent:
         # Migrations this host takes part in, and the ones this process is carrying out.
         self._migrations: dict[str, Migration] = {}
         self._running: dict[str, threading.Event] = {}
+        # Completed moves whose assignment change this agent has not seen yet (the two watches
+        # deliver independently): vm -> revision of the completion.
+        self._settling: dict[str, int] = {}
+        self._assign_rev = 0
         self.created: list[str] = []  # domains this process defined (tests: nothing twice)
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -92,6 +96,7 @@ class NodeAgent:
 
     def _on_assign(self, events: list[Event], revision: int) -> None:
         with self._lock:
+            self._assign_rev = max(self._assign_rev, revision)
             for ev in events:
                 vm = ev.kv.key.rsplit("/", 1)[1]
                 if ev.kind == "put":
@@ -146,11 +151,12 @@ class NodeAgent:
         kvs, rev = self.store.get_prefix(keys.assign_prefix(self.spec.name))
         with self._lock:
             self._desired = {a.spec.name: a for a in (decode(Assignment, json.loads(kv.value)) for kv in kvs)}
+            self._assign_rev = max(self._assign_rev, rev)
         self._cancel = self.store.watch_prefix(keys.assign_prefix(self.spec.name), rev + 1,
                                                self._on_assign, self._on_watch_error)
         if self._cancel_migrations is None:
             kvs, rev = self.store.get_prefix(keys.MIGRATIONS)
-            self._on_migration_records([decode(Migration, json.loads(kv.value)) for kv in kvs])
+            self._on_migration_records([(decode(Migration, json.loads(kv.value)), kv.mod_revision) for kv in kvs])
             self._cancel_migrations = self.store.watch_prefix(keys.MIGRATIONS, rev + 1, self._on_migrations,
                                                               self._on_migration_watch_error)
 
@@ -160,16 +166,18 @@ class NodeAgent:
         self._cancel_migrations = None
 
     def _on_migrations(self, events: list[Event], revision: int) -> None:
-        self._on_migration_records([decode(Migration, json.loads(ev.kv.value)) for ev in events if ev.kind == "put"])
+        self._on_migration_records([(decode(Migration, json.loads(ev.kv.value)), ev.kv.mod_revision)
+                                    for ev in events if ev.kind == "put"])
 
-    def _on_migration_records(self, ms: list[Migration]) -> None:
+    def _on_migration_records(self, ms: list[tuple[Migration, int]]) -> None:
         me = self.spec.name
         with self._lock:
-            for m in ms:
+            for m, rev in ms:
                 if me not in (m.source, m.destination):
                     continue
                 if m.phase.done:
-                    self._migrations.pop(m.id, None)
+                    if self._migrations.pop(m.id, None) is not None and m.phase is MigrationPhase.COMPLETED:
+                        self._settling[m.vm] = rev
                     continue
                 self._migrations[m.id] = m
                 if m.source != me:
@@ -184,7 +192,8 @@ class NodeAgent:
     def migrating(self) -> set[str]:
         """VMs in a migration to or from here: reconcile leaves them to the migration."""
         with self._lock:
-            return {m.vm for m in self._migrations.values()}
+            self._settling = {vm: r for vm, r in self._settling.items() if r > self._assign_rev}
+            return {m.vm for m in self._migrations.values()} | set(self._settling)
 
     def _carry_out(self, m: Migration) -> None:
         try:
