@@ -69,7 +69,8 @@ class Cluster:
     def add_node(self, name: str, capacity: Resources = HOST, labels: dict[str, str] | None = None,
                  ttl: int = 10) -> NodeAgent:
         driver = SimDriver(capacity, self.tmp / f"{name}.json")
-        agent = NodeAgent(self.store, NodeSpec(name, capacity, pairs(labels or {})), driver,
+        spec = NodeSpec(name, capacity, pairs(labels or {}), "sim", f"sim://{self.tmp / f'{name}.json'}")
+        agent = NodeAgent(self.store, spec, driver,
                           lease_ttl=ttl, resync_s=0.5).start()
         self.agents[name] = agent
         wait_until(lambda: (v := self.server.cache.node(name)) is not None and v.status is not None)

@@ -45,11 +45,13 @@ class LibvirtHost:
     host_uuid: str
     cgroup: str        # per-host cgroup directory name under every controller
     migration_port_min: int = 49152
+    # The machine CPUs this host's guests may run on ("" = all): a simulated host's sockets.
+    cpus: str = ""
 
     @classmethod
-    def create(cls, root: Path, name: str, datacenter: str, address: str) -> LibvirtHost:
+    def create(cls, root: Path, name: str, datacenter: str, address: str, cpus: str = "") -> LibvirtHost:
         host_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vdcos:{datacenter}:{name}"))
-        return cls(name, str(root), address, host_uuid, f"vdcos-{datacenter}-{name}")
+        return cls(name, str(root), address, host_uuid, f"vdcos-{datacenter}-{name}", cpus=cpus)
 
     @classmethod
     def load(cls, root: Path) -> LibvirtHost:
@@ -119,6 +121,8 @@ migration_port_max = {pmin + 63}
         cs = CGROUP_ROOT / "cpuset"
         for f in ("cpuset.cpus", "cpuset.mems"):
             (cs / self.cgroup / f).write_text((cs / f).read_text())
+        if self.cpus:
+            (cs / self.cgroup / "cpuset.cpus").write_text(self.cpus)
 
     def _remove_cgroups(self) -> None:
         for c in CONTROLLERS:

@@ -116,8 +116,19 @@ class NodeAgent:
                 if time.monotonic() - last_status >= self.status_s:
                     last_status = time.monotonic()
                     self.store.txn([], node_records(self.spec, self.lease, self._usage(), os.getpid())[1:])
+                    self._refresh_usage()
             except StoreError as e:
                 log.warning("heartbeat failed: %s", e)
+
+    def _refresh_usage(self) -> None:
+        """Observed CPU time and memory of each running VM, every status period."""
+        moving = self.migrating()
+        for vm, st in list(self._reported.items()):
+            if st.phase is VmPhase.RUNNING and vm not in moving:
+                try:
+                    self._report(vm, VmPhase.RUNNING, st.message, force=True)
+                except DriverError:
+                    continue
 
     def _usage(self) -> Resources:
         mem = 0
@@ -285,6 +296,8 @@ class NodeAgent:
         admitted = Allocation(self.spec.name, tuple(
             AllocEntry(a.spec.name, a.qos.qos_class, a.reserved) for a in (*desired.values(), *held)
             if a.spec.name in actual))
+        for gone in set(self._reported) - set(desired) - moving:
+            self._reported.pop(gone, None)  # moved away or deleted: nothing more to report
         config = self._config() if set(desired) - set(actual) else None
         for name in sorted(desired):
             a = desired[name]
@@ -314,10 +327,10 @@ class NodeAgent:
                 self.driver.start(name)
                 self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
 
-    def _report(self, vm: str, phase: VmPhase, message: str = "") -> None:
+    def _report(self, vm: str, phase: VmPhase, message: str = "", force: bool = False) -> None:
         """Status is written only while the assignment exists, so a deleted VM never comes back."""
         prev = self._reported.get(vm)
-        if prev is not None and prev.phase is phase and prev.message == message:
+        if not force and prev is not None and prev.phase is phase and prev.message == message:
             return
         stats = self.driver.stats(vm) if phase is VmPhase.RUNNING else None
         status = VmStatus(phase, self.spec.name, message, time.time(),
