@@ -1,0 +1,193 @@
+"""Real hypervisors: a local datacenter of three libvirt hosts (own libvirtd, cgroup root and
+migration address each), driven through the gRPC API and the CLI. One guest is booted once and
+then moved, cancelled and failed over in order, as an operator would."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import libvirt
+import pytest
+
+from tests.conftest import wait_until
+from vdcos.cli.client import Client
+from vdcos.cli.localdc import LocalDatacenter, down, up
+from vdcos.host.libvirtd import LibvirtHost
+from vdcos.images import ensure
+from vdcos.model import Allocation, decode
+from vdcos.nodeagent.libvirt.driver import QEMU_OVERHEAD_MIB
+from vdcos.state import keys
+from vdcos.state.etcd import EtcdStore
+from vdcos.state.etcd_server import _alive
+from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
+
+pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
+VM = "guest-1"
+CNT = re.compile(r"^CNT (\d+) ", re.M)
+
+
+class Dc:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        state = LocalDatacenter.load(home)
+        assert state is not None
+        self.state = state
+        self.client = Client(state.scheduler)
+        self.store = EtcdStore(state.etcd)
+
+    def host(self, node: str) -> LibvirtHost:
+        return LibvirtHost.load(self.home / "hosts" / node)
+
+    def console(self, node: str, vm: str = VM) -> str:
+        f = self.home / "hosts" / node / "log" / "qemu" / f"{vm}.console"
+        return f.read_text(errors="replace") if f.exists() else ""
+
+    def counters(self, node: str) -> list[int]:
+        return [int(n) for n in CNT.findall(self.console(node))]
+
+    def domains(self, node: str) -> list[str]:
+        conn = libvirt.open(self.host(node).uri)
+        try:
+            return sorted(d.name() for d in conn.listAllDomains())
+        finally:
+            conn.close()
+
+    def vm(self, name: str = VM) -> pb.Vm:
+        return self.client.vms.GetVm(vm_pb.GetVmRequest(name=name)).vm
+
+    def alloc(self, node: str) -> list[tuple[str, str]]:
+        kv = self.store.get(keys.alloc(node))
+        a = decode(Allocation, json.loads(kv.value)) if kv else Allocation(node)
+        return [(e.vm, e.held_by) for e in a.entries]
+
+    def migrate(self, to: str, **opts: int) -> mig_pb.Migration:
+        return self.client.migrations.MigrateVm(mig_pb.MigrateVmRequest(
+            vm=VM, target_node=to, options=mig_pb.MigrationOptions(**opts))).migration
+
+    def wait_migration(self, mid: str, timeout: float = 120) -> mig_pb.Migration:
+        last = None
+        for ev in self.client.migrations.WatchMigration(mig_pb.WatchMigrationRequest(id=mid), timeout=timeout):
+            last = ev.migration
+        assert last is not None
+        return last
+
+    def other(self, node: str) -> str:
+        return next(n for n in ("host-1", "host-2", "host-3") if n != node)
+
+
+@pytest.fixture(scope="module")
+def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
+    ensure()  # build the guest image once, before three agents want it
+    home = tmp_path_factory.mktemp("lv")
+    up(home, 3, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000})
+    d = Dc(home)
+    yield d
+    d.client.channel.close()
+    d.store.close()
+    down(home)
+    assert not any(p.pid > 0 and _alive(p.pid) for p in d.state.procs), "down left processes behind"
+    assert not list(Path("/sys/fs/cgroup/cpu").glob(f"{d.host('host-1').cgroup.rsplit('-', 1)[0]}-*")) \
+        if (home / "hosts" / "host-1" / "host.json").exists() else True
+
+
+@pytest.fixture(scope="module")
+def booted(dc: Dc) -> str:
+    spec = pb.VmSpec(name=VM, resources=pb.Resources(vcpus=1, memory_mib=256, disk_gib=1, network_mbps=10))
+    t0 = time.monotonic()
+    node = dc.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec)).vm.placement.node
+    wait_until(lambda: len(dc.counters(node)) >= 3, timeout=90, every=0.2)
+    print(f"create -> counter on the console: {time.monotonic() - t0:.1f}s")
+    return node
+
+
+def test_guest_boots_on_the_chosen_host_and_reports_usage(dc: Dc, booted: str) -> None:
+    assert "GUEST-BOOTED" in dc.console(booted)
+    assert dc.domains(booted) == [VM]
+    assert all(dc.domains(n) == [] for n in ("host-1", "host-2", "host-3") if n != booted)
+    # Real usage from libvirt, reported through etcd by the agent.
+    vm = wait_until(lambda: (v := dc.vm()).status.cpu_time_ns > 0 and v.status.memory_used_mib > 0 and v,
+                    timeout=20)
+    assert vm.status.phase == pb.VM_PHASE_RUNNING and vm.status.node == booted  # type: ignore[union-attr]
+
+
+def test_live_migration_keeps_the_guest_running(dc: Dc, booted: str) -> None:
+    src = dc.vm().placement.node
+    m = dc.migrate("")  # the scheduler chooses
+    dst = m.target_node
+    assert dst != src and dc.alloc(src) == [(VM, m.id)] or dc.alloc(src) == [(VM, "")]
+    done = dc.wait_migration(m.id)
+    assert done.phase == mig_pb.MIGRATION_PHASE_COMPLETED, done.message
+    assert 0 <= done.downtime_ms < 1000
+    last_src = dc.counters(src)[-1]
+    wait_until(lambda: dc.counters(dst), timeout=10)
+    # The counter goes on where it stopped: same guest, same memory, no reboot.
+    assert dc.counters(dst)[0] == last_src + 1
+    assert "GUEST-BOOTED" not in dc.console(dst)
+    assert dc.domains(src) == [] and dc.domains(dst) == [VM]
+    assert dc.alloc(src) == [] and dc.alloc(dst) == [(VM, "")]
+    wait_until(lambda: dc.vm().status.node == dst and dc.vm().status.phase == pb.VM_PHASE_RUNNING, timeout=20)
+    # The destination's agent re-applied the live memory limit the XML could not carry.
+    conn = libvirt.open(dc.host(dst).uri)
+    try:
+        wait_until(lambda: conn.lookupByName(VM).memoryParameters(libvirt.VIR_DOMAIN_AFFECT_LIVE)["hard_limit"]
+                   == (256 + QEMU_OVERHEAD_MIB) * 1024, timeout=15)
+    finally:
+        conn.close()
+
+
+def test_cancel_mid_migration_leaves_it_on_the_source(dc: Dc, booted: str) -> None:
+    src = dc.vm().placement.node
+    m = dc.migrate(dc.other(src), max_bandwidth_mibps=4)
+    wait_until(lambda: dc.client.migrations.GetMigration(mig_pb.GetMigrationRequest(id=m.id))
+               .migration.progress.memory_processed_bytes > 0, timeout=30)
+    dc.client.migrations.CancelMigration(mig_pb.CancelMigrationRequest(id=m.id))
+    done = dc.wait_migration(m.id)
+    assert done.phase == mig_pb.MIGRATION_PHASE_CANCELLED
+    assert dc.vm().placement.node == src and dc.domains(src) == [VM]
+    assert dc.alloc(src) == [(VM, "")] and dc.alloc(m.target_node) == []
+    n = len(dc.counters(src))
+    wait_until(lambda: len(dc.counters(src)) > n + 3, timeout=10)  # still counting
+
+
+def test_destination_daemon_killed_mid_migration(dc: Dc, booted: str) -> None:
+    src = dc.vm().placement.node
+    dst = dc.other(src)
+    m = dc.migrate(dst, max_bandwidth_mibps=4)
+    wait_until(lambda: dc.client.migrations.GetMigration(mig_pb.GetMigrationRequest(id=m.id))
+               .migration.progress.memory_processed_bytes > 0, timeout=30)
+    host = dc.host(dst)
+    host.kill_daemon()
+    try:
+        done = dc.wait_migration(m.id, timeout=120)
+        assert done.phase == mig_pb.MIGRATION_PHASE_FAILED, done
+        assert dc.vm().placement.node == src and dc.domains(src) == [VM]
+        assert dc.alloc(src) == [(VM, "")] and dc.alloc(dst) == []
+        n = len(dc.counters(src))
+        wait_until(lambda: len(dc.counters(src)) > n + 3, timeout=10)
+    finally:
+        # Back in service: the agent reconnects, and the half-received guest is cleaned up.
+        for pid in host.qemu_pids():
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+        host.start()
+    wait_until(lambda: dc.domains(dst) == [], timeout=30)
+
+
+def test_cli_migrate_progress_and_delete(dc: Dc, booted: str) -> None:
+    src = dc.vm().placement.node
+    p = subprocess.run([sys.executable, "-m", "vdcos.cli.main", "--home", str(dc.home), "vm", "migrate", VM,
+                        "--to", dc.other(src)], capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr
+    assert "%" in p.stdout and re.search(r"now runs on host-\d: downtime \d+ ms", p.stdout), p.stdout
+    dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name=VM))
+    wait_until(lambda: all(dc.domains(n) == [] for n in ("host-1", "host-2", "host-3")), timeout=30)
+    with pytest.raises(grpc.RpcError) as e:
+        dc.vm()
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
