@@ -4,7 +4,9 @@ then moved, cancelled and failed over in order, as an operator would."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from vdcos.cli.client import Client
 from vdcos.cli.localdc import LocalDatacenter, down, up
 from vdcos.host.libvirtd import LibvirtHost
 from vdcos.images import ensure
-from vdcos.model import Allocation, decode
+from vdcos.model import Allocation, NodeStatus, decode
 from vdcos.nodeagent.libvirt.driver import QEMU_OVERHEAD_MIB
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
@@ -178,6 +180,50 @@ def test_destination_daemon_killed_mid_migration(dc: Dc, booted: str) -> None:
             subprocess.run(["kill", "-9", str(pid)], check=False)
         host.start()
     wait_until(lambda: dc.domains(dst) == [], timeout=30)
+
+
+def _agent(dc: Dc, node: str) -> tuple[int, list[str]]:
+    proc = next(p for p in dc.state.procs if p.name == node)
+    return proc.pid, [c.decode() for c in Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[:-1]]
+
+
+def test_agent_restart_adopts_the_running_guest(dc: Dc, booted: str) -> None:
+    node = dc.vm().placement.node
+    qemu = dc.host(node).qemu_pids()
+    boots = dc.console(node).count("GUEST-BOOTED")
+    pid, cmd = _agent(dc, node)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _alive(pid))
+    new = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: (kv := dc.store.get(keys.node_status(node))) is not None
+                   and decode(NodeStatus, json.loads(kv.value)).agent_pid == new.pid, timeout=20)
+        n = len(dc.counters(node))
+        wait_until(lambda: len(dc.counters(node)) > n + 10, timeout=10)  # a couple of reconcile rounds
+        assert dc.host(node).qemu_pids() == qemu, "the restarted agent re-created the guest"
+        assert dc.console(node).count("GUEST-BOOTED") == boots
+    finally:
+        os.kill(new.pid, signal.SIGTERM)
+        new.wait(10)
+        # The datacenter's own record keeps pointing at the original agent; start one like it.
+        proc = next(p for p in dc.state.procs if p.name == node)
+        with open(proc.log, "ab") as log:
+            proc.pid = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True).pid
+        dc.state.save()
+
+
+def test_a_vanished_domain_is_reported_and_booted_again(dc: Dc, booted: str) -> None:
+    node = dc.vm().placement.node
+    conn = libvirt.open(dc.host(node).uri)
+    try:
+        dom = conn.lookupByName(VM)
+        dom.destroy()
+        dom.undefine()
+    finally:
+        conn.close()
+    wait_until(lambda: "disappeared" in dc.vm().status.message, timeout=20)
+    assert dc.domains(node) == [VM]
+    wait_until(lambda: dc.console(node).count("CNT 3 ") >= 1, timeout=90, every=0.5)
 
 
 def test_cli_migrate_progress_and_delete(dc: Dc, booted: str) -> None:

@@ -3,12 +3,15 @@ destination reserved, nothing lost or counted twice), limits, hard rules, cancel
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import grpc
 import pytest
 
 from tests.conftest import Cluster, details, wait_until
-from vdcos.model import ActiveMigrations, Allocation, PlacementGroup, SchedulerConfig, decode, dumps
+from vdcos.migration import records
+from vdcos.model import (ActiveMigrations, Allocation, MigrationOptions, MigrationPhase, PlacementGroup,
+                         SchedulerConfig, decode, dumps)
 from vdcos.state import keys
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import types_pb2 as pb
@@ -158,3 +161,21 @@ def test_unknown_or_malformed_migration_ids(cluster: Cluster) -> None:
             with pytest.raises(grpc.RpcError) as e:
                 call()
             assert e.value.code() == code
+
+
+def test_a_restarted_source_agent_finishes_what_it_started(cluster: Cluster) -> None:
+    """The agent died mid-move: on restart it finds the record RUNNING and settles it from where the
+    guest is now (here: already on the destination), so nothing stays reserved twice."""
+    nodes(cluster, "n1", "n2")
+    create(cluster, "web", "n1")
+    src = cluster.agents["n1"]
+    src.stop()
+    m = migrate(cluster, "web", "n2")
+    records.update(cluster.store, m.id, lambda x: replace(x, phase=MigrationPhase.RUNNING))
+    # What libvirt did while the agent was away: the guest moved.
+    src.driver.migrate("web", f"sim://{cluster.tmp / 'n2.json'}", MigrationOptions())
+    restarted = cluster.add_node("n1", labels={"host": "n1"})
+    assert restarted is not src
+    got = wait_until(lambda: (g := get(cluster, m.id)).phase == mig_pb.MIGRATION_PHASE_COMPLETED and g)
+    assert "agent restarted" in got.message  # type: ignore[union-attr]
+    assert alloc(cluster, "n1").entries == () and [e.vm for e in alloc(cluster, "n2").entries] == ["web"]

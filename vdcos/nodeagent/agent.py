@@ -311,7 +311,7 @@ class NodeAgent:
                     why = ", ".join(f"{s.dimension} {s.pool}: requested {s.requested}, free {s.free}" for s in short)
                     self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")
                     continue
-                vanished = self._reported.get(name, None)
+                vanished = self._reported.get(name) or self._last_status(name)
                 self.driver.define(a.spec, a.qos)
                 self.driver.start(name)
                 self.created.append(name)
@@ -326,6 +326,12 @@ class NodeAgent:
             else:
                 self.driver.start(name)
                 self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
+
+    def _last_status(self, vm: str) -> VmStatus | None:
+        """What this host last said about a VM, from etcd: a restarted agent remembers too."""
+        kv = self.store.get(keys.vm_status(vm))
+        st = decode(VmStatus, json.loads(kv.value)) if kv else None
+        return st if st is not None and st.node == self.spec.name else None
 
     def _report(self, vm: str, phase: VmPhase, message: str = "", force: bool = False) -> None:
         """Status is written only while the assignment exists, so a deleted VM never comes back."""
