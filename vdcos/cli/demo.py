@@ -10,7 +10,7 @@ import grpc
 
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error
-from vdcos.cli.main import load_policies, node_rows, vm_rows
+from vdcos.cli.main import load_policies, migrate, node_rows, vm_rows
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
@@ -38,11 +38,52 @@ def spec(name: str, vcpus: int, mem: int, disk: int, policy: str, group: str, gp
                      qos_policy=policy, placement_group=group, group_policy=gp, node_selector=sel)
 
 
+# Real QEMU guests on libvirt hosts of 4 vCPU / 4 GiB: small, so that two cores boot them.
+# (name, vcpus, memory MiB, disk GiB, policy, group, group policy, node selector)
+LIBVIRT_VMS = [
+    ("db-1", 1, 512, 20, "gold", "", 0, {}),
+    *[(f"web-{i}", 1, 256, 10, "silver", "web", ANTI, {}) for i in range(1, 4)],
+    ("batch-1", 1, 256, 10, "bronze", "", 0, {}),
+]
+SIM = {"hosts": "sim hosts (16 vCPU, 48 GiB each)",
+       "capacity": {"vcpus": 16, "memory_mib": 49152, "disk_gib": 1000, "network_mbps": 10000},
+       "vms": DEMO_VMS,
+       "refusals": [spec("web-5", 2, 4096, 20, "silver", "web", ANTI, {}),
+                    spec("warehouse-1", 8, 47104, 100, "gold", "", 0, {})],
+       "refusal_text": "a fifth web VM (hard anti-affinity) and a 46 GiB guaranteed VM"}
+LIBVIRT = {"hosts": "libvirt hosts (own libvirtd + QEMU each; 4 vCPU, 4 GiB)",
+           "capacity": {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000},
+           "vms": LIBVIRT_VMS,
+           "refusals": [spec("web-4", 1, 256, 10, "silver", "web", ANTI, {}),
+                        spec("warehouse-1", 2, 3968, 20, "gold", "", 0, {})],
+           "refusal_text": "a fourth web VM (hard anti-affinity on 3 hosts) and a 3.9 GiB guaranteed VM"}
+
+
+def _console(home: Path, node: str, vm: str) -> str:
+    f = home / "hosts" / node / "log" / "qemu" / f"{vm}.console"
+    return f.read_text(errors="replace") if f.exists() else ""
+
+
+def _wait_booted(c: Client, home: Path, timeout: float = 180.0) -> None:
+    """Guests print a counter on their serial console once booted (TCG on two cores: ~15 s)."""
+    t0 = time.monotonic()
+    pending = {v.spec.name: v.placement.node for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms}
+    while pending and time.monotonic() - t0 < timeout:
+        for vm, node in list(pending.items()):
+            if "CNT " in _console(home, node, vm):
+                print(f"  {vm} booted on {node} after {time.monotonic() - t0:4.1f}s: "
+                      f"{_console(home, node, vm).strip().splitlines()[-1]}")
+                del pending[vm]
+        time.sleep(0.5)
+    for vm in pending:
+        print(f"  {vm} has not printed on its console yet")
+
+
 def run_demo(args: argparse.Namespace) -> int:
     home = Path(args.home)
-    print(f"== bringing up a local datacenter: {args.hosts} sim hosts (16 vCPU, 48 GiB each), etcd, scheduler")
-    dc = localdc.up(home, args.hosts, "sim", {"vcpus": 16, "memory_mib": 49152, "disk_gib": 1000,
-                                              "network_mbps": 10000})
+    plan = LIBVIRT if args.driver == "libvirt" else SIM
+    print(f"== bringing up a local datacenter: {args.hosts} {plan['hosts']}, etcd, scheduler")
+    dc = localdc.up(home, args.hosts, args.driver, plan["capacity"])  # type: ignore[arg-type]
     with Client(dc.scheduler) as c:
         print(f"\n== applying QoS policies from {EXAMPLES / 'policies.yaml'}")
         for p in load_policies(str(EXAMPLES / "policies.yaml")):
@@ -50,24 +91,30 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"qospolicy/{r.policy.name} {'created' if r.created else 'configured'}")
         print("\n== creating a mix of guaranteed, burstable and best-effort VMs through the gRPC API")
         existing = {v.spec.name for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms}
-        for row in DEMO_VMS:
+        for row in plan["vms"]:  # type: ignore[attr-defined]
             if row[0] in existing:
                 continue
             try:
                 c.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec(*row)), timeout=30)
             except grpc.RpcError as e:
                 print(describe_error(e))
-        deadline = time.monotonic() + 10  # let the agents report before showing phases
+        deadline = time.monotonic() + 30  # let the agents report before showing phases
         while time.monotonic() < deadline and any(
                 v.status.phase == pb.VM_PHASE_SCHEDULED for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms):
             time.sleep(0.2)
         print("\n== placements")
         print(vm_rows(c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms))
+        if args.driver == "libvirt":
+            print("\n== real QEMU guests booting (their serial consoles)")
+            _wait_booted(c, home)
+            print("\n== live-migrating db-1 while it runs (the scheduler picks the destination)")
+            mig = argparse.Namespace(name="db-1", to="", max_downtime_ms=0, bandwidth_mibps=0, postcopy_after=0,
+                                     no_wait=False, output="table", timeout=30.0)
+            migrate(c, mig)
         print("\n== nodes")
         print(node_rows(c.nodes.ListNodes(node_pb.ListNodesRequest(), timeout=10).nodes))
-        print("\n== a refusal, explained: a fifth web VM (hard anti-affinity) and a 46 GiB guaranteed VM")
-        for bad in (spec("web-5", 2, 4096, 20, "silver", "web", ANTI, {}),
-                    spec("warehouse-1", 8, 47104, 100, "gold", "", 0, {})):
+        print(f"\n== a refusal, explained: {plan['refusal_text']}")
+        for bad in plan["refusals"]:  # type: ignore[attr-defined]
             try:
                 c.vms.CreateVm(vm_pb.CreateVmRequest(spec=bad), timeout=30)
                 print(f"{bad.name} was placed (the cluster had room)")
@@ -75,7 +122,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 print(f"$ vdcos vm create {bad.name} ...")
                 print(describe_error(e))
     home_flag = "" if not args.home_set else f" --home {home}"
-    print(f"\nThe datacenter keeps running. Try: vdcos{home_flag} status | vdcos{home_flag} nodes | "
-          f"vdcos{home_flag} vm list | vdcos{home_flag} explain big --vcpus 8 --memory-mib 40000 --policy gold")
+    print(f"\nThe datacenter keeps running. Try: vdcos{home_flag} vm list | vdcos{home_flag} nodes | "
+          f"vdcos{home_flag} vm migrate web-1 | vdcos{home_flag} migration list")
     print(f"Stop it with: .venv/bin/vdcos{home_flag} down")
     return 0

@@ -444,7 +444,9 @@ def parser() -> argparse.ArgumentParser:
     conf.set_defaults(fn=cmd_config)
 
     demo = sub.add_parser("demo", help="bring up a datacenter, place a mix of VMs, explain a refusal")
-    demo.add_argument("--hosts", type=int, default=4)
+    demo.add_argument("--hosts", type=int, default=3)
+    demo.add_argument("--driver", choices=["libvirt", "sim"], default="libvirt",
+                      help="libvirt: real QEMU guests (default); sim: in-memory hosts")
     demo.set_defaults(fn=cmd_demo)
     return ap
 
