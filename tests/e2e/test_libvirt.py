@@ -159,6 +159,19 @@ def test_cancel_mid_migration_leaves_it_on_the_source(dc: Dc, booted: str) -> No
     wait_until(lambda: len(dc.counters(src)) > n + 3, timeout=10)  # still counting
 
 
+def test_post_copy_switch(dc: Dc, booted: str) -> None:
+    src = dc.vm().placement.node
+    dst = dc.other(src)
+    seen = len(dc.console(dst))
+    m = dc.migrate(dst, postcopy_after_iterations=1, max_bandwidth_mibps=50)
+    done = dc.wait_migration(m.id)
+    assert done.phase == mig_pb.MIGRATION_PHASE_COMPLETED and done.message == "post-copy", done
+    last_src = dc.counters(src)[-1]
+    wait_until(lambda: CNT.findall(dc.console(dst)[seen:]), timeout=10)
+    assert int(CNT.findall(dc.console(dst)[seen:])[0]) == last_src + 1
+    wait_until(lambda: dc.vm().status.node == dst and dc.vm().status.phase == pb.VM_PHASE_RUNNING, timeout=20)
+
+
 def test_destination_daemon_killed_mid_migration(dc: Dc, booted: str) -> None:
     src = dc.vm().placement.node
     dst = dc.other(src)

@@ -243,7 +243,8 @@ def migrate(c: Client, args: argparse.Namespace) -> int:
     if args.output == "json":
         emit(args, last, lambda: "")
     elif ok:
-        print(f"{last.vm} now runs on {last.target_node}: downtime {last.downtime_ms} ms, "
+        downtime = f"{last.downtime_ms} ms" if last.downtime_ms >= 0 else "not reported"
+        print(f"{last.vm} now runs on {last.target_node}: downtime {downtime}, "
               f"{last.total_ms} ms in all{' (' + last.message + ')' if last.message else ''}")
     else:
         print(f"migration {_phase(last)}: {last.message}", file=sys.stderr)
