@@ -11,9 +11,10 @@ import pytest
 from tests.conftest import Cluster, details, wait_until
 from vdcos.migration import records
 from vdcos.model import (ActiveMigrations, Allocation, MigrationOptions, MigrationPhase, PlacementGroup,
-                         SchedulerConfig, decode, dumps)
+                         decode)
 from vdcos.state import keys
 from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 
@@ -94,7 +95,8 @@ def test_destination_reserved_and_source_held_until_it_ends(cluster: Cluster) ->
 
 def test_per_host_limit(cluster: Cluster) -> None:
     nodes(cluster, "n1", "n2", "n3")
-    cluster.store.put(keys.CONFIG, dumps(SchedulerConfig(max_migrations_per_host=1)))
+    cluster.client.placement.UpdateSchedulerConfig(place_pb.UpdateSchedulerConfigRequest(
+        config=pb.SchedulerConfig(max_migrations_per_host=1)))
     create(cluster, "a", "n1")
     create(cluster, "b", "n1")
     cluster.agents["n1"].stop()

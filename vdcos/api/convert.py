@@ -107,7 +107,8 @@ def config_to_pb(c: SchedulerConfig) -> pb.SchedulerConfig:
     return pb.SchedulerConfig(
         overcommit=pb.Overcommit(vcpus=o.vcpus, memory_mib=o.memory_mib, disk_gib=o.disk_gib,
                                  network_mbps=o.network_mbps),
-        strategy=STRATEGY_TO_PB[c.strategy], scorer_weights={k: float(v) for k, v in c.scorer_weights})
+        strategy=STRATEGY_TO_PB[c.strategy], scorer_weights={k: float(v) for k, v in c.scorer_weights},
+        max_migrations_per_host=c.max_migrations_per_host, max_migrations=c.max_migrations)
 
 
 def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerConfig:
@@ -118,7 +119,9 @@ def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerCon
     weights = dict(base.scorer_weights)
     weights.update({k: repr(float(v)) for k, v in m.scorer_weights.items()})
     strategy = STRATEGY_FROM_PB.get(m.strategy, base.strategy)
-    return SchedulerConfig(over, strategy, pairs(weights))
+    return SchedulerConfig(over, strategy, pairs(weights),
+                           m.max_migrations_per_host or base.max_migrations_per_host,
+                           m.max_migrations or base.max_migrations)
 
 
 def rejection_to_pb(r: Rejection) -> pb.PlacementRejection:

@@ -148,4 +148,7 @@ def config(m: pb.SchedulerConfig, field: str = "config") -> Violations:
             out.append((f"{field}.scorer_weights[{k[:40]!r}]", f"unknown scorer; known: {', '.join(sorted(known))}"))
         elif not math.isfinite(v) or not 0 <= v <= 1000:
             out.append((f"{field}.scorer_weights[{k!r}]", f"must be between 0 and 1000, got {v}"))
+    for f in ("max_migrations_per_host", "max_migrations"):
+        if not 0 <= getattr(m, f) <= 1000:
+            out.append((f"{field}.{f}", f"must be between 1 and 1000 (0 = unchanged), got {getattr(m, f)}"))
     return out

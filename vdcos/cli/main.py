@@ -353,7 +353,8 @@ def cmd_config(args: argparse.Namespace) -> int:
             cfg = pb.SchedulerConfig(overcommit=pb.Overcommit(
                 vcpus=args.cpu_overcommit or 0, memory_mib=args.memory_overcommit or 0,
                 disk_gib=args.disk_overcommit or 0, network_mbps=args.network_overcommit or 0),
-                strategy={"pack": pb.STRATEGY_PACK, "spread": pb.STRATEGY_SPREAD}.get(args.strategy or "", 0))
+                strategy={"pack": pb.STRATEGY_PACK, "spread": pb.STRATEGY_SPREAD}.get(args.strategy or "", 0),
+                max_migrations_per_host=args.max_migrations_per_host or 0, max_migrations=args.max_migrations or 0)
             conf = c.placement.UpdateSchedulerConfig(place_pb.UpdateSchedulerConfigRequest(config=cfg),
                                                      timeout=args.timeout).config
         else:
@@ -442,6 +443,8 @@ def parser() -> argparse.ArgumentParser:
     for dim in ("cpu", "memory", "disk", "network"):
         cs.add_argument(f"--{dim}-overcommit", type=float)
     cs.add_argument("--strategy", choices=["pack", "spread"])
+    cs.add_argument("--max-migrations-per-host", type=int, help="live migrations in flight per host")
+    cs.add_argument("--max-migrations", type=int, help="live migrations in flight in the cluster")
     conf.set_defaults(fn=cmd_config)
 
     demo = sub.add_parser("demo", help="bring up a datacenter, place a mix of VMs, explain a refusal")
