@@ -28,6 +28,7 @@ from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.etcd_server import _alive
 from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 
@@ -80,6 +81,9 @@ class Dc:
             last = ev.migration
         assert last is not None
         return last
+
+    def node_state(self, node: str) -> int:
+        return int(self.client.nodes.GetNode(node_pb.GetNodeRequest(name=node)).node.state)
 
     def other(self, node: str) -> str:
         return next(n for n in ("host-1", "host-2", "host-3") if n != node)
@@ -187,12 +191,15 @@ def test_destination_daemon_killed_mid_migration(dc: Dc, booted: str) -> None:
         assert dc.alloc(src) == [(VM, "")] and dc.alloc(dst) == []
         n = len(dc.counters(src))
         wait_until(lambda: len(dc.counters(src)) > n + 3, timeout=10)
+        # Its agent is alive but cannot reach its hypervisor: NotReady, so no new VM goes there.
+        wait_until(lambda: dc.node_state(dst) == pb.NODE_STATE_NOT_READY, timeout=20)
     finally:
         # Back in service: the agent reconnects, and the half-received guest is cleaned up.
         for pid in host.qemu_pids():
             subprocess.run(["kill", "-9", str(pid)], check=False)
         host.start()
     wait_until(lambda: dc.domains(dst) == [], timeout=30)
+    wait_until(lambda: dc.node_state(dst) == pb.NODE_STATE_READY, timeout=20)
 
 
 def _agent(dc: Dc, node: str) -> tuple[int, list[str]]:

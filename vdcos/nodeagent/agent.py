@@ -27,10 +27,11 @@ from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, Tx
 log = logging.getLogger("vdcos.nodeagent")
 
 
-def node_records(spec: NodeSpec, lease: int, used: Resources = Resources(), pid: int = 0) -> list[Put]:
+def node_records(spec: NodeSpec, lease: int, used: Resources = Resources(), pid: int = 0,
+                 ready: bool = True) -> list[Put]:
     """What a node publishes: its spec (kept) and its status (under the lease: gone when it dies)."""
     return [Put(keys.node_spec(spec.name), dumps(spec)),
-            Put(keys.node_status(spec.name), dumps(NodeStatus(True, time.time(), used, pid)), lease)]
+            Put(keys.node_status(spec.name), dumps(NodeStatus(ready, time.time(), used, pid)), lease)]
 
 
 def register(store: Store, spec: NodeSpec, ttl: int, pid: int = 0) -> int:
@@ -115,10 +116,20 @@ class NodeAgent:
                     self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
                 if time.monotonic() - last_status >= self.status_s:
                     last_status = time.monotonic()
-                    self.store.txn([], node_records(self.spec, self.lease, self._usage(), os.getpid())[1:])
-                    self._refresh_usage()
+                    try:
+                        used, ready = self._usage(), True
+                    except DriverError as e:
+                        # The lease stays alive (the VMs still run), but no new VM comes here
+                        # while this agent cannot reach its hypervisor.
+                        log.warning("hypervisor unreachable, node reports NotReady: %s", e)
+                        used, ready = Resources(), False
+                    self.store.txn([], node_records(self.spec, self.lease, used, os.getpid(), ready)[1:])
+                    if ready:
+                        self._refresh_usage()
             except StoreError as e:
                 log.warning("heartbeat failed: %s", e)
+            except Exception:  # the lease must outlive any bug below it
+                log.exception("heartbeat round failed")
 
     def _refresh_usage(self) -> None:
         """Observed CPU time and memory of each running VM, every status period."""
@@ -156,6 +167,8 @@ class NodeAgent:
                 self.reconcile()
             except (StoreError, DriverError) as e:
                 log.warning("reconcile failed, retrying: %s", e)
+            except Exception:
+                log.exception("reconcile round failed, retrying")
 
     def _subscribe(self) -> None:
         """Read the assignments, then watch from just after that read: nothing is missed."""
