@@ -95,13 +95,14 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     home = tmp_path_factory.mktemp("lv")
     up(home, 3, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000})
     d = Dc(home)
+    cgroups = [d.host(n).cgroup for n in ("host-1", "host-2", "host-3")]
     yield d
     d.client.channel.close()
     d.store.close()
     down(home)
     assert not any(p.pid > 0 and _alive(p.pid) for p in d.state.procs), "down left processes behind"
-    assert not list(Path("/sys/fs/cgroup/cpu").glob(f"{d.host('host-1').cgroup.rsplit('-', 1)[0]}-*")) \
-        if (home / "hosts" / "host-1" / "host.json").exists() else True
+    left = [c for c in cgroups for ctl in ("cpu", "memory", "cpuset") if Path("/sys/fs/cgroup", ctl, c).exists()]
+    assert not left, f"down left cgroups behind: {left}"
 
 
 @pytest.fixture(scope="module")
