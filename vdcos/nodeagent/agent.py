@@ -16,22 +16,8 @@ from typing import Callable
 
 from vdcos.errors import VdcosError
 from vdcos.migration import records
-from vdcos.model import (
-    Allocation,
-    AllocEntry,
-    Assignment,
-    Migration,
-    MigrationPhase,
-    MigrationProgress,
-    NodeSpec,
-    NodeStatus,
-    Resources,
-    SchedulerConfig,
-    VmPhase,
-    VmStatus,
-    decode,
-    dumps,
-)
+from vdcos.model import (Allocation, AllocEntry, Assignment, Migration, MigrationPhase, MigrationProgress,
+                         NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus, decode, dumps)
 from vdcos.nodeagent.driver import (
     DomainState,
     DriverError,
