@@ -18,12 +18,7 @@ from vdcos.errors import VdcosError
 from vdcos.migration import records
 from vdcos.model import (Allocation, AllocEntry, Assignment, Migration, MigrationPhase, MigrationProgress,
                          NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus, decode, dumps)
-from vdcos.nodeagent.driver import (
-    DomainState,
-    DriverError,
-    HypervisorDriver,
-    MigrationCancelled,
-)
+from vdcos.nodeagent.driver import DomainState, DriverError, HypervisorDriver, MigrationCancelled
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
