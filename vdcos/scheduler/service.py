@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 from typing import AsyncIterator, Callable, TypeVar
 
 import grpc
@@ -44,12 +45,15 @@ def _name(value: str, field: str = "name") -> None:
     validate.check(out)
 
 
-async def _watch(ops: Operations, prefix: str) -> AsyncIterator[tuple[list[Event], int]]:
-    """etcd watch -> async generator; the watch is cancelled when the client goes away."""
+async def _watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncIterator[tuple[list[Event], int]]:
+    """etcd watch -> async generator, from `start_revision` (default: from now on); the watch is
+    cancelled when the client goes away or the generator is closed."""
     loop = asyncio.get_running_loop()
     q: asyncio.Queue[tuple[list[Event], int] | None] = asyncio.Queue(maxsize=10_000)
-    _, rev = await blocking(ops.store.get_prefix, prefix + "\x00none")  # the current revision
-    cancel = ops.store.watch_prefix(prefix, rev + 1,
+    if not start_revision:
+        _, rev = await blocking(ops.store.get_prefix, prefix + "\x00none")  # the current revision
+        start_revision = rev + 1
+    cancel = ops.store.watch_prefix(prefix, start_revision,
                                     lambda evs, r: loop.call_soon_threadsafe(q.put_nowait, (evs, r)),
                                     lambda e: loop.call_soon_threadsafe(q.put_nowait, None))
     try:
@@ -257,25 +261,20 @@ class MigrationServicer(mig_grpc.MigrationServiceServicer):
                              context: Ctx) -> AsyncIterator[mig_pb.WatchMigrationResponse]:
         validate.check(validate.migration_id(request.id))
         key = keys.migration(request.id)
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue[list[Event] | None] = asyncio.Queue()
-        # Read, then watch from just after that read: no update in between is lost.
         kvs, rev = await blocking(self.ops.store.get_prefix, key)
         if not kvs:
             raise NotFound(f"migration {request.id!r} not found")
-        cancel = self.ops.store.watch_prefix(key, rev + 1,
-                                             lambda evs, _r: loop.call_soon_threadsafe(q.put_nowait, evs),
-                                             lambda _e: loop.call_soon_threadsafe(q.put_nowait, None))
-        try:
-            m = decode(Migration, json.loads(kvs[0].value))
-            yield mig_pb.WatchMigrationResponse(migration=convert.migration_to_pb(m))
-            while not m.phase.done:
-                evs = await q.get()
-                if evs is None:
-                    raise Unavailable("the watch on the cluster state ended; watch again")
+        m = decode(Migration, json.loads(kvs[0].value))
+        yield mig_pb.WatchMigrationResponse(migration=convert.migration_to_pb(m))
+        if m.phase.done:
+            return
+        # From just after that read: no update in between is lost.
+        async with aclosing(_watch(self.ops, key, rev + 1)) as updates:
+            async for evs, _ in updates:
                 for ev in evs:
                     if ev.kind == "put" and ev.kv.key == key:
                         m = decode(Migration, json.loads(ev.kv.value))
                         yield mig_pb.WatchMigrationResponse(migration=convert.migration_to_pb(m))
-        finally:
-            cancel()
+                if m.phase.done:
+                    return
+        raise Unavailable("the watch on the cluster state ended; watch again")
