@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 import tempfile
@@ -24,18 +23,15 @@ from typing import Any
 import numpy as np
 
 from vdcos.cli.client import Client
-from vdcos.cli.localdc import down, up
-from vdcos.images import ensure
+from vdcos.cli.localdc import down, host_root, up
+from vdcos.images import counters, ensure
+from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 
-CNT = re.compile(r"^CNT (\d+) ", re.M)
-
-
 def console(home: Path, node: str, vm: str) -> str:
-    f = home / "hosts" / node / "log" / "qemu" / f"{vm}.console"
-    return f.read_text(errors="replace") if f.exists() else ""
+    return read_console(host_root(home, node), vm)
 
 
 def wait(pred: Any, timeout: float, what: str) -> Any:
@@ -56,7 +52,7 @@ def boot(c: Client, home: Path, name: str, image: str) -> dict[str, float]:
     wait(lambda: c.vms.GetVm(vm_pb.GetVmRequest(name=name)).vm.status.phase == pb.VM_PHASE_RUNNING, 60,
          f"{name} running")
     running = time.monotonic() - t0
-    wait(lambda: CNT.search(console(home, node, name)), 120, f"{name} booted")
+    wait(lambda: counters(console(home, node, name)), 120, f"{name} booted")
     return {"create_to_running_ms": running * 1000, "create_to_console_ms": (time.monotonic() - t0) * 1000}
 
 
@@ -65,7 +61,7 @@ def migrate_runs(c: Client, home: Path, vm: str, runs: int, max_downtime_ms: int
     for _ in range(runs):
         src = c.vms.GetVm(vm_pb.GetVmRequest(name=vm)).vm.placement.node
         dst = "host-2" if src == "host-1" else "host-1"
-        before = [int(n) for n in CNT.findall(console(home, src, vm))]
+        before = counters(console(home, src, vm))
         seen = len(console(home, dst, vm))  # an earlier hop may have left lines there
         t0 = time.monotonic()
         m = c.migrations.MigrateVm(mig_pb.MigrateVmRequest(
@@ -78,9 +74,8 @@ def migrate_runs(c: Client, home: Path, vm: str, runs: int, max_downtime_ms: int
         continuous = False
         if ok:
             # The same guest goes on counting on the destination: no reboot, no lost state.
-            first = wait(lambda: [int(n) for n in CNT.findall(console(home, dst, vm)[seen:])], 10,
-                         "counter on destination")
-            src_last = max([int(n) for n in CNT.findall(console(home, src, vm))] or before or [0])
+            first = wait(lambda: counters(console(home, dst, vm)[seen:]), 10, "counter on destination")
+            src_last = max(counters(console(home, src, vm)) or before or [0])
             continuous = first[0] == src_last + 1
             # Let the destination agent adopt it before the next hop starts from there.
             wait(lambda: c.vms.GetVm(vm_pb.GetVmRequest(name=vm)).vm.status.node == dst, 20, "adopted")

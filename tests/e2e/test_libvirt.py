@@ -19,10 +19,11 @@ import pytest
 
 from tests.conftest import wait_until
 from vdcos.cli.client import Client
-from vdcos.cli.localdc import LocalDatacenter, down, up
+from vdcos.cli.localdc import LocalDatacenter, down, host_root, up
 from vdcos.host.libvirtd import LibvirtHost
-from vdcos.images import ensure
+from vdcos.images import counters, ensure
 from vdcos.model import Allocation, NodeStatus, decode
+from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.nodeagent.libvirt.driver import QEMU_OVERHEAD_MIB
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
@@ -34,7 +35,6 @@ from vdcos.v1 import vm_service_pb2 as vm_pb
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 VM = "guest-1"
-CNT = re.compile(r"^CNT (\d+) ", re.M)
 
 
 class Dc:
@@ -47,14 +47,13 @@ class Dc:
         self.store = EtcdStore(state.etcd)
 
     def host(self, node: str) -> LibvirtHost:
-        return LibvirtHost.load(self.home / "hosts" / node)
+        return LibvirtHost.load(host_root(self.home, node))
 
     def console(self, node: str, vm: str = VM) -> str:
-        f = self.home / "hosts" / node / "log" / "qemu" / f"{vm}.console"
-        return f.read_text(errors="replace") if f.exists() else ""
+        return read_console(host_root(self.home, node), vm)
 
     def counters(self, node: str) -> list[int]:
-        return [int(n) for n in CNT.findall(self.console(node))]
+        return counters(self.console(node))
 
     def domains(self, node: str) -> list[str]:
         conn = libvirt.open(self.host(node).uri)
@@ -172,8 +171,8 @@ def test_post_copy_switch(dc: Dc, booted: str) -> None:
     done = dc.wait_migration(m.id)
     assert done.phase == mig_pb.MIGRATION_PHASE_COMPLETED and done.message == "post-copy", done
     last_src = dc.counters(src)[-1]
-    wait_until(lambda: CNT.findall(dc.console(dst)[seen:]), timeout=10)
-    assert int(CNT.findall(dc.console(dst)[seen:])[0]) == last_src + 1
+    wait_until(lambda: counters(dc.console(dst)[seen:]), timeout=10)
+    assert counters(dc.console(dst)[seen:])[0] == last_src + 1
     wait_until(lambda: dc.vm().status.node == dst and dc.vm().status.phase == pb.VM_PHASE_RUNNING, timeout=20)
 
 

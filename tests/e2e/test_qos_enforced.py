@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import wait_until
 from vdcos.host.libvirtd import LibvirtHost
-from vdcos.images import ensure
+from vdcos.images import counters, ensure
 from vdcos.model import QosClass, QosPolicy, Resources, VmSpec
 from vdcos.nodeagent.libvirt.driver import LibvirtDriver
 from vdcos.scheduler.core import qos
@@ -48,7 +48,7 @@ def boot(d: LibvirtDriver, name: str, policy: QosPolicy) -> None:
 
 def booted(d: LibvirtDriver, name: str) -> bool:
     f = d.console_file(name)
-    return f is not None and f.exists() and "CNT" in f.read_text(errors="replace")
+    return f is not None and f.exists() and bool(counters(f.read_text(errors="replace")))
 
 
 def cpu_seconds(d: LibvirtDriver, names: list[str]) -> dict[str, float]:

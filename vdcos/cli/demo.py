@@ -11,6 +11,8 @@ import grpc
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error
 from vdcos.cli.main import load_policies, migrate, node_rows, vm_rows
+from vdcos.images import counters
+from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
@@ -59,20 +61,16 @@ LIBVIRT = {"hosts": "libvirt hosts (own libvirtd + QEMU each; 4 vCPU, 4 GiB)",
            "refusal_text": "a fourth web VM (hard anti-affinity on 3 hosts) and a 3.9 GiB guaranteed VM"}
 
 
-def _console(home: Path, node: str, vm: str) -> str:
-    f = home / "hosts" / node / "log" / "qemu" / f"{vm}.console"
-    return f.read_text(errors="replace") if f.exists() else ""
-
-
 def _wait_booted(c: Client, home: Path, timeout: float = 180.0) -> None:
     """Guests print a counter on their serial console once booted (TCG on two cores: ~15 s)."""
     t0 = time.monotonic()
     pending = {v.spec.name: v.placement.node for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms}
     while pending and time.monotonic() - t0 < timeout:
         for vm, node in list(pending.items()):
-            if "CNT " in _console(home, node, vm):
+            console = read_console(localdc.host_root(home, node), vm)
+            if counters(console):
                 print(f"  {vm} booted on {node} after {time.monotonic() - t0:4.1f}s: "
-                      f"{_console(home, node, vm).strip().splitlines()[-1]}")
+                      f"{console.strip().splitlines()[-1]}")
                 del pending[vm]
         time.sleep(0.5)
     for vm in pending:

@@ -86,6 +86,11 @@ def host_name(i: int) -> str:
     return f"host-{i}"
 
 
+def host_root(home: Path, node: str) -> Path:
+    """A host's own folder: agent state and, for libvirt hosts, the daemon's directories."""
+    return home / "hosts" / node
+
+
 def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int = 10,
        timeout: float = 60.0) -> LocalDatacenter:
     existing = LocalDatacenter.load(home)
@@ -109,7 +114,7 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
         dc_id = _datacenter_id(home)
         for i in range(1, hosts + 1):
             name = host_name(i)
-            root = home / "hosts" / name
+            root = host_root(home, name)
             argv = [py, "-m", "vdcos.nodeagent", "--etcd", etcd.endpoint, "--name", name, "--driver", driver,
                     "--state-dir", str(root), "--lease-ttl", str(lease_ttl),
                     "--label", f"rack=rack-{(i - 1) % 2 + 1}"]

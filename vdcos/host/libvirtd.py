@@ -86,7 +86,7 @@ class LibvirtHost:
 
     # --- config -------------------------------------------------------------------------
     def _write_config(self) -> None:
-        for d in (*BIND_DIRS, "lib/qemu", "log/qemu", "console"):
+        for d in (*BIND_DIRS, "lib/qemu", "log/qemu"):
             self.path(d).mkdir(parents=True, exist_ok=True)
         self.path("etc", "libvirtd.conf").write_text(f"""\
 host_uuid = "{self.host_uuid}"

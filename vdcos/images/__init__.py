@@ -3,6 +3,7 @@ of named boot profiles over it. A client names a profile; it never sends kernel 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,14 @@ CATALOG: dict[str, Profile] = {p.name: p for p in (
     Profile("mem-dirty", "rewrites 64 MiB of memory in a loop (migration convergence)", 160),
 )}
 DEFAULT_PROFILE = "counter"
+
+# What every profile prints on its serial console (build-guest.sh's /init), every ~100 ms.
+_COUNTER = re.compile(r"^CNT (\d+) ", re.M)
+
+
+def counters(console: str) -> list[int]:
+    """The guest's counter values in console text: they go on across a live migration."""
+    return [int(n) for n in _COUNTER.findall(console)]
 
 
 def ensure(directory: Path | None = None) -> GuestImage:

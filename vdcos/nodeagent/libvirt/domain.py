@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 from vdcos.images import CATALOG, DEFAULT_PROFILE, GuestImage
 from vdcos.model import QosSettings, VmSpec, decode, encode
@@ -18,6 +19,17 @@ CONSOLE_DIR = "/var/log/libvirt/qemu"
 
 def console_path(vm: str) -> str:
     return f"{CONSOLE_DIR}/{vm}.console"
+
+
+def host_console_file(host_root: Path, vm: str) -> Path:
+    """The same console as seen from outside the host's mount namespace, where the host's
+    folder holds what is mounted at /var/log/libvirt (vdcos.host.libvirtd.BIND_DIRS)."""
+    return host_root / "log" / "qemu" / f"{vm}.console"
+
+
+def read_console(host_root: Path, vm: str) -> str:
+    f = host_console_file(host_root, vm)
+    return f.read_text(errors="replace") if f.exists() else ""
 
 
 def domain_uuid(vm: str) -> str:

@@ -100,7 +100,7 @@ class LibvirtDriver:
         """The guest's serial console as seen from outside the host's mount namespace."""
         if self._root is None:
             return None
-        return self._root / "log" / "qemu" / f"{name}.console"
+        return domain.host_console_file(self._root, name)
 
     # --- protocol -----------------------------------------------------------------------
     def host_capacity(self) -> Resources:
