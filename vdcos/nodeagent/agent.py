@@ -18,7 +18,7 @@ from vdcos.errors import VdcosError
 from vdcos.migration import records
 from vdcos.model import (Allocation, AllocEntry, Assignment, Migration, MigrationPhase, MigrationProgress,
                          NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus, decode, dumps)
-from vdcos.nodeagent.driver import DomainState, DriverError, HypervisorDriver, MigrationCancelled
+from vdcos.nodeagent.driver import DomainState, DomainStats, DriverError, HypervisorDriver, MigrationCancelled
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
@@ -115,43 +115,39 @@ class NodeAgent:
                     self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
                 if time.monotonic() - last_status >= self.status_s:
                     last_status = time.monotonic()
+                    ready = True
                     try:
-                        used, ready = self._usage(), True
+                        used, stats = self._usage()
                     except DriverError as e:
                         # The lease stays alive (the VMs still run), but no new VM comes here
                         # while this agent cannot reach its hypervisor.
                         log.warning("hypervisor unreachable, node reports NotReady: %s", e)
-                        used, ready = Resources(), False
+                        used, stats, ready = Resources(), {}, False
                     self.store.txn([], node_records(self.spec, self.lease, used, os.getpid(), ready)[1:])
-                    if ready:
-                        self._refresh_usage()
+                    self._refresh_usage(stats)
             except StoreError as e:
                 log.warning("heartbeat failed: %s", e)
             except Exception:  # the lease must outlive any bug below it
                 log.exception("heartbeat round failed")
 
-    def _refresh_usage(self) -> None:
+    def _refresh_usage(self, stats: dict[str, DomainStats]) -> None:
         """Observed CPU time and memory of each running VM, every status period."""
         moving = self.migrating()
         for vm, st in list(self._reported.items()):
-            if st.phase is VmPhase.RUNNING and vm not in moving:
-                try:
-                    self._report(vm, VmPhase.RUNNING, st.message, force=True)
-                except DriverError:
-                    continue
+            if st.phase is VmPhase.RUNNING and vm not in moving and vm in stats:
+                self._report(vm, VmPhase.RUNNING, st.message, fresh=stats[vm])
 
-    def _usage(self) -> Resources:
-        mem = 0
-        vcpus = 0
+    def _usage(self) -> tuple[Resources, dict[str, DomainStats]]:
+        """The host's use (for the node status) and each running domain's (for the VM statuses)."""
+        stats: dict[str, DomainStats] = {}
         for d in self.driver.list_domains():
             if d.state is DomainState.RUNNING:
                 try:
-                    mem += self.driver.stats(d.name).memory_used_mib
+                    stats[d.name] = self.driver.stats(d.name)
                 except DriverError:
                     continue
-                a = self._desired.get(d.name)
-                vcpus += a.spec.resources.vcpus if a else 0
-        return Resources(vcpus, mem, 0, 0)
+        vcpus = sum(a.spec.resources.vcpus for n, a in self._desired.items() if n in stats)
+        return Resources(vcpus, sum(s.memory_used_mib for s in stats.values()), 0, 0), stats
 
     # --- reconcile ----------------------------------------------------------------------
     def _reconcile_loop(self) -> None:
@@ -345,12 +341,13 @@ class NodeAgent:
         st = decode(VmStatus, json.loads(kv.value)) if kv else None
         return st if st is not None and st.node == self.spec.name else None
 
-    def _report(self, vm: str, phase: VmPhase, message: str = "", force: bool = False) -> None:
-        """Status is written only while the assignment exists, so a deleted VM never comes back."""
+    def _report(self, vm: str, phase: VmPhase, message: str = "", fresh: DomainStats | None = None) -> None:
+        """Status is written only while the assignment exists, so a deleted VM never comes back.
+        With `fresh` usage it is written even when phase and message are unchanged."""
         prev = self._reported.get(vm)
-        if not force and prev is not None and prev.phase is phase and prev.message == message:
+        if fresh is None and prev is not None and prev.phase is phase and prev.message == message:
             return
-        stats = self.driver.stats(vm) if phase is VmPhase.RUNNING else None
+        stats = fresh or (self.driver.stats(vm) if phase is VmPhase.RUNNING else None)
         status = VmStatus(phase, self.spec.name, message, time.time(),
                           stats.cpu_time_ns if stats else 0, stats.memory_used_mib if stats else 0)
         res: TxnResult = self.store.txn([Compare(keys.assign(self.spec.name, vm), "create", ">", 0)],
