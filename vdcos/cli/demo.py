@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -47,18 +49,27 @@ LIBVIRT_VMS = [
     *[(f"web-{i}", 1, 256, 10, "silver", "web", ANTI, {}) for i in range(1, 4)],
     ("batch-1", 1, 256, 10, "bronze", "", 0, {}),
 ]
-SIM = {"hosts": "sim hosts (16 vCPU, 48 GiB each)",
-       "capacity": {"vcpus": 16, "memory_mib": 49152, "disk_gib": 1000, "network_mbps": 10000},
-       "vms": DEMO_VMS,
-       "refusals": [spec("web-5", 2, 4096, 20, "silver", "web", ANTI, {}),
-                    spec("warehouse-1", 8, 47104, 100, "gold", "", 0, {})],
-       "refusal_text": "a fifth web VM (hard anti-affinity) and a 46 GiB guaranteed VM"}
-LIBVIRT = {"hosts": "libvirt hosts (own libvirtd + QEMU each; 4 vCPU, 4 GiB)",
-           "capacity": {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000},
-           "vms": LIBVIRT_VMS,
-           "refusals": [spec("web-4", 1, 256, 10, "silver", "web", ANTI, {}),
-                        spec("warehouse-1", 2, 3968, 20, "gold", "", 0, {})],
-           "refusal_text": "a fourth web VM (hard anti-affinity on 3 hosts) and a 3.9 GiB guaranteed VM"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the demo builds on one kind of host."""
+
+    hosts: str
+    capacity: dict[str, int]
+    vms: list[tuple[Any, ...]]
+    refusals: list[pb.VmSpec]
+    refusal_text: str
+
+
+SIM = Plan("sim hosts (16 vCPU, 48 GiB each)",
+           {"vcpus": 16, "memory_mib": 49152, "disk_gib": 1000, "network_mbps": 10000}, DEMO_VMS,
+           [spec("web-5", 2, 4096, 20, "silver", "web", ANTI, {}), spec("warehouse-1", 8, 47104, 100, "gold", "", 0, {})],
+           "a fifth web VM (hard anti-affinity) and a 46 GiB guaranteed VM")
+LIBVIRT = Plan("libvirt hosts (own libvirtd + QEMU each; 4 vCPU, 4 GiB)",
+               {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000}, LIBVIRT_VMS,
+               [spec("web-4", 1, 256, 10, "silver", "web", ANTI, {}), spec("warehouse-1", 2, 3968, 20, "gold", "", 0, {})],
+               "a fourth web VM (hard anti-affinity on 3 hosts) and a 3.9 GiB guaranteed VM")
 
 
 def _wait_booted(c: Client, home: Path, timeout: float = 180.0) -> None:
@@ -80,8 +91,8 @@ def _wait_booted(c: Client, home: Path, timeout: float = 180.0) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     home = Path(args.home)
     plan = LIBVIRT if args.driver == "libvirt" else SIM
-    print(f"== bringing up a local datacenter: {args.hosts} {plan['hosts']}, etcd, scheduler")
-    dc = localdc.up(home, args.hosts, args.driver, plan["capacity"])  # type: ignore[arg-type]
+    print(f"== bringing up a local datacenter: {args.hosts} {plan.hosts}, etcd, scheduler")
+    dc = localdc.up(home, args.hosts, args.driver, plan.capacity)
     with Client(dc.scheduler) as c:
         print(f"\n== applying QoS policies from {EXAMPLES / 'policies.yaml'}")
         for p in load_policies(str(EXAMPLES / "policies.yaml")):
@@ -89,7 +100,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"qospolicy/{r.policy.name} {'created' if r.created else 'configured'}")
         print("\n== creating a mix of guaranteed, burstable and best-effort VMs through the gRPC API")
         existing = {v.spec.name for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms}
-        for row in plan["vms"]:  # type: ignore[attr-defined]
+        for row in plan.vms:
             if row[0] in existing:
                 continue
             try:
@@ -111,8 +122,8 @@ def run_demo(args: argparse.Namespace) -> int:
             migrate(c, mig)
         print("\n== nodes")
         print(node_rows(c.nodes.ListNodes(node_pb.ListNodesRequest(), timeout=10).nodes))
-        print(f"\n== a refusal, explained: {plan['refusal_text']}")
-        for bad in plan["refusals"]:  # type: ignore[attr-defined]
+        print(f"\n== a refusal, explained: {plan.refusal_text}")
+        for bad in plan.refusals:
             try:
                 c.vms.CreateVm(vm_pb.CreateVmRequest(spec=bad), timeout=30)
                 print(f"{bad.name} was placed (the cluster had room)")
