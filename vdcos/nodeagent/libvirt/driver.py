@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import libvirt
 
@@ -24,6 +24,7 @@ libvirt.registerErrorHandler(lambda *_: None, None)
 # Measured RSS of a 256 MiB TCG guest: ~210 MiB after boot, ~250 MiB while dirtying memory.
 QEMU_OVERHEAD_MIB = 192
 KIB = 1024
+T = TypeVar("T")
 # VIR_DOMAIN_MEMORY_PARAM_UNLIMITED (KiB); the Python binding does not export it.
 UNLIMITED_KIB = 9007199254740991
 
@@ -233,7 +234,8 @@ class LibvirtDriver:
             done.set()
             watcher.join(5)
         total_ms = int((time.monotonic() - t0) * 1000)
-        stats = self._completed_stats(name, destination_uri)
+        stats: dict[str, Any] = self._on_peer(
+            destination_uri, name, lambda d: dict(d.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)), {})
         return MigrationResult(
             downtime_ms=int(stats.get("downtime", -1)),
             total_ms=int(stats.get("time_elapsed", total_ms)),
@@ -279,17 +281,18 @@ class LibvirtDriver:
                     elapsed_ms=int(js.get("time_elapsed", 0))))
 
     @staticmethod
-    def _completed_stats(name: str, destination_uri: str) -> dict[str, Any]:
+    def _on_peer(uri: str, name: str, ask: Callable[[libvirt.virDomain], T], default: T) -> T:
+        """One question about a domain on another host; `default` when it cannot be answered."""
         try:
-            dconn = libvirt.open(destination_uri)
+            conn = libvirt.open(uri)
         except libvirt.libvirtError:
-            return {}
+            return default
         try:
-            return dict(dconn.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+            return ask(conn.lookupByName(name))
         except libvirt.libvirtError:
-            return {}
+            return default
         finally:
-            dconn.close()
+            conn.close()
 
     def locate(self, name: str, destination_uri: str) -> str:
         deadline = time.monotonic() + 120
@@ -309,13 +312,4 @@ class LibvirtDriver:
                     return "source"
             except libvirt.libvirtError:
                 pass
-        try:
-            dconn = libvirt.open(destination_uri)
-        except libvirt.libvirtError:
-            return ""
-        try:
-            return "destination" if dconn.lookupByName(name).isActive() else ""
-        except libvirt.libvirtError:
-            return ""
-        finally:
-            dconn.close()
+        return self._on_peer(destination_uri, name, lambda d: "destination" if d.isActive() else "", "")
