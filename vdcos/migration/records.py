@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, TypeVar
 
 from vdcos.errors import Aborted, FailedPrecondition, NotFound, ResourceExhausted
 from vdcos.model import (ActiveMigrations, Allocation, Assignment, Migration, MigrationOptions,
@@ -24,6 +24,7 @@ from vdcos.state import keys
 from vdcos.state.store import KV, Compare, Delete, Put, Store
 
 RETRIES = 16
+T = TypeVar("T")
 
 
 def new_id() -> str:
@@ -45,19 +46,15 @@ class _Txn:
                              else Compare(key, "create", "==", 0))
 
 
-def _get(store: Store, key: str) -> KV | None:
-    return store.get(key)
-
-
-def _decode(cls: type, kv: KV | None):  # type: ignore[no-untyped-def]
+def _decode(cls: type[T], kv: KV | None) -> T | None:
     return decode(cls, json.loads(kv.value)) if kv else None
 
 
 def get(store: Store, mid: str) -> Migration:
-    m = _decode(Migration, _get(store, keys.migration(mid)))
+    m = _decode(Migration, store.get(keys.migration(mid)))
     if m is None:
         raise NotFound(f"migration {mid!r} not found")
-    return m  # type: ignore[no-any-return]
+    return m
 
 
 def list_all(store: Store) -> list[Migration]:
@@ -70,8 +67,8 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
     scheduler) chose the destination; this re-checks everything against the records it commits."""
     mid = mid or new_id()
     for _ in range(RETRIES):
-        spec_kv = _get(store, keys.vm_spec(vm))
-        place_kv = _get(store, keys.vm_placement(vm))
+        spec_kv = store.get(keys.vm_spec(vm))
+        place_kv = store.get(keys.vm_placement(vm))
         if spec_kv is None or place_kv is None:
             raise NotFound(f"VM {vm!r} not found or not placed yet")
         spec = decode(VmSpec, json.loads(spec_kv.value))
@@ -79,27 +76,27 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
         source = place.node
         if destination == source:
             raise FailedPrecondition(f"VM {vm} already runs on {source}")
-        mig_kv = _get(store, keys.vm_migration(vm))
+        mig_kv = store.get(keys.vm_migration(vm))
         if mig_kv is not None:
             raise FailedPrecondition(f"VM {vm} is already migrating ({mig_kv.value.decode()})")
-        status = _decode(VmStatus, _get(store, keys.vm_status(vm)))
+        status = _decode(VmStatus, store.get(keys.vm_status(vm)))
         if status is None or status.phase is not VmPhase.RUNNING:
             raise FailedPrecondition(f"VM {vm} is not running (only a running VM live-migrates)")
-        node_kv = _get(store, keys.node_spec(destination))
+        node_kv = store.get(keys.node_spec(destination))
         if node_kv is None:
             raise NotFound(f"node {destination!r} not found")
         dest_node = decode(NodeSpec, json.loads(node_kv.value))
-        src_node = _decode(NodeSpec, _get(store, keys.node_spec(source)))
+        src_node = _decode(NodeSpec, store.get(keys.node_spec(source)))
         if src_node is not None and src_node.driver != dest_node.driver:
             raise FailedPrecondition(f"{source} runs {src_node.driver}, {destination} runs {dest_node.driver}")
-        status_kv = _get(store, keys.node_status(destination))
+        status_kv = store.get(keys.node_status(destination))
         if status_kv is None:
             raise ResourceExhausted(f"node {destination} is NotReady (its agent's lease expired)")
-        if _get(store, keys.node_cordon(destination)) is not None:
+        if store.get(keys.node_cordon(destination)) is not None:
             raise ResourceExhausted(f"node {destination} is cordoned")
-        config_kv = _get(store, keys.CONFIG)
+        config_kv = store.get(keys.CONFIG)
         config = _decode(SchedulerConfig, config_kv) or SchedulerConfig()
-        active_kv = _get(store, keys.ACTIVE_MIGRATIONS)
+        active_kv = store.get(keys.ACTIVE_MIGRATIONS)
         active = _decode(ActiveMigrations, active_kv) or ActiveMigrations()
         if len(active.entries) >= config.max_migrations:
             raise ResourceExhausted(f"{len(active.entries)} migrations in flight, the cluster limit is "
@@ -108,8 +105,8 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
             if active.count(host) >= config.max_migrations_per_host:
                 raise ResourceExhausted(f"{host} already has {active.count(host)} migrations in flight "
                                     f"(limit {config.max_migrations_per_host} per host)")
-        src_kv = _get(store, keys.alloc(source))
-        dst_kv = _get(store, keys.alloc(destination))
+        src_kv = store.get(keys.alloc(source))
+        dst_kv = store.get(keys.alloc(destination))
         src = _decode(Allocation, src_kv) or Allocation(source)
         dst = _decode(Allocation, dst_kv) or Allocation(destination)
         entry = next((e for e in src.entries if e.vm == vm), None)
@@ -123,7 +120,7 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
         txn = _Txn([], [])
         group_kv = None
         if spec.placement_group:
-            group_kv = _get(store, keys.group(spec.placement_group))
+            group_kv = store.get(keys.group(spec.placement_group))
             group = _decode(PlacementGroup, group_kv)
             if group is not None:
                 if not group.without(vm).admits(destination):
@@ -154,7 +151,7 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
 def update(store: Store, mid: str, change: Callable[[Migration], Migration | None]) -> Migration | None:
     """Compare-and-swap on the record; `change` returns None to leave it alone."""
     for _ in range(RETRIES):
-        kv = _get(store, keys.migration(mid))
+        kv = store.get(keys.migration(mid))
         if kv is None:
             return None
         m = decode(Migration, json.loads(kv.value))
@@ -175,7 +172,7 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
     Nothing happens unless the record is still in one of `only_from`."""
     assert phase.done
     for _ in range(RETRIES):
-        m_kv = _get(store, keys.migration(mid))
+        m_kv = store.get(keys.migration(mid))
         if m_kv is None:
             raise NotFound(f"migration {mid!r} not found")
         m = decode(Migration, json.loads(m_kv.value))
@@ -183,7 +180,7 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
             return m
         vm = m.vm
         txn = _Txn([], [])
-        reads: dict[str, KV | None] = {k: _get(store, k) for k in (
+        reads: dict[str, KV | None] = {k: store.get(k) for k in (
             keys.alloc(m.source), keys.alloc(m.destination), keys.vm_placement(vm), keys.vm_spec(vm),
             keys.ACTIVE_MIGRATIONS, keys.assign(m.source, vm))}
         for k, kv in reads.items():
@@ -196,7 +193,7 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
         place = _decode(PlacementRecord, reads[keys.vm_placement(vm)])
         assignment = _decode(Assignment, reads[keys.assign(m.source, vm)])
         entry = next((e for e in src.entries if e.vm == vm), None)
-        group_kv = _get(store, keys.group(spec.placement_group)) if spec and spec.placement_group else None
+        group_kv = store.get(keys.group(spec.placement_group)) if spec and spec.placement_group else None
         group = _decode(PlacementGroup, group_kv)
         if group is not None:
             txn.guard(keys.group(group.name), group_kv)
