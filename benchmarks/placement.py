@@ -142,26 +142,6 @@ def register_hosts(store: Any, n: int, seed: int) -> float:
     return time.perf_counter() - t0
 
 
-def over_capacity(store: Any) -> tuple[int, int]:
-    from vdcos.model import Allocation, NodeSpec, SchedulerConfig, decode
-    from vdcos.scheduler.core.fit import allocatable, demand_vector
-    from vdcos.state import keys
-
-    specs = {s.name: s for s in (decode(NodeSpec, json.loads(kv.value))
-                                 for kv in store.get_prefix(keys.NODES)[0] if kv.key.endswith("/spec"))}
-    over = 0
-    entries = 0
-    oc = SchedulerConfig().overcommit
-    for kv in store.get_prefix(keys.ALLOC)[0]:
-        a = decode(Allocation, json.loads(kv.value))
-        entries += len(a.entries)
-        cap = demand_vector(specs[a.node].capacity)
-        acap = allocatable(cap[:, None], oc)[:, 0]
-        if (demand_vector(a.guaranteed) > cap).any() or (demand_vector(a.committed) > acap).any():
-            over += 1
-    return over, entries
-
-
 def core_decision_us(store: Any, samples: int, seed: int) -> float:
     from vdcos.model import Resources, VmSpec
     from vdcos.scheduler.cache import ClusterCache
@@ -197,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from vdcos.model import QosClass, QosPolicy
+    from vdcos.model import Allocation, QosClass, QosPolicy, decode
+    from vdcos.scheduler.audit import over_capacity
     from vdcos.scheduler.worker import dumps
     from vdcos.state import keys
     from vdcos.state.etcd import EtcdStore
@@ -230,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         main_run = run_clients(addr, vm_specs(args.vms, args.seed, "vm-"), args.procs, args.threads)
         cpu = {"scheduler": cpu_seconds(sched.pid) - cpu0["scheduler"],
                "etcd": cpu_seconds(etcd.pid) - cpu0["etcd"], "clients": main_run["client_cpu_s"]}
-        over, entries = over_capacity(store)
+        over = len(over_capacity(store))
+        entries = sum(len(decode(Allocation, json.loads(kv.value)).entries) for kv in store.get_prefix(keys.ALLOC)[0])
         decision_us = core_decision_us(store, 300, args.seed)
         lat, codes = main_run["lat"], main_run["codes"]
         placed = codes.get("OK", 0)

@@ -15,9 +15,9 @@ import grpc
 from tests.conftest import wait_until
 from vdcos.cli.client import Client
 from vdcos.model import (AffinityPolicy, Allocation, NodeSpec, PlacementGroup, QosClass, QosPolicy, Resources,
-                         SchedulerConfig, decode)
+                         decode)
 from vdcos.nodeagent.agent import register
-from vdcos.scheduler.core.fit import allocatable, demand_vector
+from vdcos.scheduler.audit import over_capacity
 from vdcos.scheduler.worker import dumps
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
@@ -92,10 +92,7 @@ def test_replicas_never_overallocate_nor_break_anti_affinity(store: EtcdStore, e
     kvs, _ = store.get_prefix(keys.ROOT)
     by_key = {kv.key: json.loads(kv.value) for kv in kvs}
     allocs = [decode(Allocation, v) for k, v in by_key.items() if k.startswith(keys.ALLOC)]
-    acap = allocatable(demand_vector(CAP)[:, None], SchedulerConfig().overcommit)[:, 0]
-    for a in allocs:
-        assert (demand_vector(a.guaranteed) <= demand_vector(CAP)).all(), f"{a.node} over physical capacity"
-        assert (demand_vector(a.committed) <= acap).all(), f"{a.node} over its overcommitted capacity"
+    assert over_capacity(store) == []
     where = Counter(e.vm for a in allocs for e in a.entries)
     specs = {k.split("/")[3] for k in by_key if k.startswith(keys.VMS) and k.endswith("/spec")}
     assert set(where) == specs and set(where.values()) == {1}
