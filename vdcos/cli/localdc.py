@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vdcos.host.libvirtd import LibvirtHost
+from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
 from vdcos.state.etcd_server import EtcdServer, _alive, stop_pid
 
 
@@ -73,7 +73,9 @@ def _datacenter_id(home: Path) -> str:
     """Short, stable per home: names this datacenter's cgroups and migration addresses."""
     f = home / "datacenter-id"
     if not f.exists():
-        f.write_text(f"{random.randrange(1, 255):02x}")
+        # Not one whose cgroups another datacenter on this machine is using.
+        free = [n for n in range(1, 255) if not list(CGROUP_ROOT.joinpath("cpu").glob(f"vdcos-{n:02x}-*"))]
+        f.write_text(f"{random.choice(free):02x}")
     return f.read_text().strip()
 
 
