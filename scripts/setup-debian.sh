@@ -4,6 +4,8 @@ set -euo pipefail
 PKGS=(etcd-server etcd-client
       # the libvirt driver: one libvirtd per simulated host, QEMU guests under TCG
       libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev qemu-system-x86 qemu-utils
+      # the distributed switch: one ovsdb-server + ovs-vswitchd per simulated host, in its netns
+      openvswitch-switch openvswitch-common ethtool iperf3 tcpdump iputils-ping
       pkg-config gcc iproute2 gzip binutils)
 missing=()
 for p in "${PKGS[@]}"; do

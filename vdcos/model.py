@@ -171,6 +171,9 @@ class NodeSpec:
     driver: str = "sim"
     # Where peers reach this host's hypervisor (the migration target URI).
     hypervisor_uri: str = ""
+    # The host's overlay tunnel endpoint (underlay address and MAC); "" = no virtual switch.
+    tunnel_ip: str = ""
+    tunnel_mac: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +348,53 @@ class ActiveMigrations:
 
     def without(self, mid: str) -> ActiveMigrations:
         return ActiveMigrations(tuple(e for e in self.entries if e[0] != mid))
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A tenant network: one L2 segment over every host, isolated by its VNI."""
+
+    name: str
+    vni: int
+    cidr: str
+    created_at: float = 0.0
+
+
+class PortKind(enum.Enum):
+    VM = "vm"                # a VM's NIC: bound wherever the VM runs
+    ENDPOINT = "endpoint"    # a network namespace on one host (probes, peers, load generators)
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    name: str                # a VM's NIC is named after its VM (one NIC per network)
+    network: str
+    mac: str
+    ip: str
+    prefix: int
+    kind: PortKind = PortKind.VM
+    host: str = ""           # endpoint ports only
+    mbps_limit: int = 0      # endpoint ports only; a VM's NIC follows the VM's QoS policy
+    created_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.network}/{self.name}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}/{self.prefix}"
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    """What a hypervisor driver needs to give a guest one NIC on a host's switch."""
+
+    network: str
+    mac: str
+    device: str              # the tap on the host's br-int
+    address: str             # ip/prefix the guest configures
+    mtu: int = 1450
 
 
 # --- JSON codec -------------------------------------------------------------------------

@@ -12,6 +12,10 @@ VMS = ROOT + "vms/"
 ASSIGN = ROOT + "assign/"
 MIGRATIONS = ROOT + "migrations/"
 ACTIVE_MIGRATIONS = ROOT + "migrations-active"
+NETWORKS = ROOT + "networks/"
+VNIS = ROOT + "vnis/"
+PORTS = ROOT + "ports/"
+BINDINGS = ROOT + "bindings/"
 
 
 def policy(name: str) -> str:
@@ -65,6 +69,37 @@ def assign_prefix(node: str) -> str:
 
 def assign(node: str, vm: str) -> str:
     return f"{ASSIGN}{node}/{vm}"
+
+
+def network(name: str) -> str:
+    return NETWORKS + name
+
+
+def vni(value: int) -> str:
+    """Which network holds a VNI: created in the same transaction as the network."""
+    return f"{VNIS}{value}"
+
+
+def network_ips(net: str) -> str:
+    return f"{ROOT}network-ips/{net}/"
+
+
+def network_ip(net: str, ip: str) -> str:
+    """Which port holds an address: created with the port, so no address is handed out twice."""
+    return f"{network_ips(net)}{ip}"
+
+
+def port(net: str, name: str) -> str:
+    return f"{PORTS}{net}/{name}"
+
+
+def binding_prefix(net: str, port_name: str) -> str:
+    return f"{BINDINGS}{net}/{port_name}/"
+
+
+def binding(net: str, port_name: str, host: str) -> str:
+    """A port plugged into a host's switch, under that host's lease: two hosts during a move."""
+    return f"{binding_prefix(net, port_name)}{host}"
 
 
 def split(key: str, prefix: str) -> list[str]:
