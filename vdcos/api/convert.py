@@ -3,15 +3,16 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vdcos.model import (AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Overcommit,
-                         PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, Strategy, VmPhase,
-                         VmSpec, pairs)
+from vdcos.model import (AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
+                         PlacementRecord, Port, PortKind, QosClass, QosPolicy, Resources, SchedulerConfig, Strategy,
+                         VmPhase, VmSpec, pairs)
 from vdcos.scheduler.cache import NodeView
 from vdcos.scheduler.core import Candidate, Rejection
 from vdcos.scheduler.core.fit import allocatable, demand_vector
 from vdcos.scheduler.operations import CapacitySummary, VmRecord
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
 
 QOS_TO_PB = {QosClass.GUARANTEED: pb.QOS_CLASS_GUARANTEED, QosClass.BURSTABLE: pb.QOS_CLASS_BURSTABLE,
@@ -172,3 +173,15 @@ def migration_to_pb(m: Migration) -> mig_pb.Migration:
             expected_downtime_ms=p.expected_downtime_ms, elapsed_ms=p.elapsed_ms),
         cancel_requested=m.cancel_requested, downtime_ms=m.downtime_ms, total_ms=m.total_ms, message=m.message,
         created_at=ts(m.created_at), updated_at=ts(m.updated_at))
+
+
+def network_to_pb(n: Network) -> net_pb.Network:
+    return net_pb.Network(name=n.name, vni=n.vni, cidr=n.cidr, created_at=ts(n.created_at))
+
+
+PORT_KIND_TO_PB = {PortKind.VM: net_pb.PORT_KIND_VM, PortKind.ENDPOINT: net_pb.PORT_KIND_ENDPOINT}
+
+
+def port_to_pb(p: Port, bound: list[str]) -> net_pb.Port:
+    return net_pb.Port(name=p.name, network=p.network, mac=p.mac, ip=p.ip, prefix_length=p.prefix,
+                       kind=PORT_KIND_TO_PB[p.kind], host=p.host, bound_hosts=bound, max_mbps=p.mbps_limit)

@@ -9,6 +9,7 @@ from typing import Iterable
 from vdcos.errors import InvalidArgument
 from vdcos.images import CATALOG, DEFAULT_PROFILE
 from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -76,6 +77,10 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
         out.append((f"{field}.placement_group", "is required with group_policy"))
     labels(dict(m.node_selector), f"{field}.node_selector", out)
     names(m.networks, f"{field}.networks", out)
+    if len(set(m.networks)) != len(m.networks):
+        out.append((f"{field}.networks", "lists a network twice (a VM has one NIC per network)"))
+    if len(m.networks) > 8:
+        out.append((f"{field}.networks", "at most 8 networks"))
     names(m.volumes, f"{field}.volumes", out)
     if m.image and m.image not in CATALOG:
         out.append((f"{field}.image", f"unknown image {m.image[:80]!r}; one of {', '.join(sorted(CATALOG))}"))
@@ -151,4 +156,42 @@ def config(m: pb.SchedulerConfig, field: str = "config") -> Violations:
     for f in ("max_migrations_per_host", "max_migrations"):
         if not 0 <= getattr(m, f) <= 1000:
             out.append((f"{field}.{f}", f"must be between 1 and 1000 (0 = unchanged), got {getattr(m, f)}"))
+    return out
+
+
+def network(m: net_pb.Network, field: str = "network") -> Violations:
+    import ipaddress
+
+    from vdcos.vswitch.networks import PREFIX_MAX, PREFIX_MIN, VNI_MAX, VNI_MIN
+
+    out: Violations = []
+    name(m.name, f"{field}.name", out)
+    if m.vni and not VNI_MIN <= m.vni <= VNI_MAX:
+        out.append((f"{field}.vni", f"must be 0 (allocated by vdcos) or between {VNI_MIN} and {VNI_MAX}, got {m.vni}"))
+    if not m.cidr:
+        out.append((f"{field}.cidr", "is required"))
+    else:
+        try:
+            net = ipaddress.IPv4Network(m.cidr[:64], strict=True)
+            if not PREFIX_MIN <= net.prefixlen <= PREFIX_MAX:
+                out.append((f"{field}.cidr", f"prefix length must be between /{PREFIX_MIN} and /{PREFIX_MAX}"))
+        except ValueError as e:
+            out.append((f"{field}.cidr", f"{m.cidr[:64]!r} is not an IPv4 network: {e}"))
+    return out
+
+
+def port(m: net_pb.CreatePortRequest) -> Violations:
+    import ipaddress
+
+    out: Violations = []
+    name(m.network, "network", out)
+    name(m.name, "name", out)
+    name(m.host, "host", out)
+    if m.ip:
+        try:
+            ipaddress.IPv4Address(m.ip[:64])
+        except ValueError:
+            out.append(("ip", f"{m.ip[:64]!r} is not an IPv4 address"))
+    if m.max_mbps > 1_000_000:
+        out.append(("max_mbps", f"must be at most 1000000, got {m.max_mbps}"))
     return out

@@ -7,7 +7,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from vdcos.v1 import (capacity_service_pb2_grpc, migration_service_pb2_grpc, node_service_pb2_grpc,
+from vdcos.v1 import (capacity_service_pb2_grpc, migration_service_pb2_grpc, network_service_pb2_grpc, node_service_pb2_grpc,
                       placement_service_pb2_grpc)
 from vdcos.v1 import qos_policy_service_pb2_grpc, types_pb2, vm_service_pb2_grpc
 
@@ -21,6 +21,7 @@ class Client:
         self.placement = placement_service_pb2_grpc.PlacementServiceStub(self.channel)
         self.capacity = capacity_service_pb2_grpc.CapacityServiceStub(self.channel)
         self.migrations = migration_service_pb2_grpc.MigrationServiceStub(self.channel)
+        self.networks = network_service_pb2_grpc.NetworkServiceStub(self.channel)
 
     def __enter__(self) -> Client:
         return self

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
+from vdcos.host.network import HostNetwork, remove_fabric
 from vdcos.state.etcd_server import EtcdServer, _alive, stop_pid
 
 
@@ -79,11 +80,6 @@ def _datacenter_id(home: Path) -> str:
     return f.read_text().strip()
 
 
-def _address(dc_id: str, i: int) -> str:
-    """A loopback address per host for incoming migrations (127.0.0.1 itself is refused)."""
-    return f"127.77.{int(dc_id, 16)}.{i}"
-
-
 def host_name(i: int) -> str:
     return f"host-{i}"
 
@@ -121,10 +117,13 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
                     "--state-dir", str(root), "--lease-ttl", str(lease_ttl),
                     "--label", f"rack=rack-{(i - 1) % 2 + 1}"]
             if driver == "libvirt":
-                lv = LibvirtHost.create(root, name, dc_id, _address(dc_id, i))
-                # Recorded before it starts: a failed start is still cleaned up by down().
+                # One host = one namespace set: its network namespace with its own Open vSwitch,
+                # and its libvirtd in that namespace. Recorded before it starts: a failed start
+                # is still cleaned up by down().
                 dc.procs.append(Proc(f"libvirtd-{name}", 0, str(root / "log" / "libvirtd.log"), "libvirtd", str(root)))
                 dc.save()
+                net = HostNetwork(dc_id, name, i, str(root)).start()
+                lv = LibvirtHost.create(root, name, dc_id, net.mgmt_ip, netns=net.netns)
                 lv.start()
                 dc.procs[-1].pid = lv.pid()
                 dc.save()
@@ -175,9 +174,15 @@ def down(home: Path, *, keep_logs: bool = True) -> list[str]:
             if Path(p.root, "host.json").exists():
                 LibvirtHost.load(Path(p.root)).stop()
                 stopped.append(f"{p.name} (pid {p.pid})")
+            net = HostNetwork.load(Path(p.root))
+            if net is not None:
+                net.stop()
+                stopped.append(f"switch of {net.name} (netns {net.netns})")
         elif _alive(p.pid):
             stop_pid(p.pid)
             stopped.append(f"{p.name} (pid {p.pid})")
+    if (home / "datacenter-id").exists():
+        remove_fabric((home / "datacenter-id").read_text().strip())
     for sub in ("etcd", "hosts"):
         shutil.rmtree(home / sub, ignore_errors=True)
     for f in ("cluster.json", "scheduler.port"):

@@ -7,7 +7,8 @@ How one machine holds several independent hypervisor hosts (../shared/recipes/li
     is bind-mounted over /sys/fs/cgroup/<c> inside that namespace, so libvirt enforces cputune
     natively and two hosts never share a machine cgroup, not even mid-migration;
   - a unique host_uuid (else libvirt refuses with "migrate guest to the same host");
-  - its own loopback address for incoming migrations (127.0.0.1 itself is refused);
+  - its own address for incoming migrations: in the host's network namespace (host/network.py)
+    when it has one, else a loopback address of its own (127.0.0.1 itself is refused);
   - run under a child subreaper (see subreaper.py).
 Everything it starts is recorded (daemon PID, QEMU pid files) and stopped by those PIDs only.
 """
@@ -41,17 +42,20 @@ class HostError(Exception):
 class LibvirtHost:
     name: str
     root: str          # the host's own folder
-    address: str       # loopback address incoming migrations listen on
+    address: str       # where incoming migrations listen
     host_uuid: str
     cgroup: str        # per-host cgroup directory name under every controller
     migration_port_min: int = 49152
     # The machine CPUs this host's guests may run on ("" = all): a simulated host's sockets.
     cpus: str = ""
+    # The host's network namespace (its switch and guest taps live there); "" = the root one.
+    netns: str = ""
 
     @classmethod
-    def create(cls, root: Path, name: str, datacenter: str, address: str, cpus: str = "") -> LibvirtHost:
+    def create(cls, root: Path, name: str, datacenter: str, address: str, cpus: str = "",
+               netns: str = "") -> LibvirtHost:
         host_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vdcos:{datacenter}:{name}"))
-        return cls(name, str(root), address, host_uuid, f"vdcos-{datacenter}-{name}", cpus=cpus)
+        return cls(name, str(root), address, host_uuid, f"vdcos-{datacenter}-{name}", cpus=cpus, netns=netns)
 
     @classmethod
     def load(cls, root: Path) -> LibvirtHost:
@@ -152,7 +156,9 @@ migration_port_max = {pmin + 63}
         mounts += " ".join(f"mkdir -p {dst}; mount --bind {self.path(src)} {dst};" for src, dst in BIND_DIRS.items())
         inner = (f"hostname {self.name}; {mounts} exec {sys.executable} -m vdcos.host.subreaper "
                  f"/usr/sbin/libvirtd --pid-file {self.path('run', 'libvirtd.pid')}")
-        script = f"{procs} exec unshare -m -u -C --propagation private bash -c '{inner}'"
+        # nsenter, not `ip netns exec`: that remounts /sys and would hide the cgroup roots.
+        netns = f"nsenter --net=/run/netns/{self.netns} " if self.netns else ""
+        script = f"{procs} exec {netns}unshare -m -u -C --propagation private bash -c '{inner}'"
         log = open(self.path("libvirtd.stdout"), "ab")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
         proc = subprocess.Popen(["bash", "-c", script], stdin=subprocess.DEVNULL, stdout=log, stderr=log,

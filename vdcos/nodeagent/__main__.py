@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+from vdcos.host.network import HostNetwork
 from vdcos.model import NodeSpec, Resources, pairs
 from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.driver import HypervisorDriver
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     capacity = Resources(args.vcpus, args.memory_mib, args.disk_gib, args.network_mbps)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     driver: HypervisorDriver
+    network = None
     if args.driver == "libvirt":
         if not args.libvirt_uri:
             ap.error("--libvirt-uri is required with --driver libvirt")
@@ -42,12 +44,15 @@ def main(argv: list[str] | None = None) -> int:
 
         driver = LibvirtDriver(args.libvirt_uri, capacity, ensure(), args.state_dir)
         uri = args.libvirt_uri
+        # A host started with its own namespace set (vdcos.host.network) has a switch to program.
+        network = HostNetwork.load(args.state_dir)
     else:
         driver = SimDriver(capacity, args.state_dir / "domains.json")
         uri = f"sim://{args.state_dir / 'domains.json'}"
     store = EtcdStore(args.etcd)
-    agent = NodeAgent(store, NodeSpec(args.name, capacity, pairs(labels), driver.name, uri), driver,
-                      lease_ttl=args.lease_ttl).start()
+    spec = NodeSpec(args.name, capacity, pairs(labels), driver.name, uri,
+                    network.underlay_ip if network else "", network.underlay_mac if network else "")
+    agent = NodeAgent(store, spec, driver, lease_ttl=args.lease_ttl, network=network).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Callable
 
 from vdcos.errors import VdcosError
+from vdcos.host.network import HostNetwork, NetworkError
 from vdcos.migration import records
 from vdcos.model import (Allocation, AllocEntry, Assignment, Migration, MigrationPhase, MigrationProgress,
                          NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus, decode, dumps)
@@ -22,6 +23,8 @@ from vdcos.nodeagent.driver import DomainState, DomainStats, DriverError, Hyperv
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
+from vdcos.vswitch import networks
+from vdcos.vswitch.controller import SwitchController, wait_bound
 
 log = logging.getLogger("vdcos.nodeagent")
 
@@ -41,7 +44,8 @@ def register(store: Store, spec: NodeSpec, ttl: int, pid: int = 0) -> int:
 
 class NodeAgent:
     def __init__(self, store: Store, spec: NodeSpec, driver: HypervisorDriver, *,
-                 lease_ttl: int = 10, resync_s: float = 5.0, status_s: float = 5.0) -> None:
+                 lease_ttl: int = 10, resync_s: float = 5.0, status_s: float = 5.0,
+                 network: HostNetwork | None = None) -> None:
         self.store = store
         self.spec = spec
         self.driver = driver
@@ -64,11 +68,19 @@ class NodeAgent:
         # deliver independently): vm -> revision of the completion.
         self._settling: dict[str, int] = {}
         self._assign_rev = 0
+        # VMs that left by live migration while their assignment here is not yet gone:
+        # their NICs are unplugged at once, so the network follows the guest.
+        self._moved_away: set[str] = set()
+        self.network = network
+        self.switch: SwitchController | None = None
         self.created: list[str] = []  # domains this process defined (tests: nothing twice)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
         self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
+        if self.network is not None:
+            self.switch = SwitchController(self.store, self.spec.name, self.network, lambda: self.lease,
+                                           self._switch_wanted).start()
         self._subscribe()
         for target, name in ((self._reconcile_loop, "reconcile"), (self._heartbeat_loop, "heartbeat")):
             t = threading.Thread(target=target, name=f"{name}-{self.spec.name}", daemon=True)
@@ -87,6 +99,8 @@ class NodeAgent:
             self._cancel_migrations()
         for t in self._threads:
             t.join(5)
+        if self.switch:
+            self.switch.stop()
         if revoke and self.lease:
             self.store.revoke_lease(self.lease)
 
@@ -103,7 +117,20 @@ class NodeAgent:
                     self._desired[vm] = decode(Assignment, json.loads(ev.kv.value))
                 else:
                     self._desired.pop(vm, None)
+                    self._moved_away.discard(vm)
         self._wake.set()
+        if self.switch:
+            self.switch.wake()
+
+    def _switch_wanted(self) -> dict[str, int]:
+        """The VMs whose NICs belong on this host's switch now, with their bandwidth caps:
+        the ones assigned here, and the ones migrating here (bound before the guest moves)."""
+        with self._lock:
+            out = {n: a.qos.network_mbps_limit for n, a in self._desired.items() if n not in self._moved_away}
+            for m in self._migrations.values():
+                if m.destination == self.spec.name:
+                    out.setdefault(m.vm, 0)
+        return out
 
     # --- heartbeat ----------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
@@ -207,6 +234,8 @@ class NodeAgent:
                     self._running[m.id] = threading.Event()
                     threading.Thread(target=self._carry_out, args=(m,), name=f"migrate-{m.vm}", daemon=True).start()
         self._wake.set()
+        if self.switch:
+            self.switch.wake()
 
     def migrating(self) -> set[str]:
         """VMs in a migration to or from here: reconcile leaves them to the migration."""
@@ -262,6 +291,10 @@ class NodeAgent:
             if cur is not None and cur.cancel_requested:
                 cancel.set()
 
+        if not self._destination_plugged(m):
+            records.finish(self.store, m.id, MigrationPhase.FAILED,
+                           f"{m.destination}'s switch did not plug the VM's NICs; the VM keeps running on {m.source}")
+            return
         log.info("migrating %s to %s (%s)", m.vm, m.destination, m.id)
         try:
             res = self.driver.migrate(m.vm, dest_uri, m.options, progress, cancel)
@@ -275,6 +308,7 @@ class NodeAgent:
             else:
                 records.finish(self.store, m.id, MigrationPhase.FAILED, f"{e}; the VM keeps running on {m.source}")
             return
+        self._unplug_moved(m.vm)
         mem = res.memory_processed_bytes
         final = MigrationProgress("completed", max(mem, last_progress[0].memory_total_bytes), mem, 0,
                                   res.iterations, res.downtime_ms, res.total_ms)
@@ -282,6 +316,25 @@ class NodeAgent:
                               "post-copy" if res.postcopy else "", res.downtime_ms, res.total_ms, final)
         log.info("migrated %s to %s: downtime %d ms, %d ms in all (%s)", m.vm, m.destination,
                  res.downtime_ms, res.total_ms, done.phase.value)
+
+    def _destination_plugged(self, m: Migration, timeout: float = 30.0) -> bool:
+        """OVN's multi-chassis binding: the destination's switch has the VM's ports (and every
+        host sends the VM's traffic to both hosts) before the guest moves, so none is lost."""
+        a = self._desired.get(m.vm)
+        if self.switch is None or a is None or not a.spec.networks:
+            return True
+        ports = networks.vm_ports(self.store, m.vm, a.spec.networks)
+        return wait_bound(self.store, ports, m.destination, timeout)
+
+    def _unplug_moved(self, vm: str) -> None:
+        """The guest runs on the destination now: stop sending its traffic here at once."""
+        with self._lock:
+            self._moved_away.add(vm)
+        if self.switch is not None:
+            try:
+                self.switch.sync()
+            except (StoreError, NetworkError, OSError) as e:
+                log.warning("unplugging %s after its move: %s (the next sync retries)", vm, e)
 
     def _config(self) -> SchedulerConfig:
         kv = self.store.get(keys.CONFIG)
@@ -320,7 +373,8 @@ class NodeAgent:
                     self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")
                     continue
                 vanished = self._reported.get(name) or self._last_status(name)
-                self.driver.define(a.spec, a.qos)
+                nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
+                self.driver.define(a.spec, a.qos, tuple(nics))
                 self.driver.start(name)
                 self.created.append(name)
                 admitted = admitted.with_entry(AllocEntry(name, a.qos.qos_class, a.reserved))

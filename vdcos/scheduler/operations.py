@@ -11,13 +11,14 @@ import numpy as np
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound
 from vdcos.migration import records
-from vdcos.model import (Migration, MigrationOptions, PlacementRecord, QosPolicy, Resources,
-                         SchedulerConfig, VmPhase, VmSpec, VmStatus, decode)
+from vdcos.model import (Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, Port, PortKind, QosPolicy,
+                         Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus, decode)
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
 from vdcos.scheduler.worker import Placed, Scheduler, dumps
 from vdcos.state import keys
 from vdcos.state.store import KV, Compare, Delete, Put, Store
+from vdcos.vswitch import networks
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,20 @@ class Operations:
 
     # --- VMs ------------------------------------------------------------------------------
     async def create_vm_async(self, spec: VmSpec, request_id: str = "") -> VmRecord:
-        placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id))
+        # The VM's NICs (address and MAC) exist before it is placed, so the agent that starts
+        # it can plug them; a refused VM gives them back.
+        ports = await asyncio.to_thread(self._allocate_nics, spec)
+        try:
+            placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id))
+        except BaseException:
+            await asyncio.to_thread(networks.delete_ports, self.store, ports)
+            raise
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+
+    def _allocate_nics(self, spec: VmSpec) -> list[Port]:
+        if not spec.networks or self.store.get(keys.vm_spec(spec.name)) is not None:
+            return []  # an existing VM: the scheduler answers for it
+        return networks.create_ports(self.store, [(n, spec.name, PortKind.VM, "", "", 0) for n in spec.networks])
 
     # --- live migration -------------------------------------------------------------------
     def migrate_vm(self, vm: str, target: str, options: MigrationOptions) -> Migration:
@@ -67,7 +80,51 @@ class Operations:
         return self.scheduler.explain(spec, request_id, limit)
 
     def delete_vm(self, name: str) -> None:
+        kv = self.store.get(keys.vm_spec(name))
         self.scheduler.delete(name)
+        if kv is not None:
+            spec = decode(VmSpec, json.loads(kv.value))
+            networks.delete_ports(self.store, networks.vm_ports(self.store, name, spec.networks))
+
+    # --- tenant networks --------------------------------------------------------------------
+    def create_network(self, name: str, cidr: str, vni: int = 0) -> Network:
+        return networks.create(self.store, name, cidr, vni)
+
+    def get_network(self, name: str) -> Network:
+        return networks.get(self.store, name)
+
+    def list_networks(self) -> list[Network]:
+        return networks.list_networks(self.store)
+
+    def delete_network(self, name: str) -> None:
+        networks.delete(self.store, name)
+
+    def create_endpoint(self, network: str, name: str, host: str, ip: str = "", max_mbps: int = 0) -> Port:
+        kv = self.store.get(keys.node_spec(host))
+        if kv is None:
+            raise NotFound(f"node {host!r} not found")
+        if not decode(NodeSpec, json.loads(kv.value)).tunnel_ip:
+            raise FailedPrecondition(f"node {host!r} has no virtual switch (driver sim?)")
+        return networks.create_ports(self.store, [(network, name, PortKind.ENDPOINT, host, ip, max_mbps)])[0]
+
+    def list_ports(self, network: str = "") -> list[tuple[Port, list[str]]]:
+        if network:
+            networks.get(self.store, network)
+        ports = networks.list_ports(self.store, network)
+        kvs, _ = self.store.get_prefix(keys.BINDINGS + (network + "/" if network else ""))
+        bound: dict[str, list[str]] = {}
+        for kv in kvs:
+            net, port, host = keys.split(kv.key, keys.BINDINGS)
+            bound.setdefault(f"{net}/{port}", []).append(host)
+        return [(p, sorted(bound.get(p.key, []))) for p in ports]
+
+    def delete_endpoint(self, network: str, name: str) -> None:
+        port = next((p for p in networks.list_ports(self.store, network) if p.name == name), None)
+        if port is None:
+            raise NotFound(f"port {name!r} not found on network {network!r}")
+        if port.kind is not PortKind.ENDPOINT:
+            raise FailedPrecondition(f"port {name!r} is VM {name}'s NIC: it goes when the VM is deleted")
+        networks.delete_ports(self.store, [port])
 
     def get_vm(self, name: str) -> VmRecord:
         kvs, _ = self.store.get_prefix(f"{keys.VMS}{name}/")

@@ -19,12 +19,13 @@ from grpc_reflection.v1alpha import reflection
 
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.operations import Operations
-from vdcos.scheduler.service import (CapacityServicer, MigrationServicer, NodeServicer, PlacementServicer,
-                                     QosPolicyServicer, VmServicer)
+from vdcos.scheduler.service import (CapacityServicer, MigrationServicer, NetworkServicer, NodeServicer,
+                                     PlacementServicer, QosPolicyServicer, VmServicer)
 from vdcos.scheduler.worker import Scheduler
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
 from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration_service_pb2,
+                      network_service_pb2, network_service_pb2_grpc,
                       migration_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
                       qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2,
@@ -43,6 +44,8 @@ SERVICES = (
      CapacityServicer),
     (migration_service_pb2, "MigrationService", migration_service_pb2_grpc.add_MigrationServiceServicer_to_server,
      MigrationServicer),
+    (network_service_pb2, "NetworkService", network_service_pb2_grpc.add_NetworkServiceServicer_to_server,
+     NetworkServicer),
 )
 
 

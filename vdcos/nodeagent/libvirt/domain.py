@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from vdcos.images import CATALOG, DEFAULT_PROFILE, GuestImage
-from vdcos.model import QosSettings, VmSpec, decode, encode
+from vdcos.model import Nic, QosSettings, VmSpec, decode, encode
 
 NS = "https://vdcos.dev/xmlns/domain/1"
 # Inside the host's mount namespace; the agent finds it at <host folder>/log/qemu/.
@@ -43,7 +43,7 @@ def _sub(parent: ET.Element, tag: str, text: str | int | None = None, **attrs: s
     return e
 
 
-def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage) -> str:
+def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage, nics: tuple[Nic, ...] = ()) -> str:
     profile = CATALOG[spec.image or DEFAULT_PROFILE]
     vcpus = max(spec.resources.vcpus, 1)
     dom = ET.Element("domain", type="qemu")  # TCG: KVM does not boot Linux guests on these hosts
@@ -65,7 +65,8 @@ def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage) -> str:
     _sub(os_, "type", "hvm", arch="x86_64", machine="pc")
     _sub(os_, "kernel", str(image.kernel))
     _sub(os_, "initrd", str(image.initrd))
-    _sub(os_, "cmdline", profile.cmdline(vcpus))
+    # The guest configures its first NIC from the kernel command line (busybox /init).
+    _sub(os_, "cmdline", profile.cmdline(vcpus) + (f" vmip={nics[0].address}" if nics else ""))
     _sub(dom, "clock", offset="utc")
     for ev in ("on_poweroff", "on_reboot", "on_crash"):
         _sub(dom, ev, "destroy")
@@ -75,9 +76,26 @@ def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage) -> str:
     serial = _sub(dev, "serial", type="file")
     _sub(serial, "source", path=console_path(spec.name), append="on")
     _sub(serial, "target", port="0")
+    for n in nics:
+        _interface(dev, n)
     _sub(dev, "memballoon", model="none")
     ET.register_namespace("vdcos", NS)
     return ET.tostring(dom, encoding="unicode")
+
+
+def _interface(dev: ET.Element, n: Nic) -> None:
+    """A virtio NIC on a tap the host's switch controller created and plugged into br-int
+    (unmanaged: the same tap name exists on the destination before a live migration)."""
+    iface = _sub(dev, "interface", type="ethernet")
+    _sub(iface, "mac", address=n.mac)
+    _sub(iface, "target", dev=n.device, managed="no")
+    _sub(iface, "model", type="virtio")
+    _sub(iface, "mtu", size=str(n.mtu))
+    # The userspace datapath reads the tap with AF_PACKET and never completes a checksum left
+    # to "hardware": without this TCP does not even connect (recipes/vmnet pitfall 2).
+    drv = _sub(iface, "driver", name="qemu")
+    _sub(drv, "host", csum="off", gso="off", tso4="off", tso6="off", ecn="off", ufo="off")
+    _sub(drv, "guest", csum="off", tso4="off", tso6="off", ecn="off", ufo="off")
 
 
 def qos_from_xml(xml: str) -> QosSettings | None:
