@@ -1,0 +1,138 @@
+"""A guest's network during live migration: how long its peers lose it.
+
+    python -m benchmarks.netcutover --runs 10 --json FILE
+
+Brings up its own local datacenter of three libvirt hosts (each its own namespace, Open vSwitch
+and libvirtd), a tenant network, a guest on it and an endpoint on the third host. Each run the
+endpoint pings the guest every 10 ms (a bounded count) while the guest live-migrates between the
+other two hosts through the gRPC API. blackout_ms is the longest time without any reply (it
+contains one 10 ms interval); downtime_ms is libvirt's own figure for the guest's pause.
+tunnel_throughput_mbps is iperf3 between endpoints on two hosts, over the VXLAN tunnel.
+Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vdcos.cli.client import Client
+from vdcos.cli.localdc import down, host_root, up
+from vdcos.host.network import HostNetwork
+from vdcos.images import ensure
+from vdcos.nodeagent.libvirt.domain import read_console
+from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import network_service_pb2 as net_pb
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.vswitch import probe
+
+TARGET_BLACKOUT_MS = 50.0
+VM = "mover"
+
+
+def wait(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def endpoint_ns(home: Path, host: str, port: str) -> str:
+    net = HostNetwork.load(host_root(home, host))
+    assert net is not None
+    return net.endpoint_netns(port)
+
+
+def node_of(c: Client, vm: str) -> str:
+    return str(c.vms.GetVm(vm_pb.GetVmRequest(name=vm)).vm.placement.node)
+
+
+def migrate(c: Client, vm: str, to: str) -> mig_pb.Migration:
+    m = c.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm=vm, target_node=to)).migration
+    return wait(lambda: (x := c.migrations.GetMigration(mig_pb.GetMigrationRequest(id=m.id)).migration).phase in
+                (mig_pb.MIGRATION_PHASE_COMPLETED, mig_pb.MIGRATION_PHASE_FAILED, mig_pb.MIGRATION_PHASE_CANCELLED)
+                and x, 120, f"migration {m.id}")
+
+
+def run(home: Path, runs: int) -> dict[str, Any]:
+    ensure()
+    t0 = time.monotonic()
+    dc = up(home, 3, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 10000})
+    setup_ms = (time.monotonic() - t0) * 1000
+    c = Client(dc.scheduler)
+    c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name="bench", cidr="10.9.0.0/24")))
+    spec = pb.VmSpec(name=VM, networks=["bench"], resources=pb.Resources(vcpus=1, memory_mib=128, network_mbps=10))
+    c.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
+    ip = c.networks.ListPorts(net_pb.ListPortsRequest(network="bench")).ports[0].ip
+    first = node_of(c, VM)
+    a, b, peer = ([first] + [h for h in ("host-1", "host-2", "host-3") if h != first])
+    c.networks.CreatePort(net_pb.CreatePortRequest(network="bench", name="peer", host=peer))
+    c.networks.CreatePort(net_pb.CreatePortRequest(network="bench", name="sink", host=a))
+    peer_ns = endpoint_ns(home, peer, "peer")
+    wait(lambda: "NET-UP" in read_console(host_root(home, a), VM), 120, "guest network up")
+    wait(lambda: probe.ping(peer_ns, ip, 2, 0.2).received > 0, 60, "guest answers the peer")
+
+    sink_ip = next(p.ip for p in c.networks.ListPorts(net_pb.ListPortsRequest(network="bench")).ports if p.name == "sink")
+    throughput = probe.iperf3(endpoint_ns(home, a, "sink"), peer_ns, sink_ip, seconds=3)
+
+    results = []
+    for i in range(runs):
+        src = node_of(c, VM)
+        dst = b if src == a else a
+        ping = probe.start_ping(peer_ns, ip, count=300, interval_s=0.01)
+        time.sleep(0.5)
+        m = migrate(c, VM, dst)
+        r = probe.finish_ping(ping)
+        ok = m.phase == mig_pb.MIGRATION_PHASE_COMPLETED and r.received > 0
+        results.append({"run": i, "from": src, "to": dst, "ok": ok, "lost": r.lost, "duplicates": r.duplicates,
+                        "blackout_ms": r.blackout_ms, "downtime_ms": m.downtime_ms, "total_ms": m.total_ms})
+        print(json.dumps(results[-1]), file=sys.stderr)
+    good = [r for r in results if r["ok"]]
+
+    def med(k: str) -> float:
+        return round(statistics.median(r[k] for r in good), 1) if good else -1.0
+    out = {
+        "benchmark": "netcutover", "runs": runs, "failures": runs - len(good),
+        "lost_packets_median": med("lost"), "lost_packets_max": max((r["lost"] for r in good), default=-1),
+        "blackout_ms_median": med("blackout_ms"), "blackout_ms_max": max((r["blackout_ms"] for r in good), default=-1),
+        "duplicates_median": med("duplicates"), "guest_downtime_ms_median": med("downtime_ms"),
+        "migration_total_ms_median": med("total_ms"), "ping_interval_ms": 10,
+        "tunnel_throughput_mbps": round(throughput, 1), "datacenter_setup_ms": round(setup_ms),
+        "target_blackout_ms_median": TARGET_BLACKOUT_MS,
+        "targets_met": bool(good) and len(good) == runs and med("blackout_ms") <= TARGET_BLACKOUT_MS,
+        "per_run": results,
+    }
+    c.channel.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="benchmarks.netcutover")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--json", type=Path, help="also write the result here")
+    args = ap.parse_args(argv)
+    if not 1 <= args.runs <= 100:
+        ap.error("--runs must be between 1 and 100")
+    home = Path(tempfile.mkdtemp(prefix="vdcos-netcutover-"))
+    try:
+        out = run(home, args.runs)
+    finally:
+        down(home, keep_logs=False)
+    text = json.dumps(out)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

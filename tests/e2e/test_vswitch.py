@@ -1,0 +1,187 @@
+"""The distributed switch end to end: three libvirt hosts (each its own namespace, Open vSwitch
+and libvirtd), two tenants on the same CIDR, guests on different hosts, endpoints as probes.
+The tests run in order on one datacenter, as an operator would use it."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from tests.conftest import wait_until
+from vdcos.cli.client import Client
+from vdcos.cli.localdc import LocalDatacenter, down, host_root, up
+from vdcos.host.network import HostNetwork, sh
+from vdcos.images import ensure
+from vdcos.nodeagent.libvirt.domain import read_console
+from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import network_service_pb2 as net_pb
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.vswitch import probe
+from vdcos.vswitch.ovsdb import Ovsdb
+
+pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
+HOSTS = ("host-1", "host-2", "host-3")
+
+
+class Dc:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        state = LocalDatacenter.load(home)
+        assert state is not None
+        self.state = state
+        self.c = Client(state.scheduler)
+
+    def net(self, host: str) -> HostNetwork:
+        n = HostNetwork.load(host_root(self.home, host))
+        assert n is not None
+        return n
+
+    def ns(self, host: str, port: str) -> str:
+        return self.net(host).endpoint_netns(port)
+
+    def node(self, vm: str) -> str:
+        return str(self.c.vms.GetVm(vm_pb.GetVmRequest(name=vm)).vm.placement.node)
+
+    def port(self, network: str, name: str) -> net_pb.Port:
+        ports = self.c.networks.ListPorts(net_pb.ListPortsRequest(network=network)).ports
+        return next(p for p in ports if p.name == name)
+
+    def endpoint(self, network: str, name: str, host: str, ip: str = "", max_mbps: int = 0) -> net_pb.Port:
+        p = self.c.networks.CreatePort(net_pb.CreatePortRequest(network=network, name=name, host=host, ip=ip,
+                                                                max_mbps=max_mbps)).port
+        wait_until(lambda: host in self.port(network, name).bound_hosts, 30)
+        return p
+
+    def agent_pid(self, host: str) -> int:
+        return next(p.pid for p in self.state.procs if p.name == host)
+
+    def tunnels(self, host: str) -> set[str]:
+        db = Ovsdb(self.net(host).db_socket)
+        try:
+            return {r.external_ids["vdcos-peer"] for r in db.rows("Port") if r.external_ids.get("vdcos-peer")}
+        finally:
+            db.close()
+
+
+@pytest.fixture(scope="module")
+def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
+    ensure()
+    home = Path(tmp_path_factory.mktemp("vsw"))
+    up(home, 3, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 10000})
+    d = Dc(home)
+    try:
+        for name in ("red", "blue"):
+            d.c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name=name, cidr="10.0.0.0/24")))
+        for vm in ("red-a", "red-b"):
+            spec = pb.VmSpec(name=vm, networks=["red"], placement_group="red", resources=pb.Resources(vcpus=1, memory_mib=128),
+                             group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY)
+            d.c.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
+        for vm in ("red-a", "red-b"):
+            node = d.node(vm)
+            wait_until(lambda: "NET-UP" in read_console(host_root(home, node), vm), 180)
+        yield d
+    finally:
+        d.c.channel.close()
+        dc_id = (home / "datacenter-id").read_text().strip()
+        down(home)
+    assert not [n for n in sh("ip", "netns", "list").split() if n.startswith(f"vdcos-{dc_id}-")]
+
+
+def test_guests_on_different_hosts_reach_each_other_and_tenants_are_isolated(dc: Dc) -> None:
+    a, b = dc.node("red-a"), dc.node("red-b")
+    assert a != b
+    third = next(h for h in HOSTS if h not in (a, b))
+    dc.endpoint("red", "probe", third)
+    ip_a, ip_b = dc.port("red", "red-a").ip, dc.port("red", "red-b").ip
+    for ip in (ip_a, ip_b):
+        assert wait_until(lambda: probe.ping(dc.ns(third, "probe"), ip, 2, 0.2).received > 0, 30)
+    # Blue reuses red's addresses on the same hosts and never reaches or sees red.
+    dc.endpoint("blue", "b1", a, ip=ip_b)
+    dc.endpoint("blue", "b2", third, ip=ip_a)
+    assert probe.ping(dc.ns(a, "b1"), ip_a, 3, 0.2).received == 3        # blue to blue, across hosts
+    assert probe.ping(dc.ns(third, "b2"), ip_b, 3, 0.2).received == 3
+    # ... and the address resolved to blue's holder of it, not to the red guest that has it too.
+    assert dc.port("blue", "b2").mac in sh("ip", "-n", dc.ns(a, "b1"), "neigh", "show", ip_a)
+    blue_macs = {dc.port("blue", "b1").mac, dc.port("blue", "b2").mac}
+    cap = probe.start_ping(dc.ns(third, "probe"), "10.0.0.250", 30, 0.1)  # ARP broadcasts on red
+    seen = probe.capture(dc.ns(a, "b1"), "eth0", 3, "-e")
+    probe.finish_ping(cap)
+    red_macs = {dc.port("red", n).mac for n in ("probe", "red-a", "red-b")}
+    assert not any(m in seen for m in red_macs), seen[:2000]
+    seen_red = probe.capture(dc.ns(third, "probe"), "eth0", 2, "-e")
+    assert not any(m in seen_red for m in blue_macs)
+
+
+def test_network_api_refuses_bad_input_and_changes_nothing(dc: Dc) -> None:
+    before = dc.c.networks.ListNetworks(net_pb.ListNetworksRequest())
+    for bad in (net_pb.Network(name="x", cidr="10.0.0.0/33"), net_pb.Network(name="Bad!", cidr="10.1.0.0/24"),
+                net_pb.Network(name="x", cidr="10.1.0.0/24", vni=5)):
+        with pytest.raises(grpc.RpcError) as e:
+            dc.c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=bad))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as e:
+        dc.c.networks.DeleteNetwork(net_pb.DeleteNetworkRequest(name="red"))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as e:
+        dc.c.networks.CreatePort(net_pb.CreatePortRequest(network="red", name="dup", host="host-1",
+                                                          ip=dc.port("red", "red-a").ip))
+    assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert dc.c.networks.ListNetworks(net_pb.ListNetworksRequest()) == before
+
+
+def test_bandwidth_limit_is_enforced_on_the_wire(dc: Dc) -> None:
+    dc.endpoint("red", "slow", "host-1", max_mbps=50)
+    dc.endpoint("red", "fast", "host-2")
+    limited = probe.iperf3(dc.ns("host-1", "slow"), dc.ns("host-2", "fast"), dc.port("red", "slow").ip, seconds=4)
+    print(f"50 Mbit/s limit measured {limited:.1f} Mbit/s")
+    assert 42.5 <= limited <= 57.5
+
+
+def test_forwarding_comes_back_after_vswitchd_is_killed(dc: Dc) -> None:
+    a = dc.node("red-a")
+    third = next(h for h in HOSTS if h not in (a, dc.node("red-b")))
+    net = dc.net(a)
+    old = net.vswitchd_pid()
+    net.kill_vswitchd()
+    ip = dc.port("red", "red-a").ip
+    assert wait_until(lambda: net.vswitchd_pid() not in (0, old), 30)
+    assert wait_until(lambda: probe.ping(dc.ns(third, "probe"), ip, 2, 0.2).received > 0, 30)
+
+
+def test_live_migration_keeps_the_network(dc: Dc) -> None:
+    a, b = dc.node("red-a"), dc.node("red-b")
+    third = next(h for h in HOSTS if h not in (a, b))
+    ip = dc.port("red", "red-a").ip
+    # red-a moves to the third host (red-b's is ruled out by the anti-affinity group) while a
+    # peer on red-b's host pings it every 10 ms.
+    dc.endpoint("red", "watcher", b)
+    ping = probe.start_ping(dc.ns(b, "watcher"), ip, 300, 0.01)
+    time.sleep(0.5)
+    m = dc.c.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm="red-a", target_node=third)).migration
+    assert wait_until(lambda: dc.c.migrations.GetMigration(mig_pb.GetMigrationRequest(id=m.id)).migration.phase
+                      == mig_pb.MIGRATION_PHASE_COMPLETED, 120)
+    r = probe.finish_ping(ping)
+    print(f"during the move: {r.lost} lost, {r.duplicates} duplicates, blackout {r.blackout_ms} ms")
+    assert r.lost <= 3
+    assert wait_until(lambda: dc.port("red", "red-a").bound_hosts == [third], 30)
+    assert probe.ping(dc.ns(third, "probe"), ip, 3, 0.2).received == 3
+    assert not sh("ip", "-n", dc.net(a).netns, "-o", "link", "show", "type", "tun")  # the source's tap is gone
+
+
+def test_host_leave_and_join_update_every_peers_tunnels(dc: Dc) -> None:
+    leaving = "host-3"
+    others = [h for h in HOSTS if h != leaving]
+    assert all(leaving in dc.tunnels(h) for h in others)
+    pid = dc.agent_pid(leaving)
+    os.kill(pid, signal.SIGSTOP)  # the agent stops heartbeating: its lease expires
+    try:
+        assert wait_until(lambda: all(leaving not in dc.tunnels(h) for h in others), 40)
+    finally:
+        os.kill(pid, signal.SIGCONT)  # it registers again: a join
+    assert wait_until(lambda: all(leaving in dc.tunnels(h) for h in others), 40)

@@ -1,0 +1,79 @@
+"""Measuring the overlay from an endpoint port's namespace: ping (loss, duplicates, blackout) and
+iperf3 (throughput). Used by the tests, the netcutover benchmark and the demo. Every command runs
+inside a namespace vdcos created and is bounded in count and time."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+
+from vdcos.host.network import sh
+
+_REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [\d.]+: icmp_seq=(\d+) ttl=\d+ time=([\d.]+) ms( \(DUP!\))?", re.M)
+_SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) received(?:, \+(\d+) duplicates)?")
+
+
+@dataclass(frozen=True)
+class PingResult:
+    sent: int
+    received: int
+    duplicates: int
+    # The longest time without any reply arriving (it contains one ping interval).
+    blackout_ms: float
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.received
+
+
+def parse_ping(text: str) -> PingResult:
+    times = sorted(float(m.group(1)) for m in _REPLY.finditer(text) if not m.group(4))
+    m = _SUMMARY.search(text)
+    sent, received, dups = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else (0, 0, 0)
+    gap = max((b - a for a, b in zip(times, times[1:])), default=0.0)
+    return PingResult(sent, received, dups, round(gap * 1000, 1))
+
+
+def start_ping(netns: str, ip: str, count: int, interval_s: float = 0.01) -> subprocess.Popen[str]:
+    """A bounded ping (count, per-reply timeout, overall deadline) from inside a namespace."""
+    deadline = int(count * interval_s) + 10
+    return subprocess.Popen(["ip", "netns", "exec", netns, "ping", "-D", "-n", "-i", str(interval_s), "-c", str(count),
+                             "-W", "1", "-w", str(deadline), ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def finish_ping(p: subprocess.Popen[str], timeout: float = 60) -> PingResult:
+    out, _ = p.communicate(timeout=timeout)
+    return parse_ping(out)
+
+
+def ping(netns: str, ip: str, count: int = 3, interval_s: float = 0.2) -> PingResult:
+    return finish_ping(start_ping(netns, ip, count, interval_s))
+
+
+def iperf3(server_ns: str, client_ns: str, server_ip: str, seconds: int = 3, port: int = 5201) -> float:
+    """TCP throughput from client to server in Mbit/s (the receiver's figure)."""
+    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        out = ""
+        for _ in range(20):  # the server needs a moment to listen
+            r = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", server_ip, "-p", str(port),
+                                "-t", str(seconds), "-J", "--connect-timeout", "1000"],
+                               capture_output=True, text=True, timeout=seconds + 30)
+            out = r.stdout
+            if r.returncode == 0:
+                break
+        data = json.loads(out)
+        return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+
+
+def capture(netns: str, iface: str, seconds: float, bpf: str = "") -> str:
+    """What arrives on an interface for a while (tcpdump, bounded by time)."""
+    argv = ["timeout", str(seconds), "tcpdump", "-n", "-l", "-i", iface, *([bpf] if bpf else [])]
+    return sh("ip", "netns", "exec", netns, *argv, check=False, timeout=seconds + 10)
