@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 
 from vdcos.host.network import sh
@@ -36,15 +37,17 @@ def parse_ping(text: str) -> PingResult:
 
 
 def start_ping(netns: str, ip: str, count: int, interval_s: float = 0.01) -> subprocess.Popen[str]:
-    """A bounded ping (count, per-reply timeout, overall deadline) from inside a namespace."""
-    deadline = int(count * interval_s) + 10
+    """A bounded ping (count, per-reply timeout; finish_ping bounds the whole) from a namespace."""
     return subprocess.Popen(["ip", "netns", "exec", netns, "ping", "-D", "-n", "-i", str(interval_s), "-c", str(count),
-                             "-W", "1", "-w", str(deadline), ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                             "-W", "1", ip], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def finish_ping(p: subprocess.Popen[str], timeout: float = 60) -> PingResult:
-    out, _ = p.communicate(timeout=timeout)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.send_signal(2)  # ping prints its summary on SIGINT
+        out, _ = p.communicate(timeout=10)
     return parse_ping(out)
 
 
@@ -57,15 +60,16 @@ def iperf3(server_ns: str, client_ns: str, server_ip: str, seconds: int = 3, por
     server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        out = ""
-        for _ in range(20):  # the server needs a moment to listen
-            r = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", server_ip, "-p", str(port),
-                                "-t", str(seconds), "-J", "--connect-timeout", "1000"],
-                               capture_output=True, text=True, timeout=seconds + 30)
-            out = r.stdout
-            if r.returncode == 0:
+        for _ in range(100):  # until the server listens
+            if f":{port} " in sh("ip", "netns", "exec", server_ns, "ss", "-Hltn", check=False):
                 break
-        data = json.loads(out)
+            time.sleep(0.05)
+        r = subprocess.run(["ip", "netns", "exec", client_ns, "iperf3", "-c", server_ip, "-p", str(port),
+                            "-t", str(seconds), "-J", "--connect-timeout", "3000"],
+                           capture_output=True, text=True, timeout=seconds + 30)
+        data = json.loads(r.stdout or "{}")
+        if "error" in data or "sum_received" not in data.get("end", {}):
+            raise RuntimeError(f"iperf3 failed: {data.get('error') or r.stderr.strip()[:300]}")
         return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
     finally:
         if server.poll() is None:
