@@ -45,3 +45,4 @@ lint: setup
 bench: setup
 	$(PY) -m benchmarks.placement --hosts 10000 --vms 20000 --json benchmarks/results/placement.json
 	$(PY) -m benchmarks.migration --runs 10 --json benchmarks/results/migration.json
+	$(PY) -m benchmarks.netcutover --runs 10 --json benchmarks/results/netcutover.json

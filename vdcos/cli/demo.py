@@ -15,10 +15,13 @@ from vdcos.cli.client import Client, describe_error
 from vdcos.cli.main import load_policies, migrate, node_rows, vm_rows
 from vdcos.images import counters
 from vdcos.nodeagent.libvirt.domain import read_console
+from vdcos.host.network import HostNetwork
+from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.vswitch import probe
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 ANTI = pb.AFFINITY_POLICY_ANTI_AFFINITY
@@ -88,6 +91,32 @@ def _wait_booted(c: Client, home: Path, timeout: float = 180.0) -> None:
         print(f"  {vm} has not printed on its console yet")
 
 
+NETWORK = "tenant-a"
+
+
+def _network_check(c: Client, home: Path) -> str:
+    """A peer (an endpoint namespace) on one host pings the guests on the others; returns its netns."""
+    vms = {v.spec.name: v.placement.node for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms}
+    ports = {p.name: p for p in c.networks.ListPorts(net_pb.ListPortsRequest(network=NETWORK)).ports}
+    host = "host-1" if vms.get("db-1") != "host-1" else "host-2"
+    if "peer" not in ports:
+        ports["peer"] = c.networks.CreatePort(net_pb.CreatePortRequest(network=NETWORK, name="peer", host=host)).port
+    net = HostNetwork.load(localdc.host_root(home, ports["peer"].host))
+    assert net is not None
+    ns = net.endpoint_netns("peer")
+    print(f"\n== guests on different hosts reach each other over {NETWORK}: a peer on {ports['peer'].host} "
+          f"({ports['peer'].ip}) pings them")
+    deadline = time.monotonic() + 30
+    for vm, p in sorted(ports.items()):
+        if p.kind != net_pb.PORT_KIND_VM:
+            continue
+        r = probe.ping(ns, p.ip, 3, 0.2)
+        while r.received == 0 and time.monotonic() < deadline:
+            r = probe.ping(ns, p.ip, 3, 0.2)
+        print(f"  {ports['peer'].host} -> {vm} on {vms.get(vm)} ({p.ip}): {r.received}/{r.sent} replies")
+    return ns
+
+
 def run_demo(args: argparse.Namespace) -> int:
     home = Path(args.home)
     plan = LIBVIRT if args.driver == "libvirt" else SIM
@@ -98,13 +127,21 @@ def run_demo(args: argparse.Namespace) -> int:
         for p in load_policies(str(EXAMPLES / "policies.yaml")):
             r = c.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(policy=p, update_existing=True), timeout=10)
             print(f"qospolicy/{r.policy.name} {'created' if r.created else 'configured'}")
+        networked = args.driver == "libvirt"
+        if networked and not any(n.name == NETWORK for n in c.networks.ListNetworks(net_pb.ListNetworksRequest()).networks):
+            n = c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(
+                name=NETWORK, cidr="10.10.0.0/24")), timeout=10).network
+            print(f"\n== tenant network {n.name}: {n.cidr}, VNI {n.vni}, over a VXLAN mesh of every host's Open vSwitch")
         print("\n== creating a mix of guaranteed, burstable and best-effort VMs through the gRPC API")
         existing = {v.spec.name for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms}
         for row in plan.vms:
             if row[0] in existing:
                 continue
+            s = spec(*row)
+            if networked and row[0] != "batch-1":
+                s.networks.append(NETWORK)
             try:
-                c.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec(*row)), timeout=30)
+                c.vms.CreateVm(vm_pb.CreateVmRequest(spec=s), timeout=30)
             except grpc.RpcError as e:
                 print(describe_error(e))
         deadline = time.monotonic() + 30  # let the agents report before showing phases
@@ -116,10 +153,19 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.driver == "libvirt":
             print("\n== real QEMU guests booting (their serial consoles)")
             _wait_booted(c, home)
-            print("\n== live-migrating db-1 while it runs (the scheduler picks the destination)")
+            peer_ns = _network_check(c, home)
+            print("\n== live-migrating db-1 while it runs (the scheduler picks the destination),"
+                  " the peer pinging it every 10 ms")
+            db_ip = next(p.ip for p in c.networks.ListPorts(net_pb.ListPortsRequest(network=NETWORK)).ports
+                         if p.name == "db-1")
+            pinger = probe.start_ping(peer_ns, db_ip, 400, 0.01)
+            time.sleep(0.5)
             mig = argparse.Namespace(name="db-1", to="", max_downtime_ms=0, bandwidth_mibps=0, postcopy_after=0,
                                      no_wait=False, output="table", timeout=30.0)
             migrate(c, mig)
+            r = probe.finish_ping(pinger)
+            print(f"the ping kept going: {r.received}/{r.sent} answered, {r.lost} lost, {r.duplicates} duplicates, "
+                  f"longest gap between replies (blackout) {r.blackout_ms:.0f} ms")
         print("\n== nodes")
         print(node_rows(c.nodes.ListNodes(node_pb.ListNodesRequest(), timeout=10).nodes))
         print(f"\n== a refusal, explained: {plan.refusal_text}")
