@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.migration import wait
 from vdcos.cli.client import Client
 from vdcos.cli.localdc import down, host_root, up
 from vdcos.host.network import HostNetwork
@@ -34,16 +35,6 @@ from vdcos.vswitch import probe
 
 TARGET_BLACKOUT_MS = 50.0
 VM = "mover"
-
-
-def wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise TimeoutError(what)
 
 
 def endpoint_ns(home: Path, host: str, port: str) -> str:

@@ -119,9 +119,10 @@ class Operations:
         return [(p, sorted(bound.get(p.key, []))) for p in ports]
 
     def delete_endpoint(self, network: str, name: str) -> None:
-        port = next((p for p in networks.list_ports(self.store, network) if p.name == name), None)
-        if port is None:
+        kv = self.store.get(keys.port(network, name))
+        if kv is None:
             raise NotFound(f"port {name!r} not found on network {network!r}")
+        port = decode(Port, json.loads(kv.value))
         if port.kind is not PortKind.ENDPOINT:
             raise FailedPrecondition(f"port {name!r} is VM {name}'s NIC: it goes when the VM is deleted")
         networks.delete_ports(self.store, [port])

@@ -25,7 +25,7 @@ from typing import Callable
 from vdcos.host.network import OVERLAY_MTU, HostNetwork, NetworkError, netns_exists, sh
 from vdcos.model import Nic, NodeSpec, Port, PortKind, decode
 from vdcos.state import keys
-from vdcos.state.store import Delete, Event, Put, Store, StoreError
+from vdcos.state.store import KV, Delete, Event, Put, Store, StoreError
 from vdcos.vswitch import flows as F
 from vdcos.vswitch.ovsdb import Ovsdb, OvsdbError
 
@@ -71,7 +71,6 @@ class SwitchController:
         self._pushed: list[str] = []
         self._qos: dict[str, int] = {}        # device -> applied Mbit/s
         self._pinned: set[str] = set()
-        self.pushes = 0
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> SwitchController:
@@ -159,12 +158,13 @@ class SwitchController:
         ports = self._ports()
         local = [p for p in ports if (p.kind is PortKind.ENDPOINT and p.host == self.host)
                  or (p.kind is PortKind.VM and p.name in wanted)]
-        local_ports = self._ensure_ports(local, wanted)
-        self._publish_bindings(local)
+        vnis = self._vnis()
+        local_ports = self._ensure_ports(local, wanted, vnis)
+        # One read serves both: this host's own bindings to publish, the others' to forward to.
+        bkvs, _ = self.store.get_prefix(keys.BINDINGS)
+        self._publish_bindings(local, bkvs)
 
         by_key = {p.key: p for p in ports}
-        vnis = self._vnis()
-        bkvs, _ = self.store.get_prefix(keys.BINDINGS)
         remote = []
         for kv in bkvs:
             net, name, host = keys.split(kv.key, keys.BINDINGS)
@@ -231,8 +231,7 @@ class SwitchController:
             client.close()
 
     # --- ports --------------------------------------------------------------------------
-    def _ensure_ports(self, local: list[Port], wanted: dict[str, int]) -> list[F.LocalPort]:
-        vnis = self._vnis()
+    def _ensure_ports(self, local: list[Port], wanted: dict[str, int], vnis: dict[str, int]) -> list[F.LocalPort]:
         have = {p.name: p for p in self.db.rows("Port") if p.external_ids.get("vdcos-port")}
         want = {device_name(p): p for p in local if p.network in vnis}
         add = {}
@@ -288,11 +287,10 @@ class SwitchController:
         if dev.startswith("ve") and netns_exists(ep):
             sh("ip", "netns", "del", ep, check=False)
 
-    def _publish_bindings(self, local: list[Port]) -> None:
+    def _publish_bindings(self, local: list[Port], bindings: list[KV]) -> None:
         lease = self.lease()
         want = {keys.binding(p.network, p.name, self.host) for p in local}
-        kvs, _ = self.store.get_prefix(keys.BINDINGS)
-        mine = {kv.key: kv.lease for kv in kvs if kv.key.endswith("/" + self.host)}
+        mine = {kv.key: kv.lease for kv in bindings if keys.split(kv.key, keys.BINDINGS)[2] == self.host}
         ops: list[Put | Delete] = [Put(k, self.host.encode(), lease) for k in sorted(want) if mine.get(k) != lease]
         ops += [Delete(k) for k in sorted(set(mine) - want)]
         if ops:
@@ -307,7 +305,6 @@ class SwitchController:
         if r.returncode:
             raise NetworkError(f"replace-flows: {r.stderr.strip()}")
         self._pushed = flows
-        self.pushes += 1
         log.debug("pushed %d flows in %.0f ms", len(flows), (time.monotonic() - t0) * 1000)
 
 
