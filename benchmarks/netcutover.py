@@ -5,8 +5,17 @@
 Brings up its own local datacenter of three libvirt hosts (each its own namespace, Open vSwitch
 and libvirtd), a tenant network, a guest on it and an endpoint on the third host. Each run the
 endpoint pings the guest every 10 ms (a bounded count) while the guest live-migrates between the
-other two hosts through the gRPC API. blackout_ms is the longest time without any reply (it
-contains one 10 ms interval); downtime_ms is libvirt's own figure for the guest's pause.
+other two hosts through the gRPC API. blackout_ms is the longest time without any reply in the
+whole run (it contains one 10 ms interval, and stalls of the guest while the migration streams its
+memory count too); downtime_ms is libvirt's own figure for the guest's pause.
+
+The gap across the switch-over (cutover_gap_ms) is split in two with captures on both hosts, where
+the replies leave the guest: guest_silence_ms runs from the last reply the guest sent on the
+source to the first it sent on the destination (the guest was paused, then resumed in a QEMU with
+a cold TCG translation cache), and network_added_ms is the rest, what the switch and the cutover
+added on top. stale_answers counts requests the guest answered on both hosts: they waited in the
+destination's tap while the guest moved.
+
 tunnel_throughput_mbps is iperf3 between endpoints on two hosts, over the VXLAN tunnel.
 Prints one JSON object.
 """
@@ -41,6 +50,28 @@ def endpoint_ns(home: Path, host: str, port: str) -> str:
     net = HostNetwork.load(host_root(home, host))
     assert net is not None
     return net.endpoint_netns(port)
+
+
+def host_ns(home: Path, host: str) -> str:
+    net = HostNetwork.load(host_root(home, host))
+    assert net is not None
+    return net.netns
+
+
+def split(ping: probe.PingResult, on_src: list[tuple[float, int]], on_dst: list[tuple[float, int]]) -> dict[str, Any]:
+    """The peer's gap across the switch-over, and how much of it the guest itself was silent."""
+    none = {"cutover_gap_ms": None, "guest_silence_ms": None, "network_added_ms": None, "stale_answers": None}
+    if not on_src or not on_dst:
+        return none
+    last = on_src[-1][1]
+    at = next((k for k, (_, seq) in enumerate(ping.replies) if seq == last), None)
+    if at is None or at + 1 >= len(ping.replies):
+        return none
+    gap = (ping.replies[at + 1][0] - ping.replies[at][0]) * 1000
+    silence = (on_dst[0][0] - on_src[-1][0]) * 1000
+    answered = {seq for _, seq in on_src}
+    return {"cutover_gap_ms": round(gap, 1), "guest_silence_ms": round(silence, 1),
+            "network_added_ms": round(gap - silence, 1), "stale_answers": sum(seq in answered for _, seq in on_dst)}
 
 
 def node_of(c: Client, vm: str) -> str:
@@ -79,22 +110,29 @@ def run(home: Path, runs: int) -> dict[str, Any]:
     for i in range(runs):
         src = node_of(c, VM)
         dst = b if src == a else a
+        caps = [probe.start_reply_capture(host_ns(home, h), ip, 60) for h in (src, dst)]
+        time.sleep(0.3)  # tcpdump is listening
         ping = probe.start_ping(peer_ns, ip, count=300, interval_s=0.01)
         time.sleep(0.5)
         m = migrate(c, VM, dst)
         r = probe.finish_ping(ping)
+        on_src, on_dst = (probe.finish_reply_capture(p) for p in caps)
         ok = m.phase == mig_pb.MIGRATION_PHASE_COMPLETED and r.received > 0
         results.append({"run": i, "from": src, "to": dst, "ok": ok, "lost": r.lost, "duplicates": r.duplicates,
-                        "blackout_ms": r.blackout_ms, "downtime_ms": m.downtime_ms, "total_ms": m.total_ms})
+                        "blackout_ms": r.blackout_ms, **split(r, on_src, on_dst),
+                        "downtime_ms": m.downtime_ms, "total_ms": m.total_ms})
         print(json.dumps(results[-1]), file=sys.stderr)
     good = [r for r in results if r["ok"]]
 
     def med(k: str) -> float:
-        return round(statistics.median(r[k] for r in good), 1) if good else -1.0
+        xs = [r[k] for r in good if r[k] is not None]
+        return round(statistics.median(xs), 1) if xs else -1.0
     out = {
         "benchmark": "netcutover", "runs": runs, "failures": runs - len(good),
         "lost_packets_median": med("lost"), "lost_packets_max": max((r["lost"] for r in good), default=-1),
         "blackout_ms_median": med("blackout_ms"), "blackout_ms_max": max((r["blackout_ms"] for r in good), default=-1),
+        "cutover_gap_ms_median": med("cutover_gap_ms"), "guest_silence_ms_median": med("guest_silence_ms"),
+        "network_added_ms_median": med("network_added_ms"), "stale_answers_median": med("stale_answers"),
         "duplicates_median": med("duplicates"), "guest_downtime_ms_median": med("downtime_ms"),
         "migration_total_ms_median": med("total_ms"), "ping_interval_ms": 10,
         "tunnel_throughput_mbps": round(throughput, 1), "datacenter_setup_ms": round(setup_ms),

@@ -22,6 +22,8 @@ class PingResult:
     duplicates: int
     # The longest time without any reply arriving (it contains one ping interval).
     blackout_ms: float
+    # (arrival time, icmp seq) of every first reply, in time order.
+    replies: tuple[tuple[float, int], ...] = ()
 
     @property
     def lost(self) -> int:
@@ -29,11 +31,11 @@ class PingResult:
 
 
 def parse_ping(text: str) -> PingResult:
-    times = sorted(float(m.group(1)) for m in _REPLY.finditer(text) if not m.group(4))
+    replies = sorted((float(m.group(1)), int(m.group(2))) for m in _REPLY.finditer(text) if not m.group(4))
     m = _SUMMARY.search(text)
     sent, received, dups = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else (0, 0, 0)
-    gap = max((b - a for a, b in zip(times, times[1:])), default=0.0)
-    return PingResult(sent, received, dups, round(gap * 1000, 1))
+    gap = max((b[0] - a[0] for a, b in zip(replies, replies[1:])), default=0.0)
+    return PingResult(sent, received, dups, round(gap * 1000, 1), tuple(replies))
 
 
 def start_ping(netns: str, ip: str, count: int, interval_s: float = 0.01) -> subprocess.Popen[str]:
@@ -75,6 +77,29 @@ def iperf3(server_ns: str, client_ns: str, server_ip: str, seconds: int = 3, por
         if server.poll() is None:
             server.kill()
         server.wait()
+
+
+_ECHO_REPLY = re.compile(r"^(\d+\.\d+) .*ICMP echo reply, id \d+, seq (\d+)", re.M)
+
+
+def start_reply_capture(netns: str, ip: str, seconds: float) -> subprocess.Popen[str]:
+    """Echo replies sent by `ip`, as they leave it, on every interface of a namespace, also the
+    ones created while this runs (a tap plugged during a migration). Bounded by time."""
+    argv = ["timeout", str(seconds), "tcpdump", "-n", "-l", "-tt", "-i", "any", "-Q", "in",
+            f"icmp[icmptype] == icmp-echoreply and src host {ip}"]
+    return subprocess.Popen(["ip", "netns", "exec", netns, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+
+
+def finish_reply_capture(p: subprocess.Popen[str]) -> list[tuple[float, int]]:
+    """(time, icmp seq) of every echo reply start_reply_capture saw, in time order."""
+    p.send_signal(2)  # tcpdump flushes on SIGINT
+    try:
+        out, _ = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    return sorted((float(m.group(1)), int(m.group(2))) for m in _ECHO_REPLY.finditer(out))
 
 
 def capture(netns: str, iface: str, seconds: float, bpf: str = "") -> str:
