@@ -17,6 +17,7 @@ from vdcos.cli.client import Client
 from vdcos.model import NodeSpec, Resources, pairs
 from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.sim import SimDriver
+from vdcos.storagepool.pool import SimPools
 from vdcos.scheduler.server import SchedulerServer, create_server
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
@@ -70,8 +71,8 @@ class Cluster:
                  ttl: int = 10) -> NodeAgent:
         driver = SimDriver(capacity, self.tmp / f"{name}.json")
         spec = NodeSpec(name, capacity, pairs(labels or {}), "sim", f"sim://{self.tmp / f'{name}.json'}")
-        agent = NodeAgent(self.store, spec, driver,
-                          lease_ttl=ttl, resync_s=0.5).start()
+        agent = NodeAgent(self.store, spec, driver, lease_ttl=ttl, resync_s=0.5,
+                          pools=SimPools(name, capacity.disk_gib)).start()
         self.agents[name] = agent
         wait_until(lambda: (v := self.server.cache.node(name)) is not None and v.status is not None)
         return agent

@@ -194,6 +194,19 @@ class AllocEntry:
     # succeeds (OpenStack Placement's migration consumer), the destination already holds its own.
     held_by: str = ""
 
+    @property
+    def is_volume(self) -> bool:
+        """A local volume's space on its host (volume_consumer()), not a VM."""
+        return self.vm.startswith(VOLUME_CONSUMER)
+
+
+VOLUME_CONSUMER = "volume/"
+
+
+def volume_consumer(volume: str) -> str:
+    """The allocation entry name of a local volume ('/' never occurs in a VM's name)."""
+    return VOLUME_CONSUMER + volume
+
 
 @dataclass(frozen=True, slots=True)
 class Allocation:
@@ -395,6 +408,61 @@ class Nic:
     device: str              # the tap on the host's br-int
     address: str             # ip/prefix the guest configures
     mtu: int = 1450
+
+
+class PoolKind(enum.Enum):
+    LOCAL = "local"      # a libvirt dir pool on one host: its volumes tie a VM to that host
+    SHARED = "shared"    # a directory every host sees (NFS or Ceph RBD in a real rack)
+
+
+class VolumeState(enum.Enum):
+    CREATING = "creating"    # recorded and accounted; the owning host's agent makes the file
+    AVAILABLE = "available"
+    FAILED = "failed"        # the agent could not make it (message says why)
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    name: str
+    pool: PoolKind
+    size_gib: int
+    # The host whose pool holds the file (local), or the host that creates it (shared).
+    host: str
+    image: str = ""          # a base disk image from vdcos.storagepool.images; "" = blank
+    vm: str = ""             # attached to; "" = free
+    state: VolumeState = VolumeState.CREATING
+    path: str = ""           # the file, once the agent made it
+    message: str = ""
+    snapshots: tuple[str, ...] = ()
+    created_at: float = 0.0
+
+    @property
+    def ties_to_host(self) -> bool:
+        return self.pool is PoolKind.LOCAL
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """What a host's agent reports about a storage pool it sees (under its lease)."""
+
+    host: str
+    pool: PoolKind
+    path: str
+    capacity_gib: float
+    available_gib: float
+    volumes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    """What a hypervisor driver needs to give a guest one volume."""
+
+    volume: str
+    path: str
+    device: str              # vda, vdb, ... in the order of VmSpec.volumes
+    shared: bool = False
+    size_gib: int = 0
+    image_path: str = ""     # the qcow2 backing file, "" = none
 
 
 # --- JSON codec -------------------------------------------------------------------------

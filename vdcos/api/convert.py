@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vdcos.model import (AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
+from vdcos.model import (PoolKind, PoolStatus, Volume, VolumeState, AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
                          PlacementRecord, Port, PortKind, QosClass, QosPolicy, Resources, SchedulerConfig, Strategy,
                          VmPhase, VmSpec, pairs)
 from vdcos.scheduler.cache import NodeView
@@ -14,6 +14,7 @@ from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import volume_service_pb2 as vol_pb
 
 QOS_TO_PB = {QosClass.GUARANTEED: pb.QOS_CLASS_GUARANTEED, QosClass.BURSTABLE: pb.QOS_CLASS_BURSTABLE,
              QosClass.BEST_EFFORT: pb.QOS_CLASS_BEST_EFFORT}
@@ -85,7 +86,7 @@ def node_to_pb(v: NodeView, config: SchedulerConfig) -> pb.Node:
         state=pb.NODE_STATE_READY if ready else pb.NODE_STATE_NOT_READY, cordoned=v.cordoned,
         allocatable=resources_to_pb(Resources.of(allocatable(cap, config.overcommit)[:, 0])),
         guaranteed=resources_to_pb(v.allocation.guaranteed), committed=resources_to_pb(v.allocation.committed),
-        vm_count=len(v.allocation.entries), last_heartbeat=ts(v.status.heartbeat if v.status else 0),
+        vm_count=sum(not e.is_volume for e in v.allocation.entries), last_heartbeat=ts(v.status.heartbeat if v.status else 0),
         driver=v.spec.driver, used=resources_to_pb(v.status.used if v.status else Resources()))
 
 
@@ -185,3 +186,20 @@ PORT_KIND_TO_PB = {PortKind.VM: net_pb.PORT_KIND_VM, PortKind.ENDPOINT: net_pb.P
 def port_to_pb(p: Port, bound: list[str]) -> net_pb.Port:
     return net_pb.Port(name=p.name, network=p.network, mac=p.mac, ip=p.ip, prefix_length=p.prefix,
                        kind=PORT_KIND_TO_PB[p.kind], host=p.host, bound_hosts=bound, max_mbps=p.mbps_limit)
+
+
+POOL_KIND_TO_PB = {PoolKind.LOCAL: vol_pb.POOL_KIND_LOCAL, PoolKind.SHARED: vol_pb.POOL_KIND_SHARED}
+POOL_KIND_FROM_PB = {v: k for k, v in POOL_KIND_TO_PB.items()}
+VOLUME_STATE_TO_PB = {VolumeState.CREATING: vol_pb.VOLUME_STATE_CREATING,
+                      VolumeState.AVAILABLE: vol_pb.VOLUME_STATE_AVAILABLE, VolumeState.FAILED: vol_pb.VOLUME_STATE_FAILED}
+
+
+def volume_to_pb(v: Volume) -> vol_pb.Volume:
+    return vol_pb.Volume(name=v.name, pool=POOL_KIND_TO_PB[v.pool], size_gib=v.size_gib, host=v.host, image=v.image,
+                         vm=v.vm, state=VOLUME_STATE_TO_PB[v.state], path=v.path, message=v.message,
+                         created_at=ts(v.created_at))
+
+
+def pool_to_pb(p: PoolStatus) -> vol_pb.Pool:
+    return vol_pb.Pool(host=p.host, kind=POOL_KIND_TO_PB[p.pool], path=p.path, capacity_gib=p.capacity_gib,
+                       available_gib=p.available_gib, volumes=p.volumes)

@@ -11,6 +11,7 @@ from vdcos.images import CATALOG, DEFAULT_PROFILE
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import volume_service_pb2 as vol_pb
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
@@ -194,4 +195,26 @@ def port(m: net_pb.CreatePortRequest) -> Violations:
             out.append(("ip", f"{m.ip[:64]!r} is not an IPv4 address"))
     if m.max_mbps > 1_000_000:
         out.append(("max_mbps", f"must be at most 1000000, got {m.max_mbps}"))
+    return out
+
+
+def volume(m: vol_pb.Volume, field: str = "volume") -> Violations:
+    from vdcos.storagepool import images
+    from vdcos.storagepool.volumes import MAX_SIZE_GIB
+
+    out: Violations = []
+    name(m.name, f"{field}.name", out)
+    if m.pool == vol_pb.POOL_KIND_UNSPECIFIED:
+        out.append((f"{field}.pool", "is required: POOL_KIND_LOCAL or POOL_KIND_SHARED"))
+    elif m.pool not in (vol_pb.POOL_KIND_LOCAL, vol_pb.POOL_KIND_SHARED):
+        out.append((f"{field}.pool", f"unknown pool kind {m.pool}"))
+    if not 1 <= m.size_gib <= MAX_SIZE_GIB:
+        out.append((f"{field}.size_gib", f"must be between 1 and {MAX_SIZE_GIB}, got {m.size_gib}"))
+    if m.host:
+        name(m.host, f"{field}.host", out)
+    if m.image and m.image not in images.CATALOG:
+        out.append((f"{field}.image", f"unknown image {m.image[:64]!r}; known: {', '.join(sorted(images.CATALOG))}"))
+    for f in ("vm", "path", "message"):
+        if getattr(m, f):
+            out.append((f"{field}.{f}", "is set by vdcos, not by a request"))
     return out

@@ -9,7 +9,7 @@ from grpc_status import rpc_status
 
 from vdcos.v1 import (capacity_service_pb2_grpc, migration_service_pb2_grpc, network_service_pb2_grpc, node_service_pb2_grpc,
                       placement_service_pb2_grpc)
-from vdcos.v1 import qos_policy_service_pb2_grpc, types_pb2, vm_service_pb2_grpc
+from vdcos.v1 import qos_policy_service_pb2_grpc, types_pb2, vm_service_pb2_grpc, volume_service_pb2_grpc
 
 
 class Client:
@@ -22,6 +22,7 @@ class Client:
         self.capacity = capacity_service_pb2_grpc.CapacityServiceStub(self.channel)
         self.migrations = migration_service_pb2_grpc.MigrationServiceStub(self.channel)
         self.networks = network_service_pb2_grpc.NetworkServiceStub(self.channel)
+        self.volumes = volume_service_pb2_grpc.VolumeServiceStub(self.channel)
 
     def __enter__(self) -> Client:
         return self

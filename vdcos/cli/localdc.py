@@ -127,7 +127,7 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
                 lv.start()
                 dc.procs[-1].pid = lv.pid()
                 dc.save()
-                argv += ["--libvirt-uri", lv.uri]
+                argv += ["--libvirt-uri", lv.uri, "--shared-pool", str(home / "pools" / "shared")]
             for k, v in capacity.items():
                 argv += [f"--{k.replace('_', '-')}", str(v)]
             dc.procs.append(_spawn(home, name, argv))

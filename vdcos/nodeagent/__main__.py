@@ -14,6 +14,7 @@ from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.driver import HypervisorDriver
 from vdcos.nodeagent.sim import SimDriver
 from vdcos.state.etcd import EtcdStore
+from vdcos.storagepool.pool import LibvirtPools, SimPools, StoragePools
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-mib", type=int, default=65536)
     ap.add_argument("--disk-gib", type=int, default=1000)
     ap.add_argument("--network-mbps", type=int, default=10000)
+    ap.add_argument("--shared-pool", type=Path, help="a folder every host sees: the shared storage pool")
     ap.add_argument("--label", action="append", default=[], help="key=value, repeatable")
     ap.add_argument("--lease-ttl", type=int, default=10)
     args = ap.parse_args(argv)
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args.state_dir.mkdir(parents=True, exist_ok=True)
     driver: HypervisorDriver
     network = None
+    pools: StoragePools
     if args.driver == "libvirt":
         if not args.libvirt_uri:
             ap.error("--libvirt-uri is required with --driver libvirt")
@@ -46,13 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         uri = args.libvirt_uri
         # A host started with its own namespace set (vdcos.host.network) has a switch to program.
         network = HostNetwork.load(args.state_dir)
+        pools = LibvirtPools(args.name, args.libvirt_uri, args.state_dir / "pools" / "local", args.shared_pool)
     else:
+        pools = SimPools(args.name, args.disk_gib)
         driver = SimDriver(capacity, args.state_dir / "domains.json")
         uri = f"sim://{args.state_dir / 'domains.json'}"
     store = EtcdStore(args.etcd)
     spec = NodeSpec(args.name, capacity, pairs(labels), driver.name, uri,
                     network.underlay_ip if network else "", network.underlay_mac if network else "")
-    agent = NodeAgent(store, spec, driver, lease_ttl=args.lease_ttl, network=network).start()
+    agent = NodeAgent(store, spec, driver, lease_ttl=args.lease_ttl, network=network, pools=pools).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

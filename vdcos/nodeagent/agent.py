@@ -17,12 +17,15 @@ from typing import Callable
 from vdcos.errors import VdcosError
 from vdcos.host.network import HostNetwork, NetworkError
 from vdcos.migration import records
-from vdcos.model import (Allocation, AllocEntry, Assignment, Migration, MigrationPhase, MigrationProgress,
-                         NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus, decode, dumps)
+from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Migration, MigrationPhase, MigrationProgress,
+                         NodeSpec, NodeStatus, PoolKind, Resources, SchedulerConfig, VmPhase, VmStatus,
+                         VolumeState, decode, dumps)
 from vdcos.nodeagent.driver import DomainState, DomainStats, DriverError, HypervisorDriver, MigrationCancelled
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
+from vdcos.storagepool import volumes
+from vdcos.storagepool.pool import StoragePools, VolumeReconciler
 from vdcos.vswitch import networks
 from vdcos.vswitch.controller import SwitchController, wait_bound
 
@@ -45,7 +48,7 @@ def register(store: Store, spec: NodeSpec, ttl: int, pid: int = 0) -> int:
 class NodeAgent:
     def __init__(self, store: Store, spec: NodeSpec, driver: HypervisorDriver, *,
                  lease_ttl: int = 10, resync_s: float = 5.0, status_s: float = 5.0,
-                 network: HostNetwork | None = None) -> None:
+                 network: HostNetwork | None = None, pools: StoragePools | None = None) -> None:
         self.store = store
         self.spec = spec
         self.driver = driver
@@ -74,6 +77,8 @@ class NodeAgent:
         self.network = network
         self.switch: SwitchController | None = None
         self.created: list[str] = []  # domains this process defined (tests: nothing twice)
+        self.storage = VolumeReconciler(store, spec.name, pools, lambda: self.lease) if pools else None
+        self._cancel_volumes: Callable[[], None] | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
@@ -97,6 +102,8 @@ class NodeAgent:
             self._cancel()
         if self._cancel_migrations:
             self._cancel_migrations()
+        if self._cancel_volumes:
+            self._cancel_volumes()
         for t in self._threads:
             t.join(5)
         if self.switch:
@@ -186,6 +193,11 @@ class NodeAgent:
             try:
                 if self._cancel is None:
                     self._subscribe()
+                if self.storage is not None:
+                    try:
+                        self.storage.sync()
+                    except Exception as e:  # a broken pool must not stop the VMs' reconcile
+                        log.warning("storage pools: %s", e)
                 self.reconcile()
             except (StoreError, DriverError) as e:
                 log.warning("reconcile failed, retrying: %s", e)
@@ -205,6 +217,15 @@ class NodeAgent:
             self._on_migration_records([(decode(Migration, json.loads(kv.value)), kv.mod_revision) for kv in kvs])
             self._cancel_migrations = self.store.watch_prefix(keys.MIGRATIONS, rev + 1, self._on_migrations,
                                                               self._on_migration_watch_error)
+        if self.storage is not None and self._cancel_volumes is None:
+            # Any volume change: make or remove files, then define VMs that waited for them.
+            self._cancel_volumes = self.store.watch_prefix(keys.VOLUMES, self.store.get_prefix(keys.VOLUMES)[1] + 1,
+                                                           lambda *_: self._wake.set(), self._on_volume_watch_error)
+
+    def _on_volume_watch_error(self, e: Exception) -> None:
+        log.error("volume watch failed (%s); subscribing again", e)
+        self._cancel_volumes = None
+        self._cancel = None  # the next reconcile round subscribes again
 
     # --- live migration -----------------------------------------------------------------
     def _on_migration_watch_error(self, e: Exception) -> None:
@@ -373,8 +394,12 @@ class NodeAgent:
                     self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")
                     continue
                 vanished = self._reported.get(name) or self._last_status(name)
+                disks = self._disks(a)
+                if disks is None:
+                    self._report(name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
+                    continue
                 nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
-                self.driver.define(a.spec, a.qos, tuple(nics))
+                self.driver.define(a.spec, a.qos, tuple(nics), disks)
                 self.driver.start(name)
                 self.created.append(name)
                 admitted = admitted.with_entry(AllocEntry(name, a.qos.qos_class, a.reserved))
@@ -388,6 +413,20 @@ class NodeAgent:
             else:
                 self.driver.start(name)
                 self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
+
+    def _disks(self, a: Assignment) -> tuple[Disk, ...] | None:
+        """The VM's volumes as disks, in its order; None while one is not made yet."""
+        out = []
+        for i, name in enumerate(a.spec.volumes):
+            try:
+                v = volumes.get(self.store, name)
+            except VdcosError:
+                return None
+            if v.state is not VolumeState.AVAILABLE or (v.ties_to_host and v.host != self.spec.name):
+                return None
+            out.append(Disk(v.name, v.path, "vd" + "abcdefghijklmnopqrstuvwxyz"[i], v.pool is PoolKind.SHARED,
+                            v.size_gib))
+        return tuple(out)
 
     def _last_status(self, vm: str) -> VmStatus | None:
         """What this host last said about a VM, from etcd: a restarted agent remembers too."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from vdcos.model import MigrationOptions, MigrationProgress, Nic, QosSettings, Resources, VmSpec, decode, encode
+from vdcos.model import Disk, MigrationOptions, MigrationProgress, Nic, QosSettings, Resources, VmSpec, decode, encode
 from vdcos.nodeagent.driver import (DomainInfo, DomainState, DomainStats, DriverError, MigrationCancelled,
                                     MigrationResult)
 
@@ -69,7 +69,8 @@ class SimDriver:
             self._reload()
             return [DomainInfo(d.name, d.uuid, d.state, d.qos) for d in self._domains.values()]
 
-    def define(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = ()) -> DomainInfo:
+    def define(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = (),
+               disks: tuple[Disk, ...] = ()) -> DomainInfo:
         with self._lock:
             dom = self._domains.get(spec.name)
             if dom is None:

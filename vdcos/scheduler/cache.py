@@ -281,7 +281,8 @@ class ClusterCache:
             counts = {c.value: 0 for c in QosClass}
             for a, _ in self.allocs.values():
                 for e in a.entries:
-                    counts[e.qos_class.value] += 1
+                    if not e.is_volume:
+                        counts[e.qos_class.value] += 1
             return counts
 
     def policy_users(self, policy: str) -> list[str]:

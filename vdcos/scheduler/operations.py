@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound
+from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from vdcos.migration import records
-from vdcos.model import (Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, Port, PortKind, QosPolicy,
-                         Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus, decode)
+from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, PoolKind,
+                         PoolStatus, Port, PortKind, QosPolicy, Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus,
+                         Volume, decode)
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
 from vdcos.scheduler.worker import Placed, Scheduler, dumps
 from vdcos.state import keys
 from vdcos.state.store import KV, Compare, Delete, Put, Store
+from vdcos.storagepool import volumes
 from vdcos.vswitch import networks
 
 
@@ -50,13 +52,33 @@ class Operations:
     async def create_vm_async(self, spec: VmSpec, request_id: str = "") -> VmRecord:
         # The VM's NICs (address and MAC) exist before it is placed, so the agent that starts
         # it can plug them; a refused VM gives them back.
-        ports = await asyncio.to_thread(self._allocate_nics, spec)
+        # Its volumes are claimed first too: a local one decides the host.
+        claimed = await asyncio.to_thread(self._claim_volumes, spec)
         try:
-            placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id))
+            ports = await asyncio.to_thread(self._allocate_nics, spec)
+        except BaseException:
+            await asyncio.to_thread(self._release_volumes, spec, claimed)
+            raise
+        host = volumes.pinned_host(claimed)
+        why = f"local volume {next(v.name for v in claimed if v.ties_to_host)} lives on {host}" if host else ""
+        try:
+            placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id, host, why))
         except BaseException:
             await asyncio.to_thread(networks.delete_ports, self.store, ports)
+            await asyncio.to_thread(self._release_volumes, spec, claimed)
             raise
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+
+    def _claim_volumes(self, spec: VmSpec) -> list[Volume]:
+        if not spec.volumes:
+            return []
+        if self.store.get(keys.vm_spec(spec.name)) is not None:
+            raise AlreadyExists(f"vm {spec.name!r} already exists")
+        return volumes.attach_all(self.store, spec.name, spec.volumes)
+
+    def _release_volumes(self, spec: VmSpec, claimed: list[Volume]) -> None:
+        for v in claimed:
+            volumes.update(self.store, v.name, lambda x: replace(x, vm="") if x.vm == spec.name else None)
 
     def _allocate_nics(self, spec: VmSpec) -> list[Port]:
         if not spec.networks or self.store.get(keys.vm_spec(spec.name)) is not None:
@@ -79,12 +101,50 @@ class Operations:
     def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation:
         return self.scheduler.explain(spec, request_id, limit)
 
-    def delete_vm(self, name: str) -> None:
+    def delete_vm(self, name: str, keep_volumes: bool = False) -> None:
         kv = self.store.get(keys.vm_spec(name))
         self.scheduler.delete(name)
         if kv is not None:
             spec = decode(VmSpec, json.loads(kv.value))
             networks.delete_ports(self.store, networks.vm_ports(self.store, name, spec.networks))
+            # Cinder's delete_on_termination, on by default: no volume outlives its VM unasked.
+            volumes.detach_all(self.store, name, delete_them=not keep_volumes)
+
+    # --- volumes ------------------------------------------------------------------------------
+    def create_volume(self, name: str, pool: PoolKind, size_gib: int, host: str = "", image: str = "") -> Volume:
+        if host:
+            self.node(host)
+        else:
+            host = self._volume_host(pool, size_gib)
+        return volumes.create(self.store, name, pool, size_gib, host, image)
+
+    def _volume_host(self, pool: PoolKind, size_gib: int) -> str:
+        """A local volume goes to the ready host with the most free disk; a shared one is made by
+        any ready host (the one with the most free disk, to spread the work)."""
+        snap = self.cache.snapshot()
+        usable = snap.present & snap.ready & ~snap.cordoned
+        j = DIMENSIONS.index("disk_gib")
+        free = np.minimum(snap.capacity[j] - snap.guaranteed[j], snap.allocatable[j] - snap.committed[j])
+        free = np.where(usable, free, -np.inf)
+        if not usable.any():
+            raise ResourceExhausted("no ready node to create the volume on")
+        best = int(np.argmax(free))
+        if pool is PoolKind.LOCAL and free[best] < size_gib:
+            raise ResourceExhausted(f"no local pool has {size_gib} GiB free (largest: {max(free[best], 0):.0f} GiB "
+                                    f"on {snap.names[best]})")
+        return str(snap.names[best])
+
+    def get_volume(self, name: str) -> Volume:
+        return volumes.get(self.store, name)
+
+    def list_volumes(self, vm: str = "", host: str = "") -> list[Volume]:
+        return volumes.list_volumes(self.store, vm, host)
+
+    def delete_volume(self, name: str) -> None:
+        volumes.delete(self.store, name)
+
+    def pools(self) -> list[PoolStatus]:
+        return sorted(volumes.pools(self.store), key=lambda p: (p.pool.value, p.host))
 
     # --- tenant networks --------------------------------------------------------------------
     def create_network(self, name: str, cidr: str, vni: int = 0) -> Network:

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.operations import Operations
 from vdcos.scheduler.service import (CapacityServicer, MigrationServicer, NetworkServicer, NodeServicer,
-                                     PlacementServicer, QosPolicyServicer, VmServicer)
+                                     PlacementServicer, QosPolicyServicer, VmServicer, VolumeServicer)
 from vdcos.scheduler.worker import Scheduler
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
@@ -29,7 +29,7 @@ from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration
                       migration_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
                       qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2,
-                      vm_service_pb2_grpc)
+                      vm_service_pb2_grpc, volume_service_pb2, volume_service_pb2_grpc)
 
 log = logging.getLogger("vdcos.scheduler")
 
@@ -46,6 +46,8 @@ SERVICES = (
      MigrationServicer),
     (network_service_pb2, "NetworkService", network_service_pb2_grpc.add_NetworkServiceServicer_to_server,
      NetworkServicer),
+    (volume_service_pb2, "VolumeService", volume_service_pb2_grpc.add_VolumeServiceServicer_to_server,
+     VolumeServicer),
 )
 
 

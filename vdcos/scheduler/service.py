@@ -22,6 +22,8 @@ from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import migration_service_pb2_grpc as mig_grpc
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import network_service_pb2_grpc as net_grpc
+from vdcos.v1 import volume_service_pb2 as vol_pb
+from vdcos.v1 import volume_service_pb2_grpc as vol_grpc
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import node_service_pb2_grpc as node_grpc
 from vdcos.v1 import placement_service_pb2 as place_pb
@@ -95,7 +97,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
     @rpc
     async def DeleteVm(self, request: vm_pb.DeleteVmRequest, context: Ctx) -> vm_pb.DeleteVmResponse:
         _name(request.name)
-        await blocking(self.ops.delete_vm, request.name)
+        await blocking(self.ops.delete_vm, request.name, request.keep_volumes)
         return vm_pb.DeleteVmResponse()
 
     @stream_rpc
@@ -333,3 +335,39 @@ class NetworkServicer(net_grpc.NetworkServiceServicer):
         _name(request.name)
         await blocking(self.ops.delete_endpoint, request.network, request.name)
         return net_pb.DeletePortResponse()
+
+
+class VolumeServicer(vol_grpc.VolumeServiceServicer):
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
+
+    @rpc
+    async def CreateVolume(self, request: vol_pb.CreateVolumeRequest, context: Ctx) -> vol_pb.CreateVolumeResponse:
+        validate.check(validate.volume(request.volume) if request.HasField("volume") else [("volume", "is required")])
+        v = request.volume
+        return vol_pb.CreateVolumeResponse(volume=convert.volume_to_pb(await blocking(
+            self.ops.create_volume, v.name, convert.POOL_KIND_FROM_PB[v.pool], v.size_gib, v.host, v.image)))
+
+    @rpc
+    async def GetVolume(self, request: vol_pb.GetVolumeRequest, context: Ctx) -> vol_pb.GetVolumeResponse:
+        _name(request.name)
+        return vol_pb.GetVolumeResponse(volume=convert.volume_to_pb(await blocking(self.ops.get_volume, request.name)))
+
+    @rpc
+    async def ListVolumes(self, request: vol_pb.ListVolumesRequest, context: Ctx) -> vol_pb.ListVolumesResponse:
+        if request.vm:
+            _name(request.vm, "vm")
+        if request.host:
+            _name(request.host, "host")
+        vols = await blocking(self.ops.list_volumes, request.vm, request.host)
+        return vol_pb.ListVolumesResponse(volumes=[convert.volume_to_pb(v) for v in vols])
+
+    @rpc
+    async def DeleteVolume(self, request: vol_pb.DeleteVolumeRequest, context: Ctx) -> vol_pb.DeleteVolumeResponse:
+        _name(request.name)
+        await blocking(self.ops.delete_volume, request.name)
+        return vol_pb.DeleteVolumeResponse()
+
+    @rpc
+    async def ListPools(self, request: vol_pb.ListPoolsRequest, context: Ctx) -> vol_pb.ListPoolsResponse:
+        return vol_pb.ListPoolsResponse(pools=[convert.pool_to_pb(p) for p in await blocking(self.ops.pools)])

@@ -79,8 +79,8 @@ class Scheduler:
         self._thread.join(10)
 
     # --- public calls -------------------------------------------------------------------
-    def submit(self, spec: VmSpec, request_id: str = "") -> Future[Placed]:
-        p = _Pending(PlacementRequest(spec, request_id))
+    def submit(self, spec: VmSpec, request_id: str = "", pinned: str = "", pinned_because: str = "") -> Future[Placed]:
+        p = _Pending(PlacementRequest(spec, request_id, pinned=pinned, pinned_because=pinned_because))
         self._queue.put(p)
         return p.future
 

@@ -16,6 +16,8 @@ NETWORKS = ROOT + "networks/"
 VNIS = ROOT + "vnis/"
 PORTS = ROOT + "ports/"
 BINDINGS = ROOT + "bindings/"
+VOLUMES = ROOT + "volumes/"
+POOLS = ROOT + "pools/"
 
 
 def policy(name: str) -> str:
@@ -100,6 +102,15 @@ def binding_prefix(net: str, port_name: str) -> str:
 def binding(net: str, port_name: str, host: str) -> str:
     """A port plugged into a host's switch, under that host's lease: two hosts during a move."""
     return f"{binding_prefix(net, port_name)}{host}"
+
+
+def volume(name: str) -> str:
+    return VOLUMES + name
+
+
+def pool(host: str, kind: str) -> str:
+    """A host's report on a pool it sees, under the host's lease."""
+    return f"{POOLS}{host}/{kind}"
 
 
 def split(key: str, prefix: str) -> list[str]:

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from vdcos.images import CATALOG, DEFAULT_PROFILE, GuestImage
-from vdcos.model import Nic, QosSettings, VmSpec, decode, encode
+from vdcos.model import Disk, Nic, QosSettings, VmSpec, decode, encode
 
 NS = "https://vdcos.dev/xmlns/domain/1"
 # Inside the host's mount namespace; the agent finds it at <host folder>/log/qemu/.
@@ -43,7 +43,8 @@ def _sub(parent: ET.Element, tag: str, text: str | int | None = None, **attrs: s
     return e
 
 
-def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage, nics: tuple[Nic, ...] = ()) -> str:
+def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage, nics: tuple[Nic, ...] = (),
+               disks: tuple[Disk, ...] = ()) -> str:
     profile = CATALOG[spec.image or DEFAULT_PROFILE]
     vcpus = max(spec.resources.vcpus, 1)
     dom = ET.Element("domain", type="qemu")  # TCG: KVM does not boot Linux guests on these hosts
@@ -76,11 +77,44 @@ def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage, nics: tuple[Ni
     serial = _sub(dev, "serial", type="file")
     _sub(serial, "source", path=console_path(spec.name), append="on")
     _sub(serial, "target", port="0")
+    for d in disks:
+        _disk(dev, d, qos)
     for n in nics:
         _interface(dev, n)
     _sub(dev, "memballoon", model="none")
     ET.register_namespace("vdcos", NS)
     return ET.tostring(dom, encoding="unicode")
+
+
+def _disk(dev: ET.Element, d: Disk, qos: QosSettings) -> None:
+    """A volume as a virtio disk, throttled by QEMU as the VM's QoS policy says."""
+    disk = _sub(dev, "disk", type="file", device="disk")
+    # No host page cache: the guest's writes are on the volume when it says so, which is
+    # what a copy-storage migration and a shared pool need.
+    _sub(disk, "driver", name="qemu", type="qcow2", cache="none", discard="unmap")
+    _sub(disk, "source", file=d.path)
+    _sub(disk, "target", dev=d.device, bus="virtio")
+    _sub(disk, "serial", d.volume[:20])
+    if d.shared:
+        _sub(disk, "shareable")
+    iotune = iotune_of(qos)
+    if iotune:
+        tune = _sub(disk, "iotune")
+        for k, v in iotune.items():
+            _sub(tune, k, v)
+
+
+def disk_targets(xml: str) -> list[str]:
+    return [t.get("dev", "") for t in ET.fromstring(xml).findall("devices/disk/target")]
+
+
+def iotune_of(qos: QosSettings) -> dict[str, int]:
+    out = {}
+    if qos.disk_iops_limit:
+        out["total_iops_sec"] = qos.disk_iops_limit
+    if qos.disk_mbps_limit:
+        out["total_bytes_sec"] = qos.disk_mbps_limit * 1024 * 1024
+    return out
 
 
 def _interface(dev: ET.Element, n: Nic) -> None:

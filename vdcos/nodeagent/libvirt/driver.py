@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 import libvirt
 
 from vdcos.images import GuestImage
-from vdcos.model import MigrationOptions, MigrationProgress, Nic, QosSettings, Resources, VmSpec
+from vdcos.model import Disk, MigrationOptions, MigrationProgress, Nic, QosSettings, Resources, VmSpec
 from vdcos.nodeagent.driver import (DomainInfo, DomainState, DomainStats, DriverError, MigrationCancelled,
                                     MigrationResult)
 from vdcos.nodeagent.libvirt import domain
@@ -126,13 +126,14 @@ class LibvirtDriver:
         limit = int(dom.memoryParameters(libvirt.VIR_DOMAIN_AFFECT_LIVE).get("hard_limit", 0))
         return 0 if limit >= UNLIMITED_KIB else limit
 
-    def define(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = ()) -> DomainInfo:
+    def define(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = (),
+               disks: tuple[Disk, ...] = ()) -> DomainInfo:
         dom = self._dom(spec.name)
         if dom is None:
             console = self.console_file(spec.name)
             if console is not None:
                 console.unlink(missing_ok=True)  # a new VM of an old name starts a new log
-            xml = domain.domain_xml(spec, qos, self._image, nics)
+            xml = domain.domain_xml(spec, qos, self._image, nics, disks)
             dom = self._call(lambda c: c.defineXML(xml))
         return DomainInfo(dom.name(), dom.UUIDString(), DomainState.STOPPED, qos)
 
@@ -177,6 +178,9 @@ class LibvirtDriver:
         dom.setSchedulerParametersFlags(sched, flags)
         limit = memory_hard_limit_kib(qos)
         dom.setMemoryParameters({"hard_limit": limit or UNLIMITED_KIB}, flags)
+        tune = {"total_iops_sec": 0, "total_bytes_sec": 0} | domain.iotune_of(qos)
+        for dev in domain.disk_targets(dom.XMLDesc(0)):
+            dom.setBlockIoTune(dev, tune, flags)
 
     def apply_qos(self, name: str, qos: QosSettings) -> None:
         dom = self._must(name)

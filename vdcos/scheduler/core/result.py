@@ -13,6 +13,9 @@ class PlacementRequest:
     request_id: str = ""
     # Nodes ruled out for this request only: a live migration's source.
     avoid: tuple[str, ...] = ()
+    # The one node the VM can run on, and why: the host of its local volumes.
+    pinned: str = ""
+    pinned_because: str = ""
 
     @property
     def seed_key(self) -> str:

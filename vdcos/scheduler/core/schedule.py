@@ -92,6 +92,16 @@ def _avoid(v: _View, a: _Ask) -> tuple[Mask, str] | None:
     return mask, "the VM runs there already"
 
 
+def _pinned(v: _View, a: _Ask) -> tuple[Mask, str] | None:
+    if not a.request.pinned:
+        return None
+    mask = np.zeros(v.snap.size, dtype=bool)
+    i = v.snap.index.get(a.request.pinned)
+    if i is not None:
+        mask[i] = True
+    return mask, a.request.pinned_because or f"the VM must run on {a.request.pinned}"
+
+
 def _group(v: _View, a: _Ask) -> tuple[Mask, str] | None:
     spec = a.request.spec
     if not spec.placement_group or not spec.group_policy.hard:
@@ -113,6 +123,7 @@ NODE_STATE_FILTERS: tuple[tuple[str, Filter], ...] = (
 )
 REQUEST_FILTERS: tuple[tuple[str, Filter], ...] = (
     ("avoid_nodes", _avoid),
+    ("local_volumes", _pinned),
     ("node_selector", _node_selector),
     ("placement_group", _group),
 )
@@ -260,9 +271,10 @@ def _reject(view: _View, ask: _Ask, considered: Mask, short_phys: Mask, short_ov
                                            int(max(col[best], 0)), snap.names[best]))
     # Could it fit if every node came back, uncordoned and emptied? Then it is worth retrying.
     static = snap.present & _selector_mask(view, ask)
-    avoided = _avoid(view, ask)
-    if avoided is not None:
-        static &= avoided[0]
+    for static_filter in (_avoid, _pinned):
+        got = static_filter(view, ask)
+        if got is not None:
+            static &= got[0]
     fit_empty = fit_matrix(snap.capacity, snap.allocatable, ask.fit_demand, ask.policy.qos_class)
     retryable = bool((static & fit_empty.ok).any())
     total = int(snap.present.sum())

@@ -1,0 +1,127 @@
+"""Volumes through the gRPC API on sim hosts and a real etcd: a local volume's space counts on its
+host, a VM with it runs there, a VM's volumes go with it, and bad requests change nothing."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from tests.conftest import Cluster, details, wait_until
+from vdcos.model import PoolKind, Resources
+from vdcos.v1 import node_service_pb2 as node_pb
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.v1 import volume_service_pb2 as vol_pb
+
+pytestmark = pytest.mark.etcd
+HOST = Resources(16, 65536, 100, 10000)
+
+
+def vol(name: str, size: int, pool: int = vol_pb.POOL_KIND_LOCAL, host: str = "", image: str = "") -> vol_pb.Volume:
+    return vol_pb.Volume(name=name, pool=pool, size_gib=size, host=host, image=image)
+
+
+def create(c: Cluster, v: vol_pb.Volume) -> vol_pb.Volume:
+    return c.client.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=v)).volume
+
+
+def state(c: Cluster, name: str) -> int:
+    return c.client.volumes.GetVolume(vol_pb.GetVolumeRequest(name=name)).volume.state
+
+
+def vm(name: str, volumes: list[str]) -> pb.VmSpec:
+    return pb.VmSpec(name=name, volumes=volumes, resources=pb.Resources(vcpus=1, memory_mib=128))
+
+
+def test_a_vm_runs_where_its_local_volume_lives_and_takes_it_along(cluster: Cluster) -> None:
+    for h in ("h1", "h2", "h3"):
+        cluster.add_node(h, HOST)
+    create(cluster, vol("data", 10, host="h2", image="pattern"))
+    wait_until(lambda: state(cluster, "data") == vol_pb.VOLUME_STATE_AVAILABLE)
+    placed = cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm("db", ["data"]))).vm
+    assert placed.placement.node == "h2"
+    v = cluster.client.volumes.GetVolume(vol_pb.GetVolumeRequest(name="data")).volume
+    assert v.vm == "db" and v.path
+    node = cluster.client.nodes.GetNode(node_pb.GetNodeRequest(name="h2")).node
+    assert node.committed.disk_gib == 10 and node.vm_count == 1
+    cluster.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="db"))
+    assert not cluster.client.volumes.ListVolumes(vol_pb.ListVolumesRequest()).volumes
+    storage = cluster.agents["h2"].storage
+    assert storage is not None
+    wait_until(lambda: not storage.pools.files(PoolKind.LOCAL))
+
+
+def test_shared_volumes_do_not_tie_and_keep_volumes_detaches(cluster: Cluster) -> None:
+    cluster.add_node("h1", HOST)
+    cluster.add_node("h2", HOST)
+    create(cluster, vol("s1", 5, vol_pb.POOL_KIND_SHARED))
+    wait_until(lambda: state(cluster, "s1") == vol_pb.VOLUME_STATE_AVAILABLE)
+    cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm("app", ["s1"])))
+    with pytest.raises(grpc.RpcError) as e:  # one VM per volume
+        cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm("app2", ["s1"])))
+    assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.RpcError) as e:
+        cluster.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="s1"))
+    assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    cluster.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="app", keep_volumes=True))
+    left = cluster.client.volumes.ListVolumes(vol_pb.ListVolumesRequest()).volumes
+    assert [(v.name, v.vm) for v in left] == [("s1", "")]
+
+
+def test_local_volumes_never_overfill_a_host_under_concurrency(cluster: Cluster) -> None:
+    cluster.add_node("h1", HOST)  # 100 GiB
+    def one(i: int) -> bool:
+        try:
+            create(cluster, vol(f"v{i}", 30, host="h1"))
+            return True
+        except grpc.RpcError as e:
+            assert e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            return False
+    with ThreadPoolExecutor(8) as ex:
+        ok = sum(ex.map(one, range(8)))
+    assert ok == 3
+    # And a VM asking for more disk than is left is refused, naming disk.
+    with pytest.raises(grpc.RpcError) as e:
+        cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=pb.VmSpec(
+            name="big", resources=pb.Resources(vcpus=1, memory_mib=128, disk_gib=20))))
+    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "disk_gib" in (e.value.details() or "")
+
+
+def test_a_vm_whose_local_volumes_live_on_a_full_host_is_refused_and_releases_them(cluster: Cluster) -> None:
+    cluster.add_node("h1", Resources(1, 65536, 100, 10000))
+    cluster.add_node("h2", HOST)
+    create(cluster, vol("d", 5, host="h1"))
+    with pytest.raises(grpc.RpcError) as e:
+        cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=pb.VmSpec(
+            name="needs-d", volumes=["d"], resources=pb.Resources(vcpus=8, memory_mib=128))))
+    assert "local volume d lives on h1" in (e.value.details() or "")
+    assert cluster.client.volumes.GetVolume(vol_pb.GetVolumeRequest(name="d")).volume.vm == ""
+
+
+@pytest.mark.parametrize("v, field", [
+    (vol("", 1), "volume.name"),
+    (vol("x", 0), "volume.size_gib"),
+    (vol("x", 1, pool=vol_pb.POOL_KIND_UNSPECIFIED), "volume.pool"),
+    (vol("x", 1, image="windows"), "volume.image"),
+    (vol("Bad_Name", 1), "volume.name"),
+])
+def test_bad_volume_requests_name_the_field_and_write_nothing(cluster: Cluster, v: vol_pb.Volume, field: str) -> None:
+    cluster.add_node("h1", HOST)
+    with pytest.raises(grpc.RpcError) as e:
+        create(cluster, v)
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert any(field in str(d) for d in details(e.value))
+    assert not cluster.client.volumes.ListVolumes(vol_pb.ListVolumesRequest()).volumes
+
+
+def test_volumes_bigger_than_any_pool_or_unknown_are_refused(cluster: Cluster) -> None:
+    cluster.add_node("h1", HOST)
+    with pytest.raises(grpc.RpcError) as e:
+        create(cluster, vol("huge", 500))
+    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as e:
+        cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm("ghost", ["nope"])))
+    assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert not cluster.client.vms.ListVms(vm_pb.ListVmsRequest()).vms
+    assert not cluster.client.volumes.ListVolumes(vol_pb.ListVolumesRequest()).volumes

@@ -1,0 +1,182 @@
+"""Volume records in etcd: create, attach, resize, snapshot, delete. No disk I/O here: the agent
+of the volume's host makes and removes the files (pool.py), from these records.
+
+A local volume's space is an entry in its host's allocation record (`volume/<name>`), written in
+the same transaction as the volume and compared on that record's revision like every placement,
+so volumes and VMs never over-fill a host's disk together. A shared volume is checked against
+the shared pool's free space as its hosts report it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from vdcos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from vdcos.model import (AllocEntry, Allocation, NodeSpec, PoolKind, PoolStatus, QosClass, Resources,
+                         SchedulerConfig, Volume, VolumeState, decode, dumps, volume_consumer)
+from vdcos.scheduler.core.fit import fits
+from vdcos.state import keys
+from vdcos.state.store import Compare, Delete, Op, Put, Store
+from vdcos.storagepool import images
+
+ATTEMPTS = 20
+MAX_SIZE_GIB = 16384
+
+
+def get(store: Store, name: str) -> Volume:
+    kv = store.get(keys.volume(name))
+    if kv is None:
+        raise NotFound(f"volume {name!r} not found")
+    return decode(Volume, json.loads(kv.value))
+
+
+def list_volumes(store: Store, vm: str = "", host: str = "") -> list[Volume]:
+    kvs, _ = store.get_prefix(keys.VOLUMES)
+    vols = (decode(Volume, json.loads(kv.value)) for kv in kvs)
+    return sorted((v for v in vols if (not vm or v.vm == vm) and (not host or v.host == host)), key=lambda v: v.name)
+
+
+def pools(store: Store) -> list[PoolStatus]:
+    kvs, _ = store.get_prefix(keys.POOLS)
+    return [decode(PoolStatus, json.loads(kv.value)) for kv in kvs]
+
+
+def shared_available_gib(store: Store) -> float:
+    """Free space in the shared pool, minus what recorded but not yet written volumes will take."""
+    reports = [p for p in pools(store) if p.pool is PoolKind.SHARED]
+    if not reports:
+        return 0.0
+    pending = sum(v.size_gib for v in list_volumes(store) if v.pool is PoolKind.SHARED
+                  and v.state is VolumeState.CREATING)
+    return min(p.available_gib for p in reports) - pending
+
+
+def check_size(size_gib: int, field: str = "volume.size_gib") -> None:
+    if not 1 <= size_gib <= MAX_SIZE_GIB:
+        why = f"must be between 1 and {MAX_SIZE_GIB} GiB, got {size_gib}"
+        raise InvalidArgument(f"{field} {why}", details=[(field, why)])
+
+
+def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, image: str = "") -> Volume:
+    """Record the volume on `host` (the caller picked it) and account its space there."""
+    check_size(size_gib)
+    if image and image not in images.CATALOG:
+        why = f"unknown image {image!r}; known: {', '.join(sorted(images.CATALOG))}"
+        raise InvalidArgument(f"volume.image: {why}", details=[("volume.image", why)])
+    if image and size_gib * 1024 < images.CATALOG[image].size_mib:
+        why = f"image {image} needs at least {images.CATALOG[image].size_mib} MiB"
+        raise InvalidArgument(f"volume.size_gib: {why}", details=[("volume.size_gib", why)])
+    for _ in range(ATTEMPTS):
+        if store.get(keys.volume(name)) is not None:
+            raise AlreadyExists(f"volume {name!r} already exists")
+        node_kv = store.get(keys.node_spec(host))
+        if node_kv is None:
+            raise NotFound(f"node {host!r} not found")
+        vol = Volume(name, pool, size_gib, host, image, created_at=time.time())
+        compares = [Compare(keys.volume(name), "create", "==", 0)]
+        ops: list[Op] = [Put(keys.volume(name), dumps(vol))]
+        if pool is PoolKind.LOCAL:
+            alloc_kv = store.get(keys.alloc(host))
+            alloc = decode(Allocation, json.loads(alloc_kv.value)) if alloc_kv else Allocation(host)
+            config_kv = store.get(keys.CONFIG)
+            config = decode(SchedulerConfig, json.loads(config_kv.value)) if config_kv else SchedulerConfig()
+            capacity = decode(NodeSpec, json.loads(node_kv.value)).capacity
+            short = fits(capacity, config.overcommit, alloc, Resources(disk_gib=size_gib), QosClass.GUARANTEED)
+            if short:
+                raise ResourceExhausted(f"{host}'s local pool has {short[0].free} GiB free, "
+                                        f"volume {name} needs {size_gib} GiB")
+            entry = AllocEntry(volume_consumer(name), QosClass.GUARANTEED, Resources(disk_gib=size_gib))
+            compares.append(Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision if alloc_kv else 0))
+            ops.append(Put(keys.alloc(host), dumps(alloc.with_entry(entry))))
+        else:
+            free = shared_available_gib(store)
+            if free < size_gib:
+                raise ResourceExhausted(f"the shared pool has {free:.1f} GiB free, volume {name} needs {size_gib} GiB")
+        if store.txn(compares, ops).succeeded:
+            return vol
+    raise ResourceExhausted(f"volume {name}: too many concurrent changes on {host}; try again")
+
+
+def update(store: Store, name: str, change: Callable[[Volume], Volume | None]) -> Volume:
+    """Compare-and-swap on one volume record; `change` returns None to leave it alone."""
+    for _ in range(ATTEMPTS):
+        kv = store.get(keys.volume(name))
+        if kv is None:
+            raise NotFound(f"volume {name!r} not found")
+        vol = decode(Volume, json.loads(kv.value))
+        new = change(vol)
+        if new is None:
+            return vol
+        if store.txn([Compare(keys.volume(name), "mod", "==", kv.mod_revision)],
+                     [Put(keys.volume(name), dumps(new))]).succeeded:
+            return new
+    raise ResourceExhausted(f"volume {name}: too many concurrent updates; try again")
+
+
+def delete(store: Store, name: str, *, detach_first: bool = False) -> None:
+    """Remove the record and give back its space; the host's agent then removes the file."""
+    for _ in range(ATTEMPTS):
+        kv = store.get(keys.volume(name))
+        if kv is None:
+            raise NotFound(f"volume {name!r} not found")
+        vol = decode(Volume, json.loads(kv.value))
+        if vol.vm and not detach_first:
+            raise FailedPrecondition(f"volume {name} is attached to VM {vol.vm}; detach it or delete the VM")
+        compares = [Compare(keys.volume(name), "mod", "==", kv.mod_revision)]
+        ops: list[Op] = [Delete(keys.volume(name))]
+        if vol.pool is PoolKind.LOCAL:
+            alloc_kv = store.get(keys.alloc(vol.host))
+            if alloc_kv is not None:
+                alloc = decode(Allocation, json.loads(alloc_kv.value))
+                compares.append(Compare(keys.alloc(vol.host), "mod", "==", alloc_kv.mod_revision))
+                ops.append(Put(keys.alloc(vol.host), dumps(alloc.without(volume_consumer(name)))))
+        if store.txn(compares, ops).succeeded:
+            return
+    raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
+
+
+def attach_all(store: Store, vm: str, names: tuple[str, ...]) -> list[Volume]:
+    """Claim free volumes for a VM being created, all or none. Returns them in the VM's order."""
+    if not names:
+        return []
+    for _ in range(ATTEMPTS):
+        kvs = [store.get(keys.volume(n)) for n in names]
+        missing = [n for n, kv in zip(names, kvs) if kv is None]
+        if missing:
+            why = f"volume {missing[0]!r} not found"
+            raise InvalidArgument(f"spec.volumes: {why}", details=[("spec.volumes", why)])
+        vols = [decode(Volume, json.loads(kv.value)) for kv in kvs if kv is not None]
+        for v in vols:
+            if v.vm and v.vm != vm:
+                raise FailedPrecondition(f"volume {v.name} is attached to VM {v.vm}")
+            if v.state is VolumeState.FAILED:
+                raise FailedPrecondition(f"volume {v.name} failed: {v.message}")
+        local_hosts = sorted({v.host for v in vols if v.ties_to_host})
+        if len(local_hosts) > 1:
+            raise FailedPrecondition(f"VM {vm}'s local volumes live on different hosts ({', '.join(local_hosts)}); "
+                                     "one VM runs on one host")
+        compares = [Compare(keys.volume(v.name), "mod", "==", kv.mod_revision)
+                    for v, kv in zip(vols, kvs) if kv is not None]
+        attached = [replace(v, vm=vm) for v in vols]
+        if store.txn(compares, [Put(keys.volume(v.name), dumps(v)) for v in attached]).succeeded:
+            return attached
+    raise ResourceExhausted(f"volumes of {vm}: too many concurrent changes; try again")
+
+
+def detach_all(store: Store, vm: str, delete_them: bool) -> None:
+    """When a VM goes: its volumes are freed, or deleted with it."""
+    for v in list_volumes(store, vm=vm):
+        if delete_them:
+            try:
+                delete(store, v.name, detach_first=True)
+            except NotFound:
+                pass
+        else:
+            update(store, v.name, lambda x: replace(x, vm="") if x.vm == vm else None)
+
+
+def pinned_host(vols: list[Volume]) -> str:
+    """Where a VM with these volumes must run: the host of its local volumes, or anywhere."""
+    return next((v.host for v in vols if v.ties_to_host), "")
