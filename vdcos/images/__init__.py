@@ -33,6 +33,8 @@ class Profile:
             return f"{base} burn={max(vcpus, 1)}"
         if self.name == "mem-dirty":
             return f"{base} dirty=64"
+        if self.name == "disk-read":
+            return f"{base} diskread=vda"
         return base
 
 
@@ -41,6 +43,7 @@ CATALOG: dict[str, Profile] = {p.name: p for p in (
     Profile("counter", "idle guest printing a counter on its console every 100 ms", 96),
     Profile("cpu-burn", "one busy loop per vCPU (QoS measurements)", 96),
     Profile("mem-dirty", "rewrites 64 MiB of memory in a loop (migration convergence)", 160),
+    Profile("disk-read", "reads its first disk in a loop, 4 KiB O_DIRECT (disk QoS)", 96),
 )}
 DEFAULT_PROFILE = "counter"
 
@@ -57,7 +60,9 @@ def ensure(directory: Path | None = None) -> GuestImage:
     """Build the guest if it is missing (a lock inside the script serializes builders)."""
     d = directory or cache_dir()
     img = GuestImage(d / "vmlinuz", d / "initrd.gz")
-    if not (img.kernel.exists() and img.initrd.exists()):
+    version = d / "version"
+    if not (img.kernel.exists() and img.initrd.exists() and version.exists()
+            and f"VERSION={version.read_text().strip()}\n" in BUILD_SCRIPT.read_text()):
         r = subprocess.run(["bash", str(BUILD_SCRIPT), str(d)], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"guest image build failed: {r.stderr[-2000:]}")

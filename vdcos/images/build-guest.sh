@@ -7,13 +7,17 @@
 #   burn=N      N busy loops (CPU-bound guest)
 #   dirty=MiB   rewrite MiB of memory in a loop (a guest that dirties pages during migration)
 #   vmip=A/NN vmgw=G   address for eth0 (the Debian kernel ignores ip=)
+#   diskread=DEV    loop: 4 KiB O_DIRECT reads of /dev/DEV (disk QoS measurements)
+# Every disk the guest has is announced at boot: "DISK <dev> <its first 40 bytes>".
 # Nothing is installed on the host. A lock keeps concurrent builders from racing.
 set -euo pipefail
+# Bump when /init changes: a cached image of another version is rebuilt.
+VERSION=2
 DIR=${1:-/var/cache/vdcos/images}
 mkdir -p "$DIR"
 exec 9>"$DIR/.lock"
 flock 9
-[ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.gz" ] && exit 0
+[ -s "$DIR/vmlinuz" ] && [ -s "$DIR/initrd.gz" ] && [ "$(cat "$DIR/version" 2>/dev/null)" = "$VERSION" ] && exit 0
 W=$(mktemp -d "$DIR/.build.XXXXXX")
 trap 'rm -rf "$W"' EXIT
 mkdir -p "$DIR/debs"
@@ -43,7 +47,8 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 echo "GUEST-BOOTED $(cat /proc/uptime)"
 for a in $(cat /proc/cmdline); do case $a in
-  burn=*) BURN=${a#burn=};; dirty=*) DIRTY=${a#dirty=};; vmip=*) VMIP=${a#vmip=};; vmgw=*) VMGW=${a#vmgw=};; esac; done
+  burn=*) BURN=${a#burn=};; dirty=*) DIRTY=${a#dirty=};; vmip=*) VMIP=${a#vmip=};; vmgw=*) VMGW=${a#vmgw=};;
+  diskread=*) DISKREAD=${a#diskread=};; esac; done
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
   insmod /lib/modules/$m.ko 2>/dev/null; done
 echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null
@@ -53,6 +58,11 @@ if [ -n "$VMIP" ]; then
   ip addr add "$VMIP" dev eth0 && ip link set eth0 up
   [ -n "$VMGW" ] && ip route add default via "$VMGW"
   echo "NET-UP $(cat /sys/class/net/eth0/address) $VMIP"
+fi
+for d in /sys/block/vd*; do [ -e "$d" ] || continue; d=${d##*/}
+  echo "DISK $d $(dd if=/dev/$d bs=4096 count=1 2>/dev/null | head -c 40 | tr -c 'a-z0-9 ' '.')"; done
+if [ -n "$DISKREAD" ]; then
+  ( while :; do dd if=/dev/$DISKREAD of=/dev/null bs=4096 count=2048 iflag=direct 2>/dev/null; done ) &
 fi
 if [ -n "$DIRTY" ]; then
   mount -t tmpfs -o size=$((DIRTY+8))m tmpfs /tmp
@@ -71,4 +81,5 @@ chmod +x "$R/init"
 cp "$W"/kernel/boot/vmlinuz-* "$W/vmlinuz"
 mv "$W/initrd.gz" "$DIR/initrd.gz.new" && mv "$W/vmlinuz" "$DIR/vmlinuz"
 mv "$DIR/initrd.gz.new" "$DIR/initrd.gz"
+echo "$VERSION" > "$DIR/version"
 echo "guest image built in $DIR"

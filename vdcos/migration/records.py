@@ -21,6 +21,7 @@ from vdcos.model import (ActiveMigrations, Allocation, Assignment, Migration, Mi
                          VmSpec, VmStatus, decode, dumps)
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
+from vdcos.storagepool import volumes
 from vdcos.state.store import KV, Compare, Delete, Put, Store
 
 RETRIES = 16
@@ -79,6 +80,10 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
         mig_kv = store.get(keys.vm_migration(vm))
         if mig_kv is not None:
             raise FailedPrecondition(f"VM {vm} is already migrating ({mig_kv.value.decode()})")
+        local = [v for v in volumes.list_volumes(store, vm=vm) if v.ties_to_host]
+        if local:
+            raise FailedPrecondition(f"VM {vm} has local volumes ({', '.join(v.name for v in local)}): moving them "
+                                     "(copy-storage migration) is not supported yet; use shared-pool volumes")
         status = _decode(VmStatus, store.get(keys.vm_status(vm)))
         if status is None or status.phase is not VmPhase.RUNNING:
             raise FailedPrecondition(f"VM {vm} is not running (only a running VM live-migrates)")

@@ -318,7 +318,9 @@ class NodeAgent:
             return
         log.info("migrating %s to %s (%s)", m.vm, m.destination, m.id)
         try:
-            res = self.driver.migrate(m.vm, dest_uri, m.options, progress, cancel)
+            # A VM with local volumes never gets a migration record (records.start): any volume here is shared.
+            shared = bool(self._desired.get(m.vm) and self._desired[m.vm].spec.volumes)
+            res = self.driver.migrate(m.vm, dest_uri, m.options, progress, cancel, shared_disks=shared)
         except MigrationCancelled as e:
             records.finish(self.store, m.id, MigrationPhase.CANCELLED, str(e))
             return

@@ -61,8 +61,9 @@ class HypervisorDriver(Protocol):
     def stats(self, name: str) -> DomainStats: ...
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,
-                cancel: threading.Event | None = None) -> MigrationResult:
-        """Live-migrate; on any failure or cancel the guest keeps running here and this raises."""
+                cancel: threading.Event | None = None, shared_disks: bool = False) -> MigrationResult:
+        """Live-migrate; on any failure or cancel the guest keeps running here and this raises.
+        shared_disks: every disk is in a pool the destination sees too, so nothing is copied."""
         ...
 
     def locate(self, name: str, destination_uri: str) -> str:

@@ -115,7 +115,7 @@ class SimDriver:
 
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,
-                cancel: threading.Event | None = None) -> MigrationResult:
+                cancel: threading.Event | None = None, shared_disks: bool = False) -> MigrationResult:
         """destination_uri: sim://<path of the destination host's state file>. Instant."""
         dest = self._dest(destination_uri)
         if cancel is not None and cancel.is_set():

@@ -150,6 +150,7 @@ class VolumeReconciler:
         self.pools = pools
         self.lease = lease
         self.keep: set[str] = set()   # incoming live migrations: their files are not orphans
+        self._published: tuple[int, list[PoolStatus]] = (0, [])
 
     def sync(self) -> None:
         vols = {v.name: v for v in volumes.list_volumes(self.store)}
@@ -175,5 +176,7 @@ class VolumeReconciler:
                     continue
                 self.pools.remove(path)
                 log.info("removed %s: no volume record owns it", path)
-        self.store.txn([], [Put(keys.pool(self.host, s.pool.value), dumps(s), self.lease())
-                            for s in self.pools.status()])
+        status, lease = self.pools.status(), self.lease()
+        if (lease, status) != self._published:  # only changes: every host does this every resync
+            self.store.txn([], [Put(keys.pool(self.host, s.pool.value), dumps(s), lease) for s in status])
+            self._published = (lease, status)

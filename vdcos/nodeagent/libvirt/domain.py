@@ -89,14 +89,12 @@ def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage, nics: tuple[Ni
 def _disk(dev: ET.Element, d: Disk, qos: QosSettings) -> None:
     """A volume as a virtio disk, throttled by QEMU as the VM's QoS policy says."""
     disk = _sub(dev, "disk", type="file", device="disk")
-    # No host page cache: the guest's writes are on the volume when it says so, which is
-    # what a copy-storage migration and a shared pool need.
+    # No host page cache: the guest's writes are on the volume when it says so, which is what
+    # a shared pool needs (libvirt calls a migration with cache=none disks safe).
     _sub(disk, "driver", name="qemu", type="qcow2", cache="none", discard="unmap")
     _sub(disk, "source", file=d.path)
     _sub(disk, "target", dev=d.device, bus="virtio")
     _sub(disk, "serial", d.volume[:20])
-    if d.shared:
-        _sub(disk, "shareable")
     iotune = iotune_of(qos)
     if iotune:
         tune = _sub(disk, "iotune")

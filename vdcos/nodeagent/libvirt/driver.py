@@ -206,7 +206,7 @@ class LibvirtDriver:
     # --- migration ----------------------------------------------------------------------
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,
-                cancel: threading.Event | None = None) -> MigrationResult:
+                cancel: threading.Event | None = None, shared_disks: bool = False) -> MigrationResult:
         dom = self._must(name)
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
                  | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
@@ -214,6 +214,10 @@ class LibvirtDriver:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
         if options.postcopy_after_iterations:
             flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        if shared_disks:
+            # libvirt only trusts network filesystems it recognizes as shared; vdcos's shared pool
+            # is shared by construction (a folder every host sees here, NFS or RBD in a rack).
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
         try:
             xml = domain.strip_memtune(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE))
             dom.migrateSetMaxDowntime(options.max_downtime_ms, 0)
