@@ -23,6 +23,7 @@ from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.v1 import volume_service_pb2 as vol_pb
 
 
 class UsageError(Exception):
@@ -196,7 +197,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
         elif args.vm_command == "migrate":
             return migrate(c, args)
         elif args.vm_command == "delete":
-            c.vms.DeleteVm(vm_pb.DeleteVmRequest(name=args.name), timeout=args.timeout)
+            c.vms.DeleteVm(vm_pb.DeleteVmRequest(name=args.name, keep_volumes=args.keep_volumes), timeout=args.timeout)
             if args.output != "json":
                 print(f"deleted {args.name}")
     return 0
@@ -288,6 +289,41 @@ def cmd_network(args: argparse.Namespace) -> int:
             c.networks.DeletePort(net_pb.DeletePortRequest(network=args.network, name=args.name), timeout=args.timeout)
             if args.output != "json":
                 print(f"deleted port {args.network}/{args.name}")
+    return 0
+
+
+def volume_rows(vols: Sequence[vol_pb.Volume]) -> str:
+    return table(["NAME", "POOL", "SIZE_GIB", "HOST", "IMAGE", "VM", "STATE", "PATH"],
+                 [[v.name, _enum_name(vol_pb.PoolKind, v.pool, "POOL_KIND_"), v.size_gib, v.host, v.image or "-",
+                   v.vm or "-", _enum_name(vol_pb.VolumeState, v.state, "VOLUME_STATE_") + (f" ({v.message})" if v.message else ""),
+                   v.path or "-"] for v in vols])
+
+
+def cmd_volume(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        cmd = args.volume_command
+        if cmd == "create":
+            pool = {"local": vol_pb.POOL_KIND_LOCAL, "shared": vol_pb.POOL_KIND_SHARED}[args.pool]
+            v = c.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
+                name=args.name, pool=pool, size_gib=args.size_gib, host=args.host or "", image=args.image or "")),
+                timeout=args.timeout).volume
+            emit(args, v, lambda: volume_rows([v]))
+        elif cmd == "list":
+            r = c.volumes.ListVolumes(vol_pb.ListVolumesRequest(vm=args.vm or "", host=args.host or ""),
+                                      timeout=args.timeout)
+            emit(args, r, lambda: volume_rows(r.volumes))
+        elif cmd == "show":
+            g = c.volumes.GetVolume(vol_pb.GetVolumeRequest(name=args.name), timeout=args.timeout).volume
+            emit(args, g, lambda: volume_rows([g]))
+        elif cmd == "delete":
+            c.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name=args.name), timeout=args.timeout)
+            if args.output != "json":
+                print(f"deleted volume {args.name}")
+        elif cmd == "pools":
+            p = c.volumes.ListPools(vol_pb.ListPoolsRequest(), timeout=args.timeout)
+            emit(args, p, lambda: table(["HOST", "POOL", "CAPACITY_GIB", "AVAILABLE_GIB", "VOLUMES", "PATH"], [
+                [x.host, _enum_name(vol_pb.PoolKind, x.kind, "POOL_KIND_"), f"{x.capacity_gib:.1f}",
+                 f"{x.available_gib:.1f}", x.volumes, x.path] for x in p.pools]))
     return 0
 
 
@@ -446,7 +482,9 @@ def parser() -> argparse.ArgumentParser:
     vl = vsub.add_parser("list")
     vl.add_argument("--node")
     vsub.add_parser("show").add_argument("name")
-    vsub.add_parser("delete").add_argument("name")
+    vd = vsub.add_parser("delete")
+    vd.add_argument("name")
+    vd.add_argument("--keep-volumes", action="store_true", help="leave its volumes behind, detached")
     mg = vsub.add_parser("migrate", help="live-migrate a running VM, with a progress bar")
     mg.add_argument("name")
     mg.add_argument("--to", metavar="HOST", help="target node (default: the scheduler chooses)")
@@ -477,6 +515,23 @@ def parser() -> argparse.ArgumentParser:
     nd.add_argument("network")
     nd.add_argument("name")
     net.set_defaults(fn=cmd_network)
+
+    vol = sub.add_parser("volume", help="volumes in the hosts' local pools and the shared pool")
+    vsub = vol.add_subparsers(dest="volume_command", required=True)
+    vc = vsub.add_parser("create")
+    vc.add_argument("name")
+    vc.add_argument("--size-gib", type=int, required=True)
+    vc.add_argument("--pool", choices=["local", "shared"], default="local",
+                    help="local ties its VM to the volume's host; shared does not")
+    vc.add_argument("--host", help="default: the ready host with the most free disk")
+    vc.add_argument("--image", help="start from this base image (copy-on-write), e.g. pattern")
+    vl = vsub.add_parser("list")
+    vl.add_argument("--vm")
+    vl.add_argument("--host")
+    vsub.add_parser("show").add_argument("name")
+    vsub.add_parser("delete").add_argument("name")
+    vsub.add_parser("pools", help="each host's pools: capacity and free space")
+    vol.set_defaults(fn=cmd_volume)
 
     mig = sub.add_parser("migration", help="live migrations: list, show, cancel")
     msub = mig.add_subparsers(dest="migration_command", required=True)
