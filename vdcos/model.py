@@ -460,9 +460,6 @@ class Disk:
     volume: str
     path: str
     device: str              # vda, vdb, ... in the order of VmSpec.volumes
-    shared: bool = False
-    size_gib: int = 0
-    image_path: str = ""     # the qcow2 backing file, "" = none
 
 
 # --- JSON codec -------------------------------------------------------------------------

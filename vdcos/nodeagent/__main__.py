@@ -45,11 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         from vdcos.images import ensure
         from vdcos.nodeagent.libvirt.driver import LibvirtDriver
 
-        driver = LibvirtDriver(args.libvirt_uri, capacity, ensure(), args.state_dir)
+        lv = LibvirtDriver(args.libvirt_uri, capacity, ensure(), args.state_dir)
+        driver = lv
         uri = args.libvirt_uri
         # A host started with its own namespace set (vdcos.host.network) has a switch to program.
         network = HostNetwork.load(args.state_dir)
-        pools = LibvirtPools(args.name, args.libvirt_uri, args.state_dir / "pools" / "local", args.shared_pool)
+        pools = LibvirtPools(args.name, lv.connection, args.state_dir / "pools" / "local", args.shared_pool)
     else:
         pools = SimPools(args.name, args.disk_gib)
         driver = SimDriver(capacity, args.state_dir / "domains.json")

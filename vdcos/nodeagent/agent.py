@@ -18,7 +18,7 @@ from vdcos.errors import VdcosError
 from vdcos.host.network import HostNetwork, NetworkError
 from vdcos.migration import records
 from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Migration, MigrationPhase, MigrationProgress,
-                         NodeSpec, NodeStatus, PoolKind, Resources, SchedulerConfig, VmPhase, VmStatus,
+                         NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus,
                          VolumeState, decode, dumps)
 from vdcos.nodeagent.driver import DomainState, DomainStats, DriverError, HypervisorDriver, MigrationCancelled
 from vdcos.scheduler.core.fit import fits
@@ -79,6 +79,10 @@ class NodeAgent:
         self.created: list[str] = []  # domains this process defined (tests: nothing twice)
         self.storage = VolumeReconciler(store, spec.name, pools, lambda: self.lease) if pools else None
         self._cancel_volumes: Callable[[], None] | None = None
+        # Set by the volume watch: the pools are synced then, and every resync period, not on
+        # every assignment or migration event that wakes the reconcile loop.
+        self._volumes_changed = threading.Event()
+        self._volumes_changed.set()
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
@@ -185,6 +189,7 @@ class NodeAgent:
 
     # --- reconcile ----------------------------------------------------------------------
     def _reconcile_loop(self) -> None:
+        synced = 0.0
         while not self._stop.is_set():
             self._wake.wait(self.resync_s)
             self._wake.clear()
@@ -193,7 +198,10 @@ class NodeAgent:
             try:
                 if self._cancel is None:
                     self._subscribe()
-                if self.storage is not None:
+                if self.storage is not None and (self._volumes_changed.is_set()
+                                                 or time.monotonic() - synced >= self.resync_s):
+                    self._volumes_changed.clear()
+                    synced = time.monotonic()
                     try:
                         self.storage.sync()
                     except Exception as e:  # a broken pool must not stop the VMs' reconcile
@@ -220,11 +228,16 @@ class NodeAgent:
         if self.storage is not None and self._cancel_volumes is None:
             # Any volume change: make or remove files, then define VMs that waited for them.
             self._cancel_volumes = self.store.watch_prefix(keys.VOLUMES, self.store.get_prefix(keys.VOLUMES)[1] + 1,
-                                                           lambda *_: self._wake.set(), self._on_volume_watch_error)
+                                                           self._on_volumes, self._on_volume_watch_error)
+
+    def _on_volumes(self, events: list[Event], revision: int) -> None:
+        self._volumes_changed.set()
+        self._wake.set()
 
     def _on_volume_watch_error(self, e: Exception) -> None:
         log.error("volume watch failed (%s); subscribing again", e)
         self._cancel_volumes = None
+        self._volumes_changed.set()
         self._cancel = None  # the next reconcile round subscribes again
 
     # --- live migration -----------------------------------------------------------------
@@ -426,8 +439,7 @@ class NodeAgent:
                 return None
             if v.state is not VolumeState.AVAILABLE or (v.ties_to_host and v.host != self.spec.name):
                 return None
-            out.append(Disk(v.name, v.path, "vd" + "abcdefghijklmnopqrstuvwxyz"[i], v.pool is PoolKind.SHARED,
-                            v.size_gib))
+            out.append(Disk(v.name, v.path, "vd" + "abcdefghijklmnopqrstuvwxyz"[i]))
         return tuple(out)
 
     def _last_status(self, vm: str) -> VmStatus | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class Operations:
         try:
             ports = await asyncio.to_thread(self._allocate_nics, spec)
         except BaseException:
-            await asyncio.to_thread(self._release_volumes, spec, claimed)
+            await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
             raise
         host = volumes.pinned_host(claimed)
         why = f"local volume {next(v.name for v in claimed if v.ties_to_host)} lives on {host}" if host else ""
@@ -65,7 +65,7 @@ class Operations:
             placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id, host, why))
         except BaseException:
             await asyncio.to_thread(networks.delete_ports, self.store, ports)
-            await asyncio.to_thread(self._release_volumes, spec, claimed)
+            await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
             raise
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
 
@@ -75,10 +75,6 @@ class Operations:
         if self.store.get(keys.vm_spec(spec.name)) is not None:
             raise AlreadyExists(f"vm {spec.name!r} already exists")
         return volumes.attach_all(self.store, spec.name, spec.volumes)
-
-    def _release_volumes(self, spec: VmSpec, claimed: list[Volume]) -> None:
-        for v in claimed:
-            volumes.update(self.store, v.name, lambda x: replace(x, vm="") if x.vm == spec.name else None)
 
     def _allocate_nics(self, spec: VmSpec) -> list[Port]:
         if not spec.networks or self.store.get(keys.vm_spec(spec.name)) is not None:
@@ -122,11 +118,11 @@ class Operations:
         """A local volume goes to the ready host with the most free disk; a shared one is made by
         any ready host (the one with the most free disk, to spread the work)."""
         snap = self.cache.snapshot()
-        usable = snap.present & snap.ready & ~snap.cordoned
+        terms = snap.score_terms
         j = DIMENSIONS.index("disk_gib")
-        free = np.minimum(snap.capacity[j] - snap.guaranteed[j], snap.allocatable[j] - snap.committed[j])
-        free = np.where(usable, free, -np.inf)
-        if not usable.any():
+        # A volume's space is a guaranteed reservation: it needs both pools.
+        free = np.where(terms.schedulable, np.minimum(terms.free_physical[j], terms.free_over[j]), -np.inf)
+        if not terms.schedulable.any():
             raise ResourceExhausted("no ready node to create the volume on")
         best = int(np.argmax(free))
         if pool is PoolKind.LOCAL and free[best] < size_gib:

@@ -8,12 +8,11 @@ the datacenter sees), `SimPools` without any file for the `sim` driver's simulat
 from __future__ import annotations
 
 import logging
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from vdcos.model import PoolKind, PoolStatus, Volume, VolumeState, dumps
 from vdcos.state import keys
@@ -40,19 +39,14 @@ def volume_file(directory: Path, name: str) -> Path:
 
 
 class LibvirtPools:
-    def __init__(self, host: str, uri: str, local_dir: Path, shared_dir: Path | None) -> None:
+    def __init__(self, host: str, connect: Callable[[], Any], local_dir: Path, shared_dir: Path | None) -> None:
         self.host = host
-        self.uri = uri
+        self.connect = connect  # the host's libvirtd, the hypervisor driver's own connection
         self.dirs = {PoolKind.LOCAL: local_dir, **({PoolKind.SHARED: shared_dir} if shared_dir else {})}
-        self._lock = threading.Lock()
-        self._conn = None
 
     def _pool(self, kind: PoolKind):  # type: ignore[no-untyped-def]
         import libvirt  # only hosts with libvirt import it
-        with self._lock:
-            if self._conn is None or not self._conn.isAlive():
-                self._conn = libvirt.open(self.uri)
-            conn = self._conn
+        conn = self.connect()
         name = f"vdcos-{kind.value}"
         try:
             pool = conn.storagePoolLookupByName(name)
@@ -149,7 +143,6 @@ class VolumeReconciler:
         self.host = host
         self.pools = pools
         self.lease = lease
-        self.keep: set[str] = set()   # incoming live migrations: their files are not orphans
         self._published: tuple[int, list[PoolStatus]] = (0, [])
 
     def sync(self) -> None:
@@ -172,7 +165,7 @@ class VolumeReconciler:
                 v = vols.get(name)
                 # Every host sees the shared folder: any of them may remove an orphan there.
                 owned = v is not None and v.pool is kind and (v.host == self.host or kind is PoolKind.SHARED)
-                if owned or name in self.keep:
+                if owned:
                     continue
                 self.pools.remove(path)
                 log.info("removed %s: no volume record owns it", path)

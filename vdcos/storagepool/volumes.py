@@ -165,16 +165,23 @@ def attach_all(store: Store, vm: str, names: tuple[str, ...]) -> list[Volume]:
     raise ResourceExhausted(f"volumes of {vm}: too many concurrent changes; try again")
 
 
+def detach(store: Store, vm: str, vols: list[Volume]) -> None:
+    """Free these volumes if they are still `vm`'s (a refused VM gives back what it claimed)."""
+    for v in vols:
+        update(store, v.name, lambda x: replace(x, vm="") if x.vm == vm else None)
+
+
 def detach_all(store: Store, vm: str, delete_them: bool) -> None:
     """When a VM goes: its volumes are freed, or deleted with it."""
-    for v in list_volumes(store, vm=vm):
-        if delete_them:
-            try:
-                delete(store, v.name, detach_first=True)
-            except NotFound:
-                pass
-        else:
-            update(store, v.name, lambda x: replace(x, vm="") if x.vm == vm else None)
+    vols = list_volumes(store, vm=vm)
+    if not delete_them:
+        detach(store, vm, vols)
+        return
+    for v in vols:
+        try:
+            delete(store, v.name, detach_first=True)
+        except NotFound:
+            pass
 
 
 def pinned_host(vols: list[Volume]) -> str:

@@ -68,6 +68,10 @@ class LibvirtDriver:
                 raise DriverError(f"hypervisor unreachable at {self.uri}: {e}") from e
             return self._conn
 
+    def connection(self) -> libvirt.virConnect:
+        """The host's libvirtd, reopened if it went away (shared with the storage pools)."""
+        return self._c()
+
     def _call(self, fn: Callable[[libvirt.virConnect], Any]) -> Any:
         try:
             return fn(self._c())
