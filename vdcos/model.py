@@ -435,6 +435,12 @@ class Volume:
     message: str = ""
     snapshots: tuple[str, ...] = ()
     created_at: float = 0.0
+    # While its VM live-migrates with copy-storage: the migration, the destination host whose
+    # pool takes the copy (its space there is already accounted), and the copy's file once
+    # that host's agent made it. The source file stays the volume's until the move completes.
+    migration: str = ""
+    moving_to: str = ""
+    target_path: str = ""
 
     @property
     def ties_to_host(self) -> bool:

@@ -1,9 +1,14 @@
 """Volumes on real libvirt hosts: files made in the host's libvirt pool from a cached base image,
 the guest reads the image's content through its overlay, the QoS policy's IOPS cap holds, a
-VM's volumes go with it, and a VM on a shared volume live-migrates with nothing copied."""
+VM's volumes go with it, a VM on a shared volume live-migrates with nothing copied, and one on a
+local volume takes it along byte for byte (copy-storage), or, when the copy fails midway, stays
+where it was with its volume while the destination's copy and its space are given back."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +20,12 @@ from tests.conftest import wait_until
 from vdcos.cli.client import Client
 from vdcos.cli.localdc import LocalDatacenter, down, host_root, up
 from vdcos.host.libvirtd import LibvirtHost
-from vdcos.images import ensure
+from vdcos.images import disk_sums, ensure
 from vdcos.model import Allocation, decode
 from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
+from vdcos.storagepool.images import content_digest
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
@@ -36,6 +42,7 @@ class Dc:
         assert state is not None
         self.client = Client(state.scheduler)
         self.store = EtcdStore(state.etcd)
+        self.digest = ""  # of the copied volume, carried from one test to the next
 
     def volume(self, name: str) -> vol_pb.Volume:
         return self.client.volumes.GetVolume(vol_pb.GetVolumeRequest(name=name)).volume
@@ -72,6 +79,14 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     d.client.channel.close()
     d.store.close()
     down(home)
+
+
+def domains(dc: Dc, node: str) -> list[str]:
+    conn = libvirt.open(LibvirtHost.load(host_root(dc.home, node)).uri)
+    try:
+        return [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
 
 
 def read_iops(dc: Dc, node: str, vm: str, seconds: float = 4.0) -> float:
@@ -115,12 +130,66 @@ def test_shared_volume_migrates_without_copy_and_local_ones_say_why_not(dc: Dc) 
         last = ev.migration
     assert last is not None and last.phase == mig_pb.MIGRATION_PHASE_COMPLETED, last
     assert dc.volume("shared-1").path == v.path and Path(v.path).exists()
-    # A VM on a local volume cannot move yet, and says so.
-    dc.create_volume("pinned", vol_pb.POOL_KIND_LOCAL, 1, host=src)
-    dc.create_vm("stuck", ["pinned"])
-    with pytest.raises(Exception) as e:
-        dc.client.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm="stuck", target_node=dst))
-    assert "local volumes" in str(e.value)
-    for name in ("sharer", "stuck"):
-        dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name=name))
+    dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="sharer"))
+    wait_until(lambda: not Path(v.path).exists(), 30)
+
+
+def migrate(dc: Dc, vm: str, to: str, **options: int) -> mig_pb.Migration:
+    m = dc.client.migrations.MigrateVm(mig_pb.MigrateVmRequest(
+        vm=vm, target_node=to, options=mig_pb.MigrationOptions(**options))).migration
+    last = m
+    for ev in dc.client.migrations.WatchMigration(mig_pb.WatchMigrationRequest(id=m.id), timeout=300):
+        last = ev.migration
+    return last
+
+
+def test_a_local_volume_follows_its_vm_byte_for_byte(dc: Dc) -> None:
+    v = dc.create_volume("moving", vol_pb.POOL_KIND_LOCAL, 1, host="host-1")
+    dc.create_vm("filler", ["moving"], image="disk-fill")
+    wait_until(lambda: disk_sums(dc.console("host-1", "filler")), 300)
+    before = disk_sums(dc.console("host-1", "filler"))[0]
+    digest = content_digest(v.path)  # the guest flushed after writing: the file is complete
+    last = migrate(dc, "filler", "host-2")
+    assert last.phase == mig_pb.MIGRATION_PHASE_COMPLETED, last.message
+    moved = dc.volume("moving")
+    assert moved.host == "host-2" and moved.path != v.path and Path(moved.path).exists()
+    wait_until(lambda: not Path(v.path).exists(), 30)  # the source's file goes
+    assert "volume/moving" in dc.alloc("host-2") and "volume/moving" not in dc.alloc("host-1")
+    # The same guest reads its 512 MiB of random data back on the destination, unchanged.
+    seen = len(dc.console("host-2", "filler"))
+    wait_until(lambda: disk_sums(dc.console("host-2", "filler")[seen:]), 120)
+    assert disk_sums(dc.console("host-2", "filler")[seen:])[0] == before
+    dc.digest = digest
+
+
+def test_a_copy_that_fails_midway_leaves_vm_and_volume_where_they_were(dc: Dc) -> None:
+    """The destination's QEMU dies during the copy (its host's crash, in small)."""
+    v = dc.volume("moving")
+    dest = LibvirtHost.load(host_root(dc.home, "host-1"))
+    pid_file = dest.path("run", "qemu", "filler.pid")
+    box: dict[str, mig_pb.Migration] = {}
+    # 8 MiB/s: the 512 MiB copy takes about a minute, time enough to break it.
+    t = threading.Thread(target=lambda: box.update(m=migrate(dc, "filler", "host-1", max_bandwidth_mibps=8)))
+    t.start()
+    wait_until(lambda: pid_file.exists() and dc.volume("moving").target_path, 60)
+    target = dc.volume("moving").target_path
+    time.sleep(3)
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    t.join(120)
+    assert box["m"].phase == mig_pb.MIGRATION_PHASE_FAILED, box["m"]
+    after = dc.volume("moving")
+    assert (after.host, after.path, after.target_path, after.moving_to) == ("host-2", v.path, "", "")
+    wait_until(lambda: not Path(target).exists(), 30)  # the destination's copy is deleted
+    assert dc.alloc("host-1") == []                     # and its space given back
+    assert "volume/moving" in dc.alloc("host-2")
+    vm = dc.client.vms.GetVm(vm_pb.GetVmRequest(name="filler")).vm
+    assert vm.placement.node == "host-2" and vm.status.phase == pb.VM_PHASE_RUNNING
+    seen = len(dc.console("host-2", "filler"))
+    wait_until(lambda: "CNT" in dc.console("host-2", "filler")[seen:], 30)
+    # Once its QEMU has closed it, the file holds every byte the first host's had.
+    dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="filler", keep_volumes=True))
+    wait_until(lambda: not dc.alloc("host-2") or dc.alloc("host-2") == ["volume/moving"], 30)
+    wait_until(lambda: "filler" not in domains(dc, "host-2"), 30)
+    assert content_digest(after.path) == dc.digest
+    dc.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="moving"))
     wait_until(lambda: not Path(v.path).exists(), 30)

@@ -197,7 +197,8 @@ VOLUME_STATE_TO_PB = {VolumeState.CREATING: vol_pb.VOLUME_STATE_CREATING,
 def volume_to_pb(v: Volume) -> vol_pb.Volume:
     return vol_pb.Volume(name=v.name, pool=POOL_KIND_TO_PB[v.pool], size_gib=v.size_gib, host=v.host, image=v.image,
                          vm=v.vm, state=VOLUME_STATE_TO_PB[v.state], path=v.path, message=v.message,
-                         created_at=ts(v.created_at))
+                         created_at=ts(v.created_at), migration=v.migration, moving_to=v.moving_to,
+                         target_path=v.target_path)
 
 
 def pool_to_pb(p: PoolStatus) -> vol_pb.Pool:

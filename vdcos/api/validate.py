@@ -214,7 +214,7 @@ def volume(m: vol_pb.Volume, field: str = "volume") -> Violations:
         name(m.host, f"{field}.host", out)
     if m.image and m.image not in images.CATALOG:
         out.append((f"{field}.image", f"unknown image {m.image[:64]!r}; known: {', '.join(sorted(images.CATALOG))}"))
-    for f in ("vm", "path", "message"):
+    for f in ("vm", "path", "message", "migration", "moving_to", "target_path"):
         if getattr(m, f):
             out.append((f"{field}.{f}", "is set by vdcos, not by a request"))
     return out

@@ -35,6 +35,8 @@ class Profile:
             return f"{base} dirty=64"
         if self.name == "disk-read":
             return f"{base} diskread=vda"
+        if self.name == "disk-fill":
+            return f"{base} diskfill=vda"
         return base
 
 
@@ -44,6 +46,8 @@ CATALOG: dict[str, Profile] = {p.name: p for p in (
     Profile("cpu-burn", "one busy loop per vCPU (QoS measurements)", 96),
     Profile("mem-dirty", "rewrites 64 MiB of memory in a loop (migration convergence)", 160),
     Profile("disk-read", "reads its first disk in a loop, 4 KiB O_DIRECT (disk QoS)", 96),
+    Profile("disk-fill", "writes random data over the first half of its first disk once, then prints "
+            "that half's md5 in a loop (disk integrity)", 96),
 )}
 DEFAULT_PROFILE = "counter"
 
@@ -54,6 +58,15 @@ _COUNTER = re.compile(r"^CNT (\d+) ", re.M)
 def counters(console: str) -> list[int]:
     """The guest's counter values in console text: they go on across a live migration."""
     return [int(n) for n in _COUNTER.findall(console)]
+
+
+# disk-fill: a read of the filled half starts, then its md5 follows (other lines in between).
+_DISKSUM = re.compile(r"^DISKSUM-START\s*$.*?^DISKSUM ([0-9a-f]{32})\s*$", re.M | re.S)
+
+
+def disk_sums(console: str) -> list[str]:
+    """md5 of the disk-fill guest's written half, from reads that started within this text."""
+    return _DISKSUM.findall(console)
 
 
 def ensure(directory: Path | None = None) -> GuestImage:

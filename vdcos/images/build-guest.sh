@@ -8,11 +8,14 @@
 #   dirty=MiB   rewrite MiB of memory in a loop (a guest that dirties pages during migration)
 #   vmip=A/NN vmgw=G   address for eth0 (the Debian kernel ignores ip=)
 #   diskread=DEV    loop: 4 KiB O_DIRECT reads of /dev/DEV (disk QoS measurements)
+#   diskfill=DEV    write random data over the first half of /dev/DEV once, O_DIRECT, print
+#                   "DISKFILL <dev> <MiB>", then read that half back in a loop, printing
+#                   "DISKSUM-START" and "DISKSUM <md5>" (a disk whose content a migration must keep)
 # Every disk the guest has is announced at boot: "DISK <dev> <its first 40 bytes>".
 # Nothing is installed on the host. A lock keeps concurrent builders from racing.
 set -euo pipefail
 # Bump when /init changes: a cached image of another version is rebuilt.
-VERSION=2
+VERSION=4
 DIR=${1:-/var/cache/vdcos/images}
 mkdir -p "$DIR"
 exec 9>"$DIR/.lock"
@@ -48,7 +51,7 @@ mount -t devtmpfs dev /dev 2>/dev/null
 echo "GUEST-BOOTED $(cat /proc/uptime)"
 for a in $(cat /proc/cmdline); do case $a in
   burn=*) BURN=${a#burn=};; dirty=*) DIRTY=${a#dirty=};; vmip=*) VMIP=${a#vmip=};; vmgw=*) VMGW=${a#vmgw=};;
-  diskread=*) DISKREAD=${a#diskread=};; esac; done
+  diskread=*) DISKREAD=${a#diskread=};; diskfill=*) DISKFILL=${a#diskfill=};; esac; done
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
   insmod /lib/modules/$m.ko 2>/dev/null; done
 echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null
@@ -63,6 +66,13 @@ for d in /sys/block/vd*; do [ -e "$d" ] || continue; d=${d##*/}
   echo "DISK $d $(dd if=/dev/$d bs=4096 count=1 2>/dev/null | head -c 40 | tr -c 'a-z0-9 ' '.')"; done
 if [ -n "$DISKREAD" ]; then
   ( while :; do dd if=/dev/$DISKREAD of=/dev/null bs=4096 count=2048 iflag=direct 2>/dev/null; done ) &
+fi
+if [ -n "$DISKFILL" ]; then
+  ( n=$(( $(cat /sys/block/$DISKFILL/size) / 4096 ))
+    dd if=/dev/urandom of=/dev/$DISKFILL bs=1M count=$n oflag=direct 2>/dev/null; sync /dev/$DISKFILL
+    echo "DISKFILL $DISKFILL $n"
+    while :; do echo "DISKSUM-START"
+      s=$(dd if=/dev/$DISKFILL bs=1M count=$n iflag=direct 2>/dev/null | md5sum); echo "DISKSUM ${s%% *}"; done ) &
 fi
 if [ -n "$DIRTY" ]; then
   mount -t tmpfs -o size=$((DIRTY+8))m tmpfs /tmp

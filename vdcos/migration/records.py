@@ -16,9 +16,10 @@ from dataclasses import dataclass, replace
 from typing import Callable, TypeVar
 
 from vdcos.errors import Aborted, FailedPrecondition, NotFound, ResourceExhausted
-from vdcos.model import (ActiveMigrations, Allocation, Assignment, Migration, MigrationOptions,
-                         MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, SchedulerConfig, VmPhase,
-                         VmSpec, VmStatus, decode, dumps)
+from vdcos.model import (ActiveMigrations, AllocEntry, Allocation, Assignment, Migration, MigrationOptions,
+                         MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, QosClass,
+                         Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus, VolumeState, decode, dumps,
+                         volume_consumer)
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.storagepool import volumes
@@ -80,10 +81,12 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
         mig_kv = store.get(keys.vm_migration(vm))
         if mig_kv is not None:
             raise FailedPrecondition(f"VM {vm} is already migrating ({mig_kv.value.decode()})")
-        local = [v for v in volumes.list_volumes(store, vm=vm) if v.ties_to_host]
-        if local:
-            raise FailedPrecondition(f"VM {vm} has local volumes ({', '.join(v.name for v in local)}): moving them "
-                                     "(copy-storage migration) is not supported yet; use shared-pool volumes")
+        pairs = [(v, kv) for v, kv in volumes.records(store, vm=vm) if v.ties_to_host]
+        local, v_kvs = [v for v, _ in pairs], {v.name: kv for v, kv in pairs}
+        for v in local:
+            if v.state is not VolumeState.AVAILABLE or v.migration:
+                raise FailedPrecondition(f"VM {vm}'s volume {v.name} is {v.state.value}"
+                                         + (f" and moving ({v.migration})" if v.migration else ""))
         status = _decode(VmStatus, store.get(keys.vm_status(vm)))
         if status is None or status.phase is not VmPhase.RUNNING:
             raise FailedPrecondition(f"VM {vm} is not running (only a running VM live-migrates)")
@@ -119,9 +122,16 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
             raise FailedPrecondition(f"VM {vm} holds no allocation on {source}")
         # The same fit function as placement, commit validation and agent admission.
         short = fits(dest_node.capacity, config.overcommit, dst, spec.resources, entry.qos_class)
+        # Copy-storage: the destination's pool takes a copy of every local volume; its space is
+        # accounted there now, like the VM's, so nothing can take it during the copy.
+        copies = Resources(disk_gib=sum(v.size_gib for v in local))
+        if not short and local:
+            short = fits(dest_node.capacity, config.overcommit, dst.with_entry(entry), copies, QosClass.GUARANTEED)
         if short:
             why = ", ".join(f"{s.dimension} {s.pool}: requested {s.requested}, free {s.free}" for s in short)
-            raise ResourceExhausted(f"{destination} cannot take {vm}: {why}")
+            raise ResourceExhausted(f"{destination} cannot take {vm}"
+                                    + (f" and its {copies.disk_gib} GiB of local volumes" if local else "")
+                                    + f": {why}")
         txn = _Txn([], [])
         group_kv = None
         if spec.placement_group:
@@ -141,6 +151,14 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
                         (keys.CONFIG, config_kv)):
             txn.guard(key, kv)
         txn.compares.append(Compare(keys.node_status(destination), "create", "==", status_kv.create_revision))
+        for v in local:
+            src_vol = next((e for e in src.entries if e.vm == volume_consumer(v.name)), None)
+            if src_vol is not None:
+                src = src.with_entry(replace(src_vol, held_by=mid))
+            dst = dst.with_entry(AllocEntry(volume_consumer(v.name), QosClass.GUARANTEED, Resources(disk_gib=v.size_gib)))
+            txn.guard(keys.volume(v.name), v_kvs[v.name])
+            txn.ops.append(Put(keys.volume(v.name), dumps(replace(v, migration=mid, moving_to=destination,
+                                                                  target_path="", message=""))))
         txn.ops += [
             Put(keys.alloc(source), dumps(src.with_entry(replace(entry, held_by=mid)))),
             Put(keys.alloc(destination), dumps(dst.with_entry(replace(entry, held_by="")))),
@@ -198,6 +216,9 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
         place = _decode(PlacementRecord, reads[keys.vm_placement(vm)])
         assignment = _decode(Assignment, reads[keys.assign(m.source, vm)])
         entry = next((e for e in src.entries if e.vm == vm), None)
+        moving = [(v, kv) for v, kv in volumes.records(store) if v.migration == mid]
+        for v, kv in moving:
+            txn.guard(keys.volume(v.name), kv)
         group_kv = store.get(keys.group(spec.placement_group)) if spec and spec.placement_group else None
         group = _decode(PlacementGroup, group_kv)
         if group is not None:
@@ -207,6 +228,11 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
         completed = phase is MigrationPhase.COMPLETED and place is not None and assignment is not None
         if completed:
             assert place is not None and assignment is not None
+            # The copies are the volumes now; the source agent removes the old files.
+            for v, _ in moving:
+                src = src.without(volume_consumer(v.name))
+                txn.ops.append(Put(keys.volume(v.name), dumps(replace(
+                    v, host=m.destination, path=v.target_path, migration="", moving_to="", target_path=""))))
             txn.ops += [
                 Put(keys.alloc(m.source), dumps(src.without(vm))),
                 Put(keys.vm_placement(vm), dumps(replace(place, node=m.destination, placed_at=now))),
@@ -220,9 +246,19 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
         else:
             if phase is MigrationPhase.COMPLETED:
                 phase, message = MigrationPhase.FAILED, "the VM was deleted during its migration"
+            # The destination's copies are given up: their space freed here, their files
+            # removed by the destination's agent (no record owns them any more).
+            for v, _ in moving:
+                dst = dst.without(volume_consumer(v.name))
+                held = next((e for e in src.entries if e.vm == volume_consumer(v.name)), None)
+                if held is not None:
+                    src = src.with_entry(replace(held, held_by=""))
+                txn.ops.append(Put(keys.volume(v.name), dumps(replace(
+                    v, migration="", moving_to="", target_path=""))))
             txn.ops.append(Put(keys.alloc(m.destination), dumps(dst.without(vm))))
             if entry is not None:
-                txn.ops.append(Put(keys.alloc(m.source), dumps(src.with_entry(replace(entry, held_by="")))))
+                src = src.with_entry(replace(entry, held_by=""))
+            txn.ops.append(Put(keys.alloc(m.source), dumps(src)))
         if group is not None:
             txn.ops.append(Put(keys.group(group.name), dumps(group)))
         final = replace(m, phase=phase, message=message, updated_at=now, downtime_ms=downtime_ms,

@@ -14,13 +14,13 @@ import time
 from dataclasses import replace
 from typing import Callable
 
-from vdcos.errors import VdcosError
+from vdcos.errors import FailedPrecondition, VdcosError
 from vdcos.host.network import HostNetwork, NetworkError
 from vdcos.migration import records
 from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Migration, MigrationPhase, MigrationProgress,
                          NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus,
                          VolumeState, decode, dumps)
-from vdcos.nodeagent.driver import DomainState, DomainStats, DriverError, HypervisorDriver, MigrationCancelled
+from vdcos.nodeagent.driver import DiskCopy, DomainState, DomainStats, DriverError, HypervisorDriver, MigrationCancelled
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
@@ -329,11 +329,17 @@ class NodeAgent:
             records.finish(self.store, m.id, MigrationPhase.FAILED,
                            f"{m.destination}'s switch did not plug the VM's NICs; the VM keeps running on {m.source}")
             return
-        log.info("migrating %s to %s (%s)", m.vm, m.destination, m.id)
+        vols = volumes.list_volumes(self.store, vm=m.vm)
         try:
-            # A VM with local volumes never gets a migration record (records.start): any volume here is shared.
-            shared = bool(self._desired.get(m.vm) and self._desired[m.vm].spec.volumes)
-            res = self.driver.migrate(m.vm, dest_uri, m.options, progress, cancel, shared_disks=shared)
+            copies = self._copy_targets(m, cancel)
+        except VdcosError as e:
+            records.finish(self.store, m.id, MigrationPhase.CANCELLED if cancel.is_set() else MigrationPhase.FAILED,
+                           f"{e}; the VM keeps running on {m.source}")
+            return
+        log.info("migrating %s to %s (%s, %d disk(s) copied)", m.vm, m.destination, m.id, len(copies))
+        try:
+            res = self.driver.migrate(m.vm, dest_uri, m.options, progress, cancel,
+                                      shared_disks=any(not v.ties_to_host for v in vols), copies=copies)
         except MigrationCancelled as e:
             records.finish(self.store, m.id, MigrationPhase.CANCELLED, str(e))
             return
@@ -352,6 +358,24 @@ class NodeAgent:
                               "post-copy" if res.postcopy else "", res.downtime_ms, res.total_ms, final)
         log.info("migrated %s to %s: downtime %d ms, %d ms in all (%s)", m.vm, m.destination,
                  res.downtime_ms, res.total_ms, done.phase.value)
+
+    def _copy_targets(self, m: Migration, cancel: threading.Event, timeout: float = 120.0) -> tuple[DiskCopy, ...]:
+        """Copy-storage: wait until the destination's agent has made a file for each local
+        volume of the VM (records.start accounted their space there)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            moving = [v for v in volumes.list_volumes(self.store, vm=m.vm) if v.migration == m.id]
+            failed = next((v for v in moving if v.message), None)
+            if failed is not None:
+                raise FailedPrecondition(f"volume {failed.name}: {failed.message}")
+            if all(v.target_path for v in moving):
+                return tuple(DiskCopy(v.path, v.target_path) for v in moving)
+            if cancel.is_set():
+                raise FailedPrecondition("cancelled while the destination made its volume copies")
+            if time.monotonic() > deadline:
+                raise FailedPrecondition(f"{m.destination} did not make the files for "
+                                         f"{', '.join(v.name for v in moving if not v.target_path)} in {timeout:.0f} s")
+            time.sleep(0.1)
 
     def _destination_plugged(self, m: Migration, timeout: float = 30.0) -> bool:
         """OVN's multi-chassis binding: the destination's switch has the VM's ports (and every

@@ -47,6 +47,14 @@ class MigrationCancelled(DriverError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class DiskCopy:
+    """A disk that live migration copies (copy-storage) into a file the destination made."""
+
+    source_path: str
+    destination_path: str
+
+
 class HypervisorDriver(Protocol):
     name: str
 
@@ -61,9 +69,12 @@ class HypervisorDriver(Protocol):
     def stats(self, name: str) -> DomainStats: ...
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,
-                cancel: threading.Event | None = None, shared_disks: bool = False) -> MigrationResult:
+                cancel: threading.Event | None = None, shared_disks: bool = False,
+                copies: tuple[DiskCopy, ...] = ()) -> MigrationResult:
         """Live-migrate; on any failure or cancel the guest keeps running here and this raises.
-        shared_disks: every disk is in a pool the destination sees too, so nothing is copied."""
+        shared_disks: the disks not in `copies` are in a pool the destination sees too.
+        copies: disks whose content is copied while the guest runs, each into a file the
+        destination made beforehand on the same base image."""
         ...
 
     def locate(self, name: str, destination_uri: str) -> str:

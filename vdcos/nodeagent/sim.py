@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from vdcos.model import Disk, MigrationOptions, MigrationProgress, Nic, QosSettings, Resources, VmSpec, decode, encode
-from vdcos.nodeagent.driver import (DomainInfo, DomainState, DomainStats, DriverError, MigrationCancelled,
+from vdcos.nodeagent.driver import (DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, MigrationCancelled,
                                     MigrationResult)
 
 
@@ -115,7 +115,8 @@ class SimDriver:
 
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,
-                cancel: threading.Event | None = None, shared_disks: bool = False) -> MigrationResult:
+                cancel: threading.Event | None = None, shared_disks: bool = False,
+                copies: tuple[DiskCopy, ...] = ()) -> MigrationResult:
         """destination_uri: sim://<path of the destination host's state file>. Instant."""
         dest = self._dest(destination_uri)
         if cancel is not None and cancel.is_set():

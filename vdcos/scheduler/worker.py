@@ -21,11 +21,12 @@ from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, 
                           Unschedulable)
 from vdcos.migration import records
 from vdcos.model import (AllocEntry, Allocation, Assignment, Migration, MigrationOptions, MigrationPhase,
-                         PlacementGroup, PlacementRecord, VmSpec, decode, dumps)
+                         PlacementGroup, PlacementRecord, Resources, VmSpec, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain,
                                   fits, schedule, schedule_batch)
 from vdcos.state import keys
+from vdcos.storagepool import volumes
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,10 @@ class Scheduler:
                 raise NotFound(f"vm {vm!r} not found or not placed yet")
             spec = decode(VmSpec, json.loads(spec_kv.value))
             source = decode(PlacementRecord, json.loads(place_kv.value)).node
+            # Copy-storage: the destination also needs room for the VM's local volumes.
+            copies = sum(v.size_gib for v in volumes.list_volumes(self.store, vm=vm) if v.ties_to_host)
+            if copies:
+                spec = replace(spec, resources=spec.resources + Resources(disk_gib=copies))
             self.cache.wait_for_revision(place_kv.mod_revision, timeout=2.0)
             got = schedule(self.cache.snapshot(), PlacementRequest(spec, f"migrate:{vm}:{time.time()}", (source,)))
             if isinstance(got, Rejection):

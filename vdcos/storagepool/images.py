@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,3 +61,17 @@ def ensure(name: str) -> Path:
         os.chmod(tmp, 0o444)
         tmp.rename(out)
     return out
+
+
+def content_digest(disk: Path | str, scratch: Path | None = None) -> str:
+    """SHA-256 of what a guest sees on this qcow2 disk (its whole backing chain, zeros where
+    nothing was written), read with force-share so a running VM's disk can be checked."""
+    with tempfile.TemporaryDirectory(dir=scratch) as d:
+        raw = Path(d) / "disk.raw"
+        subprocess.run(["qemu-img", "convert", "-U", "-q", "-f", "qcow2", "-O", "raw", str(disk), str(raw)],
+                       check=True, timeout=600)
+        h = hashlib.sha256()
+        with open(raw, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        return h.hexdigest()

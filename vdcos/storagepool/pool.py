@@ -152,7 +152,7 @@ class VolumeReconciler:
                 continue
             try:
                 path = self.pools.make(v)
-            except (PoolError, OSError, FileNotFoundError) as e:
+            except (PoolError, OSError) as e:
                 log.error("volume %s: %s", v.name, e)
                 volumes.update(self.store, v.name, lambda x, why=str(e)[:300]: replace(
                     x, state=VolumeState.FAILED, message=why) if x.state is VolumeState.CREATING else None)
@@ -160,11 +160,15 @@ class VolumeReconciler:
             volumes.update(self.store, v.name, lambda x, p=path: replace(
                 x, state=VolumeState.AVAILABLE, path=p) if x.state is VolumeState.CREATING else None)
             log.info("volume %s ready at %s", v.name, path)
+        for v in vols.values():
+            if v.moving_to == self.host and not v.target_path and not v.message:
+                self._make_copy_target(v)
         for kind in (PoolKind.LOCAL, PoolKind.SHARED):
             for name, path in self.pools.files(kind).items():
                 v = vols.get(name)
                 # Every host sees the shared folder: any of them may remove an orphan there.
-                owned = v is not None and v.pool is kind and (v.host == self.host or kind is PoolKind.SHARED)
+                owned = v is not None and v.pool is kind and (
+                    v.host == self.host or v.moving_to == self.host or kind is PoolKind.SHARED)
                 if owned:
                     continue
                 self.pools.remove(path)
@@ -173,3 +177,18 @@ class VolumeReconciler:
         if (lease, status) != self._published:  # only changes: every host does this every resync
             self.store.txn([], [Put(keys.pool(self.host, s.pool.value), dumps(s), lease) for s in status])
             self._published = (lease, status)
+
+    def _make_copy_target(self, v: Volume) -> None:
+        """A VM with this local volume migrates here: make the file its disk is copied into,
+        the same size on the same base image (so only the volume's own layer is copied)."""
+        mid = v.migration
+        try:
+            path = self.pools.make(replace(v, host=self.host))
+        except (PoolError, OSError) as e:
+            log.error("volume %s: copy target for %s: %s", v.name, mid, e)
+            volumes.update(self.store, v.name, lambda x, why=f"{self.host} could not make the copy's file: {e}"[:300]:
+                           replace(x, message=why) if x.migration == mid else None)
+            return
+        volumes.update(self.store, v.name, lambda x: replace(x, target_path=path)
+                       if x.migration == mid and not x.target_path else None)
+        log.info("volume %s: copy target for %s ready at %s", v.name, mid, path)

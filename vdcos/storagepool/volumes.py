@@ -18,7 +18,7 @@ from vdcos.model import (AllocEntry, Allocation, NodeSpec, PoolKind, PoolStatus,
                          SchedulerConfig, Volume, VolumeState, decode, dumps, volume_consumer)
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
-from vdcos.state.store import Compare, Delete, Op, Put, Store
+from vdcos.state.store import KV, Compare, Delete, Op, Put, Store
 from vdcos.storagepool import images
 
 ATTEMPTS = 20
@@ -33,9 +33,15 @@ def get(store: Store, name: str) -> Volume:
 
 
 def list_volumes(store: Store, vm: str = "", host: str = "") -> list[Volume]:
+    return [v for v, _ in records(store, vm, host)]
+
+
+def records(store: Store, vm: str = "", host: str = "") -> list[tuple[Volume, KV]]:
+    """The volumes with their etcd records, for transactions that compare their revisions."""
     kvs, _ = store.get_prefix(keys.VOLUMES)
-    vols = (decode(Volume, json.loads(kv.value)) for kv in kvs)
-    return sorted((v for v in vols if (not vm or v.vm == vm) and (not host or v.host == host)), key=lambda v: v.name)
+    vols = ((decode(Volume, json.loads(kv.value)), kv) for kv in kvs)
+    return sorted(((v, kv) for v, kv in vols if (not vm or v.vm == vm) and (not host or v.host == host)),
+                  key=lambda p: p[0].name)
 
 
 def pools(store: Store) -> list[PoolStatus]:
@@ -126,12 +132,13 @@ def delete(store: Store, name: str, *, detach_first: bool = False) -> None:
             raise FailedPrecondition(f"volume {name} is attached to VM {vol.vm}; detach it or delete the VM")
         compares = [Compare(keys.volume(name), "mod", "==", kv.mod_revision)]
         ops: list[Op] = [Delete(keys.volume(name))]
-        if vol.pool is PoolKind.LOCAL:
-            alloc_kv = store.get(keys.alloc(vol.host))
+        # A volume deleted while its VM migrates also gives back the space of its copy.
+        for host in (vol.host, vol.moving_to) if vol.pool is PoolKind.LOCAL else ():
+            alloc_kv = store.get(keys.alloc(host)) if host else None
             if alloc_kv is not None:
                 alloc = decode(Allocation, json.loads(alloc_kv.value))
-                compares.append(Compare(keys.alloc(vol.host), "mod", "==", alloc_kv.mod_revision))
-                ops.append(Put(keys.alloc(vol.host), dumps(alloc.without(volume_consumer(name)))))
+                compares.append(Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision))
+                ops.append(Put(keys.alloc(host), dumps(alloc.without(volume_consumer(name)))))
         if store.txn(compares, ops).succeeded:
             return
     raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")

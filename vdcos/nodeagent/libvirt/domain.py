@@ -106,6 +106,19 @@ def disk_targets(xml: str) -> list[str]:
     return [t.get("dev", "") for t in ET.fromstring(xml).findall("devices/disk/target")]
 
 
+def with_disk_paths(xml: str, paths: dict[str, str]) -> tuple[str, list[str]]:
+    """The definition with these disk files replaced (old path -> new), and their targets."""
+    root = ET.fromstring(xml)
+    targets = []
+    for disk in root.findall("devices/disk"):
+        src, tgt = disk.find("source"), disk.find("target")
+        if src is not None and tgt is not None and src.get("file") in paths:
+            src.set("file", paths[src.get("file", "")])
+            targets.append(tgt.get("dev", ""))
+    ET.register_namespace("vdcos", NS)
+    return ET.tostring(root, encoding="unicode"), targets
+
+
 def iotune_of(qos: QosSettings) -> dict[str, int]:
     out = {}
     if qos.disk_iops_limit:

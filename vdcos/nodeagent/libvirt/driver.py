@@ -13,7 +13,7 @@ import libvirt
 
 from vdcos.images import GuestImage
 from vdcos.model import Disk, MigrationOptions, MigrationProgress, Nic, QosSettings, Resources, VmSpec
-from vdcos.nodeagent.driver import (DomainInfo, DomainState, DomainStats, DriverError, MigrationCancelled,
+from vdcos.nodeagent.driver import (DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, MigrationCancelled,
                                     MigrationResult)
 from vdcos.nodeagent.libvirt import domain
 
@@ -210,7 +210,8 @@ class LibvirtDriver:
     # --- migration ----------------------------------------------------------------------
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,
-                cancel: threading.Event | None = None, shared_disks: bool = False) -> MigrationResult:
+                cancel: threading.Event | None = None, shared_disks: bool = False,
+                copies: tuple[DiskCopy, ...] = ()) -> MigrationResult:
         dom = self._must(name)
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
                  | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
@@ -227,7 +228,16 @@ class LibvirtDriver:
             dom.migrateSetMaxDowntime(options.max_downtime_ms, 0)
         except libvirt.libvirtError as e:
             raise DriverError(f"preparing migration of {name}: {e}") from e
+        xml, copied = domain.with_disk_paths(xml, {c.source_path: c.destination_path for c in copies})
+        if len(copied) != len(copies):
+            raise DriverError(f"migration of {name}: {len(copies) - len(copied)} disk(s) to copy are not in its domain")
         params: dict[str, Any] = {libvirt.VIR_MIGRATE_PARAM_DEST_XML: xml}
+        if copied:
+            # QEMU mirrors these disks over NBD while the guest runs, and writes the guest makes
+            # meanwhile too. Incremental: each destination file sits on the same base image, so
+            # only the volume's own layer travels.
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = copied
         if options.bandwidth_mibps:
             params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = options.bandwidth_mibps
         done = threading.Event()
