@@ -466,6 +466,7 @@ class Disk:
     volume: str
     path: str
     device: str              # vda, vdb, ... in the order of VmSpec.volumes
+    size_gib: int = 0        # the volume's recorded size: a smaller disk is grown to it
 
 
 # --- JSON codec -------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class Dc:
                          resources=pb.Resources(vcpus=1, memory_mib=128))
         vm = self.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec)).vm
         node = vm.placement.node
-        wait_until(lambda: "DISK vda" in read_console(host_root(self.home, node), name), 120)
+        wait_until(lambda: "DISKS" in read_console(host_root(self.home, node), name), 120)
         return vm
 
     def console(self, node: str, vm: str) -> str:
@@ -85,6 +85,14 @@ def domains(dc: Dc, node: str) -> list[str]:
     conn = libvirt.open(LibvirtHost.load(host_root(dc.home, node)).uri)
     try:
         return [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+def domains_xml(dc: Dc, node: str) -> list[str]:
+    conn = libvirt.open(LibvirtHost.load(host_root(dc.home, node)).uri)
+    try:
+        return [d.XMLDesc(0) for d in conn.listAllDomains()]
     finally:
         conn.close()
 
@@ -132,6 +140,21 @@ def test_shared_volume_migrates_without_copy_and_local_ones_say_why_not(dc: Dc) 
     assert dc.volume("shared-1").path == v.path and Path(v.path).exists()
     dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="sharer"))
     wait_until(lambda: not Path(v.path).exists(), 30)
+
+
+def test_a_running_guest_gets_a_volume_plugged_grown_and_unplugged(dc: Dc) -> None:
+    node = dc.create_vm("hotplug", []).placement.node
+    dc.create_volume("hot", vol_pb.POOL_KIND_LOCAL, 1, host=node, image="pattern")
+    seen = len(dc.console(node, "hotplug"))
+    dc.client.volumes.AttachVolume(vol_pb.AttachVolumeRequest(name="hot", vm="hotplug"))
+    wait_until(lambda: "DISKS vda:1024\n" in dc.console(node, "hotplug")[seen:], 60)
+    dc.client.volumes.ResizeVolume(vol_pb.ResizeVolumeRequest(name="hot", size_gib=2))
+    wait_until(lambda: "DISKS vda:2048\n" in dc.console(node, "hotplug")[seen:], 60)
+    dc.client.volumes.DetachVolume(vol_pb.DetachVolumeRequest(name="hot"))
+    wait_until(lambda: "DISKS\n" in dc.console(node, "hotplug")[seen:], 60)
+    assert "hot.qcow2" not in "".join(domains_xml(dc, node))
+    dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="hotplug"))
+    dc.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="hot"))
 
 
 def migrate(dc: Dc, vm: str, to: str, **options: int) -> mig_pb.Migration:

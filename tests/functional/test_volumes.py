@@ -110,6 +110,7 @@ def test_no_room_for_the_copy_refuses_the_migration_naming_disk(cluster: Cluster
     create(cluster, vol("big", 30, host="h1"))
     wait_until(lambda: state(cluster, "big") == vol_pb.VOLUME_STATE_AVAILABLE)
     cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm("db", ["big"])))
+    wait_until(lambda: cluster.client.vms.GetVm(vm_pb.GetVmRequest(name="db")).vm.status.phase == pb.VM_PHASE_RUNNING)
     for target in ("h2", ""):
         with pytest.raises(grpc.RpcError) as e:
             cluster.client.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm="db", target_node=target))
@@ -192,3 +193,53 @@ def test_volumes_bigger_than_any_pool_or_unknown_are_refused(cluster: Cluster) -
     assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert not cluster.client.vms.ListVms(vm_pb.ListVmsRequest()).vms
     assert not cluster.client.volumes.ListVolumes(vol_pb.ListVolumesRequest()).volumes
+
+
+def sim_disks(c: Cluster, node: str, vm: str) -> tuple[str, ...]:
+    return next((d.disks for d in c.agents[node].driver.list_domains() if d.name == vm), ())
+
+
+def test_attach_detach_and_grow_on_a_running_vm(cluster: Cluster) -> None:
+    cluster.add_node("h1", HOST)
+    cluster.add_node("h2", HOST)
+    cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=pb.VmSpec(
+        name="app", node_selector={}, resources=pb.Resources(vcpus=1, memory_mib=128))))
+    wait_until(lambda: cluster.client.vms.GetVm(vm_pb.GetVmRequest(name="app")).vm.status.phase == pb.VM_PHASE_RUNNING)
+    node = cluster.client.vms.GetVm(vm_pb.GetVmRequest(name="app")).vm.placement.node
+    other = "h2" if node == "h1" else "h1"
+    for v in (vol("far", 5, host=other), vol("near", 5, host=node), vol("sh", 5, vol_pb.POOL_KIND_SHARED)):
+        create(cluster, v)
+        wait_until(lambda n=v.name: state(cluster, n) == vol_pb.VOLUME_STATE_AVAILABLE)
+    # A local volume on another host cannot reach the VM; the refusal names both hosts.
+    with pytest.raises(grpc.RpcError) as e:
+        cluster.client.volumes.AttachVolume(vol_pb.AttachVolumeRequest(name="far", vm="app"))
+    assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert other in (e.value.details() or "") and node in (e.value.details() or "")
+    assert get_vol(cluster, "far").vm == ""
+    for name in ("near", "sh"):
+        assert cluster.client.volumes.AttachVolume(vol_pb.AttachVolumeRequest(name=name, vm="app")).volume.vm == "app"
+    assert list(cluster.client.vms.GetVm(vm_pb.GetVmRequest(name="app")).vm.spec.volumes) == ["near", "sh"]
+    wait_until(lambda: sim_disks(cluster, node, "app") == (get_vol(cluster, "near").path, get_vol(cluster, "sh").path))
+    unattached = cluster.client.volumes.ListVolumes(vol_pb.ListVolumesRequest(unattached=True)).volumes
+    assert [v.name for v in unattached] == ["far"]
+    # Grow: the local one's space counts on its host at once; shrinking and too much are refused.
+    cluster.client.volumes.ResizeVolume(vol_pb.ResizeVolumeRequest(name="near", size_gib=20))
+    assert ("volume/near", "") in entries(cluster, node)
+    n = cluster.client.nodes.GetNode(node_pb.GetNodeRequest(name=node)).node
+    assert n.committed.disk_gib == 20
+    for size, code in ((10, grpc.StatusCode.FAILED_PRECONDITION), (500, grpc.StatusCode.RESOURCE_EXHAUSTED),
+                       (0, grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(grpc.RpcError) as e:
+            cluster.client.volumes.ResizeVolume(vol_pb.ResizeVolumeRequest(name="near", size_gib=size))
+        assert e.value.code() is code
+    assert get_vol(cluster, "near").size_gib == 20
+    cluster.client.volumes.DetachVolume(vol_pb.DetachVolumeRequest(name="near"))
+    wait_until(lambda: sim_disks(cluster, node, "app") == (get_vol(cluster, "sh").path,))
+    assert get_vol(cluster, "near").vm == ""
+    storage = cluster.agents[node].storage
+    assert storage is not None
+    cluster.client.volumes.ResizeVolume(vol_pb.ResizeVolumeRequest(name="near", size_gib=25))
+    wait_until(lambda: storage.pools.grown.get("near") == 25)  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as e:
+        cluster.client.volumes.DetachVolume(vol_pb.DetachVolumeRequest(name="near"))
+    assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION

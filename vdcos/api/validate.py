@@ -198,9 +198,16 @@ def port(m: net_pb.CreatePortRequest) -> Violations:
     return out
 
 
+def volume_size(size_gib: int, field: str) -> Violations:
+    from vdcos.storagepool.volumes import MAX_SIZE_GIB
+
+    if not 1 <= size_gib <= MAX_SIZE_GIB:
+        return [(field, f"must be between 1 and {MAX_SIZE_GIB}, got {size_gib}")]
+    return []
+
+
 def volume(m: vol_pb.Volume, field: str = "volume") -> Violations:
     from vdcos.storagepool import images
-    from vdcos.storagepool.volumes import MAX_SIZE_GIB
 
     out: Violations = []
     name(m.name, f"{field}.name", out)
@@ -208,8 +215,7 @@ def volume(m: vol_pb.Volume, field: str = "volume") -> Violations:
         out.append((f"{field}.pool", "is required: POOL_KIND_LOCAL or POOL_KIND_SHARED"))
     elif m.pool not in (vol_pb.POOL_KIND_LOCAL, vol_pb.POOL_KIND_SHARED):
         out.append((f"{field}.pool", f"unknown pool kind {m.pool}"))
-    if not 1 <= m.size_gib <= MAX_SIZE_GIB:
-        out.append((f"{field}.size_gib", f"must be between 1 and {MAX_SIZE_GIB}, got {m.size_gib}"))
+    out += volume_size(m.size_gib, f"{field}.size_gib")
     if m.host:
         name(m.host, f"{field}.host", out)
     if m.image and m.image not in images.CATALOG:

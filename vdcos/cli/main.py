@@ -309,8 +309,8 @@ def cmd_volume(args: argparse.Namespace) -> int:
                 timeout=args.timeout).volume
             emit(args, v, lambda: volume_rows([v]))
         elif cmd == "list":
-            r = c.volumes.ListVolumes(vol_pb.ListVolumesRequest(vm=args.vm or "", host=args.host or ""),
-                                      timeout=args.timeout)
+            r = c.volumes.ListVolumes(vol_pb.ListVolumesRequest(vm=args.vm or "", host=args.host or "",
+                                                                unattached=args.unattached), timeout=args.timeout)
             emit(args, r, lambda: volume_rows(r.volumes))
         elif cmd == "show":
             g = c.volumes.GetVolume(vol_pb.GetVolumeRequest(name=args.name), timeout=args.timeout).volume
@@ -319,6 +319,17 @@ def cmd_volume(args: argparse.Namespace) -> int:
             c.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name=args.name), timeout=args.timeout)
             if args.output != "json":
                 print(f"deleted volume {args.name}")
+        elif cmd == "attach":
+            a = c.volumes.AttachVolume(vol_pb.AttachVolumeRequest(name=args.name, vm=args.vm),
+                                       timeout=args.timeout).volume
+            emit(args, a, lambda: volume_rows([a]))
+        elif cmd == "detach":
+            d = c.volumes.DetachVolume(vol_pb.DetachVolumeRequest(name=args.name), timeout=args.timeout).volume
+            emit(args, d, lambda: volume_rows([d]))
+        elif cmd == "resize":
+            r2 = c.volumes.ResizeVolume(vol_pb.ResizeVolumeRequest(name=args.name, size_gib=args.size_gib),
+                                        timeout=args.timeout).volume
+            emit(args, r2, lambda: volume_rows([r2]))
         elif cmd == "pools":
             p = c.volumes.ListPools(vol_pb.ListPoolsRequest(), timeout=args.timeout)
             emit(args, p, lambda: table(["HOST", "POOL", "CAPACITY_GIB", "AVAILABLE_GIB", "VOLUMES", "PATH"], [
@@ -528,8 +539,17 @@ def parser() -> argparse.ArgumentParser:
     vl = vsub.add_parser("list")
     vl.add_argument("--vm")
     vl.add_argument("--host")
+    vl.add_argument("--unattached", action="store_true",
+                    help="only the volumes no VM owns (each still holds its pool's space)")
     vsub.add_parser("show").add_argument("name")
     vsub.add_parser("delete").add_argument("name")
+    va = vsub.add_parser("attach", help="attach to a VM (hot-plugged if it runs)")
+    va.add_argument("name")
+    va.add_argument("vm")
+    vsub.add_parser("detach", help="take from its VM (hot-unplugged if it runs)").add_argument("name")
+    vr = vsub.add_parser("resize", help="grow (a running guest sees its disk grow)")
+    vr.add_argument("name")
+    vr.add_argument("--size-gib", type=int, required=True)
     vsub.add_parser("pools", help="each host's pools: capacity and free space")
     vol.set_defaults(fn=cmd_volume)
 

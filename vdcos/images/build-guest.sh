@@ -11,11 +11,12 @@
 #   diskfill=DEV    write random data over the first half of /dev/DEV once, O_DIRECT, print
 #                   "DISKFILL <dev> <MiB>", then read that half back in a loop, printing
 #                   "DISKSUM-START" and "DISKSUM <md5>" (a disk whose content a migration must keep)
-# Every disk the guest has is announced at boot: "DISK <dev> <its first 40 bytes>".
+# Every disk the guest has is announced at boot: "DISK <dev> <its first 40 bytes>"; and
+# "DISKS <dev>:<MiB> ..." lists the disks whenever they change (hot-plug, unplug, resize).
 # Nothing is installed on the host. A lock keeps concurrent builders from racing.
 set -euo pipefail
 # Bump when /init changes: a cached image of another version is rebuilt.
-VERSION=4
+VERSION=5
 DIR=${1:-/var/cache/vdcos/images}
 mkdir -p "$DIR"
 exec 9>"$DIR/.lock"
@@ -83,7 +84,13 @@ fi
 j=0
 while [ $j -lt "${BURN:-0}" ]; do ( while :; do :; done ) & j=$((j+1)); done
 i=0
-while true; do i=$((i+1)); echo "CNT $i $(cut -d' ' -f1 /proc/uptime)"; usleep 100000; done
+last="?"
+while true; do i=$((i+1)); echo "CNT $i $(cut -d' ' -f1 /proc/uptime)"
+  # Every second: the disks and their MiB, printed when they change (hot-plug, unplug, resize).
+  if [ $((i % 10)) -eq 1 ]; then now=""
+    for d in /sys/block/vd*; do [ -e "$d" ] && now="$now ${d##*/}:$(( $(cat $d/size) / 2048 ))"; done
+    [ "$now" != "$last" ] && echo "DISKS$now" && last=$now; fi
+  usleep 100000; done
 EOI
 chmod +x "$R/init"
 # No cpio on the host: busybox's applet writes the newc archive.

@@ -20,7 +20,7 @@ from vdcos.migration import records
 from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Migration, MigrationPhase, MigrationProgress,
                          NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus,
                          VolumeState, decode, dumps)
-from vdcos.nodeagent.driver import DiskCopy, DomainState, DomainStats, DriverError, HypervisorDriver, MigrationCancelled
+from vdcos.nodeagent.driver import DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver, MigrationCancelled
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
@@ -30,6 +30,7 @@ from vdcos.vswitch import networks
 from vdcos.vswitch.controller import SwitchController, wait_bound
 
 log = logging.getLogger("vdcos.nodeagent")
+GIB = 1024 ** 3
 
 
 def node_records(spec: NodeSpec, lease: int, used: Resources = Resources(), pid: int = 0,
@@ -83,6 +84,7 @@ class NodeAgent:
         # every assignment or migration event that wakes the reconcile loop.
         self._volumes_changed = threading.Event()
         self._volumes_changed.set()
+        self._grown: dict[str, int] = {}  # disk file -> GiB a running guest's disk was checked to have
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
@@ -447,11 +449,35 @@ class NodeAgent:
                 continue
             if dom.qos != a.qos:
                 self.driver.apply_qos(name, a.qos)
+            if self.storage is not None and dom.state is DomainState.RUNNING:
+                self._plug_disks(a, dom)
             if dom.state is DomainState.RUNNING:
                 self._report(name, VmPhase.RUNNING, self._reported.get(name, VmStatus(VmPhase.RUNNING, "")).message)
             else:
                 self.driver.start(name)
                 self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
+
+    def _plug_disks(self, a: Assignment, dom: DomainInfo) -> None:
+        """Volumes attached to or detached from a running VM: hot-plug or unplug its disks."""
+        want = self._disks(a)
+        if want is None:
+            return  # a volume is not made yet; the next round looks again
+        paths = {d.path for d in want}
+        try:  # one guest's refusal must not hold up the other VMs' reconcile
+            for d in want:
+                if d.path not in dom.disks:
+                    self.driver.attach_disk(a.spec.name, d, a.qos)
+                    log.info("attached volume %s to %s", d.volume, a.spec.name)
+                if self._grown.get(d.path) != d.size_gib:
+                    # Resized: the file grows through the QEMU that has it open; the guest sees it.
+                    self.driver.grow_disk(a.spec.name, d.path, d.size_gib * GIB)
+                    self._grown[d.path] = d.size_gib
+            for p in dom.disks:
+                if p not in paths:
+                    self.driver.detach_disk(a.spec.name, p)
+                    log.info("detached %s from %s", p, a.spec.name)
+        except DriverError as e:
+            log.warning("volumes of %s: %s (the next round tries again)", a.spec.name, e)
 
     def _disks(self, a: Assignment) -> tuple[Disk, ...] | None:
         """The VM's volumes as disks, in its order; None while one is not made yet."""
@@ -463,7 +489,7 @@ class NodeAgent:
                 return None
             if v.state is not VolumeState.AVAILABLE or (v.ties_to_host and v.host != self.spec.name):
                 return None
-            out.append(Disk(v.name, v.path, "vd" + "abcdefghijklmnopqrstuvwxyz"[i]))
+            out.append(Disk(v.name, v.path, "vd" + "abcdefghijklmnopqrstuvwxyz"[i], v.size_gib))
         return tuple(out)
 
     def _last_status(self, vm: str) -> VmStatus | None:

@@ -22,6 +22,7 @@ class DomainInfo:
     uuid: str
     state: DomainState
     qos: QosSettings | None = None
+    disks: tuple[str, ...] = ()  # the files of its disks
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,18 @@ class HypervisorDriver(Protocol):
     def stop(self, name: str) -> None: ...
     def destroy(self, name: str) -> None: ...
     def apply_qos(self, name: str, qos: QosSettings) -> None: ...
+    def attach_disk(self, name: str, disk: Disk, qos: QosSettings) -> None:
+        """Hot-plug into the running guest (and its definition), on the first free device."""
+        ...
+
+    def detach_disk(self, name: str, path: str) -> None:
+        """Hot-unplug the disk on this file; the guest has to let it go."""
+        ...
+
+    def grow_disk(self, name: str, path: str, size_bytes: int) -> None:
+        """Grow a running guest's disk to at least this size; the guest sees it grow."""
+        ...
+
     def stats(self, name: str) -> DomainStats: ...
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,

@@ -25,6 +25,7 @@ class SimDomain:
     state: DomainState
     qos: QosSettings
     started_at: float = 0.0
+    disks: tuple[str, ...] = ()  # volume paths, in device order
 
 
 class SimDriver:
@@ -67,7 +68,7 @@ class SimDriver:
     def list_domains(self) -> list[DomainInfo]:
         with self._lock:
             self._reload()
-            return [DomainInfo(d.name, d.uuid, d.state, d.qos) for d in self._domains.values()]
+            return [DomainInfo(d.name, d.uuid, d.state, d.qos, d.disks) for d in self._domains.values()]
 
     def define(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = (),
                disks: tuple[Disk, ...] = ()) -> DomainInfo:
@@ -75,7 +76,8 @@ class SimDriver:
             dom = self._domains.get(spec.name)
             if dom is None:
                 dom = SimDomain(spec.name, str(uuid.uuid4()), spec.resources.vcpus,
-                                spec.resources.memory_mib, DomainState.STOPPED, qos)
+                                spec.resources.memory_mib, DomainState.STOPPED, qos,
+                                disks=tuple(d.path for d in disks))
                 self._domains[spec.name] = dom
                 self._save()
             return DomainInfo(dom.name, dom.uuid, dom.state, dom.qos)
@@ -104,6 +106,23 @@ class SimDriver:
             self._domains[name] = replace(self._get(name), qos=qos)
             self._save()
 
+    def attach_disk(self, name: str, disk: Disk, qos: QosSettings) -> None:
+        with self._lock:
+            dom = self._get(name)
+            if disk.path not in dom.disks:
+                self._domains[name] = replace(dom, disks=(*dom.disks, disk.path))
+                self._save()
+
+    def detach_disk(self, name: str, path: str) -> None:
+        with self._lock:
+            dom = self._get(name)
+            self._domains[name] = replace(dom, disks=tuple(p for p in dom.disks if p != path))
+            self._save()
+
+    def grow_disk(self, name: str, path: str, size_bytes: int) -> None:
+        with self._lock:
+            self._get(name)
+
     def stats(self, name: str) -> DomainStats:
         with self._lock:
             dom = self._get(name)
@@ -127,6 +146,8 @@ class SimDriver:
             if on_progress is not None:
                 on_progress(MigrationProgress("copying", mem, mem, 0, 1, options.max_downtime_ms, 0))
             others = [d for d in (json.loads(dest.read_text()) if dest.exists() else []) if d["name"] != name]
+            moved = {c.source_path: c.destination_path for c in copies}
+            dom = replace(dom, disks=tuple(moved.get(p, p) for p in dom.disks))
             dest.write_text(json.dumps([*others, encode(dom)]))
             del self._domains[name]
             self._save()

@@ -139,6 +139,15 @@ class Operations:
     def delete_volume(self, name: str) -> None:
         volumes.delete(self.store, name)
 
+    def attach_volume(self, name: str, vm: str) -> Volume:
+        return volumes.attach(self.store, name, vm)
+
+    def detach_volume(self, name: str) -> Volume:
+        return volumes.detach_one(self.store, name)
+
+    def resize_volume(self, name: str, size_gib: int) -> Volume:
+        return volumes.resize(self.store, name, size_gib)
+
     def pools(self) -> list[PoolStatus]:
         return sorted(volumes.pools(self.store), key=lambda p: (p.pool.value, p.host))
 

@@ -360,7 +360,28 @@ class VolumeServicer(vol_grpc.VolumeServiceServicer):
         if request.host:
             _name(request.host, "host")
         vols = await blocking(self.ops.list_volumes, request.vm, request.host)
-        return vol_pb.ListVolumesResponse(volumes=[convert.volume_to_pb(v) for v in vols])
+        return vol_pb.ListVolumesResponse(volumes=[convert.volume_to_pb(v) for v in vols
+                                                   if not (request.unattached and v.vm)])
+
+    @rpc
+    async def AttachVolume(self, request: vol_pb.AttachVolumeRequest, context: Ctx) -> vol_pb.AttachVolumeResponse:
+        _name(request.name)
+        _name(request.vm, "vm")
+        return vol_pb.AttachVolumeResponse(volume=convert.volume_to_pb(
+            await blocking(self.ops.attach_volume, request.name, request.vm)))
+
+    @rpc
+    async def DetachVolume(self, request: vol_pb.DetachVolumeRequest, context: Ctx) -> vol_pb.DetachVolumeResponse:
+        _name(request.name)
+        return vol_pb.DetachVolumeResponse(volume=convert.volume_to_pb(
+            await blocking(self.ops.detach_volume, request.name)))
+
+    @rpc
+    async def ResizeVolume(self, request: vol_pb.ResizeVolumeRequest, context: Ctx) -> vol_pb.ResizeVolumeResponse:
+        _name(request.name)
+        validate.check(validate.volume_size(request.size_gib, "size_gib"))
+        return vol_pb.ResizeVolumeResponse(volume=convert.volume_to_pb(
+            await blocking(self.ops.resize_volume, request.name, request.size_gib)))
 
     @rpc
     async def DeleteVolume(self, request: vol_pb.DeleteVolumeRequest, context: Ctx) -> vol_pb.DeleteVolumeResponse:

@@ -32,6 +32,7 @@ class StoragePools(Protocol):
     def make(self, vol: Volume) -> str: ...
     def remove(self, path: str) -> None: ...
     def files(self, pool: PoolKind) -> dict[str, str]: ...   # volume name -> path
+    def grow(self, vol: Volume) -> None: ...                  # a file no QEMU has open
 
 
 def volume_file(directory: Path, name: str) -> Path:
@@ -103,6 +104,15 @@ class LibvirtPools:
                     Path(path).unlink(missing_ok=True)
                 return
 
+    def grow(self, vol: Volume) -> None:
+        import libvirt
+        try:
+            v = self._pool(vol.pool).storageVolLookupByName(Path(vol.path).name)
+            if v.info()[1] < vol.size_gib * GIB:
+                v.resize(vol.size_gib * GIB, 0)
+        except libvirt.libvirtError as e:
+            raise PoolError(f"growing {vol.path}: {e}") from e
+
     def files(self, kind: PoolKind) -> dict[str, str]:
         d = self.dirs.get(kind)
         if d is None or not d.exists():
@@ -117,6 +127,7 @@ class SimPools:
         self.host = host
         self.capacity_gib = capacity_gib
         self._made: dict[str, str] = {}
+        self.grown: dict[str, int] = {}
 
     def status(self) -> list[PoolStatus]:
         return [PoolStatus(self.host, PoolKind.LOCAL, "sim", self.capacity_gib, self.capacity_gib, len(self._made)),
@@ -132,6 +143,9 @@ class SimPools:
     def files(self, kind: PoolKind) -> dict[str, str]:
         return {k: v for k, v in self._made.items() if v.startswith(f"sim://{kind.value}/")}
 
+    def grow(self, vol: Volume) -> None:
+        self.grown[vol.name] = vol.size_gib
+
 
 class VolumeReconciler:
     """Run by the agent after every change under /vdcos/volumes/ and every resync period:
@@ -144,6 +158,7 @@ class VolumeReconciler:
         self.pools = pools
         self.lease = lease
         self._published: tuple[int, list[PoolStatus]] = (0, [])
+        self._sizes: dict[str, int] = {}  # volume -> GiB its file was checked to have
 
     def sync(self) -> None:
         vols = {v.name: v for v in volumes.list_volumes(self.store)}
@@ -163,6 +178,14 @@ class VolumeReconciler:
         for v in vols.values():
             if v.moving_to == self.host and not v.target_path and not v.message:
                 self._make_copy_target(v)
+            elif (v.host == self.host and v.state is VolumeState.AVAILABLE and not v.vm and not v.migration
+                  and self._sizes.get(v.name) != v.size_gib):
+                # Resized while no VM had it: grown here (an attached one grows through its QEMU).
+                try:
+                    self.pools.grow(v)
+                    self._sizes[v.name] = v.size_gib
+                except (PoolError, OSError) as e:
+                    log.error("volume %s: %s", v.name, e)
         for kind in (PoolKind.LOCAL, PoolKind.SHARED):
             for name, path in self.pools.files(kind).items():
                 v = vols.get(name)

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from vdcos.model import (AllocEntry, Allocation, NodeSpec, PoolKind, PoolStatus, QosClass, Resources,
-                         SchedulerConfig, Volume, VolumeState, decode, dumps, volume_consumer)
-from vdcos.scheduler.core.fit import fits
+from vdcos.model import (AllocEntry, Allocation, Assignment, NodeSpec, PlacementRecord, PoolKind, PoolStatus,
+                         QosClass, Resources, SchedulerConfig, VmSpec, Volume, VolumeState, decode, dumps,
+                         volume_consumer)
+from vdcos.scheduler.core.fit import Insufficient, fits
 from vdcos.state import keys
 from vdcos.state.store import KV, Compare, Delete, Op, Put, Store
 from vdcos.storagepool import images
@@ -84,12 +85,7 @@ def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, im
         compares = [Compare(keys.volume(name), "create", "==", 0)]
         ops: list[Op] = [Put(keys.volume(name), dumps(vol))]
         if pool is PoolKind.LOCAL:
-            alloc_kv = store.get(keys.alloc(host))
-            alloc = decode(Allocation, json.loads(alloc_kv.value)) if alloc_kv else Allocation(host)
-            config_kv = store.get(keys.CONFIG)
-            config = decode(SchedulerConfig, json.loads(config_kv.value)) if config_kv else SchedulerConfig()
-            capacity = decode(NodeSpec, json.loads(node_kv.value)).capacity
-            short = fits(capacity, config.overcommit, alloc, Resources(disk_gib=size_gib), QosClass.GUARANTEED)
+            alloc_kv, alloc, short = _local_room(store, host, size_gib)
             if short:
                 raise ResourceExhausted(f"{host}'s local pool has {short[0].free} GiB free, "
                                         f"volume {name} needs {size_gib} GiB")
@@ -170,6 +166,116 @@ def attach_all(store: Store, vm: str, names: tuple[str, ...]) -> list[Volume]:
         if store.txn(compares, [Put(keys.volume(v.name), dumps(v)) for v in attached]).succeeded:
             return attached
     raise ResourceExhausted(f"volumes of {vm}: too many concurrent changes; try again")
+
+
+MAX_DISKS = 16
+
+
+def resize(store: Store, name: str, size_gib: int) -> Volume:
+    """Grow a volume: its new space accounted like a new volume's, in the same transaction. The
+    file grows on the host that has it open (the VM's, live) or, if none, the volume's host."""
+    check_size(size_gib, "size_gib")
+    for _ in range(ATTEMPTS):
+        kv = store.get(keys.volume(name))
+        if kv is None:
+            raise NotFound(f"volume {name!r} not found")
+        vol = decode(Volume, json.loads(kv.value))
+        if size_gib < vol.size_gib:
+            raise FailedPrecondition(f"volume {name} has {vol.size_gib} GiB; shrinking would cut off what the "
+                                     "guest wrote there, so volumes only grow")
+        if size_gib == vol.size_gib:
+            return vol
+        if vol.state is not VolumeState.AVAILABLE or vol.migration:
+            raise FailedPrecondition(f"volume {name} is {'moving' if vol.migration else vol.state.value}; "
+                                     "resize it when it is available")
+        extra = size_gib - vol.size_gib
+        compares = [Compare(keys.volume(name), "mod", "==", kv.mod_revision)]
+        new = replace(vol, size_gib=size_gib)
+        ops: list[Op] = [Put(keys.volume(name), dumps(new))]
+        if vol.pool is PoolKind.LOCAL:
+            alloc_kv, alloc, short = _local_room(store, vol.host, extra)
+            if short:
+                raise ResourceExhausted(f"{vol.host}'s local pool has {short[0].free} GiB free, volume {name} "
+                                        f"needs {extra} GiB more")
+            compares.append(Compare(keys.alloc(vol.host), "mod", "==", alloc_kv.mod_revision if alloc_kv else 0))
+            ops.append(Put(keys.alloc(vol.host), dumps(alloc.with_entry(AllocEntry(
+                volume_consumer(name), QosClass.GUARANTEED, Resources(disk_gib=size_gib))))))
+        elif shared_available_gib(store) < extra:
+            raise ResourceExhausted(f"the shared pool has {shared_available_gib(store):.1f} GiB free, "
+                                    f"volume {name} needs {extra} GiB more")
+        if store.txn(compares, ops).succeeded:
+            return new
+    raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
+
+
+def _local_room(store: Store, host: str, gib: int) -> tuple[KV | None, Allocation, list[Insufficient]]:
+    """The host's allocation record, and what falls short if `gib` more go there (empty when
+    they fit): the same fit function as every placement."""
+    alloc_kv = store.get(keys.alloc(host))
+    alloc = decode(Allocation, json.loads(alloc_kv.value)) if alloc_kv else Allocation(host)
+    node_kv = store.get(keys.node_spec(host))
+    if node_kv is None:
+        raise NotFound(f"node {host!r} not found")
+    config_kv = store.get(keys.CONFIG)
+    config = decode(SchedulerConfig, json.loads(config_kv.value)) if config_kv else SchedulerConfig()
+    capacity = decode(NodeSpec, json.loads(node_kv.value)).capacity
+    short = fits(capacity, config.overcommit, alloc, Resources(disk_gib=gib), QosClass.GUARANTEED)
+    return alloc_kv, alloc, short
+
+
+def attach(store: Store, name: str, vm: str) -> Volume:
+    """Attach a free volume to a placed VM: the volume, the VM's spec and its host's assignment
+    change in one transaction; that host's agent then hot-plugs the disk into the guest."""
+    return _change_attachment(store, name, vm, attach=True)
+
+
+def detach_one(store: Store, name: str) -> Volume:
+    """Take a volume from its VM (the agent unplugs it from the guest); the volume stays."""
+    return _change_attachment(store, name, "", attach=False)
+
+
+def _change_attachment(store: Store, name: str, vm: str, *, attach: bool) -> Volume:
+    for _ in range(ATTEMPTS):
+        vol_kv = store.get(keys.volume(name))
+        if vol_kv is None:
+            raise NotFound(f"volume {name!r} not found")
+        vol = decode(Volume, json.loads(vol_kv.value))
+        if attach and vol.vm:
+            raise FailedPrecondition(f"volume {name} is attached to VM {vol.vm}" + (
+                "" if vol.vm == vm else "; detach it first"))
+        if not attach and not vol.vm:
+            raise FailedPrecondition(f"volume {name} is not attached to any VM")
+        if vol.state is not VolumeState.AVAILABLE:
+            raise FailedPrecondition(f"volume {name} is {vol.state.value}" + (f": {vol.message}" if vol.message else ""))
+        vm = vm or vol.vm
+        spec_kv, place_kv = store.get(keys.vm_spec(vm)), store.get(keys.vm_placement(vm))
+        if spec_kv is None or place_kv is None:
+            raise NotFound(f"VM {vm!r} not found or not placed yet")
+        spec = decode(VmSpec, json.loads(spec_kv.value))
+        node = decode(PlacementRecord, json.loads(place_kv.value)).node
+        if store.get(keys.vm_migration(vm)) is not None:
+            raise FailedPrecondition(f"VM {vm} is migrating; change its volumes when it has arrived")
+        if attach and vol.ties_to_host and vol.host != node:
+            raise FailedPrecondition(f"volume {name} lives in {vol.host}'s local pool and VM {vm} runs on {node}; "
+                                     "only a shared-pool volume attaches across hosts")
+        if attach and len(spec.volumes) >= MAX_DISKS:
+            raise FailedPrecondition(f"VM {vm} already has {MAX_DISKS} volumes, the most one VM takes")
+        new_spec = replace(spec, volumes=(*spec.volumes, name) if attach else
+                           tuple(v for v in spec.volumes if v != name))
+        assign_kv = store.get(keys.assign(node, vm))
+        compares = [Compare(keys.volume(name), "mod", "==", vol_kv.mod_revision),
+                    Compare(keys.vm_spec(vm), "mod", "==", spec_kv.mod_revision),
+                    Compare(keys.vm_placement(vm), "mod", "==", place_kv.mod_revision),
+                    Compare(keys.vm_migration(vm), "create", "==", 0)]
+        new_vol = replace(vol, vm=vm if attach else "")
+        ops: list[Op] = [Put(keys.volume(name), dumps(new_vol)), Put(keys.vm_spec(vm), dumps(new_spec))]
+        if assign_kv is not None:
+            a = decode(Assignment, json.loads(assign_kv.value))
+            compares.append(Compare(keys.assign(node, vm), "mod", "==", assign_kv.mod_revision))
+            ops.append(Put(keys.assign(node, vm), dumps(replace(a, spec=new_spec))))
+        if store.txn(compares, ops).succeeded:
+            return new_vol
+    raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
 
 
 def detach(store: Store, vm: str, vols: list[Volume]) -> None:

@@ -68,6 +68,8 @@ def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage, nics: tuple[Ni
     _sub(os_, "initrd", str(image.initrd))
     # The guest configures its first NIC from the kernel command line (busybox /init).
     _sub(os_, "cmdline", profile.cmdline(vcpus) + (f" vmip={nics[0].address}" if nics else ""))
+    # ACPI: without it QEMU's PCI bus takes no hot-plugged device (attached volumes).
+    _sub(_sub(dom, "features"), "acpi")
     _sub(dom, "clock", offset="utc")
     for ev in ("on_poweroff", "on_reboot", "on_crash"):
         _sub(dom, ev, "destroy")
@@ -104,6 +106,24 @@ def _disk(dev: ET.Element, d: Disk, qos: QosSettings) -> None:
 
 def disk_targets(xml: str) -> list[str]:
     return [t.get("dev", "") for t in ET.fromstring(xml).findall("devices/disk/target")]
+
+
+def disk_sources(xml: str) -> dict[str, str]:
+    """file -> the device XML of each file-backed disk (what a hot-unplug names)."""
+    out = {}
+    for disk in ET.fromstring(xml).findall("devices/disk"):
+        src = disk.find("source")
+        if src is not None and src.get("file"):
+            out[src.get("file", "")] = ET.tostring(disk, encoding="unicode")
+    return out
+
+
+def disk_xml(d: Disk, qos: QosSettings, taken: list[str]) -> str:
+    """One disk's device XML for a hot-plug, on the first virtio device name not in `taken`."""
+    dev = next(f"vd{c}" for c in "abcdefghijklmnopqrstuvwxyz" if f"vd{c}" not in taken)
+    holder = ET.Element("devices")
+    _disk(holder, Disk(d.volume, d.path, dev), qos)
+    return ET.tostring(holder[0], encoding="unicode")
 
 
 def with_disk_paths(xml: str, paths: dict[str, str]) -> tuple[str, list[str]]:

@@ -116,11 +116,12 @@ class LibvirtDriver:
         for dom in self._call(lambda c: c.listAllDomains()):
             try:
                 state = _STATES.get(dom.state()[0], DomainState.STOPPED)
-                qos = domain.qos_from_xml(dom.XMLDesc(0))
+                xml = dom.XMLDesc(0)
+                qos = domain.qos_from_xml(xml)
                 if qos is not None and state is DomainState.RUNNING and \
                         self._live_hard_limit(dom) != memory_hard_limit_kib(qos):
                     qos = None  # not enforced yet (e.g. it just migrated in): apply again
-                out.append(DomainInfo(dom.name(), dom.UUIDString(), state, qos))
+                out.append(DomainInfo(dom.name(), dom.UUIDString(), state, qos, tuple(domain.disk_sources(xml))))
             except libvirt.libvirtError:
                 continue  # gone between list and lookup
         return out
@@ -195,6 +196,39 @@ class LibvirtDriver:
                 self._apply_live(dom, qos)
         except libvirt.libvirtError as e:
             raise DriverError(f"applying QoS to {name}: {e}") from e
+
+    def _device_flags(self, dom: libvirt.virDomain) -> int:
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+        return live | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+    def attach_disk(self, name: str, disk: Disk, qos: QosSettings) -> None:
+        dom = self._must(name)
+        try:
+            xml = dom.XMLDesc(0)
+            if disk.path in domain.disk_sources(xml):
+                return
+            dom.attachDeviceFlags(domain.disk_xml(disk, qos, domain.disk_targets(xml)), self._device_flags(dom))
+        except libvirt.libvirtError as e:
+            raise DriverError(f"attaching {disk.volume} to {name}: {e}") from e
+
+    def detach_disk(self, name: str, path: str) -> None:
+        dom = self._must(name)
+        try:
+            dev = domain.disk_sources(dom.XMLDesc(0)).get(path)
+            if dev is not None:
+                # Returns once the guest released it, or after libvirt's wait with the unplug
+                # still pending: the next reconcile round sees whether it is gone.
+                dom.detachDeviceFlags(dev, self._device_flags(dom))
+        except libvirt.libvirtError as e:
+            raise DriverError(f"detaching {path} from {name}: {e}") from e
+
+    def grow_disk(self, name: str, path: str, size_bytes: int) -> None:
+        dom = self._must(name)
+        try:
+            if dom.blockInfo(path)[0] < size_bytes:
+                dom.blockResize(path, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
+        except libvirt.libvirtError as e:
+            raise DriverError(f"growing {path} of {name}: {e}") from e
 
     def stats(self, name: str) -> DomainStats:
         dom = self._must(name)
