@@ -20,7 +20,8 @@ from vdcos.migration import records
 from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Migration, MigrationPhase, MigrationProgress,
                          NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus,
                          VolumeState, decode, dumps)
-from vdcos.nodeagent.driver import DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver, MigrationCancelled
+from vdcos.nodeagent.driver import (DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver,
+                                    MigrationCancelled)
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
