@@ -12,7 +12,6 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import emit, med, wait
 from vdcos.cli.client import Client
 from vdcos.cli.localdc import down, host_root, up
 from vdcos.images import counters, ensure
@@ -32,16 +32,6 @@ from vdcos.v1 import vm_service_pb2 as vm_pb
 
 def console(home: Path, node: str, vm: str) -> str:
     return read_console(host_root(home, node), vm)
-
-
-def wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise TimeoutError(what)
 
 
 def boot(c: Client, home: Path, name: str, image: str) -> dict[str, float]:
@@ -82,11 +72,6 @@ def migrate_runs(c: Client, home: Path, vm: str, runs: int, max_downtime_ms: int
         out.append({"ok": ok and continuous, "downtime_ms": last.downtime_ms, "total_ms": last.total_ms,
                     "api_ms": api_ms, "iterations": last.progress.iteration, "message": last.message})
     return out
-
-
-def med(rows: list[dict[str, Any]], key: str) -> float | None:
-    vals = [r[key] for r in rows if r["ok"]]
-    return round(float(statistics.median(vals)), 1) if vals else None
 
 
 def p95(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -139,11 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             result["downtime_vs_default_limit"] = round(result["downtime_ms_median"] / b, 2)
         result["targets_met"] = (result["failures"] == 0 and (result["downtime_ms_median"] or 1e9) <= 25
                                  and result["dirty_converged"] == args.runs)
-        text = json.dumps(result)
-        print(text)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(text + "\n")
+        emit(result, args.json)
         return 0
     finally:
         down(home, keep_logs=False)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.migration import wait
+from benchmarks.common import emit, wait
 from vdcos.cli.client import Client
 from vdcos.cli.localdc import down, host_root, up
 from vdcos.host.network import HostNetwork
@@ -156,10 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         out = run(home, args.runs)
     finally:
         down(home, keep_logs=False)
-    text = json.dumps(out)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(out, args.json)
     return 0
 
 

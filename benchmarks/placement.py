@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import emit
+
 HOST_FLAVORS = [(32, 131072, 2000, 25000), (64, 262144, 4000, 25000), (96, 393216, 8000, 50000)]
 VM_FLAVORS = [(1, 2048, 20, 100), (2, 4096, 40, 200), (4, 8192, 80, 500), (8, 32768, 160, 1000),
               (16, 65536, 320, 2000)]
@@ -245,11 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             result["speedup_vs_serial"] = round(result["placements_per_s"] / b_rate, 2) if b_rate else None
         result["targets_met"] = (result["placements_per_s"] >= 2000 and result["p99_ms"] <= 20
                                  and over == 0)
-        text = json.dumps(result)
-        print(text)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(text + "\n")
+        emit(result, args.json)
         store.close()
         return 0
     finally:

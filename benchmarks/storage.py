@@ -20,17 +20,14 @@ often with nothing copied. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import libvirt
-
+from benchmarks.common import emit, med, wait
 from vdcos.cli.client import Client
 from vdcos.cli.localdc import down, host_root, up
 from vdcos.host.libvirtd import LibvirtHost
@@ -45,16 +42,6 @@ from vdcos.v1 import volume_service_pb2 as vol_pb
 MIB = 1024 * 1024
 
 
-def wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise TimeoutError(what)
-
-
 class Bench:
     def __init__(self, c: Client, home: Path) -> None:
         self.c = c
@@ -62,13 +49,6 @@ class Bench:
 
     def console(self, node: str, vm: str) -> str:
         return read_console(host_root(self.home, node), vm)
-
-    def domains(self, node: str) -> list[str]:
-        conn = libvirt.open(LibvirtHost.load(host_root(self.home, node)).uri)
-        try:
-            return [d.name() for d in conn.listAllDomains()]
-        finally:
-            conn.close()
 
     def volume(self, name: str) -> vol_pb.Volume:
         return self.c.volumes.GetVolume(vol_pb.GetVolumeRequest(name=name)).volume
@@ -116,13 +96,8 @@ class Bench:
         """The disk's SHA-256 once the VM is gone (keep_volumes): every byte flushed and closed."""
         node = self.node_of(vm)
         self.c.vms.DeleteVm(vm_pb.DeleteVmRequest(name=vm, keep_volumes=True))
-        wait(lambda: vm not in self.domains(node), 60, f"{vm}'s domain gone from {node}")
+        wait(lambda: vm not in LibvirtHost.load(host_root(self.home, node)).domains(), 60, f"{vm}'s domain gone from {node}")
         return content_digest(self.volume(vm).path)
-
-
-def med(rows: list[dict[str, Any]], key: str) -> float | None:
-    vals = [r[key] for r in rows if r["ok"]]
-    return round(float(statistics.median(vals)), 1) if vals else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,11 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         result["throughput_mib_s"] = round(written_mib / (ms / 1000), 1) if ms else None
         if ms and result["shared_migrate_ms_median"]:
             result["copy_vs_shared_migrate_ms"] = round(ms / result["shared_migrate_ms_median"], 2)
-        text = json.dumps(result)
-        print(text)
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(text + "\n")
+        emit(result, args.json)
         return 0 if result["integrity_ok"] else 1
     finally:
         down(home, keep_logs=False)

@@ -18,15 +18,12 @@ import libvirt
 import pytest
 
 from tests.conftest import wait_until
-from vdcos.cli.client import Client
-from vdcos.cli.localdc import LocalDatacenter, down, host_root, up
-from vdcos.host.libvirtd import LibvirtHost
+from tests.e2e.dc import Datacenter
+from vdcos.cli.localdc import down, up
 from vdcos.images import counters, ensure
 from vdcos.model import Allocation, NodeStatus, decode
-from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.nodeagent.libvirt.driver import QEMU_OVERHEAD_MIB
 from vdcos.state import keys
-from vdcos.state.etcd import EtcdStore
 from vdcos.state.etcd_server import _alive
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import node_service_pb2 as node_pb
@@ -37,30 +34,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 VM = "guest-1"
 
 
-class Dc:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        state = LocalDatacenter.load(home)
-        assert state is not None
-        self.state = state
-        self.client = Client(state.scheduler)
-        self.store = EtcdStore(state.etcd)
-
-    def host(self, node: str) -> LibvirtHost:
-        return LibvirtHost.load(host_root(self.home, node))
-
+class Dc(Datacenter):
     def console(self, node: str, vm: str = VM) -> str:
-        return read_console(host_root(self.home, node), vm)
+        return super().console(node, vm)
 
     def counters(self, node: str) -> list[int]:
         return counters(self.console(node))
 
     def domains(self, node: str) -> list[str]:
-        conn = libvirt.open(self.host(node).uri)
-        try:
-            return sorted(d.name() for d in conn.listAllDomains())
-        finally:
-            conn.close()
+        return sorted(self.host(node).domains())
 
     def vm(self, name: str = VM) -> pb.Vm:
         return self.client.vms.GetVm(vm_pb.GetVmRequest(name=name)).vm
@@ -96,8 +78,7 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     d = Dc(home)
     cgroups = [d.host(n).cgroup for n in ("host-1", "host-2", "host-3")]
     yield d
-    d.client.channel.close()
-    d.store.close()
+    d.close()
     down(home)
     assert not any(p.pid > 0 and _alive(p.pid) for p in d.state.procs), "down left processes behind"
     left = [c for c in cgroups for ctl in ("cpu", "memory", "cpuset") if Path("/sys/fs/cgroup", ctl, c).exists()]

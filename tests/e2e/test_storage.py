@@ -17,14 +17,11 @@ import libvirt
 import pytest
 
 from tests.conftest import wait_until
-from vdcos.cli.client import Client
-from vdcos.cli.localdc import LocalDatacenter, down, host_root, up
-from vdcos.host.libvirtd import LibvirtHost
+from tests.e2e.dc import Datacenter
+from vdcos.cli.localdc import down, up
 from vdcos.images import disk_sums, ensure
 from vdcos.model import Allocation, decode
-from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.state import keys
-from vdcos.state.etcd import EtcdStore
 from vdcos.storagepool.images import content_digest
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
@@ -35,13 +32,9 @@ from vdcos.v1 import volume_service_pb2 as vol_pb
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 
 
-class Dc:
+class Dc(Datacenter):
     def __init__(self, home: Path) -> None:
-        self.home = home
-        state = LocalDatacenter.load(home)
-        assert state is not None
-        self.client = Client(state.scheduler)
-        self.store = EtcdStore(state.etcd)
+        super().__init__(home)
         self.digest = ""  # of the copied volume, carried from one test to the next
 
     def volume(self, name: str) -> vol_pb.Volume:
@@ -58,11 +51,8 @@ class Dc:
                          resources=pb.Resources(vcpus=1, memory_mib=128))
         vm = self.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec)).vm
         node = vm.placement.node
-        wait_until(lambda: "DISKS" in read_console(host_root(self.home, node), name), 120)
+        wait_until(lambda: "DISKS" in self.console(node, name), 120)
         return vm
-
-    def console(self, node: str, vm: str) -> str:
-        return read_console(host_root(self.home, node), vm)
 
     def alloc(self, node: str) -> list[str]:
         kv = self.store.get(keys.alloc(node))
@@ -76,29 +66,12 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     up(home, 2, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 50, "network_mbps": 1000})
     d = Dc(home)
     yield d
-    d.client.channel.close()
-    d.store.close()
+    d.close()
     down(home)
 
 
-def domains(dc: Dc, node: str) -> list[str]:
-    conn = libvirt.open(LibvirtHost.load(host_root(dc.home, node)).uri)
-    try:
-        return [d.name() for d in conn.listAllDomains()]
-    finally:
-        conn.close()
-
-
-def domains_xml(dc: Dc, node: str) -> list[str]:
-    conn = libvirt.open(LibvirtHost.load(host_root(dc.home, node)).uri)
-    try:
-        return [d.XMLDesc(0) for d in conn.listAllDomains()]
-    finally:
-        conn.close()
-
-
 def read_iops(dc: Dc, node: str, vm: str, seconds: float = 4.0) -> float:
-    conn = libvirt.open(LibvirtHost.load(host_root(dc.home, node)).uri)
+    conn = libvirt.open(dc.host(node).uri)
     try:
         dom = conn.lookupByName(vm)
         r0, t0 = dom.blockStats("vda")[0], time.monotonic()
@@ -152,7 +125,7 @@ def test_a_running_guest_gets_a_volume_plugged_grown_and_unplugged(dc: Dc) -> No
     wait_until(lambda: "DISKS vda:2048\n" in dc.console(node, "hotplug")[seen:], 60)
     dc.client.volumes.DetachVolume(vol_pb.DetachVolumeRequest(name="hot"))
     wait_until(lambda: "DISKS\n" in dc.console(node, "hotplug")[seen:], 60)
-    assert "hot.qcow2" not in "".join(domains_xml(dc, node))
+    assert "hot.qcow2" not in "".join(dc.host(node).domains().values())
     dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="hotplug"))
     dc.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="hot"))
 
@@ -188,7 +161,7 @@ def test_a_local_volume_follows_its_vm_byte_for_byte(dc: Dc) -> None:
 def test_a_copy_that_fails_midway_leaves_vm_and_volume_where_they_were(dc: Dc) -> None:
     """The destination's QEMU dies during the copy (its host's crash, in small)."""
     v = dc.volume("moving")
-    dest = LibvirtHost.load(host_root(dc.home, "host-1"))
+    dest = dc.host("host-1")
     pid_file = dest.path("run", "qemu", "filler.pid")
     box: dict[str, mig_pb.Migration] = {}
     # 8 MiB/s: the 512 MiB copy takes about a minute, time enough to break it.
@@ -212,7 +185,7 @@ def test_a_copy_that_fails_midway_leaves_vm_and_volume_where_they_were(dc: Dc) -
     # Once its QEMU has closed it, the file holds every byte the first host's had.
     dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="filler", keep_volumes=True))
     wait_until(lambda: not dc.alloc("host-2") or dc.alloc("host-2") == ["volume/moving"], 30)
-    wait_until(lambda: "filler" not in domains(dc, "host-2"), 30)
+    wait_until(lambda: "filler" not in dc.host("host-2").domains(), 30)
     assert content_digest(after.path) == dc.digest
     dc.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="moving"))
     wait_until(lambda: not Path(v.path).exists(), 30)

@@ -14,8 +14,8 @@ import grpc
 import pytest
 
 from tests.conftest import wait_until
-from vdcos.cli.client import Client
-from vdcos.cli.localdc import LocalDatacenter, down, host_root, up
+from tests.e2e.dc import Datacenter
+from vdcos.cli.localdc import down, host_root, up
 from vdcos.host.network import HostNetwork, sh
 from vdcos.images import ensure
 from vdcos.nodeagent.libvirt.domain import read_console
@@ -30,14 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 HOSTS = ("host-1", "host-2", "host-3")
 
 
-class Dc:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        state = LocalDatacenter.load(home)
-        assert state is not None
-        self.state = state
-        self.c = Client(state.scheduler)
-
+class Dc(Datacenter):
     def net(self, host: str) -> HostNetwork:
         n = HostNetwork.load(host_root(self.home, host))
         assert n is not None
@@ -47,14 +40,14 @@ class Dc:
         return self.net(host).endpoint_netns(port)
 
     def node(self, vm: str) -> str:
-        return str(self.c.vms.GetVm(vm_pb.GetVmRequest(name=vm)).vm.placement.node)
+        return str(self.client.vms.GetVm(vm_pb.GetVmRequest(name=vm)).vm.placement.node)
 
     def port(self, network: str, name: str) -> net_pb.Port:
-        ports = self.c.networks.ListPorts(net_pb.ListPortsRequest(network=network)).ports
+        ports = self.client.networks.ListPorts(net_pb.ListPortsRequest(network=network)).ports
         return next(p for p in ports if p.name == name)
 
     def endpoint(self, network: str, name: str, host: str, ip: str = "", max_mbps: int = 0) -> net_pb.Port:
-        p = self.c.networks.CreatePort(net_pb.CreatePortRequest(network=network, name=name, host=host, ip=ip,
+        p = self.client.networks.CreatePort(net_pb.CreatePortRequest(network=network, name=name, host=host, ip=ip,
                                                                 max_mbps=max_mbps)).port
         wait_until(lambda: host in self.port(network, name).bound_hosts, 30)
         return p
@@ -78,17 +71,17 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     d = Dc(home)
     try:
         for name in ("red", "blue"):
-            d.c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name=name, cidr="10.0.0.0/24")))
+            d.client.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name=name, cidr="10.0.0.0/24")))
         for vm in ("red-a", "red-b"):
             spec = pb.VmSpec(name=vm, networks=["red"], placement_group="red", resources=pb.Resources(vcpus=1, memory_mib=128),
                              group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY)
-            d.c.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
+            d.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
         for vm in ("red-a", "red-b"):
             node = d.node(vm)
             wait_until(lambda: "NET-UP" in read_console(host_root(home, node), vm), 180)
         yield d
     finally:
-        d.c.channel.close()
+        d.close()
         dc_id = (home / "datacenter-id").read_text().strip()
         down(home)
     assert not [n for n in sh("ip", "netns", "list").split() if n.startswith(f"vdcos-{dc_id}-")]
@@ -120,20 +113,20 @@ def test_guests_on_different_hosts_reach_each_other_and_tenants_are_isolated(dc:
 
 
 def test_network_api_refuses_bad_input_and_changes_nothing(dc: Dc) -> None:
-    before = dc.c.networks.ListNetworks(net_pb.ListNetworksRequest())
+    before = dc.client.networks.ListNetworks(net_pb.ListNetworksRequest())
     for bad in (net_pb.Network(name="x", cidr="10.0.0.0/33"), net_pb.Network(name="Bad!", cidr="10.1.0.0/24"),
                 net_pb.Network(name="x", cidr="10.1.0.0/24", vni=5)):
         with pytest.raises(grpc.RpcError) as e:
-            dc.c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=bad))
+            dc.client.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=bad))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(grpc.RpcError) as e:
-        dc.c.networks.DeleteNetwork(net_pb.DeleteNetworkRequest(name="red"))
+        dc.client.networks.DeleteNetwork(net_pb.DeleteNetworkRequest(name="red"))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     with pytest.raises(grpc.RpcError) as e:
-        dc.c.networks.CreatePort(net_pb.CreatePortRequest(network="red", name="dup", host="host-1",
+        dc.client.networks.CreatePort(net_pb.CreatePortRequest(network="red", name="dup", host="host-1",
                                                           ip=dc.port("red", "red-a").ip))
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert dc.c.networks.ListNetworks(net_pb.ListNetworksRequest()) == before
+    assert dc.client.networks.ListNetworks(net_pb.ListNetworksRequest()) == before
 
 
 def test_bandwidth_limit_is_enforced_on_the_wire(dc: Dc) -> None:
@@ -164,8 +157,8 @@ def test_live_migration_keeps_the_network(dc: Dc) -> None:
     dc.endpoint("red", "watcher", b)
     ping = probe.start_ping(dc.ns(b, "watcher"), ip, 300, 0.01)
     time.sleep(0.5)
-    m = dc.c.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm="red-a", target_node=third)).migration
-    assert wait_until(lambda: dc.c.migrations.GetMigration(mig_pb.GetMigrationRequest(id=m.id)).migration.phase
+    m = dc.client.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm="red-a", target_node=third)).migration
+    assert wait_until(lambda: dc.client.migrations.GetMigration(mig_pb.GetMigrationRequest(id=m.id)).migration.phase
                       == mig_pb.MIGRATION_PHASE_COMPLETED, 120)
     r = probe.finish_ping(ping)
     print(f"during the move: {r.lost} lost, {r.duplicates} duplicates, blackout {r.blackout_ms} ms")

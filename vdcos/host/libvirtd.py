@@ -188,6 +188,15 @@ migration_port_max = {pmin + 63}
                 raise HostError(f"libvirtd for {self.name} not ready after {timeout:.0f}s")
             time.sleep(0.1)
 
+    def domains(self) -> dict[str, str]:
+        """The domains this host's libvirtd has, name -> live XML (tests and benchmarks look)."""
+        import libvirt  # only where libvirt runs
+        conn = libvirt.open(self.uri)
+        try:
+            return {d.name(): d.XMLDesc(0) for d in conn.listAllDomains()}
+        finally:
+            conn.close()
+
     def qemu_pids(self) -> list[int]:
         out = []
         for f in self.path("run", "qemu").glob("*.pid"):

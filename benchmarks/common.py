@@ -1,0 +1,33 @@
+"""What every benchmark does the same way: wait for a condition, take medians of the runs that
+worked, and print its one JSON object (also written where --json says)."""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+
+def wait(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise TimeoutError(what)
+
+
+def med(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Median of `key` over the rows whose run worked (`ok`)."""
+    vals = [r[key] for r in rows if r["ok"]]
+    return round(float(statistics.median(vals)), 1) if vals else None
+
+
+def emit(result: dict[str, Any], path: Path | None) -> None:
+    text = json.dumps(result)
+    print(text)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
