@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, TypeVar
 
-DIMENSIONS: tuple[str, ...] = ("vcpus", "memory_mib", "disk_gib", "network_mbps")
+DIMENSIONS: tuple[str, ...] = ("vcpus", "memory_mib", "disk_gib", "network_mbps", "disk_iops")
 
 
 class QosClass(enum.Enum):
@@ -68,9 +68,12 @@ class Resources:
     memory_mib: int = 0
     disk_gib: int = 0
     network_mbps: int = 0
+    # Reserved disk operations per second (from the QoS policy); a host's capacity is what its
+    # disks sustain, as its operator measured it.
+    disk_iops: int = 0
 
-    def as_tuple(self) -> tuple[int, int, int, int]:
-        return (self.vcpus, self.memory_mib, self.disk_gib, self.network_mbps)
+    def as_tuple(self) -> tuple[int, int, int, int, int]:
+        return (self.vcpus, self.memory_mib, self.disk_gib, self.network_mbps, self.disk_iops)
 
     @classmethod
     def of(cls, values: Iterable[float]) -> Resources:
@@ -91,9 +94,10 @@ class Overcommit:
     memory_mib: float = 1.0
     disk_gib: float = 1.0
     network_mbps: float = 2.0
+    disk_iops: float = 1.0
 
-    def as_tuple(self) -> tuple[float, float, float, float]:
-        return (self.vcpus, self.memory_mib, self.disk_gib, self.network_mbps)
+    def as_tuple(self) -> tuple[float, float, float, float, float]:
+        return (self.vcpus, self.memory_mib, self.disk_gib, self.network_mbps, self.disk_iops)
 
 
 DEFAULT_SCORER_WEIGHTS: Pairs = pairs(
@@ -126,6 +130,8 @@ class QosPolicy:
     disk_mbps_limit: int = 0
     network_mbps_limit: int = 0
     description: str = ""
+    # IOPS each VM of the policy holds on its host (the disk_iops dimension).
+    disk_iops_reservation: int = 0
 
 
 DEFAULT_POLICY = QosPolicy(name="default", qos_class=QosClass.BURSTABLE,

@@ -16,6 +16,7 @@ from vdcos.model import Allocation, PoolKind, Resources, decode
 from vdcos.state import keys
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import node_service_pb2 as node_pb
+from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 from vdcos.v1 import volume_service_pb2 as vol_pb
@@ -243,3 +244,47 @@ def test_attach_detach_and_grow_on_a_running_vm(cluster: Cluster) -> None:
     with pytest.raises(grpc.RpcError) as e:
         cluster.client.volumes.DetachVolume(vol_pb.DetachVolumeRequest(name="near"))
     assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_iops_reservations_from_the_policy_bound_a_host(cluster: Cluster) -> None:
+    def policy(**kw: object) -> pb.QosPolicy:
+        return cluster.client.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(
+            policy=pb.QosPolicy(**kw)), timeout=10).policy
+
+    for bad, field in ((dict(name="x", qos_class=pb.QOS_CLASS_BURSTABLE, disk_iops_reservation=500,
+                             disk_iops_limit=100), "policy.disk_iops_reservation"),
+                       (dict(name="x", qos_class=pb.QOS_CLASS_BEST_EFFORT, disk_iops_reservation=1),
+                        "policy.disk_iops_reservation"),
+                       (dict(name="x", qos_class=pb.QOS_CLASS_GUARANTEED, disk_iops_reservation=-1),
+                        "policy.disk_iops_reservation")):
+        with pytest.raises(grpc.RpcError) as e:
+            policy(**bad)
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert field in str(details(e.value)[0])
+    assert not cluster.client.policies.ListQosPolicies(pol_pb.ListQosPoliciesRequest()).policies
+    cluster.add_node("h0", Resources(16, 65536, 100, 10000, 1000))
+    cluster.add_node("h1", Resources(16, 65536, 100, 10000, 300))
+    policy(name="db", qos_class=pb.QOS_CLASS_GUARANTEED, disk_iops_reservation=400)
+
+    def db(name: str) -> pb.Vm:
+        return cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=pb.VmSpec(
+            name=name, qos_policy="db", resources=pb.Resources(vcpus=1, memory_mib=128))), timeout=10).vm
+
+    for name in ("db-1", "db-2"):
+        vm = db(name)
+        # Only h0 sustains 400 IOPS; a guaranteed VM is capped at what it reserved.
+        assert (vm.placement.node, vm.placement.reserved.disk_iops, vm.placement.disk_iops_limit) == ("h0", 400, 400)
+    node = cluster.client.nodes.GetNode(node_pb.GetNodeRequest(name="h0")).node
+    assert (node.capacity.disk_iops, node.guaranteed.disk_iops) == (1000, 800)
+    with pytest.raises(grpc.RpcError) as e:
+        db("db-3")
+    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    rej = pb.PlacementRejection()
+    assert any(d.Unpack(rej) for d in details(e.value))
+    assert {(d.dimension, d.requested, d.largest_free) for d in rej.dimensions} == {("disk_iops", 400, 300)}
+    # A live migration checks the destination's IOPS with the same fit.
+    with pytest.raises(grpc.RpcError) as e:
+        cluster.client.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm="db-1", target_node="h1"), timeout=10)
+    assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "disk_iops" in e.value.details()
+    cluster.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="db-2"), timeout=10)
+    assert db("db-3").placement.node == "h0"

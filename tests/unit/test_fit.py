@@ -4,8 +4,8 @@ import pytest
 from vdcos.model import AllocEntry, Allocation, Overcommit, QosClass, Resources
 from vdcos.scheduler.core.fit import OVERCOMMITTED, PHYSICAL, fits
 
-CAP = Resources(16, 65536, 1000, 10000)
-OC = Overcommit(vcpus=4.0, memory_mib=1.0, disk_gib=1.0, network_mbps=2.0)
+CAP = Resources(16, 65536, 1000, 10000, 5000)
+OC = Overcommit(vcpus=4.0, memory_mib=1.0, disk_gib=1.0, network_mbps=2.0, disk_iops=1.0)
 G, B, BE = QosClass.GUARANTEED, QosClass.BURSTABLE, QosClass.BEST_EFFORT
 
 
@@ -28,6 +28,10 @@ CASES = [
      [("memory_mib", OVERCOMMITTED)]),
     ("best-effort entries reserve nothing", alloc((BE, Resources(64, 65536))), Resources(16, 65536), G, []),
     ("zero request always fits", alloc((G, Resources(16, 65536, 1000, 20000))), Resources(0, 0, 0, 0), G, []),
+    ("IOPS reservations add up", alloc((G, Resources(1, 1024, disk_iops=3000))), Resources(1, 1024, disk_iops=2000),
+     G, []),
+    ("IOPS beyond what the disks sustain", alloc((B, Resources(1, 1024, disk_iops=3000))),
+     Resources(1, 1024, disk_iops=2500), B, [("disk_iops", OVERCOMMITTED)]),
     ("several dimensions short", alloc(), Resources(20, 70000, 2000), G,
      [("vcpus", PHYSICAL), ("memory_mib", PHYSICAL), ("memory_mib", OVERCOMMITTED), ("disk_gib", PHYSICAL),
       ("disk_gib", OVERCOMMITTED)]),

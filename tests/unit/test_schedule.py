@@ -7,7 +7,7 @@ import pytest
 
 from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, PlacementGroup, QosClass,
                          QosPolicy, Resources, SchedulerConfig, Strategy, VmSpec, pairs)
-from vdcos.scheduler.core import (Decision, PlacementRequest, Rejection, build_snapshot, explain, resolve,
+from vdcos.scheduler.core import (Decision, PlacementRequest, Rejection, build_snapshot, explain, reservation, resolve,
                                   schedule, schedule_batch)
 
 CAP = Resources(16, 65536, 1000, 10000)
@@ -170,6 +170,31 @@ def test_explain_ranks_candidates_without_changing_anything() -> None:
 def test_qos_resolution(policy: QosPolicy, vcpus: int, shares: int, quota: int, mem_limit: int) -> None:
     q = resolve(VmSpec("x", Resources(vcpus, 4096)), policy)
     assert (q.cpu_shares, q.cpu_quota_us, q.memory_limit_mib) == (shares, quota, mem_limit)
+
+
+@pytest.mark.parametrize("policy,asked,reserved,limit", [
+    (QosPolicy("g", QosClass.GUARANTEED, disk_iops_reservation=500), 0, 500, 500),
+    (QosPolicy("g2", QosClass.GUARANTEED, disk_iops_reservation=500, disk_iops_limit=800), 700, 700, 800),
+    (QosPolicy("b", QosClass.BURSTABLE, disk_iops_reservation=500, disk_iops_limit=2000), 0, 500, 2000),
+    (QosPolicy("b2", QosClass.BURSTABLE, disk_iops_reservation=500), 0, 500, 0),
+    (QosPolicy("be", QosClass.BEST_EFFORT, disk_iops_limit=100), 300, 0, 100),
+], ids=["guaranteed-capped-at-reservation", "guaranteed-asks-more", "burstable-limited", "burstable-unlimited",
+        "best-effort"])
+def test_iops_reservation_comes_from_the_policy(policy: QosPolicy, asked: int, reserved: int, limit: int) -> None:
+    spec = VmSpec("x", Resources(1, 1024, disk_iops=asked))
+    assert reservation(spec, policy).disk_iops == reserved
+    assert resolve(spec, policy).disk_iops_limit == limit
+
+
+def test_iops_is_a_dimension_a_refusal_names() -> None:
+    snap = build_snapshot([NodeSpec(f"n{i}", Resources(16, 65536, 1000, 10000, 1000)) for i in range(2)],
+                          {"n0": used("n0", ("a", QosClass.GUARANTEED, Resources(1, 1024, disk_iops=800)))},
+                          policies={"db": QosPolicy("db", QosClass.GUARANTEED, disk_iops_reservation=600)})
+    first = schedule(snap, PlacementRequest(VmSpec("x", Resources(1, 1024), qos_policy="db")))
+    assert isinstance(first, Decision) and first.node == "n1" and first.reserved.disk_iops == 600
+    rej = schedule(snap, PlacementRequest(VmSpec("y", Resources(1, 1024, disk_iops=1200), qos_policy="db")))
+    assert isinstance(rej, Rejection) and not rej.retryable
+    assert [(d.dimension, d.requested) for d in rej.dimensions] == [("disk_iops", 1200)] * len(rej.dimensions)
 
 
 def test_snapshot_arrays_are_read_only() -> None:

@@ -39,11 +39,12 @@ def ts(seconds: float) -> Timestamp:
 
 
 def resources_to_pb(r: Resources) -> pb.Resources:
-    return pb.Resources(vcpus=r.vcpus, memory_mib=r.memory_mib, disk_gib=r.disk_gib, network_mbps=r.network_mbps)
+    return pb.Resources(vcpus=r.vcpus, memory_mib=r.memory_mib, disk_gib=r.disk_gib, network_mbps=r.network_mbps,
+                        disk_iops=r.disk_iops)
 
 
 def resources_from_pb(m: pb.Resources) -> Resources:
-    return Resources(m.vcpus, m.memory_mib, m.disk_gib, m.network_mbps)
+    return Resources(m.vcpus, m.memory_mib, m.disk_gib, m.network_mbps, m.disk_iops)
 
 
 def vm_spec_from_pb(m: pb.VmSpec) -> VmSpec:
@@ -94,21 +95,23 @@ def policy_to_pb(p: QosPolicy) -> pb.QosPolicy:
     return pb.QosPolicy(name=p.name, qos_class=QOS_TO_PB[p.qos_class], cpu_weight=p.cpu_weight,
                         cpu_limit_percent=p.cpu_limit_percent, memory_limit_ratio=p.memory_limit_ratio,
                         disk_iops_limit=p.disk_iops_limit, disk_mbps_limit=p.disk_mbps_limit,
-                        network_mbps_limit=p.network_mbps_limit, description=p.description)
+                        network_mbps_limit=p.network_mbps_limit, description=p.description,
+                        disk_iops_reservation=p.disk_iops_reservation)
 
 
 def policy_from_pb(m: pb.QosPolicy) -> QosPolicy:
     return QosPolicy(name=m.name, qos_class=QOS_FROM_PB[m.qos_class], cpu_weight=m.cpu_weight or 100,
                      cpu_limit_percent=m.cpu_limit_percent, memory_limit_ratio=m.memory_limit_ratio,
                      disk_iops_limit=m.disk_iops_limit, disk_mbps_limit=m.disk_mbps_limit,
-                     network_mbps_limit=m.network_mbps_limit, description=m.description)
+                     network_mbps_limit=m.network_mbps_limit, description=m.description,
+                     disk_iops_reservation=m.disk_iops_reservation)
 
 
 def config_to_pb(c: SchedulerConfig) -> pb.SchedulerConfig:
     o = c.overcommit
     return pb.SchedulerConfig(
         overcommit=pb.Overcommit(vcpus=o.vcpus, memory_mib=o.memory_mib, disk_gib=o.disk_gib,
-                                 network_mbps=o.network_mbps),
+                                 network_mbps=o.network_mbps, disk_iops=o.disk_iops),
         strategy=STRATEGY_TO_PB[c.strategy], scorer_weights={k: float(v) for k, v in c.scorer_weights},
         max_migrations_per_host=c.max_migrations_per_host, max_migrations=c.max_migrations)
 
@@ -117,7 +120,7 @@ def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerCon
     """Fields left at zero keep the current value (partial update)."""
     o, b = m.overcommit, base.overcommit
     over = Overcommit(o.vcpus or b.vcpus, o.memory_mib or b.memory_mib, o.disk_gib or b.disk_gib,
-                      o.network_mbps or b.network_mbps)
+                      o.network_mbps or b.network_mbps, o.disk_iops or b.disk_iops)
     weights = dict(base.scorer_weights)
     weights.update({k: repr(float(v)) for k, v in m.scorer_weights.items()})
     strategy = STRATEGY_FROM_PB.get(m.strategy, base.strategy)

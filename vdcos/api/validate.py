@@ -19,7 +19,7 @@ LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$
 NAME_RULE = "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
 
 LIMITS = {"vcpus": (1, 1024), "memory_mib": (16, 16 * 1024 * 1024), "disk_gib": (0, 1024 * 1024),
-          "network_mbps": (0, 1_000_000)}
+          "network_mbps": (0, 1_000_000), "disk_iops": (0, 10_000_000)}
 
 Violations = list[tuple[str, str]]
 
@@ -132,9 +132,14 @@ def policy(m: pb.QosPolicy, field: str = "policy") -> Violations:
         out.append((f"{field}.memory_limit_ratio", f"must be 0 or between 1 and 16, got {r}"))
     elif r and m.qos_class == pb.QOS_CLASS_GUARANTEED:
         out.append((f"{field}.memory_limit_ratio", "a guaranteed policy's limit is its reservation"))
-    for f in ("disk_iops_limit", "disk_mbps_limit", "network_mbps_limit"):
+    for f in ("disk_iops_limit", "disk_mbps_limit", "network_mbps_limit", "disk_iops_reservation"):
         if not 0 <= getattr(m, f) <= 10_000_000:
             out.append((f"{field}.{f}", f"must be between 0 and 10000000, got {getattr(m, f)}"))
+    if m.disk_iops_reservation and m.qos_class == pb.QOS_CLASS_BEST_EFFORT:
+        out.append((f"{field}.disk_iops_reservation", "a best-effort policy reserves nothing"))
+    elif 0 < m.disk_iops_limit < m.disk_iops_reservation:
+        out.append((f"{field}.disk_iops_reservation",
+                    f"must not exceed disk_iops_limit ({m.disk_iops_limit}), got {m.disk_iops_reservation}"))
     if len(m.description) > 256:
         out.append((f"{field}.description", "at most 256 characters"))
     return out

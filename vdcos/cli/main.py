@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error, rejection_lines
 from vdcos.images import CATALOG
+from vdcos.model import DIMENSIONS
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
@@ -80,7 +81,7 @@ def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
     return pb.VmSpec(
         name=args.name, qos_policy=args.policy or "",
         resources=pb.Resources(vcpus=args.vcpus, memory_mib=args.memory_mib, disk_gib=args.disk_gib,
-                               network_mbps=args.network_mbps),
+                               network_mbps=args.network_mbps, disk_iops=args.disk_iops),
         placement_group=args.group or "",
         group_policy=GROUP_POLICIES[args.group_policy] if args.group_policy else pb.AFFINITY_POLICY_UNSPECIFIED,
         node_selector=_kv_list(args.selector, "--selector"), networks=args.network, volumes=args.volume,
@@ -93,6 +94,7 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-mib", type=int, default=1024)
     p.add_argument("--disk-gib", type=int, default=10)
     p.add_argument("--network-mbps", type=int, default=100)
+    p.add_argument("--disk-iops", type=int, default=0, help="IOPS to reserve (default: what the policy reserves)")
     p.add_argument("--policy", help="QoS policy name (default: the built-in burstable 'default')")
     p.add_argument("--group", help="placement group name")
     p.add_argument("--group-policy", choices=sorted(GROUP_POLICIES))
@@ -129,7 +131,7 @@ def node_rows(nodes: Sequence[pb.Node]) -> str:
 
 def cmd_up(args: argparse.Namespace) -> int:
     capacity = {"vcpus": args.host_vcpus, "memory_mib": args.host_memory_mib, "disk_gib": args.host_disk_gib,
-                "network_mbps": args.host_network_mbps}
+                "network_mbps": args.host_network_mbps, "disk_iops": args.host_disk_iops}
     dc = localdc.up(Path(args.home), args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl)
     print(f"datacenter up: {args.hosts} {args.driver} hosts, scheduler {dc.scheduler}, etcd {dc.etcd}")
     print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
@@ -154,7 +156,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     def human() -> str:
         rows = [[dim, getattr(s.capacity, dim), getattr(s.allocatable, dim), getattr(s.guaranteed, dim),
                  getattr(s.committed, dim), getattr(s.free_committed, dim)]
-                for dim in ("vcpus", "memory_mib", "disk_gib", "network_mbps")]
+                for dim in DIMENSIONS]
         head = (f"nodes: {s.nodes_ready}/{s.nodes_total} ready, {s.nodes_cordoned} cordoned; vms: {s.vms_total} "
                 f"({', '.join(f'{k} {v}' for k, v in sorted(s.vms_by_class.items()))})")
         return head + "\n" + table(["RESOURCE", "CAPACITY", "ALLOCATABLE", "GUARANTEED", "COMMITTED", "FREE"], rows)
@@ -375,7 +377,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 POLICY_FIELDS = {"name": str, "qos_class": str, "cpu_weight": int, "cpu_limit_percent": int,
                  "memory_limit_ratio": (int, float), "disk_iops_limit": int, "disk_mbps_limit": int,
-                 "network_mbps_limit": int, "description": str}
+                 "network_mbps_limit": int, "disk_iops_reservation": int, "description": str}
 QOS_CLASSES = {"guaranteed": pb.QOS_CLASS_GUARANTEED, "burstable": pb.QOS_CLASS_BURSTABLE,
                "best-effort": pb.QOS_CLASS_BEST_EFFORT}
 
@@ -425,9 +427,11 @@ def cmd_policy(args: argparse.Namespace) -> int:
         elif args.policy_command == "list":
             lr = c.policies.ListQosPolicies(pol_pb.ListQosPoliciesRequest(), timeout=args.timeout)
             emit(args, lr, lambda: table(
-                ["NAME", "CLASS", "CPU_WEIGHT", "CPU_LIMIT%", "MEM_LIMIT_RATIO", "NET_MBPS", "DESCRIPTION"],
+                ["NAME", "CLASS", "CPU_WEIGHT", "CPU_LIMIT%", "MEM_LIMIT_RATIO", "NET_MBPS", "IOPS(resv/limit)",
+                 "DESCRIPTION"],
                 [[p.name, _enum_name(pb.QosClass, p.qos_class, "QOS_CLASS_"), p.cpu_weight, p.cpu_limit_percent,
-                  p.memory_limit_ratio, p.network_mbps_limit, p.description] for p in lr.policies]))
+                  p.memory_limit_ratio, p.network_mbps_limit, f"{p.disk_iops_reservation}/{p.disk_iops_limit}",
+                  p.description] for p in lr.policies]))
         elif args.policy_command == "delete":
             c.policies.DeleteQosPolicy(pol_pb.DeleteQosPolicyRequest(name=args.name), timeout=args.timeout)
             print(f"qospolicy/{args.name} deleted")
@@ -439,7 +443,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         if args.config_command == "set":
             cfg = pb.SchedulerConfig(overcommit=pb.Overcommit(
                 vcpus=args.cpu_overcommit or 0, memory_mib=args.memory_overcommit or 0,
-                disk_gib=args.disk_overcommit or 0, network_mbps=args.network_overcommit or 0),
+                disk_gib=args.disk_overcommit or 0, network_mbps=args.network_overcommit or 0,
+                disk_iops=args.iops_overcommit or 0),
                 strategy={"pack": pb.STRATEGY_PACK, "spread": pb.STRATEGY_SPREAD}.get(args.strategy or "", 0),
                 max_migrations_per_host=args.max_migrations_per_host or 0, max_migrations=args.max_migrations or 0)
             conf = c.placement.UpdateSchedulerConfig(place_pb.UpdateSchedulerConfigRequest(config=cfg),
@@ -471,6 +476,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--host-memory-mib", type=int, default=65536)
     up.add_argument("--host-disk-gib", type=int, default=1000)
     up.add_argument("--host-network-mbps", type=int, default=10000)
+    up.add_argument("--host-disk-iops", type=int, default=20000)
     up.add_argument("--lease-ttl", type=int, default=10, help="seconds before a silent node is NotReady")
     up.set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop the local datacenter and remove its state").set_defaults(fn=cmd_down)
@@ -576,7 +582,7 @@ def parser() -> argparse.ArgumentParser:
     csub = conf.add_subparsers(dest="config_command", required=True)
     csub.add_parser("show")
     cs = csub.add_parser("set")
-    for dim in ("cpu", "memory", "disk", "network"):
+    for dim in ("cpu", "memory", "disk", "network", "iops"):
         cs.add_argument(f"--{dim}-overcommit", type=float)
     cs.add_argument("--strategy", choices=["pack", "spread"])
     cs.add_argument("--max-migrations-per-host", type=int, help="live migrations in flight per host")

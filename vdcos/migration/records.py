@@ -20,6 +20,7 @@ from vdcos.model import (ActiveMigrations, AllocEntry, Allocation, Assignment, M
                          MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, QosClass,
                          Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus, VolumeState, decode, dumps,
                          volume_consumer)
+from vdcos.scheduler.core import qos
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.storagepool import volumes
@@ -121,7 +122,8 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
         if entry is None:
             raise FailedPrecondition(f"VM {vm} holds no allocation on {source}")
         # The same fit function as placement, commit validation and agent admission.
-        short = fits(dest_node.capacity, config.overcommit, dst, spec.resources, entry.qos_class)
+        short = fits(dest_node.capacity, config.overcommit, dst, qos.placed_request(spec, entry.reserved),
+                     entry.qos_class)
         # Copy-storage: the destination's pool takes a copy of every local volume; its space is
         # accounted there now, like the VM's, so nothing can take it during the copy.
         copies = Resources(disk_gib=sum(v.size_gib for v in local))

@@ -28,13 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-mib", type=int, default=65536)
     ap.add_argument("--disk-gib", type=int, default=1000)
     ap.add_argument("--network-mbps", type=int, default=10000)
+    ap.add_argument("--disk-iops", type=int, default=20000,
+                    help="IOPS the host's disks sustain (measure with fio): what VMs may reserve")
     ap.add_argument("--shared-pool", type=Path, help="a folder every host sees: the shared storage pool")
     ap.add_argument("--label", action="append", default=[], help="key=value, repeatable")
     ap.add_argument("--lease-ttl", type=int, default=10)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {args.name}: %(message)s")
     labels = dict(lbl.split("=", 1) for lbl in args.label)
-    capacity = Resources(args.vcpus, args.memory_mib, args.disk_gib, args.network_mbps)
+    capacity = Resources(args.vcpus, args.memory_mib, args.disk_gib, args.network_mbps, args.disk_iops)
     args.state_dir.mkdir(parents=True, exist_ok=True)
     driver: HypervisorDriver
     network = None

@@ -22,6 +22,7 @@ from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Migration, Mi
                          VolumeState, decode, dumps)
 from vdcos.nodeagent.driver import (DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver,
                                     MigrationCancelled)
+from vdcos.scheduler.core import qos
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
@@ -430,7 +431,7 @@ class NodeAgent:
                 assert config is not None
                 # Agent admission: the same fit function the scheduler and its commit used.
                 short = fits(self.spec.capacity, config.overcommit, admitted.without(name),
-                             a.spec.resources, a.qos.qos_class)
+                             qos.placed_request(a.spec, a.reserved), a.qos.qos_class)
                 if short:
                     why = ", ".join(f"{s.dimension} {s.pool}: requested {s.requested}, free {s.free}" for s in short)
                     self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vdcos.model import (Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass, QosPolicy,
+from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass, QosPolicy,
                          SchedulerConfig, decode)
 from vdcos.scheduler.core.fit import allocatable, demand_vector
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, derive
@@ -25,7 +25,7 @@ from vdcos.state.store import KV, Event, Get, Store
 log = logging.getLogger(__name__)
 
 WATCHED = (keys.CONFIG, keys.POLICIES, keys.NODES, keys.ALLOC, keys.GROUPS)
-D = 4
+D = len(DIMENSIONS)
 
 
 @dataclass(frozen=True, slots=True)

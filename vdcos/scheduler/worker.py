@@ -23,7 +23,7 @@ from vdcos.migration import records
 from vdcos.model import (AllocEntry, Allocation, Assignment, Migration, MigrationOptions, MigrationPhase,
                          PlacementGroup, PlacementRecord, Resources, VmSpec, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache
-from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain,
+from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain, qos,
                                   fits, schedule, schedule_batch)
 from vdcos.state import keys
 from vdcos.storagepool import volumes
@@ -167,7 +167,8 @@ class Scheduler:
                 retry.append(p)
                 continue
             alloc = allocs.get(d.node, view.allocation)
-            if fits(view.spec.capacity, config.overcommit, alloc, spec.resources, d.qos.qos_class):
+            if fits(view.spec.capacity, config.overcommit, alloc, qos.placed_request(spec, d.reserved),
+                    d.qos.qos_class):
                 retry.append(p)
                 continue
             group = None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from vdcos.model import QosClass, QosPolicy, QosSettings, Resources, VmSpec
 
@@ -10,11 +11,26 @@ CPU_PERIOD_US = 100_000
 BEST_EFFORT_SHARES = 2
 
 
+def request(spec: VmSpec, policy: QosPolicy) -> Resources:
+    """What the VM asks of a node: its resources, with at least the IOPS its policy reserves."""
+    if policy.disk_iops_reservation > spec.resources.disk_iops:
+        return replace(spec.resources, disk_iops=policy.disk_iops_reservation)
+    return spec.resources
+
+
+def placed_request(spec: VmSpec, reserved: Resources) -> Resources:
+    """`request` where the policy was resolved already: what the placement reserved says it all.
+    For commit validation, migration and agent admission, which check the same fit again."""
+    if reserved.disk_iops > spec.resources.disk_iops:
+        return replace(spec.resources, disk_iops=reserved.disk_iops)
+    return spec.resources
+
+
 def reservation(spec: VmSpec, policy: QosPolicy) -> Resources:
     """What the VM holds on its node: its request, or nothing for best-effort."""
     if policy.qos_class is QosClass.BEST_EFFORT:
         return Resources()
-    return spec.resources
+    return request(spec, policy)
 
 
 def resolve(spec: VmSpec, policy: QosPolicy) -> QosSettings:
@@ -35,15 +51,18 @@ def resolve(spec: VmSpec, policy: QosPolicy) -> QosSettings:
     else:
         mem_limit = math.ceil(spec.resources.memory_mib * policy.memory_limit_ratio)
     net_limit = policy.network_mbps_limit
-    if policy.qos_class is QosClass.GUARANTEED and not net_limit:
-        net_limit = spec.resources.network_mbps
+    iops_limit = policy.disk_iops_limit
+    if policy.qos_class is QosClass.GUARANTEED:
+        # What it reserved is also its ceiling, so it cannot eat a neighbour's reservation.
+        net_limit = net_limit or spec.resources.network_mbps
+        iops_limit = iops_limit or request(spec, policy).disk_iops
     return QosSettings(
         qos_class=policy.qos_class,
         cpu_shares=shares,
         cpu_period_us=CPU_PERIOD_US,
         cpu_quota_us=quota,
         memory_limit_mib=mem_limit,
-        disk_iops_limit=policy.disk_iops_limit,
+        disk_iops_limit=iops_limit,
         disk_mbps_limit=policy.disk_mbps_limit,
         network_mbps_limit=net_limit,
     )

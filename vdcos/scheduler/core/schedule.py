@@ -198,7 +198,7 @@ def _ask(snap: ClusterSnapshot, request: PlacementRequest) -> _Ask | Rejection:
     if group is not None and group.policy is not spec.group_policy:
         return _never(snap, spec.name, f"placement group {group.name!r} has policy "
                       f"{group.policy.value}, not {spec.group_policy.value}")
-    fit = demand_vector(spec.resources)
+    fit = demand_vector(qos.request(spec, policy))
     return _Ask(request, policy, fit, demand_vector(qos.reservation(spec, policy)))
 
 

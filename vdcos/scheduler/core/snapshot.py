@@ -6,7 +6,7 @@ from typing import Mapping
 
 import numpy as np
 
-from vdcos.model import (DEFAULT_POLICY, Allocation, NodeSpec, PlacementGroup, QosPolicy,
+from vdcos.model import (DEFAULT_POLICY, DIMENSIONS, Allocation, NodeSpec, PlacementGroup, QosPolicy,
                          SchedulerConfig)
 from vdcos.scheduler.core.fit import F64, Mask, allocatable, demand_vector
 
@@ -81,9 +81,9 @@ def build_snapshot(
     config = config or SchedulerConfig()
     allocations = allocations or {}
     n = len(nodes)
-    cap = np.array([demand_vector(s.capacity) for s in nodes], dtype=np.float64).reshape(n, 4).T.copy()
-    g = np.zeros((4, n))
-    c = np.zeros((4, n))
+    cap = np.array([demand_vector(s.capacity) for s in nodes], dtype=np.float64).reshape(n, len(DIMENSIONS)).T.copy()
+    g = np.zeros((len(DIMENSIONS), n))
+    c = np.zeros((len(DIMENSIONS), n))
     labels: dict[tuple[str, str], set[int]] = {}
     for i, spec in enumerate(nodes):
         a = allocations.get(spec.name)
