@@ -148,7 +148,9 @@ class Scheduler:
                 pending += self._commit(txn)
             if pending:
                 self.stats["conflicts"] += 1
-                time.sleep(random.uniform(0, 0.002 * attempt))
+                # Exponential backoff with full jitter: replicas that keep choosing the same hot
+                # node (or group record) drift apart in time, and each retry sees the last winner.
+                time.sleep(random.uniform(0, min(0.1, 0.002 * 2 ** attempt)))
         for p in pending:
             p.future.set_exception(Aborted(
                 f"vm {p.request.spec.name!r}: cluster changed under {self.max_attempts} attempts; retry"))
