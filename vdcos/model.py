@@ -201,17 +201,22 @@ class AllocEntry:
     held_by: str = ""
 
     @property
-    def is_volume(self) -> bool:
-        """A local volume's space on its host (volume_consumer()), not a VM."""
-        return self.vm.startswith(VOLUME_CONSUMER)
+    def is_storage(self) -> bool:
+        """A local volume's or snapshot's space on its host, not a VM."""
+        return self.vm.startswith((VOLUME_CONSUMER, SNAPSHOT_CONSUMER))
 
 
 VOLUME_CONSUMER = "volume/"
+SNAPSHOT_CONSUMER = "snapshot/"
 
 
 def volume_consumer(volume: str) -> str:
     """The allocation entry name of a local volume ('/' never occurs in a VM's name)."""
     return VOLUME_CONSUMER + volume
+
+
+def snapshot_consumer(snapshot: str) -> str:
+    return SNAPSHOT_CONSUMER + snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,8 +444,11 @@ class Volume:
     state: VolumeState = VolumeState.CREATING
     path: str = ""           # the file, once the agent made it
     message: str = ""
-    snapshots: tuple[str, ...] = ()
     created_at: float = 0.0
+    # The snapshot it was made from (a restore); its file starts as that snapshot's content.
+    snapshot: str = ""
+    # A snapshot being taken of it: no migration, resize, attach or detach meanwhile.
+    snapshotting: str = ""
     # While its VM live-migrates with copy-storage: the migration, the destination host whose
     # pool takes the copy (its space there is already accounted), and the copy's file once
     # that host's agent made it. The source file stays the volume's until the move completes.
@@ -451,6 +459,25 @@ class Volume:
     @property
     def ties_to_host(self) -> bool:
         return self.pool is PoolKind.LOCAL
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A volume's content at one point in time: a read-only file in the volume's pool, made by
+    the agent of `host` (from the running guest's disk by a backup job, or from the closed
+    file). It does not depend on its volume afterwards: the volume may grow, move or go."""
+
+    name: str
+    volume: str
+    pool: PoolKind
+    host: str                # local: the host whose pool holds it; shared: the host that makes it
+    size_gib: int            # the volume's size when taken; what a restore needs at least
+    image: str = ""          # the volume's base image: a restored volume overlays the same one
+    state: VolumeState = VolumeState.CREATING
+    path: str = ""
+    message: str = ""
+    created_at: float = 0.0
+    live: bool = False       # taken from a running guest
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,16 @@
 the guest reads the image's content through its overlay, the QoS policy's IOPS cap holds, a
 VM's volumes go with it, a VM on a shared volume live-migrates with nothing copied, and one on a
 local volume takes it along byte for byte (copy-storage), or, when the copy fails midway, stays
-where it was with its volume while the destination's copy and its space are given back."""
+where it was with its volume while the destination's copy and its space are given back. A
+snapshot of a running guest's volume holds what the guest wrote, and so does a volume restored
+from it."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -189,3 +193,48 @@ def test_a_copy_that_fails_midway_leaves_vm_and_volume_where_they_were(dc: Dc) -
     assert content_digest(after.path) == dc.digest
     dc.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="moving"))
     wait_until(lambda: not Path(v.path).exists(), 30)
+
+
+def md5_of_first(disk: str, mib: int, scratch: Path) -> str:
+    """md5 of a closed qcow2 disk's first `mib` MiB as a guest reads them (its whole chain)."""
+    raw = scratch / "disk.raw"
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", disk, str(raw)], check=True, timeout=300)
+    h = hashlib.md5()
+    with open(raw, "rb") as f:
+        for _ in range(mib):
+            h.update(f.read(1 << 20))
+    raw.unlink()
+    return h.hexdigest()
+
+
+def test_a_live_snapshot_restores_what_the_guest_had_written(dc: Dc, tmp_path: Path) -> None:
+    dc.create_volume("journal", vol_pb.POOL_KIND_LOCAL, 1, host="host-1")
+    dc.create_vm("writer", ["journal"], image="disk-fill")
+    wait_until(lambda: disk_sums(dc.console("host-1", "writer")), 300)
+    written = disk_sums(dc.console("host-1", "writer"))[0]
+    dc.client.volumes.CreateSnapshot(vol_pb.CreateSnapshotRequest(
+        snapshot=vol_pb.Snapshot(name="journal-1", volume="journal")))
+    wait_until(lambda: dc.client.volumes.GetSnapshot(vol_pb.GetSnapshotRequest(name="journal-1")).snapshot.state
+               != vol_pb.VOLUME_STATE_CREATING, 120)
+    snap = dc.client.volumes.GetSnapshot(vol_pb.GetSnapshotRequest(name="journal-1")).snapshot
+    assert snap.state == vol_pb.VOLUME_STATE_AVAILABLE, snap.message
+    assert snap.live and Path(snap.path).exists() and "snapshot/journal-1" in dc.alloc("host-1")
+    # The guest ran on through the copy.
+    seen = len(dc.console("host-1", "writer"))
+    wait_until(lambda: "CNT" in dc.console("host-1", "writer")[seen:], 30)
+    dc.client.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
+        name="journal-restored", snapshot="journal-1")))
+    wait_until(lambda: dc.volume("journal-restored").state == vol_pb.VOLUME_STATE_AVAILABLE, 120)
+    restored = dc.volume("journal-restored")
+    assert (restored.host, restored.size_gib) == ("host-1", 1)
+    # What the guest wrote and read back is what the snapshot and the restored volume hold.
+    assert md5_of_first(snap.path, 512, tmp_path) == written
+    assert md5_of_first(restored.path, 512, tmp_path) == written
+    # The volume goes with its VM; the snapshot stays until deleted, then its file goes too.
+    dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="writer"))
+    wait_until(lambda: "volume/journal" not in dc.alloc("host-1"), 30)
+    assert dc.client.volumes.GetSnapshot(vol_pb.GetSnapshotRequest(name="journal-1")).snapshot.path == snap.path
+    dc.client.volumes.DeleteSnapshot(vol_pb.DeleteSnapshotRequest(name="journal-1"))
+    dc.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="journal-restored"))
+    wait_until(lambda: not Path(snap.path).exists() and not Path(restored.path).exists(), 30)
+    assert dc.alloc("host-1") == []

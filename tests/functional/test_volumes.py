@@ -288,3 +288,104 @@ def test_iops_reservations_from_the_policy_bound_a_host(cluster: Cluster) -> Non
     assert e.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "disk_iops" in e.value.details()
     cluster.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="db-2"), timeout=10)
     assert db("db-3").placement.node == "h0"
+
+
+def snap_state(c: Cluster, name: str) -> vol_pb.Snapshot:
+    return c.client.volumes.GetSnapshot(vol_pb.GetSnapshotRequest(name=name)).snapshot
+
+
+def take(c: Cluster, name: str, volume: str) -> vol_pb.Snapshot:
+    return c.client.volumes.CreateSnapshot(vol_pb.CreateSnapshotRequest(
+        snapshot=vol_pb.Snapshot(name=name, volume=volume))).snapshot
+
+
+def test_snapshots_are_accounted_outlive_their_volume_and_restore(cluster: Cluster) -> None:
+    cluster.add_node("h1", HOST)
+    cluster.add_node("h2", HOST)
+    create(cluster, vol("data", 30, host="h1", image="pattern"))
+    wait_until(lambda: state(cluster, "data") == vol_pb.VOLUME_STATE_AVAILABLE)
+    s = take(cluster, "data-monday", "data")
+    assert (s.volume, s.host, s.size_gib, s.image, s.state) == ("data", "h1", 30, "pattern", vol_pb.VOLUME_STATE_CREATING)
+    done = wait_until(lambda: (x := snap_state(cluster, "data-monday")).state == vol_pb.VOLUME_STATE_AVAILABLE and x)
+    assert isinstance(done, vol_pb.Snapshot) and not done.live and done.path  # no guest had it open
+    assert get_vol(cluster, "data").snapshotting == ""
+    # Its space counts on its host like a volume's.
+    assert ("snapshot/data-monday", "") in entries(cluster, "h1")
+    assert cluster.client.nodes.GetNode(node_pb.GetNodeRequest(name="h1")).node.committed.disk_gib == 60
+    # A running guest's volume is copied live (the driver's backup job).
+    cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm("db", ["data"])))
+    wait_until(lambda: sim_disks(cluster, "h1", "db") == (get_vol(cluster, "data").path,))
+    take(cluster, "data-tuesday", "data")
+    assert wait_until(lambda: snap_state(cluster, "data-tuesday").live)
+    # The volume goes with its VM; its snapshots stay, and a new volume starts from one.
+    cluster.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="db"))
+    assert [x.name for x in cluster.client.volumes.ListSnapshots(vol_pb.ListSnapshotsRequest(volume="data")).snapshots
+            ] == ["data-monday", "data-tuesday"]
+    r = create(cluster, vol_pb.Volume(name="restored", snapshot="data-monday"))
+    assert (r.pool, r.host, r.size_gib, r.image, r.snapshot) == (vol_pb.POOL_KIND_LOCAL, "h1", 30, "pattern",
+                                                               "data-monday")
+    wait_until(lambda: state(cluster, "restored") == vol_pb.VOLUME_STATE_AVAILABLE)
+    cluster.client.volumes.DeleteSnapshot(vol_pb.DeleteSnapshotRequest(name="data-tuesday"))
+    assert ("snapshot/data-tuesday", "") not in entries(cluster, "h1")
+    storage = cluster.agents["h1"].storage
+    assert storage is not None
+    wait_until(lambda: set(storage.pools.snapshot_files(PoolKind.LOCAL)) == {"data-monday"}, timeout=15)
+
+
+def test_a_snapshot_in_progress_holds_its_volume_still(cluster: Cluster) -> None:
+    cluster.add_node("h1", HOST)
+    cluster.add_node("h2", HOST)
+    create(cluster, vol("data", 10, host="h1"))
+    wait_until(lambda: state(cluster, "data") == vol_pb.VOLUME_STATE_AVAILABLE)
+    cluster.agents["h1"].stop()  # nobody takes it: it stays in progress
+    take(cluster, "slow", "data")
+    assert get_vol(cluster, "data").snapshotting == "slow"
+    for call in (lambda: cluster.client.volumes.ResizeVolume(vol_pb.ResizeVolumeRequest(name="data", size_gib=20)),
+                 lambda: cluster.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="data")),
+                 lambda: take(cluster, "another", "data"),
+                 lambda: cluster.client.volumes.DeleteSnapshot(vol_pb.DeleteSnapshotRequest(name="slow"))):
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION, e.value.details()
+    assert get_vol(cluster, "data").size_gib == 10
+    assert [x.name for x in cluster.client.volumes.ListSnapshots(vol_pb.ListSnapshotsRequest()).snapshots] == ["slow"]
+
+
+def test_bad_snapshot_requests_change_nothing(cluster: Cluster) -> None:
+    cluster.add_node("h1", HOST)
+    cluster.add_node("h2", HOST)
+    create(cluster, vol("big", 60, host="h1"))
+    wait_until(lambda: state(cluster, "big") == vol_pb.VOLUME_STATE_AVAILABLE)
+
+    def refused(call: object, code: grpc.StatusCode, field: str = "") -> None:
+        with pytest.raises(grpc.RpcError) as e:
+            call()  # type: ignore[operator]
+        assert e.value.code() is code, e.value.details()
+        if field:
+            assert any(field in str(d) for d in details(e.value)), details(e.value)
+
+    refused(lambda: take(cluster, "Bad_Name", "big"), grpc.StatusCode.INVALID_ARGUMENT, "snapshot.name")
+    refused(lambda: take(cluster, "s", ""), grpc.StatusCode.INVALID_ARGUMENT, "snapshot.volume")
+    refused(lambda: take(cluster, "s", "nope"), grpc.StatusCode.NOT_FOUND)
+    refused(lambda: take(cluster, "s", "big"), grpc.StatusCode.RESOURCE_EXHAUSTED)  # 60 + 60 > 100 GiB
+    assert not cluster.client.volumes.ListSnapshots(vol_pb.ListSnapshotsRequest()).snapshots
+    assert get_vol(cluster, "big").snapshotting == ""
+    cluster.client.volumes.ResizeVolume(vol_pb.ResizeVolumeRequest(name="big", size_gib=70))  # still free to change
+    refused(lambda: cluster.client.volumes.ResizeVolume(vol_pb.ResizeVolumeRequest(name="big", size_gib=10)),
+            grpc.StatusCode.FAILED_PRECONDITION)
+    create(cluster, vol("small", 5, host="h1"))
+    wait_until(lambda: state(cluster, "small") == vol_pb.VOLUME_STATE_AVAILABLE)
+    take(cluster, "s", "small")
+    wait_until(lambda: snap_state(cluster, "s").state == vol_pb.VOLUME_STATE_AVAILABLE)
+    refused(lambda: take(cluster, "s", "small"), grpc.StatusCode.ALREADY_EXISTS)
+    refused(lambda: create(cluster, vol_pb.Volume(name="r", snapshot="s", size_gib=2)),
+            grpc.StatusCode.INVALID_ARGUMENT, "volume.size_gib")
+    refused(lambda: create(cluster, vol_pb.Volume(name="r", snapshot="s", image="pattern")),
+            grpc.StatusCode.INVALID_ARGUMENT, "volume.image")
+    refused(lambda: create(cluster, vol_pb.Volume(name="r", snapshot="s", host="h2")),
+            grpc.StatusCode.FAILED_PRECONDITION)
+    refused(lambda: create(cluster, vol_pb.Volume(name="r", snapshot="s", pool=vol_pb.POOL_KIND_SHARED)),
+            grpc.StatusCode.FAILED_PRECONDITION)
+    refused(lambda: create(cluster, vol_pb.Volume(name="r", snapshot="gone")), grpc.StatusCode.NOT_FOUND)
+    assert sorted(v.name for v in cluster.client.volumes.ListVolumes(vol_pb.ListVolumesRequest()).volumes) == [
+        "big", "small"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vdcos.model import (PoolKind, PoolStatus, Volume, VolumeState, AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
+from vdcos.model import (PoolKind, PoolStatus, Snapshot, Volume, VolumeState, AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
                          PlacementRecord, Port, PortKind, QosClass, QosPolicy, Resources, SchedulerConfig, Strategy,
                          VmPhase, VmSpec, pairs)
 from vdcos.scheduler.cache import NodeView
@@ -87,7 +87,7 @@ def node_to_pb(v: NodeView, config: SchedulerConfig) -> pb.Node:
         state=pb.NODE_STATE_READY if ready else pb.NODE_STATE_NOT_READY, cordoned=v.cordoned,
         allocatable=resources_to_pb(Resources.of(allocatable(cap, config.overcommit)[:, 0])),
         guaranteed=resources_to_pb(v.allocation.guaranteed), committed=resources_to_pb(v.allocation.committed),
-        vm_count=sum(not e.is_volume for e in v.allocation.entries), last_heartbeat=ts(v.status.heartbeat if v.status else 0),
+        vm_count=sum(not e.is_storage for e in v.allocation.entries), last_heartbeat=ts(v.status.heartbeat if v.status else 0),
         driver=v.spec.driver, used=resources_to_pb(v.status.used if v.status else Resources()))
 
 
@@ -201,7 +201,13 @@ def volume_to_pb(v: Volume) -> vol_pb.Volume:
     return vol_pb.Volume(name=v.name, pool=POOL_KIND_TO_PB[v.pool], size_gib=v.size_gib, host=v.host, image=v.image,
                          vm=v.vm, state=VOLUME_STATE_TO_PB[v.state], path=v.path, message=v.message,
                          created_at=ts(v.created_at), migration=v.migration, moving_to=v.moving_to,
-                         target_path=v.target_path)
+                         target_path=v.target_path, snapshot=v.snapshot, snapshotting=v.snapshotting)
+
+
+def snapshot_to_pb(s: Snapshot) -> vol_pb.Snapshot:
+    return vol_pb.Snapshot(name=s.name, volume=s.volume, pool=POOL_KIND_TO_PB[s.pool], host=s.host,
+                           size_gib=s.size_gib, image=s.image, state=VOLUME_STATE_TO_PB[s.state], path=s.path,
+                           message=s.message, created_at=ts(s.created_at), live=s.live)
 
 
 def pool_to_pb(p: PoolStatus) -> vol_pb.Pool:

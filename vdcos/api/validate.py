@@ -216,16 +216,34 @@ def volume(m: vol_pb.Volume, field: str = "volume") -> Violations:
 
     out: Violations = []
     name(m.name, f"{field}.name", out)
-    if m.pool == vol_pb.POOL_KIND_UNSPECIFIED:
+    if m.snapshot:
+        # A restore takes pool, host and base image from the snapshot; size 0 = the snapshot's.
+        name(m.snapshot, f"{field}.snapshot", out)
+    if m.pool == vol_pb.POOL_KIND_UNSPECIFIED and not m.snapshot:
         out.append((f"{field}.pool", "is required: POOL_KIND_LOCAL or POOL_KIND_SHARED"))
-    elif m.pool not in (vol_pb.POOL_KIND_LOCAL, vol_pb.POOL_KIND_SHARED):
+    elif m.pool not in (vol_pb.POOL_KIND_UNSPECIFIED, vol_pb.POOL_KIND_LOCAL, vol_pb.POOL_KIND_SHARED):
         out.append((f"{field}.pool", f"unknown pool kind {m.pool}"))
-    out += volume_size(m.size_gib, f"{field}.size_gib")
+    if m.size_gib or not m.snapshot:
+        out += volume_size(m.size_gib, f"{field}.size_gib")
     if m.host:
         name(m.host, f"{field}.host", out)
     if m.image and m.image not in images.CATALOG:
         out.append((f"{field}.image", f"unknown image {m.image[:64]!r}; known: {', '.join(sorted(images.CATALOG))}"))
-    for f in ("vm", "path", "message", "migration", "moving_to", "target_path"):
+    if m.image and m.snapshot:
+        out.append((f"{field}.image", "a volume restored from a snapshot starts from the snapshot's image"))
+    for f in ("vm", "path", "message", "migration", "moving_to", "target_path", "snapshotting"):
         if getattr(m, f):
             out.append((f"{field}.{f}", "is set by vdcos, not by a request"))
+    return out
+
+
+def snapshot(m: vol_pb.Snapshot, field: str = "snapshot") -> Violations:
+    out: Violations = []
+    name(m.name, f"{field}.name", out)
+    name(m.volume, f"{field}.volume", out)
+    for f in ("host", "path", "message", "image"):
+        if getattr(m, f):
+            out.append((f"{field}.{f}", "is set by vdcos, not by a request"))
+    if m.pool or m.size_gib or m.state or m.live:
+        out.append((field, "only name and volume are set by a request"))
     return out

@@ -82,8 +82,12 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
         mig_kv = store.get(keys.vm_migration(vm))
         if mig_kv is not None:
             raise FailedPrecondition(f"VM {vm} is already migrating ({mig_kv.value.decode()})")
-        pairs = [(v, kv) for v, kv in volumes.records(store, vm=vm) if v.ties_to_host]
-        local, v_kvs = [v for v, _ in pairs], {v.name: kv for v, kv in pairs}
+        pairs = volumes.records(store, vm=vm)
+        local, v_kvs = [v for v, _ in pairs if v.ties_to_host], {v.name: kv for v, kv in pairs}
+        for v, _ in pairs:
+            if v.snapshotting:
+                raise FailedPrecondition(f"VM {vm}'s volume {v.name} is being snapshotted ({v.snapshotting}); "
+                                         "migrate it when the snapshot is taken")
         for v in local:
             if v.state is not VolumeState.AVAILABLE or v.migration:
                 raise FailedPrecondition(f"VM {vm}'s volume {v.name} is {v.state.value}"
@@ -152,13 +156,14 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
                         (keys.ACTIVE_MIGRATIONS, active_kv), (keys.node_cordon(destination), None),
                         (keys.CONFIG, config_kv)):
             txn.guard(key, kv)
+        for kv in v_kvs.values():  # a snapshot taken meanwhile changes its volume: no race with it
+            txn.guard(kv.key, kv)
         txn.compares.append(Compare(keys.node_status(destination), "create", "==", status_kv.create_revision))
         for v in local:
             src_vol = next((e for e in src.entries if e.vm == volume_consumer(v.name)), None)
             if src_vol is not None:
                 src = src.with_entry(replace(src_vol, held_by=mid))
             dst = dst.with_entry(AllocEntry(volume_consumer(v.name), QosClass.GUARANTEED, Resources(disk_gib=v.size_gib)))
-            txn.guard(keys.volume(v.name), v_kvs[v.name])
             txn.ops.append(Put(keys.volume(v.name), dumps(replace(v, migration=mid, moving_to=destination,
                                                                   target_path="", message=""))))
         txn.ops += [

@@ -80,7 +80,8 @@ class NodeAgent:
         self.network = network
         self.switch: SwitchController | None = None
         self.created: list[str] = []  # domains this process defined (tests: nothing twice)
-        self.storage = VolumeReconciler(store, spec.name, pools, lambda: self.lease) if pools else None
+        self.storage = (VolumeReconciler(store, spec.name, pools, lambda: self.lease, guests=driver)
+                        if pools else None)
         self._cancel_volumes: Callable[[], None] | None = None
         # Set by the volume watch: the pools are synced then, and every resync period, not on
         # every assignment or migration event that wakes the reconcile loop.

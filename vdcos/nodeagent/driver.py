@@ -79,6 +79,11 @@ class HypervisorDriver(Protocol):
         """Grow a running guest's disk to at least this size; the guest sees it grow."""
         ...
 
+    def backup_disk(self, name: str, path: str, target: str) -> bool:
+        """Copy the running guest's disk on `path`, as of now, into a new file `target` while the
+        guest runs on; False when no running guest of that name has that disk."""
+        ...
+
     def stats(self, name: str) -> DomainStats: ...
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,

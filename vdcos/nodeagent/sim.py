@@ -123,6 +123,11 @@ class SimDriver:
         with self._lock:
             self._get(name)
 
+    def backup_disk(self, name: str, path: str, target: str) -> bool:
+        with self._lock:
+            dom = self._domains.get(name)
+            return dom is not None and dom.state is DomainState.RUNNING and path in dom.disks
+
     def stats(self, name: str) -> DomainStats:
         with self._lock:
             dom = self._get(name)

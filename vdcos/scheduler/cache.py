@@ -281,7 +281,7 @@ class ClusterCache:
             counts = {c.value: 0 for c in QosClass}
             for a, _ in self.allocs.values():
                 for e in a.entries:
-                    if not e.is_volume:
+                    if not e.is_storage:
                         counts[e.qos_class.value] += 1
             return counts
 

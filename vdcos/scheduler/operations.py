@@ -12,14 +12,14 @@ import numpy as np
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, PoolKind,
-                         PoolStatus, Port, PortKind, QosPolicy, Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus,
-                         Volume, decode)
+                         PoolStatus, Port, PortKind, QosPolicy, Resources, SchedulerConfig, Snapshot, VmPhase, VmSpec,
+                         VmStatus, Volume, decode)
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
 from vdcos.scheduler.worker import Placed, Scheduler, dumps
 from vdcos.state import keys
 from vdcos.state.store import KV, Compare, Delete, Put, Store
-from vdcos.storagepool import volumes
+from vdcos.storagepool import snapshots, volumes
 from vdcos.vswitch import networks
 
 
@@ -107,12 +107,27 @@ class Operations:
             volumes.detach_all(self.store, name, delete_them=not keep_volumes)
 
     # --- volumes ------------------------------------------------------------------------------
-    def create_volume(self, name: str, pool: PoolKind, size_gib: int, host: str = "", image: str = "") -> Volume:
+    def create_volume(self, name: str, pool: PoolKind | None, size_gib: int, host: str = "", image: str = "",
+                      snapshot: str = "") -> Volume:
+        source = None
+        if snapshot:
+            # A restore goes where the snapshot's file is: its pool, and its host for a local one.
+            source = volumes.restore_source(self.store, snapshot, size_gib)
+            size_gib = size_gib or source.size_gib
+            if pool is not None and pool is not source.pool:
+                raise FailedPrecondition(f"snapshot {snapshot} is in the {source.pool.value} pool; "
+                                         f"a volume restored from it is too")
+            if source.pool is PoolKind.LOCAL and host and host != source.host:
+                raise FailedPrecondition(f"snapshot {snapshot} lives in {source.host}'s local pool; "
+                                         f"a volume restored from it is made there")
+            pool, image = source.pool, source.image
+            host = source.host if pool is PoolKind.LOCAL else host
+        assert pool is not None  # validation requires a pool unless a snapshot gives it
         if host:
             self.node(host)
         else:
             host = self._volume_host(pool, size_gib)
-        return volumes.create(self.store, name, pool, size_gib, host, image)
+        return volumes.create(self.store, name, pool, size_gib, host, image, source)
 
     def _volume_host(self, pool: PoolKind, size_gib: int) -> str:
         """A local volume goes to the ready host with the most free disk; a shared one is made by
@@ -147,6 +162,18 @@ class Operations:
 
     def resize_volume(self, name: str, size_gib: int) -> Volume:
         return volumes.resize(self.store, name, size_gib)
+
+    def create_snapshot(self, name: str, volume: str) -> Snapshot:
+        return snapshots.create(self.store, name, volume)
+
+    def get_snapshot(self, name: str) -> Snapshot:
+        return snapshots.get(self.store, name)
+
+    def list_snapshots(self, volume: str = "") -> list[Snapshot]:
+        return snapshots.list_snapshots(self.store, volume)
+
+    def delete_snapshot(self, name: str) -> None:
+        snapshots.delete(self.store, name)
 
     def pools(self) -> list[PoolStatus]:
         return sorted(volumes.pools(self.store), key=lambda p: (p.pool.value, p.host))

@@ -346,7 +346,8 @@ class VolumeServicer(vol_grpc.VolumeServiceServicer):
         validate.check(validate.volume(request.volume) if request.HasField("volume") else [("volume", "is required")])
         v = request.volume
         return vol_pb.CreateVolumeResponse(volume=convert.volume_to_pb(await blocking(
-            self.ops.create_volume, v.name, convert.POOL_KIND_FROM_PB[v.pool], v.size_gib, v.host, v.image)))
+            self.ops.create_volume, v.name, convert.POOL_KIND_FROM_PB.get(v.pool), v.size_gib, v.host, v.image,
+            v.snapshot)))
 
     @rpc
     async def GetVolume(self, request: vol_pb.GetVolumeRequest, context: Ctx) -> vol_pb.GetVolumeResponse:
@@ -392,3 +393,31 @@ class VolumeServicer(vol_grpc.VolumeServiceServicer):
     @rpc
     async def ListPools(self, request: vol_pb.ListPoolsRequest, context: Ctx) -> vol_pb.ListPoolsResponse:
         return vol_pb.ListPoolsResponse(pools=[convert.pool_to_pb(p) for p in await blocking(self.ops.pools)])
+
+    @rpc
+    async def CreateSnapshot(self, request: vol_pb.CreateSnapshotRequest,
+                             context: Ctx) -> vol_pb.CreateSnapshotResponse:
+        validate.check(validate.snapshot(request.snapshot) if request.HasField("snapshot")
+                       else [("snapshot", "is required")])
+        return vol_pb.CreateSnapshotResponse(snapshot=convert.snapshot_to_pb(await blocking(
+            self.ops.create_snapshot, request.snapshot.name, request.snapshot.volume)))
+
+    @rpc
+    async def GetSnapshot(self, request: vol_pb.GetSnapshotRequest, context: Ctx) -> vol_pb.GetSnapshotResponse:
+        _name(request.name)
+        return vol_pb.GetSnapshotResponse(snapshot=convert.snapshot_to_pb(
+            await blocking(self.ops.get_snapshot, request.name)))
+
+    @rpc
+    async def ListSnapshots(self, request: vol_pb.ListSnapshotsRequest, context: Ctx) -> vol_pb.ListSnapshotsResponse:
+        if request.volume:
+            _name(request.volume, "volume")
+        return vol_pb.ListSnapshotsResponse(snapshots=[convert.snapshot_to_pb(s) for s in
+                                                       await blocking(self.ops.list_snapshots, request.volume)])
+
+    @rpc
+    async def DeleteSnapshot(self, request: vol_pb.DeleteSnapshotRequest,
+                             context: Ctx) -> vol_pb.DeleteSnapshotResponse:
+        _name(request.name)
+        await blocking(self.ops.delete_snapshot, request.name)
+        return vol_pb.DeleteSnapshotResponse()

@@ -18,6 +18,7 @@ PORTS = ROOT + "ports/"
 BINDINGS = ROOT + "bindings/"
 VOLUMES = ROOT + "volumes/"
 POOLS = ROOT + "pools/"
+SNAPSHOTS = ROOT + "snapshots/"
 
 
 def policy(name: str) -> str:
@@ -106,6 +107,10 @@ def binding(net: str, port_name: str, host: str) -> str:
 
 def volume(name: str) -> str:
     return VOLUMES + name
+
+
+def snapshot(name: str) -> str:
+    return SNAPSHOTS + name
 
 
 def pool(host: str, kind: str) -> str:

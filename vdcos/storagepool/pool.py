@@ -8,16 +8,18 @@ the datacenter sees), `SimPools` without any file for the `sim` driver's simulat
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from vdcos.model import PoolKind, PoolStatus, Volume, VolumeState, dumps
+from vdcos.model import PoolKind, PoolStatus, Snapshot, Volume, VolumeState, dumps
 from vdcos.state import keys
 from vdcos.state.store import Put, Store
-from vdcos.storagepool import images, volumes
+from vdcos.storagepool import images, snapshots, volumes
 
 log = logging.getLogger("vdcos.storagepool")
 GIB = 1024 ** 3
@@ -33,10 +35,47 @@ class StoragePools(Protocol):
     def remove(self, path: str) -> None: ...
     def files(self, pool: PoolKind) -> dict[str, str]: ...   # volume name -> path
     def grow(self, vol: Volume) -> None: ...                  # a file no QEMU has open
+    def snapshot_path(self, snap: Snapshot) -> str: ...
+    def snapshot(self, vol: Volume, snap: Snapshot) -> str: ...  # from a file no QEMU has open
+    def restore(self, vol: Volume, snap: Snapshot) -> str: ...   # the volume's file, from the snapshot's
+    def snapshot_files(self, pool: PoolKind) -> dict[str, str]: ...  # snapshot name -> path
+
+
+class GuestDisks(Protocol):
+    """The hypervisor driver's part in a snapshot: copying a disk a running guest has open."""
+
+    def backup_disk(self, name: str, path: str, target: str) -> bool: ...
 
 
 def volume_file(directory: Path, name: str) -> Path:
     return directory / f"{name}.qcow2"
+
+
+def snapshot_file(directory: Path, name: str) -> Path:
+    # Not *.qcow2: a snapshot is never mistaken for a volume's file (nor removed as one).
+    return directory / f"{name}.snapshot"
+
+
+def _convert(source: str, out: Path, base: str, size_gib: int = 0) -> None:
+    """qemu-img convert into `out` (through a temporary file, so a crash leaves no half file
+    under the real name): as a diff against `base` when the disk has one, so only what the
+    guest wrote is stored."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    cmd = ["qemu-img", "convert", "-q", "-O", "qcow2"]
+    if base:
+        cmd += ["-B", str(images.ensure(base)), "-F", "qcow2"]
+    try:
+        subprocess.run([*cmd, source, str(tmp)], check=True, capture_output=True, text=True, timeout=1800)
+        if size_gib:
+            subprocess.run(["qemu-img", "resize", "-q", "-f", "qcow2", str(tmp), f"{size_gib}G"],
+                           check=True, capture_output=True, text=True, timeout=60)
+        os.replace(tmp, out)
+    except subprocess.CalledProcessError as e:
+        tmp.unlink(missing_ok=True)
+        raise PoolError(f"qemu-img: {e.stderr.strip() or e}") from e
+    except (OSError, subprocess.TimeoutExpired) as e:
+        tmp.unlink(missing_ok=True)
+        raise PoolError(f"qemu-img: {e}") from e
 
 
 class LibvirtPools:
@@ -114,10 +153,31 @@ class LibvirtPools:
             raise PoolError(f"growing {vol.path}: {e}") from e
 
     def files(self, kind: PoolKind) -> dict[str, str]:
+        return self._glob(kind, ".qcow2")
+
+    def snapshot_files(self, kind: PoolKind) -> dict[str, str]:
+        return self._glob(kind, ".snapshot")
+
+    def _glob(self, kind: PoolKind, suffix: str) -> dict[str, str]:
         d = self.dirs.get(kind)
         if d is None or not d.exists():
             return {}
-        return {p.name[:-len(".qcow2")]: str(p) for p in d.glob("*.qcow2")}
+        return {p.name[:-len(suffix)]: str(p) for p in d.glob(f"*{suffix}")}
+
+    def snapshot_path(self, snap: Snapshot) -> str:
+        return str(snapshot_file(self.dirs[snap.pool], snap.name))
+
+    def snapshot(self, vol: Volume, snap: Snapshot) -> str:
+        out = Path(self.snapshot_path(snap))
+        _convert(vol.path, out, vol.image)
+        return str(out)
+
+    def restore(self, vol: Volume, snap: Snapshot) -> str:
+        out = volume_file(self.dirs[vol.pool], vol.name)
+        if not out.exists():
+            _convert(snap.path, out, snap.image, vol.size_gib)
+        self._pool(vol.pool).refresh(0)  # libvirt lists the new file as a pool volume
+        return str(out)
 
 
 class SimPools:
@@ -141,32 +201,53 @@ class SimPools:
         self._made = {k: v for k, v in self._made.items() if v != path}
 
     def files(self, kind: PoolKind) -> dict[str, str]:
-        return {k: v for k, v in self._made.items() if v.startswith(f"sim://{kind.value}/")}
+        return {k: v for k, v in self._made.items() if v.startswith(f"sim://{kind.value}/")
+                and not k.endswith(".snapshot")}
 
     def grow(self, vol: Volume) -> None:
         self.grown[vol.name] = vol.size_gib
 
+    def snapshot_path(self, snap: Snapshot) -> str:
+        return f"sim://{snap.pool.value}/{snap.name}.snapshot"
+
+    def snapshot(self, vol: Volume, snap: Snapshot) -> str:
+        self._made[f"{snap.name}.snapshot"] = self.snapshot_path(snap)
+        return self.snapshot_path(snap)
+
+    def restore(self, vol: Volume, snap: Snapshot) -> str:
+        return self.make(vol)
+
+    def snapshot_files(self, kind: PoolKind) -> dict[str, str]:
+        return {k[:-len(".snapshot")]: v for k, v in self._made.items()
+                if v.startswith(f"sim://{kind.value}/") and k.endswith(".snapshot")}
+
 
 class VolumeReconciler:
     """Run by the agent after every change under /vdcos/volumes/ and every resync period:
-    makes the files of volumes recorded on this host, removes the files no record owns (local
-    pool; a shared file is removed by the host that made it), and reports the pools."""
+    makes the files of volumes and snapshots recorded on this host, removes the files no record
+    owns (local pool; a shared file is removed by the host that made it), and reports the pools."""
 
-    def __init__(self, store: Store, host: str, pools: StoragePools, lease: Callable[[], int]) -> None:
+    def __init__(self, store: Store, host: str, pools: StoragePools, lease: Callable[[], int],
+                 guests: GuestDisks | None = None) -> None:
         self.store = store
         self.host = host
         self.pools = pools
         self.lease = lease
+        self.guests = guests
         self._published: tuple[int, list[PoolStatus]] = (0, [])
         self._sizes: dict[str, int] = {}  # volume -> GiB its file was checked to have
 
     def sync(self) -> None:
         vols = {v.name: v for v in volumes.list_volumes(self.store)}
+        snaps = {s.name: s for s in snapshots.list_snapshots(self.store)}
         for v in vols.values():
             if v.host != self.host or v.state is not VolumeState.CREATING:
                 continue
             try:
-                path = self.pools.make(v)
+                source = snaps.get(v.snapshot) if v.snapshot else None
+                if v.snapshot and (source is None or not source.path):
+                    raise PoolError(f"snapshot {v.snapshot} is gone")
+                path = self.pools.restore(v, source) if source else self.pools.make(v)
             except (PoolError, OSError) as e:
                 log.error("volume %s: %s", v.name, e)
                 volumes.update(self.store, v.name, lambda x, why=str(e)[:300]: replace(
@@ -186,7 +267,15 @@ class VolumeReconciler:
                     self._sizes[v.name] = v.size_gib
                 except (PoolError, OSError) as e:
                     log.error("volume %s: %s", v.name, e)
+        for snap in snaps.values():
+            if snap.host == self.host and snap.state is VolumeState.CREATING:
+                self._take(snap, vols.get(snap.volume))
         for kind in (PoolKind.LOCAL, PoolKind.SHARED):
+            for name, path in self.pools.snapshot_files(kind).items():
+                s = snaps.get(name)
+                if s is None or s.pool is not kind or (kind is PoolKind.LOCAL and s.host != self.host):
+                    self.pools.remove(path)
+                    log.info("removed %s: no snapshot record owns it", path)
             for name, path in self.pools.files(kind).items():
                 v = vols.get(name)
                 # Every host sees the shared folder: any of them may remove an orphan there.
@@ -200,6 +289,24 @@ class VolumeReconciler:
         if (lease, status) != self._published:  # only changes: every host does this every resync
             self.store.txn([], [Put(keys.pool(self.host, s.pool.value), dumps(s), lease) for s in status])
             self._published = (lease, status)
+
+    def _take(self, snap: Snapshot, vol: Volume | None) -> None:
+        """Make a snapshot's file: from the running guest's disk when it has the volume open
+        (a backup job; the guest does not pause), else from the closed file."""
+        if vol is None or vol.snapshotting != snap.name or not vol.path:
+            snapshots.finish(self.store, snap.name, error=f"volume {snap.volume} went away before the snapshot")
+            return
+        target = self.pools.snapshot_path(snap)
+        try:
+            live = bool(vol.vm) and self.guests is not None and self.guests.backup_disk(vol.vm, vol.path, target)
+            path = target if live else self.pools.snapshot(vol, snap)
+        except Exception as e:  # noqa: BLE001 - whatever the driver or qemu-img raise fails the snapshot
+            log.error("snapshot %s of %s: %s", snap.name, vol.name, e)
+            self.pools.remove(target)
+            snapshots.finish(self.store, snap.name, error=str(e))
+            return
+        snapshots.finish(self.store, snap.name, path, live=live)
+        log.info("snapshot %s of %s taken at %s (%s)", snap.name, vol.name, path, "live" if live else "offline")
 
     def _make_copy_target(self, v: Volume) -> None:
         """A VM with this local volume migrates here: make the file its disk is copied into,

@@ -1,4 +1,4 @@
-"""Volume records in etcd: create, attach, resize, snapshot, delete. No disk I/O here: the agent
+"""Volume records in etcd: create (blank, from an image or from a snapshot), attach, resize, delete. No disk I/O here: the agent
 of the volume's host makes and removes the files (pool.py), from these records.
 
 A local volume's space is an entry in its host's allocation record (`volume/<name>`), written in
@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from vdcos.model import (AllocEntry, Allocation, Assignment, NodeSpec, PlacementRecord, PoolKind, PoolStatus,
-                         QosClass, Resources, SchedulerConfig, VmSpec, Volume, VolumeState, decode, dumps,
+                         QosClass, Resources, SchedulerConfig, Snapshot, VmSpec, Volume, VolumeState, decode, dumps,
                          volume_consumer)
 from vdcos.scheduler.core.fit import Insufficient, fits
 from vdcos.state import keys
@@ -66,8 +66,10 @@ def check_size(size_gib: int, field: str = "volume.size_gib") -> None:
         raise InvalidArgument(f"{field} {why}", details=[(field, why)])
 
 
-def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, image: str = "") -> Volume:
-    """Record the volume on `host` (the caller picked it) and account its space there."""
+def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, image: str = "",
+           snapshot: Snapshot | None = None) -> Volume:
+    """Record the volume on `host` (the caller picked it) and account its space there. From a
+    snapshot (restore_source() checked it): the snapshot must still be there when this commits."""
     check_size(size_gib)
     if image and image not in images.CATALOG:
         why = f"unknown image {image!r}; known: {', '.join(sorted(images.CATALOG))}"
@@ -81,11 +83,14 @@ def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, im
         node_kv = store.get(keys.node_spec(host))
         if node_kv is None:
             raise NotFound(f"node {host!r} not found")
-        vol = Volume(name, pool, size_gib, host, image, created_at=time.time())
+        vol = Volume(name, pool, size_gib, host, image, created_at=time.time(),
+                     snapshot=snapshot.name if snapshot else "")
         compares = [Compare(keys.volume(name), "create", "==", 0)]
+        if snapshot is not None:
+            compares.append(Compare(keys.snapshot(snapshot.name), "create", "!=", 0))
         ops: list[Op] = [Put(keys.volume(name), dumps(vol))]
         if pool is PoolKind.LOCAL:
-            alloc_kv, alloc, short = _local_room(store, host, size_gib)
+            alloc_kv, alloc, short = local_room(store, host, size_gib)
             if short:
                 raise ResourceExhausted(f"{host}'s local pool has {short[0].free} GiB free, "
                                         f"volume {name} needs {size_gib} GiB")
@@ -99,6 +104,21 @@ def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, im
         if store.txn(compares, ops).succeeded:
             return vol
     raise ResourceExhausted(f"volume {name}: too many concurrent changes on {host}; try again")
+
+
+def restore_source(store: Store, name: str, size_gib: int) -> Snapshot:
+    """The snapshot a new volume starts from: available, and no bigger than the volume (0 = as
+    big as the snapshot)."""
+    kv = store.get(keys.snapshot(name))
+    if kv is None:
+        raise NotFound(f"snapshot {name!r} not found")
+    snap = decode(Snapshot, json.loads(kv.value))
+    if snap.state is not VolumeState.AVAILABLE:
+        raise FailedPrecondition(f"snapshot {name} is {snap.state.value}" + (f": {snap.message}" if snap.message else ""))
+    if 0 < size_gib < snap.size_gib:
+        why = f"snapshot {name} holds {snap.size_gib} GiB; a volume restored from it needs at least that"
+        raise InvalidArgument(f"volume.size_gib: {why}", details=[("volume.size_gib", why)])
+    return snap
 
 
 def update(store: Store, name: str, change: Callable[[Volume], Volume | None]) -> Volume:
@@ -126,6 +146,9 @@ def delete(store: Store, name: str, *, detach_first: bool = False) -> None:
         vol = decode(Volume, json.loads(kv.value))
         if vol.vm and not detach_first:
             raise FailedPrecondition(f"volume {name} is attached to VM {vol.vm}; detach it or delete the VM")
+        if vol.snapshotting and not detach_first:
+            raise FailedPrecondition(f"volume {name} is being snapshotted ({vol.snapshotting}); delete it when "
+                                     "the snapshot is taken")
         compares = [Compare(keys.volume(name), "mod", "==", kv.mod_revision)]
         ops: list[Op] = [Delete(keys.volume(name))]
         # A volume deleted while its VM migrates also gives back the space of its copy.
@@ -185,15 +208,15 @@ def resize(store: Store, name: str, size_gib: int) -> Volume:
                                      "guest wrote there, so volumes only grow")
         if size_gib == vol.size_gib:
             return vol
-        if vol.state is not VolumeState.AVAILABLE or vol.migration:
-            raise FailedPrecondition(f"volume {name} is {'moving' if vol.migration else vol.state.value}; "
-                                     "resize it when it is available")
+        if vol.state is not VolumeState.AVAILABLE or vol.migration or vol.snapshotting:
+            doing = "moving" if vol.migration else "being snapshotted" if vol.snapshotting else vol.state.value
+            raise FailedPrecondition(f"volume {name} is {doing}; resize it when it is available")
         extra = size_gib - vol.size_gib
         compares = [Compare(keys.volume(name), "mod", "==", kv.mod_revision)]
         new = replace(vol, size_gib=size_gib)
         ops: list[Op] = [Put(keys.volume(name), dumps(new))]
         if vol.pool is PoolKind.LOCAL:
-            alloc_kv, alloc, short = _local_room(store, vol.host, extra)
+            alloc_kv, alloc, short = local_room(store, vol.host, extra)
             if short:
                 raise ResourceExhausted(f"{vol.host}'s local pool has {short[0].free} GiB free, volume {name} "
                                         f"needs {extra} GiB more")
@@ -208,7 +231,7 @@ def resize(store: Store, name: str, size_gib: int) -> Volume:
     raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
 
 
-def _local_room(store: Store, host: str, gib: int) -> tuple[KV | None, Allocation, list[Insufficient]]:
+def local_room(store: Store, host: str, gib: int) -> tuple[KV | None, Allocation, list[Insufficient]]:
     """The host's allocation record, and what falls short if `gib` more go there (empty when
     they fit): the same fit function as every placement."""
     alloc_kv = store.get(keys.alloc(host))
@@ -247,6 +270,8 @@ def _change_attachment(store: Store, name: str, vm: str, *, attach: bool) -> Vol
             raise FailedPrecondition(f"volume {name} is not attached to any VM")
         if vol.state is not VolumeState.AVAILABLE:
             raise FailedPrecondition(f"volume {name} is {vol.state.value}" + (f": {vol.message}" if vol.message else ""))
+        if vol.snapshotting:
+            raise FailedPrecondition(f"volume {name} is being snapshotted ({vol.snapshotting}); try when it is taken")
         vm = vm or vol.vm
         spec_kv, place_kv = store.get(keys.vm_spec(vm)), store.get(keys.vm_placement(vm))
         if spec_kv is None or place_kv is None:

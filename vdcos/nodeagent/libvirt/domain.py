@@ -118,6 +118,26 @@ def disk_sources(xml: str) -> dict[str, str]:
     return out
 
 
+def backup_xml(xml: str, path: str, target: str) -> str | None:
+    """A push-mode backup of the one disk on `path` into a new qcow2 file `target`; None when
+    the domain has no disk on that file."""
+    root = ET.Element("domainbackup", mode="push")
+    holder = ET.SubElement(root, "disks")
+    found = False
+    for d in ET.fromstring(xml).findall("devices/disk"):
+        src, dev = d.find("source"), d.find("target")
+        if dev is None or d.get("device", "disk") != "disk":
+            continue
+        if src is not None and src.get("file") == path:
+            found = True
+            out = ET.SubElement(holder, "disk", name=dev.get("dev", ""), backup="yes", type="file")
+            ET.SubElement(out, "target", file=target)
+            ET.SubElement(out, "driver", type="qcow2")
+        else:  # libvirt backs up every disk not named
+            ET.SubElement(holder, "disk", name=dev.get("dev", ""), backup="no")
+    return ET.tostring(root, encoding="unicode") if found else None
+
+
 def disk_xml(d: Disk, qos: QosSettings, taken: list[str]) -> str:
     """One disk's device XML for a hot-plug, on the first virtio device name not in `taken`."""
     dev = next(f"vd{c}" for c in "abcdefghijklmnopqrstuvwxyz" if f"vd{c}" not in taken)

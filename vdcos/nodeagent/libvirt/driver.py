@@ -230,6 +230,29 @@ class LibvirtDriver:
         except libvirt.libvirtError as e:
             raise DriverError(f"growing {path} of {name}: {e}") from e
 
+    def backup_disk(self, name: str, path: str, target: str, timeout_s: float = 600.0) -> bool:
+        dom = self._dom(name)
+        if dom is None or not dom.isActive():
+            return False
+        try:
+            xml = domain.backup_xml(dom.XMLDesc(0), path, target)
+            if xml is None:
+                return False
+            # The guest keeps running: QEMU copies the disk as of this instant (copy-before-write).
+            dom.backupBegin(xml, None, 0)
+            deadline = time.monotonic() + timeout_s
+            while dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+                if time.monotonic() > deadline:
+                    dom.abortJob()
+                    raise DriverError(f"backup of {path} took over {timeout_s:.0f} s; aborted")
+                time.sleep(0.1)
+            done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        except libvirt.libvirtError as e:
+            raise DriverError(f"backing up {path} of {name}: {e}") from e
+        if done.get("type") != libvirt.VIR_DOMAIN_JOB_COMPLETED:
+            raise DriverError(f"backup of {path} of {name} did not complete: {done.get('errmsg', done)}")
+        return True
+
     def stats(self, name: str) -> DomainStats:
         dom = self._must(name)
         try:
