@@ -92,6 +92,19 @@ class Bench:
                         "downtime_ms": last.downtime_ms, "message": last.message})
         return out
 
+    def snapshot(self, volume: str, name: str) -> tuple[float, vol_pb.Snapshot]:
+        """Milliseconds from the request until the snapshot is available, and the snapshot."""
+        t0 = time.monotonic()
+        self.c.volumes.CreateSnapshot(vol_pb.CreateSnapshotRequest(snapshot=vol_pb.Snapshot(name=name, volume=volume)))
+
+        def done() -> vol_pb.Snapshot | None:
+            snap = self.c.volumes.GetSnapshot(vol_pb.GetSnapshotRequest(name=name)).snapshot
+            return snap if snap.state != vol_pb.VOLUME_STATE_CREATING else None
+        snap = wait(done, 600, f"snapshot {name}")
+        if snap.state != vol_pb.VOLUME_STATE_AVAILABLE:
+            raise RuntimeError(f"snapshot {name} failed: {snap.message}")
+        return (time.monotonic() - t0) * 1000, snap
+
     def final_digest(self, vm: str) -> str:
         """The disk's SHA-256 once the VM is gone (keep_volumes): every byte flushed and closed."""
         node = self.node_of(vm)
@@ -119,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
             first = b.volume("copied")
             before = content_digest(first.path)  # the guest flushed after filling it
             copied = b.hops("copied", args.runs, md5)
+            live_ms, live = b.snapshot("copied", "copied-live")  # the guest runs on meanwhile
             after = b.final_digest("copied")
+            offline_ms, offline = b.snapshot("copied", "copied-offline")
+            snaps_ok = content_digest(live.path) == after == content_digest(offline.path)
             shared: list[dict[str, Any]] = []
             if not args.no_baseline:
                 smd5, _ = b.boot_filled("shared", vol_pb.POOL_KIND_SHARED, args.disk_gib)
@@ -139,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
             "guest_fill_s": round(fill_s, 1),
             "integrity_guest_md5_ok": all(r["integrity_ok"] for r in copied),
             "integrity_sha256_ok": before == after,
+            "snapshot_live_ms": round(live_ms),
+            "snapshot_offline_ms": round(offline_ms),
+            "snapshot_integrity_ok": snaps_ok,
             "shared_migrate_ms_median": med(shared, "migrate_ms"),
             "shared_downtime_ms_median": med(shared, "downtime_ms"),
             "failure_messages": sorted({r["message"] for r in copied + shared if not r["ok"]}),
         }
         result["integrity_ok"] = (result["failures"] == 0 and result["integrity_guest_md5_ok"]
-                                  and result["integrity_sha256_ok"])
+                                  and result["integrity_sha256_ok"] and snaps_ok)
         ms = result["migrate_ms_median"]
         # What a copy-storage hop moves on top of the guest's memory: the volume's written data.
         result["throughput_mib_s"] = round(written_mib / (ms / 1000), 1) if ms else None

@@ -129,13 +129,28 @@ REQUEST_FILTERS: tuple[tuple[str, Filter], ...] = (
 )
 
 
-def _utilization_after(v: _View, a: _Ask) -> F64:
-    """Mean over requested dimensions of the overcommitted pool's fill after placing the VM."""
-    wanted = a.fit_demand > 0
+def utilization_after(terms: ScoreTerms, demand: F64) -> F64:
+    """Mean over requested dimensions of the overcommitted pool's fill after placing `demand`.
+    Array in, array out (any number of dimensions): the capacity planner scores with it too."""
+    wanted = demand > 0
     w = (wanted if wanted.any() else np.ones_like(wanted)).astype(np.float64)
     w /= w.sum()
-    util = w @ v.terms.util + (w * a.fit_demand) @ v.terms.inv
+    util = w @ terms.util + (w * demand) @ terms.inv
     return np.clip(util, 0.0, 1.0, out=util)
+
+
+def alignment(terms: ScoreTerms, demand: F64) -> F64:
+    """Cosine between the request and the node's free vector, both relative to the node's size
+    (the dot-product heuristic of Panigrahy et al.): prefers nodes whose leftover shape the VM fills."""
+    num = demand @ terms.grad
+    den = np.sqrt(terms.free_sq * ((demand * demand) @ terms.inv_sq))
+    out = np.zeros_like(num)
+    np.divide(num, den, out=out, where=den > 0)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _utilization_after(v: _View, a: _Ask) -> F64:
+    return utilization_after(v.terms, a.fit_demand)
 
 
 def _most_allocated(v: _View, a: _Ask) -> F64:
@@ -147,14 +162,7 @@ def _least_allocated(v: _View, a: _Ask) -> F64:
 
 
 def _alignment(v: _View, a: _Ask) -> F64:
-    """Cosine between the request and the node's free vector, both relative to the node's size
-    (the dot-product heuristic of Panigrahy et al.): prefers nodes whose leftover shape the VM fills."""
-    d = a.fit_demand
-    num = d @ v.terms.grad
-    den = np.sqrt(v.terms.free_sq * ((d * d) @ v.terms.inv_sq))
-    out = np.zeros_like(num)
-    np.divide(num, den, out=out, where=den > 0)
-    return np.clip(out, 0.0, 1.0, out=out)
+    return alignment(v.terms, a.fit_demand)
 
 
 def _group_soft(v: _View, a: _Ask) -> F64 | None:
@@ -176,7 +184,7 @@ SCORERS: dict[Strategy, tuple[tuple[str, Scorer], ...]] = {
 }
 
 
-def _normalize(s: F64) -> F64:
+def normalize(s: F64) -> F64:
     """Min-max over the feasible nodes (Nova's weigher normalization): each scorer's weight then
     means the same thing whatever the spread of its raw values."""
     lo, hi = float(s.min()), float(s.max())
@@ -226,7 +234,7 @@ def _evaluate(view: _View, ask: _Ask) -> tuple[F64, NDArrayInt, tuple[tuple[str,
     for name, scorer in SCORERS[snap.config.strategy]:
         s = scorer(view, ask)
         if s is not None:
-            parts.append((name, _normalize(s[idx])))
+            parts.append((name, normalize(s[idx])))
     if len(parts) == 1:
         return parts[0][1], idx, tuple(parts)
     weights = [snap.config.weight(n) for n, _ in parts]
