@@ -46,3 +46,6 @@ bench: setup
 	$(PY) -m benchmarks.placement --hosts 10000 --vms 20000 --json benchmarks/results/placement.json
 	$(PY) -m benchmarks.migration --runs 10 --json benchmarks/results/migration.json
 	$(PY) -m benchmarks.netcutover --runs 10 --json benchmarks/results/netcutover.json
+	$(PY) -m benchmarks.storage --runs 3 --json benchmarks/results/storage.json
+	$(PY) -m benchmarks.packing --dataset ../shared/datasets/vectorpack --mode online --json benchmarks/results/packing-online.json
+	$(PY) -m benchmarks.packing --dataset ../shared/datasets/vectorpack --mode offline --sample 90 --time-limit 5 --json benchmarks/results/packing-offline.json
