@@ -67,14 +67,12 @@ def test_the_mip_proves_what_heuristics_cannot_reach() -> None:
     check(p, better)
 
 
-def test_solve_is_deterministic_and_feasible_on_a_shipped_instance() -> None:
-    f = Path(__file__).parents[2].parent / "shared/datasets/vectorpack/instances/class1/class1_20_3_1.vbp"
-    if not f.exists():
-        pytest.skip("the shared dataset is not on this machine")
-    p = load_vbp(f)
+def test_solve_is_deterministic_feasible_and_never_worse_than_first_fit() -> None:
+    rng = np.random.default_rng(11)
+    p = problem([100, 100, 100], rng.integers(1, 60, (60, 3)).tolist())
     a, b = solve(p, time_limit=1), solve(p, time_limit=1)
     check(p, a.packing)
-    assert a.hosts == b.hosts and a.lower_bound <= a.hosts
+    assert a.hosts == b.hosts and lower_bound(p) <= a.lower_bound <= a.hosts <= first_fit(p).hosts
 
 
 def test_online_mode_is_the_schedulers_own_choice() -> None:

@@ -192,8 +192,14 @@ migration_port_max = {pmin + 63}
         """The domains this host's libvirtd has, name -> live XML (tests and benchmarks look)."""
         import libvirt  # only where libvirt runs
         conn = libvirt.open(self.uri)
+        out = {}
         try:
-            return {d.name(): d.XMLDesc(0) for d in conn.listAllDomains()}
+            for d in conn.listAllDomains():
+                try:
+                    out[d.name()] = d.XMLDesc(0)
+                except libvirt.libvirtError:
+                    pass  # undefined between the listing and the look: it is gone
+            return out
         finally:
             conn.close()
 
