@@ -15,7 +15,7 @@ import argparse
 import csv
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         c for c, v in result["per_class"].items() if c in result["per_class_best_published"]
         and v > result["per_class_best_published"][c] + 1e-9)
     if args.mode == "offline":
-        result["methods"] = dict(sorted(defaultdict(int, {m: sum(r["method"] == m for r in rows)
-                                                          for m in {r["method"] for r in rows}}).items()))
+        result["methods"] = dict(sorted(Counter(r["method"] for r in rows).items()))
     else:
         ff, fd = sum(r["first_fit"] for r in rows), sum(r["ffd"] for r in rows)
         result.update(first_fit_hosts_total=ff, ffd_hosts_total=fd,

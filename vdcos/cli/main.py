@@ -308,8 +308,10 @@ def cmd_volume(args: argparse.Namespace) -> int:
             if not args.size_gib and not args.from_snapshot:
                 raise UsageError("volume create: --size-gib is required (unless --from-snapshot)")
             # A restore's pool is the snapshot's unless asked (then it must match).
-            pool = {"local": vol_pb.POOL_KIND_LOCAL, "shared": vol_pb.POOL_KIND_SHARED}.get(
-                args.pool or ("" if args.from_snapshot else "local"), vol_pb.POOL_KIND_UNSPECIFIED)
+            if args.pool:
+                pool = {"local": vol_pb.POOL_KIND_LOCAL, "shared": vol_pb.POOL_KIND_SHARED}[args.pool]
+            else:
+                pool = vol_pb.POOL_KIND_UNSPECIFIED if args.from_snapshot else vol_pb.POOL_KIND_LOCAL
             v = c.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
                 name=args.name, pool=pool, size_gib=args.size_gib or 0, host=args.host or "", image=args.image or "",
                 snapshot=args.from_snapshot or "")), timeout=args.timeout).volume

@@ -12,8 +12,7 @@ import time
 from dataclasses import replace
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
-from vdcos.model import (AllocEntry, Allocation, PlacementRecord, PoolKind, QosClass, Resources, Snapshot, Volume,
-                         VolumeState, decode, dumps, snapshot_consumer)
+from vdcos.model import PlacementRecord, PoolKind, Snapshot, Volume, VolumeState, decode, dumps, snapshot_consumer
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Op, Put, Store
 from vdcos.storagepool import volumes
@@ -66,18 +65,9 @@ def create(store: Store, name: str, volume: str) -> Snapshot:
         snap = Snapshot(name, volume, vol.pool, host, vol.size_gib, vol.image, created_at=time.time())
         ops: list[Op] = [Put(keys.snapshot(name), dumps(snap)),
                          Put(keys.volume(volume), dumps(replace(vol, snapshotting=name)))]
-        if vol.pool is PoolKind.LOCAL:
-            alloc_kv, alloc, short = volumes.local_room(store, host, vol.size_gib)
-            if short:
-                raise ResourceExhausted(f"{host}'s local pool has {short[0].free} GiB free, snapshot {name} "
-                                        f"of volume {volume} needs {vol.size_gib} GiB")
-            compares.append(Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision if alloc_kv else 0))
-            ops.append(Put(keys.alloc(host), dumps(alloc.with_entry(AllocEntry(
-                snapshot_consumer(name), QosClass.GUARANTEED, Resources(disk_gib=vol.size_gib))))))
-        elif (free := volumes.shared_available_gib(store)) < vol.size_gib:
-            raise ResourceExhausted(f"the shared pool has {free:.1f} GiB free, snapshot {name} needs "
-                                    f"{vol.size_gib} GiB")
-        if store.txn(compares, ops).succeeded:
+        held = volumes.reserve(store, vol.pool, host, snapshot_consumer(name), vol.size_gib, vol.size_gib,
+                               f"snapshot {name} of volume {volume} needs {vol.size_gib} GiB")
+        if store.txn(compares + held[0], ops + held[1]).succeeded:
             return snap
     raise ResourceExhausted(f"snapshot {name}: too many concurrent changes; try again")
 
@@ -122,11 +112,10 @@ def delete(store: Store, name: str) -> None:
             raise FailedPrecondition(f"volume {restoring[0]} is being restored from snapshot {name}")
         compares = [Compare(keys.snapshot(name), "mod", "==", kv.mod_revision)]
         ops: list[Op] = [Delete(keys.snapshot(name))]
-        alloc_kv = store.get(keys.alloc(snap.host)) if snap.pool is PoolKind.LOCAL else None
-        if alloc_kv is not None:
-            alloc = decode(Allocation, json.loads(alloc_kv.value))
-            compares.append(Compare(keys.alloc(snap.host), "mod", "==", alloc_kv.mod_revision))
-            ops.append(Put(keys.alloc(snap.host), dumps(alloc.without(snapshot_consumer(name)))))
+        if snap.pool is PoolKind.LOCAL:
+            freed = volumes.release(store, snap.host, snapshot_consumer(name))
+            compares += freed[0]
+            ops += freed[1]
         if store.txn(compares, ops).succeeded:
             return
     raise ResourceExhausted(f"snapshot {name}: too many concurrent changes; try again")

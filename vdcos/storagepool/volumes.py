@@ -89,19 +89,9 @@ def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, im
         if snapshot is not None:
             compares.append(Compare(keys.snapshot(snapshot.name), "create", "!=", 0))
         ops: list[Op] = [Put(keys.volume(name), dumps(vol))]
-        if pool is PoolKind.LOCAL:
-            alloc_kv, alloc, short = local_room(store, host, size_gib)
-            if short:
-                raise ResourceExhausted(f"{host}'s local pool has {short[0].free} GiB free, "
-                                        f"volume {name} needs {size_gib} GiB")
-            entry = AllocEntry(volume_consumer(name), QosClass.GUARANTEED, Resources(disk_gib=size_gib))
-            compares.append(Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision if alloc_kv else 0))
-            ops.append(Put(keys.alloc(host), dumps(alloc.with_entry(entry))))
-        else:
-            free = shared_available_gib(store)
-            if free < size_gib:
-                raise ResourceExhausted(f"the shared pool has {free:.1f} GiB free, volume {name} needs {size_gib} GiB")
-        if store.txn(compares, ops).succeeded:
+        held = reserve(store, pool, host, volume_consumer(name), size_gib, size_gib,
+                       f"volume {name} needs {size_gib} GiB")
+        if store.txn(compares + held[0], ops + held[1]).succeeded:
             return vol
     raise ResourceExhausted(f"volume {name}: too many concurrent changes on {host}; try again")
 
@@ -153,11 +143,10 @@ def delete(store: Store, name: str, *, detach_first: bool = False) -> None:
         ops: list[Op] = [Delete(keys.volume(name))]
         # A volume deleted while its VM migrates also gives back the space of its copy.
         for host in (vol.host, vol.moving_to) if vol.pool is PoolKind.LOCAL else ():
-            alloc_kv = store.get(keys.alloc(host)) if host else None
-            if alloc_kv is not None:
-                alloc = decode(Allocation, json.loads(alloc_kv.value))
-                compares.append(Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision))
-                ops.append(Put(keys.alloc(host), dumps(alloc.without(volume_consumer(name)))))
+            if host:
+                freed = release(store, host, volume_consumer(name))
+                compares += freed[0]
+                ops += freed[1]
         if store.txn(compares, ops).succeeded:
             return
     raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
@@ -215,20 +204,40 @@ def resize(store: Store, name: str, size_gib: int) -> Volume:
         compares = [Compare(keys.volume(name), "mod", "==", kv.mod_revision)]
         new = replace(vol, size_gib=size_gib)
         ops: list[Op] = [Put(keys.volume(name), dumps(new))]
-        if vol.pool is PoolKind.LOCAL:
-            alloc_kv, alloc, short = local_room(store, vol.host, extra)
-            if short:
-                raise ResourceExhausted(f"{vol.host}'s local pool has {short[0].free} GiB free, volume {name} "
-                                        f"needs {extra} GiB more")
-            compares.append(Compare(keys.alloc(vol.host), "mod", "==", alloc_kv.mod_revision if alloc_kv else 0))
-            ops.append(Put(keys.alloc(vol.host), dumps(alloc.with_entry(AllocEntry(
-                volume_consumer(name), QosClass.GUARANTEED, Resources(disk_gib=size_gib))))))
-        elif shared_available_gib(store) < extra:
-            raise ResourceExhausted(f"the shared pool has {shared_available_gib(store):.1f} GiB free, "
-                                    f"volume {name} needs {extra} GiB more")
-        if store.txn(compares, ops).succeeded:
+        held = reserve(store, vol.pool, vol.host, volume_consumer(name), size_gib, extra,
+                       f"volume {name} needs {extra} GiB more")
+        if store.txn(compares + held[0], ops + held[1]).succeeded:
             return new
     raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
+
+
+def reserve(store: Store, pool: PoolKind, host: str, consumer: str, size_gib: int, needed_gib: int,
+            what: str) -> tuple[list[Compare], list[Op]]:
+    """Account `needed_gib` more GiB for a volume or snapshot, or refuse with `what` (the words
+    after "N GiB free, "). Local: `consumer`'s entry on `host` becomes `size_gib`, written in the
+    caller's transaction and compared on the record's revision. Shared: checked against the
+    free space the hosts report; nothing to write."""
+    if pool is PoolKind.SHARED:
+        free = shared_available_gib(store)
+        if free < needed_gib:
+            raise ResourceExhausted(f"the shared pool has {free:.1f} GiB free, {what}")
+        return [], []
+    alloc_kv, alloc, short = local_room(store, host, needed_gib)
+    if short:
+        raise ResourceExhausted(f"{host}'s local pool has {short[0].free} GiB free, {what}")
+    entry = AllocEntry(consumer, QosClass.GUARANTEED, Resources(disk_gib=size_gib))
+    return ([Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision if alloc_kv else 0)],
+            [Put(keys.alloc(host), dumps(alloc.with_entry(entry)))])
+
+
+def release(store: Store, host: str, consumer: str) -> tuple[list[Compare], list[Op]]:
+    """Give back `consumer`'s space on `host`, in the caller's transaction."""
+    alloc_kv = store.get(keys.alloc(host))
+    if alloc_kv is None:
+        return [], []
+    alloc = decode(Allocation, json.loads(alloc_kv.value))
+    return ([Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision)],
+            [Put(keys.alloc(host), dumps(alloc.without(consumer)))])
 
 
 def local_room(store: Store, host: str, gib: int) -> tuple[KV | None, Allocation, list[Insufficient]]:

@@ -11,19 +11,19 @@ CPU_PERIOD_US = 100_000
 BEST_EFFORT_SHARES = 2
 
 
+def _with_iops(resources: Resources, iops: int) -> Resources:
+    return replace(resources, disk_iops=iops) if iops > resources.disk_iops else resources
+
+
 def request(spec: VmSpec, policy: QosPolicy) -> Resources:
     """What the VM asks of a node: its resources, with at least the IOPS its policy reserves."""
-    if policy.disk_iops_reservation > spec.resources.disk_iops:
-        return replace(spec.resources, disk_iops=policy.disk_iops_reservation)
-    return spec.resources
+    return _with_iops(spec.resources, policy.disk_iops_reservation)
 
 
 def placed_request(spec: VmSpec, reserved: Resources) -> Resources:
     """`request` where the policy was resolved already: what the placement reserved says it all.
     For commit validation, migration and agent admission, which check the same fit again."""
-    if reserved.disk_iops > spec.resources.disk_iops:
-        return replace(spec.resources, disk_iops=reserved.disk_iops)
-    return spec.resources
+    return _with_iops(spec.resources, reserved.disk_iops)
 
 
 def reservation(spec: VmSpec, policy: QosPolicy) -> Resources:
