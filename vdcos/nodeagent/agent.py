@@ -96,7 +96,8 @@ class NodeAgent:
             self.switch = SwitchController(self.store, self.spec.name, self.network, lambda: self.lease,
                                            self._switch_wanted).start()
         self._subscribe()
-        for target, name in ((self._reconcile_loop, "reconcile"), (self._heartbeat_loop, "heartbeat")):
+        for target, name in ((self._reconcile_loop, "reconcile"), (self._heartbeat_loop, "heartbeat"),
+                             (self._status_loop, "status")):
             t = threading.Thread(target=target, name=f"{name}-{self.spec.name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -150,28 +151,36 @@ class NodeAgent:
 
     # --- heartbeat ----------------------------------------------------------------------
     def _heartbeat_loop(self) -> None:
-        last_status = time.monotonic()
+        # Only the keepalive here: a hypervisor call can block for longer than the lease's TTL
+        # (libvirt waits for a domain's job lock while a migration or backup holds it), and a
+        # busy host must not look dead.
         while not self._stop.wait(self.lease_ttl / 3):
             try:
                 if self.store.keepalive(self.lease) <= 0:
                     log.warning("lease %x expired; registering again", self.lease)
                     self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
-                if time.monotonic() - last_status >= self.status_s:
-                    last_status = time.monotonic()
-                    ready = True
-                    try:
-                        used, stats = self._usage()
-                    except DriverError as e:
-                        # The lease stays alive (the VMs still run), but no new VM comes here
-                        # while this agent cannot reach its hypervisor.
-                        log.warning("hypervisor unreachable, node reports NotReady: %s", e)
-                        used, stats, ready = Resources(), {}, False
-                    self.store.txn([], node_records(self.spec, self.lease, used, os.getpid(), ready)[1:])
-                    self._refresh_usage(stats)
             except StoreError as e:
                 log.warning("heartbeat failed: %s", e)
             except Exception:  # the lease must outlive any bug below it
                 log.exception("heartbeat round failed")
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(self.status_s):
+            try:
+                ready = True
+                try:
+                    used, stats = self._usage()
+                except DriverError as e:
+                    # The lease stays alive (the VMs still run), but no new VM comes here
+                    # while this agent cannot reach its hypervisor.
+                    log.warning("hypervisor unreachable, node reports NotReady: %s", e)
+                    used, stats, ready = Resources(), {}, False
+                self.store.txn([], node_records(self.spec, self.lease, used, os.getpid(), ready)[1:])
+                self._refresh_usage(stats)
+            except StoreError as e:
+                log.warning("status report failed: %s", e)
+            except Exception:
+                log.exception("status round failed")
 
     def _refresh_usage(self, stats: dict[str, DomainStats]) -> None:
         """Observed CPU time and memory of each running VM, every status period."""
