@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "optimal_count": sum(r["hosts"] == r["opt"] or r["hosts"] == r["proven_lb"] for r in rows),
         "proven_optimal_count": sum(r["hosts"] == r["proven_lb"] for r in rows),
         "worse_than_best_published_count": sum(r["best"] > 0 and r["hosts"] > r["best"] for r in rows),
+        "worse_than_best_published": sorted(f'{r["name"]}:{r["hosts"]}>{r["best"]}' for r in rows
+                                            if r["best"] > 0 and r["hosts"] > r["best"]),
         "better_than_best_published_count": sum(r["best"] > 0 and r["hosts"] < r["best"] for r in rows),
         "hosts_total": sum(r["hosts"] for r in rows),
         "best_published_hosts_total": sum(r["best"] for r in rows if r["best"] > 0),

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import highspy
 import numpy as np
+from numpy.typing import NDArray
 
-from vdcos.planner import heuristics
+from vdcos.planner import heuristics, search
 from vdcos.planner.problem import Packing, Problem, check
 
 # Above this many binaries the MIP is not worth building: its LP alone takes the time limit.
@@ -59,12 +60,22 @@ def _compact(host: np.ndarray) -> Packing:
     return Packing(inverse.astype(np.int64))
 
 
+def _positions(problem: Problem) -> NDArray[np.int64]:
+    """Each item's rank by decreasing size: the symmetry breaking lets item p open host <= p."""
+    order = np.argsort(-problem.relative().sum(axis=1), kind="stable")
+    pos = np.empty(problem.n, dtype=np.int64)
+    pos[order] = np.arange(problem.n)
+    return pos
+
+
+def _mip_vars(problem: Problem, hosts: int) -> int:
+    return int(np.minimum(_positions(problem) + 1, hosts).sum())
+
+
 def mip(problem: Problem, start: Packing, lb: int, time_limit: float) -> tuple[Packing | None, int]:
     """Improve `start` or raise the bound. Returns (a better packing or None, proven bound)."""
     n, d, k = problem.n, problem.d, start.hosts
-    order = np.argsort(-problem.relative().sum(axis=1), kind="stable")
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = np.arange(n)
+    pos = _positions(problem)
     allowed = np.minimum(pos + 1, k)          # item i may use hosts 0..allowed[i]-1
     nx = int(allowed.sum())
     if nx > MAX_MIP_VARS:
@@ -146,19 +157,29 @@ def mip(problem: Problem, start: Packing, lb: int, time_limit: float) -> tuple[P
 
 
 def solve(problem: Problem, time_limit: float = 10.0, seed: int = 0) -> Plan:
-    """The planner's offline engine: heuristics first, then the MIP with what time is left."""
+    """The planner's offline engine: heuristics, then local search freeing one host at a time,
+    then the MIP (to find fewer hosts still or prove the bound) with what time is left."""
     t0 = time.monotonic()
     lb = lower_bound(problem)
     best, method = heuristics.portfolio(problem)
     rounds = 0
-    # Randomized orders while they are cheap relative to the budget (a quarter of it at most).
-    while best.hosts > lb and time.monotonic() - t0 < time_limit / 4 and rounds < 200:
+    # Randomized orders while they are cheap relative to the budget.
+    while best.hosts > lb and time.monotonic() - t0 < time_limit / 10 and rounds < 50:
         p, m = heuristics.portfolio_round(problem, seed + rounds)
         rounds += 1
         if p.hosts < best.hosts:
             best, method = p, m
+    # Local search gets most of the rest; the MIP is only worth its share where it is small.
+    small = _mip_vars(problem, best.hosts) <= MAX_MIP_VARS
+    until = t0 + time_limit * (0.6 if small else 1.0)
+    tries = 0
+    while best.hosts > lb and time.monotonic() < until:
+        fewer = search.fewer_hosts(problem, best, until, seed + tries)
+        tries += 1
+        if fewer is not None:
+            best, method = fewer, "search"
     left = time_limit - (time.monotonic() - t0)
-    if best.hosts > lb and left > 0.05:
+    if best.hosts > lb and small and left > 0.05:
         better, lb = mip(problem, best, lb, left)
         if better is not None:
             best, method = better, "mip"
