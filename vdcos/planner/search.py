@@ -104,7 +104,8 @@ def fewer_hosts(problem: Problem, packing: Packing, deadline: float, seed: int =
         widest = int(np.bincount(host[assigned], minlength=k).max())
         pa, pb = _pairs(host, assigned, widest)
         evictable = no_evict_until <= it
-        best_gain, moves = -np.inf, []
+        best_gain = -np.inf
+        moves: list[tuple[int, tuple[int, ...]]] = []
         for i in pool:
             # One VM out of its host for i.
             hj = host[assigned]
