@@ -43,6 +43,11 @@ class Strategy(enum.Enum):
     SPREAD = "spread"
 
 
+class RebalanceMode(enum.Enum):
+    MANUAL = "manual"
+    AUTOMATIC = "automatic"
+
+
 class VmPhase(enum.Enum):
     SCHEDULED = "scheduled"
     RUNNING = "running"
@@ -114,6 +119,11 @@ class SchedulerConfig:
     # Live migrations in flight: per host (as source or destination) and in the whole cluster.
     max_migrations_per_host: int = 2
     max_migrations: int = 8
+    # DRS's automation level: automatic balances whenever the load's std. dev. is over the threshold.
+    rebalance_mode: RebalanceMode = RebalanceMode.MANUAL
+    imbalance_threshold: float = 0.2
+    rebalance_max_moves: int = 8
+    rebalance_interval_s: int = 60
 
     def weight(self, scorer: str) -> float:
         return float(dict(self.scorer_weights).get(scorer, dict(DEFAULT_SCORER_WEIGHTS).get(scorer, "1.0")))
@@ -355,6 +365,51 @@ class Migration:
     downtime_ms: int = -1
     total_ms: int = 0
     message: str = ""
+
+
+class RebalanceGoal(enum.Enum):
+    CONSOLIDATE = "consolidate"
+    BALANCE = "balance"
+    EVACUATE = "evacuate"
+
+
+class RebalanceState(enum.Enum):
+    PLANNED = "planned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceStep:
+    vm: str
+    source: str
+    target: str           # planned; an evacuation lets the scheduler choose again when it runs
+    reason: str
+    state: str = "pending"  # pending | migrating | done | failed | skipped
+    migration: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """A plan of live migrations, and how far its execution got (one step at a time)."""
+
+    id: str
+    goal: RebalanceGoal
+    state: RebalanceState
+    steps: tuple[RebalanceStep, ...] = ()
+    hosts_freed: tuple[str, ...] = ()
+    hosts_in_use_before: int = 0
+    hosts_in_use_after: int = 0
+    imbalance_before: float = 0.0
+    imbalance_after: float = 0.0
+    unmovable: Pairs = ()
+    message: str = ""
+    node: str = ""
+    automatic: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,16 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vdcos.model import (PoolKind, PoolStatus, Snapshot, Volume, VolumeState, AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
-                         PlacementRecord, Port, PortKind, QosClass, QosPolicy, Resources, SchedulerConfig, Strategy,
+                         PlacementRecord, Port, PortKind, QosClass, QosPolicy, Rebalance, RebalanceGoal, RebalanceMode,
+                         RebalanceState, Resources, SchedulerConfig,
+                         Strategy,
                          VmPhase, VmSpec, pairs)
 from vdcos.scheduler.cache import NodeView
 from vdcos.scheduler.core import Candidate, Rejection
 from vdcos.scheduler.core.fit import allocatable, demand_vector
+from vdcos.planner.cluster import Headroom
 from vdcos.scheduler.operations import CapacitySummary, VmRecord
+from vdcos.scheduler.planning import CapacityReport
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
@@ -26,6 +30,9 @@ AFF_TO_PB = {AffinityPolicy.NONE: pb.AFFINITY_POLICY_UNSPECIFIED, AffinityPolicy
 AFF_FROM_PB = {v: k for k, v in AFF_TO_PB.items()}
 STRATEGY_TO_PB = {Strategy.PACK: pb.STRATEGY_PACK, Strategy.SPREAD: pb.STRATEGY_SPREAD}
 STRATEGY_FROM_PB = {v: k for k, v in STRATEGY_TO_PB.items()}
+REBALANCE_MODE_TO_PB = {RebalanceMode.MANUAL: pb.REBALANCE_MODE_MANUAL,
+                        RebalanceMode.AUTOMATIC: pb.REBALANCE_MODE_AUTOMATIC}
+REBALANCE_MODE_FROM_PB = {v: k for k, v in REBALANCE_MODE_TO_PB.items()}
 PHASE_TO_PB = {VmPhase.SCHEDULED: pb.VM_PHASE_SCHEDULED, VmPhase.RUNNING: pb.VM_PHASE_RUNNING,
                VmPhase.STOPPED: pb.VM_PHASE_STOPPED, VmPhase.FAILED: pb.VM_PHASE_FAILED,
                VmPhase.UNKNOWN: pb.VM_PHASE_UNKNOWN}
@@ -113,7 +120,9 @@ def config_to_pb(c: SchedulerConfig) -> pb.SchedulerConfig:
         overcommit=pb.Overcommit(vcpus=o.vcpus, memory_mib=o.memory_mib, disk_gib=o.disk_gib,
                                  network_mbps=o.network_mbps, disk_iops=o.disk_iops),
         strategy=STRATEGY_TO_PB[c.strategy], scorer_weights={k: float(v) for k, v in c.scorer_weights},
-        max_migrations_per_host=c.max_migrations_per_host, max_migrations=c.max_migrations)
+        max_migrations_per_host=c.max_migrations_per_host, max_migrations=c.max_migrations,
+        rebalance_mode=REBALANCE_MODE_TO_PB[c.rebalance_mode], imbalance_threshold=c.imbalance_threshold,
+        rebalance_max_moves=c.rebalance_max_moves, rebalance_interval_s=c.rebalance_interval_s)
 
 
 def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerConfig:
@@ -126,7 +135,11 @@ def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerCon
     strategy = STRATEGY_FROM_PB.get(m.strategy, base.strategy)
     return SchedulerConfig(over, strategy, pairs(weights),
                            m.max_migrations_per_host or base.max_migrations_per_host,
-                           m.max_migrations or base.max_migrations)
+                           m.max_migrations or base.max_migrations,
+                           REBALANCE_MODE_FROM_PB.get(m.rebalance_mode, base.rebalance_mode),
+                           m.imbalance_threshold or base.imbalance_threshold,
+                           m.rebalance_max_moves or base.rebalance_max_moves,
+                           m.rebalance_interval_s or base.rebalance_interval_s)
 
 
 def rejection_to_pb(r: Rejection) -> pb.PlacementRejection:
@@ -213,3 +226,37 @@ def snapshot_to_pb(s: Snapshot) -> vol_pb.Snapshot:
 def pool_to_pb(p: PoolStatus) -> vol_pb.Pool:
     return vol_pb.Pool(host=p.host, kind=POOL_KIND_TO_PB[p.pool], path=p.path, capacity_gib=p.capacity_gib,
                        available_gib=p.available_gib, volumes=p.volumes)
+
+
+# --- capacity planning -------------------------------------------------------------------
+REBALANCE_GOAL_TO_PB = {g: getattr(cap_pb, f"REBALANCE_GOAL_{g.name}") for g in RebalanceGoal}
+REBALANCE_GOAL_FROM_PB = {v: k for k, v in REBALANCE_GOAL_TO_PB.items()}
+REBALANCE_STATE_TO_PB = {s: getattr(cap_pb, f"REBALANCE_STATE_{s.name}") for s in RebalanceState}
+
+
+def headroom_to_pb(h: Headroom) -> cap_pb.Headroom:
+    return cap_pb.Headroom(qos_class=QOS_TO_PB[h.qos_class], count=min(h.count, 2**31 - 1), unbounded=h.unbounded,
+                           per_node={n: min(c, 2**31 - 1) for n, c in h.per_node}, limited_by=dict(h.limited_by))
+
+
+def rebalance_to_pb(r: Rebalance) -> cap_pb.Rebalance:
+    return cap_pb.Rebalance(
+        id=r.id, goal=REBALANCE_GOAL_TO_PB[r.goal], state=REBALANCE_STATE_TO_PB[r.state],
+        steps=[cap_pb.RebalanceStep(vm=s.vm, source_node=s.source, target_node=s.target, reason=s.reason,
+                                    state=s.state, migration_id=s.migration, message=s.message) for s in r.steps],
+        hosts_freed=list(r.hosts_freed), hosts_in_use_before=r.hosts_in_use_before,
+        hosts_in_use_after=r.hosts_in_use_after, imbalance_before=r.imbalance_before,
+        imbalance_after=r.imbalance_after, unmovable=dict(r.unmovable), message=r.message, node=r.node,
+        automatic=r.automatic, created_at=r.created_at)
+
+
+def report_to_pb(r: CapacityReport, summary: CapacitySummary) -> cap_pb.GetCapacityReportResponse:
+    return cap_pb.GetCapacityReportResponse(
+        nodes=[cap_pb.NodeUtilization(
+            node=n.view.spec.name, schedulable=n.schedulable, capacity=resources_to_pb(n.view.spec.capacity),
+            allocatable=resources_to_pb(n.allocatable), guaranteed=resources_to_pb(n.view.allocation.guaranteed),
+            committed=resources_to_pb(n.view.allocation.committed), vms=n.vms) for n in r.nodes],
+        stranded=r.stranded,
+        headroom=[cap_pb.ShapeHeadroom(name=name, resources=resources_to_pb(shape), guaranteed=g, burstable=b)
+                  for name, shape, g, b in r.headroom],
+        imbalance=r.imbalance, summary=capacity_to_pb(summary))

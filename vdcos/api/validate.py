@@ -8,6 +8,7 @@ from typing import Iterable
 
 from vdcos.errors import InvalidArgument
 from vdcos.images import CATALOG, DEFAULT_PROFILE
+from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
@@ -159,9 +160,15 @@ def config(m: pb.SchedulerConfig, field: str = "config") -> Violations:
             out.append((f"{field}.scorer_weights[{k[:40]!r}]", f"unknown scorer; known: {', '.join(sorted(known))}"))
         elif not math.isfinite(v) or not 0 <= v <= 1000:
             out.append((f"{field}.scorer_weights[{k!r}]", f"must be between 0 and 1000, got {v}"))
-    for f in ("max_migrations_per_host", "max_migrations"):
+    for f in ("max_migrations_per_host", "max_migrations", "rebalance_max_moves"):
         if not 0 <= getattr(m, f) <= 1000:
             out.append((f"{field}.{f}", f"must be between 1 and 1000 (0 = unchanged), got {getattr(m, f)}"))
+    if m.rebalance_mode not in pb.RebalanceMode.values():
+        out.append((f"{field}.rebalance_mode", f"unknown value {m.rebalance_mode}"))
+    if not math.isfinite(m.imbalance_threshold) or not 0 <= m.imbalance_threshold <= 1:
+        out.append((f"{field}.imbalance_threshold", f"must be between 0 and 1 (0 = unchanged), got {m.imbalance_threshold}"))
+    if not 0 <= m.rebalance_interval_s <= 86400:
+        out.append((f"{field}.rebalance_interval_s", f"must be between 1 and 86400 (0 = unchanged), got {m.rebalance_interval_s}"))
     return out
 
 
@@ -247,3 +254,79 @@ def snapshot(m: vol_pb.Snapshot, field: str = "snapshot") -> Violations:
     if m.pool or m.size_gib or m.state or m.live:
         out.append((field, "only name and volume are set by a request"))
     return out
+
+
+def host_capacity(m: pb.Resources, field: str, out: Violations) -> None:
+    for dim in LIMITS:
+        v = getattr(m, dim)
+        if not 0 <= v <= 1 << 40:
+            out.append((f"{field}.{dim}", f"must be between 0 and {1 << 40}, got {v}"))
+    if m.vcpus < 1 or m.memory_mib < 1:
+        out.append((field, "a host needs vcpus and memory_mib"))
+
+
+def plan_hosts(m: cap_pb.PlanHostsRequest) -> Violations:
+    out: Violations = []
+    if not m.vms:
+        out.append(("vms", "at least one VM shape is required"))
+    if len(m.vms) > 1000:
+        out.append(("vms", f"at most 1000 shapes, got {len(m.vms)}"))
+    total = 0
+    for i, v in enumerate(m.vms[:1000]):
+        if not v.HasField("resources"):
+            out.append((f"vms[{i}].resources", "is required"))
+        else:
+            resources(v.resources, f"vms[{i}].resources", out)
+        name(v.qos_policy, f"vms[{i}].qos_policy", out, required=False)
+        if not 1 <= v.count <= 20000:
+            out.append((f"vms[{i}].count", f"must be between 1 and 20000, got {v.count}"))
+        total += max(v.count, 0)
+    if total > 20000:
+        out.append(("vms", f"at most 20000 VMs in all, got {total}"))
+    if not m.HasField("host"):
+        out.append(("host", "is required"))
+    else:
+        host_capacity(m.host, "host", out)
+    if not math.isfinite(m.time_limit_s) or not 0 <= m.time_limit_s <= 120:
+        out.append(("time_limit_s", f"must be between 0 and 120 seconds, got {m.time_limit_s}"))
+    return out
+
+
+def headroom(m: cap_pb.GetHeadroomRequest) -> Violations:
+    out: Violations = []
+    if not m.HasField("shape"):
+        out.append(("shape", "is required"))
+    else:
+        resources(m.shape, "shape", out)
+    name(m.qos_policy, "qos_policy", out, required=False)
+    labels(dict(m.node_selector), "node_selector", out)
+    return out
+
+
+def report(m: cap_pb.GetCapacityReportRequest) -> Violations:
+    out: Violations = []
+    if len(m.shapes) > 32:
+        out.append(("shapes", f"at most 32 shapes, got {len(m.shapes)}"))
+    for i, v in enumerate(m.shapes[:32]):
+        resources(v.resources, f"shapes[{i}].resources", out)
+    return out
+
+
+def rebalance(m: cap_pb.PlanRebalanceRequest) -> Violations:
+    out: Violations = []
+    if m.goal not in (cap_pb.REBALANCE_GOAL_CONSOLIDATE, cap_pb.REBALANCE_GOAL_BALANCE):
+        out.append(("goal", "must be consolidate or balance (evacuate a node with DrainNode)"))
+    if not 0 <= m.max_migrations <= 1000:
+        out.append(("max_migrations", f"must be between 1 and 1000 (0 = the configured cap), got {m.max_migrations}"))
+    if not math.isfinite(m.imbalance_threshold) or not 0 <= m.imbalance_threshold <= 1:
+        out.append(("imbalance_threshold", f"must be between 0 and 1 (0 = the configured one), got {m.imbalance_threshold}"))
+    return out
+
+
+REBALANCE_ID_RE = re.compile(r"^rb-[0-9a-f]{12}$")
+
+
+def rebalance_id(value: str, field: str = "id") -> Violations:
+    if not REBALANCE_ID_RE.match(value):
+        return [(field, f"{value[:80]!r} is not a rebalance id (rb- and 12 hex digits)")]
+    return []

@@ -36,6 +36,7 @@ class Unit:
     group: str = ""
     group_policy: AffinityPolicy = AffinityPolicy.NONE
     pinned: str = ""             # why it cannot move now ("" = it can)
+    selector: tuple[tuple[str, str], ...] = ()  # its node selector: only matching nodes may take it
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,11 @@ def stranded(snap: ClusterSnapshot) -> dict[str, float]:
         full = usable & (others < 0.05).any(axis=0) & (snap.allocatable[j] > 0)
         out[dim] = float(np.maximum(terms.free_over[j, full], 0).sum())
     return out
+
+
+def imbalance(snap: ClusterSnapshot) -> float:
+    """Std. dev. over schedulable nodes of each one's load (its fullest dimension)."""
+    return _std(_State(snap, []).load(), np.asarray(snap.schedulable))
 
 
 # --- how many hosts ------------------------------------------------------------------------
@@ -192,6 +198,8 @@ class _State:
             ok &= fit_matrix(self.free_phys, self.free_over, vol, QosClass.GUARANTEED).ok
         if u.group and u.group_policy is AffinityPolicy.ANTI_AFFINITY:
             ok &= self.groups[u.group] == 0
+        if u.selector:
+            ok &= self.snap.label_mask(u.selector)
         return ok
 
     def move(self, k: int, to: int) -> None:

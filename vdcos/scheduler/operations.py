@@ -16,6 +16,8 @@ from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeS
                          VmStatus, Volume, decode)
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
+from vdcos.scheduler.planning import Planning
+from vdcos.scheduler.rebalancer import Rebalancer
 from vdcos.scheduler.worker import Placed, Scheduler, dumps
 from vdcos.state import keys
 from vdcos.state.store import KV, Compare, Delete, Put, Store
@@ -47,6 +49,8 @@ class Operations:
         self.store = store
         self.cache = cache
         self.scheduler = scheduler
+        self.rebalancer = Rebalancer(store, cache, scheduler)
+        self.planning = Planning(store, cache, self.rebalancer)
 
     # --- VMs ------------------------------------------------------------------------------
     async def create_vm_async(self, spec: VmSpec, request_id: str = "") -> VmRecord:

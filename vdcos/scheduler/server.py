@@ -65,6 +65,7 @@ class SchedulerServer:
         asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.ops.rebalancer.stop()
         self.scheduler.stop()
         self.cache.stop()
 
@@ -96,6 +97,7 @@ def create_server(addr: str, store: Store, *, max_batch: int = 32, io_threads: i
     cache = ClusterCache(store).start()
     sched = Scheduler(store, cache, max_batch=max_batch).start()
     ops = Operations(store, cache, sched)
+    ops.rebalancer.start_automatic()
     loop = asyncio.new_event_loop()
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)

@@ -12,7 +12,8 @@ import grpc.aio
 from vdcos.api import convert, validate
 from vdcos.api.status import rpc, stream_rpc
 from vdcos.errors import NotFound, Unavailable
-from vdcos.model import Migration, decode
+from vdcos.model import Migration, Resources, decode, pairs
+from vdcos.scheduler.core import Rejection
 from vdcos.scheduler.operations import Operations
 from vdcos.state import keys
 from vdcos.state.store import Event
@@ -144,6 +145,18 @@ class NodeServicer(node_grpc.NodeServiceServicer):
         return node_pb.CordonNodeResponse(node=self._pb(request.name))
 
     @rpc
+    async def DrainNode(self, request: node_pb.DrainNodeRequest, context: Ctx) -> node_pb.DrainNodeResponse:
+        out: validate.Violations = []
+        validate.name(request.name, "name", out)
+        if len(request.reason) > 256:
+            out.append(("reason", "at most 256 characters"))
+        validate.check(out)
+        if not request.dry_run:
+            await blocking(self.ops.cordon, request.name, request.reason or "drain", True)
+        rb = await blocking(self.ops.planning.drain, request.name, request.dry_run)
+        return node_pb.DrainNodeResponse(node=self._pb(request.name), rebalance=convert.rebalance_to_pb(rb))
+
+    @rpc
     async def UncordonNode(self, request: node_pb.UncordonNodeRequest, context: Ctx) -> node_pb.UncordonNodeResponse:
         _name(request.name)
         await blocking(self.ops.cordon, request.name, "", False)
@@ -226,6 +239,71 @@ class CapacityServicer(cap_grpc.CapacityServiceServicer):
     @rpc
     async def GetCapacitySummary(self, request: cap_pb.GetCapacitySummaryRequest, context: Ctx) -> cap_pb.GetCapacitySummaryResponse:
         return convert.capacity_to_pb(self.ops.capacity())
+
+    @rpc
+    async def GetHeadroom(self, request: cap_pb.GetHeadroomRequest, context: Ctx) -> cap_pb.GetHeadroomResponse:
+        validate.check(validate.headroom(request))
+        rows = await blocking(self.ops.planning.headroom, convert.resources_from_pb(request.shape), request.qos_policy,
+                              pairs(dict(request.node_selector)), request.one_per_node)
+        return cap_pb.GetHeadroomResponse(headroom=[convert.headroom_to_pb(h) for h in rows])
+
+    @rpc
+    async def PlanHosts(self, request: cap_pb.PlanHostsRequest, context: Ctx) -> cap_pb.PlanHostsResponse:
+        validate.check(validate.plan_hosts(request))
+        vms = [(convert.resources_from_pb(v.resources), v.qos_policy, v.count) for v in request.vms]
+        plan = await blocking(self.ops.planning.plan_hosts, vms, convert.resources_from_pb(request.host),
+                              request.time_limit_s or 5.0)
+        return cap_pb.PlanHostsResponse(hosts=plan.hosts, lower_bound=plan.lower_bound, optimal=plan.optimal,
+                                        method=plan.method, host_of_vm=plan.packing.host.tolist(),
+                                        seconds=plan.seconds)
+
+    @rpc
+    async def SimulateNodeLoss(self, request: cap_pb.SimulateNodeLossRequest,
+                               context: Ctx) -> cap_pb.SimulateNodeLossResponse:
+        _name(request.node, "node")
+        outcomes = await blocking(self.ops.planning.node_loss, request.node)
+        out = cap_pb.SimulateNodeLossResponse(node=request.node)
+        lost = Resources()
+        for unit, got in outcomes:
+            row = out.vms.add(vm=unit.vm, qos_class=convert.QOS_TO_PB[unit.qos_class],
+                              reserved=convert.resources_to_pb(unit.reserved))
+            if isinstance(got, Rejection):
+                row.rejection.CopyFrom(convert.rejection_to_pb(got))
+                out.lost += 1
+                lost = lost + unit.reserved
+            else:
+                row.node = got.node
+                out.replaced += 1
+        out.reserved_lost.CopyFrom(convert.resources_to_pb(lost))
+        return out
+
+    @rpc
+    async def GetCapacityReport(self, request: cap_pb.GetCapacityReportRequest,
+                                context: Ctx) -> cap_pb.GetCapacityReportResponse:
+        validate.check(validate.report(request))
+        shapes = [(f"{s.resources.vcpus}cpu-{s.resources.memory_mib}mib", convert.resources_from_pb(s.resources))
+                  for s in request.shapes] or None
+        report = await blocking(self.ops.planning.report, shapes)
+        return convert.report_to_pb(report, self.ops.capacity())
+
+    @rpc
+    async def PlanRebalance(self, request: cap_pb.PlanRebalanceRequest, context: Ctx) -> cap_pb.PlanRebalanceResponse:
+        validate.check(validate.rebalance(request))
+        rb = await blocking(self.ops.planning.plan_rebalance, convert.REBALANCE_GOAL_FROM_PB[request.goal],
+                            request.max_migrations, request.imbalance_threshold, request.execute)
+        return cap_pb.PlanRebalanceResponse(rebalance=convert.rebalance_to_pb(rb))
+
+    @rpc
+    async def GetRebalance(self, request: cap_pb.GetRebalanceRequest, context: Ctx) -> cap_pb.GetRebalanceResponse:
+        validate.check(validate.rebalance_id(request.id))
+        rb = await blocking(self.ops.rebalancer.get, request.id)
+        return cap_pb.GetRebalanceResponse(rebalance=convert.rebalance_to_pb(rb))
+
+    @rpc
+    async def ListRebalances(self, request: cap_pb.ListRebalancesRequest,
+                             context: Ctx) -> cap_pb.ListRebalancesResponse:
+        rbs = await blocking(self.ops.rebalancer.list_all)
+        return cap_pb.ListRebalancesResponse(rebalances=[convert.rebalance_to_pb(r) for r in rbs])
 
 
 class MigrationServicer(mig_grpc.MigrationServiceServicer):

@@ -19,6 +19,9 @@ BINDINGS = ROOT + "bindings/"
 VOLUMES = ROOT + "volumes/"
 POOLS = ROOT + "pools/"
 SNAPSHOTS = ROOT + "snapshots/"
+REBALANCES = ROOT + "rebalances/"
+# Held (under a lease) by the one scheduler replica running automatic rebalancing.
+REBALANCER_LOCK = ROOT + "locks/rebalancer"
 
 
 def policy(name: str) -> str:
@@ -121,3 +124,7 @@ def pool(host: str, kind: str) -> str:
 def split(key: str, prefix: str) -> list[str]:
     """'/vdcos/nodes/h1/spec' under NODES -> ['h1', 'spec']."""
     return key[len(prefix):].split("/")
+
+
+def rebalance(rid: str) -> str:
+    return REBALANCES + rid

@@ -1,0 +1,110 @@
+"""Capacity planning in domain terms, for the API: what-if answers from the pure planner
+(vdcos/planner) on the live cluster, and rebalancing plans run by the Rebalancer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vdcos.errors import FailedPrecondition, InvalidArgument, NotFound
+from vdcos.model import QosClass, QosPolicy, Rebalance, RebalanceGoal, Resources, VmSpec
+from vdcos.planner.cluster import Headroom, Unit, headroom, hosts_needed, imbalance, stranded
+from vdcos.planner.exact import Plan
+from vdcos.planner.problem import ProblemError
+from vdcos.scheduler.cache import ClusterCache, NodeView
+from vdcos.scheduler.core import Decision, Rejection, qos
+from vdcos.scheduler.rebalancer import Cluster, Rebalancer, node_loss
+from vdcos.state.store import Store
+
+# The shapes a report gives headroom for when none are asked (vCPUs, MiB), like a cloud's flavors.
+STANDARD_SHAPES: tuple[tuple[str, Resources], ...] = (
+    ("small", Resources(vcpus=1, memory_mib=2048)),
+    ("medium", Resources(vcpus=2, memory_mib=4096)),
+    ("large", Resources(vcpus=4, memory_mib=8192)),
+    ("xlarge", Resources(vcpus=8, memory_mib=16384)),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    view: NodeView
+    schedulable: bool
+    allocatable: Resources
+    vms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityReport:
+    nodes: tuple[NodeReport, ...]
+    stranded: dict[str, float]
+    headroom: tuple[tuple[str, Resources, int, int], ...]  # (shape, size, guaranteed, burstable)
+    imbalance: float
+
+
+class Planning:
+    def __init__(self, store: Store, cache: ClusterCache, rebalancer: Rebalancer) -> None:
+        self.store = store
+        self.cache = cache
+        self.rebalancer = rebalancer
+
+    def _policy(self, name: str) -> QosPolicy:
+        snap = self.cache.snapshot()
+        policy = snap.policy(name)
+        if policy is None:
+            raise NotFound(f"QoS policy {name!r} not found")
+        return policy
+
+    def headroom(self, shape: Resources, policy: str = "", selector: tuple[tuple[str, str], ...] = (),
+                 one_per_node: bool = False) -> list[Headroom]:
+        snap = self.cache.snapshot()
+        if policy:
+            p = self._policy(policy)
+            return [headroom(snap, qos.request(VmSpec("what-if", shape), p), p.qos_class, selector, one_per_node)]
+        return [headroom(snap, shape, c, selector, one_per_node) for c in QosClass]
+
+    def plan_hosts(self, vms: list[tuple[Resources, str, int]], host: Resources, time_limit: float) -> Plan:
+        shaped = []
+        for shape, policy, count in vms:
+            p = self._policy(policy or "default") if policy else None
+            cls = p.qos_class if p else QosClass.BURSTABLE
+            shaped.append((qos.request(VmSpec("what-if", shape), p) if p else shape, cls, count))
+        try:
+            return hosts_needed(shaped, host, self.cache.config.overcommit, time_limit)
+        except ProblemError as e:
+            raise FailedPrecondition(str(e)) from e
+
+    def node_loss(self, node: str) -> list[tuple[Unit, Decision | Rejection]]:
+        if self.cache.node(node) is None:
+            raise NotFound(f"node {node!r} not found")
+        return node_loss(Cluster(self.store, self.cache), node)
+
+    def report(self, shapes: list[tuple[str, Resources]] | None = None) -> CapacityReport:
+        snap = self.cache.snapshot()
+        cluster = Cluster(self.store, self.cache)
+        counts: dict[str, int] = {}
+        for u in cluster.units:
+            counts[u.node] = counts.get(u.node, 0) + 1
+        nodes = []
+        for i, name in enumerate(snap.names):
+            view = self.cache.node(name)
+            if view is None:
+                continue
+            nodes.append(NodeReport(view, bool(snap.schedulable[i]), Resources.of(snap.allocatable[:, i]),
+                                    counts.get(name, 0)))
+        rows = []
+        for label, shape in shapes or STANDARD_SHAPES:
+            rows.append((label, shape, headroom(snap, shape, QosClass.GUARANTEED).count,
+                         headroom(snap, shape, QosClass.BURSTABLE).count))
+        return CapacityReport(tuple(nodes), stranded(snap), tuple(rows), imbalance(snap))
+
+    def plan_rebalance(self, goal: RebalanceGoal, max_moves: int, threshold: float, execute: bool) -> Rebalance:
+        if goal is RebalanceGoal.EVACUATE:
+            raise InvalidArgument("goal evacuate is per node: use DrainNode",
+                                  details=[("goal", "evacuate is planned per node by DrainNode")])
+        rb = self.rebalancer.plan(goal, max_moves, threshold)
+        return self.rebalancer.start(rb) if execute else rb
+
+    def drain(self, node: str, dry_run: bool) -> Rebalance:
+        if self.cache.node(node) is None:
+            raise NotFound(f"node {node!r} not found")
+        rb = self.rebalancer.plan_drain(node)
+        return rb if dry_run else self.rebalancer.start(rb)
+

@@ -1,0 +1,311 @@
+"""Rebalancing at the edge: reads the cluster for the pure planner (vdcos/planner/cluster.py),
+records each plan it runs in etcd, and carries it out through the live-migration API one move
+at a time. The migration start re-checks every fit against the records it commits, so a plan
+made on a snapshot never over-commits a host that changed since.
+
+Automatic mode (DRS "fully automated"): one scheduler replica, holding a lease-bound lock,
+plans a balancing round every `rebalance_interval_s` and runs it when the load's std. dev. is
+over the threshold.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+from vdcos.errors import FailedPrecondition, NotFound, ResourceExhausted, VdcosError
+from vdcos.migration import records
+from vdcos.model import (AffinityPolicy, MigrationOptions, MigrationPhase, QosClass, Rebalance, RebalanceGoal,
+                         RebalanceMode, RebalanceState, RebalanceStep, Resources, VmPhase, VmSpec, VmStatus, decode,
+                         dumps)
+from vdcos.planner.cluster import Move, RebalancePlan, Unit, balance, consolidate
+from vdcos.scheduler.cache import ClusterCache
+from vdcos.scheduler.core import Decision, PlacementRequest, Rejection, schedule_batch
+from vdcos.scheduler.core.snapshot import ClusterSnapshot
+from vdcos.scheduler.worker import Scheduler
+from vdcos.state import keys
+from vdcos.state.store import Compare, Put, Store, StoreError
+from vdcos.storagepool import volumes
+
+log = logging.getLogger(__name__)
+
+STEP_TIMEOUT_S = 900.0   # one live migration, copy-storage included
+BUSY_WAIT_S = 120.0      # waiting for a free migration slot before a step gives up
+LOCK_TTL = 15
+
+
+def new_id() -> str:
+    return "rb-" + uuid.uuid4().hex[:12]
+
+
+class Cluster:
+    """What the planner needs, read once: the snapshot, and every VM as a movable unit."""
+
+    def __init__(self, store: Store, cache: ClusterCache) -> None:
+        self.snap: ClusterSnapshot = cache.snapshot()
+        kvs, _ = store.get_prefix(keys.VMS)
+        specs: dict[str, VmSpec] = {}
+        statuses: dict[str, VmStatus] = {}
+        moving: set[str] = set()
+        for kv in kvs:
+            vm, kind = keys.split(kv.key, keys.VMS)
+            if kind == "spec":
+                specs[vm] = decode(VmSpec, json.loads(kv.value))
+            elif kind == "status":
+                statuses[vm] = decode(VmStatus, json.loads(kv.value))
+            elif kind == "migration":
+                moving.add(vm)
+        local_gib: dict[str, int] = {}
+        for v in volumes.list_volumes(store):
+            if v.vm and v.ties_to_host:
+                local_gib[v.vm] = local_gib.get(v.vm, 0) + v.size_gib
+        self.specs = specs
+        self.local_gib = local_gib
+        groups = {vm: (g.name, g.policy) for g in self.snap.groups.values() for vm, _ in g.members}
+        units: list[Unit] = []
+        for name in self.snap.names:
+            view = cache.node(name)
+            if view is None:
+                continue
+            for e in view.allocation.entries:
+                if e.is_storage:
+                    continue
+                spec = specs.get(e.vm)
+                status = statuses.get(e.vm)
+                pinned = ""
+                if e.held_by or e.vm in moving:
+                    pinned = "migrating now"
+                elif spec is None or status is None or status.phase is not VmPhase.RUNNING or status.node != name:
+                    pinned = "not running (only a running VM live-migrates)"
+                group, policy = groups.get(e.vm, ("", AffinityPolicy.NONE))
+                units.append(Unit(e.vm, name, e.qos_class, e.reserved, spec.resources if spec else e.reserved,
+                                  local_gib.get(e.vm, 0), group, policy, pinned,
+                                  spec.node_selector if spec else ()))
+        self.units = units
+
+    def on(self, node: str) -> list[Unit]:
+        return [u for u in self.units if u.node == node]
+
+
+def evacuation(cluster: Cluster, node: str) -> RebalancePlan:
+    """Where each VM on `node` would go, decided by the scheduler's own core in the order an HA
+    restart would use (guaranteed, burstable, best-effort; big first), each seeing the ones
+    before it. Also the answer to "what if this node is lost" (see `node_loss`)."""
+    order = {QosClass.GUARANTEED: 0, QosClass.BURSTABLE: 1, QosClass.BEST_EFFORT: 2}
+    units = sorted(cluster.on(node), key=lambda u: (order[u.qos_class], -sum(u.request.as_tuple()), u.vm))
+    decided = _replace(cluster, units, node)
+    moves, unmovable = [], []
+    for u, got in zip(units, decided):
+        if isinstance(got, Rejection):
+            unmovable.append((u.vm, got.summary))
+        elif u.pinned:
+            unmovable.append((u.vm, u.pinned))
+        else:
+            moves.append(_move(u, got.node, f"evacuate {node}"))
+    return RebalancePlan("evacuate", tuple(moves), (node,) if not unmovable else (), 0, 0, 0.0, 0.0,
+                         tuple(unmovable))
+
+
+def _move(u: Unit, target: str, reason: str) -> Move:
+    return Move(u.vm, u.node, target, reason)
+
+
+def _replace(cluster: Cluster, units: list[Unit], node: str) -> list[Decision | Rejection]:
+    reqs = []
+    for u in units:
+        spec = cluster.specs.get(u.vm) or VmSpec(u.vm, u.request)
+        if u.volumes_gib:  # copy-storage: the destination needs room for its local volumes too
+            spec = replace(spec, resources=spec.resources + Resources(disk_gib=u.volumes_gib))
+        reqs.append(PlacementRequest(spec, f"evacuate:{node}:{u.vm}", (node,)))
+    return schedule_batch(cluster.snap, reqs)
+
+
+def node_loss(cluster: Cluster, node: str) -> list[tuple[Unit, Decision | Rejection]]:
+    """Re-place a lost node's VMs. A VM with a local volume on it is lost with its disk."""
+    order = {QosClass.GUARANTEED: 0, QosClass.BURSTABLE: 1, QosClass.BEST_EFFORT: 2}
+    units = sorted(cluster.on(node), key=lambda u: (order[u.qos_class], -sum(u.request.as_tuple()), u.vm))
+    with_disk = [u for u in units if u.volumes_gib]
+    rest = [u for u in units if not u.volumes_gib]
+    out: list[tuple[Unit, Decision | Rejection]] = list(zip(rest, _replace(cluster, rest, node)))
+    for u in with_disk:
+        why = f"its local volumes ({u.volumes_gib} GiB) live on {node}: lost with it"
+        out.append((u, Rejection(u.vm, cluster.snap.size, 0, (), (), False, why)))
+    return out
+
+
+def to_record(plan: RebalancePlan, goal: RebalanceGoal, rid: str = "", state: RebalanceState = RebalanceState.PLANNED,
+              node: str = "", automatic: bool = False) -> Rebalance:
+    steps = tuple(RebalanceStep(m.vm, m.source, m.target, m.reason) for m in plan.moves)
+    now = time.time()
+    return Rebalance(rid, goal, state, steps, plan.hosts_freed, plan.hosts_in_use_before, plan.hosts_in_use_after,
+                     round(plan.imbalance_before, 4), round(plan.imbalance_after, 4), tuple(plan.unmovable),
+                     plan.note, node, automatic, now, now)
+
+
+def _stuck(rb: Rebalance) -> str:
+    """An evacuation is only done when the node is empty: say who stays, and why."""
+    if rb.goal is not RebalanceGoal.EVACUATE or not rb.unmovable:
+        return ""
+    return f"{len(rb.unmovable)} VMs stay on {rb.node}: " + "; ".join(f"{vm}: {why}" for vm, why in rb.unmovable)
+
+
+class Rebalancer:
+    def __init__(self, store: Store, cache: ClusterCache, scheduler: Scheduler, *, poll_s: float = 0.2) -> None:
+        self.store = store
+        self.cache = cache
+        self.scheduler = scheduler
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lease = 0
+
+    # --- planning -----------------------------------------------------------------------
+    def plan(self, goal: RebalanceGoal, max_moves: int = 0, threshold: float = 0.0) -> Rebalance:
+        config = self.cache.config
+        max_moves = max_moves or config.rebalance_max_moves
+        cluster = Cluster(self.store, self.cache)
+        if goal is RebalanceGoal.CONSOLIDATE:
+            plan = consolidate(cluster.snap, cluster.units, max_moves)
+        elif goal is RebalanceGoal.BALANCE:
+            plan = balance(cluster.snap, cluster.units, threshold or config.imbalance_threshold, max_moves)
+        else:
+            raise FailedPrecondition("an evacuation is planned per node: use DrainNode")
+        return to_record(plan, goal)
+
+    def plan_drain(self, node: str) -> Rebalance:
+        return to_record(evacuation(Cluster(self.store, self.cache), node), RebalanceGoal.EVACUATE, node=node)
+
+    # --- running ------------------------------------------------------------------------
+    def start(self, rb: Rebalance, wait: bool = False) -> Rebalance:
+        rb = replace(rb, id=rb.id or new_id(), state=RebalanceState.RUNNING, updated_at=time.time())
+        if not rb.steps:
+            stuck = _stuck(rb)
+            rb = replace(rb, state=RebalanceState.FAILED if stuck else RebalanceState.COMPLETED,
+                         message=stuck or rb.message or "nothing to move")
+        self._save(rb)
+        if rb.state is RebalanceState.RUNNING:
+            if wait:
+                self._run(rb)
+            else:
+                t = threading.Thread(target=self._run, args=(rb,), name=f"rebalance-{rb.id}", daemon=True)
+                t.start()
+                self._threads.append(t)
+        return self.get(rb.id)
+
+    def get(self, rid: str) -> Rebalance:
+        kv = self.store.get(keys.rebalance(rid))
+        if kv is None:
+            raise NotFound(f"rebalance {rid!r} not found")
+        return decode(Rebalance, json.loads(kv.value))
+
+    def list_all(self) -> list[Rebalance]:
+        kvs, _ = self.store.get_prefix(keys.REBALANCES)
+        return sorted((decode(Rebalance, json.loads(kv.value)) for kv in kvs), key=lambda r: r.created_at)
+
+    def _save(self, rb: Rebalance) -> None:
+        self.store.put(keys.rebalance(rb.id), dumps(replace(rb, updated_at=time.time())))
+
+    def _run(self, rb: Rebalance) -> None:
+        steps = list(rb.steps)
+        failed = ""
+        for i, step in enumerate(steps):
+            if self._stop.is_set():
+                failed = failed or "scheduler stopped"
+            if failed and rb.goal is not RebalanceGoal.EVACUATE:
+                # Later moves of a consolidation or balance assumed this one: stop here.
+                steps[i] = replace(step, state="skipped", message="an earlier step failed")
+                continue
+            steps[i] = step = replace(step, state="migrating")
+            self._save(replace(rb, steps=tuple(steps)))
+            state, mid, message, target = self._migrate(step, rb.goal)
+            steps[i] = replace(step, state=state, migration=mid, message=message, target=target or step.target)
+            if state != "done":
+                failed = failed or f"{step.vm}: {message}"
+            self._save(replace(rb, steps=tuple(steps)))
+        failed = failed or _stuck(rb)
+        final = RebalanceState.FAILED if failed else RebalanceState.COMPLETED
+        self._save(replace(rb, steps=tuple(steps), state=final, message=failed or rb.message))
+        log.info("rebalance %s (%s) %s", rb.id, rb.goal.value, final.value)
+
+    def _migrate(self, step: RebalanceStep, goal: RebalanceGoal) -> tuple[str, str, str, str]:
+        """(state, migration id, message, target) of one step, run to its end."""
+        # An evacuation lets the scheduler choose again when the move starts: the cluster
+        # changed since the plan, and the node is cordoned, so any fitting host will do.
+        target = "" if goal is RebalanceGoal.EVACUATE else step.target
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while True:
+            try:
+                m = self.scheduler.migrate(step.vm, target, MigrationOptions())
+                break
+            except ResourceExhausted as e:
+                # Migration slots are shared with everyone else's: wait for one.
+                if "in flight" not in str(e) or time.monotonic() > deadline or self._stop.is_set():
+                    return "failed", "", str(e), ""
+                self._stop.wait(1.0)
+            except VdcosError as e:
+                return "failed", "", str(e), ""
+        end = time.monotonic() + STEP_TIMEOUT_S
+        while time.monotonic() < end:
+            try:
+                cur = records.get(self.store, m.id)
+            except (NotFound, StoreError):
+                cur = m
+            if cur.phase.done:
+                ok = cur.phase is MigrationPhase.COMPLETED
+                return ("done" if ok else "failed"), m.id, cur.message, m.destination
+            time.sleep(self.poll_s)
+        return "failed", m.id, f"no result in {STEP_TIMEOUT_S:.0f} s", m.destination
+
+    # --- automatic mode -----------------------------------------------------------------
+    def start_automatic(self) -> Rebalancer:
+        t = threading.Thread(target=self._auto_loop, name="rebalancer", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(5)
+        if self._lease:
+            try:
+                self.store.revoke_lease(self._lease)
+            except StoreError:
+                pass
+
+    def _auto_loop(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(1.0):
+            config = self.cache.config
+            if config.rebalance_mode is not RebalanceMode.AUTOMATIC:
+                continue
+            try:
+                if not self._hold_lock() or time.monotonic() - last < config.rebalance_interval_s:
+                    continue
+                last = time.monotonic()
+                if any(r.state is RebalanceState.RUNNING for r in self.list_all()):
+                    continue
+                rb = self.plan(RebalanceGoal.BALANCE)
+                if rb.steps:
+                    log.info("automatic rebalance: std. dev. %.3f over %.3f, %d moves", rb.imbalance_before,
+                             config.imbalance_threshold, len(rb.steps))
+                    self.start(replace(rb, automatic=True), wait=True)
+            except VdcosError as e:
+                log.warning("automatic rebalance round failed: %s", e)
+            except Exception:  # the loop must outlive any bug in one round
+                log.exception("automatic rebalance round failed")
+
+    def _hold_lock(self) -> bool:
+        """Take or keep the one-replica lock: a key under this replica's lease."""
+        if self._lease and self.store.keepalive(self._lease) > 0:
+            kv = self.store.get(keys.REBALANCER_LOCK)
+            if kv is not None and kv.value == str(self._lease).encode():
+                return True
+        else:
+            self._lease = self.store.grant_lease(LOCK_TTL)
+        res = self.store.txn([Compare(keys.REBALANCER_LOCK, "create", "==", 0)],
+                             [Put(keys.REBALANCER_LOCK, str(self._lease).encode(), self._lease)])
+        return res.succeeded
