@@ -49,3 +49,4 @@ bench: setup
 	$(PY) -m benchmarks.storage --runs 3 --json benchmarks/results/storage.json
 	$(PY) -m benchmarks.packing --dataset ../shared/datasets/vectorpack --mode online --json benchmarks/results/packing-online.json
 	$(PY) -m benchmarks.packing --dataset ../shared/datasets/vectorpack --mode offline --sample 90 --time-limit 5 --json benchmarks/results/packing-offline.json
+	$(PY) -m benchmarks.rebalance --hosts 10000 --vms 20000 --json benchmarks/results/rebalance.json

@@ -25,6 +25,7 @@ from vdcos.model import Allocation, NodeStatus, decode
 from vdcos.nodeagent.libvirt.driver import QEMU_OVERHEAD_MIB
 from vdcos.state import keys
 from vdcos.state.etcd_server import _alive
+from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import types_pb2 as pb
@@ -225,6 +226,26 @@ def test_a_vanished_domain_is_reported_and_booted_again(dc: Dc, booted: str) -> 
     wait_until(lambda: "disappeared" in dc.vm().status.message, timeout=20)
     assert dc.domains(node) == [VM]
     wait_until(lambda: dc.console(node).count("CNT 3 ") >= 1, timeout=90, every=0.5)
+
+
+def test_drain_moves_the_running_guest_off_by_live_migration(dc: Dc, booted: str) -> None:
+    wait_until(lambda: dc.vm().status.phase == pb.VM_PHASE_RUNNING, timeout=30)
+    src = dc.vm().placement.node
+    rb = dc.client.nodes.DrainNode(node_pb.DrainNodeRequest(name=src, reason="maintenance")).rebalance
+    assert [s.vm for s in rb.steps] == [VM]
+
+    def finished() -> cap_pb.Rebalance | None:
+        r = dc.client.capacity.GetRebalance(cap_pb.GetRebalanceRequest(id=rb.id)).rebalance
+        return r if r.state in (cap_pb.REBALANCE_STATE_COMPLETED, cap_pb.REBALANCE_STATE_FAILED) else None
+    done = wait_until(finished, timeout=180, every=0.5)
+    assert done.state == cap_pb.REBALANCE_STATE_COMPLETED, done  # type: ignore[union-attr]
+    dst = dc.vm().placement.node
+    assert dst != src and dc.domains(src) == [] and dc.domains(dst) == [VM]
+    last_src = dc.counters(src)[-1]
+    wait_until(lambda: dc.counters(dst), timeout=10)
+    assert dc.counters(dst)[0] == last_src + 1  # the same guest, never rebooted
+    assert dc.client.nodes.GetNode(node_pb.GetNodeRequest(name=src)).node.cordoned
+    dc.client.nodes.UncordonNode(node_pb.UncordonNodeRequest(name=src))
 
 
 def test_cli_migrate_progress_and_delete(dc: Dc, booted: str) -> None:

@@ -152,3 +152,35 @@ def test_a_vanished_domain_is_reported_and_restarted(dc: Path) -> None:
     wait_until(lambda: "disappeared" in jq(dc, "vm", "show", "fragile")["status"].get("message", ""), timeout=15)  # type: ignore[index]
     now = {d["name"]: d["uuid"] for d in json.loads(domains.read_text())}
     assert "fragile" in now and now["fragile"] != {d["name"]: d["uuid"] for d in old}["fragile"]
+
+
+def test_capacity_planning_from_the_cli(dc: Path, tmp_path: Path) -> None:
+    """What-if, the report as a picture and JSON, a drain and a consolidation, as an operator types them."""
+    vdcos(dc, "config", "set", "--strategy", "spread")
+    for i in range(3):
+        vdcos(dc, "vm", "create", f"v{i}", "--vcpus", "2", "--memory-mib", "2048")
+    wait_until(lambda: all(v["status"]["phase"] == "VM_PHASE_RUNNING"
+                           for v in jq(dc, "vm", "list")["vms"]), 30)  # type: ignore[index]
+    head = jq(dc, "capacity", "headroom", "--vcpus", "2", "--memory-mib", "4096")["headroom"]  # type: ignore[index]
+    assert head[0]["count"] == 9  # 14 GiB free per host -> 3 each
+    assert "3 hosts (optimal" in vdcos(dc, "capacity", "hosts", "--vm", "6x4:8192", "--host-vcpus", "8",
+                                       "--host-memory-mib", "16384").stdout
+    assert "1 re-placed, 0 lost" in vdcos(dc, "capacity", "lose", "host-1").stdout
+    png, js = tmp_path / "report.png", tmp_path / "report.json"
+    out = vdcos(dc, "capacity", "report", "-o", str(png), "--json", str(js)).stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "headroom: small" in out
+    assert len(json.loads(js.read_text())["nodes"]) == 3
+
+    drained = vdcos(dc, "node", "drain", "host-1").stdout
+    assert "host-1 cordoned" in drained and "state completed" in drained
+    assert all(v["placement"]["node"] != "host-1" for v in jq(dc, "vm", "list")["vms"])  # type: ignore[index]
+    vdcos(dc, "uncordon", "host-1")
+    plan = vdcos(dc, "rebalance", "plan", "consolidate").stdout
+    assert "hosts in use 2 -> 1" in plan and "plan only" in plan
+    done = jq(dc, "rebalance", "run", "consolidate")["steps"]  # type: ignore[index]
+    assert [s["state"] for s in done] == ["done"]
+    assert len({v["placement"]["node"] for v in jq(dc, "vm", "list")["vms"]}) == 1  # type: ignore[index]
+    bad = vdcos(dc, "capacity", "hosts", "--vm", "6x4", "--host-vcpus", "8", "--host-memory-mib", "1", check=False)
+    assert bad.returncode == 2 and "--vm[0]" in bad.stderr
+    bad = vdcos(dc, "rebalance", "plan", "balance", "--threshold", "3", check=False)
+    assert bad.returncode == 1 and "imbalance_threshold" in bad.stderr

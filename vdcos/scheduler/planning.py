@@ -83,7 +83,7 @@ class Planning:
         for u in cluster.units:
             counts[u.node] = counts.get(u.node, 0) + 1
         nodes = []
-        for i, name in enumerate(snap.names):
+        for i, name in sorted(enumerate(snap.names), key=lambda x: x[1]):
             view = self.cache.node(name)
             if view is None:
                 continue
