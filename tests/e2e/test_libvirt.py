@@ -231,6 +231,7 @@ def test_a_vanished_domain_is_reported_and_booted_again(dc: Dc, booted: str) -> 
 def test_drain_moves_the_running_guest_off_by_live_migration(dc: Dc, booted: str) -> None:
     wait_until(lambda: dc.vm().status.phase == pb.VM_PHASE_RUNNING, timeout=30)
     src = dc.vm().placement.node
+    seen = {n: len(dc.console(n)) for n in ("host-1", "host-2", "host-3")}  # the guest was on them before
     rb = dc.client.nodes.DrainNode(node_pb.DrainNodeRequest(name=src, reason="maintenance")).rebalance
     assert [s.vm for s in rb.steps] == [VM]
 
@@ -241,11 +242,13 @@ def test_drain_moves_the_running_guest_off_by_live_migration(dc: Dc, booted: str
     assert done.state == cap_pb.REBALANCE_STATE_COMPLETED, done  # type: ignore[union-attr]
     dst = dc.vm().placement.node
     assert dst != src and dc.domains(src) == [] and dc.domains(dst) == [VM]
-    last_src = dc.counters(src)[-1]
-    wait_until(lambda: dc.counters(dst), timeout=10)
-    assert dc.counters(dst)[0] == last_src + 1  # the same guest, never rebooted
-    assert dc.client.nodes.GetNode(node_pb.GetNodeRequest(name=src)).node.cordoned
-    dc.client.nodes.UncordonNode(node_pb.UncordonNodeRequest(name=src))
+    try:
+        last_src = dc.counters(src)[-1]
+        wait_until(lambda: counters(dc.console(dst)[seen[dst]:]), timeout=10)
+        assert counters(dc.console(dst)[seen[dst]:])[0] == last_src + 1  # the same guest, never rebooted
+        assert dc.client.nodes.GetNode(node_pb.GetNodeRequest(name=src)).node.cordoned
+    finally:
+        dc.client.nodes.UncordonNode(node_pb.UncordonNodeRequest(name=src))
 
 
 def test_cli_migrate_progress_and_delete(dc: Dc, booted: str) -> None:

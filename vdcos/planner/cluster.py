@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from vdcos.model import DIMENSIONS, AffinityPolicy, Overcommit, QosClass, Resources
 from vdcos.planner.exact import Plan, solve
@@ -172,34 +173,42 @@ class _State:
             self.g[k] = (r if u.qos_class is QosClass.GUARANTEED else 0) + vol
             self.c[k] = (r if u.qos_class is not QosClass.BEST_EFFORT else 0) + vol
             self.fit_size[k] = demand_vector(u.request) if u.qos_class is QosClass.BEST_EFFORT else r
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(self.alloc > 0, (self.alloc - self.free_over) / self.alloc, 0.0)
+        self.loads: F64 = frac.max(axis=0) if snap.size else np.zeros(0)
 
     def load(self) -> F64:
-        """Each node's fullest dimension, committed / allocatable."""
-        committed = self.alloc - self.free_over
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frac = np.where(self.alloc > 0, committed / self.alloc, 0.0)
-        out: F64 = frac.max(axis=0)
-        return out
+        """Each node's fullest dimension, committed / allocatable (kept up to date by `move`)."""
+        return self.loads.copy()
 
-    def fits(self, k: int, exclude: Mask | None = None) -> Mask:
-        """Nodes unit k could move to now: the one fit function on its own size, after room for
-        its volumes (a guaranteed reservation), and the hard anti-affinity rule."""
+    def _column_load(self, i: int) -> float:
+        a = self.alloc[:, i]
+        has = a > 0
+        return float(((a[has] - self.free_over[has, i]) / a[has]).max()) if has.any() else 0.0
+
+    def fits(self, k: int, exclude: Mask | None = None, cols: NDArray[np.int64] | None = None) -> Mask:
+        """Nodes unit k could move to now (only `cols`, if given): the one fit function on its
+        own size, after room for its volumes (a guaranteed reservation), and the hard
+        anti-affinity rule and its node selector."""
         u = self.units[k]
+        at = slice(None) if cols is None else cols
         vol = np.zeros(len(DIMENSIONS))
         vol[DISK] = u.volumes_gib
-        ok = self.targets.copy()
+        phys, over = self.free_phys[:, at], self.free_over[:, at]
+        ok = self.targets[at].copy()
         if exclude is not None:
-            ok &= ~exclude
-        if self.where[k] >= 0:
-            ok[self.where[k]] = False
-        ok &= fit_matrix(self.free_phys - vol[:, None], self.free_over - vol[:, None],
-                         self.fit_size[k], u.qos_class).ok
+            ok &= ~exclude[at]
+        ok &= fit_matrix(phys - vol[:, None], over - vol[:, None], self.fit_size[k], u.qos_class).ok
         if u.volumes_gib:
-            ok &= fit_matrix(self.free_phys, self.free_over, vol, QosClass.GUARANTEED).ok
+            ok &= fit_matrix(phys, over, vol, QosClass.GUARANTEED).ok
         if u.group and u.group_policy is AffinityPolicy.ANTI_AFFINITY:
-            ok &= self.groups[u.group] == 0
+            ok &= self.groups[u.group][at] == 0
         if u.selector:
-            ok &= self.snap.label_mask(u.selector)
+            ok &= self.snap.label_mask(u.selector)[at]
+        here = np.zeros(self.snap.size, dtype=bool)
+        if self.where[k] >= 0:
+            here[self.where[k]] = True
+        ok &= ~here[at]
         return ok
 
     def move(self, k: int, to: int) -> None:
@@ -211,6 +220,8 @@ class _State:
         self.on[frm].remove(k)
         self.on[to].append(k)
         self.where[k] = to
+        self.loads[frm] = self._column_load(frm)
+        self.loads[to] = self._column_load(to)
         u = self.units[k]
         if u.group and u.group_policy is AffinityPolicy.ANTI_AFFINITY:
             self.groups[u.group][frm] -= 1
@@ -264,8 +275,7 @@ def consolidate(snap: ClusterSnapshot, units: list[Unit], max_moves: int) -> Reb
             ok = st.fits(k, excluded)
             if not ok.any():
                 break
-            load = st.load()
-            to = int(np.flatnonzero(ok)[np.argmax(load[ok])])
+            to = int(np.flatnonzero(ok)[np.argmax(st.loads[ok])])
             st.move(k, to)
             done.append((k, to))
         if len(done) < len(ks):
@@ -293,16 +303,19 @@ def balance(snap: ClusterSnapshot, units: list[Unit], threshold: float, max_move
     moves: list[Move] = []
     unmovable: dict[str, str] = {}
     moved = np.zeros(len(units), dtype=bool)  # a VM moves at most once per plan
+    lu = np.where(usable, before, 0.0)
+    total, sq = float(lu.sum()), float((lu * lu).sum())
+    coldest = min(n, 256)  # the targets worth trying: moving onto a cold host lowers the spread most
     while len(moves) < max_moves and n > 1:
-        load = st.load()
-        lu = np.where(usable, load, 0.0)
-        total, sq = float(lu.sum()), float((lu * lu).sum())
         var = sq / n - (total / n) ** 2
         if math.sqrt(max(var, 0.0)) <= threshold:
             break
+        cols = np.argpartition(np.where(usable, lu, np.inf), coldest - 1)[:coldest]
+        hot = np.argpartition(-lu, min(hot_hosts, n) - 1)[:hot_hosts]
         best = (0.0, -1, -1)
-        for h in np.argsort(-lu, kind="stable")[:hot_hosts]:
+        for h in hot[np.argsort(-lu[hot], kind="stable")]:
             h = int(h)
+            tried: set[tuple[object, ...]] = set()
             for k in st.on[h]:
                 if moved[k]:
                     continue
@@ -310,27 +323,41 @@ def balance(snap: ClusterSnapshot, units: list[Unit], threshold: float, max_move
                 if why:
                     unmovable[units[k].vm] = why
                     continue
-                ok = st.fits(k)
+                # VMs of one shape and the same constraints are the same move: try one of them.
+                u = units[k]
+                same = (st.c[k].tobytes(), st.fit_size[k].tobytes(), u.qos_class, u.volumes_gib, u.selector,
+                        u.group if u.group_policy is AffinityPolicy.ANTI_AFFINITY else "")
+                if same in tried:
+                    continue
+                tried.add(same)
+                ok = st.fits(k, cols=cols)
                 if not ok.any():
                     continue
                 # Loads after the move: the source's drops, each candidate's rises.
                 src_after = _load_col(st, h, -st.c[k])
+                a = st.alloc[:, cols]
                 with np.errstate(divide="ignore", invalid="ignore"):
-                    frac = np.where(st.alloc > 0, (st.alloc - st.free_over + st.c[k][:, None]) / st.alloc, 0.0)
+                    frac = np.where(a > 0, (a - st.free_over[:, cols] + st.c[k][:, None]) / a, 0.0)
                 tgt_after = frac.max(axis=0)
-                t2 = total - lu[h] + src_after - lu + tgt_after
-                q2 = sq - lu[h] ** 2 + src_after ** 2 - lu ** 2 + tgt_after ** 2
+                lc = lu[cols]
+                t2 = total - lu[h] + src_after - lc + tgt_after
+                q2 = sq - lu[h] ** 2 + src_after ** 2 - lc ** 2 + tgt_after ** 2
                 new_var = np.where(ok, q2 / n - (t2 / n) ** 2, np.inf)
-                t = int(np.argmin(new_var))
-                gain = var - float(new_var[t])
+                j = int(np.argmin(new_var))
+                gain = var - float(new_var[j])
                 if gain > best[0] + 1e-12:
-                    best = (gain, k, t)
+                    best = (gain, k, int(cols[j]))
         gain, k, t = best
         if k < 0:
             break
         src = int(st.where[k])
         st.move(k, t)
         moved[k] = True
+        for i in (src, t):
+            new = float(st.loads[i])
+            total += new - lu[i]
+            sq += new * new - lu[i] * lu[i]
+            lu[i] = new
         moves.append(Move(units[k].vm, snap.names[src], snap.names[t],
                           f"balance: {snap.names[src]} at {before[src]:.0%} load"))
     return RebalancePlan("balance", tuple(moves), (), in_use, st.in_use(), _std(before, usable),
