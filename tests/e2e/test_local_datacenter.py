@@ -165,6 +165,9 @@ def test_capacity_planning_from_the_cli(dc: Path, tmp_path: Path) -> None:
     assert head[0]["count"] == 9  # 14 GiB free per host -> 3 each
     assert "3 hosts (optimal" in vdcos(dc, "capacity", "hosts", "--vm", "6x4:8192", "--host-vcpus", "8",
                                        "--host-memory-mib", "16384").stdout
+    mixed = vdcos(dc, "capacity", "hosts", "--vm", "5x2:32768", "--host-type", "std=16:65536",
+                  "--host-type", "big=32:131072:1").stdout
+    assert mixed.startswith("2 hosts (big 1, std 1)"), mixed
     assert "1 re-placed, 0 lost" in vdcos(dc, "capacity", "lose", "host-1").stdout
     png, js = tmp_path / "report.png", tmp_path / "report.json"
     out = vdcos(dc, "capacity", "report", "-o", str(png), "--json", str(js)).stdout

@@ -101,6 +101,14 @@ def test_hosts_needed_for_a_vm_list(cluster: Cluster) -> None:
     ]))
     # Gold needs physical CPUs: 2 per host -> 3 hosts; the burstable ones fit beside them (4x CPU).
     assert (r.hosts, r.lower_bound, r.optimal) == (3, 3, True) and len(r.host_of_vm) == 9
+    assert dict(r.hosts_by_type) == {"host": 3}
+    # Two types: one 32-core host takes four gold VMs, the rest go on 16-core ones.
+    big = pb.Resources(vcpus=32, memory_mib=131072, disk_gib=1000, network_mbps=10000)
+    mixed = cluster.client.capacity.PlanHosts(cap_pb.PlanHostsRequest(vms=[
+        cap_pb.VmShape(resources=pb.Resources(vcpus=8, memory_mib=8192), qos_policy="gold", count=5)],
+        host_types=[cap_pb.HostType(name="std", capacity=host), cap_pb.HostType(name="big", capacity=big, available=1)]))
+    assert mixed.hosts == 2 and dict(mixed.hosts_by_type) == {"big": 1, "std": 1}
+    assert sorted(mixed.type_of_host.values()) == ["big", "std"]
     with pytest.raises(grpc.RpcError) as e:
         cluster.client.capacity.PlanHosts(cap_pb.PlanHostsRequest(host=host, vms=[
             cap_pb.VmShape(resources=pb.Resources(vcpus=32, memory_mib=1024), qos_policy="gold", count=1)]))
@@ -113,6 +121,10 @@ def test_hosts_needed_for_a_vm_list(cluster: Cluster) -> None:
         resources=pb.Resources(vcpus=1, memory_mib=64), count=0)], host=pb.Resources(vcpus=1, memory_mib=64))),
      "vms[0].count"),
     (lambda c: c.capacity.GetHeadroom(cap_pb.GetHeadroomRequest()), "shape"),
+    (lambda c: c.capacity.PlanHosts(cap_pb.PlanHostsRequest(vms=[cap_pb.VmShape(
+        resources=pb.Resources(vcpus=1, memory_mib=64), count=1)], host_types=[
+        cap_pb.HostType(name="a", capacity=pb.Resources(vcpus=1, memory_mib=64), available=-1)])),
+     "host_types[0].available"),
     (lambda c: c.capacity.PlanRebalance(cap_pb.PlanRebalanceRequest(goal=cap_pb.REBALANCE_GOAL_EVACUATE)), "goal"),
     (lambda c: c.capacity.PlanRebalance(cap_pb.PlanRebalanceRequest(
         goal=cap_pb.REBALANCE_GOAL_BALANCE, imbalance_threshold=2)), "imbalance_threshold"),

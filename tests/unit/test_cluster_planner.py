@@ -7,7 +7,7 @@ import pytest
 from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, Overcommit, QosClass, Resources,
                          SchedulerConfig)
 from vdcos.planner import ProblemError
-from vdcos.planner.cluster import Move, Unit, balance, consolidate, headroom, hosts_needed, stranded, verify
+from vdcos.planner.cluster import HostType, Move, Unit, balance, consolidate, headroom, hosts_needed, stranded, verify
 from vdcos.scheduler.core import ClusterSnapshot, build_snapshot
 
 G, B, BE = QosClass.GUARANTEED, QosClass.BURSTABLE, QosClass.BEST_EFFORT
@@ -59,20 +59,31 @@ def test_cordoned_nodes_give_no_headroom_and_full_ones_strand_what_they_have_lef
 
 
 def test_hosts_needed_packs_both_pools() -> None:
+    one = [HostType("h", HOST)]
     half = Resources(vcpus=4, memory_mib=8192)
-    plan = hosts_needed([(half, G, 6)], HOST, Overcommit())
+    plan, _ = hosts_needed([(half, G, 6)], one, Overcommit())
     assert plan.hosts == plan.lower_bound == 3
     # Burstable CPU is overcommitted 4x: memory decides, two per host still.
-    plan = hosts_needed([(half, B, 6)], HOST, Overcommit(vcpus=4.0))
-    assert plan.hosts == 3
+    assert hosts_needed([(half, B, 6)], one, Overcommit(vcpus=4.0))[0].hosts == 3
     cpu = Resources(vcpus=4, memory_mib=1024)
-    assert hosts_needed([(cpu, B, 8)], HOST, Overcommit(vcpus=4.0)).hosts == 1
-    assert hosts_needed([(cpu, G, 8)], HOST, Overcommit(vcpus=4.0)).hosts == 4
+    assert hosts_needed([(cpu, B, 8)], one, Overcommit(vcpus=4.0))[0].hosts == 1
+    assert hosts_needed([(cpu, G, 8)], one, Overcommit(vcpus=4.0))[0].hosts == 4
+
+
+def test_hosts_needed_on_a_mix_of_host_types() -> None:
+    half = Resources(vcpus=4, memory_mib=8192)
+    double = Resources(vcpus=16, memory_mib=32768)
+    plan, types = hosts_needed([(half, G, 6)], [HostType("small", HOST), HostType("big", double, available=1)],
+                               Overcommit())
+    used = {types[h] for h in set(plan.packing.host.tolist())}
+    assert plan.hosts == 2 and used == {"big", "small"}  # the big one takes 4, a small one 2
+    with pytest.raises(ProblemError, match="no host left"):
+        hosts_needed([(half, G, 6)], [HostType("small", HOST, available=2)], Overcommit())
 
 
 def test_hosts_needed_names_the_dimension_a_vm_cannot_get() -> None:
     with pytest.raises(ProblemError, match="memory_mib"):
-        hosts_needed([(Resources(vcpus=1, memory_mib=99999), G, 1)], HOST, Overcommit())
+        hosts_needed([(Resources(vcpus=1, memory_mib=99999), G, 1)], [HostType("h", HOST)], Overcommit())
 
 
 def test_consolidation_frees_hosts_with_every_step_safe() -> None:

@@ -29,7 +29,7 @@ def test_vbp_expands_demand_counts_in_file_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text,why", [
-    ("", "empty"), ("2\n10 8\n2\n5 4 1\n", "need"), ("1\n10\n1\n11 1\n", "bigger than a host"),
+    ("", "empty"), ("2\n10 8\n2\n5 4 1\n", "need"), ("1\n10\n1\n11 1\n", "fits on no host"),
     ("1\n0\n0\n", "positive"), ("2\n10 x\n", "not a .vbp"),
 ], ids=["empty", "short", "item-too-big", "zero-capacity", "not-numbers"])
 def test_bad_vbp_files_say_why(tmp_path: Path, text: str, why: str) -> None:
@@ -123,3 +123,24 @@ def test_online_mode_is_the_schedulers_own_choice() -> None:
     sched = [d.node for d in decisions if isinstance(d, Decision)]
     groups = {tuple(int(i) for i in np.flatnonzero(got.host == h)) for h in range(got.hosts)}
     assert groups == {tuple(i for i, n in enumerate(sched) if n == h) for h in set(sched)}
+
+
+def test_heterogeneous_hosts_open_where_the_items_fit_and_search_keeps_each_capacity() -> None:
+    rng = np.random.default_rng(5)
+    big, small = [100, 100], [50, 50]
+    hosts = np.array([big] * 4 + [small] * 8)
+    # Perfectly packable onto 2 big + 4 small hosts: each host's capacity cut in 3.
+    items = []
+    for cap in [big, big, small, small, small, small]:
+        cuts = np.sort(rng.integers(1, cap[0], (2, 2)), axis=0)
+        items += np.diff(np.vstack([[0, 0], cuts, cap]), axis=0).tolist()
+    p = Problem.heterogeneous("mixed", hosts, np.array(items)[rng.permutation(len(items))])
+    assert lower_bound(p) >= 3  # 450 units per dimension need at least 3 of the largest
+    plan = solve(p, time_limit=2)
+    check(p, plan.packing)
+    assert plan.lower_bound <= plan.hosts <= 7
+    with pytest.raises(ProblemError, match="fits on no host"):
+        Problem.heterogeneous("x", np.array([[10, 10]]), np.array([[11, 1]]))
+    # Too few hosts for everything: the heuristics say so rather than invent a host.
+    with pytest.raises(ProblemError, match="no host left"):
+        solve(Problem.heterogeneous("few", np.array([[10, 10]]), np.array([[6, 6], [6, 6]])), time_limit=1)

@@ -283,8 +283,23 @@ def plan_hosts(m: cap_pb.PlanHostsRequest) -> Violations:
         total += max(v.count, 0)
     if total > 20000:
         out.append(("vms", f"at most 20000 VMs in all, got {total}"))
-    if not m.HasField("host"):
-        out.append(("host", "is required"))
+    if m.host_types:
+        if m.HasField("host"):
+            out.append(("host", "give host or host_types, not both"))
+        if len(m.host_types) > 16:
+            out.append(("host_types", f"at most 16 types, got {len(m.host_types)}"))
+        seen = set()
+        for i, t in enumerate(m.host_types[:16]):
+            name(t.name, f"host_types[{i}].name", out)
+            if t.name in seen:
+                out.append((f"host_types[{i}].name", f"{t.name!r} given twice"))
+            seen.add(t.name)
+            host_capacity(t.capacity, f"host_types[{i}].capacity", out)
+            if not 0 <= t.available <= 20000:
+                out.append((f"host_types[{i}].available", f"must be between 0 (as many as needed) and 20000, "
+                                                          f"got {t.available}"))
+    elif not m.HasField("host"):
+        out.append(("host", "is required (or host_types)"))
     else:
         host_capacity(m.host, "host", out)
     if not math.isfinite(m.time_limit_s) or not 0 <= m.time_limit_s <= 120:

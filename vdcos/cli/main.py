@@ -559,8 +559,27 @@ def _wait_rebalance(c: Client, args: argparse.Namespace, rb: cap_pb.Rebalance) -
     return rb
 
 
+def parse_host_types(values: list[str]) -> list[cap_pb.HostType]:
+    out = []
+    for i, v in enumerate(values):
+        try:
+            name, rest = v.split("=", 1)
+            parts = [int(x) for x in rest.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            out.append(cap_pb.HostType(name=name, capacity=pb.Resources(vcpus=parts[0], memory_mib=parts[1]),
+                                       available=parts[2] if len(parts) == 3 else 0))
+        except ValueError:
+            raise UsageError(f"--host-type[{i}]: expected NAME=VCPUS:MEMORY_MIB[:COUNT] (e.g. big=64:262144:4), "
+                             f"got {v!r}") from None
+    return out
+
+
 def cmd_capacity(args: argparse.Namespace) -> int:
     shapes = parse_vm_shapes(args.vm) if args.capacity_command == "hosts" else []
+    types = parse_host_types(args.host_type) if args.capacity_command == "hosts" else []
+    if args.capacity_command == "hosts" and not types and not (args.host_vcpus and args.host_memory_mib):
+        raise UsageError("--host-vcpus and --host-memory-mib: give one host's size (or --host-type)")
     with Client(server_addr(args)) as c:
         if args.capacity_command == "headroom":
             h = c.capacity.GetHeadroom(cap_pb.GetHeadroomRequest(
@@ -571,12 +590,15 @@ def cmd_capacity(args: argparse.Namespace) -> int:
                  ", ".join(f"{d} on {n} nodes" for d, n in sorted(x.limited_by.items(), key=lambda kv: -kv[1]))]
                 for x in h.headroom]))
         elif args.capacity_command == "hosts":
-            host = pb.Resources(vcpus=args.host_vcpus, memory_mib=args.host_memory_mib, disk_gib=args.host_disk_gib,
-                                network_mbps=args.host_network_mbps, disk_iops=args.host_disk_iops)
-            r = c.capacity.PlanHosts(cap_pb.PlanHostsRequest(vms=shapes, host=host,
-                                                             time_limit_s=args.time_limit),
-                                     timeout=max(args.timeout, args.time_limit + 30))
-            emit(args, r, lambda: f"{r.hosts} hosts ({'optimal' if r.optimal else f'no fewer than {r.lower_bound}'}; "
+            req = cap_pb.PlanHostsRequest(vms=shapes, time_limit_s=args.time_limit, host_types=types)
+            if not types:
+                req.host.CopyFrom(pb.Resources(vcpus=args.host_vcpus, memory_mib=args.host_memory_mib,
+                                               disk_gib=args.host_disk_gib, network_mbps=args.host_network_mbps,
+                                               disk_iops=args.host_disk_iops))
+            r = c.capacity.PlanHosts(req, timeout=max(args.timeout, args.time_limit + 30))
+            mix = ", ".join(f"{n} {k}" for n, k in sorted(r.hosts_by_type.items())) if types else ""
+            emit(args, r, lambda: f"{r.hosts} hosts{f' ({mix})' if mix else ''} "
+                                  f"({'optimal' if r.optimal else f'no fewer than {r.lower_bound}'}; "
                                   f"{r.method}, {r.seconds:.1f} s)")
         elif args.capacity_command == "lose":
             r = c.capacity.SimulateNodeLoss(cap_pb.SimulateNodeLossRequest(node=args.node), timeout=args.timeout)
@@ -816,8 +838,11 @@ def parser() -> argparse.ArgumentParser:
     hr.add_argument("--one-per-node", action="store_true", help="as a hard anti-affinity group")
     hh = capsub.add_parser("hosts", help="how many hosts of a type a list of VMs needs")
     hh.add_argument("--vm", action="append", default=[], metavar="COUNTxVCPUS:MEMORY_MIB[:POLICY]")
-    hh.add_argument("--host-vcpus", type=int, required=True)
-    hh.add_argument("--host-memory-mib", type=int, required=True)
+    hh.add_argument("--host-type", action="append", default=[], metavar="NAME=VCPUS:MEMORY_MIB[:COUNT]",
+                    help="heterogeneous hosts, instead of --host-*: the types on offer (COUNT 0 or none: as many "
+                         "as needed)")
+    hh.add_argument("--host-vcpus", type=int, default=0)
+    hh.add_argument("--host-memory-mib", type=int, default=0)
     hh.add_argument("--host-disk-gib", type=int, default=0)
     hh.add_argument("--host-network-mbps", type=int, default=0)
     hh.add_argument("--host-disk-iops", type=int, default=0)

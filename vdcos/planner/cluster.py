@@ -119,27 +119,51 @@ def imbalance(snap: ClusterSnapshot) -> float:
 
 
 # --- how many hosts ------------------------------------------------------------------------
-def hosts_needed(vms: list[tuple[Resources, QosClass, int]], host: Resources, overcommit: Overcommit,
-                 time_limit: float = 5.0) -> Plan:
-    """Fewest hosts of capacity `host` for these VMs (shape, class, count), with a proven
-    lower bound. Each VM is a vector over both pools: its guaranteed reservation against the
-    physical capacity and its commitment against the overcommitted one. A best-effort VM is
-    planned like a burstable one: a plan that leaves it no room anywhere is no plan."""
-    cap = demand_vector(host)
-    acap = allocatable(cap[:, None], overcommit)[:, 0]
+@dataclass(frozen=True, slots=True)
+class HostType:
+    name: str
+    capacity: Resources
+    available: int = 0   # 0 = as many as needed
+
+
+def hosts_needed(vms: list[tuple[Resources, QosClass, int]], types: list[HostType], overcommit: Overcommit,
+                 time_limit: float = 5.0) -> tuple[Plan, list[str]]:
+    """Fewest hosts for these VMs (shape, class, count), with a proven lower bound, and the type
+    of each host index in the packing. Each VM is a vector over both pools: its guaranteed
+    reservation against the physical capacity and its commitment against the overcommitted
+    one. A best-effort VM is planned like a burstable one: a plan that leaves it no room
+    anywhere is no plan. One unlimited type is the classic identical-hosts problem (where the
+    MIP can prove optimality); several types, or a limited count, are heterogeneous hosts,
+    the biggest opened first."""
     rows = []
     for shape, cls, count in vms:
         v = demand_vector(shape)
         g = v if cls is QosClass.GUARANTEED else np.zeros_like(v)
         rows += [np.concatenate((g, v))] * count
     items = np.asarray(rows, dtype=np.int64).reshape(len(rows), 2 * len(DIMENSIONS))
-    capacity = np.concatenate((cap, acap)).astype(np.int64)
+    caps = []
+    for t in types:
+        cap = demand_vector(t.capacity)
+        caps.append(np.concatenate((cap, allocatable(cap[:, None], overcommit)[:, 0])).astype(np.int64))
+    largest = np.max(caps, axis=0)
     names = [f"{d} ({pool})" for pool in ("physical", "overcommitted") for d in DIMENSIONS]
-    for j in np.flatnonzero((items > capacity).any(axis=0)):
-        worst = int(items[:, j].max())
-        raise ProblemError(f"a VM needs {worst} of {names[j]}, a host has {int(capacity[j])}")
-    keep = capacity > 0
-    return solve(Problem("hosts-needed", capacity[keep], items[:, keep]), time_limit)
+    for j in np.flatnonzero((items > largest).any(axis=0)):
+        raise ProblemError(f"a VM needs {int(items[:, j].max())} of {names[j]}, the largest host has "
+                           f"{int(largest[j])}")
+    keep = largest > 0
+    if len(types) == 1 and not types[0].available:
+        return solve(Problem("hosts-needed", largest[keep], items[:, keep]), time_limit), [types[0].name] * len(rows)
+    scale = np.where(largest > 0, largest, 1)
+    needed = items.sum(axis=0) > 0  # a host's size counts in the dimensions these VMs use
+    order = sorted(range(len(types)), key=lambda i: -float((caps[i] / scale)[needed].sum()))
+    host_rows: list[np.ndarray] = []
+    host_types: list[str] = []
+    for i in order:
+        count = types[i].available or len(rows)
+        host_rows += [caps[i][keep]] * count
+        host_types += [types[i].name] * count
+    problem = Problem.heterogeneous("hosts-needed", np.asarray(host_rows, dtype=np.int64), items[:, keep])
+    return solve(problem, time_limit), host_types
 
 
 # --- plans ---------------------------------------------------------------------------------

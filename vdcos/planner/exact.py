@@ -39,10 +39,17 @@ class Plan:
 
 
 def lower_bound(problem: Problem) -> int:
-    """max(per-dimension volume bound, a clique of items no two of which share a host)."""
+    """max(per-dimension volume bound, a clique of items no two of which share a host). With
+    heterogeneous hosts two items conflict when they exceed the largest capacity together."""
     if problem.n == 0:
         return 0
-    volume = int(max(math.ceil(problem.items[:, t].sum() / problem.capacity[t]) for t in range(problem.d)))
+    if problem.hosts is None:
+        volume = int(max(math.ceil(problem.items[:, t].sum() / problem.capacity[t]) for t in range(problem.d)))
+    else:
+        # Heterogeneous: the fewest of the largest hosts whose capacity adds up to the demand.
+        need = problem.items.sum(axis=0)
+        most = np.cumsum(-np.sort(-problem.hosts, axis=0), axis=0)  # (m, d): k largest, per dimension
+        volume = int(max(np.searchsorted(most[:, t], need[t]) + 1 for t in range(problem.d)))
     order = np.argsort(-problem.relative().max(axis=1), kind="stable")
     clique = 0
     with_all = np.ones(problem.n, dtype=bool)  # items that conflict with every member so far
@@ -170,7 +177,8 @@ def solve(problem: Problem, time_limit: float = 10.0, seed: int = 0) -> Plan:
         if p.hosts < best.hosts:
             best, method = p, m
     # Local search gets most of the rest; the MIP is only worth its share where it is small.
-    small = _mip_vars(problem, best.hosts) <= MAX_MIP_VARS
+    # The MIP's symmetry breaking holds for identical hosts only.
+    small = problem.hosts is None and _mip_vars(problem, best.hosts) <= MAX_MIP_VARS
     until = t0 + time_limit * (0.6 if small else 1.0)
     tries = 0
     while best.hosts > lb and time.monotonic() < until:

@@ -7,11 +7,12 @@ engine starts from. Loops run over items (or bins); each step is a vector op ove
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
 
-from vdcos.planner.problem import Packing, Problem
+from vdcos.planner.problem import Packing, Problem, ProblemError
 from vdcos.scheduler.core.schedule import alignment, normalize, utilization_after
 from vdcos.scheduler.core.snapshot import derive
 
@@ -50,10 +51,33 @@ def _tightest(free: F64, w: F64) -> F64:
 BIN_SCORES: dict[str, BinScore] = {"first": _first, "dot": _dot, "l2": _l2, "tightest": _tightest}
 
 
+def _opener(problem: Problem) -> Callable[[F64, NDArray[np.bool_]], int]:
+    """Which host to open for an item (relative size w) that fits no open one: the next in
+    order for identical hosts; with heterogeneous hosts, the first unopened one it fits."""
+    if problem.hosts is None:
+        return lambda w, opened: int(np.argmin(opened)) if not opened.all() else -1
+    rel_caps = problem.caps() / problem.capacity
+
+    def first_fitting(w: F64, opened: NDArray[np.bool_]) -> int:
+        cand = np.flatnonzero(~opened & (rel_caps >= w - 1e-9).all(axis=1))
+        return int(cand[0]) if cand.size else -1
+    return first_fitting
+
+
+def _no_host(problem: Problem, i: int) -> ProblemError:
+    return ProblemError(f"{problem.name}: item {i} ({problem.items[i].tolist()}) fits on no host left "
+                        f"({problem.max_hosts} hosts)")
+
+
 def item_centric(problem: Problem, order: NDArray[np.int64], score: BinScore) -> Packing:
     """Items in `order`, each to the best-scoring open host it fits (a new one if none)."""
     rel = problem.relative()
-    free = np.ones((problem.n, problem.d))  # at most n hosts; the first k are open
+    m = problem.max_hosts
+    caps = problem.caps() / problem.capacity
+    free = np.empty((m, problem.d))      # rows 0..k-1: the open hosts, in the order opened
+    ids = np.empty(m, dtype=np.int64)    # which host each row is
+    opened = np.zeros(m, dtype=bool)
+    open_new = _opener(problem)
     host = np.empty(problem.n, dtype=np.int64)
     eps = 1e-9
     k = 0
@@ -61,24 +85,32 @@ def item_centric(problem: Problem, order: NDArray[np.int64], score: BinScore) ->
         w = rel[i]
         fits = np.flatnonzero((free[:k] >= w - eps).all(axis=1)) if k else np.empty(0, dtype=np.int64)
         if fits.size:
-            b = int(fits[np.argmax(score(free[fits], w))])
+            r = int(fits[np.argmax(score(free[fits], w))])
         else:
-            b = k
+            h = open_new(w, opened)
+            if h < 0:
+                raise _no_host(problem, int(i))
+            opened[h] = True
+            free[k], ids[k] = caps[h], h
+            r = k
             k += 1
-        free[b] -= w
-        host[i] = b
+        free[r] -= w
+        host[i] = ids[r]
     return Packing(host)
 
 
 def bin_centric(problem: Problem, size: F64) -> Packing:
-    """One host at a time: fill it with the largest remaining item that fits, weighted towards
-    what the host still has most of (dot product with its free space), until nothing fits."""
+    """One host at a time (in order): fill it with the largest remaining item that fits,
+    weighted towards what the host still has most of (dot product with its free space), until
+    nothing fits."""
     rel = problem.relative()
+    caps = problem.caps() / problem.capacity
     left = np.ones(problem.n, dtype=bool)
     host = np.empty(problem.n, dtype=np.int64)
-    b = 0
-    while left.any():
-        free = np.ones(problem.d)
+    for b in range(problem.max_hosts):
+        if not left.any():
+            break
+        free = caps[b].copy()
         while True:
             cand = np.flatnonzero(left & (rel <= free + 1e-9).all(axis=1))
             if cand.size == 0:
@@ -87,7 +119,8 @@ def bin_centric(problem: Problem, size: F64) -> Packing:
             free -= rel[i]
             left[i] = False
             host[i] = b
-        b += 1
+    if left.any():
+        raise _no_host(problem, int(np.flatnonzero(left)[0]))
     return Packing(host)
 
 
@@ -95,6 +128,8 @@ def online(problem: Problem) -> Packing:
     """The online scheduler's own pack policy, as it places VMs one at a time and never moves
     them: the same fit and the same scorers (most allocated + 0.5 x alignment, each min-max
     normalized over the hosts it fits), hosts taken in order, an empty one only when needed."""
+    if problem.hosts is not None:
+        raise ProblemError(f"{problem.name}: online mode replays the scheduler on identical hosts")
     cap = problem.capacity.astype(np.float64)
     used = np.zeros((problem.d, problem.n))
     host = np.empty(problem.n, dtype=np.int64)
@@ -119,13 +154,30 @@ def first_fit(problem: Problem) -> Packing:
     return item_centric(problem, np.arange(problem.n), _first)
 
 
+def _best(problem: Problem, runs: list[tuple[Callable[[], Packing], str]]) -> tuple[Packing, str]:
+    """The packing with fewest hosts; with a limited set of heterogeneous hosts some orders run
+    out of hosts that others manage with: those are skipped, unless all do."""
+    done: list[tuple[Packing, str]] = []
+    error: ProblemError | None = None
+    for run, name in runs:
+        try:
+            done.append((run(), name))
+        except ProblemError as e:
+            error = error or e
+    if not done:
+        assert error is not None
+        raise error
+    return min(done, key=lambda r: r[0].hosts)
+
+
 def portfolio(problem: Problem) -> tuple[Packing, str]:
     """The best of the deterministic heuristics, and its name."""
     rel = problem.relative()
-    runs = [(item_centric(problem, np.argsort(-size(rel), kind="stable"), score), f"ffd-{oname}-{sname}")
-            for oname, size in SIZES.items() for sname, score in BIN_SCORES.items()]
-    runs += [(bin_centric(problem, size(rel)), f"bin-centric-{name}") for name, size in SIZES.items()]
-    return min(runs, key=lambda r: r[0].hosts)
+    runs: list[tuple[Callable[[], Packing], str]] = [
+        (partial(item_centric, problem, np.argsort(-size(rel), kind="stable"), score), f"ffd-{oname}-{sname}")
+        for oname, size in SIZES.items() for sname, score in BIN_SCORES.items()]
+    runs += [(partial(bin_centric, problem, size(rel)), f"bin-centric-{name}") for name, size in SIZES.items()]
+    return _best(problem, runs)
 
 
 def portfolio_round(problem: Problem, seed: int) -> tuple[Packing, str]:
@@ -135,6 +187,7 @@ def portfolio_round(problem: Problem, seed: int) -> tuple[Packing, str]:
     rel = problem.relative()
     size = (rel * rng.dirichlet(np.ones(problem.d))).sum(axis=1) * rng.uniform(0.9, 1.1, problem.n)
     order = np.argsort(-size, kind="stable")
-    runs = [(item_centric(problem, order, BIN_SCORES[s]), f"ffd-random-{s}") for s in ("dot", "l2")]
-    runs.append((bin_centric(problem, size), "bin-centric-random"))
-    return min(runs, key=lambda r: r[0].hosts)
+    runs: list[tuple[Callable[[], Packing], str]] = [
+        (partial(item_centric, problem, order, BIN_SCORES[s]), f"ffd-random-{s}") for s in ("dot", "l2")]
+    runs.append((partial(bin_centric, problem, size), "bin-centric-random"))
+    return _best(problem, runs)

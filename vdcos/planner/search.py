@@ -48,19 +48,23 @@ def fewer_hosts(problem: Problem, packing: Packing, deadline: float, seed: int =
     if k <= 1:
         return None
     rng = np.random.default_rng(seed)
-    items, cap = problem.items, problem.capacity
+    items = problem.items
     w = problem.relative().sum(axis=1)
+    # Hosts by their index among the ones used (heterogeneous hosts keep their own capacity).
+    ids, host = np.unique(packing.host, return_inverse=True)
+    host = host.astype(np.int64)
     # The host to free: one of the lightest three, by seed.
-    weight = np.bincount(packing.host, weights=w, minlength=k)
+    weight = np.bincount(host, weights=w, minlength=k)
     victim = int(np.argsort(weight, kind="stable")[min(seed % 3, k - 1)])
-    host = packing.host.copy()
     host[host == victim] = -1
     host[host > victim] -= 1
+    ids = np.delete(ids, victim)
+    cap = problem.caps()[ids]  # (k - 1, d)
     k -= 1
     loads = np.zeros((k, problem.d), dtype=np.int64)
     placed = host >= 0
     np.add.at(loads, host[placed], items[placed])
-    fill = (loads / cap).sum(axis=1)
+    fill = (loads / problem.capacity).sum(axis=1)
 
     no_evict_until = np.zeros(problem.n, dtype=np.int64)   # just placed: stays a while
     banned_host = np.full(problem.n, -1, dtype=np.int64)   # just evicted: not back there yet
@@ -88,7 +92,7 @@ def fewer_hosts(problem: Problem, packing: Packing, deadline: float, seed: int =
                 put(int(i), int(np.flatnonzero(fits)[np.argmax(fill[fits])]))
         pool = np.flatnonzero(host < 0)
         if pool.size == 0:
-            out = Packing(host.copy())
+            out = Packing(host.copy() if problem.hosts is None else ids[host])
             check(problem, out)
             return out
         pool_w = float(w[pool].sum())
@@ -109,7 +113,7 @@ def fewer_hosts(problem: Problem, packing: Packing, deadline: float, seed: int =
         for i in pool:
             # One VM out of its host for i.
             hj = host[assigned]
-            ok = ((loads[hj] - items[assigned] + items[i]) <= cap).all(axis=1) & evictable[assigned]
+            ok = ((loads[hj] - items[assigned] + items[i]) <= cap[hj]).all(axis=1) & evictable[assigned]
             ok &= (banned_until[i] <= it) | (hj != banned_host[i])
             if ok.any():
                 gains = w[i] - w[assigned[ok]]
@@ -121,7 +125,7 @@ def fewer_hosts(problem: Problem, packing: Packing, deadline: float, seed: int =
             # Two VMs of one host out for i.
             if pa.size:
                 hp = host[pa]
-                ok2 = ((loads[hp] - items[pa] - items[pb] + items[i]) <= cap).all(axis=1)
+                ok2 = ((loads[hp] - items[pa] - items[pb] + items[i]) <= cap[hp]).all(axis=1)
                 ok2 &= evictable[pa] & evictable[pb] & ((banned_until[i] <= it) | (hp != banned_host[i]))
                 if ok2.any():
                     gains = w[i] - w[pa[ok2]] - w[pb[ok2]]

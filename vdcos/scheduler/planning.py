@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from vdcos.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdcos.model import QosClass, QosPolicy, Rebalance, RebalanceGoal, Resources, VmSpec
-from vdcos.planner.cluster import Headroom, Unit, headroom, hosts_needed, imbalance, stranded
+from vdcos.planner.cluster import Headroom, HostType, Unit, headroom, hosts_needed, imbalance, stranded
 from vdcos.planner.exact import Plan
 from vdcos.planner.problem import ProblemError
 from vdcos.scheduler.cache import ClusterCache, NodeView
@@ -60,14 +60,15 @@ class Planning:
             return [headroom(snap, qos.request(VmSpec("what-if", shape), p), p.qos_class, selector, one_per_node)]
         return [headroom(snap, shape, c, selector, one_per_node) for c in QosClass]
 
-    def plan_hosts(self, vms: list[tuple[Resources, str, int]], host: Resources, time_limit: float) -> Plan:
+    def plan_hosts(self, vms: list[tuple[Resources, str, int]], types: list[HostType],
+                   time_limit: float) -> tuple[Plan, list[str]]:
         shaped = []
         for shape, policy, count in vms:
             p = self._policy(policy or "default") if policy else None
             cls = p.qos_class if p else QosClass.BURSTABLE
             shaped.append((qos.request(VmSpec("what-if", shape), p) if p else shape, cls, count))
         try:
-            return hosts_needed(shaped, host, self.cache.config.overcommit, time_limit)
+            return hosts_needed(shaped, types, self.cache.config.overcommit, time_limit)
         except ProblemError as e:
             raise FailedPrecondition(str(e)) from e
 

@@ -13,6 +13,7 @@ from vdcos.api import convert, validate
 from vdcos.api.status import rpc, stream_rpc
 from vdcos.errors import NotFound, Unavailable
 from vdcos.model import Migration, Resources, decode, pairs
+from vdcos.planner.cluster import HostType
 from vdcos.scheduler.core import Rejection
 from vdcos.scheduler.operations import Operations
 from vdcos.state import keys
@@ -251,11 +252,17 @@ class CapacityServicer(cap_grpc.CapacityServiceServicer):
     async def PlanHosts(self, request: cap_pb.PlanHostsRequest, context: Ctx) -> cap_pb.PlanHostsResponse:
         validate.check(validate.plan_hosts(request))
         vms = [(convert.resources_from_pb(v.resources), v.qos_policy, v.count) for v in request.vms]
-        plan = await blocking(self.ops.planning.plan_hosts, vms, convert.resources_from_pb(request.host),
-                              request.time_limit_s or 5.0)
+        types = [HostType(t.name, convert.resources_from_pb(t.capacity), t.available) for t in request.host_types] \
+            or [HostType("host", convert.resources_from_pb(request.host))]
+        plan, type_of = await blocking(self.ops.planning.plan_hosts, vms, types, request.time_limit_s or 5.0)
+        used = sorted(set(plan.packing.host.tolist()))
+        by_type: dict[str, int] = {}
+        for h in used:
+            by_type[type_of[h]] = by_type.get(type_of[h], 0) + 1
         return cap_pb.PlanHostsResponse(hosts=plan.hosts, lower_bound=plan.lower_bound, optimal=plan.optimal,
                                         method=plan.method, host_of_vm=plan.packing.host.tolist(),
-                                        seconds=plan.seconds)
+                                        seconds=plan.seconds, hosts_by_type=by_type,
+                                        type_of_host={h: type_of[h] for h in used})
 
     @rpc
     async def SimulateNodeLoss(self, request: cap_pb.SimulateNodeLossRequest,
