@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vdcos.errors import FailedPrecondition, InvalidArgument, NotFound
-from vdcos.model import QosClass, QosPolicy, Rebalance, RebalanceGoal, Resources, VmSpec
+from vdcos.model import DEFAULT_POLICY, QosClass, QosPolicy, Rebalance, RebalanceGoal, Resources, VmSpec
 from vdcos.planner.cluster import Headroom, HostType, Unit, headroom, hosts_needed, imbalance, stranded
 from vdcos.planner.exact import Plan
 from vdcos.planner.problem import ProblemError
@@ -64,9 +64,8 @@ class Planning:
                    time_limit: float) -> tuple[Plan, list[str]]:
         shaped = []
         for shape, policy, count in vms:
-            p = self._policy(policy or "default") if policy else None
-            cls = p.qos_class if p else QosClass.BURSTABLE
-            shaped.append((qos.request(VmSpec("what-if", shape), p) if p else shape, cls, count))
+            p = self._policy(policy or DEFAULT_POLICY.name)
+            shaped.append((qos.request(VmSpec("what-if", shape), p), p.qos_class, count))
         try:
             return hosts_needed(shaped, types, self.cache.config.overcommit, time_limit)
         except ProblemError as e:
@@ -79,17 +78,13 @@ class Planning:
 
     def report(self, shapes: list[tuple[str, Resources]] | None = None) -> CapacityReport:
         snap = self.cache.snapshot()
-        cluster = Cluster(self.store, self.cache)
-        counts: dict[str, int] = {}
-        for u in cluster.units:
-            counts[u.node] = counts.get(u.node, 0) + 1
         nodes = []
         for i, name in sorted(enumerate(snap.names), key=lambda x: x[1]):
             view = self.cache.node(name)
             if view is None:
                 continue
-            nodes.append(NodeReport(view, bool(snap.schedulable[i]), Resources.of(snap.allocatable[:, i]),
-                                    counts.get(name, 0)))
+            vms = sum(1 for e in view.allocation.entries if not e.is_storage)
+            nodes.append(NodeReport(view, bool(snap.schedulable[i]), Resources.of(snap.allocatable[:, i]), vms))
         rows = []
         for label, shape in shapes or STANDARD_SHAPES:
             rows.append((label, shape, headroom(snap, shape, QosClass.GUARANTEED).count,

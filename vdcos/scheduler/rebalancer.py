@@ -90,30 +90,15 @@ class Cluster:
         return [u for u in self.units if u.node == node]
 
 
-def evacuation(cluster: Cluster, node: str) -> RebalancePlan:
-    """Where each VM on `node` would go, decided by the scheduler's own core in the order an HA
-    restart would use (guaranteed, burstable, best-effort; big first), each seeing the ones
-    before it. Also the answer to "what if this node is lost" (see `node_loss`)."""
-    order = {QosClass.GUARANTEED: 0, QosClass.BURSTABLE: 1, QosClass.BEST_EFFORT: 2}
-    units = sorted(cluster.on(node), key=lambda u: (order[u.qos_class], -sum(u.request.as_tuple()), u.vm))
-    decided = _replace(cluster, units, node)
-    moves, unmovable = [], []
-    for u, got in zip(units, decided):
-        if isinstance(got, Rejection):
-            unmovable.append((u.vm, got.summary))
-        elif u.pinned:
-            unmovable.append((u.vm, u.pinned))
-        else:
-            moves.append(_move(u, got.node, f"evacuate {node}"))
-    return RebalancePlan("evacuate", tuple(moves), (node,) if not unmovable else (), 0, 0, 0.0, 0.0,
-                         tuple(unmovable))
-
-
-def _move(u: Unit, target: str, reason: str) -> Move:
-    return Move(u.vm, u.node, target, reason)
+def _restart_order(units: list[Unit]) -> list[Unit]:
+    """The order an HA restart would use: guaranteed, burstable, best-effort; big first."""
+    rank = {QosClass.GUARANTEED: 0, QosClass.BURSTABLE: 1, QosClass.BEST_EFFORT: 2}
+    return sorted(units, key=lambda u: (rank[u.qos_class], -sum(u.request.as_tuple()), u.vm))
 
 
 def _replace(cluster: Cluster, units: list[Unit], node: str) -> list[Decision | Rejection]:
+    """Where the scheduler's own core would put each of these VMs, off `node`, each seeing
+    the ones before it."""
     reqs = []
     for u in units:
         spec = cluster.specs.get(u.vm) or VmSpec(u.vm, u.request)
@@ -123,26 +108,40 @@ def _replace(cluster: Cluster, units: list[Unit], node: str) -> list[Decision | 
     return schedule_batch(cluster.snap, reqs)
 
 
+def evacuation(cluster: Cluster, node: str) -> RebalancePlan:
+    """Every VM off `node`: where each would go, or why it cannot."""
+    units = _restart_order(cluster.on(node))
+    movable = [u for u in units if not u.pinned]
+    moves, unmovable = [], [(u.vm, u.pinned) for u in units if u.pinned]
+    for u, got in zip(movable, _replace(cluster, movable, node)):
+        if isinstance(got, Rejection):
+            unmovable.append((u.vm, got.summary))
+        else:
+            moves.append(Move(u.vm, u.node, got.node, f"evacuate {node}"))
+    return RebalancePlan("evacuate", tuple(moves), (node,) if not unmovable else (), 0, 0, 0.0, 0.0,
+                         tuple(unmovable))
+
+
 def node_loss(cluster: Cluster, node: str) -> list[tuple[Unit, Decision | Rejection]]:
-    """Re-place a lost node's VMs. A VM with a local volume on it is lost with its disk."""
-    order = {QosClass.GUARANTEED: 0, QosClass.BURSTABLE: 1, QosClass.BEST_EFFORT: 2}
-    units = sorted(cluster.on(node), key=lambda u: (order[u.qos_class], -sum(u.request.as_tuple()), u.vm))
-    with_disk = [u for u in units if u.volumes_gib]
+    """Re-place a lost node's VMs (an HA restart elsewhere). A VM with a local volume on it is
+    lost with its disk."""
+    units = _restart_order(cluster.on(node))
     rest = [u for u in units if not u.volumes_gib]
     out: list[tuple[Unit, Decision | Rejection]] = list(zip(rest, _replace(cluster, rest, node)))
-    for u in with_disk:
-        why = f"its local volumes ({u.volumes_gib} GiB) live on {node}: lost with it"
-        out.append((u, Rejection(u.vm, cluster.snap.size, 0, (), (), False, why)))
+    for u in units:
+        if u.volumes_gib:
+            why = f"its local volumes ({u.volumes_gib} GiB) live on {node}: lost with it"
+            out.append((u, Rejection(u.vm, cluster.snap.size, 0, (), (), False, why)))
     return out
 
 
-def to_record(plan: RebalancePlan, goal: RebalanceGoal, rid: str = "", state: RebalanceState = RebalanceState.PLANNED,
-              node: str = "", automatic: bool = False) -> Rebalance:
+def to_record(plan: RebalancePlan, goal: RebalanceGoal, node: str = "") -> Rebalance:
+    """A plan as the record the API returns (and, once it runs, keeps in etcd)."""
     steps = tuple(RebalanceStep(m.vm, m.source, m.target, m.reason) for m in plan.moves)
     now = time.time()
-    return Rebalance(rid, goal, state, steps, plan.hosts_freed, plan.hosts_in_use_before, plan.hosts_in_use_after,
-                     round(plan.imbalance_before, 4), round(plan.imbalance_after, 4), tuple(plan.unmovable),
-                     plan.note, node, automatic, now, now)
+    return Rebalance("", goal, RebalanceState.PLANNED, steps, plan.hosts_freed, plan.hosts_in_use_before,
+                     plan.hosts_in_use_after, round(plan.imbalance_before, 4), round(plan.imbalance_after, 4),
+                     tuple(plan.unmovable), plan.note, node, False, now, now)
 
 
 def _stuck(rb: Rebalance) -> str:
@@ -214,6 +213,8 @@ class Rebalancer:
         for i, step in enumerate(steps):
             if self._stop.is_set():
                 failed = failed or "scheduler stopped"
+                steps[i] = replace(step, state="skipped", message=failed)
+                continue
             if failed and rb.goal is not RebalanceGoal.EVACUATE:
                 # Later moves of a consolidation or balance assumed this one: stop here.
                 steps[i] = replace(step, state="skipped", message="an earlier step failed")
