@@ -12,10 +12,12 @@ import grpc
 
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error
-from vdcos.cli.main import load_policies, migrate, node_rows, vm_rows
+from vdcos.cli.main import _enum_name, load_policies, migrate, node_rows, vm_rows
+from vdcos.cli.report import draw
 from vdcos.images import counters
 from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.host.network import HostNetwork
+from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
@@ -176,8 +178,17 @@ def run_demo(args: argparse.Namespace) -> int:
             except grpc.RpcError as e:
                 print(f"$ vdcos vm create {bad.name} ...")
                 print(describe_error(e))
+        print("\n== capacity: how many more VMs of 2 vCPU / 4 GiB fit now, and the report as a picture")
+        head = c.capacity.GetHeadroom(cap_pb.GetHeadroomRequest(shape=pb.Resources(vcpus=2, memory_mib=4096)),
+                                      timeout=10).headroom
+        print("  " + "; ".join(f"{_enum_name(pb.QosClass, h.qos_class, 'QOS_CLASS_')}: "
+                               f"{'unbounded' if h.unbounded else h.count}" for h in head))
+        picture = home / "capacity-report.png"
+        draw(c.capacity.GetCapacityReport(cap_pb.GetCapacityReportRequest(), timeout=30), picture)
+        print(f"  utilization per host and dimension, stranded capacity, headroom by shape: {picture}")
     home_flag = "" if not args.home_set else f" --home {home}"
     print(f"\nThe datacenter keeps running. Try: vdcos{home_flag} vm list | vdcos{home_flag} nodes | "
-          f"vdcos{home_flag} vm migrate web-1 | vdcos{home_flag} migration list")
+          f"vdcos{home_flag} vm migrate web-1 | vdcos{home_flag} migration list | "
+          f"vdcos{home_flag} rebalance plan consolidate | vdcos{home_flag} node drain host-1 --dry-run")
     print(f"Stop it with: .venv/bin/vdcos{home_flag} down")
     return 0
