@@ -10,6 +10,7 @@ import pytest
 
 from vdcos.model import NodeSpec, Overcommit, QosClass, QosPolicy, Resources, SchedulerConfig, VmSpec
 from vdcos.planner import Packing, Problem, ProblemError, check, first_fit, load_vbp, lower_bound, online, solve
+from vdcos.planner.colgen import solve_cover
 from vdcos.planner.exact import mip
 from vdcos.planner.heuristics import portfolio
 from vdcos.planner.search import fewer_hosts
@@ -144,3 +145,22 @@ def test_heterogeneous_hosts_open_where_the_items_fit_and_search_keeps_each_capa
     # Too few hosts for everything: the heuristics say so rather than invent a host.
     with pytest.raises(ProblemError, match="no host left"):
         solve(Problem.heterogeneous("few", np.array([[10, 10]]), np.array([[6, 6], [6, 6]])), time_limit=1)
+
+
+def test_column_generation_proves_what_volume_cannot() -> None:
+    # 40% of a host each way: two per host, never three. Volume says 4 hosts, the set-cover LP 5.
+    p = problem([100, 100], [[40, 40]] * 10)
+    assert lower_bound(p) == 4
+    plan = solve(p, time_limit=2)
+    assert plan.hosts == plan.lower_bound == 5 and plan.optimal
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_column_generation_bound_never_exceeds_a_packing(seed: int) -> None:
+    p = perfectly_packable(8, 2, 3, seed)  # 8 hosts' worth, two VMs each: the optimum is 8
+    start, _ = portfolio(p)
+    cover, bound = solve_cover(p, start, time.monotonic() + 5)
+    assert bound <= 8
+    if cover is not None:
+        check(p, cover)
+        assert cover.hosts < start.hosts

@@ -15,11 +15,13 @@ import highspy
 import numpy as np
 from numpy.typing import NDArray
 
-from vdcos.planner import heuristics, search
+from vdcos.planner import colgen, heuristics, search
 from vdcos.planner.problem import Packing, Problem, check
 
 # Above this many binaries the MIP is not worth building: its LP alone takes the time limit.
 MAX_MIP_VARS = 40_000
+# Column generation only where hosts hold few VMs: with many small ones its patterns are too many.
+_CG_VMS_PER_HOST = 4
 
 
 @dataclass(frozen=True)
@@ -164,8 +166,9 @@ def mip(problem: Problem, start: Packing, lb: int, time_limit: float) -> tuple[P
 
 
 def solve(problem: Problem, time_limit: float = 10.0, seed: int = 0) -> Plan:
-    """The planner's offline engine: heuristics, then local search freeing one host at a time,
-    then the MIP (to find fewer hosts still or prove the bound) with what time is left."""
+    """The planner's offline engine: heuristics; column generation where hosts hold few VMs; local
+    search freeing one host at a time; then the MIP (to find fewer hosts still or prove the
+    bound) with what time is left."""
     t0 = time.monotonic()
     lb = lower_bound(problem)
     best, method = heuristics.portfolio(problem)
