@@ -179,6 +179,13 @@ def solve(problem: Problem, time_limit: float = 10.0, seed: int = 0) -> Plan:
         rounds += 1
         if p.hosts < best.hosts:
             best, method = p, m
+    # Few VMs per host (big VMs): column generation's set-cover LP bounds far better than volume,
+    # and a cover of its patterns is often optimal. Identical hosts only.
+    if problem.hosts is None and best.hosts > lb and best.hosts * _CG_VMS_PER_HOST >= problem.n:
+        cover, cg_lb = colgen.solve_cover(problem, best, t0 + time_limit * 0.5)
+        lb = max(lb, cg_lb)
+        if cover is not None and cover.hosts < best.hosts:
+            best, method = cover, "colgen"
     # Local search gets most of the rest; the MIP is only worth its share where it is small.
     # The MIP's symmetry breaking holds for identical hosts only.
     small = problem.hosts is None and _mip_vars(problem, best.hosts) <= MAX_MIP_VARS
