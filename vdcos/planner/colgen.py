@@ -93,9 +93,8 @@ def solve_cover(problem: Problem, start: Packing, deadline: float) -> tuple[Pack
     patterns += [np.array([i]) for i in range(n)]
     seen = {tuple(p.tolist()) for p in patterns}
     lb = 0
-    h = _highs(max(deadline - time.monotonic(), 0.01))
-    h.setOptionValue("time_limit", highspy.kHighsInf)
     inf = highspy.kHighsInf
+    h = _highs(inf)
     h.addRows(n, np.ones(n), np.full(n, inf), 0, np.array([], dtype=np.int32), np.array([], dtype=np.int32),
               np.array([]))
 
@@ -107,7 +106,10 @@ def solve_cover(problem: Problem, start: Packing, deadline: float) -> tuple[Pack
     # Most of the time for the LP (the bound), the rest for the cover MIP (a packing).
     lp_deadline = time.monotonic() + 0.7 * max(deadline - time.monotonic(), 0.0)
     while time.monotonic() < lp_deadline:
+        h.setOptionValue("time_limit", max(lp_deadline - time.monotonic(), 0.01))
         h.run()
+        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+            break  # duals of an unfinished LP prove nothing
         obj = h.getInfo().objective_function_value
         duals = np.asarray(h.getSolution().row_dual)
         new = [p for p in _greedy_patterns(problem, duals, rng) if tuple(p.tolist()) not in seen]
@@ -135,6 +137,10 @@ def solve_cover(problem: Problem, start: Packing, deadline: float) -> tuple[Pack
                             np.array([highspy.HighsVarType.kInteger] * len(patterns)))
     h.changeColsBounds(len(patterns), np.arange(len(patterns), dtype=np.int32), np.zeros(len(patterns)),
                        np.ones(len(patterns)))
+    warm = highspy.HighsSolution()
+    warm.col_value = [1.0 if j < start.hosts else 0.0 for j in range(len(patterns))]  # start's own hosts
+    warm.value_valid = True
+    h.setSolution(warm)
     h.run()
     if h.getInfo().primal_solution_status != 2:
         return None, lb

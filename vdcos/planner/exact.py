@@ -182,7 +182,7 @@ def solve(problem: Problem, time_limit: float = 10.0, seed: int = 0) -> Plan:
     # Few VMs per host (big VMs): column generation's set-cover LP bounds far better than volume,
     # and a cover of its patterns is often optimal. Identical hosts only.
     if problem.hosts is None and best.hosts > lb and best.hosts * _CG_VMS_PER_HOST >= problem.n:
-        cover, cg_lb = colgen.solve_cover(problem, best, t0 + time_limit * 0.5)
+        cover, cg_lb = colgen.solve_cover(problem, best, t0 + time_limit * 0.35)
         lb = max(lb, cg_lb)
         if cover is not None and cover.hosts < best.hosts:
             best, method = cover, "colgen"
