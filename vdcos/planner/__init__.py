@@ -1,5 +1,7 @@
-"""The capacity planner: packs VM demands onto hosts offline (heuristics + an exact MIP with a
-time limit and a proven lower bound), and measures the online scheduler's policy on the same data."""
+"""The capacity planner: packs VM demands onto hosts offline (heuristics, column generation,
+local search and an exact MIP, within a time limit and with a proven lower bound), measures the
+online scheduler's policy on the same data, and plans on a live cluster (`cluster`): headroom,
+hosts needed, consolidation and balancing moves. See README.md."""
 from vdcos.planner.exact import Plan, lower_bound, solve
 from vdcos.planner.heuristics import first_fit, online, portfolio
 from vdcos.planner.problem import Packing, Problem, ProblemError, check, load_vbp
