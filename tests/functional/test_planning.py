@@ -10,7 +10,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from tests.conftest import Cluster, details, wait_until
-from vdcos.model import Allocation, decode
+from vdcos.model import Allocation, Rebalance, RebalanceGoal, RebalanceState, Resources, decode, dumps
 from vdcos.state import keys
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import node_service_pb2 as node_pb
@@ -18,8 +18,6 @@ from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
-
-from vdcos.model import Resources
 
 pytestmark = pytest.mark.etcd
 
@@ -241,6 +239,9 @@ def test_automatic_mode_balances_by_itself(cluster: Cluster) -> None:
     nodes(cluster, "n2", "n3")
     report = cluster.client.capacity.GetCapacityReport(cap_pb.GetCapacityReportRequest())
     assert report.imbalance > 0.1 and {n.node: n.vms for n in report.nodes} == {"n1": 4, "n2": 0, "n3": 0}
+    # A run whose scheduler died long ago must not block automatic mode forever.
+    stale = Rebalance("rb-00000000dead", RebalanceGoal.BALANCE, RebalanceState.RUNNING, updated_at=1.0)
+    cluster.store.put(keys.rebalance(stale.id), dumps(stale))
     cluster.client.placement.UpdateSchedulerConfig(place_pb.UpdateSchedulerConfigRequest(config=pb.SchedulerConfig(
         rebalance_mode=pb.REBALANCE_MODE_AUTOMATIC, imbalance_threshold=0.05, rebalance_interval_s=1)))
 
@@ -248,6 +249,8 @@ def test_automatic_mode_balances_by_itself(cluster: Cluster) -> None:
         rbs = cluster.client.capacity.ListRebalances(cap_pb.ListRebalancesRequest()).rebalances
         return any(r.automatic and r.state == cap_pb.REBALANCE_STATE_COMPLETED for r in rbs)
     wait_until(balanced, 60)
+    dead = cluster.client.capacity.GetRebalance(cap_pb.GetRebalanceRequest(id=stale.id)).rebalance
+    assert dead.state == cap_pb.REBALANCE_STATE_FAILED and "abandoned" in dead.message
     cluster.client.placement.UpdateSchedulerConfig(place_pb.UpdateSchedulerConfigRequest(config=pb.SchedulerConfig(
         rebalance_mode=pb.REBALANCE_MODE_MANUAL)))
     assert len(set(where(cluster).values())) == 3

@@ -287,7 +287,7 @@ class Rebalancer:
                 if not self._hold_lock() or time.monotonic() - last < config.rebalance_interval_s:
                     continue
                 last = time.monotonic()
-                if any(r.state is RebalanceState.RUNNING for r in self.list_all()):
+                if self._running_elsewhere():
                     continue
                 rb = self.plan(RebalanceGoal.BALANCE)
                 if rb.steps:
@@ -298,6 +298,20 @@ class Rebalancer:
                 log.warning("automatic rebalance round failed: %s", e)
             except Exception:  # the loop must outlive any bug in one round
                 log.exception("automatic rebalance round failed")
+
+    def _running_elsewhere(self) -> bool:
+        """A plan still running? One whose record has not moved for longer than a step may take
+        was left by a scheduler that stopped: it is marked failed rather than block rebalancing."""
+        busy = False
+        for r in self.list_all():
+            if r.state is not RebalanceState.RUNNING:
+                continue
+            if time.time() - r.updated_at > STEP_TIMEOUT_S + 60:
+                self._save(replace(r, state=RebalanceState.FAILED, message="abandoned: the scheduler running it "
+                                   "stopped; its finished steps stand"))
+            else:
+                busy = True
+        return busy
 
     def _hold_lock(self) -> bool:
         """Take or keep the one-replica lock: a key under this replica's lease."""
