@@ -74,7 +74,7 @@ class Planning:
     def node_loss(self, node: str) -> list[tuple[Unit, Decision | Rejection]]:
         if self.cache.node(node) is None:
             raise NotFound(f"node {node!r} not found")
-        return node_loss(Cluster(self.store, self.cache), node)
+        return node_loss(Cluster(self.store, self.cache, node), node)
 
     def report(self, shapes: list[tuple[str, Resources]] | None = None) -> CapacityReport:
         snap = self.cache.snapshot()

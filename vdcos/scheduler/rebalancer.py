@@ -44,9 +44,18 @@ def new_id() -> str:
 class Cluster:
     """What the planner needs, read once: the snapshot, and every VM as a movable unit."""
 
-    def __init__(self, store: Store, cache: ClusterCache) -> None:
+    def __init__(self, store: Store, cache: ClusterCache, node: str = "") -> None:
+        """Every VM, or (`node`) only the ones on that node: a drain reads a handful of records,
+        not the whole cluster's."""
         self.snap: ClusterSnapshot = cache.snapshot()
-        kvs, _ = store.get_prefix(keys.VMS)
+        nodes = [node] if node else list(self.snap.names)
+        views = [v for n in nodes if (v := cache.node(n)) is not None]
+        if node:
+            kvs = [kv for v in views for e in v.allocation.entries if not e.is_storage
+                   for key in (keys.vm_spec(e.vm), keys.vm_status(e.vm), keys.vm_migration(e.vm))
+                   if (kv := store.get(key)) is not None]
+        else:
+            kvs, _ = store.get_prefix(keys.VMS)
         specs: dict[str, VmSpec] = {}
         statuses: dict[str, VmStatus] = {}
         moving: set[str] = set()
@@ -59,17 +68,14 @@ class Cluster:
             elif kind == "migration":
                 moving.add(vm)
         local_gib: dict[str, int] = {}
-        for v in volumes.list_volumes(store):
-            if v.vm and v.ties_to_host:
-                local_gib[v.vm] = local_gib.get(v.vm, 0) + v.size_gib
+        for vol in volumes.list_volumes(store, host=node):
+            if vol.vm and vol.ties_to_host:
+                local_gib[vol.vm] = local_gib.get(vol.vm, 0) + vol.size_gib
         self.specs = specs
-        self.local_gib = local_gib
         groups = {vm: (g.name, g.policy) for g in self.snap.groups.values() for vm, _ in g.members}
         units: list[Unit] = []
-        for name in self.snap.names:
-            view = cache.node(name)
-            if view is None:
-                continue
+        for view in views:
+            name = view.spec.name
             for e in view.allocation.entries:
                 if e.is_storage:
                     continue
@@ -175,7 +181,7 @@ class Rebalancer:
         return to_record(plan, goal)
 
     def plan_drain(self, node: str) -> Rebalance:
-        return to_record(evacuation(Cluster(self.store, self.cache), node), RebalanceGoal.EVACUATE, node=node)
+        return to_record(evacuation(Cluster(self.store, self.cache, node), node), RebalanceGoal.EVACUATE, node=node)
 
     # --- running ------------------------------------------------------------------------
     def start(self, rb: Rebalance, wait: bool = False) -> Rebalance:
