@@ -205,10 +205,12 @@ class _State:
         """Each node's fullest dimension, committed / allocatable (kept up to date by `move`)."""
         return self.loads.copy()
 
-    def _column_load(self, i: int) -> float:
+    def column_load(self, i: int, delta: F64 | None = None) -> float:
+        """Node i's load, or what it would be with `delta` more committed."""
         a = self.alloc[:, i]
+        committed = a - self.free_over[:, i] + (0.0 if delta is None else delta)
         has = a > 0
-        return float(((a[has] - self.free_over[has, i]) / a[has]).max()) if has.any() else 0.0
+        return float((committed[has] / a[has]).max()) if has.any() else 0.0
 
     def fits(self, k: int, exclude: Mask | None = None, cols: NDArray[np.int64] | None = None) -> Mask:
         """Nodes unit k could move to now (only `cols`, if given): the one fit function on its
@@ -244,8 +246,8 @@ class _State:
         self.on[frm].remove(k)
         self.on[to].append(k)
         self.where[k] = to
-        self.loads[frm] = self._column_load(frm)
-        self.loads[to] = self._column_load(to)
+        self.loads[frm] = self.column_load(frm)
+        self.loads[to] = self.column_load(to)
         u = self.units[k]
         if u.group and u.group_policy is AffinityPolicy.ANTI_AFFINITY:
             self.groups[u.group][frm] -= 1
@@ -358,7 +360,7 @@ def balance(snap: ClusterSnapshot, units: list[Unit], threshold: float, max_move
                 if not ok.any():
                     continue
                 # Loads after the move: the source's drops, each candidate's rises.
-                src_after = _load_col(st, h, -st.c[k])
+                src_after = st.column_load(h, -st.c[k])
                 a = st.alloc[:, cols]
                 with np.errstate(divide="ignore", invalid="ignore"):
                     frac = np.where(a > 0, (a - st.free_over[:, cols] + st.c[k][:, None]) / a, 0.0)
@@ -387,13 +389,6 @@ def balance(snap: ClusterSnapshot, units: list[Unit], threshold: float, max_move
     return RebalancePlan("balance", tuple(moves), (), in_use, st.in_use(), _std(before, usable),
                          _std(st.load(), usable), tuple(sorted(unmovable.items())),
                          "" if len(moves) < max_moves else f"stopped at the cap of {max_moves} migrations")
-
-
-def _load_col(st: _State, i: int, delta: F64) -> float:
-    a = st.alloc[:, i]
-    committed = a - st.free_over[:, i] + delta
-    has = a > 0
-    return float((committed[has] / a[has]).max()) if has.any() else 0.0
 
 
 def verify(snap: ClusterSnapshot, units: list[Unit], moves: tuple[Move, ...]) -> None:
