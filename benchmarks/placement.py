@@ -144,6 +144,29 @@ def register_hosts(store: Any, n: int, seed: int) -> float:
     return time.perf_counter() - t0
 
 
+def create_policies(store: Any) -> None:
+    """The policies CLASSES names ("" is the built-in default)."""
+    from vdcos.model import QosClass, QosPolicy, dumps
+    from vdcos.state import keys
+
+    store.put(keys.policy("gold"), dumps(QosPolicy("gold", QosClass.GUARANTEED)))
+    store.put(keys.policy("bronze"), dumps(QosPolicy("bronze", QosClass.BEST_EFFORT)))
+
+
+def start_scheduler(endpoint: str, base: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The scheduler as its own process on etcd `endpoint`; returns it and its address once it
+    serves (its log in base/scheduler.log)."""
+    port_file = base / "sched.port"
+    log = open(base / "scheduler.log", "wb")
+    sched = subprocess.Popen([sys.executable, "-m", "vdcos.scheduler", "--etcd", endpoint,
+                              "--port-file", str(port_file), *extra], stdout=log, stderr=log)
+    while not port_file.exists():
+        if sched.poll() is not None:
+            raise RuntimeError((base / "scheduler.log").read_text()[-2000:])
+        time.sleep(0.05)
+    return sched, f"127.0.0.1:{port_file.read_text().strip()}"
+
+
 def core_decision_us(store: Any, samples: int, seed: int) -> float:
     from vdcos.model import Resources, VmSpec
     from vdcos.scheduler.cache import ClusterCache
@@ -179,9 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from vdcos.model import Allocation, QosClass, QosPolicy, decode
+    from vdcos.model import Allocation, decode
     from vdcos.scheduler.audit import over_capacity
-    from vdcos.scheduler.worker import dumps
     from vdcos.state import keys
     from vdcos.state.etcd import EtcdStore
     from vdcos.state.etcd_server import EtcdServer, stop_pid
@@ -191,20 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     sched = None
     try:
         store = EtcdStore(etcd.endpoint, timeout=60)
-        store.put(keys.policy("gold"), dumps(QosPolicy("gold", QosClass.GUARANTEED)))
-        store.put(keys.policy("bronze"), dumps(QosPolicy("bronze", QosClass.BEST_EFFORT)))
+        create_policies(store)
         register_s = register_hosts(store, args.hosts, args.seed)
-        port_file = base / "sched.port"
-        log = open(base / "scheduler.log", "wb")
         t0 = time.perf_counter()
-        sched = subprocess.Popen([sys.executable, "-m", "vdcos.scheduler", "--etcd", etcd.endpoint,
-                                  "--port-file", str(port_file), "--io-threads", "8",
-                                  "--max-batch", str(args.max_batch)], stdout=log, stderr=log)
-        while not port_file.exists():
-            if sched.poll() is not None:
-                raise RuntimeError((base / "scheduler.log").read_text()[-2000:])
-            time.sleep(0.05)
-        addr = f"127.0.0.1:{port_file.read_text().strip()}"
+        sched, addr = start_scheduler(etcd.endpoint, base, "--io-threads", "8", "--max-batch", str(args.max_batch))
         scheduler_start_s = time.perf_counter() - t0
 
         baseline = run_clients(addr, vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1) \

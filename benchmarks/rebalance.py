@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import emit
-from benchmarks.placement import register_hosts, run_clients, vm_specs
+from benchmarks.placement import create_policies, register_hosts, run_clients, start_scheduler, vm_specs
 
 
 def mark_running(store: Any) -> int:
@@ -62,12 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import grpc
 
-    from vdcos.model import QosClass, QosPolicy
     from vdcos.planner.cluster import Move, verify
     from vdcos.scheduler.cache import ClusterCache
     from vdcos.scheduler.rebalancer import Cluster
-    from vdcos.scheduler.worker import dumps
-    from vdcos.state import keys
     from vdcos.state.etcd import EtcdStore
     from vdcos.state.etcd_server import EtcdServer, stop_pid
     from vdcos.v1 import capacity_service_pb2 as cap_pb
@@ -83,18 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     sched = None
     try:
         store = EtcdStore(etcd.endpoint, timeout=60)
-        store.put(keys.policy("gold"), dumps(QosPolicy("gold", QosClass.GUARANTEED)))
-        store.put(keys.policy("bronze"), dumps(QosPolicy("bronze", QosClass.BEST_EFFORT)))
+        create_policies(store)
         register_hosts(store, args.hosts, args.seed)
-        port_file = base / "sched.port"
-        log = open(base / "scheduler.log", "wb")
-        sched = subprocess.Popen([sys.executable, "-m", "vdcos.scheduler", "--etcd", etcd.endpoint,
-                                  "--port-file", str(port_file)], stdout=log, stderr=log)
-        while not port_file.exists():
-            if sched.poll() is not None:
-                raise RuntimeError((base / "scheduler.log").read_text()[-2000:])
-            time.sleep(0.05)
-        addr = f"127.0.0.1:{port_file.read_text().strip()}"
+        sched, addr = start_scheduler(etcd.endpoint, base)
         channel = grpc.insecure_channel(addr)
         cap = cap_grpc.CapacityServiceStub(channel)
         nodes = node_grpc.NodeServiceStub(channel)
