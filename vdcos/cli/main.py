@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -544,7 +545,6 @@ def rebalance_lines(rb: cap_pb.Rebalance) -> str:
 
 
 def _wait_rebalance(c: Client, args: argparse.Namespace, rb: cap_pb.Rebalance) -> cap_pb.Rebalance:
-    import time
     done = (cap_pb.REBALANCE_STATE_COMPLETED, cap_pb.REBALANCE_STATE_FAILED)
     seen = 0
     while rb.id and rb.state not in done:
