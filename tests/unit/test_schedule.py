@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, PlacementGroup, QosClass,
                          QosPolicy, Resources, SchedulerConfig, Strategy, VmSpec, pairs)
 from vdcos.scheduler.core import (Decision, PlacementRequest, Rejection, build_snapshot, explain, reservation, resolve,
                                   schedule, schedule_batch)
+from vdcos.scheduler.core.schedule import nodes_to_score, window
 
 CAP = Resources(16, 65536, 1000, 10000)
 GOLD = QosPolicy("gold", QosClass.GUARANTEED, cpu_weight=200)
@@ -203,3 +205,81 @@ def test_snapshot_arrays_are_read_only() -> None:
         snap.committed[0, 0] = 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         snap.revision = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("n, percentage, expected", [
+    (50, 0, 50),          # small clusters: every node
+    (100, 0, 100),
+    (1000, 0, 420),       # adaptive: 50 - 1000/125 = 42%
+    (10000, 0, 500),      # adaptive floor: 5%
+    (10000, 10, 1000),
+    (10000, 100, 10000),
+    (300, 5, 100),        # never fewer than 100 nodes
+])
+def test_nodes_to_score(n: int, percentage: int, expected: int) -> None:
+    assert nodes_to_score(n, percentage) == expected
+
+
+def test_window_is_seeded_wraps_and_covers_every_node() -> None:
+    n, k = 1000, 100
+    seen = np.zeros(n, dtype=int)
+    for seed in range(n):
+        w = window(n, k, seed)
+        seen[np.arange(n)[w]] += 1
+    assert (seen == k).all()  # every node is in exactly k of the n windows: no edge is favoured
+    assert window(n, n, 5) == slice(None)
+
+
+def test_large_cluster_scores_a_window_but_finds_the_only_node_that_fits() -> None:
+    specs = nodes(2000)
+    full = Resources(15, 65536 - 1024)
+    allocs = {f"n{i}": used(f"n{i}", ("a", QosClass.BURSTABLE, full)) for i in range(2000) if i != 1234}
+    snap = build_snapshot(specs, allocs)
+    small = schedule(snap, vm("tiny", vcpus=1, mem=512))
+    assert isinstance(small, Decision)  # the window has room: no full scan
+    ex = explain(snap, vm("big", vcpus=8, mem=8192))
+    assert ex.decision is not None and ex.decision.node == "n1234"  # the window had none: every node looked at
+    assert ex.nodes_scored == ex.nodes_total == 2000
+
+
+def test_refusal_counts_every_node_even_when_the_window_is_small() -> None:
+    snap = build_snapshot(nodes(2000), config=SchedulerConfig(percentage_of_nodes_to_score=1))
+    r = schedule(snap, vm("huge", vcpus=1000))
+    assert isinstance(r, Rejection) and r.nodes_total == 2000
+    assert r.dimensions[0].nodes_short == 2000
+
+
+def test_explain_ranks_the_window_the_decision_compared() -> None:
+    snap = build_snapshot(nodes(2000), {"n7": used("n7", ("a", QosClass.BURSTABLE, Resources(8, 32768)))})
+    for i in range(20):
+        req = PlacementRequest(vm("x").spec, f"req-{i}")
+        ex = explain(snap, req)
+        assert ex.decision is not None and ex.nodes_scored == nodes_to_score(2000) < ex.nodes_total
+        assert ex.candidates[0].score == ex.decision.score
+        assert schedule(snap, req) == ex.decision  # what explain says is what placement does
+    everyone = build_snapshot(nodes(2000), {"n7": used("n7", ("a", QosClass.BURSTABLE, Resources(8, 32768)))},
+                              config=SchedulerConfig(percentage_of_nodes_to_score=100))
+    assert explain(everyone, vm("x")).decision.node == "n7"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("n_nodes, percentage", [(30, 0), (150, 0), (150, 100)])
+def test_a_batch_decides_as_one_by_one_placements_on_fresh_snapshots(n_nodes: int, percentage: int) -> None:
+    """The batch keeps its own placements aside (patched into the window it scores); placing the
+    same requests one at a time, rebuilding the snapshot from the records after each, must agree."""
+    rng = np.random.default_rng(7)
+    specs = [NodeSpec(f"n{i}", Resources(int(rng.choice([8, 16, 32])), int(rng.choice([16384, 65536])), 500, 10000))
+             for i in range(n_nodes)]
+    cfg = SchedulerConfig(percentage_of_nodes_to_score=percentage)
+    reqs = [PlacementRequest(VmSpec(f"v{i}", Resources(int(rng.integers(1, 9)), int(rng.integers(1, 33)) * 1024, 20, 100),
+                                    qos_policy=str(rng.choice(["gold", "default", "bronze"]))), f"r{i}")
+            for i in range(5 * n_nodes)]
+    batch = schedule_batch(build_snapshot(specs, policies=POLICIES, config=cfg), reqs)
+    allocs: dict[str, Allocation] = {}
+    for req, got in zip(reqs, batch):
+        want = schedule(build_snapshot(specs, allocs, policies=POLICIES, config=cfg), req)
+        assert type(got) is type(want)
+        if isinstance(want, Decision):
+            assert isinstance(got, Decision) and (got.node, got.score) == pytest.approx((want.node, want.score))
+            a = allocs.get(want.node, Allocation(want.node))
+            allocs[want.node] = a.with_entry(AllocEntry(req.spec.name, want.qos.qos_class, want.reserved))
+    assert sum(isinstance(d, Rejection) for d in batch) > 0  # the cluster filled up on the way

@@ -122,7 +122,8 @@ def config_to_pb(c: SchedulerConfig) -> pb.SchedulerConfig:
         strategy=STRATEGY_TO_PB[c.strategy], scorer_weights={k: float(v) for k, v in c.scorer_weights},
         max_migrations_per_host=c.max_migrations_per_host, max_migrations=c.max_migrations,
         rebalance_mode=REBALANCE_MODE_TO_PB[c.rebalance_mode], imbalance_threshold=c.imbalance_threshold,
-        rebalance_max_moves=c.rebalance_max_moves, rebalance_interval_s=c.rebalance_interval_s)
+        rebalance_max_moves=c.rebalance_max_moves, rebalance_interval_s=c.rebalance_interval_s,
+        percentage_of_nodes_to_score=c.percentage_of_nodes_to_score)
 
 
 def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerConfig:
@@ -139,7 +140,9 @@ def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerCon
                            REBALANCE_MODE_FROM_PB.get(m.rebalance_mode, base.rebalance_mode),
                            m.imbalance_threshold or base.imbalance_threshold,
                            m.rebalance_max_moves or base.rebalance_max_moves,
-                           m.rebalance_interval_s or base.rebalance_interval_s)
+                           m.rebalance_interval_s or base.rebalance_interval_s,
+                           m.percentage_of_nodes_to_score if m.HasField("percentage_of_nodes_to_score")
+                           else base.percentage_of_nodes_to_score)
 
 
 def rejection_to_pb(r: Rejection) -> pb.PlacementRejection:

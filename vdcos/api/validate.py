@@ -169,6 +169,9 @@ def config(m: pb.SchedulerConfig, field: str = "config") -> Violations:
         out.append((f"{field}.imbalance_threshold", f"must be between 0 and 1 (0 = unchanged), got {m.imbalance_threshold}"))
     if not 0 <= m.rebalance_interval_s <= 86400:
         out.append((f"{field}.rebalance_interval_s", f"must be between 1 and 86400 (0 = unchanged), got {m.rebalance_interval_s}"))
+    if not 0 <= m.percentage_of_nodes_to_score <= 100:
+        out.append((f"{field}.percentage_of_nodes_to_score",
+                    f"must be between 1 and 100, or 0 for adaptive, got {m.percentage_of_nodes_to_score}"))
     return out
 
 

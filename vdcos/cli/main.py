@@ -403,7 +403,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
                 rejection_lines(r.rejection))
         rows = [[c.node, f"{c.score:.4f}", " ".join(f"{k}={v:.3f}" for k, v in sorted(c.scores.items()))]
                 for c in r.candidates]
-        return (f"{args.name} ({cls}) would go to {r.chosen_node} (snapshot revision {r.snapshot_revision})\n"
+        sample = f", compared {r.nodes_scored} of {r.nodes_total} nodes" if r.nodes_scored < r.nodes_total else ""
+        return (f"{args.name} ({cls}) would go to {r.chosen_node} (snapshot revision {r.snapshot_revision}{sample})\n"
                 + table(["CANDIDATE", "SCORE", "SCORERS"], rows))
     emit(args, r, human)
     return 0
@@ -484,7 +485,8 @@ def cmd_config(args: argparse.Namespace) -> int:
                 rebalance_mode={"manual": pb.REBALANCE_MODE_MANUAL,
                                 "automatic": pb.REBALANCE_MODE_AUTOMATIC}.get(args.rebalance or "", 0),
                 imbalance_threshold=args.imbalance_threshold or 0, rebalance_max_moves=args.rebalance_max_moves or 0,
-                rebalance_interval_s=args.rebalance_interval or 0)
+                rebalance_interval_s=args.rebalance_interval or 0,
+                percentage_of_nodes_to_score=args.nodes_to_score)
             conf = c.placement.UpdateSchedulerConfig(place_pb.UpdateSchedulerConfigRequest(config=cfg),
                                                      timeout=args.timeout).config
         else:
@@ -823,6 +825,8 @@ def parser() -> argparse.ArgumentParser:
     cs.add_argument("--imbalance-threshold", type=float, help="std. dev. of host load tolerated (0..1)")
     cs.add_argument("--rebalance-max-moves", type=int, help="most migrations one automatic round plans")
     cs.add_argument("--rebalance-interval", type=int, metavar="SECONDS", help="between automatic rounds")
+    cs.add_argument("--nodes-to-score", type=int, metavar="PERCENT",
+                    help="share of the nodes one placement scores, 1-100; 0 = adaptive (5%% on large clusters)")
     conf.set_defaults(fn=cmd_config)
 
     cap = sub.add_parser("capacity", help="what-if: headroom, hosts needed, losing a host; the capacity report")

@@ -57,9 +57,10 @@ class Operations:
         # The VM's NICs (address and MAC) exist before it is placed, so the agent that starts
         # it can plug them; a refused VM gives them back.
         # Its volumes are claimed first too: a local one decides the host.
-        claimed = await asyncio.to_thread(self._claim_volumes, spec)
+        # (A thread hop costs more than deciding the placement: only for VMs that need one.)
+        claimed = await asyncio.to_thread(self._claim_volumes, spec) if spec.volumes else []
         try:
-            ports = await asyncio.to_thread(self._allocate_nics, spec)
+            ports = await asyncio.to_thread(self._allocate_nics, spec) if spec.networks else []
         except BaseException:
             await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
             raise
@@ -68,8 +69,10 @@ class Operations:
         try:
             placed: Placed = await asyncio.wrap_future(self.scheduler.submit(spec, request_id, host, why))
         except BaseException:
-            await asyncio.to_thread(networks.delete_ports, self.store, ports)
-            await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
+            if ports:
+                await asyncio.to_thread(networks.delete_ports, self.store, ports)
+            if claimed:
+                await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
             raise
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
 

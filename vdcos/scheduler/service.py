@@ -220,7 +220,7 @@ class PlacementServicer(place_grpc.PlacementServiceServicer):
             candidates=[convert.candidate_to_pb(c) for c in ex.candidates],
             rejection=convert.rejection_to_pb(ex.rejection) if ex.rejection else None,
             qos_class=convert.QOS_TO_PB[ex.qos_class] if ex.qos_class else pb.QOS_CLASS_UNSPECIFIED,
-            snapshot_revision=ex.revision)
+            snapshot_revision=ex.revision, nodes_scored=ex.nodes_scored, nodes_total=ex.nodes_total)
 
     @rpc
     async def GetSchedulerConfig(self, request: place_pb.GetSchedulerConfigRequest, context: Ctx) -> place_pb.GetSchedulerConfigResponse:

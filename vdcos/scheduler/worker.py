@@ -132,8 +132,8 @@ class Scheduler:
             if not pending:
                 return
             self.stats["batches"] += 1
-            snap = self.cache.snapshot()
-            results = schedule_batch(snap, [p.request for p in pending])
+            with self.cache.borrow() as snap:
+                results = schedule_batch(snap, [p.request for p in pending])
             decided: list[tuple[_Pending, Decision]] = []
             for p, r in zip(pending, results):
                 if isinstance(r, Rejection):

@@ -76,3 +76,6 @@ class Explanation:
     candidates: tuple[Candidate, ...]
     rejection: Rejection | None
     revision: int
+    # Nodes the decision compared: a window of the cluster on a large one (see `window`).
+    nodes_scored: int = 0
+    nodes_total: int = 0

@@ -1,7 +1,11 @@
 """The scheduling core: snapshot + request -> decision or rejection. Pure: no I/O.
 
 Stages run in order (Nomad's feasible/stack, Nova's filters + weighers):
-  filters, cheapest first, each a boolean mask over all nodes and counted for the rejection;
+  window, on a large cluster a contiguous run of nodes at an offset seeded by the request id
+    (kube-scheduler's percentageOfNodesToScore: the best of 500 random nodes is about as good
+    as the best of 10,000, at a twentieth of the cost); every node when the window has no
+    feasible one, so a request is refused only after every node was looked at;
+  filters, cheapest first, each a boolean mask and counted for the rejection;
   scorers, each normalized to [0, 1] and multiplied by its configured weight;
   select, the best score, ties broken by a shuffle seeded from the request id.
 """
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import numpy as np
 
@@ -19,27 +23,71 @@ from vdcos.scheduler.core.fit import (F64, OVERCOMMITTED, PHYSICAL, FitResult, M
                                       demand_vector, fit_matrix)
 from vdcos.scheduler.core.result import (Candidate, Decision, DimensionShortfall, Explanation,
                                          FilterOutcome, PlacementRequest, Rejection)
-from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms
+from vdcos.scheduler.core.snapshot import ClusterSnapshot, Column, ScoreTerms
 
 TIE_EPSILON = 1e-9
 NDArrayInt = np.ndarray
+Window = Union[slice, NDArrayInt]
+ALL = slice(None)
+MIN_NODES_TO_SCORE = 100
+
+
+def nodes_to_score(n: int, percentage: int = 0) -> int:
+    """How many nodes one decision scores (kube-scheduler's numFeasibleNodesToFind):
+    `percentage` of them, or when 0 an adaptive share, 50% at 100 nodes down to 5% from
+    5,625 nodes on; never fewer than 100."""
+    if n <= MIN_NODES_TO_SCORE or percentage >= 100:
+        return n
+    pct = percentage if percentage > 0 else max(5, 50 - n // 125)
+    return min(n, max(MIN_NODES_TO_SCORE, n * pct // 100))
+
+
+def window(n: int, k: int, seed: int) -> slice | NDArrayInt:
+    """k consecutive node slots from an offset given by `seed`, wrapping around: every node
+    is equally likely to be in it. A slice (no copy) unless it wraps."""
+    if k >= n:
+        return ALL
+    start = seed % n
+    if start + k <= n:
+        return slice(start, start + k)
+    return (start + np.arange(k)) % n
 
 
 @dataclass(slots=True)
 class _View:
-    """The snapshot plus what earlier decisions of the same batch placed on it."""
+    """The snapshot plus what earlier decisions of the same batch placed on it: those nodes'
+    columns are kept aside and patched into a copy of the window being scored, so a batch
+    never copies (nor writes) the cluster-wide arrays."""
 
     snap: ClusterSnapshot
-    terms: ScoreTerms
+    terms: ScoreTerms  # the snapshot's: read only
     groups: dict[str, PlacementGroup]
+    placed: dict[int, Column]
 
     @classmethod
     def of(cls, snap: ClusterSnapshot) -> _View:
-        return cls(snap, snap.score_terms, dict(snap.groups))
+        return cls(snap, snap.score_terms, dict(snap.groups), {})
 
-    @classmethod
-    def private_copy(cls, snap: ClusterSnapshot) -> _View:
-        return cls(snap, snap.score_terms.copy(), dict(snap.groups))
+    def terms_of(self, w: Window) -> ScoreTerms:
+        t = self.terms if w is ALL else self.terms.window(w)
+        if not self.placed:
+            return t
+        if w is ALL:
+            hits = list(self.placed.items())
+        elif isinstance(w, slice):
+            hits = [(i - w.start, c) for i, c in self.placed.items() if w.start <= i < w.stop]
+        else:
+            hits = [(int(pos), c) for i, c in self.placed.items() for pos in np.flatnonzero(w == i)]
+        if not hits:
+            return t
+        t = t.copy()
+        for pos, col in hits:
+            t.set_column(pos, col)
+        return t
+
+    def place(self, i: int, reserved: F64, guaranteed: bool, committed: bool) -> None:
+        col = self.placed.get(i) or self.terms.column(i)
+        self.placed[i] = self.terms.placed(i, col, reserved, guaranteed, committed)
 
     def group_counts(self, name: str) -> F64:
         counts = np.zeros(self.snap.size)
@@ -149,35 +197,32 @@ def alignment(terms: ScoreTerms, demand: F64) -> F64:
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _utilization_after(v: _View, a: _Ask) -> F64:
-    return utilization_after(v.terms, a.fit_demand)
+def _most_allocated(v: _View, a: _Ask, t: ScoreTerms, w: Window) -> F64:
+    return utilization_after(t, a.fit_demand)
 
 
-def _most_allocated(v: _View, a: _Ask) -> F64:
-    return _utilization_after(v, a)
+def _least_allocated(v: _View, a: _Ask, t: ScoreTerms, w: Window) -> F64:
+    return 1.0 - utilization_after(t, a.fit_demand)
 
 
-def _least_allocated(v: _View, a: _Ask) -> F64:
-    return 1.0 - _utilization_after(v, a)
+def _alignment(v: _View, a: _Ask, t: ScoreTerms, w: Window) -> F64:
+    return alignment(t, a.fit_demand)
 
 
-def _alignment(v: _View, a: _Ask) -> F64:
-    return alignment(v.terms, a.fit_demand)
-
-
-def _group_soft(v: _View, a: _Ask) -> F64 | None:
+def _group_soft(v: _View, a: _Ask, t: ScoreTerms, w: Window) -> F64 | None:
     spec = a.request.spec
     if not spec.placement_group or spec.group_policy.hard or spec.group_policy is AffinityPolicy.NONE:
         return None
-    counts = v.group_counts(spec.placement_group)
+    counts = v.group_counts(spec.placement_group)[w]
     if spec.group_policy.attracts:
         return (counts > 0).astype(np.float64)
     top = counts.max() if counts.size else 0.0
     return 1.0 - counts / top if top > 0 else np.ones_like(counts)
 
 
-# Scorers see every node (contiguous vectors beat gathers); infeasible ones are dropped after.
-Scorer = Callable[[_View, _Ask], "F64 | None"]
+# Scorers see every node of the window (contiguous vectors beat gathers) through `t`, the
+# score terms of the window; infeasible nodes are dropped after.
+Scorer = Callable[[_View, _Ask, ScoreTerms, Window], "F64 | None"]
 SCORERS: dict[Strategy, tuple[tuple[str, Scorer], ...]] = {
     Strategy.PACK: (("most_allocated", _most_allocated), ("alignment", _alignment), ("group", _group_soft)),
     Strategy.SPREAD: (("least_allocated", _least_allocated), ("group", _group_soft)),
@@ -214,32 +259,46 @@ def _never(snap: ClusterSnapshot, vm: str, why: str) -> Rejection:
     return Rejection(vm, int(snap.present.sum()), 0, (), (), False, why)
 
 
-def _evaluate(view: _View, ask: _Ask) -> tuple[F64, NDArrayInt, tuple[tuple[str, F64], ...]] | Rejection:
-    """Scores of the feasible node indices, or why there are none.
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    total: F64  # combined score of each feasible node looked at
+    idx: NDArrayInt  # their node indices
+    parts: tuple[tuple[str, F64], ...]  # each scorer's normalized score
+    looked_at: int  # nodes in the window, or every node when the window had no feasible one
+
+
+def _evaluate(view: _View, ask: _Ask, w: Window = ALL) -> _Scored | Rejection:
+    """Scores of the feasible nodes among window `w`, or why there are none.
 
     The success path combines the masks without counting; only a refusal pays for the
-    per-filter counts of its explanation."""
+    per-filter counts of its explanation, and only after looking at every node."""
     snap = view.snap
-    alive = snap.schedulable
+    alive = snap.schedulable[w]
     for _, flt in REQUEST_FILTERS:
         res = flt(view, ask)
         if res is not None:
-            alive = alive & res[0]
-    t = view.terms
+            alive = alive & res[0][w]
+    t = view.terms_of(w)
     fit = fit_matrix(t.free_physical, t.free_over, ask.fit_demand, ask.policy.qos_class)
-    idx = np.flatnonzero(alive & fit.ok)
-    if idx.size == 0:
-        return _explain_refusal(view, ask, fit)
+    local = np.flatnonzero(alive & fit.ok)
+    if local.size == 0:
+        return _evaluate(view, ask) if w is not ALL else _explain_refusal(view, ask, fit)
+    if w is ALL:
+        idx, looked_at = local, snap.size
+    elif isinstance(w, slice):
+        idx, looked_at = local + w.start, w.stop - w.start
+    else:
+        idx, looked_at = w[local], w.size
     parts: list[tuple[str, F64]] = []
     for name, scorer in SCORERS[snap.config.strategy]:
-        s = scorer(view, ask)
+        s = scorer(view, ask, t, w)
         if s is not None:
-            parts.append((name, normalize(s[idx])))
+            parts.append((name, normalize(s[local])))
     if len(parts) == 1:
-        return parts[0][1], idx, tuple(parts)
+        return _Scored(parts[0][1], idx, tuple(parts), looked_at)
     weights = [snap.config.weight(n) for n, _ in parts]
-    total = sum(w * s for w, (_, s) in zip(weights, parts)) / max(sum(weights), 1e-12)
-    return np.asarray(total, dtype=np.float64), idx, tuple(parts)
+    total = sum(wt * s for wt, (_, s) in zip(weights, parts)) / max(sum(weights), 1e-12)
+    return _Scored(np.asarray(total, dtype=np.float64), idx, tuple(parts), looked_at)
 
 
 def _explain_refusal(view: _View, ask: _Ask, fit: FitResult) -> Rejection:
@@ -265,9 +324,10 @@ def _reject(view: _View, ask: _Ask, considered: Mask, short_phys: Mask, short_ov
     snap = view.snap
     dims: list[DimensionShortfall] = []
     # What a node could actually give this VM: for a guaranteed VM, the smaller of both pools.
-    free = view.terms.free_over
+    t = view.terms_of(ALL)
+    free = t.free_over
     if ask.policy.qos_class is QosClass.GUARANTEED:
-        free = np.minimum(free, view.terms.free_physical)
+        free = np.minimum(free, t.free_physical)
     for pool, short in ((PHYSICAL, short_phys), (OVERCOMMITTED, short_over)):
         for j, dim in enumerate(DIMENSIONS):
             n_short = int((considered & short[j]).sum())
@@ -301,25 +361,35 @@ def _selector_mask(view: _View, ask: _Ask) -> Mask:
     return view.snap.label_mask(sel) if sel else np.ones(view.snap.size, dtype=bool)
 
 
-def _decide(view: _View, request: PlacementRequest) -> Decision | Rejection:
-    ask = _ask(view.snap, request)
-    if isinstance(ask, Rejection):
-        return ask
-    ev = _evaluate(view, ask)
-    if isinstance(ev, Rejection):
-        return ev
-    total, idx, parts = ev
-    best = total.max()
-    ties = np.flatnonzero(total >= best - TIE_EPSILON)
-    pick = int(ties[0]) if ties.size == 1 else int(
-        ties[np.random.default_rng(_seed(request.seed_key)).integers(ties.size)])
-    node_i = int(idx[pick])
+def _score(view: _View, ask: _Ask) -> _Scored | Rejection:
+    snap, request = view.snap, ask.request
+    # A VM pinned to one node (its local volumes) looks at every node: a window would miss it.
+    w = ALL if request.pinned else window(
+        snap.size, nodes_to_score(snap.size, snap.config.percentage_of_nodes_to_score), _seed(request.seed_key))
+    return _evaluate(view, ask, w)
+
+
+def _pick(view: _View, ask: _Ask, sc: _Scored) -> Decision:
+    best = sc.total.max()
+    ties = np.flatnonzero(sc.total >= best - TIE_EPSILON)
+    request = ask.request
+    # The seed is a hash of the request id: its residue is as good a draw as an RNG's, for less.
+    pick = int(ties[0]) if ties.size == 1 else int(ties[_seed(request.seed_key) % ties.size])
+    node_i = int(sc.idx[pick])
     spec = request.spec
     return Decision(
         vm=spec.name, node=view.snap.names[node_i], node_index=node_i,
         qos=qos.resolve(spec, ask.policy), reserved=qos.reservation(spec, ask.policy),
-        score=float(total[pick]), scores=tuple((n, float(s[pick])) for n, s in parts),
+        score=float(sc.total[pick]), scores=tuple((n, float(s[pick])) for n, s in sc.parts),
     )
+
+
+def _decide(view: _View, request: PlacementRequest) -> Decision | Rejection:
+    ask = _ask(view.snap, request)
+    if isinstance(ask, Rejection):
+        return ask
+    sc = _score(view, ask)
+    return sc if isinstance(sc, Rejection) else _pick(view, ask, sc)
 
 
 def schedule(snapshot: ClusterSnapshot, request: PlacementRequest) -> Decision | Rejection:
@@ -328,7 +398,7 @@ def schedule(snapshot: ClusterSnapshot, request: PlacementRequest) -> Decision |
 
 def schedule_batch(snapshot: ClusterSnapshot, requests: Sequence[PlacementRequest]) -> list[Decision | Rejection]:
     """Decide several requests in order, each seeing the ones before it; the snapshot is untouched."""
-    view = _View.private_copy(snapshot)
+    view = _View.of(snapshot)
     out: list[Decision | Rejection] = []
     for req in requests:
         d = _decide(view, req)
@@ -339,8 +409,8 @@ def schedule_batch(snapshot: ClusterSnapshot, requests: Sequence[PlacementReques
 
 
 def _apply(view: _View, req: PlacementRequest, d: Decision) -> None:
-    view.terms.place(d.node_index, demand_vector(d.reserved), d.qos.qos_class is QosClass.GUARANTEED,
-                     d.qos.qos_class is not QosClass.BEST_EFFORT)
+    view.place(d.node_index, demand_vector(d.reserved), d.qos.qos_class is QosClass.GUARANTEED,
+               d.qos.qos_class is not QosClass.BEST_EFFORT)
     spec = req.spec
     if spec.placement_group:
         g = view.groups.get(spec.placement_group) or PlacementGroup(spec.placement_group, spec.group_policy)
@@ -348,17 +418,16 @@ def _apply(view: _View, req: PlacementRequest, d: Decision) -> None:
 
 
 def explain(snapshot: ClusterSnapshot, request: PlacementRequest, limit: int = 10) -> Explanation:
+    """The decision a placement would make now, and the nodes it compared, best first."""
     view = _View.of(snapshot)
     ask = _ask(snapshot, request)
     if isinstance(ask, Rejection):
-        return Explanation(None, None, (), ask, snapshot.revision)
-    ev = _evaluate(view, ask)
-    if isinstance(ev, Rejection):
-        return Explanation(ask.policy.qos_class, None, (), ev, snapshot.revision)
-    total, idx, parts = ev
-    order = np.argsort(-total, kind="stable")[: max(limit, 1)]
-    cands = tuple(Candidate(snapshot.names[int(idx[k])], float(total[k]),
-                            tuple((n, float(s[k])) for n, s in parts)) for k in order)
-    decision = _decide(view, request)
-    assert isinstance(decision, Decision)  # _evaluate found feasible nodes on this same view
-    return Explanation(ask.policy.qos_class, decision, cands, None, snapshot.revision)
+        return Explanation(None, None, (), ask, snapshot.revision, 0, snapshot.size)
+    sc = _score(view, ask)
+    if isinstance(sc, Rejection):
+        return Explanation(ask.policy.qos_class, None, (), sc, snapshot.revision, snapshot.size, snapshot.size)
+    order = np.argsort(-sc.total, kind="stable")[: max(limit, 1)]
+    cands = tuple(Candidate(snapshot.names[int(sc.idx[k])], float(sc.total[k]),
+                            tuple((n, float(s[k])) for n, s in sc.parts)) for k in order)
+    return Explanation(ask.policy.qos_class, _pick(view, ask, sc), cands, None, snapshot.revision, sc.looked_at,
+                       snapshot.size)

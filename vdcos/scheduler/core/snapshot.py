@@ -137,22 +137,45 @@ class ScoreTerms:
             arr.flags.writeable = False
         return self
 
+    def window(self, w: slice | np.ndarray) -> ScoreTerms:
+        """The terms of the nodes in `w` (views for a slice, copies for an index array)."""
+        return ScoreTerms(self.inv[:, w], self.inv_sq[:, w], self.util[:, w], self.grad[:, w], self.free_sq[w],
+                          self.free_physical[:, w], self.free_over[:, w], self.schedulable[w])
+
     def copy(self) -> ScoreTerms:
+        """A private copy of what placements change."""
         return ScoreTerms(self.inv, self.inv_sq, self.util.copy(), self.grad.copy(), self.free_sq.copy(),
                           self.free_physical.copy(), self.free_over.copy(), self.schedulable)
 
-    def place(self, i: int, reserved: F64, guaranteed: bool, committed: bool) -> None:
-        """Account a placement on node i in this (private) copy."""
-        if guaranteed:
-            self.free_physical[:, i] -= reserved
-        if committed:
-            self.free_over[:, i] -= reserved
-            inv = self.inv[:, i]
-            has = inv > 0
-            self.util[:, i] += reserved * inv
-            free = np.where(has, 1.0 - self.util[:, i], 0.0)
-            self.grad[:, i] = free * inv
-            self.free_sq[i] = float(free @ free)
+    def column(self, i: int) -> Column:
+        return Column(self.util[:, i].copy(), self.grad[:, i].copy(), float(self.free_sq[i]),
+                      self.free_physical[:, i].copy(), self.free_over[:, i].copy())
+
+    def placed(self, i: int, col: Column, reserved: F64, guaranteed: bool, committed: bool) -> Column:
+        """Node i's column `col` after one more placement of `reserved` on it."""
+        fp = col.free_physical - reserved if guaranteed else col.free_physical
+        if not committed:
+            return Column(col.util, col.grad, col.free_sq, fp, col.free_over)
+        inv = self.inv[:, i]
+        util = col.util + reserved * inv
+        free = np.where(inv > 0, 1.0 - util, 0.0)
+        return Column(util, free * inv, float(free @ free), fp, col.free_over - reserved)
+
+    def set_column(self, pos: int, col: Column) -> None:
+        """Only on a private copy."""
+        self.util[:, pos], self.grad[:, pos], self.free_sq[pos] = col.util, col.grad, col.free_sq
+        self.free_physical[:, pos], self.free_over[:, pos] = col.free_physical, col.free_over
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """The terms of one node that placements change (see ScoreTerms)."""
+
+    util: F64
+    grad: F64
+    free_sq: float
+    free_physical: F64
+    free_over: F64
 
 
 def derive(capacity: F64, alloc_cap: F64, guaranteed: F64, committed: F64, schedulable: Mask) -> ScoreTerms:
