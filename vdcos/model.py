@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import enum
-import types
+import operator
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 DIMENSIONS: tuple[str, ...] = ("vcpus", "memory_mib", "disk_gib", "network_mbps", "disk_iops")
 
@@ -85,10 +85,14 @@ class Resources:
         return cls(*(int(round(v)) for v in values))
 
     def __add__(self, other: Resources) -> Resources:
-        return Resources.of(a + b for a, b in zip(self.as_tuple(), other.as_tuple()))
+        return Resources(self.vcpus + other.vcpus, self.memory_mib + other.memory_mib,
+                         self.disk_gib + other.disk_gib, self.network_mbps + other.network_mbps,
+                         self.disk_iops + other.disk_iops)
 
     def __sub__(self, other: Resources) -> Resources:
-        return Resources.of(a - b for a, b in zip(self.as_tuple(), other.as_tuple()))
+        return Resources(self.vcpus - other.vcpus, self.memory_mib - other.memory_mib,
+                         self.disk_gib - other.disk_gib, self.network_mbps - other.network_mbps,
+                         self.disk_iops - other.disk_iops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,11 +244,8 @@ class Allocation:
     entries: tuple[AllocEntry, ...] = ()
 
     def total(self, *classes: QosClass) -> Resources:
-        out = Resources()
-        for e in self.entries:
-            if e.qos_class in classes:
-                out = out + e.reserved
-        return out
+        picked = [e.reserved.as_tuple() for e in self.entries if e.qos_class in classes]
+        return Resources(*map(sum, zip(*picked))) if picked else Resources()
 
     @property
     def guaranteed(self) -> Resources:
@@ -565,20 +566,19 @@ class Disk:
 # tuples -> lists. Decoding is driven by the dataclass annotations.
 
 T = TypeVar("T")
+Codec = Callable[[Any], Any]
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+def _identity(v: Any) -> Any:
+    return v
 
 
 def encode(obj: Any) -> Any:
+    """Any value -> plain JSON data (for values whose type is only known at run time)."""
     if obj is None or isinstance(obj, (str, int, float)) and not isinstance(obj, enum.Enum):
         return obj
-    cls = type(obj)
-    names = _FIELDS.get(cls)
-    if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(obj))
-    if names is not None:
-        return {n: encode(getattr(obj, n)) for n in names}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _encoder(type(obj))(obj)
     if isinstance(obj, enum.Enum):
         return obj.value
     if isinstance(obj, (tuple, list)):
@@ -586,36 +586,87 @@ def encode(obj: Any) -> Any:
     return obj
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+_ENCODERS: dict[Any, Codec] = {}
+_DECODERS: dict[Any, Codec] = {}
+
+
+def _encoder(tp: Any) -> Codec:
+    """The encoder of a declared type, built once from the annotations: a record is encoded
+    by a handful of closures instead of an isinstance walk of every value."""
+    got = _ENCODERS.get(tp)
+    if got is not None:
+        return got
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        _ENCODERS[tp] = encode  # a self-referencing type meets the generic walk
+        hints = typing.get_type_hints(tp)
+        fields = tuple((f.name, _encoder(hints[f.name])) for f in dataclasses.fields(tp))
+        plain = tuple(n for n, e in fields if e is _identity)
+        other = tuple((n, e) for n, e in fields if e is not _identity)
+
+        def record(obj: Any) -> Any:
+            out = {n: getattr(obj, n) for n in plain}
+            for n, e in other:
+                out[n] = e(getattr(obj, n))
+            return out
+        got = record
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        got = operator.attrgetter("value")
+    elif tp in (str, int, float, bool):
+        got = _identity
+    elif typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            item = _encoder(args[0])
+            got = (lambda v: list(v)) if item is _identity else (lambda v: [item(x) for x in v])
+        else:
+            items = tuple(_encoder(a) for a in args)
+            got = lambda v: [e(x) for e, x in zip(items, v)]  # noqa: E731
+    else:
+        got = encode
+    _ENCODERS[tp] = got
+    return got
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # json.dumps builds one per call
 
 
 def dumps(obj: object) -> bytes:
     """The bytes stored in etcd for a value."""
-    return json.dumps(encode(obj), separators=(",", ":"), sort_keys=True).encode()
+    return _JSON.encode(_encoder(type(obj))(obj)).encode()
 
 
 def decode(cls: type[T], data: Any) -> T:
-    return typing.cast(T, _decode(cls, data))
+    return typing.cast(T, _decoder(cls)(data))
 
 
-def _decode(tp: Any, data: Any) -> Any:
+def _decoder(tp: Any) -> Codec:
+    """The decoder of a declared type, built once from the annotations (see `_encoder`)."""
+    got = _DECODERS.get(tp)
+    if got is not None:
+        return got
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = _HINTS.get(tp)
-        if hints is None:
-            hints = _HINTS[tp] = typing.get_type_hints(tp)
-        return tp(**{k: _decode(hints[k], v) for k, v in data.items() if k in hints})
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return tp(data)
-    origin = typing.get_origin(tp)
-    if origin is tuple:
+        _DECODERS[tp] = lambda data: decode(tp, data)  # a self-referencing type: resolved late
+        hints = typing.get_type_hints(tp)
+        fields = {n: _decoder(h) for n, h in hints.items()}
+
+        def record(data: Any) -> Any:
+            return tp(**{k: fields[k](v) for k, v in data.items() if k in fields})
+        got = record
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        got = tp
+    elif typing.get_origin(tp) is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(args[0], v) for v in data)
-        return tuple(_decode(a, v) for a, v in zip(args, data))
-    if origin in (typing.Union, types.UnionType):
-        return data
-    if tp is float:
-        return float(data)
-    if tp is int:
-        return int(data)
-    return data
+            item = _decoder(args[0])
+            got = (lambda v: tuple(v)) if item is _identity else (lambda v: tuple(item(x) for x in v))
+        else:
+            items = tuple(_decoder(a) for a in args)
+            got = lambda v: tuple(d(x) for d, x in zip(items, v))  # noqa: E731
+    elif tp is float:
+        got = float
+    elif tp is int:
+        got = int
+    else:  # str, bool, unions: as stored
+        got = _identity
+    _DECODERS[tp] = got
+    return got
