@@ -5,8 +5,13 @@
 Starts its own etcd (data on tmpfs), registers N sim hosts (the agents' own registration
 records, one shared lease: 10,000 agent processes do not fit on a 2-core machine), starts the
 scheduler as its own process, and places VMs of mixed sizes and QoS classes from concurrent
-clients in separate processes. A single-client serial run in the same invocation is the
-baseline the concurrent figure is compared to. Prints one JSON object.
+clients in separate processes. Prints one JSON object.
+
+The main run streams (VmService.CreateVms: each client thread keeps --inflight requests on one
+stream, and each VM's latency is from its request to its answer). In the same invocation, and
+for comparison: the same clients with one CreateVm call per VM (`unary_*`), a single client
+placing one VM at a time (`baseline_serial_*`), and the same clients calling an empty RPC
+(health Check: `noop_unary_per_s`), which is what gRPC itself allows on this machine.
 """
 from __future__ import annotations
 
@@ -49,46 +54,77 @@ def vm_specs(n: int, seed: int, prefix: str) -> list[dict[str, Any]]:
     return out
 
 
-def _client_proc(addr: str, specs: list[dict[str, Any]], threads: int, start_at: float,
-                 out: mp.Queue) -> None:  # type: ignore[type-arg]
-    import grpc
-
+def _pb_spec(s: dict[str, Any]) -> Any:
     from vdcos.v1 import types_pb2 as pb
+    return pb.VmSpec(
+        name=s["name"], qos_policy=s["qos_policy"],
+        resources=pb.Resources(vcpus=s["vcpus"], memory_mib=s["memory_mib"], disk_gib=s["disk_gib"],
+                               network_mbps=s["network_mbps"]),
+        placement_group=s.get("group", ""), group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY if "group" in s else 0)
+
+
+def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int, inflight: int, start_at: float,
+                 out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """api: "unary" (one CreateVm per VM), "stream" (CreateVms, `inflight` in flight per thread)
+    or "noop" (an empty health Check per spec, for the floor)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from google.rpc import code_pb2
+
     from vdcos.v1 import vm_service_pb2 as vm_pb
     from vdcos.v1 import vm_service_pb2_grpc as vm_grpc
 
     channel = grpc.insecure_channel(addr)
     stub = vm_grpc.VmServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
     lat: list[float] = []
     codes: dict[str, int] = {}
     lock = threading.Lock()
     it = iter(specs)
 
-    def work() -> None:
+    def count(code: str, dt: float) -> None:
+        with lock:
+            lat.append(dt)
+            codes[code] = codes.get(code, 0) + 1
+
+    def unary() -> None:
         while True:
             with lock:
                 s = next(it, None)
             if s is None:
                 return
-            req = vm_pb.CreateVmRequest(spec=pb.VmSpec(
-                name=s["name"], qos_policy=s["qos_policy"],
-                resources=pb.Resources(vcpus=s["vcpus"], memory_mib=s["memory_mib"], disk_gib=s["disk_gib"],
-                                       network_mbps=s["network_mbps"]),
-                placement_group=s.get("group", ""),
-                group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY if "group" in s else 0))
             t0 = time.perf_counter()
             try:
-                stub.CreateVm(req, timeout=60)
+                if api == "noop":
+                    health.Check(health_pb2.HealthCheckRequest(), timeout=60)
+                else:
+                    stub.CreateVm(vm_pb.CreateVmRequest(spec=_pb_spec(s)), timeout=60)
                 code = "OK"
             except grpc.RpcError as e:
                 code = e.code().name
-            dt = time.perf_counter() - t0
-            with lock:
-                lat.append(dt)
-                codes[code] = codes.get(code, 0) + 1
+            count(code, time.perf_counter() - t0)
+
+    def stream() -> None:
+        room = threading.Semaphore(inflight)
+        sent: dict[str, float] = {}
+
+        def requests() -> Any:
+            while True:
+                room.acquire()
+                with lock:
+                    s = next(it, None)
+                if s is None:
+                    return
+                sent[s["name"]] = time.perf_counter()
+                yield vm_pb.CreateVmsRequest(spec=_pb_spec(s))
+
+        for a in stub.CreateVms(requests(), timeout=600):
+            count("OK" if not a.HasField("error") else code_pb2.Code.Name(a.error.code),
+                  time.perf_counter() - sent.pop(a.name))
+            room.release()
 
     time.sleep(max(0.0, start_at - time.time()))
-    ts = [threading.Thread(target=work) for _ in range(threads)]
+    ts = [threading.Thread(target=stream if api == "stream" else unary) for _ in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
@@ -98,11 +134,12 @@ def _client_proc(addr: str, specs: list[dict[str, Any]], threads: int, start_at:
     out.put((lat, codes, time.time(), ru.ru_utime + ru.ru_stime))
 
 
-def run_clients(addr: str, specs: list[dict[str, Any]], procs: int, threads: int) -> dict[str, Any]:
+def run_clients(addr: str, api: str, specs: list[dict[str, Any]], procs: int, threads: int,
+                inflight: int = 1) -> dict[str, Any]:
     ctx = mp.get_context("spawn")  # no fork after gRPC is initialised
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 2.0
-    workers = [ctx.Process(target=_client_proc, args=(addr, specs[i::procs], threads, start_at, q))
+    workers = [ctx.Process(target=_client_proc, args=(addr, api, specs[i::procs], threads, inflight, start_at, q))
                for i in range(procs)]
     for w in workers:
         w.start()
@@ -190,12 +227,26 @@ def pct(a: np.ndarray, q: float) -> float:
     return float(np.percentile(a, q) * 1000) if a.size else 0.0
 
 
+def summary(run: dict[str, Any]) -> dict[str, Any]:
+    lat, codes = run["lat"], run["codes"]
+    placed = codes.get("OK", 0)
+    return {"placed": placed, "refused": {k: v for k, v in codes.items() if k != "OK"},
+            "per_s": round(placed / run["wall"], 1) if run["wall"] > 0 else 0.0, "wall_s": round(run["wall"], 2),
+            "p50_ms": round(pct(lat, 50), 2), "p90_ms": round(pct(lat, 90), 2), "p99_ms": round(pct(lat, 99), 2),
+            "max_ms": round(pct(lat, 100), 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks.placement")
     ap.add_argument("--hosts", type=int, default=10000)
     ap.add_argument("--vms", type=int, default=20000)
+    ap.add_argument("--api", choices=["stream", "unary"], default="stream", help="of the main run")
     ap.add_argument("--procs", type=int, default=2, help="client processes")
-    ap.add_argument("--threads", type=int, default=24, help="client threads per process")
+    ap.add_argument("--threads", type=int, default=4, help="client threads per process (streams, for --api stream)")
+    ap.add_argument("--inflight", type=int, default=4, help="requests in flight per stream")
+    ap.add_argument("--unary-vms", type=int, default=4000, help="VMs of the unary comparison run (0 = skip)")
+    ap.add_argument("--unary-threads", type=int, default=24, help="client threads per process, unary runs")
+    ap.add_argument("--noop-calls", type=int, default=4000, help="empty RPCs of the gRPC floor run (0 = skip)")
     ap.add_argument("--baseline-vms", type=int, default=500, help="serial single-client VMs (0 = skip)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
@@ -218,45 +269,64 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         sched, addr = start_scheduler(etcd.endpoint, base, "--io-threads", "8", "--max-batch", str(args.max_batch))
         scheduler_start_s = time.perf_counter() - t0
+        pids = {"scheduler": sched.pid, "etcd": etcd.pid}
 
-        baseline = run_clients(addr, vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1) \
+        def measured(api: str, specs: list[dict[str, Any]], threads: int) -> tuple[dict[str, Any], dict[str, float]]:
+            """A run, and the CPU milliseconds each party spent per answered request."""
+            cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
+            run = run_clients(addr, api, specs, args.procs, threads, args.inflight)
+            cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
+            cpu["clients"] = run["client_cpu_s"]
+            n = max(run["codes"].get("OK", 0), 1)
+            return run, {k: round(v * 1000 / n, 3) for k, v in cpu.items()}
+
+        baseline = run_clients(addr, "unary", vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1) \
             if args.baseline_vms else None
-        cpu0 = {"scheduler": cpu_seconds(sched.pid), "etcd": cpu_seconds(etcd.pid)}
-        main_run = run_clients(addr, vm_specs(args.vms, args.seed, "vm-"), args.procs, args.threads)
-        cpu = {"scheduler": cpu_seconds(sched.pid) - cpu0["scheduler"],
-               "etcd": cpu_seconds(etcd.pid) - cpu0["etcd"], "clients": main_run["client_cpu_s"]}
+        main_run, cpu = measured(args.api, vm_specs(args.vms, args.seed, "vm-"),
+                                 args.threads if args.api == "stream" else args.unary_threads)
+        unary = measured("unary", vm_specs(args.unary_vms, args.seed + 3, "un-"), args.unary_threads) \
+            if args.unary_vms and args.api == "stream" else None
+        noop = run_clients(addr, "noop", [{"name": str(i)} for i in range(args.noop_calls)], args.procs,
+                           args.unary_threads) if args.noop_calls else None
         over = len(over_capacity(store))
         entries = sum(len(decode(Allocation, json.loads(kv.value)).entries) for kv in store.get_prefix(keys.ALLOC)[0])
         decision_us = core_decision_us(store, 300, args.seed)
-        lat, codes = main_run["lat"], main_run["codes"]
-        placed = codes.get("OK", 0)
+        main_sum = summary(main_run)
         result: dict[str, Any] = {
             "benchmark": "placement",
             "hosts": args.hosts,
             "vms": args.vms,
-            "placed": placed,
-            "refused": {k: v for k, v in codes.items() if k != "OK"},
-            "clients": args.procs * args.threads,
-            "placements_per_s": round(placed / main_run["wall"], 1),
-            "wall_s": round(main_run["wall"], 2),
-            "p50_ms": round(pct(lat, 50), 2),
-            "p90_ms": round(pct(lat, 90), 2),
-            "p99_ms": round(pct(lat, 99), 2),
-            "max_ms": round(pct(lat, 100), 2),
+            "api": args.api,
+            "placed": main_sum["placed"],
+            "refused": main_sum["refused"],
+            "clients": args.procs * (args.threads if args.api == "stream" else args.unary_threads),
+            "in_flight": args.procs * args.threads * args.inflight if args.api == "stream"
+            else args.procs * args.unary_threads,
+            "placements_per_s": main_sum["per_s"],
+            **{k: main_sum[k] for k in ("wall_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")},
             "decision_us_p50": round(decision_us, 1),
             "over_capacity_nodes": over,
             "allocation_entries": entries,
             # where the machine's CPU went, per placement: the budget for 2000/s on 2 cores is 1 ms
-            "cpu_ms_per_placement": {k: round(v * 1000 / max(placed, 1), 3) for k, v in cpu.items()},
+            "cpu_ms_per_placement": cpu,
             "register_hosts_s": round(register_s, 2),
             "scheduler_start_s": round(scheduler_start_s, 2),
         }
+        if unary is not None:
+            u = summary(unary[0])
+            result.update({"unary_vms": args.unary_vms, "unary_per_s": u["per_s"], "unary_p50_ms": u["p50_ms"],
+                           "unary_p99_ms": u["p99_ms"], "unary_cpu_ms_per_placement": unary[1],
+                           "stream_vs_unary": round(main_sum["per_s"] / u["per_s"], 2) if u["per_s"] else None})
+        if noop is not None:
+            n = summary(noop)
+            result["noop_unary_per_s"] = n["per_s"]
+            if unary is not None and n["per_s"]:
+                result["unary_vs_noop"] = round(result["unary_per_s"] / n["per_s"], 2)
         if baseline is not None:
-            b_placed = baseline["codes"].get("OK", 0)
-            b_rate = b_placed / baseline["wall"] if baseline["wall"] > 0 else 0.0
-            result["baseline_serial_per_s"] = round(b_rate, 1)
-            result["baseline_serial_p50_ms"] = round(pct(baseline["lat"], 50), 2)
-            result["speedup_vs_serial"] = round(result["placements_per_s"] / b_rate, 2) if b_rate else None
+            b = summary(baseline)
+            result["baseline_serial_per_s"] = b["per_s"]
+            result["baseline_serial_p50_ms"] = b["p50_ms"]
+            result["speedup_vs_serial"] = round(main_sum["per_s"] / b["per_s"], 2) if b["per_s"] else None
         result["targets_met"] = (result["placements_per_s"] >= 2000 and result["p99_ms"] <= 20
                                  and over == 0)
         emit(result, args.json)

@@ -75,6 +75,19 @@ def test_cli_vm_policy_explain_roundtrip(dc: Path, tmp_path: Path) -> None:
     assert "db-1" not in vdcos(dc, "vm", "list").stdout
 
 
+def test_cli_creates_many_and_says_which_could_not_go(dc: Path) -> None:
+    # Hard anti-affinity over 3 hosts: the fourth member has nowhere to go, the others do.
+    p = vdcos(dc, "vm", "create", "web", "--count", "4", "--group", "web", "--group-policy", "anti-affinity",
+              check=False)
+    assert p.returncode == 1 and "3 of 4 created" in p.stderr
+    assert "hard anti-affinity" in p.stderr and "RESOURCE_EXHAUSTED" in p.stderr
+    listed = vdcos(dc, "vm", "list").stdout
+    placed = [f"web-{i}" for i in range(1, 5) if f"web-{i} " in listed]
+    assert len(placed) == 3
+    for name in placed:
+        vdcos(dc, "vm", "delete", name)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["vm", "create", "Bad_Name"], "spec.name"),
     (["vm", "create", "ok", "--vcpus", "0"], "spec.resources.vcpus"),

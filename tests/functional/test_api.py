@@ -114,6 +114,33 @@ def test_refusals_explain_themselves_with_the_right_code(cluster: Cluster) -> No
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
+def test_create_vms_stream_answers_each_request_on_its_own(cluster: Cluster) -> None:
+    """Nova-style multi-create over one stream: good requests are placed, a bad one gets its
+    field violation, a refused one its PlacementRejection, a duplicate ALREADY_EXISTS; the
+    stream goes on through all of them."""
+    cluster.add_node("h0", Resources(8, 16384, 100, 1000))
+    cluster.add_node("h1", Resources(8, 16384, 100, 1000))
+    policy(cluster, "gold", pb.QOS_CLASS_GUARANTEED)
+    asks = [spec(f"s{i}", vcpus=1, mem=1024, qos_policy="gold") for i in range(12)]
+    asks += [spec("Bad_Name"), spec("too-big", vcpus=9, qos_policy="gold"), spec("s0", vcpus=1, mem=1024)]
+    reqs = [vm_pb.CreateVmsRequest(spec=s, request_id=f"r{i}") for i, s in enumerate(asks)]
+    answers = list(cluster.client.vms.CreateVms(iter(reqs), timeout=30))
+    assert sorted(a.request_id for a in answers) == sorted(r.request_id for r in reqs)
+    by_id = {a.request_id: a for a in answers}
+    for i in range(12):
+        a = by_id[f"r{i}"]
+        assert a.name == f"s{i}" and not a.HasField("error") and a.vm.placement.node in {"h0", "h1"}
+    bad, big, dup = by_id["r12"].error, by_id["r13"].error, by_id["r14"].error
+    br, rej = error_details_pb2.BadRequest(), pb.PlacementRejection()
+    assert bad.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and bad.details[0].Unpack(br)
+    assert [v.field for v in br.field_violations] == ["spec.name"]
+    assert big.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and any(d.Unpack(rej) for d in big.details)
+    assert rej.dimensions[0].dimension == "vcpus"
+    assert dup.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    placed = {kv.key for kv in cluster.store.get_prefix(keys.VMS)[0] if kv.key.endswith("/placement")}
+    assert placed == {keys.vm_placement(f"s{i}") for i in range(12)}
+
+
 def test_explain_ranks_and_commits_nothing(cluster: Cluster) -> None:
     for i in range(3):
         cluster.add_node(f"h{i}")

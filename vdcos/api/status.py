@@ -40,16 +40,21 @@ def to_status(e: VdcosError) -> status_pb2.Status:
     return status_pb2.Status(code=getattr(code_pb2, e.code), message=e.message[:4000], details=details)
 
 
-async def _abort(context: grpc.aio.ServicerContext, e: Exception) -> None:
+def as_status(e: Exception) -> status_pb2.Status:
+    """Any error a call can end with, as the status (and details) its client gets."""
     if isinstance(e, VdcosError):
-        st = rpc_status.to_status(to_status(e))
-        await context.abort(st.code, st.details, st.trailing_metadata)
+        return to_status(e)
     if isinstance(e, StoreError):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"cluster state store unavailable: {e}")
+        return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=f"cluster state store unavailable: {e}")
     if isinstance(e, TimeoutError):
-        await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "scheduler did not answer in time")
+        return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="scheduler did not answer in time")
     log.error("internal error", exc_info=e)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error (see the scheduler log)")
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error (see the scheduler log)")
+
+
+async def _abort(context: grpc.aio.ServicerContext, e: Exception) -> None:
+    st = rpc_status.to_status(as_status(e))
+    await context.abort(st.code, st.details, st.trailing_metadata)
 
 
 def rpc(fn: F) -> F:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from vdcos.v1 import (capacity_service_pb2_grpc, migration_service_pb2_grpc, network_service_pb2_grpc, node_service_pb2_grpc,
@@ -43,10 +43,17 @@ def rejection_lines(rej: types_pb2.PlacementRejection) -> list[str]:
 
 
 def describe_error(e: grpc.RpcError) -> str:
-    code = e.code().name if e.code() else "UNKNOWN"
-    lines = [f"error: {code}: {e.details()}"]
     st = rpc_status.from_call(e)  # type: ignore[arg-type]
-    for d in st.details if st else []:
+    if st is None:
+        code = e.code().name if e.code() else "UNKNOWN"
+        return f"error: {code}: {e.details()}"
+    return describe_status(st)
+
+
+def describe_status(st: status_pb2.Status) -> str:
+    code = code_pb2.Code.Name(st.code) if st.code in code_pb2.Code.values() else str(st.code)
+    lines = [f"error: {code}: {st.message}"]
+    for d in st.details:
         if d.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             br = error_details_pb2.BadRequest()
             d.Unpack(br)

@@ -14,7 +14,7 @@ import yaml
 from google.protobuf import json_format
 
 from vdcos.cli import localdc
-from vdcos.cli.client import Client, describe_error, rejection_lines
+from vdcos.cli.client import Client, describe_error, describe_status, rejection_lines
 from vdcos.images import CATALOG
 from vdcos.model import DIMENSIONS
 from vdcos.v1 import capacity_service_pb2 as cap_pb
@@ -186,6 +186,8 @@ def cmd_cordon(args: argparse.Namespace) -> int:
 
 def cmd_vm(args: argparse.Namespace) -> int:
     with Client(server_addr(args)) as c:
+        if args.vm_command == "create" and args.count > 1:
+            return create_many(c, args)
         if args.vm_command == "create":
             r = c.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm_spec(args), request_id=args.request_id or ""),
                                timeout=args.timeout)
@@ -204,6 +206,32 @@ def cmd_vm(args: argparse.Namespace) -> int:
             if args.output != "json":
                 print(f"deleted {args.name}")
     return 0
+
+
+def create_many(c: Client, args: argparse.Namespace) -> int:
+    """NAME-1 .. NAME-COUNT over one CreateVms stream; each placed or refused on its own."""
+    if args.count > 10_000:
+        raise UsageError("--count: at most 10000")
+    base = vm_spec(args)
+    reqs = []
+    for i in range(1, args.count + 1):
+        s = pb.VmSpec()
+        s.CopyFrom(base)
+        s.name = f"{args.name}-{i}"
+        reqs.append(vm_pb.CreateVmsRequest(spec=s, request_id=f"{args.request_id}-{i}" if args.request_id else ""))
+    order = {r.spec.name: i for i, r in enumerate(reqs)}
+    answers = sorted(c.vms.CreateVms(iter(reqs), timeout=args.timeout), key=lambda a: order.get(a.name, 0))
+    placed = [a.vm for a in answers if not a.HasField("error")]
+    failed = [a for a in answers if a.HasField("error")]
+    if args.output == "json":
+        print(json.dumps([json_format.MessageToDict(a, preserving_proto_field_name=True) for a in answers], indent=2))
+    else:
+        if placed:
+            print(vm_rows(placed))
+        for a in failed:
+            print(f"{a.name}: {describe_status(a.error)}", file=sys.stderr)
+        print(f"{len(placed)} of {len(reqs)} created", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
 
 
 PHASE_PREFIX = "MIGRATION_PHASE_"
@@ -718,6 +746,8 @@ def parser() -> argparse.ArgumentParser:
     create = vsub.add_parser("create")
     add_spec_flags(create)
     create.add_argument("--request-id")
+    create.add_argument("--count", type=int, default=1,
+                        help="create NAME-1 .. NAME-COUNT, each placed on its own (one stream)")
     vl = vsub.add_parser("list")
     vl.add_argument("--node")
     vsub.add_parser("show").add_argument("name")

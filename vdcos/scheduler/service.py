@@ -10,7 +10,7 @@ import grpc
 import grpc.aio
 
 from vdcos.api import convert, validate
-from vdcos.api.status import rpc, stream_rpc
+from vdcos.api.status import as_status, rpc, stream_rpc
 from vdcos.errors import NotFound, Unavailable
 from vdcos.model import Migration, Resources, decode, pairs
 from vdcos.planner.cluster import HostType
@@ -38,6 +38,7 @@ from vdcos.v1 import vm_service_pb2_grpc as vm_grpc
 
 Ctx = grpc.aio.ServicerContext
 T = TypeVar("T")
+STREAM_IN_FLIGHT = 256  # requests of one CreateVms stream being placed at once
 
 
 async def blocking(fn: Callable[..., T], *args: object) -> T:
@@ -78,12 +79,55 @@ class VmServicer(vm_grpc.VmServiceServicer):
 
     @rpc
     async def CreateVm(self, request: vm_pb.CreateVmRequest, context: Ctx) -> vm_pb.CreateVmResponse:
+        return vm_pb.CreateVmResponse(vm=await self._create(request))
+
+    async def _create(self, request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest) -> pb.Vm:
         violations = validate.vm_spec(request.spec) if request.HasField("spec") else [("spec", "is required")]
         if len(request.request_id) > 128:
             violations.append(("request_id", "at most 128 characters"))
         validate.check(violations)
         rec = await self.ops.create_vm_async(convert.vm_spec_from_pb(request.spec), request.request_id)
-        return vm_pb.CreateVmResponse(vm=convert.vm_to_pb(rec))
+        return convert.vm_to_pb(rec)
+
+    async def CreateVms(self, requests: AsyncIterator[vm_pb.CreateVmsRequest],
+                        context: Ctx) -> AsyncIterator[vm_pb.CreateVmsResponse]:
+        """Each request is placed concurrently with the others (the worker batches them) and
+        answered as soon as it is decided; at most STREAM_IN_FLIGHT wait at once, so a client
+        that sends faster than we place is slowed down, not buffered without bound."""
+        answers: asyncio.Queue[vm_pb.CreateVmsResponse | None] = asyncio.Queue()
+        room = asyncio.Semaphore(STREAM_IN_FLIGHT)
+
+        async def one(req: vm_pb.CreateVmsRequest) -> None:
+            try:
+                try:
+                    answer = vm_pb.CreateVmsResponse(vm=await self._create(req))
+                except Exception as e:
+                    answer = vm_pb.CreateVmsResponse(error=as_status(e))
+                answer.name, answer.request_id = req.spec.name, req.request_id
+                answers.put_nowait(answer)
+            finally:
+                room.release()
+
+        async def read() -> None:
+            tasks: set[asyncio.Task[None]] = set()
+            try:
+                async for req in requests:
+                    await room.acquire()
+                    t = asyncio.create_task(one(req))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.wait(tasks)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            await reader  # a broken request stream ends the call with its error
+        finally:
+            reader.cancel()
 
     @rpc
     async def GetVm(self, request: vm_pb.GetVmRequest, context: Ctx) -> vm_pb.GetVmResponse:
