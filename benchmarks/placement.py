@@ -134,12 +134,15 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
     out.put((lat, codes, time.time(), ru.ru_utime + ru.ru_stime))
 
 
-def run_clients(addr: str, api: str, specs: list[dict[str, Any]], procs: int, threads: int,
+def run_clients(addr: str | list[str], api: str, specs: list[dict[str, Any]], procs: int, threads: int,
                 inflight: int = 1) -> dict[str, Any]:
+    """Client process i talks to scheduler replica i mod len(addr)."""
+    addrs = [addr] if isinstance(addr, str) else addr
     ctx = mp.get_context("spawn")  # no fork after gRPC is initialised
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 2.0
-    workers = [ctx.Process(target=_client_proc, args=(addr, api, specs[i::procs], threads, inflight, start_at, q))
+    workers = [ctx.Process(target=_client_proc, args=(addrs[i % len(addrs)], api, specs[i::procs], threads, inflight,
+                                                      start_at, q))
                for i in range(procs)]
     for w in workers:
         w.start()
@@ -249,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noop-calls", type=int, default=4000, help="empty RPCs of the gRPC floor run (0 = skip)")
     ap.add_argument("--baseline-vms", type=int, default=500, help="serial single-client VMs (0 = skip)")
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--replicas", type=int, default=1, help="scheduler processes on the one etcd")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -261,32 +265,38 @@ def main(argv: list[str] | None = None) -> int:
 
     base = Path(tempfile.mkdtemp(prefix="vdcos-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     etcd = EtcdServer(base / "etcd").start()
-    sched = None
+    scheds: list[subprocess.Popen[bytes]] = []
     try:
         store = EtcdStore(etcd.endpoint, timeout=60)
         create_policies(store)
         register_s = register_hosts(store, args.hosts, args.seed)
         t0 = time.perf_counter()
-        sched, addr = start_scheduler(etcd.endpoint, base, "--io-threads", "8", "--max-batch", str(args.max_batch))
+        addrs = []
+        for r in range(args.replicas):
+            folder = base / f"scheduler-{r}"
+            folder.mkdir()
+            sched, addr = start_scheduler(etcd.endpoint, folder, "--io-threads", "8", "--max-batch", str(args.max_batch))
+            scheds.append(sched)
+            addrs.append(addr)
         scheduler_start_s = time.perf_counter() - t0
-        pids = {"scheduler": sched.pid, "etcd": etcd.pid}
+        pids = {"etcd": etcd.pid, **{f"scheduler{r or ''}": s.pid for r, s in enumerate(scheds)}}
 
         def measured(api: str, specs: list[dict[str, Any]], threads: int) -> tuple[dict[str, Any], dict[str, float]]:
             """A run, and the CPU milliseconds each party spent per answered request."""
             cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
-            run = run_clients(addr, api, specs, args.procs, threads, args.inflight)
+            run = run_clients(addrs, api, specs, args.procs, threads, args.inflight)
             cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
             cpu["clients"] = run["client_cpu_s"]
             n = max(run["codes"].get("OK", 0), 1)
             return run, {k: round(v * 1000 / n, 3) for k, v in cpu.items()}
 
-        baseline = run_clients(addr, "unary", vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1) \
+        baseline = run_clients(addrs, "unary", vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1) \
             if args.baseline_vms else None
         main_run, cpu = measured(args.api, vm_specs(args.vms, args.seed, "vm-"),
                                  args.threads if args.api == "stream" else args.unary_threads)
         unary = measured("unary", vm_specs(args.unary_vms, args.seed + 3, "un-"), args.unary_threads) \
             if args.unary_vms and args.api == "stream" else None
-        noop = run_clients(addr, "noop", [{"name": str(i)} for i in range(args.noop_calls)], args.procs,
+        noop = run_clients(addrs, "noop", [{"name": str(i)} for i in range(args.noop_calls)], args.procs,
                            args.unary_threads) if args.noop_calls else None
         over = len(over_capacity(store))
         entries = sum(len(decode(Allocation, json.loads(kv.value)).entries) for kv in store.get_prefix(keys.ALLOC)[0])
@@ -297,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             "hosts": args.hosts,
             "vms": args.vms,
             "api": args.api,
+            "scheduler_replicas": args.replicas,
             "placed": main_sum["placed"],
             "refused": main_sum["refused"],
             "clients": args.procs * (args.threads if args.api == "stream" else args.unary_threads),
@@ -333,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         return 0
     finally:
-        if sched is not None:
+        for sched in scheds:
             stop_pid(sched.pid, sched)
         etcd.stop()
         shutil.rmtree(base, ignore_errors=True)

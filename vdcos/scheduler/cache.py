@@ -84,6 +84,7 @@ class ClusterCache:
     def start(self) -> ClusterCache:
         res = self.store.txn([], [Get(p, prefix=True) for p in WATCHED])
         with self._lock:
+            self._stale = True  # one derivation of every column at the first snapshot, not one per record
             for kvs in res.gets:
                 for kv in kvs:
                     self._apply_put(kv)
