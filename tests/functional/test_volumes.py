@@ -389,3 +389,22 @@ def test_bad_snapshot_requests_change_nothing(cluster: Cluster) -> None:
     refused(lambda: create(cluster, vol_pb.Volume(name="r", snapshot="gone")), grpc.StatusCode.NOT_FOUND)
     assert sorted(v.name for v in cluster.client.volumes.ListVolumes(vol_pb.ListVolumesRequest()).volumes) == [
         "big", "small"]
+
+
+def test_node_admission_counts_the_space_local_volumes_hold(cluster: Cluster) -> None:
+    """An assignment the scheduler's commit would never have made (a rogue or outdated writer):
+    the agent's own fit check counts the host's volumes too, and refuses it."""
+    from vdcos.model import Assignment, DEFAULT_POLICY, VmSpec, dumps
+    from vdcos.scheduler.core import reservation, resolve
+
+    cluster.add_node("h1", HOST)
+    create(cluster, vol("big", 70, host="h1"))
+    wait_until(lambda: state(cluster, "big") == vol_pb.VOLUME_STATE_AVAILABLE)
+    spec = VmSpec("rogue", Resources(1, 128, 50))
+    cluster.store.put(keys.vm_spec("rogue"), dumps(spec))
+    cluster.store.put(keys.assign("h1", "rogue"), dumps(Assignment(
+        spec, resolve(spec, DEFAULT_POLICY), reservation(spec, DEFAULT_POLICY))))
+    wait_until(lambda: cluster.store.get(keys.vm_status("rogue")) is not None)
+    status = json.loads(cluster.store.get(keys.vm_status("rogue")).value)  # type: ignore[union-attr]
+    assert status["phase"] == "failed" and "refused by node admission: disk_gib" in status["message"]
+    assert not cluster.agents["h1"].driver.list_domains()

@@ -414,6 +414,13 @@ class NodeAgent:
         kv = self.store.get(keys.CONFIG)
         return decode(SchedulerConfig, json.loads(kv.value)) if kv else SchedulerConfig()
 
+    def _storage_entries(self) -> tuple[AllocEntry, ...]:
+        """The space this host's local volumes and snapshots hold (in its allocation record),
+        which admission counts as the scheduler's commit did."""
+        kv = self.store.get(keys.alloc(self.spec.name))
+        alloc = decode(Allocation, json.loads(kv.value)) if kv else Allocation(self.spec.name)
+        return tuple(e for e in alloc.entries if e.is_storage)
+
     def reconcile(self) -> None:
         moving = self.migrating()
         with self._lock:
@@ -427,13 +434,15 @@ class NodeAgent:
             log.info("destroyed %s (no longer assigned here)", name)
         with self._lock:
             held = [a for n, a in self._desired.items() if n in moving]
-        # A VM moving away still holds its resources here until the move succeeds.
-        admitted = Allocation(self.spec.name, tuple(
-            AllocEntry(a.spec.name, a.qos.qos_class, a.reserved) for a in (*desired.values(), *held)
-            if a.spec.name in actual))
         for gone in set(self._reported) - set(desired) - moving:
             self._reported.pop(gone, None)  # moved away or deleted: nothing more to report
-        config = self._config() if set(desired) - set(actual) else None
+        to_start = set(desired) - set(actual)
+        config = self._config() if to_start else None
+        # A VM moving away still holds its resources here until the move succeeds; local
+        # volumes hold their disk space whether a VM uses them or not.
+        admitted = Allocation(self.spec.name, tuple(
+            AllocEntry(a.spec.name, a.qos.qos_class, a.reserved) for a in (*desired.values(), *held)
+            if a.spec.name in actual) + (self._storage_entries() if to_start else ()))
         for name in sorted(desired):
             a = desired[name]
             dom = actual.get(name)
