@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,6 +24,9 @@ from vdcos.storagepool import images, snapshots, volumes
 
 log = logging.getLogger("vdcos.storagepool")
 GIB = 1024 ** 3
+# A copy's temporary file untouched for longer than any copy may run (qemu-img gets 1800 s) is
+# what a crashed agent left behind.
+STALE_TEMPORARY_S = 3600
 
 
 class PoolError(Exception):
@@ -34,6 +38,7 @@ class StoragePools(Protocol):
     def make(self, vol: Volume) -> str: ...
     def remove(self, path: str) -> None: ...
     def files(self, pool: PoolKind) -> dict[str, str]: ...   # volume name -> path
+    def sweep(self) -> list[str]: ...                         # crashed copies' temporary files, removed
     def grow(self, vol: Volume) -> None: ...                  # a file no QEMU has open
     def snapshot_path(self, snap: Snapshot) -> str: ...
     def snapshot(self, vol: Volume, snap: Snapshot) -> str: ...  # from a file no QEMU has open
@@ -54,6 +59,22 @@ def volume_file(directory: Path, name: str) -> Path:
 def snapshot_file(directory: Path, name: str) -> Path:
     # Not *.qcow2: a snapshot is never mistaken for a volume's file (nor removed as one).
     return directory / f"{name}.snapshot"
+
+
+def sweep_temporaries(dirs: list[Path], now: float | None = None) -> list[str]:
+    """Remove the temporary files of copies that can no longer be running (see `_convert`).
+    Age, not ownership, decides: in a shared folder another host may be copying right now."""
+    now = time.time() if now is None else now
+    gone = []
+    for d in dirs:
+        for p in d.glob(".*.tmp"):
+            try:
+                if now - p.stat().st_mtime > STALE_TEMPORARY_S:
+                    p.unlink()
+                    gone.append(str(p))
+            except FileNotFoundError:
+                pass
+    return gone
 
 
 def _convert(source: str, out: Path, base: str, size_gib: int = 0) -> None:
@@ -155,6 +176,9 @@ class LibvirtPools:
     def files(self, kind: PoolKind) -> dict[str, str]:
         return self._glob(kind, ".qcow2")
 
+    def sweep(self) -> list[str]:
+        return sweep_temporaries([d for d in self.dirs.values() if d.exists()])
+
     def snapshot_files(self, kind: PoolKind) -> dict[str, str]:
         return self._glob(kind, ".snapshot")
 
@@ -203,6 +227,9 @@ class SimPools:
     def files(self, kind: PoolKind) -> dict[str, str]:
         return {k: v for k, v in self._made.items() if v.startswith(f"sim://{kind.value}/")
                 and not k.endswith(".snapshot")}
+
+    def sweep(self) -> list[str]:
+        return []  # nothing is copied through a file
 
     def grow(self, vol: Volume) -> None:
         self.grown[vol.name] = vol.size_gib
@@ -285,6 +312,8 @@ class VolumeReconciler:
                     continue
                 self.pools.remove(path)
                 log.info("removed %s: no volume record owns it", path)
+        for path in self.pools.sweep():
+            log.info("removed %s: an interrupted copy's temporary file", path)
         status, lease = self.pools.status(), self.lease()
         if (lease, status) != self._published:  # only changes: every host does this every resync
             self.store.txn([], [Put(keys.pool(self.host, s.pool.value), dumps(s), lease) for s in status])
