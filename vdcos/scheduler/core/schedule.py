@@ -7,7 +7,7 @@ Stages run in order (Nomad's feasible/stack, Nova's filters + weighers):
     feasible one, so a request is refused only after every node was looked at;
   filters, cheapest first, each a boolean mask and counted for the rejection;
   scorers, each normalized to [0, 1] and multiplied by its configured weight;
-  select, the best score, ties broken by a shuffle seeded from the request id.
+  select, the best score, ties broken by a hash of the request id (replayable).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def nodes_to_score(n: int, percentage: int = 0) -> int:
     return min(n, max(MIN_NODES_TO_SCORE, n * pct // 100))
 
 
-def window(n: int, k: int, seed: int) -> slice | NDArrayInt:
+def window(n: int, k: int, seed: int) -> Window:
     """k consecutive node slots from an offset given by `seed`, wrapping around: every node
     is equally likely to be in it. A slice (no copy) unless it wraps."""
     if k >= n:
