@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         out = run(home, args.runs)
     finally:
         down(home, keep_logs=False)
+        shutil.rmtree(home, ignore_errors=True)  # down empties the datacenter's folder, not the folder
     emit(out, args.json)
     return 0
 
