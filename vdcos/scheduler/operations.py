@@ -62,7 +62,8 @@ class Operations:
         try:
             ports = await asyncio.to_thread(self._allocate_nics, spec) if spec.networks else []
         except BaseException:
-            await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
+            if claimed:
+                await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
             raise
         host = volumes.pinned_host(claimed)
         why = f"local volume {next(v.name for v in claimed if v.ties_to_host)} lives on {host}" if host else ""
@@ -77,14 +78,12 @@ class Operations:
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
 
     def _claim_volumes(self, spec: VmSpec) -> list[Volume]:
-        if not spec.volumes:
-            return []
         if self.store.get(keys.vm_spec(spec.name)) is not None:
             raise AlreadyExists(f"vm {spec.name!r} already exists")
         return volumes.attach_all(self.store, spec.name, spec.volumes)
 
     def _allocate_nics(self, spec: VmSpec) -> list[Port]:
-        if not spec.networks or self.store.get(keys.vm_spec(spec.name)) is not None:
+        if self.store.get(keys.vm_spec(spec.name)) is not None:
             return []  # an existing VM: the scheduler answers for it
         return networks.create_ports(self.store, [(n, spec.name, PortKind.VM, "", "", 0) for n in spec.networks])
 
