@@ -52,6 +52,15 @@ def _name(value: str, field: str = "name") -> None:
     validate.check(out)
 
 
+def _node_and_reason(name: str, reason: str) -> None:
+    """A node named for cordoning or draining, and the reason given."""
+    out: validate.Violations = []
+    validate.name(name, "name", out)
+    if len(reason) > 256:
+        out.append(("reason", "at most 256 characters"))
+    validate.check(out)
+
+
 async def _watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncIterator[tuple[list[Event], int]]:
     """etcd watch -> async generator, from `start_revision` (default: from now on); the watch is
     cancelled when the client goes away or the generator is closed."""
@@ -181,21 +190,13 @@ class NodeServicer(node_grpc.NodeServiceServicer):
 
     @rpc
     async def CordonNode(self, request: node_pb.CordonNodeRequest, context: Ctx) -> node_pb.CordonNodeResponse:
-        out: validate.Violations = []
-        validate.name(request.name, "name", out)
-        if len(request.reason) > 256:
-            out.append(("reason", "at most 256 characters"))
-        validate.check(out)
+        _node_and_reason(request.name, request.reason)
         await blocking(self.ops.cordon, request.name, request.reason, True)
         return node_pb.CordonNodeResponse(node=self._pb(request.name))
 
     @rpc
     async def DrainNode(self, request: node_pb.DrainNodeRequest, context: Ctx) -> node_pb.DrainNodeResponse:
-        out: validate.Violations = []
-        validate.name(request.name, "name", out)
-        if len(request.reason) > 256:
-            out.append(("reason", "at most 256 characters"))
-        validate.check(out)
+        _node_and_reason(request.name, request.reason)
         if not request.dry_run:
             await blocking(self.ops.cordon, request.name, request.reason or "drain", True)
         rb = await blocking(self.ops.planning.drain, request.name, request.dry_run)
