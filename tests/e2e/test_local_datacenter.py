@@ -93,7 +93,8 @@ def test_cli_creates_many_and_says_which_could_not_go(dc: Path) -> None:
     (["vm", "create", "ok", "--vcpus", "0"], "spec.resources.vcpus"),
     (["vm", "create", "ok", "--selector", "novalue"], "--selector"),
     (["vm", "show", "no-such-vm"], "NOT_FOUND"),
-], ids=["name", "vcpus", "selector", "missing"])
+    (["vm", "create", "ok", "--count", "0"], "--count"),
+], ids=["name", "vcpus", "selector", "missing", "count"])
 def test_cli_errors_name_the_field(dc: Path, args: list[str], needle: str) -> None:
     p = vdcos(dc, *args, check=False)
     assert p.returncode != 0 and needle in p.stderr, p.stderr

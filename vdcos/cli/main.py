@@ -186,7 +186,7 @@ def cmd_cordon(args: argparse.Namespace) -> int:
 
 def cmd_vm(args: argparse.Namespace) -> int:
     with Client(server_addr(args)) as c:
-        if args.vm_command == "create" and args.count > 1:
+        if args.vm_command == "create" and args.count != 1:
             return create_many(c, args)
         if args.vm_command == "create":
             r = c.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm_spec(args), request_id=args.request_id or ""),
@@ -210,8 +210,8 @@ def cmd_vm(args: argparse.Namespace) -> int:
 
 def create_many(c: Client, args: argparse.Namespace) -> int:
     """NAME-1 .. NAME-COUNT over one CreateVms stream; each placed or refused on its own."""
-    if args.count > 10_000:
-        raise UsageError("--count: at most 10000")
+    if not 1 <= args.count <= 10_000:
+        raise UsageError(f"--count: between 1 and 10000, got {args.count}")
     base = vm_spec(args)
     reqs = []
     for i in range(1, args.count + 1):
