@@ -78,6 +78,8 @@ class ClusterCache:
         self._borrowed: ClusterSnapshot | None = None
         self._names_index: tuple[tuple[str, ...], dict[str, int]] = ((), {})
         self._cancels: list[Callable[[], None]] = []
+        # Records we are committing ourselves, by key: (the bytes sent, the object they encode).
+        self._sending: dict[str, tuple[bytes, Allocation | PlacementGroup]] = {}
         self.watch_error: Exception | None = None
 
     # --- loading and watching ---------------------------------------------------------
@@ -130,18 +132,35 @@ class ClusterCache:
                 self._apply_put(kv)
             self.revision = max(self.revision, revision)
 
+    @contextmanager
+    def sending(self, records: dict[str, tuple[bytes, Allocation | PlacementGroup]]) -> Iterator[None]:
+        """Around our own commit of these records: the watch often brings them back before the
+        commit's answer does, and then takes the object whose bytes it sees instead of
+        decoding them (a busy node's allocation record holds every VM on it)."""
+        with self._lock:
+            self._sending.update(records)
+        try:
+            yield
+        finally:
+            with self._lock:
+                for key in records:
+                    self._sending.pop(key, None)
+
     def apply_committed(self, allocs: dict[str, Allocation], groups: dict[str, PlacementGroup],
                         revision: int) -> None:
         """Our own successful commit, as objects: no need to wait for the watch nor to decode."""
         with self._lock:
             for node, a in allocs.items():
                 if self._fresh(keys.alloc(node), revision):
-                    self.allocs[node] = (a, revision)
-                    self._refresh_row(node)
+                    self._put_alloc(a, revision)
             for name, g in groups.items():
                 if self._fresh(keys.group(name), revision):
                     self.groups[name] = (g, revision)
             self.revision = max(self.revision, revision)
+
+    def _put_alloc(self, a: Allocation, revision: int) -> None:
+        self.allocs[a.node] = (a, revision)
+        self._refresh_row(a.node)
 
     def apply_read(self, key: str, kvs: tuple[KV, ...], revision: int) -> None:
         """A point read at `revision`: absent means deleted by then."""
@@ -162,6 +181,13 @@ class ClusterCache:
         key = kv.key
         if not self._fresh(key, kv.mod_revision):
             return
+        mine = self._sending.get(key)
+        if mine is not None and mine[0] == kv.value:
+            if isinstance(mine[1], Allocation):
+                self._put_alloc(mine[1], kv.mod_revision)
+            else:
+                self.groups[mine[1].name] = (mine[1], kv.mod_revision)
+            return
         data = loads(kv.value)
         if key == keys.CONFIG:
             # allocatable and the terms are derived again when the next snapshot is built
@@ -174,9 +200,7 @@ class ClusterCache:
             g = decode(PlacementGroup, data)
             self.groups[g.name] = (g, kv.mod_revision)
         elif key.startswith(keys.ALLOC):
-            a = decode(Allocation, data)
-            self.allocs[a.node] = (a, kv.mod_revision)
-            self._refresh_row(a.node)
+            self._put_alloc(decode(Allocation, data), kv.mod_revision)
         elif key.startswith(keys.NODES):
             node, kind = keys.split(key, keys.NODES)
             if kind == "spec":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -117,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = EtcdStore(args.etcd)
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads)
+    # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
+    # the daemon: out of the collector's sight, it is not walked by every full collection.
+    gc.collect()
+    gc.freeze()
     log.info("serving on port %d (etcd %s, pid %d)", srv.port, args.etcd, os.getpid())
     if args.port_file:
         tmp = args.port_file.with_suffix(".tmp")

@@ -53,6 +53,7 @@ class _Txn:
     placed: list[tuple[_Pending, PlacementRecord]] = field(default_factory=list)
     allocs: dict[str, Allocation] = field(default_factory=dict)
     groups: dict[str, PlacementGroup] = field(default_factory=dict)
+    records: dict[str, tuple[bytes, Allocation | PlacementGroup]] = field(default_factory=dict)
 
     def guard(self, key: str, target: str, value: int) -> None:
         if key not in self.reads:
@@ -195,14 +196,18 @@ class Scheduler:
                          Put(keys.vm_placement(spec.name), dumps(record)),
                          Put(keys.assign(d.node, spec.name), dumps(Assignment(spec, d.qos, d.reserved)))]
             txn.placed.append((p, record))
-        txn.puts += [Put(keys.alloc(n), dumps(a)) for n, a in allocs.items()]
-        txn.puts += [Put(keys.group(n), dumps(g)) for n, g in groups.items()]
+        records: dict[str, Allocation | PlacementGroup] = {keys.alloc(n): a for n, a in allocs.items()}
+        records.update((keys.group(n), g) for n, g in groups.items())
+        txn.records = {k: (dumps(r), r) for k, r in records.items()}
+        txn.puts += [Put(k, value) for k, (value, _) in txn.records.items()]
         return txn, retry
 
     def _commit(self, txn: _Txn) -> list[_Pending]:
-        res = self.store.txn(txn.compares, txn.puts, [Get(k) for k in txn.reads])
+        with self.cache.sending(txn.records):
+            res = self.store.txn(txn.compares, txn.puts, [Get(k) for k in txn.reads])
+            if res.succeeded:
+                self.cache.apply_committed(txn.allocs, txn.groups, res.revision)
         if res.succeeded:
-            self.cache.apply_committed(txn.allocs, txn.groups, res.revision)
             for p, rec in txn.placed:
                 p.future.set_result(Placed(p.request.spec, rec, res.revision))
             self.stats["placed"] += len(txn.placed)
