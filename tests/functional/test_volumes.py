@@ -244,6 +244,11 @@ def test_attach_detach_and_grow_on_a_running_vm(cluster: Cluster) -> None:
     with pytest.raises(grpc.RpcError) as e:
         cluster.client.volumes.DetachVolume(vol_pb.DetachVolumeRequest(name="near"))
     assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    # What the agent remembers of a disk's size goes with the disk: unplugged, then deleted.
+    near_path = get_vol(cluster, "near").path
+    wait_until(lambda: near_path not in cluster.agents[node]._grown)
+    cluster.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="near"))
+    wait_until(lambda: "near" not in storage._sizes)
 
 
 def test_iops_reservations_from_the_policy_bound_a_host(cluster: Cluster) -> None:

@@ -426,6 +426,9 @@ class NodeAgent:
         with self._lock:
             desired = {n: a for n, a in self._desired.items() if n not in moving}
         actual = {d.name: d for d in self.driver.list_domains()}
+        # A disk's checked size matters while a guest here has it open: forget the others.
+        open_disks = {p for d in actual.values() for p in d.disks}
+        self._grown = {p: gib for p, gib in self._grown.items() if p in open_disks}
         for name in sorted(set(actual) - set(desired) - moving):
             self.driver.destroy(name)
             self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],

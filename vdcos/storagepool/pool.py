@@ -267,6 +267,7 @@ class VolumeReconciler:
     def sync(self) -> None:
         vols = {v.name: v for v in volumes.list_volumes(self.store)}
         snaps = {s.name: s for s in snapshots.list_snapshots(self.store)}
+        self._sizes = {name: gib for name, gib in self._sizes.items() if name in vols}
         for v in vols.values():
             if v.host != self.host or v.state is not VolumeState.CREATING:
                 continue
