@@ -68,11 +68,11 @@ class Cluster:
         return f"127.0.0.1:{self.server.port}"
 
     def add_node(self, name: str, capacity: Resources = HOST, labels: dict[str, str] | None = None,
-                 ttl: int = 10) -> NodeAgent:
+                 ttl: int = 10, pools: SimPools | None = None) -> NodeAgent:
         driver = SimDriver(capacity, self.tmp / f"{name}.json")
         spec = NodeSpec(name, capacity, pairs(labels or {}), "sim", f"sim://{self.tmp / f'{name}.json'}")
         agent = NodeAgent(self.store, spec, driver, lease_ttl=ttl, resync_s=0.5,
-                          pools=SimPools(name, capacity.disk_gib)).start()
+                          pools=pools or SimPools(name, capacity.disk_gib)).start()
         self.agents[name] = agent
         wait_until(lambda: (v := self.server.cache.node(name)) is not None and v.status is not None)
         return agent

@@ -4,16 +4,17 @@ host, a VM with it runs there, a VM's volumes go with it, a live migration takes
 change nothing."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 
 from tests.conftest import Cluster, details, wait_until
-from vdcos.model import Allocation, PoolKind, Resources, decode
+from vdcos.model import Allocation, PoolKind, Resources, Snapshot, Volume, decode
 from vdcos.state import keys
+from vdcos.storagepool.pool import SimPools
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
@@ -335,6 +336,35 @@ def test_snapshots_are_accounted_outlive_their_volume_and_restore(cluster: Clust
     storage = cluster.agents["h1"].storage
     assert storage is not None
     wait_until(lambda: set(storage.pools.snapshot_files(PoolKind.LOCAL)) == {"data-monday"}, timeout=15)
+
+
+class SlowPools(SimPools):
+    """Sim pools whose offline snapshot copies last until the test lets them finish."""
+
+    def __init__(self, host: str, capacity_gib: int) -> None:
+        super().__init__(host, capacity_gib)
+        self.release = threading.Event()
+
+    def snapshot(self, vol: Volume, snap: Snapshot) -> str:
+        self.release.wait(20)
+        return super().snapshot(vol, snap)
+
+
+def test_a_long_snapshot_copy_holds_up_nothing_else_on_its_host(cluster: Cluster) -> None:
+    pools = SlowPools("h1", HOST.disk_gib)
+    cluster.add_node("h1", HOST, pools=pools)
+    create(cluster, vol("data", 10, host="h1"))
+    wait_until(lambda: state(cluster, "data") == vol_pb.VOLUME_STATE_AVAILABLE)
+    take(cluster, "slow", "data")
+    # While it copies, the host makes another volume and starts a VM.
+    create(cluster, vol("other", 5, host="h1"))
+    wait_until(lambda: state(cluster, "other") == vol_pb.VOLUME_STATE_AVAILABLE)
+    cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm("app", [])))
+    wait_until(lambda: cluster.client.vms.GetVm(vm_pb.GetVmRequest(name="app")).vm.status.phase
+               == pb.VM_PHASE_RUNNING)
+    assert snap_state(cluster, "slow").state == vol_pb.VOLUME_STATE_CREATING
+    pools.release.set()
+    wait_until(lambda: snap_state(cluster, "slow").state == vol_pb.VOLUME_STATE_AVAILABLE)
 
 
 def test_a_snapshot_in_progress_holds_its_volume_still(cluster: Cluster) -> None:

@@ -116,6 +116,8 @@ class NodeAgent:
             self._cancel_volumes()
         for t in self._threads:
             t.join(5)
+        if self.storage is not None:
+            self.storage.wait_copies(5)
         if self.switch:
             self.switch.stop()
         if revoke and self.lease:

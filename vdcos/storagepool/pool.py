@@ -8,8 +8,10 @@ the datacenter sees), `SimPools` without any file for the `sim` driver's simulat
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -249,6 +251,24 @@ class SimPools:
                 if v.startswith(f"sim://{kind.value}/") and k.endswith(".snapshot")}
 
 
+class _Copy:
+    """A snapshot's copy on its own thread: a big disk takes minutes, and the host's other
+    volume work and its VMs' reconcile must not wait for it."""
+
+    def __init__(self, name: str, fn: Callable[..., None], *args: Any) -> None:
+        self.ended = math.inf  # time.monotonic() once it returned
+        self.thread = threading.Thread(target=self._run, args=(fn, *args), name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[..., None], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("%s failed", self.thread.name)
+        finally:
+            self.ended = time.monotonic()
+
+
 class VolumeReconciler:
     """Run by the agent after every change under /vdcos/volumes/ and every resync period:
     makes the files of volumes and snapshots recorded on this host, removes the files no record
@@ -263,10 +283,15 @@ class VolumeReconciler:
         self.guests = guests
         self._published: tuple[int, list[PoolStatus]] = (0, [])
         self._sizes: dict[str, int] = {}  # volume -> GiB its file was checked to have
+        self._copies: dict[str, _Copy] = {}  # snapshot -> the copy making its file
 
     def sync(self) -> None:
+        read_at = time.monotonic()
         vols = {v.name: v for v in volumes.list_volumes(self.store)}
         snaps = {s.name: s for s in snapshots.list_snapshots(self.store)}
+        # A copy that ended before these reads has its outcome in them: a snapshot still
+        # being made by then lost its copy (an error writing the outcome) and gets another.
+        self._copies = {name: c for name, c in self._copies.items() if c.ended > read_at}
         self._sizes = {name: gib for name, gib in self._sizes.items() if name in vols}
         for v in vols.values():
             if v.host != self.host or v.state is not VolumeState.CREATING:
@@ -296,8 +321,8 @@ class VolumeReconciler:
                 except (PoolError, OSError) as e:
                     log.error("volume %s: %s", v.name, e)
         for snap in snaps.values():
-            if snap.host == self.host and snap.state is VolumeState.CREATING:
-                self._take(snap, vols.get(snap.volume))
+            if snap.host == self.host and snap.state is VolumeState.CREATING and snap.name not in self._copies:
+                self._copies[snap.name] = _Copy(f"snapshot-{snap.name}", self._take, snap, vols.get(snap.volume))
         for kind in (PoolKind.LOCAL, PoolKind.SHARED):
             for name, path in self.pools.snapshot_files(kind).items():
                 s = snaps.get(name)
@@ -319,6 +344,12 @@ class VolumeReconciler:
         if (lease, status) != self._published:  # only changes: every host does this every resync
             self.store.txn([], [Put(keys.pool(self.host, s.pool.value), dumps(s), lease) for s in status])
             self._published = (lease, status)
+
+    def wait_copies(self, timeout: float) -> None:
+        """Let the snapshot copies under way finish (an agent stopping)."""
+        deadline = time.monotonic() + timeout
+        for c in list(self._copies.values()):
+            c.thread.join(max(deadline - time.monotonic(), 0))
 
     def _take(self, snap: Snapshot, vol: Volume | None) -> None:
         """Make a snapshot's file: from the running guest's disk when it has the volume open
