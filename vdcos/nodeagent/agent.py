@@ -25,7 +25,7 @@ from vdcos.nodeagent.driver import (DiskCopy, DomainInfo, DomainState, DomainSta
 from vdcos.scheduler.core import qos
 from vdcos.scheduler.core.fit import fits
 from vdcos.state import keys
-from vdcos.state.store import Compare, Delete, Event, Put, Store, StoreError, TxnResult
+from vdcos.state.store import Compare, Delete, Event, Get, Put, Store, StoreError, TxnResult
 from vdcos.storagepool import volumes
 from vdcos.storagepool.pool import StoragePools, VolumeReconciler
 from vdcos.vswitch import networks
@@ -412,16 +412,13 @@ class NodeAgent:
             except (StoreError, NetworkError, OSError) as e:
                 log.warning("unplugging %s after its move: %s (the next sync retries)", vm, e)
 
-    def _config(self) -> SchedulerConfig:
-        kv = self.store.get(keys.CONFIG)
-        return decode(SchedulerConfig, json.loads(kv.value)) if kv else SchedulerConfig()
-
-    def _storage_entries(self) -> tuple[AllocEntry, ...]:
-        """The space this host's local volumes and snapshots hold (in its allocation record),
-        which admission counts as the scheduler's commit did."""
-        kv = self.store.get(keys.alloc(self.spec.name))
-        alloc = decode(Allocation, json.loads(kv.value)) if kv else Allocation(self.spec.name)
-        return tuple(e for e in alloc.entries if e.is_storage)
+    def _admission_records(self) -> tuple[SchedulerConfig, tuple[AllocEntry, ...]]:
+        """The overcommit ratios, and the space this host's local volumes and snapshots hold
+        (in its allocation record): admission counts both as the scheduler's commit did."""
+        config_kvs, alloc_kvs = self.store.txn([], [Get(keys.CONFIG), Get(keys.alloc(self.spec.name))]).gets
+        config = decode(SchedulerConfig, json.loads(config_kvs[0].value)) if config_kvs else SchedulerConfig()
+        alloc = decode(Allocation, json.loads(alloc_kvs[0].value)) if alloc_kvs else Allocation(self.spec.name)
+        return config, tuple(e for e in alloc.entries if e.is_storage)
 
     def reconcile(self) -> None:
         moving = self.migrating()
@@ -442,12 +439,12 @@ class NodeAgent:
         for gone in set(self._reported) - set(desired) - moving:
             self._reported.pop(gone, None)  # moved away or deleted: nothing more to report
         to_start = set(desired) - set(actual)
-        config = self._config() if to_start else None
+        config, storage = self._admission_records() if to_start else (None, ())
         # A VM moving away still holds its resources here until the move succeeds; local
         # volumes hold their disk space whether a VM uses them or not.
         admitted = Allocation(self.spec.name, tuple(
             AllocEntry(a.spec.name, a.qos.qos_class, a.reserved) for a in (*desired.values(), *held)
-            if a.spec.name in actual) + (self._storage_entries() if to_start else ()))
+            if a.spec.name in actual) + storage)
         for name in sorted(desired):
             a = desired[name]
             dom = actual.get(name)
