@@ -1,12 +1,17 @@
 """What every benchmark does the same way: wait for a condition, take medians of the runs that
-worked, and print its one JSON object (also written where --json says)."""
+worked, print its one JSON object (also written where --json says), and run an etcd of its own."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from vdcos.state.etcd_server import EtcdServer
 
 
 def wait(pred: Any, timeout: float, what: str) -> Any:
@@ -31,3 +36,15 @@ def emit(result: dict[str, Any], path: Path | None) -> None:
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")
+
+
+def start_etcd() -> tuple[Path, EtcdServer]:
+    """An etcd of the benchmark's own, its data in a new folder on tmpfs where there is one.
+    `stop_etcd` stops it and removes the folder."""
+    base = Path(tempfile.mkdtemp(prefix="vdcos-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    return base, EtcdServer(base / "etcd").start()
+
+
+def stop_etcd(base: Path, etcd: EtcdServer) -> None:
+    etcd.stop()
+    shutil.rmtree(base, ignore_errors=True)

@@ -21,10 +21,8 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import emit
+from benchmarks.common import emit, start_etcd, stop_etcd
 
 HOST_FLAVORS = [(32, 131072, 2000, 25000), (64, 262144, 4000, 25000), (96, 393216, 8000, 50000)]
 VM_FLAVORS = [(1, 2048, 20, 100), (2, 4096, 40, 200), (4, 8192, 80, 500), (8, 32768, 160, 1000),
@@ -261,10 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     from vdcos.scheduler.audit import over_capacity
     from vdcos.state import keys
     from vdcos.state.etcd import EtcdStore
-    from vdcos.state.etcd_server import EtcdServer, stop_pid
+    from vdcos.state.etcd_server import stop_pid
 
-    base = Path(tempfile.mkdtemp(prefix="vdcos-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    etcd = EtcdServer(base / "etcd").start()
+    base, etcd = start_etcd()
     scheds: list[subprocess.Popen[bytes]] = []
     try:
         store = EtcdStore(etcd.endpoint, timeout=60)
@@ -346,8 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sched in scheds:
             stop_pid(sched.pid, sched)
-        etcd.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        stop_etcd(base, etcd)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,12 @@ JSON object.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import emit
+from benchmarks.common import emit, start_etcd, stop_etcd
 from benchmarks.placement import create_policies, register_hosts, run_clients, start_scheduler, vm_specs
 
 
@@ -65,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from vdcos.scheduler.cache import ClusterCache
     from vdcos.scheduler.rebalancer import Cluster
     from vdcos.state.etcd import EtcdStore
-    from vdcos.state.etcd_server import EtcdServer, stop_pid
+    from vdcos.state.etcd_server import stop_pid
     from vdcos.v1 import capacity_service_pb2 as cap_pb
     from vdcos.v1 import capacity_service_pb2_grpc as cap_grpc
     from vdcos.v1 import node_service_pb2 as node_pb
@@ -74,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from vdcos.v1 import placement_service_pb2_grpc as place_grpc
     from vdcos.v1 import types_pb2 as pb
 
-    base = Path(tempfile.mkdtemp(prefix="vdcos-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    etcd = EtcdServer(base / "etcd").start()
+    base, etcd = start_etcd()
     sched = None
     try:
         store = EtcdStore(etcd.endpoint, timeout=60)
@@ -156,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if sched is not None:
             stop_pid(sched.pid, sched)
-        etcd.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        stop_etcd(base, etcd)
 
 
 if __name__ == "__main__":
