@@ -104,10 +104,9 @@ class _View:
 class _Ask:
     request: PlacementRequest
     policy: QosPolicy
-    # What the fit check uses: best-effort VMs need headroom for their size...
+    # What the fit check uses: best-effort VMs need headroom for their size (they reserve nothing).
     fit_demand: F64
-    # ...but reserve nothing.
-    reserved: F64
+    seed: int  # the request id's hash: where its window starts, and which of tied nodes wins
 
 
 Filter = Callable[[_View, _Ask], "tuple[Mask, str] | None"]
@@ -252,7 +251,7 @@ def _ask(snap: ClusterSnapshot, request: PlacementRequest) -> _Ask | Rejection:
         return _never(snap, spec.name, f"placement group {group.name!r} has policy "
                       f"{group.policy.value}, not {spec.group_policy.value}")
     fit = demand_vector(qos.request(spec, policy))
-    return _Ask(request, policy, fit, demand_vector(qos.reservation(spec, policy)))
+    return _Ask(request, policy, fit, _seed(request.seed_key))
 
 
 def _never(snap: ClusterSnapshot, vm: str, why: str) -> Rejection:
@@ -365,7 +364,7 @@ def _score(view: _View, ask: _Ask) -> _Scored | Rejection:
     snap, request = view.snap, ask.request
     # A VM pinned to one node (its local volumes) looks at every node: a window would miss it.
     w = ALL if request.pinned else window(
-        snap.size, nodes_to_score(snap.size, snap.config.percentage_of_nodes_to_score), _seed(request.seed_key))
+        snap.size, nodes_to_score(snap.size, snap.config.percentage_of_nodes_to_score), ask.seed)
     return _evaluate(view, ask, w)
 
 
@@ -374,7 +373,7 @@ def _pick(view: _View, ask: _Ask, sc: _Scored) -> Decision:
     ties = np.flatnonzero(sc.total >= best - TIE_EPSILON)
     request = ask.request
     # The seed is a hash of the request id: its residue is as good a draw as an RNG's, for less.
-    pick = int(ties[0]) if ties.size == 1 else int(ties[_seed(request.seed_key) % ties.size])
+    pick = int(ties[0]) if ties.size == 1 else int(ties[ask.seed % ties.size])
     node_i = int(sc.idx[pick])
     spec = request.spec
     return Decision(
