@@ -7,11 +7,12 @@ records, one shared lease: 10,000 agent processes do not fit on a 2-core machine
 scheduler as its own process, and places VMs of mixed sizes and QoS classes from concurrent
 clients in separate processes. Prints one JSON object.
 
-The main run streams (VmService.CreateVms: each client thread keeps --inflight requests on one
-stream, and each VM's latency is from its request to its answer). In the same invocation, and
-for comparison: the same clients with one CreateVm call per VM (`unary_*`), a single client
-placing one VM at a time (`baseline_serial_*`), and the same clients calling an empty RPC
-(health Check: `noop_unary_per_s`), which is what gRPC itself allows on this machine.
+The main run batches (VmService.BatchCreateVms: each client thread sends --batch VMs per call,
+one call at a time; each VM's latency is its call's). In the same invocation, and for
+comparison: the same number of clients with the other two APIs (`stream_*`: CreateVms, --inflight
+requests in flight per stream; `unary_*`: one CreateVm call per VM), a single client placing one
+VM at a time (`baseline_serial_*`), and the unary clients calling an empty RPC (health Check:
+`noop_unary_per_s`), which is what gRPC itself allows on this machine.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from benchmarks.common import emit, start_etcd, stop_etcd
 
+APIS = ("batch", "stream", "unary")
 HOST_FLAVORS = [(32, 131072, 2000, 25000), (64, 262144, 4000, 25000), (96, 393216, 8000, 50000)]
 VM_FLAVORS = [(1, 2048, 20, 100), (2, 4096, 40, 200), (4, 8192, 80, 500), (8, 32768, 160, 1000),
               (16, 65536, 320, 2000)]
@@ -61,10 +63,11 @@ def _pb_spec(s: dict[str, Any]) -> Any:
         placement_group=s.get("group", ""), group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY if "group" in s else 0)
 
 
-def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int, inflight: int, start_at: float,
+def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int, per_call: int, start_at: float,
                  out: mp.Queue) -> None:  # type: ignore[type-arg]
-    """api: "unary" (one CreateVm per VM), "stream" (CreateVms, `inflight` in flight per thread)
-    or "noop" (an empty health Check per spec, for the floor)."""
+    """api: "batch" (BatchCreateVms of `per_call` VMs), "stream" (CreateVms, `per_call` in
+    flight per thread), "unary" (one CreateVm per VM) or "noop" (an empty health Check per
+    spec, for the floor)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from google.rpc import code_pb2
@@ -102,8 +105,25 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
                 code = e.code().name
             count(code, time.perf_counter() - t0)
 
+    def batch() -> None:
+        while True:
+            with lock:
+                chunk = [s for s in (next(it, None) for _ in range(per_call)) if s is not None]
+            if not chunk:
+                return
+            t0 = time.perf_counter()
+            try:
+                got = stub.BatchCreateVms(vm_pb.BatchCreateVmsRequest(
+                    requests=[vm_pb.CreateVmRequest(spec=_pb_spec(s)) for s in chunk]), timeout=60)
+                answers = ["OK" if not a.HasField("error") else code_pb2.Code.Name(a.error.code) for a in got.results]
+            except grpc.RpcError as e:
+                answers = [e.code().name] * len(chunk)
+            dt = time.perf_counter() - t0
+            for code in answers:
+                count(code, dt)
+
     def stream() -> None:
-        room = threading.Semaphore(inflight)
+        room = threading.Semaphore(per_call)
         sent: dict[str, float] = {}
 
         def requests() -> Any:
@@ -122,7 +142,7 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
             room.release()
 
     time.sleep(max(0.0, start_at - time.time()))
-    ts = [threading.Thread(target=stream if api == "stream" else unary) for _ in range(threads)]
+    ts = [threading.Thread(target={"stream": stream, "batch": batch}.get(api, unary)) for _ in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
@@ -133,13 +153,13 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
 
 
 def run_clients(addr: str | list[str], api: str, specs: list[dict[str, Any]], procs: int, threads: int,
-                inflight: int = 1) -> dict[str, Any]:
+                per_call: int = 1) -> dict[str, Any]:
     """Client process i talks to scheduler replica i mod len(addr)."""
     addrs = [addr] if isinstance(addr, str) else addr
     ctx = mp.get_context("spawn")  # no fork after gRPC is initialised
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 2.0
-    workers = [ctx.Process(target=_client_proc, args=(addrs[i % len(addrs)], api, specs[i::procs], threads, inflight,
+    workers = [ctx.Process(target=_client_proc, args=(addrs[i % len(addrs)], api, specs[i::procs], threads, per_call,
                                                       start_at, q))
                for i in range(procs)]
     for w in workers:
@@ -241,12 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks.placement")
     ap.add_argument("--hosts", type=int, default=10000)
     ap.add_argument("--vms", type=int, default=20000)
-    ap.add_argument("--api", choices=["stream", "unary"], default="stream", help="of the main run")
+    ap.add_argument("--api", choices=APIS, default="batch", help="of the main run")
     ap.add_argument("--procs", type=int, default=2, help="client processes")
-    ap.add_argument("--threads", type=int, default=4, help="client threads per process (streams, for --api stream)")
-    ap.add_argument("--inflight", type=int, default=4, help="requests in flight per stream")
-    ap.add_argument("--unary-vms", type=int, default=4000, help="VMs of the unary comparison run (0 = skip)")
+    ap.add_argument("--threads", type=int, default=2, help="client threads per process (batch and stream)")
+    ap.add_argument("--batch", type=int, default=16, help="VMs per BatchCreateVms call")
+    ap.add_argument("--inflight", type=int, default=8, help="requests in flight per CreateVms stream")
     ap.add_argument("--unary-threads", type=int, default=24, help="client threads per process, unary runs")
+    ap.add_argument("--compare-vms", type=int, default=4000,
+                    help="VMs placed with each of the other two APIs, for comparison (0 = skip)")
     ap.add_argument("--noop-calls", type=int, default=4000, help="empty RPCs of the gRPC floor run (0 = skip)")
     ap.add_argument("--baseline-vms", type=int, default=500, help="serial single-client VMs (0 = skip)")
     ap.add_argument("--max-batch", type=int, default=32)
@@ -278,10 +300,16 @@ def main(argv: list[str] | None = None) -> int:
         scheduler_start_s = time.perf_counter() - t0
         pids = {"etcd": etcd.pid, **{f"scheduler{r or ''}": s.pid for r, s in enumerate(scheds)}}
 
-        def measured(api: str, specs: list[dict[str, Any]], threads: int) -> tuple[dict[str, Any], dict[str, float]]:
+        def threads_of(api: str) -> int:
+            return args.unary_threads if api == "unary" else args.threads
+
+        def per_call(api: str) -> int:
+            return {"batch": args.batch, "stream": args.inflight}.get(api, 1)
+
+        def measured(api: str, specs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
             """A run, and the CPU milliseconds each party spent per answered request."""
             cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
-            run = run_clients(addrs, api, specs, args.procs, threads, args.inflight)
+            run = run_clients(addrs, api, specs, args.procs, threads_of(api), per_call(api))
             cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
             cpu["clients"] = run["client_cpu_s"]
             n = max(run["codes"].get("OK", 0), 1)
@@ -289,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
 
         baseline = run_clients(addrs, "unary", vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1) \
             if args.baseline_vms else None
-        main_run, cpu = measured(args.api, vm_specs(args.vms, args.seed, "vm-"),
-                                 args.threads if args.api == "stream" else args.unary_threads)
-        unary = measured("unary", vm_specs(args.unary_vms, args.seed + 3, "un-"), args.unary_threads) \
-            if args.unary_vms and args.api == "stream" else None
+        main_run, cpu = measured(args.api, vm_specs(args.vms, args.seed, "vm-"))
+        others = [a for a in APIS if a != args.api] if args.compare_vms else []
+        compared = {a: measured(a, vm_specs(args.compare_vms, args.seed + 3 + i, f"{a}-"))
+                    for i, a in enumerate(others)}
         noop = run_clients(addrs, "noop", [{"name": str(i)} for i in range(args.noop_calls)], args.procs,
                            args.unary_threads) if args.noop_calls else None
         over = len(over_capacity(store))
@@ -307,9 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             "scheduler_replicas": args.replicas,
             "placed": main_sum["placed"],
             "refused": main_sum["refused"],
-            "clients": args.procs * (args.threads if args.api == "stream" else args.unary_threads),
-            "in_flight": args.procs * args.threads * args.inflight if args.api == "stream"
-            else args.procs * args.unary_threads,
+            "clients": args.procs * threads_of(args.api),
+            "in_flight": args.procs * threads_of(args.api) * per_call(args.api),
             "placements_per_s": main_sum["per_s"],
             **{k: main_sum[k] for k in ("wall_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")},
             "decision_us_p50": round(decision_us, 1),
@@ -320,16 +347,20 @@ def main(argv: list[str] | None = None) -> int:
             "register_hosts_s": round(register_s, 2),
             "scheduler_start_s": round(scheduler_start_s, 2),
         }
-        if unary is not None:
-            u = summary(unary[0])
-            result.update({"unary_vms": args.unary_vms, "unary_per_s": u["per_s"], "unary_p50_ms": u["p50_ms"],
-                           "unary_p99_ms": u["p99_ms"], "unary_cpu_ms_per_placement": unary[1],
-                           "stream_vs_unary": round(main_sum["per_s"] / u["per_s"], 2) if u["per_s"] else None})
+        if compared:
+            result["compare_vms"] = args.compare_vms
+        for a, (run, a_cpu) in compared.items():
+            c = summary(run)
+            result.update({f"{a}_per_s": c["per_s"], f"{a}_p50_ms": c["p50_ms"], f"{a}_p99_ms": c["p99_ms"],
+                           f"{a}_cpu_ms_per_placement": a_cpu})
+            if c["per_s"]:
+                result[f"{args.api}_vs_{a}"] = round(main_sum["per_s"] / c["per_s"], 2)
         if noop is not None:
             n = summary(noop)
             result["noop_unary_per_s"] = n["per_s"]
-            if unary is not None and n["per_s"]:
-                result["unary_vs_noop"] = round(result["unary_per_s"] / n["per_s"], 2)
+            unary_per_s = result.get("unary_per_s", main_sum["per_s"] if args.api == "unary" else 0)
+            if unary_per_s and n["per_s"]:
+                result["unary_vs_noop"] = round(unary_per_s / n["per_s"], 2)
         if baseline is not None:
             b = summary(baseline)
             result["baseline_serial_per_s"] = b["per_s"]

@@ -14,6 +14,7 @@ from tests.conftest import Cluster, details, wait_until
 from vdcos.model import Resources
 from vdcos.state import keys
 from vdcos.v1 import capacity_service_pb2 as cap_pb
+from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
@@ -139,6 +140,50 @@ def test_create_vms_stream_answers_each_request_on_its_own(cluster: Cluster) -> 
     assert dup.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
     placed = {kv.key for kv in cluster.store.get_prefix(keys.VMS)[0] if kv.key.endswith("/placement")}
     assert placed == {keys.vm_placement(f"s{i}") for i in range(12)}
+
+
+def test_batch_create_validates_the_whole_batch_then_places_each_vm_on_its_own(cluster: Cluster) -> None:
+    """AIP-233 batch create: one bad request fails the call naming it, and nothing is written;
+    a valid batch answers each VM in request order, placed or refused alone, and a refused
+    VM's NICs are given back."""
+    cluster.add_node("h0", Resources(8, 16384, 100, 1000))
+    cluster.add_node("h1", Resources(8, 16384, 100, 1000))
+    policy(cluster, "gold", pb.QOS_CLASS_GUARANTEED)
+    cluster.client.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name="n1",
+                                                                                              cidr="10.9.0.0/24")))
+    create(cluster, spec("old", vcpus=1, mem=1024))
+    wait_until(lambda: cluster.store.get(keys.vm_status("old")))  # the agent's write, not ours
+    before = all_keys(cluster)
+
+    def batch(*specs: pb.VmSpec) -> vm_pb.BatchCreateVmsResponse:
+        return cluster.client.vms.BatchCreateVms(vm_pb.BatchCreateVmsRequest(
+            requests=[vm_pb.CreateVmRequest(spec=s, request_id=f"r{i}") for i, s in enumerate(specs)]), timeout=30)
+
+    for bad, fields in (((spec("a"), spec("Bad_Name"), spec("b"), spec("a")),
+                         ["requests[1].spec.name", "requests[3].spec.name"]),
+                        ((), ["requests"])):
+        with pytest.raises(grpc.RpcError) as e:
+            batch(*bad)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        br = error_details_pb2.BadRequest()
+        assert details(e.value)[0].Unpack(br) and [v.field for v in br.field_violations] == fields
+    assert all_keys(cluster) == before
+
+    asks = [spec(f"s{i}", vcpus=1, mem=1024, qos_policy="gold") for i in range(10)]
+    asks += [spec("too-big", vcpus=9, qos_policy="gold", networks=["n1"]), spec("old", vcpus=1, mem=1024),
+             spec("with-nic", vcpus=1, mem=1024, networks=["n1"])]
+    got = batch(*asks).results
+    assert [(a.name, a.request_id) for a in got] == [(s.name, f"r{i}") for i, s in enumerate(asks)]
+    for a in got[:10] + [got[12]]:
+        assert not a.HasField("error") and a.vm.placement.node in {"h0", "h1"}
+    rej = pb.PlacementRejection()
+    assert got[10].error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert any(d.Unpack(rej) for d in got[10].error.details) and rej.dimensions[0].dimension == "vcpus"
+    assert got[11].error.code == grpc.StatusCode.ALREADY_EXISTS.value[0]
+    assert [p.name for p in cluster.client.networks.ListPorts(net_pb.ListPortsRequest(network="n1")).ports] \
+        == ["with-nic"]
+    placed = {kv.key for kv in cluster.store.get_prefix(keys.VMS)[0] if kv.key.endswith("/placement")}
+    assert placed == {keys.vm_placement(n) for n in ["old", "with-nic", *(f"s{i}" for i in range(10))]}
 
 
 def test_explain_ranks_and_commits_nothing(cluster: Cluster) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -76,6 +79,47 @@ class Operations:
                 await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
             raise
         return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+
+    async def create_vms_async(self, items: Sequence[tuple[VmSpec, str]]) -> list[VmRecord | Exception]:
+        """Many VMs at once, each placed or refused on its own (results in order). Those with
+        neither volumes nor NICs reach the worker's queue together, and the event loop wakes
+        once when the last is decided, not once per VM."""
+        loop = asyncio.get_running_loop()
+        out: list[VmRecord | Exception | None] = [None] * len(items)
+        plain = [i for i, (spec, _) in enumerate(items) if not spec.volumes and not spec.networks]
+        futures = [self.scheduler.submit(*items[i]) for i in plain]
+        all_decided = loop.create_future()
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def decided(_: Future[Placed]) -> None:  # on the worker's thread
+            with lock:
+                left[0] -= 1
+                if left[0]:
+                    return
+            loop.call_soon_threadsafe(lambda: all_decided.done() or all_decided.set_result(None))
+
+        for f in futures:
+            f.add_done_callback(decided)
+        if not futures:
+            all_decided.set_result(None)
+
+        async def single(i: int) -> None:
+            try:
+                out[i] = await self.create_vm_async(*items[i])
+            except Exception as e:
+                out[i] = e
+
+        others = set(range(len(items))).difference(plain)
+        await asyncio.gather(all_decided, *(single(i) for i in sorted(others)))
+        for i, f in zip(plain, futures):
+            e = f.exception()
+            if e is None:
+                placed = f.result()
+                out[i] = VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+            else:
+                out[i] = e if isinstance(e, Exception) else RuntimeError(str(e))
+        return [o for o in out if o is not None]
 
     def _claim_volumes(self, spec: VmSpec) -> list[Volume]:
         if self.store.get(keys.vm_spec(spec.name)) is not None:

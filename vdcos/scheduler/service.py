@@ -12,10 +12,10 @@ import grpc.aio
 from vdcos.api import convert, validate
 from vdcos.api.status import as_status, rpc, stream_rpc
 from vdcos.errors import NotFound, Unavailable
-from vdcos.model import Migration, Resources, decode, pairs
+from vdcos.model import Migration, Resources, VmSpec, decode, pairs
 from vdcos.planner.cluster import HostType
 from vdcos.scheduler.core import Rejection
-from vdcos.scheduler.operations import Operations
+from vdcos.scheduler.operations import Operations, VmRecord
 from vdcos.state import keys
 from vdcos.state.store import Event
 from vdcos.v1 import capacity_service_pb2 as cap_pb
@@ -39,6 +39,7 @@ from vdcos.v1 import vm_service_pb2_grpc as vm_grpc
 Ctx = grpc.aio.ServicerContext
 T = TypeVar("T")
 STREAM_IN_FLIGHT = 256  # requests of one CreateVms stream being placed at once
+MAX_BATCH_CREATE = 1000
 
 
 async def blocking(fn: Callable[..., T], *args: object) -> T:
@@ -59,6 +60,42 @@ def _node_and_reason(name: str, reason: str) -> None:
     if len(reason) > 256:
         out.append(("reason", "at most 256 characters"))
     validate.check(out)
+
+
+def _create_violations(request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest, field: str = "") -> validate.Violations:
+    violations = validate.vm_spec(request.spec, f"{field}spec") if request.HasField("spec") \
+        else [(f"{field}spec", "is required")]
+    if len(request.request_id) > 128:
+        violations.append((f"{field}request_id", "at most 128 characters"))
+    return violations
+
+
+def _create_request(request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest) -> VmSpec:
+    validate.check(_create_violations(request))
+    return convert.vm_spec_from_pb(request.spec)
+
+
+def _batch_create_request(request: vm_pb.BatchCreateVmsRequest) -> list[VmSpec]:
+    """All of the batch, or INVALID_ARGUMENT naming every bad request in it."""
+    n = len(request.requests)
+    if not 1 <= n <= MAX_BATCH_CREATE:
+        validate.check([("requests", f"between 1 and {MAX_BATCH_CREATE} VMs, got {n}")])
+    violations: validate.Violations = []
+    first: dict[str, int] = {}
+    for i, req in enumerate(request.requests):
+        violations += _create_violations(req, f"requests[{i}].")
+        if req.spec.name and (j := first.setdefault(req.spec.name, i)) != i:
+            violations.append((f"requests[{i}].spec.name", f"{req.spec.name!r} is also requests[{j}]"))
+    validate.check(violations)
+    return [convert.vm_spec_from_pb(req.spec) for req in request.requests]
+
+
+def _result(req: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest,
+            got: VmRecord | Exception) -> vm_pb.CreateVmsResponse:
+    answer = vm_pb.CreateVmsResponse(error=as_status(got)) if isinstance(got, Exception) \
+        else vm_pb.CreateVmsResponse(vm=convert.vm_to_pb(got))
+    answer.name, answer.request_id = req.spec.name, req.request_id
+    return answer
 
 
 async def _watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncIterator[tuple[list[Event], int]]:
@@ -88,15 +125,16 @@ class VmServicer(vm_grpc.VmServiceServicer):
 
     @rpc
     async def CreateVm(self, request: vm_pb.CreateVmRequest, context: Ctx) -> vm_pb.CreateVmResponse:
-        return vm_pb.CreateVmResponse(vm=await self._create(request))
+        rec = await self.ops.create_vm_async(_create_request(request), request.request_id)
+        return vm_pb.CreateVmResponse(vm=convert.vm_to_pb(rec))
 
-    async def _create(self, request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest) -> pb.Vm:
-        violations = validate.vm_spec(request.spec) if request.HasField("spec") else [("spec", "is required")]
-        if len(request.request_id) > 128:
-            violations.append(("request_id", "at most 128 characters"))
-        validate.check(violations)
-        rec = await self.ops.create_vm_async(convert.vm_spec_from_pb(request.spec), request.request_id)
-        return convert.vm_to_pb(rec)
+    async def _answer(self, req: vm_pb.CreateVmsRequest) -> vm_pb.CreateVmsResponse:
+        """One VM of a stream: placed, or the status CreateVm would have failed with."""
+        try:
+            got: VmRecord | Exception = await self.ops.create_vm_async(_create_request(req), req.request_id)
+        except Exception as e:
+            got = e
+        return _result(req, got)
 
     async def CreateVms(self, requests: AsyncIterator[vm_pb.CreateVmsRequest],
                         context: Ctx) -> AsyncIterator[vm_pb.CreateVmsResponse]:
@@ -108,12 +146,7 @@ class VmServicer(vm_grpc.VmServiceServicer):
 
         async def one(req: vm_pb.CreateVmsRequest) -> None:
             try:
-                try:
-                    answer = vm_pb.CreateVmsResponse(vm=await self._create(req))
-                except Exception as e:
-                    answer = vm_pb.CreateVmsResponse(error=as_status(e))
-                answer.name, answer.request_id = req.spec.name, req.request_id
-                answers.put_nowait(answer)
+                answers.put_nowait(await self._answer(req))
             finally:
                 room.release()
 
@@ -137,6 +170,13 @@ class VmServicer(vm_grpc.VmServiceServicer):
             await reader  # a broken request stream ends the call with its error
         finally:
             reader.cancel()
+
+    @rpc
+    async def BatchCreateVms(self, request: vm_pb.BatchCreateVmsRequest,
+                             context: Ctx) -> vm_pb.BatchCreateVmsResponse:
+        specs = _batch_create_request(request)
+        got = await self.ops.create_vms_async([(s, r.request_id) for s, r in zip(specs, request.requests)])
+        return vm_pb.BatchCreateVmsResponse(results=[_result(r, g) for r, g in zip(request.requests, got)])
 
     @rpc
     async def GetVm(self, request: vm_pb.GetVmRequest, context: Ctx) -> vm_pb.GetVmResponse:
