@@ -9,10 +9,11 @@ clients in separate processes. Prints one JSON object.
 
 The main run batches (VmService.BatchCreateVms: each client thread sends --batch VMs per call,
 one call at a time; each VM's latency is its call's). In the same invocation, and for
-comparison: the same number of clients with the other two APIs (`stream_*`: CreateVms, --inflight
-requests in flight per stream; `unary_*`: one CreateVm call per VM), a single client placing one
-VM at a time (`baseline_serial_*`), and the unary clients calling an empty RPC (health Check:
-`noop_unary_per_s`), which is what gRPC itself allows on this machine.
+comparison: the other two APIs (`stream_*`: CreateVms from the same threads, --inflight
+requests in flight per stream; `unary_*`: one CreateVm call per VM from --unary-threads threads
+per process), a single client placing one VM at a time (`baseline_serial_*`), and the unary
+clients calling an empty RPC (health Check: `noop_unary_per_s`), which is what gRPC itself
+allows on this machine.
 """
 from __future__ import annotations
 

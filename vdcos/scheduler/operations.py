@@ -35,6 +35,10 @@ class VmRecord:
     status: VmStatus
 
 
+def _scheduled(placed: Placed) -> VmRecord:
+    return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+
+
 @dataclass(frozen=True, slots=True)
 class CapacitySummary:
     nodes_total: int
@@ -78,14 +82,14 @@ class Operations:
             if claimed:
                 await asyncio.to_thread(volumes.detach, self.store, spec.name, claimed)
             raise
-        return VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+        return _scheduled(placed)
 
     async def create_vms_async(self, items: Sequence[tuple[VmSpec, str]]) -> list[VmRecord | Exception]:
         """Many VMs at once, each placed or refused on its own (results in order). Those with
         neither volumes nor NICs reach the worker's queue together, and the event loop wakes
         once when the last is decided, not once per VM."""
         loop = asyncio.get_running_loop()
-        out: list[VmRecord | Exception | None] = [None] * len(items)
+        out: dict[int, VmRecord | Exception] = {}
         plain = [i for i, (spec, _) in enumerate(items) if not spec.volumes and not spec.networks]
         futures = [self.scheduler.submit(*items[i]) for i in plain]
         all_decided = loop.create_future()
@@ -115,11 +119,10 @@ class Operations:
         for i, f in zip(plain, futures):
             e = f.exception()
             if e is None:
-                placed = f.result()
-                out[i] = VmRecord(placed.spec, placed.record, VmStatus(VmPhase.SCHEDULED, placed.record.node))
+                out[i] = _scheduled(f.result())
             else:
                 out[i] = e if isinstance(e, Exception) else RuntimeError(str(e))
-        return [o for o in out if o is not None]
+        return [out[i] for i in range(len(items))]
 
     def _claim_volumes(self, spec: VmSpec) -> list[Volume]:
         if self.store.get(keys.vm_spec(spec.name)) is not None:
