@@ -350,8 +350,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         if compared:
             result["compare_vms"] = args.compare_vms
-        for a, (run, a_cpu) in compared.items():
-            c = summary(run)
+        sums = {args.api: main_sum, **{a: summary(run) for a, (run, _) in compared.items()}}
+        for a, (_, a_cpu) in compared.items():
+            c = sums[a]
             result.update({f"{a}_per_s": c["per_s"], f"{a}_p50_ms": c["p50_ms"], f"{a}_p99_ms": c["p99_ms"],
                            f"{a}_cpu_ms_per_placement": a_cpu})
             if c["per_s"]:
@@ -359,9 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         if noop is not None:
             n = summary(noop)
             result["noop_unary_per_s"] = n["per_s"]
-            unary_per_s = result.get("unary_per_s", main_sum["per_s"] if args.api == "unary" else 0)
-            if unary_per_s and n["per_s"]:
-                result["unary_vs_noop"] = round(unary_per_s / n["per_s"], 2)
+            unary = sums.get("unary")
+            if unary and unary["per_s"] and n["per_s"]:
+                result["unary_vs_noop"] = round(unary["per_s"] / n["per_s"], 2)
         if baseline is not None:
             b = summary(baseline)
             result["baseline_serial_per_s"] = b["per_s"]

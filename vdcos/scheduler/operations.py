@@ -90,7 +90,10 @@ class Operations:
         once when the last is decided, not once per VM."""
         loop = asyncio.get_running_loop()
         out: dict[int, VmRecord | Exception] = {}
-        plain = [i for i, (spec, _) in enumerate(items) if not spec.volumes and not spec.networks]
+        plain: list[int] = []
+        others: list[int] = []  # volumes or NICs: the CreateVm path
+        for i, (spec, _) in enumerate(items):
+            (others if spec.volumes or spec.networks else plain).append(i)
         futures = [self.scheduler.submit(*items[i]) for i in plain]
         all_decided = loop.create_future()
         left = [len(futures)]
@@ -114,8 +117,7 @@ class Operations:
             except Exception as e:
                 out[i] = e
 
-        others = set(range(len(items))).difference(plain)
-        await asyncio.gather(all_decided, *(single(i) for i in sorted(others)))
+        await asyncio.gather(all_decided, *(single(i) for i in others))
         for i, f in zip(plain, futures):
             e = f.exception()
             if e is None:
