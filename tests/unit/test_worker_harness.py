@@ -8,7 +8,7 @@ from typing import Sequence
 import pytest
 
 from vdcos.errors import Aborted, AlreadyExists, Unschedulable
-from vdcos.model import (AffinityPolicy, Allocation, NodeSpec, QosClass, QosPolicy, Resources, VmSpec,
+from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, QosClass, QosPolicy, Resources, VmSpec,
                          decode)
 from vdcos.nodeagent.agent import register
 from vdcos.scheduler.cache import ClusterCache
@@ -92,6 +92,61 @@ def test_a_concurrent_writer_is_detected_and_the_retry_does_not_overcommit() -> 
     assert allocations(store)[keys.alloc("n0")] == full
     assert sched.stats["conflicts"] >= 1
     assert original is not None
+    sched.stop()
+
+
+def test_a_conflict_on_a_node_that_still_has_room_commits_the_same_decision_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nomad's plan applier: what still fits after the refresh is committed as decided, not
+    decided again (under load, another replica's commit would otherwise restart a whole batch)."""
+    from vdcos.scheduler import worker
+    store = MemoryStore()
+    sched = setup(store, n=1)
+    sched.cache.stop()
+    store.put(keys.alloc("n0"), dumps(Allocation("n0").with_entry(AllocEntry("other", QosClass.GUARANTEED,
+                                                                              Resources(4, 8192)))))
+    calls: list[int] = []
+    real = worker.schedule_batch
+    monkeypatch.setattr(worker, "schedule_batch", lambda snap, reqs: calls.append(len(reqs)) or real(snap, reqs))
+    placed = sched.create(VmSpec("mine", Resources(4, 8192), qos_policy="gold"))
+    assert (placed.record.node, placed.record.attempts, calls) == ("n0", 2, [1])
+    entries = {e.vm for e in allocations(store)[keys.alloc("n0")].entries}
+    assert entries == {"other", "mine"}  # the other writer's VM was kept
+    sched.stop()
+
+
+class OneNodeAtATimeStore(MemoryStore):
+    """Refuses any commit that touches more than one node, as if another replica kept writing
+    one of them."""
+
+    def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+        if sum(c.key.startswith(keys.ALLOC) for c in compares) > 1:
+            return super().txn([Compare("/never", "version", "==", 1)], success, failure)
+        return super().txn(compares, success, failure)
+
+
+def test_a_batch_that_keeps_conflicting_is_committed_in_smaller_transactions() -> None:
+    store = OneNodeAtATimeStore()
+    for i in range(4):
+        register(store, NodeSpec(f"n{i}", CAP), ttl=60)
+    store.put(keys.policy("gold"), dumps(QosPolicy("gold", QosClass.GUARANTEED)))
+    sched = Scheduler(store, ClusterCache(store).start(), max_attempts=6)
+    futures = [sched.submit(VmSpec(f"v{i}", Resources(16, 1024), qos_policy="gold")) for i in range(4)]
+    sched.start()  # all four in one batch, one per node: 3 commits of 4, then one of 2, then 1 by 1
+    placed = [f.result(10) for f in futures]
+    assert sorted(p.record.node for p in placed) == ["n0", "n1", "n2", "n3"]
+    assert sorted(p.record.attempts for p in placed) == [4, 4, 5, 5] and sched.stats["conflicts"] == 4
+    sched.stop()
+
+
+def test_a_policy_changed_under_a_decision_is_decided_again_with_the_new_one() -> None:
+    store = MemoryStore()
+    sched = setup(store, n=1)
+    sched.cache.stop()  # only the failed compare can tell us
+    store.put(keys.policy("gold"), dumps(QosPolicy("gold", QosClass.BEST_EFFORT)))
+    placed = sched.create(VmSpec("mine", Resources(4, 8192), qos_policy="gold"))
+    assert placed.record.qos.qos_class is QosClass.BEST_EFFORT and placed.record.reserved == Resources()
+    assert not allocations(store)[keys.alloc("n0")].guaranteed.vcpus
     sched.stop()
 
 

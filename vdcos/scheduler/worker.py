@@ -2,9 +2,12 @@
 commits each batch as ONE etcd transaction that compares the allocation revision (Placement's
 resource-provider generation) of every touched node, its group records and its policies.
 
-On a conflict the failure branch of the same transaction returns the current records, the
-cache takes them, and the batch is decided again: bounded, so several scheduler replicas on
-one etcd never over-allocate a node nor break a hard anti-affinity rule.
+On a conflict the failure branch of the same transaction returns the current records and the
+cache takes them. Each decision is then validated again against those records (Nomad's plan
+applier): the ones that still fit are committed again as they are, only the others are
+decided again. Bounded, so several scheduler replicas on one etcd never over-allocate a node
+nor break a hard anti-affinity rule, and one replica's commits do not make the other's whole
+batch start over.
 """
 from __future__ import annotations
 
@@ -20,8 +23,9 @@ from dataclasses import dataclass, field, replace
 from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable,
                           Unschedulable)
 from vdcos.migration import records
-from vdcos.model import (AllocEntry, Allocation, Assignment, Migration, MigrationOptions, MigrationPhase,
-                         PlacementGroup, PlacementRecord, Resources, VmSpec, decode, dumps)
+from vdcos.model import (DEFAULT_POLICY, AllocEntry, Allocation, Assignment, Migration, MigrationOptions,
+                         MigrationPhase, PlacementGroup, PlacementRecord, QosPolicy, Resources, VmSpec, decode,
+                         dumps)
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain, qos,
                                   fits, schedule, schedule_batch)
@@ -43,6 +47,14 @@ class Placed:
 class _Pending:
     request: PlacementRequest
     future: Future[Placed] = field(default_factory=Future)
+    attempts: int = 0  # commits it was part of that failed, or decisions that no longer fit
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    pending: _Pending
+    decision: Decision
+    policy: QosPolicy  # the one the decision resolved: a commit must guard this very policy
 
 
 @dataclass
@@ -50,7 +62,7 @@ class _Txn:
     compares: list[Compare] = field(default_factory=list)
     puts: list[Op] = field(default_factory=list)
     reads: list[str] = field(default_factory=list)  # keys re-read when a compare fails
-    placed: list[tuple[_Pending, PlacementRecord]] = field(default_factory=list)
+    placed: list[tuple[_Decided, PlacementRecord]] = field(default_factory=list)
     allocs: dict[str, Allocation] = field(default_factory=dict)
     groups: dict[str, PlacementGroup] = field(default_factory=dict)
     records: dict[str, tuple[bytes, Allocation | PlacementGroup]] = field(default_factory=dict)
@@ -129,44 +141,65 @@ class Scheduler:
             else:
                 seen.add(p.request.spec.name)
                 pending.append(p)
-        for attempt in range(1, self.max_attempts + 1):
-            if not pending:
-                return
+        decided: list[_Decided] = []  # decisions a conflict left uncommitted, to validate again
+        # Decisions per transaction. The first conflicts are mostly one stale node, which
+        # validating again fixes; from a VM's third on, each conflict halves it, so that under a
+        # replica that keeps writing the same nodes smaller commits get through (more of them
+        # cost etcd more, so not sooner).
+        size = len(pending)
+        while pending or decided:
             self.stats["batches"] += 1
-            with self.cache.borrow() as snap:
-                results = schedule_batch(snap, [p.request for p in pending])
-            decided: list[tuple[_Pending, Decision]] = []
-            for p, r in zip(pending, results):
-                if isinstance(r, Rejection):
-                    p.future.set_exception(Unschedulable(r))
-                else:
-                    decided.append((p, r))
-            if not decided:
-                return
-            txn, retry = self._build(decided, attempt)
-            pending = retry
-            if txn.placed:
-                pending += self._commit(txn)
             if pending:
-                self.stats["conflicts"] += 1
-                # Exponential backoff with full jitter: replicas that keep choosing the same hot
-                # node (or group record) drift apart in time, and each retry sees the last winner.
-                time.sleep(random.uniform(0, min(0.1, 0.002 * 2 ** attempt)))
-        for p in pending:
-            p.future.set_exception(Aborted(
-                f"vm {p.request.spec.name!r}: cluster changed under {self.max_attempts} attempts; retry"))
+                with self.cache.borrow() as snap:
+                    results = schedule_batch(snap, [p.request for p in pending])
+                    policies = [snap.policy(p.request.spec.policy_name) for p in pending]
+                for p, r, pol in zip(pending, results, policies):
+                    if isinstance(r, Rejection):
+                        p.future.set_exception(Unschedulable(r))
+                    else:
+                        assert pol is not None  # a decision was made with it
+                        decided.append(_Decided(p, r, pol))
+            txn, retry = self._build(decided[:size])
+            failed = self._commit(txn) if txn.placed else []
+            rest = decided[size:]
+            if not retry and not failed:
+                pending, decided = [], rest
+                continue
+            self.stats["conflicts"] += 1
+            worst = 0
+            for p in [*retry, *(dd.pending for dd in failed)]:
+                p.attempts += 1
+                worst = max(worst, p.attempts)
+            pending = [p for p in retry if self._may_retry(p)]
+            decided = [dd for dd in failed if self._may_retry(dd.pending)] + rest
+            if worst >= 3:
+                size = max(1, size // 2)
+            # Exponential backoff with full jitter: replicas that keep choosing the same hot
+            # node (or group record) drift apart in time, and each retry sees the last winner.
+            time.sleep(random.uniform(0, min(0.1, 0.002 * 2 ** worst)))
 
-    def _build(self, decided: list[tuple[_Pending, Decision]], attempt: int) -> tuple[_Txn, list[_Pending]]:
+    def _may_retry(self, p: _Pending) -> bool:
+        """Each VM has its own attempts: a busy batch does not use up those of the others."""
+        if p.attempts < self.max_attempts:
+            return True
+        p.future.set_exception(Aborted(
+            f"vm {p.request.spec.name!r}: cluster changed under {self.max_attempts} attempts; retry"))
+        return False
+
+    def _build(self, decided: list[_Decided]) -> tuple[_Txn, list[_Pending]]:
         """Commit validation: every decision is checked again, with the same `fits`, against the
         exact records the transaction will compare on. What no longer fits is decided again."""
         txn = _Txn()
         allocs, groups = txn.allocs, txn.groups
         retry: list[_Pending] = []
         config = self.cache.config
-        for p, d in decided:
+        for dd in decided:
+            p, d = dd.pending, dd.decision
             spec = p.request.spec
             view = self.cache.node(d.node)
-            if view is None or view.status is None or not view.status.ready or view.cordoned:
+            pol = self.cache.policies.get(spec.policy_name)
+            if (view is None or view.status is None or not view.status.ready or view.cordoned
+                    or (pol[0] if pol else DEFAULT_POLICY) != dd.policy):
                 retry.append(p)
                 continue
             alloc = allocs.get(d.node, view.allocation)
@@ -188,31 +221,32 @@ class Scheduler:
             txn.guard(keys.alloc(d.node), "mod", view.alloc_revision)
             txn.guard(keys.node_status(d.node), "create", view.status_create_revision)
             txn.guard(keys.node_cordon(d.node), "version", 0)
-            pol = self.cache.policies.get(spec.policy_name)
             txn.guard(keys.policy(spec.policy_name), "mod", pol[1] if pol else 0)
             txn.guard(keys.vm_spec(spec.name), "create", 0)
-            record = PlacementRecord(d.node, d.qos, d.reserved, d.score, time.time(), attempt)
+            record = PlacementRecord(d.node, d.qos, d.reserved, d.score, time.time(), p.attempts + 1)
             txn.puts += [Put(keys.vm_spec(spec.name), dumps(spec)),
                          Put(keys.vm_placement(spec.name), dumps(record)),
                          Put(keys.assign(d.node, spec.name), dumps(Assignment(spec, d.qos, d.reserved)))]
-            txn.placed.append((p, record))
+            txn.placed.append((dd, record))
         records: dict[str, Allocation | PlacementGroup] = {keys.alloc(n): a for n, a in allocs.items()}
         records.update((keys.group(n), g) for n, g in groups.items())
         txn.records = {k: (dumps(r), r) for k, r in records.items()}
         txn.puts += [Put(k, value) for k, (value, _) in txn.records.items()]
         return txn, retry
 
-    def _commit(self, txn: _Txn) -> list[_Pending]:
+    def _commit(self, txn: _Txn) -> list[_Decided]:
+        """Commits the transaction; on a conflict, updates the cache from its failure branch and
+        returns the decisions to validate again (those of VMs that turned out to exist fail)."""
         with self.cache.sending(txn.records):
             res = self.store.txn(txn.compares, txn.puts, [Get(k) for k in txn.reads])
             if res.succeeded:
                 self.cache.apply_committed(txn.allocs, txn.groups, res.revision)
         if res.succeeded:
-            for p, rec in txn.placed:
-                p.future.set_result(Placed(p.request.spec, rec, res.revision))
+            for dd, rec in txn.placed:
+                dd.pending.future.set_result(Placed(dd.pending.request.spec, rec, res.revision))
             self.stats["placed"] += len(txn.placed)
             return []
-        retry: list[_Pending] = []
+        retry: list[_Decided] = []
         existing: set[str] = set()
         for key, kvs in zip(txn.reads, res.gets):
             if key.startswith(keys.VMS):
@@ -220,11 +254,12 @@ class Scheduler:
                     existing.add(keys.split(key, keys.VMS)[0])
             else:
                 self.cache.apply_read(key, kvs, res.revision)
-        for p, _ in txn.placed:
-            if p.request.spec.name in existing:
-                p.future.set_exception(AlreadyExists(f"vm {p.request.spec.name!r} already exists"))
+        for dd, _ in txn.placed:
+            name = dd.pending.request.spec.name
+            if name in existing:
+                dd.pending.future.set_exception(AlreadyExists(f"vm {name!r} already exists"))
             else:
-                retry.append(p)
+                retry.append(dd)
         return retry
 
     # --- deletion -----------------------------------------------------------------------
