@@ -188,7 +188,8 @@ class Scheduler:
 
     def _build(self, decided: list[_Decided]) -> tuple[_Txn, list[_Pending]]:
         """Commit validation: every decision is checked again, with the same `fits`, against the
-        exact records the transaction will compare on. What no longer fits is decided again."""
+        exact records the transaction will compare on. What no longer fits, or was decided
+        under a QoS policy that has changed since, is decided again."""
         txn = _Txn()
         allocs, groups = txn.allocs, txn.groups
         retry: list[_Pending] = []
