@@ -12,7 +12,8 @@ from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, QosCl
                          decode)
 from vdcos.nodeagent.agent import register
 from vdcos.scheduler.cache import ClusterCache
-from vdcos.scheduler.worker import Scheduler, dumps
+from vdcos.scheduler.core import Decision, PlacementRequest, fits, schedule
+from vdcos.scheduler.worker import Scheduler, _Decided, _Pending, dumps
 from vdcos.state import keys
 from vdcos.state.store import Compare, MemoryStore, Op, TxnResult
 
@@ -136,6 +137,28 @@ def test_a_batch_that_keeps_conflicting_is_committed_in_smaller_transactions() -
     placed = [f.result(10) for f in futures]
     assert sorted(p.record.node for p in placed) == ["n0", "n1", "n2", "n3"]
     assert sorted(p.record.attempts for p in placed) == [4, 4, 5, 5] and sched.stats["conflicts"] == 4
+    sched.stop()
+
+
+@pytest.mark.parametrize("vcpus, overflow", [(4, False), (12, True)])
+def test_the_batch_fit_check_agrees_with_one_fits_at_a_time(vcpus: int, overflow: bool) -> None:
+    """Six guaranteed VMs decided alone on the same snapshot of 3 nodes of 16 vCPUs: at 12 vCPUs
+    some node gets two, which do not fit together; at 4 all fit."""
+    store = MemoryStore()
+    sched = setup(store, n=3)
+    snap = sched.cache.snapshot()
+    reqs = [PlacementRequest(VmSpec(f"v{i}", Resources(vcpus, 8192), qos_policy="gold"), f"r{i}") for i in range(6)]
+    decided = []
+    for r in reqs:
+        d = schedule(snap, r)
+        assert isinstance(d, Decision)
+        decided.append(_Decided(_Pending(r), d, snap.policy("gold")))  # type: ignore[arg-type]
+    txn, retry = sched._build(decided)
+    want, want_retry, _ = sched._assemble(decided, sched.cache.config, fits)
+    assert [p.request.spec.name for p in retry] == [p.request.spec.name for p in want_retry]
+    assert bool(retry) == overflow
+    assert txn.compares == want.compares and txn.records == want.records
+    assert [op.key for op in txn.puts] == [op.key for op in want.puts]
     sched.stop()
 
 

@@ -18,17 +18,21 @@ import random
 import threading
 import time
 from concurrent.futures import Future
+from typing import Callable
+
+import numpy as np
 from dataclasses import dataclass, field, replace
 
 from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable,
                           Unschedulable)
 from vdcos.migration import records
 from vdcos.model import (DEFAULT_POLICY, AllocEntry, Allocation, Assignment, Migration, MigrationOptions,
-                         MigrationPhase, PlacementGroup, PlacementRecord, QosPolicy, Resources, VmSpec, decode,
-                         dumps)
+                         MigrationPhase, PlacementGroup, PlacementRecord, QosClass, QosPolicy, Resources,
+                         SchedulerConfig, VmSpec, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain, qos,
                                   fits, schedule, schedule_batch)
+from vdcos.scheduler.core.fit import Insufficient, fit_columns
 from vdcos.state import keys
 from vdcos.storagepool import volumes
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
@@ -48,6 +52,9 @@ class _Pending:
     request: PlacementRequest
     future: Future[Placed] = field(default_factory=Future)
     attempts: int = 0  # commits it was part of that failed, or decisions that no longer fit
+
+
+_Column = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +194,30 @@ class Scheduler:
         return False
 
     def _build(self, decided: list[_Decided]) -> tuple[_Txn, list[_Pending]]:
-        """Commit validation: every decision is checked again, with the same `fits`, against the
-        exact records the transaction will compare on. What no longer fits, or was decided
-        under a QoS policy that has changed since, is decided again."""
+        """Commit validation: every decision is checked again, with the same fit function,
+        against the exact records the transaction will compare on. What no longer fits, or was
+        decided under a QoS policy that has changed since, is decided again.
+
+        The fit of the whole batch is one vector check, each decision against its node as the
+        batch's earlier decisions leave it; only when one of them fails is the batch assembled
+        again, one `fits` at a time (a failed one must not count against the next)."""
+        config = self.cache.config
+        txn, retry, columns = self._assemble(decided, config, None)
+        if columns:
+            cap, g, c, demand = (np.array([col[k] for col in columns], dtype=np.float64).T for k in range(4))
+            guaranteed = np.array([col[4] for col in columns])
+            if not fit_columns(cap, config.overcommit, g, c, demand, guaranteed).ok.all():
+                txn, retry, _ = self._assemble(decided, config, fits)
+        return txn, retry
+
+    def _assemble(self, decided: list[_Decided], config: SchedulerConfig,
+                  check: Callable[..., list[Insufficient]] | None) -> tuple[_Txn, list[_Pending], list[_Column]]:
+        """The transaction of `decided`, each fit checked by `check`, or, without one, each
+        decision's fit question returned (capacity, guaranteed, committed, demand, guaranteed?)."""
         txn = _Txn()
         allocs, groups = txn.allocs, txn.groups
         retry: list[_Pending] = []
-        config = self.cache.config
+        columns: list[_Column] = []
         for dd in decided:
             p, d = dd.pending, dd.decision
             spec = p.request.spec
@@ -204,8 +228,11 @@ class Scheduler:
                 retry.append(p)
                 continue
             alloc = allocs.get(d.node, view.allocation)
-            if fits(view.spec.capacity, config.overcommit, alloc, qos.placed_request(spec, d.reserved),
-                    d.qos.qos_class):
+            demand = qos.placed_request(spec, d.reserved)
+            if check is None:
+                columns.append((view.spec.capacity.as_tuple(), alloc.guaranteed.as_tuple(),
+                                alloc.committed.as_tuple(), demand.as_tuple(), d.qos.qos_class is QosClass.GUARANTEED))
+            elif check(view.spec.capacity, config.overcommit, alloc, demand, d.qos.qos_class):
                 retry.append(p)
                 continue
             group = None
@@ -233,7 +260,7 @@ class Scheduler:
         records.update((keys.group(n), g) for n, g in groups.items())
         txn.records = {k: (dumps(r), r) for k, r in records.items()}
         txn.puts += [Put(k, value) for k, (value, _) in txn.records.items()]
-        return txn, retry
+        return txn, retry, columns
 
     def _commit(self, txn: _Txn) -> list[_Decided]:
         """Commits the transaction; on a conflict, updates the cache from its failure branch and

@@ -1,8 +1,9 @@
 """The one fit function.
 
-The scheduler calls `fit_matrix` over every node at once; commit-time validation and node
-agent admission call `fits`, which runs the very same code on a single row, so the three
-can never disagree about what fits (nomad#13017 is what happens when they do).
+The scheduler calls `fit_matrix` over every node at once; commit-time validation calls it
+through `fit_columns`, one column per decision of the batch, and node agent admission through
+`fits`, one column, so the three can never disagree about what fits (nomad#13017 is what
+happens when they do).
 
 Two pools per node and dimension:
 - physical: capacity. Guaranteed reservations must fit here.
@@ -46,18 +47,30 @@ def allocatable(capacity: F64, overcommit: Overcommit) -> F64:
     return np.floor(capacity * np.asarray(overcommit.as_tuple(), dtype=np.float64)[:, None])
 
 
-def fit_matrix(free_physical: F64, free_overcommitted: F64, demand: F64, qos_class: QosClass) -> FitResult:
-    """free_* are (D, N): capacity - guaranteed, and allocatable - committed."""
-    wanted = demand > 0
-    d = demand[:, None]
-    short_over = (free_overcommitted < d) & wanted[:, None]
+def fit_matrix(free_physical: F64, free_overcommitted: F64, demand: F64, qos_class: QosClass | Mask) -> FitResult:
+    """free_* are (D, N): capacity - guaranteed, and allocatable - committed. demand is (D,),
+    the same for every node, or (D, N), one per node; qos_class the same for every node, or a
+    (N,) mask of the guaranteed ones."""
+    d = demand[:, None] if demand.ndim == 1 else demand
+    wanted = d > 0
+    short_over = (free_overcommitted < d) & wanted
     bad: Mask = np.asarray(short_over.any(axis=0))
-    if qos_class is QosClass.GUARANTEED:
-        short_phys = (free_physical < d) & wanted[:, None]
+    guaranteed = qos_class is QosClass.GUARANTEED if isinstance(qos_class, QosClass) else qos_class
+    if np.any(guaranteed):
+        short_phys = (free_physical < d) & wanted
+        if not isinstance(guaranteed, bool):
+            short_phys &= guaranteed
         bad |= short_phys.any(axis=0)
     else:
         short_phys = np.zeros_like(short_over)
     return FitResult(~bad, short_phys, short_over)
+
+
+def fit_columns(capacity: F64, overcommit: Overcommit, guaranteed: F64, committed: F64, demand: F64,
+                qos_class: QosClass | Mask) -> FitResult:
+    """Column j: does demand[:, j] fit a node of capacity[:, j] that holds guaranteed[:, j] and
+    committed[:, j]? `fits` asks it of one node; commit validation of a whole batch at once."""
+    return fit_matrix(capacity - guaranteed, allocatable(capacity, overcommit) - committed, demand, qos_class)
 
 
 def demand_vector(reserved: Resources) -> F64:
@@ -68,11 +81,13 @@ def fits(capacity: Resources, overcommit: Overcommit, allocation: Allocation,
          demand: Resources, qos_class: QosClass) -> list[Insufficient]:
     """Scalar form of `fit_matrix` for one node: empty list means it fits."""
     cap = demand_vector(capacity)[:, None]
-    acap = allocatable(cap, overcommit)
     g = demand_vector(allocation.guaranteed)[:, None]
     c = demand_vector(allocation.committed)[:, None]
     d = demand_vector(demand)
-    res = fit_matrix(cap - g, acap - c, d, qos_class)
+    res = fit_columns(cap, overcommit, g, c, d, qos_class)
+    if res.ok[0]:
+        return []
+    acap = allocatable(cap, overcommit)
     out: list[Insufficient] = []
     for j, dim in enumerate(DIMENSIONS):
         if res.short_physical[j, 0]:
