@@ -74,14 +74,21 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     down(home)
 
 
-def read_iops(dc: Dc, node: str, vm: str, seconds: float = 4.0) -> float:
+def read_iops(dc: Dc, node: str, vm: str, low: float, high: float, seconds: float = 3.0, windows: int = 6) -> list[float]:
+    """The guest's read IOPS over consecutive windows, until one lands in [low, high] or `windows`
+    have been measured. A stall of this shared machine (TCG guest, other tenants) can only lower a
+    window's rate, so one window at the cap shows it is reached and none above it that it holds."""
+    rates: list[float] = []
     conn = libvirt.open(dc.host(node).uri)
     try:
         dom = conn.lookupByName(vm)
         r0, t0 = dom.blockStats("vda")[0], time.monotonic()
-        time.sleep(seconds)
-        r1, t1 = dom.blockStats("vda")[0], time.monotonic()
-        return (r1 - r0) / (t1 - t0)
+        while len(rates) < windows and not any(low <= r <= high for r in rates):
+            time.sleep(seconds)
+            r1, t1 = dom.blockStats("vda")[0], time.monotonic()
+            rates.append((r1 - r0) / (t1 - t0))
+            r0, t0 = r1, t1
+        return rates
     finally:
         conn.close()
 
@@ -95,8 +102,9 @@ def test_local_volume_from_an_image_with_an_iops_cap(dc: Dc) -> None:
     assert vm.placement.node == "host-2"  # where its local volume lives
     # The guest reads the base image's first block through its qcow2 overlay.
     assert "DISK vda vdcos pattern v1 block 00000000" in dc.console("host-2", "reader")
-    iops = read_iops(dc, "host-2", "reader")
-    assert 80 <= iops <= 120, f"an IOPS cap of 100 measured {iops:.1f}"
+    # Uncapped, this guest reads 2,500-3,000 IOPS here.
+    iops = read_iops(dc, "host-2", "reader", 80, 120)
+    assert max(iops) <= 120 and any(r >= 80 for r in iops), f"an IOPS cap of 100 measured {iops}"
     assert "volume/data" in dc.alloc("host-2")
     dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="reader"))
     wait_until(lambda: not Path(v.path).exists(), 30)
@@ -188,7 +196,8 @@ def test_a_copy_that_fails_midway_leaves_vm_and_volume_where_they_were(dc: Dc) -
     wait_until(lambda: "CNT" in dc.console("host-2", "filler")[seen:], 30)
     # Once its QEMU has closed it, the file holds every byte the first host's had.
     dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="filler", keep_volumes=True))
-    wait_until(lambda: not dc.alloc("host-2") or dc.alloc("host-2") == ["volume/moving"], 30)
+    wait_until(lambda: "filler" not in dc.alloc("host-2"), 30)
+    assert "volume/moving" in dc.alloc("host-2")  # a kept volume keeps its space
     wait_until(lambda: "filler" not in dc.host("host-2").domains(), 30)
     assert content_digest(after.path) == dc.digest
     dc.client.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="moving"))

@@ -17,11 +17,11 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from dataclasses import dataclass, field, replace
 
 from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable,
                           Unschedulable)
@@ -30,12 +30,12 @@ from vdcos.model import (DEFAULT_POLICY, AllocEntry, Allocation, Assignment, Mig
                          MigrationPhase, PlacementGroup, PlacementRecord, QosClass, QosPolicy, Resources,
                          SchedulerConfig, VmSpec, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache
-from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain, qos,
-                                  fits, schedule, schedule_batch)
+from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain, fits,
+                                  qos, schedule, schedule_batch)
 from vdcos.scheduler.core.fit import Insufficient, fit_columns
 from vdcos.state import keys
-from vdcos.storagepool import volumes
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
+from vdcos.storagepool import volumes
 
 log = logging.getLogger(__name__)
 
