@@ -88,13 +88,21 @@ def test_cli_creates_many_and_says_which_could_not_go(dc: Path) -> None:
         vdcos(dc, "vm", "delete", name)
 
 
+def test_cli_creates_more_than_one_call_takes(dc: Path) -> None:
+    # 1001 VMs are two BatchCreateVms calls (one takes at most 1000); none can ever fit here.
+    p = vdcos(dc, "vm", "create", "huge", "--count", "1001", "--vcpus", "1024", check=False)
+    assert p.returncode == 1 and "0 of 1001 created" in p.stderr, p.stderr[-2000:]
+    assert p.stderr.count("FAILED_PRECONDITION") == 1001 and "huge-1001: " in p.stderr
+
+
 @pytest.mark.parametrize("args,needle", [
     (["vm", "create", "Bad_Name"], "spec.name"),
     (["vm", "create", "ok", "--vcpus", "0"], "spec.resources.vcpus"),
     (["vm", "create", "ok", "--selector", "novalue"], "--selector"),
     (["vm", "show", "no-such-vm"], "NOT_FOUND"),
     (["vm", "create", "ok", "--count", "0"], "--count"),
-], ids=["name", "vcpus", "selector", "missing", "count"])
+    (["vm", "create", "a" * 60, "--count", "1000"], "NAME with --count 1000"),
+], ids=["name", "vcpus", "selector", "missing", "count", "count-name"])
 def test_cli_errors_name_the_field(dc: Path, args: list[str], needle: str) -> None:
     p = vdcos(dc, *args, check=False)
     assert p.returncode != 0 and needle in p.stderr, p.stderr

@@ -24,6 +24,9 @@ LIMITS = {"vcpus": (1, 1024), "memory_mib": (16, 16 * 1024 * 1024), "disk_gib": 
 
 Violations = list[tuple[str, str]]
 
+# Checked for every VM of every create: the enum's value list is built once, not per spec.
+AFFINITY_POLICIES = frozenset(pb.AffinityPolicy.values())
+
 
 def check(violations: Violations) -> None:
     if violations:
@@ -71,7 +74,7 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
         resources(m.resources, f"{field}.resources", out)
     name(m.qos_policy, f"{field}.qos_policy", out, required=False)
     name(m.placement_group, f"{field}.placement_group", out, required=False)
-    if m.group_policy not in pb.AffinityPolicy.values():
+    if m.group_policy not in AFFINITY_POLICIES:
         out.append((f"{field}.group_policy", f"unknown value {m.group_policy}"))
     elif m.placement_group and m.group_policy == pb.AFFINITY_POLICY_UNSPECIFIED:
         out.append((f"{field}.group_policy", "is required with placement_group"))

@@ -13,6 +13,7 @@ import grpc
 import yaml
 from google.protobuf import json_format
 
+from vdcos.api import validate
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error, describe_status, rejection_lines
 from vdcos.images import CATALOG
@@ -208,19 +209,32 @@ def cmd_vm(args: argparse.Namespace) -> int:
     return 0
 
 
+# VMs per BatchCreateVms call: the most the API takes (vm_service.proto).
+BATCH_CREATE_MAX = 1000
+
+
 def create_many(c: Client, args: argparse.Namespace) -> int:
-    """NAME-1 .. NAME-COUNT over one CreateVms stream; each placed or refused on its own."""
+    """NAME-1 .. NAME-COUNT in BatchCreateVms calls of up to 1000; each placed or refused on its own."""
     if not 1 <= args.count <= 10_000:
         raise UsageError(f"--count: between 1 and 10000, got {args.count}")
+    # The names are what differ between the VMs: the longest is checked before anything is
+    # sent, so that a later call cannot be refused after earlier ones created VMs.
+    longest = f"{args.name}-{args.count}"
+    bad: list[tuple[str, str]] = []
+    validate.name(longest, "NAME", bad)
+    if bad:
+        raise UsageError(f"NAME with --count {args.count}: {bad[0][1]}")
     base = vm_spec(args)
     reqs = []
     for i in range(1, args.count + 1):
         s = pb.VmSpec()
         s.CopyFrom(base)
         s.name = f"{args.name}-{i}"
-        reqs.append(vm_pb.CreateVmsRequest(spec=s, request_id=f"{args.request_id}-{i}" if args.request_id else ""))
-    order = {r.spec.name: i for i, r in enumerate(reqs)}
-    answers = sorted(c.vms.CreateVms(iter(reqs), timeout=args.timeout), key=lambda a: order.get(a.name, 0))
+        reqs.append(vm_pb.CreateVmRequest(spec=s, request_id=f"{args.request_id}-{i}" if args.request_id else ""))
+    answers = []
+    for at in range(0, len(reqs), BATCH_CREATE_MAX):
+        chunk = reqs[at:at + BATCH_CREATE_MAX]
+        answers += c.vms.BatchCreateVms(vm_pb.BatchCreateVmsRequest(requests=chunk), timeout=args.timeout).results
     placed = [a.vm for a in answers if not a.HasField("error")]
     failed = [a for a in answers if a.HasField("error")]
     if args.output == "json":
@@ -747,7 +761,7 @@ def parser() -> argparse.ArgumentParser:
     add_spec_flags(create)
     create.add_argument("--request-id")
     create.add_argument("--count", type=int, default=1,
-                        help="create NAME-1 .. NAME-COUNT, each placed on its own (one stream)")
+                        help="create NAME-1 .. NAME-COUNT, each placed on its own (BatchCreateVms calls of 1000)")
     vl = vsub.add_parser("list")
     vl.add_argument("--node")
     vsub.add_parser("show").add_argument("name")
