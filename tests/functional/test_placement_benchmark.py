@@ -1,0 +1,28 @@
+"""benchmarks.placement end to end, small: its own etcd and scheduler process, every API, the
+latency-bound runs, and one JSON object with the fields the foundation issue names."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path) -> None:
+    out = tmp_path / "placement.json"
+    p = subprocess.run([sys.executable, "-m", "benchmarks.placement", "--hosts", "200", "--vms", "400",
+                        "--compare-vms", "100", "--noop-calls", "100", "--baseline-vms", "20", "--slo-vms", "40",
+                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == r
+    assert (r["hosts"], r["vms"], r["placed"], r["refused"], r["over_capacity_nodes"]) == (200, 400, 400, {}, 0)
+    for field in ("placements_per_s", "p50_ms", "p99_ms", "decision_us_p50", "stream_per_s", "unary_per_s",
+                  "noop_unary_per_s", "baseline_serial_per_s"):
+        assert r[field] > 0, field
+    assert [x["batch"] for x in r["latency_bound_runs"]] == [4, 8, 16, 32]
+    within = [x["per_s"] for x in r["latency_bound_runs"] if x["p99_ms"] <= 20]
+    assert r["per_s_at_p99_le_20ms"] == max(within, default=0.0)
+    assert isinstance(r["targets_met"], bool)
