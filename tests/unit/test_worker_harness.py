@@ -12,7 +12,7 @@ from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, QosCl
                          decode)
 from vdcos.nodeagent.agent import register
 from vdcos.scheduler.cache import ClusterCache
-from vdcos.scheduler.core import Decision, PlacementRequest, fits, schedule
+from vdcos.scheduler.core import Decision, PlacementRequest, schedule
 from vdcos.scheduler.worker import Scheduler, _Decided, _Pending, dumps
 from vdcos.state import keys
 from vdcos.state.store import Compare, MemoryStore, Op, TxnResult
@@ -154,7 +154,7 @@ def test_the_batch_fit_check_agrees_with_one_fits_at_a_time(vcpus: int, overflow
         assert isinstance(d, Decision)
         decided.append(_Decided(_Pending(r), d, snap.policy("gold")))  # type: ignore[arg-type]
     txn, retry = sched._build(decided)
-    want, want_retry, _ = sched._assemble(decided, sched.cache.config, fits)
+    want, want_retry, _ = sched._assemble(decided, sched.cache.config, one_at_a_time=True)
     assert [p.request.spec.name for p in retry] == [p.request.spec.name for p in want_retry]
     assert bool(retry) == overflow
     assert txn.compares == want.compares and txn.records == want.records

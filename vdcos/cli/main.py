@@ -220,7 +220,7 @@ def create_many(c: Client, args: argparse.Namespace) -> int:
     # The names are what differ between the VMs: the longest is checked before anything is
     # sent, so that a later call cannot be refused after earlier ones created VMs.
     longest = f"{args.name}-{args.count}"
-    bad: list[tuple[str, str]] = []
+    bad: validate.Violations = []
     validate.name(longest, "NAME", bad)
     if bad:
         raise UsageError(f"NAME with --count {args.count}: {bad[0][1]}")

@@ -17,7 +17,6 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
@@ -32,7 +31,7 @@ from vdcos.model import (DEFAULT_POLICY, AllocEntry, Allocation, Assignment, Mig
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain, fits,
                                   qos, schedule, schedule_batch)
-from vdcos.scheduler.core.fit import Insufficient, fit_columns
+from vdcos.scheduler.core.fit import fit_columns
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 from vdcos.storagepool import volumes
@@ -202,18 +201,18 @@ class Scheduler:
         batch's earlier decisions leave it; only when one of them fails is the batch assembled
         again, one `fits` at a time (a failed one must not count against the next)."""
         config = self.cache.config
-        txn, retry, columns = self._assemble(decided, config, None)
+        txn, retry, columns = self._assemble(decided, config, one_at_a_time=False)
         if columns:
             cap, g, c, demand = (np.array([col[k] for col in columns], dtype=np.float64).T for k in range(4))
             guaranteed = np.array([col[4] for col in columns])
             if not fit_columns(cap, config.overcommit, g, c, demand, guaranteed).ok.all():
-                txn, retry, _ = self._assemble(decided, config, fits)
+                txn, retry, _ = self._assemble(decided, config, one_at_a_time=True)
         return txn, retry
 
     def _assemble(self, decided: list[_Decided], config: SchedulerConfig,
-                  check: Callable[..., list[Insufficient]] | None) -> tuple[_Txn, list[_Pending], list[_Column]]:
-        """The transaction of `decided`, each fit checked by `check`, or, without one, each
-        decision's fit question returned (capacity, guaranteed, committed, demand, guaranteed?)."""
+                  one_at_a_time: bool) -> tuple[_Txn, list[_Pending], list[_Column]]:
+        """The transaction of `decided`, each fit checked with `fits` one at a time, or, if not,
+        each decision's fit question returned (capacity, guaranteed, committed, demand, guaranteed?)."""
         txn = _Txn()
         allocs, groups = txn.allocs, txn.groups
         retry: list[_Pending] = []
@@ -229,10 +228,10 @@ class Scheduler:
                 continue
             alloc = allocs.get(d.node, view.allocation)
             demand = qos.placed_request(spec, d.reserved)
-            if check is None:
+            if not one_at_a_time:
                 columns.append((view.spec.capacity.as_tuple(), alloc.guaranteed.as_tuple(),
                                 alloc.committed.as_tuple(), demand.as_tuple(), d.qos.qos_class is QosClass.GUARANTEED))
-            elif check(view.spec.capacity, config.overcommit, alloc, demand, d.qos.qos_class):
+            elif fits(view.spec.capacity, config.overcommit, alloc, demand, d.qos.qos_class):
                 retry.append(p)
                 continue
             group = None
