@@ -132,9 +132,25 @@ def test_network_api_refuses_bad_input_and_changes_nothing(dc: Dc) -> None:
 def test_bandwidth_limit_is_enforced_on_the_wire(dc: Dc) -> None:
     dc.endpoint("red", "slow", "host-1", max_mbps=50)
     dc.endpoint("red", "fast", "host-2")
-    limited = probe.iperf3(dc.ns("host-1", "slow"), dc.ns("host-2", "fast"), dc.port("red", "slow").ip, seconds=4)
-    print(f"50 Mbit/s limit measured {limited:.1f} Mbit/s")
-    assert 42.5 <= limited <= 57.5
+    net = dc.net("host-1")
+    db = Ovsdb(net.db_socket)
+    try:
+        capped = [r.name for r in db.rows("Port") if r.qos]
+    finally:
+        db.close()
+    assert len(capped) == 1, capped
+    # The kernel shapes with the queue's class; the root class must not cap too (its bucket is
+    # one packet: a CI run through it measured 21-26 Mbit/s).
+    classes = net.exec("tc", "class", "show", "dev", capped[0])
+    assert "ceil 50Mbit burst 312499b" in classes and "root rate 50Mbit" not in classes, classes
+    # A stall of this shared machine (the userspace datapath forwards on its CPU) only lowers a
+    # run. Up to four runs; one at the cap, none above it.
+    runs: list[float] = []
+    while len(runs) < 4 and not any(42.5 <= r for r in runs):
+        runs.append(probe.iperf3(dc.ns("host-1", "slow"), dc.ns("host-2", "fast"), dc.port("red", "slow").ip,
+                                 seconds=4))
+    print(f"50 Mbit/s limit measured {', '.join(f'{r:.1f}' for r in runs)} Mbit/s")
+    assert max(runs) <= 57.5 and any(r >= 42.5 for r in runs), runs
 
 
 def test_forwarding_comes_back_after_vswitchd_is_killed(dc: Dc) -> None:
