@@ -93,18 +93,29 @@ def read_iops(dc: Dc, node: str, vm: str, low: float, high: float, seconds: floa
         conn.close()
 
 
+def block_iotune(dc: Dc, node: str, vm: str) -> dict[str, int]:
+    conn = libvirt.open(dc.host(node).uri)
+    try:
+        return dict(conn.lookupByName(vm).blockIoTune("vda", 0))
+    finally:
+        conn.close()
+
+
 def test_local_volume_from_an_image_with_an_iops_cap(dc: Dc) -> None:
     dc.client.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(policy=pb.QosPolicy(
-        name="iops100", qos_class=pb.QOS_CLASS_BURSTABLE, disk_iops_limit=100)))
+        name="iops25", qos_class=pb.QOS_CLASS_BURSTABLE, disk_iops_limit=25)))
     v = dc.create_volume("data", vol_pb.POOL_KIND_LOCAL, 2, host="host-2", image="pattern")
     assert Path(v.path).exists() and "host-2" in v.path
-    vm = dc.create_vm("reader", ["data"], image="disk-read", policy="iops100")
+    vm = dc.create_vm("reader", ["data"], image="disk-read", policy="iops25")
     assert vm.placement.node == "host-2"  # where its local volume lives
     # The guest reads the base image's first block through its qcow2 overlay.
     assert "DISK vda vdcos pattern v1 block 00000000" in dc.console("host-2", "reader")
-    # Uncapped, this guest reads 2,500-3,000 IOPS here.
-    iops = read_iops(dc, "host-2", "reader", 80, 120)
-    assert max(iops) <= 120 and any(r >= 80 for r in iops), f"an IOPS cap of 100 measured {iops}"
+    assert block_iotune(dc, "host-2", "reader")["total_iops_sec"] == 25  # what QEMU throttles to
+    # Uncapped, this guest reads 2,500-3,000 IOPS here, but under a cap of 100 CI once measured
+    # six 3 s windows climbing from 40 to 75 (a slower disk or a starved TCG guest). A cap well
+    # under that shows the throttle on both machines; a window at it shows it is not undercut.
+    iops = read_iops(dc, "host-2", "reader", 20, 30, windows=12)
+    assert max(iops) <= 30 and any(r >= 20 for r in iops), f"an IOPS cap of 25 measured {iops}"
     assert "volume/data" in dc.alloc("host-2")
     dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="reader"))
     wait_until(lambda: not Path(v.path).exists(), 30)
@@ -165,7 +176,8 @@ def test_a_local_volume_follows_its_vm_byte_for_byte(dc: Dc) -> None:
     assert "volume/moving" in dc.alloc("host-2") and "volume/moving" not in dc.alloc("host-1")
     # The same guest reads its 512 MiB of random data back on the destination, unchanged.
     seen = len(dc.console("host-2", "filler"))
-    wait_until(lambda: disk_sums(dc.console("host-2", "filler")[seen:]), 120)
+    # The same read as the first sum's, so the same time allowed: a loaded CI machine took over 120 s.
+    wait_until(lambda: disk_sums(dc.console("host-2", "filler")[seen:]), 300)
     assert disk_sums(dc.console("host-2", "filler")[seen:])[0] == before
     dc.digest = digest
 

@@ -81,7 +81,11 @@ def test_replicas_never_overallocate_nor_break_anti_affinity(store: EtcdStore, e
         for t in threads:
             t.join(120)
         assert sum(outcomes.values()) == CLIENTS * PER_CLIENT
-        assert set(outcomes) <= {"placed", "RESOURCE_EXHAUSTED"}, outcomes
+        # ABORTED is the bounded retry giving up (12 conflicts in a row): 12 nodes and 6 groups
+        # that three replicas all write is the worst case for it, and a loaded CI machine saw 1
+        # of 216. The client may retry it; what this test guards is that nothing else fails.
+        assert set(outcomes) <= {"placed", "RESOURCE_EXHAUSTED", "ABORTED"}, outcomes
+        assert outcomes["ABORTED"] <= CLIENTS * PER_CLIENT // 20, outcomes
         assert outcomes["placed"] > CLIENTS * PER_CLIENT // 3
         assert outcomes["RESOURCE_EXHAUSTED"] > 0, "the test must push the cluster to its limits"
     finally:
