@@ -15,7 +15,9 @@ per process), a single client placing one VM at a time (`baseline_serial_*`), an
 clients calling an empty RPC (health Check: `noop_unary_per_s`), which is what gRPC itself
 allows on this machine. Then the latency-bound runs (`latency_bound_runs`): one client, one
 BatchCreateVms call at a time, of 4, 8, 16 and 32 VMs; `per_s_at_p99_le_20ms` is the best rate
-among those whose p99 stayed within --slo-p99-ms.
+among those whose p99 stayed within --slo-p99-ms. Last, scaling out: --compare-vms VMs through
+one scheduler replica, then as many through --scale-replicas replicas (`replicas_vs_one`); each
+replica looks first in its own lane of the node ring (vdcos/scheduler/replicas.py).
 """
 from __future__ import annotations
 
@@ -280,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slo-p99-ms", type=float, default=20.0, help="the p99 the latency-bound runs are held to")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--replicas", type=int, default=1, help="scheduler processes on the one etcd")
+    ap.add_argument("--scale-replicas", type=int, default=2,
+                    help="after the other runs, --compare-vms VMs through one replica, then as many through "
+                         "this many (the extra ones started then): replicas_vs_one (0 = skip)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -336,6 +341,25 @@ def main(argv: list[str] | None = None) -> int:
             slo.append({"batch": b, **{k: got[k] for k in ("per_s", "p50_ms", "p99_ms")}})
         noop = run_clients(addrs, "noop", [{"name": str(i)} for i in range(args.noop_calls)], args.procs,
                            args.unary_threads) if args.noop_calls else None
+        scaled: dict[str, Any] = {}
+        if args.scale_replicas > len(addrs) and args.compare_vms:
+            one = summary(run_clients(addrs[:1], "batch", vm_specs(args.compare_vms, args.seed + 30, "one-"),
+                                      args.procs, args.threads, args.batch))
+            for r in range(len(addrs), args.scale_replicas):
+                folder = base / f"scheduler-{r}"
+                folder.mkdir()
+                sched, addr = start_scheduler(etcd.endpoint, folder, "--io-threads", "8", "--max-batch",
+                                              str(args.max_batch))
+                scheds.append(sched)
+                addrs.append(addr)
+            # Every replica takes its lane at its next membership refresh (every 2 s).
+            time.sleep(2.5)
+            many = summary(run_clients(addrs, "batch", vm_specs(args.compare_vms, args.seed + 31, "many-"),
+                                       args.procs, args.threads, args.batch))
+            scaled = {"scale_replicas": args.scale_replicas, "one_replica_per_s": one["per_s"],
+                      "one_replica_p99_ms": one["p99_ms"], "replicas_per_s": many["per_s"],
+                      "replicas_p99_ms": many["p99_ms"],
+                      "replicas_vs_one": round(many["per_s"] / one["per_s"], 2) if one["per_s"] else None}
         over = len(over_capacity(store))
         entries = sum(len(decode(Allocation, json.loads(kv.value)).entries) for kv in store.get_prefix(keys.ALLOC)[0])
         decision_us = core_decision_us(store, 300, args.seed)
@@ -380,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             result["baseline_serial_per_s"] = b["per_s"]
             result["baseline_serial_p50_ms"] = b["p50_ms"]
             result["speedup_vs_serial"] = round(main_sum["per_s"] / b["per_s"], 2) if b["per_s"] else None
+        result.update(scaled)
         if slo:
             within = [x["per_s"] for x in slo if x["p99_ms"] <= args.slo_p99_ms]
             result["latency_bound_runs"] = slo

@@ -6,12 +6,13 @@ stored as sorted tuples of pairs so that the objects stay hashable and comparabl
 from __future__ import annotations
 
 import dataclasses
-import json
 import enum
 import operator
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+import orjson
 
 DIMENSIONS: tuple[str, ...] = ("vcpus", "memory_mib", "disk_gib", "network_mbps", "disk_iops")
 
@@ -153,6 +154,13 @@ class QosPolicy:
 
 DEFAULT_POLICY = QosPolicy(name="default", qos_class=QosClass.BURSTABLE,
                            description="built-in: burstable, normal CPU weight")
+
+
+def policy_named(name: str, stored: QosPolicy | None) -> QosPolicy | None:
+    """The policy a VM naming `name` gets: the stored one, else the built-in default under its name."""
+    if stored is None and name == DEFAULT_POLICY.name:
+        return DEFAULT_POLICY
+    return stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -627,14 +635,20 @@ def _encoder(tp: Any) -> Codec:
     return got
 
 
-_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # json.dumps builds one per call
+# orjson: a tenth of the json module's time for the records every placement writes. Compact,
+# keys sorted, UTF-8; anything json.loads reads.
+_JSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def _json(data: Any) -> bytes:
+    return orjson.dumps(data, option=_JSON_OPTIONS)
 
 
 def dumps(obj: object) -> bytes:
     """The bytes stored in etcd for a value."""
     if type(obj) is Allocation:
         return _allocation_bytes(obj)
-    return _JSON.encode(_encoder(type(obj))(obj)).encode()
+    return _json(_encoder(type(obj))(obj))
 
 
 # A node's allocation record is written whole each time one VM joins or leaves it, and its
@@ -652,9 +666,9 @@ def _allocation_bytes(a: Allocation) -> bytes:
         if got is None:
             if len(_ENTRY_JSON) >= _ENTRY_JSON_MAX:
                 _ENTRY_JSON.clear()
-            got = _ENTRY_JSON[e] = _JSON.encode(_encoder(AllocEntry)(e)).encode()
+            got = _ENTRY_JSON[e] = _json(_encoder(AllocEntry)(e))
         parts.append(got)
-    return b'{"entries":[%b],"node":%b}' % (b",".join(parts), _JSON.encode(a.node).encode())
+    return b'{"entries":[%b],"node":%b}' % (b",".join(parts), _json(a.node))
 
 
 def decode(cls: type[T], data: Any) -> T:

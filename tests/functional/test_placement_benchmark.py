@@ -1,5 +1,5 @@
 """benchmarks.placement end to end, small: its own etcd and scheduler process, every API, the
-latency-bound runs, and one JSON object with the fields the foundation issue names."""
+latency-bound runs, the scale-out to two replicas, and one JSON object with the fields the foundation issue names."""
 from __future__ import annotations
 
 import json
@@ -20,9 +20,10 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     assert json.loads(p.stdout.strip().splitlines()[-1]) == r
     assert (r["hosts"], r["vms"], r["placed"], r["refused"], r["over_capacity_nodes"]) == (200, 400, 400, {}, 0)
     for field in ("placements_per_s", "p50_ms", "p99_ms", "decision_us_p50", "stream_per_s", "unary_per_s",
-                  "noop_unary_per_s", "baseline_serial_per_s"):
+                  "noop_unary_per_s", "baseline_serial_per_s", "one_replica_per_s", "replicas_per_s"):
         assert r[field] > 0, field
     assert [x["batch"] for x in r["latency_bound_runs"]] == [4, 8, 16, 32]
     within = [x["per_s"] for x in r["latency_bound_runs"] if x["p99_ms"] <= 20]
     assert r["per_s_at_p99_le_20ms"] == max(within, default=0.0)
+    assert r["scale_replicas"] == 2 and r["replicas_vs_one"] > 0
     assert isinstance(r["targets_met"], bool)

@@ -1,13 +1,14 @@
-"""The etcd value codec: every record type round-trips, and the allocation record's joined
-encoding gives exactly the generic encoder's bytes."""
+"""The etcd value codec: every record type round-trips, the bytes are compact JSON with sorted
+keys (what json.dumps gives), and the allocation record's joined encoding gives exactly the
+generic encoder's bytes."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from vdcos.model import (_JSON, AffinityPolicy, AllocEntry, Allocation, Assignment, PlacementGroup, QosClass,
-                         QosSettings, Resources, VmSpec, _encoder, decode, dumps)
+from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, Assignment, PlacementGroup, QosClass,
+                         QosSettings, Resources, VmSpec, _encoder, _json, decode, dumps)
 
 ENTRY = AllocEntry("vm-a", QosClass.GUARANTEED, Resources(2, 4096, 20, 100), "gold")
 SPEC = VmSpec("web-1", Resources(2, 2048, 10, 50), qos_policy="gold", placement_group="web",
@@ -27,9 +28,15 @@ def test_round_trip(record: object) -> None:
     assert decode(type(record), json.loads(dumps(record))) == record
 
 
+@pytest.mark.parametrize("record", [SPEC, Allocation('odd "node" \\ é', (ENTRY,))], ids=lambda r: type(r).__name__)
+def test_bytes_are_compact_sorted_json(record: object) -> None:
+    data = _encoder(type(record))(record)
+    assert dumps(record) == json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
 def test_allocation_bytes_match_the_generic_encoder() -> None:
     a = Allocation("host-1")
     for i in range(30):
         a = a.with_entry(AllocEntry(f"vm-{i:03d}", list(QosClass)[i % 3], Resources(i, i * 512, i), "p"))
         # each call meets cached entries and one new one
-        assert dumps(a) == _JSON.encode(_encoder(Allocation)(a)).encode()
+        assert dumps(a) == _json(_encoder(Allocation)(a))

@@ -1,8 +1,9 @@
 """The one fit function, table-driven."""
+import numpy as np
 import pytest
 
 from vdcos.model import AllocEntry, Allocation, Overcommit, QosClass, Resources
-from vdcos.scheduler.core.fit import OVERCOMMITTED, PHYSICAL, fits
+from vdcos.scheduler.core.fit import OVERCOMMITTED, PHYSICAL, fit_matrix, fits
 
 CAP = Resources(16, 65536, 1000, 10000, 5000)
 OC = Overcommit(vcpus=4.0, memory_mib=1.0, disk_gib=1.0, network_mbps=2.0, disk_iops=1.0)
@@ -47,3 +48,26 @@ def test_fits(allocation: Allocation, demand: Resources, cls: QosClass, expected
 def test_insufficient_reports_free_amount() -> None:
     (short,) = fits(CAP, OC, alloc((G, Resources(10, 1024))), Resources(8, 1024), G)
     assert (short.requested, short.free) == (8, 6)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_fit_matrix_is_the_definition(seed: int) -> None:
+    """Whatever shortcut fit_matrix takes, per node and dimension: short where a dimension asked
+    for (> 0) exceeds the pool's free amount, the physical pool only for guaranteed; fits where
+    nothing is short. Demand per node or one for all, QoS per node or one for all."""
+    rng = np.random.default_rng(seed)
+    d_n, n = 5, 40
+    fp, fo = (rng.integers(-2, 6, (d_n, n)).astype(np.float64) for _ in range(2))
+    one = rng.integers(0, 4, d_n).astype(np.float64) * (rng.random(d_n) < 0.7)
+    per_node = rng.integers(0, 4, (d_n, n)).astype(np.float64) * (rng.random((d_n, n)) < 0.7)
+    qos_mask = rng.random(n) < 0.5
+    for demand in (one, per_node):
+        d = demand[:, None] if demand.ndim == 1 else demand
+        for qos in (*QosClass, qos_mask):
+            g = np.full(n, qos is QosClass.GUARANTEED) if isinstance(qos, QosClass) else qos
+            short_over = (fo < d) & (d > 0)
+            short_phys = (fp < d) & (d > 0) & g
+            got = fit_matrix(fp, fo, demand, qos)
+            assert (got.short_overcommitted == short_over).all()
+            assert (got.short_physical == short_phys).all()
+            assert (got.ok == ~(short_over | short_phys).any(axis=0)).all()

@@ -8,8 +8,8 @@ import pytest
 
 from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, PlacementGroup, QosClass,
                          QosPolicy, Resources, SchedulerConfig, Strategy, VmSpec, pairs)
-from vdcos.scheduler.core import (Decision, PlacementRequest, Rejection, build_snapshot, explain, reservation, resolve,
-                                  schedule, schedule_batch)
+from vdcos.scheduler.core import (Decision, Lane, PlacementRequest, Rejection, build_snapshot, explain, reservation,
+                                  resolve, schedule, schedule_batch)
 from vdcos.scheduler.core.schedule import nodes_to_score, window
 
 CAP = Resources(16, 65536, 1000, 10000)
@@ -228,6 +228,42 @@ def test_window_is_seeded_wraps_and_covers_every_node() -> None:
         seen[np.arange(n)[w]] += 1
     assert (seen == k).all()  # every node is in exactly k of the n windows: no edge is favoured
     assert window(n, n, 5) == slice(None)
+
+
+@pytest.mark.parametrize("n, k, count", [(1000, 100, 2), (1000, 100, 3), (10000, 500, 4), (1001, 100, 7)])
+def test_a_lane_covers_its_own_stretch_evenly_and_only_it(n: int, k: int, count: int) -> None:
+    ring = np.arange(n)
+    for i in range(count):
+        lo, hi = n * i // count, n * (i + 1) // count
+        seen = np.zeros(n, dtype=int)
+        for seed in range(hi - lo):
+            w = ring[window(n, k, seed, Lane(i, count))]
+            assert w.size == k and np.unique(w).size == k
+            seen[w] += 1
+        assert (seen[lo:hi] == k).all() and seen.sum() == k * (hi - lo)  # evenly, and nothing outside
+    assert window(n, k, 3, Lane(0, 1)) == window(n, k, 3)  # one replica: the ring as before
+
+
+def test_a_lane_narrower_than_a_window_gives_the_window_from_its_start() -> None:
+    n, k = 1000, 300
+    w = np.arange(n)[window(n, k, 12345, Lane(3, 4))]
+    assert list(w[:3]) == [750, 751, 752] and w.size == k and w[-1] == (750 + k - 1) % n
+    with pytest.raises(ValueError):
+        Lane(2, 2)
+
+
+def test_replicas_in_different_lanes_pack_different_nodes_and_refusals_still_see_every_node() -> None:
+    specs = nodes(2000)
+    snap = build_snapshot(specs)
+    reqs = [PlacementRequest(vm(f"v{i}").spec, f"r{i}") for i in range(40)]
+    halves = [{d.node for d in schedule_batch(snap, reqs, Lane(i, 2)) if isinstance(d, Decision)} for i in (0, 1)]
+    assert all(snap.index[n] < 1000 for n in halves[0]) and all(snap.index[n] >= 1000 for n in halves[1])
+    # Only one node has room: a request in the other lane still finds it.
+    full = Resources(15, 65536 - 1024)
+    last = snap.names[1999]
+    allocs = {n: used(n, ("a", QosClass.BURSTABLE, full)) for n in snap.names if n != last}
+    d = schedule(build_snapshot(specs, allocs), vm("big", vcpus=8, mem=8192), Lane(0, 2))
+    assert isinstance(d, Decision) and d.node == last
 
 
 def test_large_cluster_scores_a_window_but_finds_the_only_node_that_fits() -> None:

@@ -108,7 +108,7 @@ def test_a_conflict_on_a_node_that_still_has_room_commits_the_same_decision_agai
                                                                               Resources(4, 8192)))))
     calls: list[int] = []
     real = worker.schedule_batch
-    monkeypatch.setattr(worker, "schedule_batch", lambda snap, reqs: calls.append(len(reqs)) or real(snap, reqs))
+    monkeypatch.setattr(worker, "schedule_batch", lambda snap, reqs, lane: calls.append(len(reqs)) or real(snap, reqs, lane))
     placed = sched.create(VmSpec("mine", Resources(4, 8192), qos_policy="gold"))
     assert (placed.record.node, placed.record.attempts, calls) == ("n0", 2, [1])
     entries = {e.vm for e in allocations(store)[keys.alloc("n0")].entries}
@@ -170,6 +170,18 @@ def test_a_policy_changed_under_a_decision_is_decided_again_with_the_new_one() -
     placed = sched.create(VmSpec("mine", Resources(4, 8192), qos_policy="gold"))
     assert placed.record.qos.qos_class is QosClass.BEST_EFFORT and placed.record.reserved == Resources()
     assert not allocations(store)[keys.alloc("n0")].guaranteed.vcpus
+    sched.stop()
+
+
+def test_a_policy_deleted_under_a_decision_is_refused_not_committed() -> None:
+    store = MemoryStore()
+    sched = setup(store, n=1)
+    sched.cache.stop()  # only the failed compare can tell us
+    store.delete(keys.policy("gold"))
+    with pytest.raises(Unschedulable, match="'gold' does not exist"):
+        sched.create(VmSpec("mine", Resources(4, 8192), qos_policy="gold"))
+    assert store.get(keys.vm_spec("mine")) is None
+    assert all(not a.entries for a in allocations(store).values())
     sched.stop()
 
 

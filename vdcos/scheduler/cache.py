@@ -10,18 +10,18 @@ the reads done when a commit conflicts can arrive in any order without going bac
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
+import orjson
 
 from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass, QosPolicy,
-                         SchedulerConfig, decode)
+                         SchedulerConfig, decode, policy_named)
 from vdcos.scheduler.core.fit import allocatable, demand_vector
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms, derive
 from vdcos.state import keys
@@ -41,10 +41,6 @@ class NodeView:
     allocation: Allocation
     alloc_revision: int
     status_create_revision: int
-
-
-def loads(value: bytes) -> Any:
-    return json.loads(value)
 
 
 class ClusterCache:
@@ -188,7 +184,7 @@ class ClusterCache:
             else:
                 self.groups[mine[1].name] = (mine[1], kv.mod_revision)
             return
-        data = loads(kv.value)
+        data = orjson.loads(kv.value)
         if key == keys.CONFIG:
             # allocatable and the terms are derived again when the next snapshot is built
             self.config, self.config_revision = decode(SchedulerConfig, data), kv.mod_revision
@@ -326,6 +322,11 @@ class ClusterCache:
         if self._label_index is None:
             self._label_index = {k: frozenset(v) for k, v in self._labels.items() if v}
         return self._label_index
+
+    def policy(self, name: str) -> tuple[QosPolicy | None, int]:
+        """The policy by `ClusterSnapshot.policy`'s rule, and its record's mod revision (0: none)."""
+        stored = self.policies.get(name)
+        return (stored[0], stored[1]) if stored else (policy_named(name, None), 0)
 
     def node(self, name: str) -> NodeView | None:
         with self._lock:

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.operations import Operations
+from vdcos.scheduler.replicas import Replicas
 from vdcos.scheduler.service import (CapacityServicer, MigrationServicer, NetworkServicer, NodeServicer,
                                      PlacementServicer, QosPolicyServicer, VmServicer, VolumeServicer)
 from vdcos.scheduler.worker import Scheduler
@@ -59,6 +60,7 @@ class SchedulerServer:
     cache: ClusterCache
     scheduler: Scheduler
     ops: Operations
+    replicas: Replicas
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
 
@@ -66,6 +68,7 @@ class SchedulerServer:
         asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.replicas.stop()
         self.ops.rebalancer.stop()
         self.scheduler.stop()
         self.cache.stop()
@@ -96,7 +99,8 @@ def create_server(addr: str, store: Store, *, max_batch: int = 32, io_threads: i
     hand-offs cost more than placing the VM); the placement worker resolves its futures, and
     blocking etcd reads run on a small pool."""
     cache = ClusterCache(store).start()
-    sched = Scheduler(store, cache, max_batch=max_batch).start()
+    replicas = Replicas(store)
+    sched = Scheduler(store, cache, max_batch=max_batch, lane=lambda: replicas.lane).start()
     ops = Operations(store, cache, sched)
     ops.rebalancer.start_automatic()
     loop = asyncio.new_event_loop()
@@ -104,7 +108,8 @@ def create_server(addr: str, store: Store, *, max_batch: int = 32, io_threads: i
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     server, port = asyncio.run_coroutine_threadsafe(_build_server(addr, ops), loop).result(30)
-    return SchedulerServer(server, port, cache, sched, ops, loop, thread)
+    replicas.start(f"{addr.rpartition(':')[0]}:{port}")
+    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,18 +19,19 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
 from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable,
                           Unschedulable)
 from vdcos.migration import records
-from vdcos.model import (DEFAULT_POLICY, AllocEntry, Allocation, Assignment, Migration, MigrationOptions,
+from vdcos.model import (AllocEntry, Allocation, Assignment, Migration, MigrationOptions,
                          MigrationPhase, PlacementGroup, PlacementRecord, QosClass, QosPolicy, Resources,
                          SchedulerConfig, VmSpec, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache
-from vdcos.scheduler.core import (Decision, Explanation, PlacementRequest, Rejection, explain, fits,
-                                  qos, schedule, schedule_batch)
+from vdcos.scheduler.core import (SOLO, Decision, Explanation, Lane, PlacementRequest, Rejection, explain,
+                                  fits, qos, schedule, schedule_batch)
 from vdcos.scheduler.core.fit import fit_columns
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
@@ -67,7 +68,8 @@ class _Decided:
 class _Txn:
     compares: list[Compare] = field(default_factory=list)
     puts: list[Op] = field(default_factory=list)
-    reads: list[str] = field(default_factory=list)  # keys re-read when a compare fails
+    # The keys re-read when a compare fails, in order; a dict so that guard finds one at once.
+    reads: dict[str, None] = field(default_factory=dict)
     placed: list[tuple[_Decided, PlacementRecord]] = field(default_factory=list)
     allocs: dict[str, Allocation] = field(default_factory=dict)
     groups: dict[str, PlacementGroup] = field(default_factory=dict)
@@ -76,13 +78,14 @@ class _Txn:
     def guard(self, key: str, target: str, value: int) -> None:
         if key not in self.reads:
             self.compares.append(Compare(key, target, "==", value))  # type: ignore[arg-type]
-            self.reads.append(key)
+            self.reads[key] = None
 
 
 class Scheduler:
     def __init__(self, store: Store, cache: ClusterCache, *, max_batch: int = 20,
-                 max_attempts: int = 12) -> None:
+                 max_attempts: int = 12, lane: Callable[[], Lane] = lambda: SOLO) -> None:
         self.store = store
+        self.lane = lane  # read once per batch: membership may change between batches
         self.cache = cache
         self.max_batch = max_batch
         self.max_attempts = max_attempts
@@ -108,7 +111,7 @@ class Scheduler:
         return self.submit(spec, request_id).result(timeout)
 
     def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation:
-        return explain(self.cache.snapshot(), PlacementRequest(spec, request_id), limit)
+        return explain(self.cache.snapshot(), PlacementRequest(spec, request_id), limit, self.lane())
 
     # --- the batch loop -----------------------------------------------------------------
     def _loop(self) -> None:
@@ -157,7 +160,7 @@ class Scheduler:
             self.stats["batches"] += 1
             if pending:
                 with self.cache.borrow() as snap:
-                    results = schedule_batch(snap, [p.request for p in pending])
+                    results = schedule_batch(snap, [p.request for p in pending], self.lane())
                     policies = [snap.policy(p.request.spec.policy_name) for p in pending]
                 for p, r, pol in zip(pending, results, policies):
                     if isinstance(r, Rejection):
@@ -221,9 +224,9 @@ class Scheduler:
             p, d = dd.pending, dd.decision
             spec = p.request.spec
             view = self.cache.node(d.node)
-            pol = self.cache.policies.get(spec.policy_name)
+            policy, policy_revision = self.cache.policy(spec.policy_name)
             if (view is None or view.status is None or not view.status.ready or view.cordoned
-                    or (pol[0] if pol else DEFAULT_POLICY) != dd.policy):
+                    or policy != dd.policy):
                 retry.append(p)
                 continue
             alloc = allocs.get(d.node, view.allocation)
@@ -248,7 +251,7 @@ class Scheduler:
             txn.guard(keys.alloc(d.node), "mod", view.alloc_revision)
             txn.guard(keys.node_status(d.node), "create", view.status_create_revision)
             txn.guard(keys.node_cordon(d.node), "version", 0)
-            txn.guard(keys.policy(spec.policy_name), "mod", pol[1] if pol else 0)
+            txn.guard(keys.policy(spec.policy_name), "mod", policy_revision)
             txn.guard(keys.vm_spec(spec.name), "create", 0)
             record = PlacementRecord(d.node, d.qos, d.reserved, d.score, time.time(), p.attempts + 1)
             txn.puts += [Put(keys.vm_spec(spec.name), dumps(spec)),
@@ -344,7 +347,8 @@ class Scheduler:
             if copies:
                 spec = replace(spec, resources=spec.resources + Resources(disk_gib=copies))
             self.cache.wait_for_revision(place_kv.mod_revision, timeout=2.0)
-            got = schedule(self.cache.snapshot(), PlacementRequest(spec, f"migrate:{vm}:{time.time()}", (source,)))
+            got = schedule(self.cache.snapshot(), PlacementRequest(spec, f"migrate:{vm}:{time.time()}", (source,)),
+                           self.lane())
             if isinstance(got, Rejection):
                 raise Unschedulable(got)
             target = got.node

@@ -22,6 +22,12 @@ SNAPSHOTS = ROOT + "snapshots/"
 REBALANCES = ROOT + "rebalances/"
 # Held (under a lease) by the one scheduler replica running automatic rebalancing.
 REBALANCER_LOCK = ROOT + "locks/rebalancer"
+SCHEDULERS = ROOT + "schedulers/"
+
+
+def scheduler(lease: int) -> str:
+    """A live scheduler replica, named by its lease: fixed width, so keys sort as leases do."""
+    return f"{SCHEDULERS}{lease:016x}"
 
 
 def policy(name: str) -> str:

@@ -35,11 +35,30 @@ class Insufficient:
     free: int
 
 
-@dataclass(frozen=True, slots=True)
 class FitResult:
-    ok: Mask  # (N,)
-    short_physical: Mask  # (D, N)
-    short_overcommitted: Mask  # (D, N)
+    """`ok` (N,): the nodes the demand fits. The shortfalls, (D, N) masks per dimension, are
+    worked out only when read (a refusal's explanation): a placement needs `ok` alone. They
+    come from the arrays fit_matrix was given, so read them before those change."""
+
+    __slots__ = ("ok", "_free_physical", "_free_over", "_demand", "_guaranteed")
+
+    def __init__(self, ok: Mask, free_physical: F64, free_over: F64, demand: F64, guaranteed: bool | Mask) -> None:
+        self.ok = ok
+        self._free_physical, self._free_over, self._demand, self._guaranteed = (
+            free_physical, free_over, demand, guaranteed)
+
+    @property
+    def short_overcommitted(self) -> Mask:
+        d = self._demand
+        return np.asarray((self._free_over < d) & (d > 0))
+
+    @property
+    def short_physical(self) -> Mask:
+        d, g = self._demand, self._guaranteed
+        short = (self._free_physical < d) & (d > 0)
+        if isinstance(g, bool):
+            return short if g else np.zeros_like(short)
+        return np.asarray(short & g)
 
 
 def allocatable(capacity: F64, overcommit: Overcommit) -> F64:
@@ -50,20 +69,26 @@ def allocatable(capacity: F64, overcommit: Overcommit) -> F64:
 def fit_matrix(free_physical: F64, free_overcommitted: F64, demand: F64, qos_class: QosClass | Mask) -> FitResult:
     """free_* are (D, N): capacity - guaranteed, and allocatable - committed. demand is (D,),
     the same for every node, or (D, N), one per node; qos_class the same for every node, or a
-    (N,) mask of the guaranteed ones."""
+    (N,) mask of the guaranteed ones. A dimension not asked for (0) never rules a node out."""
     d = demand[:, None] if demand.ndim == 1 else demand
-    wanted = d > 0
-    short_over = (free_overcommitted < d) & wanted
-    bad: Mask = np.asarray(short_over.any(axis=0))
     guaranteed = qos_class is QosClass.GUARANTEED if isinstance(qos_class, QosClass) else qos_class
-    if np.any(guaranteed):
-        short_phys = (free_physical < d) & wanted
-        if not isinstance(guaranteed, bool):
-            short_phys &= guaranteed
-        bad |= short_phys.any(axis=0)
+    fp, fo, dd = free_physical, free_overcommitted, d
+    if demand.ndim == 1:
+        asked = demand > 0
+        if not asked.all():  # compare only the asked rows: fewer ops than masking every one
+            fp, fo, dd = free_physical[asked], free_overcommitted[asked], d[asked]
+        bad = (fo < dd).any(axis=0)
+        if guaranteed is True:
+            bad |= (fp < dd).any(axis=0)
+        elif guaranteed is not False:
+            bad |= (fp < dd).any(axis=0) & guaranteed
     else:
-        short_phys = np.zeros_like(short_over)
-    return FitResult(~bad, short_phys, short_over)
+        wanted = d > 0
+        bad = ((fo < d) & wanted).any(axis=0)
+        if guaranteed is not False:
+            short = ((fp < d) & wanted).any(axis=0)
+            bad |= short if guaranteed is True else short & guaranteed
+    return FitResult(np.asarray(~bad), free_physical, free_overcommitted, d, guaranteed)
 
 
 def fit_columns(capacity: F64, overcommit: Overcommit, guaranteed: F64, committed: F64, demand: F64,

@@ -3,8 +3,9 @@
 Stages run in order (Nomad's feasible/stack, Nova's filters + weighers):
   window, on a large cluster a contiguous run of nodes at an offset seeded by the request id
     (kube-scheduler's percentageOfNodesToScore: the best of 500 random nodes is about as good
-    as the best of 10,000, at a twentieth of the cost); every node when the window has no
-    feasible one, so a request is refused only after every node was looked at;
+    as the best of 10,000, at a twentieth of the cost); with several scheduler replicas, the
+    offset falls in the calling replica's lane of the node ring; every node when the window has
+    no feasible one, so a request is refused only after every node was looked at;
   filters, cheapest first, each a boolean mask and counted for the rejection;
   scorers, each normalized to [0, 1] and multiplied by its configured weight;
   select, the best score, ties broken by a hash of the request id (replayable).
@@ -42,15 +43,39 @@ def nodes_to_score(n: int, percentage: int = 0) -> int:
     return min(n, max(MIN_NODES_TO_SCORE, n * pct // 100))
 
 
-def window(n: int, k: int, seed: int) -> Window:
-    """k consecutive node slots from an offset given by `seed`, wrapping around: every node
-    is equally likely to be in it. A slice (no copy) unless it wraps."""
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """Scheduler replica `index` of `count`: its windows lie in its own stretch of the node ring.
+    Replicas deciding at once then mostly read and write different nodes, so their commits
+    conflict less (pack sends every replica to the fullest nodes it sees). It only moves where a
+    decision starts looking: a window without a feasible node still falls back to every node."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"lane {self.index} of {self.count}")
+
+
+SOLO = Lane()
+
+
+def window(n: int, k: int, seed: int, lane: Lane = SOLO) -> Window:
+    """k consecutive node slots from an offset given by `seed` within `lane`'s stretch of the
+    n slots, wrapping around inside it: every node of the lane is equally likely to be in it.
+    A lane narrower than k gives the k slots from its start. A slice (no copy) unless it wraps."""
     if k >= n:
         return ALL
-    start = seed % n
-    if start + k <= n:
+    lo, hi = n * lane.index // lane.count, n * (lane.index + 1) // lane.count
+    if hi - lo > k:
+        start = lo + seed % (hi - lo)
+    else:
+        start, lo, hi = lo, 0, n
+    span = hi - lo
+    if start + k <= hi:
         return slice(start, start + k)
-    return (start + np.arange(k)) % n
+    return lo + (start - lo + np.arange(k)) % span
 
 
 @dataclass(slots=True)
@@ -63,10 +88,11 @@ class _View:
     terms: ScoreTerms  # the snapshot's: read only
     groups: dict[str, PlacementGroup]
     placed: dict[int, Column]
+    lane: Lane
 
     @classmethod
-    def of(cls, snap: ClusterSnapshot) -> _View:
-        return cls(snap, snap.score_terms, dict(snap.groups), {})
+    def of(cls, snap: ClusterSnapshot, lane: Lane = SOLO) -> _View:
+        return cls(snap, snap.score_terms, dict(snap.groups), {}, lane)
 
     def terms_of(self, w: Window) -> ScoreTerms:
         t = self.terms if w is ALL else self.terms.window(w)
@@ -364,7 +390,7 @@ def _score(view: _View, ask: _Ask) -> _Scored | Rejection:
     snap, request = view.snap, ask.request
     # A VM pinned to one node (its local volumes) looks at every node: a window would miss it.
     w = ALL if request.pinned else window(
-        snap.size, nodes_to_score(snap.size, snap.config.percentage_of_nodes_to_score), ask.seed)
+        snap.size, nodes_to_score(snap.size, snap.config.percentage_of_nodes_to_score), ask.seed, view.lane)
     return _evaluate(view, ask, w)
 
 
@@ -391,13 +417,14 @@ def _decide(view: _View, request: PlacementRequest) -> Decision | Rejection:
     return sc if isinstance(sc, Rejection) else _pick(view, ask, sc)
 
 
-def schedule(snapshot: ClusterSnapshot, request: PlacementRequest) -> Decision | Rejection:
-    return _decide(_View.of(snapshot), request)
+def schedule(snapshot: ClusterSnapshot, request: PlacementRequest, lane: Lane = SOLO) -> Decision | Rejection:
+    return _decide(_View.of(snapshot, lane), request)
 
 
-def schedule_batch(snapshot: ClusterSnapshot, requests: Sequence[PlacementRequest]) -> list[Decision | Rejection]:
+def schedule_batch(snapshot: ClusterSnapshot, requests: Sequence[PlacementRequest],
+                   lane: Lane = SOLO) -> list[Decision | Rejection]:
     """Decide several requests in order, each seeing the ones before it; the snapshot is untouched."""
-    view = _View.of(snapshot)
+    view = _View.of(snapshot, lane)
     out: list[Decision | Rejection] = []
     for req in requests:
         d = _decide(view, req)
@@ -416,9 +443,10 @@ def _apply(view: _View, req: PlacementRequest, d: Decision) -> None:
         view.groups[spec.placement_group] = PlacementGroup(g.name, g.policy, (*g.members, (spec.name, d.node)))
 
 
-def explain(snapshot: ClusterSnapshot, request: PlacementRequest, limit: int = 10) -> Explanation:
+def explain(snapshot: ClusterSnapshot, request: PlacementRequest, limit: int = 10,
+            lane: Lane = SOLO) -> Explanation:
     """The decision a placement would make now, and the nodes it compared, best first."""
-    view = _View.of(snapshot)
+    view = _View.of(snapshot, lane)
     ask = _ask(snapshot, request)
     if isinstance(ask, Rejection):
         return Explanation(None, None, (), ask, snapshot.revision, 0, snapshot.size)

@@ -6,8 +6,8 @@ from typing import Mapping
 
 import numpy as np
 
-from vdcos.model import (DEFAULT_POLICY, DIMENSIONS, Allocation, NodeSpec, PlacementGroup, QosPolicy,
-                         SchedulerConfig)
+from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, PlacementGroup, QosPolicy, SchedulerConfig,
+                         policy_named)
 from vdcos.scheduler.core.fit import F64, Mask, allocatable, demand_vector
 
 
@@ -50,10 +50,7 @@ class ClusterSnapshot:
         return len(self.names)
 
     def policy(self, name: str) -> QosPolicy | None:
-        found = self.policies.get(name)
-        if found is None and name == DEFAULT_POLICY.name:
-            return DEFAULT_POLICY
-        return found
+        return policy_named(name, self.policies.get(name))
 
     def label_mask(self, selector: tuple[tuple[str, str], ...]) -> Mask:
         mask = np.ones(self.size, dtype=bool)
