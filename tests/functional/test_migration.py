@@ -8,11 +8,14 @@ from dataclasses import replace
 import grpc
 import pytest
 
-from tests.conftest import Cluster, details, wait_until
+from tests.conftest import HOST, Cluster, details, wait_until
 from vdcos.migration import records
-from vdcos.model import (ActiveMigrations, Allocation, MigrationOptions, MigrationPhase, PlacementGroup,
+from vdcos.model import (ActiveMigrations, Allocation, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
                          decode)
+from vdcos.nodeagent.agent import NodeAgent
+from vdcos.nodeagent.sim import SimDriver
 from vdcos.state import keys
+from vdcos.state.store import Event
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import types_pb2 as pb
@@ -181,3 +184,30 @@ def test_a_restarted_source_agent_finishes_what_it_started(cluster: Cluster) -> 
     got = wait_until(lambda: (g := get(cluster, m.id)).phase == mig_pb.MIGRATION_PHASE_COMPLETED and g)
     assert "agent restarted" in got.message  # type: ignore[union-attr]
     assert alloc(cluster, "n1").entries == () and [e.vm for e in alloc(cluster, "n2").entries] == ["web"]
+
+
+@pytest.mark.parametrize("completion_first", [True, False], ids=["completion-first", "assignment-first"])
+def test_the_destination_wants_a_moved_vms_nics_whichever_watch_delivers_first(cluster: Cluster,
+                                                                                completion_first: bool) -> None:
+    """The completion and the new assignment are one transaction but reach the destination's
+    agent through two watches. Its switch must want the guest's NICs all along: a sync between
+    the two deliveries that did not would delete the tap the guest's QEMU has open (a CI run
+    lost every ping after the move). The records a real move wrote, replayed in either order."""
+    nodes(cluster, "n1", "n2")
+    create(cluster, "web", "n1")
+    m = migrate(cluster, "web", "n2")
+    wait_until(lambda: get(cluster, m.id).phase == mig_pb.MIGRATION_PHASE_COMPLETED)
+    done_kv, assign_kv = cluster.store.get(keys.migration(m.id)), cluster.store.get(keys.assign("n2", "web"))
+    assert done_kv is not None and assign_kv is not None
+    assert done_kv.mod_revision == assign_kv.mod_revision
+    done = decode(Migration, json.loads(done_kv.value))
+    # n2's agent as it was while the guest moved: the migration running, nothing assigned yet.
+    dest = NodeAgent(cluster.store, cluster.agents["n2"].spec, SimDriver(HOST))
+    dest._on_migration_records([(replace(done, phase=MigrationPhase.RUNNING), done_kv.create_revision)])
+    assert "web" in dest._switch_wanted() and "web" in dest.migrating()
+    deliveries = [lambda: dest._on_migration_records([(done, done_kv.mod_revision)]),
+                  lambda: dest._on_assign([Event("put", assign_kv)], assign_kv.mod_revision)]
+    for deliver in deliveries if completion_first else deliveries[::-1]:
+        deliver()
+        assert "web" in dest._switch_wanted()
+    assert "web" not in dest.migrating()  # settled: the reconcile loop has it as its own again

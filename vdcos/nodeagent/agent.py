@@ -71,8 +71,8 @@ class NodeAgent:
         self._migrations: dict[str, Migration] = {}
         self._running: dict[str, threading.Event] = {}
         # Completed moves whose assignment change this agent has not seen yet (the two watches
-        # deliver independently): vm -> revision of the completion.
-        self._settling: dict[str, int] = {}
+        # deliver independently): vm -> (revision of the completion, its destination).
+        self._settling: dict[str, tuple[int, str]] = {}
         self._assign_rev = 0
         # VMs that left by live migration while their assignment here is not yet gone:
         # their NICs are unplugged at once, so the network follows the guest.
@@ -143,12 +143,17 @@ class NodeAgent:
 
     def _switch_wanted(self) -> dict[str, int]:
         """The VMs whose NICs belong on this host's switch now, with their bandwidth caps:
-        the ones assigned here, and the ones migrating here (bound before the guest moves)."""
+        the ones assigned here, and the ones migrating here (bound before the guest moves).
+        A move that completed here stays wanted until its assignment arrives: the migration
+        watch may deliver the completion first, and a sync in between would delete the tap
+        the guest's QEMU has open (a CI run lost every ping after the move)."""
+        me = self.spec.name
         with self._lock:
             out = {n: a.qos.network_mbps_limit for n, a in self._desired.items() if n not in self._moved_away}
-            for m in self._migrations.values():
-                if m.destination == self.spec.name:
-                    out.setdefault(m.vm, 0)
+            arriving = [m.vm for m in self._migrations.values() if m.destination == me]
+            arriving += [vm for vm, (rev, dest) in self._settling.items() if dest == me and rev > self._assign_rev]
+        for vm in arriving:
+            out.setdefault(vm, 0)
         return out
 
     # --- heartbeat ----------------------------------------------------------------------
@@ -273,7 +278,7 @@ class NodeAgent:
                     continue
                 if m.phase.done:
                     if self._migrations.pop(m.id, None) is not None and m.phase is MigrationPhase.COMPLETED:
-                        self._settling[m.vm] = rev
+                        self._settling[m.vm] = (rev, m.destination)
                     continue
                 self._migrations[m.id] = m
                 if m.source != me:
@@ -290,7 +295,7 @@ class NodeAgent:
     def migrating(self) -> set[str]:
         """VMs in a migration to or from here: reconcile leaves them to the migration."""
         with self._lock:
-            self._settling = {vm: r for vm, r in self._settling.items() if r > self._assign_rev}
+            self._settling = {vm: s for vm, s in self._settling.items() if s[0] > self._assign_rev}
             return {m.vm for m in self._migrations.values()} | set(self._settling)
 
     def _carry_out(self, m: Migration) -> None:
