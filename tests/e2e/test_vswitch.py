@@ -195,9 +195,9 @@ def test_live_migration_keeps_the_network(dc: Dc) -> None:
             break
         # QEMU's TCG (no KVM here) now and then hands a guest that moves while it sends a
         # corrupted virtio ring: the guest's kernel says so and its NIC is dead from then on,
-        # wherever it runs. Seen on a loaded machine about once in 15 moves with traffic, never
-        # in 45 without; also with the duplication to both hosts turned off, so not the switch.
-        # The switch is measured again with a fresh guest.
+        # wherever it runs (vdcos/vswitch/README.md: about one move in 13 with traffic on a loaded
+        # machine, none in 45 without, also with the duplication to both hosts off). The switch
+        # is measured again with a fresh guest.
         dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name=vm))
         vm = "red-c"
         dc.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=pb.VmSpec(
