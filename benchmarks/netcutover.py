@@ -14,7 +14,9 @@ the replies leave the guest: guest_silence_ms runs from the last reply the guest
 source to the first it sent on the destination (the guest was paused, then resumed in a QEMU with
 a cold TCG translation cache), and network_added_ms is the rest, what the switch and the cutover
 added on top. stale_answers counts requests the guest answered on both hosts: they waited in the
-destination's tap while the guest moved.
+destination's tap while the guest moved. guest_fault is the first line in which the guest's kernel
+has so far reported a virtio ring or page that came through a move corrupted (QEMU's TCG, see
+vdcos/vswitch/README.md); guest_fault_after_run is the run that first saw one.
 
 tunnel_throughput_mbps is iperf3 between endpoints on two hosts, over the VXLAN tunnel.
 Prints one JSON object.
@@ -119,8 +121,9 @@ def run(home: Path, runs: int) -> dict[str, Any]:
         r = probe.finish_ping(ping)
         on_src, on_dst = (probe.finish_reply_capture(p) for p in caps)
         ok = m.phase == mig_pb.MIGRATION_PHASE_COMPLETED and r.received > 0
+        faults = [f for h in (src, dst) for f in probe.guest_faults(read_console(host_root(home, h), VM))]
         results.append({"run": i, "from": src, "to": dst, "ok": ok, "lost": r.lost, "duplicates": r.duplicates,
-                        "blackout_ms": r.blackout_ms, **split(r, on_src, on_dst),
+                        "blackout_ms": r.blackout_ms, **split(r, on_src, on_dst), "guest_fault": faults[0] if faults else "",
                         "downtime_ms": m.downtime_ms, "total_ms": m.total_ms})
         print(json.dumps(results[-1]), file=sys.stderr)
     good = [r for r in results if r["ok"]]
@@ -138,6 +141,9 @@ def run(home: Path, runs: int) -> dict[str, Any]:
         "migration_total_ms_median": med("total_ms"), "ping_interval_ms": 10,
         "tunnel_throughput_mbps": round(throughput, 1), "datacenter_setup_ms": round(setup_ms),
         "target_blackout_ms_median": TARGET_BLACKOUT_MS,
+        # The run after which the guest's kernel reported a corrupted virtio ring or page (-1:
+        # none): from then on its NIC is dead and the runs measure nothing of the switch.
+        "guest_fault_after_run": next((r["run"] for r in results if r["guest_fault"]), -1),
         "targets_met": bool(good) and len(good) == runs and med("blackout_ms") <= TARGET_BLACKOUT_MS,
         "per_run": results,
     }

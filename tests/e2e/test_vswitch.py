@@ -164,13 +164,8 @@ def test_forwarding_comes_back_after_vswitchd_is_killed(dc: Dc) -> None:
     assert wait_until(lambda: probe.ping(dc.ns(third, "probe"), ip, 2, 0.2).received > 0, 30)
 
 
-# What a guest's kernel prints when its virtio ring or memory came through a move corrupted.
-GUEST_FAULTS = ("is not a head", "BUG:", "Oops")
-
-
 def guest_fault(dc: Dc, vm: str) -> str:
-    return next((line for h in HOSTS for line in dc.console(h, vm).splitlines()
-                 if any(f in line for f in GUEST_FAULTS)), "")
+    return next((line for h in HOSTS for line in probe.guest_faults(dc.console(h, vm))), "")
 
 
 def test_live_migration_keeps_the_network(dc: Dc) -> None:

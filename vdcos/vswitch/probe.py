@@ -106,3 +106,13 @@ def capture(netns: str, iface: str, seconds: float, bpf: str = "") -> str:
     """What arrives on an interface for a while (tcpdump, bounded by time)."""
     argv = ["timeout", str(seconds), "tcpdump", "-n", "-l", "-i", iface, *([bpf] if bpf else [])]
     return sh("ip", "netns", "exec", netns, *argv, check=False, timeout=seconds + 10)
+
+
+# What a guest's kernel prints when its virtio ring or its memory came through a live migration
+# corrupted (QEMU's TCG here, vdcos/vswitch/README.md): its NIC is dead from then on.
+GUEST_FAULTS = ("is not a head", "BUG:", "Oops")
+
+
+def guest_faults(console: str) -> list[str]:
+    """The lines of a guest's console that report such a fault."""
+    return [line.strip() for line in console.splitlines() if any(f in line for f in GUEST_FAULTS)]
