@@ -255,6 +255,13 @@ class Allocation:
         picked = [e.reserved.as_tuple() for e in self.entries if e.qos_class in classes]
         return Resources(*map(sum, zip(*picked))) if picked else Resources()
 
+    def sums(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(guaranteed, committed) as tuples, in one pass: what every commit and cache refresh reads."""
+        g = [e.reserved.as_tuple() for e in self.entries if e.qos_class is QosClass.GUARANTEED]
+        b = [e.reserved.as_tuple() for e in self.entries if e.qos_class is QosClass.BURSTABLE]
+        zero = (0,) * len(DIMENSIONS)
+        return (tuple(map(sum, zip(*g))) if g else zero), (tuple(map(sum, zip(*g, *b))) if g or b else zero)
+
     @property
     def guaranteed(self) -> Resources:
         return self.total(QosClass.GUARANTEED)

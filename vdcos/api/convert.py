@@ -38,16 +38,23 @@ PHASE_TO_PB = {VmPhase.SCHEDULED: pb.VM_PHASE_SCHEDULED, VmPhase.RUNNING: pb.VM_
                VmPhase.UNKNOWN: pb.VM_PHASE_UNKNOWN}
 
 
-def ts(seconds: float) -> Timestamp:
-    t = Timestamp()
+def ts(seconds: float, out: Timestamp | None = None) -> Timestamp:
+    t = Timestamp() if out is None else out
     if seconds:
         t.FromNanoseconds(int(seconds * 1e9))
+    else:
+        t.SetInParent()
     return t
 
 
-def resources_to_pb(r: Resources) -> pb.Resources:
-    return pb.Resources(vcpus=r.vcpus, memory_mib=r.memory_mib, disk_gib=r.disk_gib, network_mbps=r.network_mbps,
-                        disk_iops=r.disk_iops)
+# The conversions on the placement path fill `out`, a field of the message being answered,
+# when given: a message built apart is copied again each time it is handed to its parent.
+def resources_to_pb(r: Resources, out: pb.Resources | None = None) -> pb.Resources:
+    m = pb.Resources() if out is None else out
+    m.vcpus, m.memory_mib, m.disk_gib, m.network_mbps, m.disk_iops = (
+        r.vcpus, r.memory_mib, r.disk_gib, r.network_mbps, r.disk_iops)
+    m.SetInParent()
+    return m
 
 
 def resources_from_pb(m: pb.Resources) -> Resources:
@@ -61,29 +68,43 @@ def vm_spec_from_pb(m: pb.VmSpec) -> VmSpec:
                   volumes=tuple(m.volumes), image=m.image)
 
 
-def vm_spec_to_pb(s: VmSpec) -> pb.VmSpec:
-    return pb.VmSpec(name=s.name, resources=resources_to_pb(s.resources), qos_policy=s.qos_policy,
-                     placement_group=s.placement_group, group_policy=AFF_TO_PB[s.group_policy],
-                     node_selector=dict(s.node_selector), networks=list(s.networks), volumes=list(s.volumes),
-                     image=s.image)
+def vm_spec_to_pb(s: VmSpec, out: pb.VmSpec | None = None) -> pb.VmSpec:
+    m = pb.VmSpec() if out is None else out
+    m.name, m.qos_policy, m.placement_group, m.group_policy, m.image = (
+        s.name, s.qos_policy, s.placement_group, AFF_TO_PB[s.group_policy], s.image)
+    resources_to_pb(s.resources, m.resources)
+    if s.node_selector:
+        m.node_selector.update(dict(s.node_selector))
+    if s.networks:
+        m.networks.extend(s.networks)
+    if s.volumes:
+        m.volumes.extend(s.volumes)
+    m.SetInParent()
+    return m
 
 
-def placement_to_pb(p: PlacementRecord) -> pb.Placement:
+def placement_to_pb(p: PlacementRecord, out: pb.Placement | None = None) -> pb.Placement:
+    m = pb.Placement() if out is None else out
     q = p.qos
-    return pb.Placement(node=p.node, qos_class=QOS_TO_PB[q.qos_class], reserved=resources_to_pb(p.reserved),
-                        cpu_shares=q.cpu_shares, cpu_quota_us=q.cpu_quota_us, cpu_period_us=q.cpu_period_us,
-                        memory_limit_mib=q.memory_limit_mib, disk_iops_limit=q.disk_iops_limit,
-                        disk_mbps_limit=q.disk_mbps_limit, network_mbps_limit=q.network_mbps_limit,
-                        score=p.score, placed_at=ts(p.placed_at), attempts=p.attempts)
+    (m.node, m.qos_class, m.cpu_shares, m.cpu_quota_us, m.cpu_period_us, m.memory_limit_mib, m.disk_iops_limit,
+     m.disk_mbps_limit, m.network_mbps_limit, m.score, m.attempts) = (
+        p.node, QOS_TO_PB[q.qos_class], q.cpu_shares, q.cpu_quota_us, q.cpu_period_us, q.memory_limit_mib,
+        q.disk_iops_limit, q.disk_mbps_limit, q.network_mbps_limit, p.score, p.attempts)
+    resources_to_pb(p.reserved, m.reserved)
+    ts(p.placed_at, m.placed_at)
+    return m
 
 
-def vm_to_pb(r: VmRecord) -> pb.Vm:
-    s = r.status
-    return pb.Vm(spec=vm_spec_to_pb(r.spec),
-                 placement=placement_to_pb(r.placement) if r.placement else None,
-                 status=pb.VmStatus(phase=PHASE_TO_PB[s.phase], node=s.node, message=s.message,
-                                    updated_at=ts(s.updated_at), cpu_time_ns=s.cpu_time_ns,
-                                    memory_used_mib=s.memory_used_mib))
+def vm_to_pb(r: VmRecord, out: pb.Vm | None = None) -> pb.Vm:
+    m = pb.Vm() if out is None else out
+    vm_spec_to_pb(r.spec, m.spec)
+    if r.placement:
+        placement_to_pb(r.placement, m.placement)
+    s, st = r.status, m.status
+    st.phase, st.node, st.message, st.cpu_time_ns, st.memory_used_mib = (
+        PHASE_TO_PB[s.phase], s.node, s.message, s.cpu_time_ns, s.memory_used_mib)
+    ts(s.updated_at, st.updated_at)
+    return m
 
 
 def node_to_pb(v: NodeView, config: SchedulerConfig) -> pb.Node:

@@ -90,10 +90,13 @@ def _batch_create_request(request: vm_pb.BatchCreateVmsRequest) -> list[VmSpec]:
     return [convert.vm_spec_from_pb(req.spec) for req in request.requests]
 
 
-def _result(req: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest,
-            got: VmRecord | Exception) -> vm_pb.CreateVmsResponse:
-    answer = vm_pb.CreateVmsResponse(error=as_status(got)) if isinstance(got, Exception) \
-        else vm_pb.CreateVmsResponse(vm=convert.vm_to_pb(got))
+def _result(req: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest, got: VmRecord | Exception,
+            out: vm_pb.CreateVmsResponse | None = None) -> vm_pb.CreateVmsResponse:
+    answer = vm_pb.CreateVmsResponse() if out is None else out
+    if isinstance(got, Exception):
+        answer.error.CopyFrom(as_status(got))
+    else:
+        convert.vm_to_pb(got, answer.vm)
     answer.name, answer.request_id = req.spec.name, req.request_id
     return answer
 
@@ -126,7 +129,9 @@ class VmServicer(vm_grpc.VmServiceServicer):
     @rpc
     async def CreateVm(self, request: vm_pb.CreateVmRequest, context: Ctx) -> vm_pb.CreateVmResponse:
         rec = await self.ops.create_vm_async(_create_request(request), request.request_id)
-        return vm_pb.CreateVmResponse(vm=convert.vm_to_pb(rec))
+        answer = vm_pb.CreateVmResponse()
+        convert.vm_to_pb(rec, answer.vm)
+        return answer
 
     async def _answer(self, req: vm_pb.CreateVmsRequest) -> vm_pb.CreateVmsResponse:
         """One VM of a stream: placed, or the status CreateVm would have failed with."""
@@ -176,7 +181,11 @@ class VmServicer(vm_grpc.VmServiceServicer):
                              context: Ctx) -> vm_pb.BatchCreateVmsResponse:
         specs = _batch_create_request(request)
         got = await self.ops.create_vms_async([(s, r.request_id) for s, r in zip(specs, request.requests)])
-        return vm_pb.BatchCreateVmsResponse(results=[_result(r, g) for r, g in zip(request.requests, got)])
+        answer = vm_pb.BatchCreateVmsResponse()
+        add = answer.results.add
+        for r, g in zip(request.requests, got):
+            _result(r, g, add())
+        return answer
 
     @rpc
     async def GetVm(self, request: vm_pb.GetVmRequest, context: Ctx) -> vm_pb.GetVmResponse:

@@ -232,8 +232,8 @@ class Scheduler:
             alloc = allocs.get(d.node, view.allocation)
             demand = qos.placed_request(spec, d.reserved)
             if not one_at_a_time:
-                columns.append((view.spec.capacity.as_tuple(), alloc.guaranteed.as_tuple(),
-                                alloc.committed.as_tuple(), demand.as_tuple(), d.qos.qos_class is QosClass.GUARANTEED))
+                columns.append((view.spec.capacity.as_tuple(), *alloc.sums(), demand.as_tuple(),
+                                d.qos.qos_class is QosClass.GUARANTEED))
             elif fits(view.spec.capacity, config.overcommit, alloc, demand, d.qos.qos_class):
                 retry.append(p)
                 continue

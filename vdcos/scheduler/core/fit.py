@@ -72,11 +72,11 @@ def fit_matrix(free_physical: F64, free_overcommitted: F64, demand: F64, qos_cla
     (N,) mask of the guaranteed ones. A dimension not asked for (0) never rules a node out."""
     d = demand[:, None] if demand.ndim == 1 else demand
     guaranteed = qos_class is QosClass.GUARANTEED if isinstance(qos_class, QosClass) else qos_class
-    fp, fo, dd = free_physical, free_overcommitted, d
+    fp, fo = free_physical, free_overcommitted
     if demand.ndim == 1:
-        asked = demand > 0
-        if not asked.all():  # compare only the asked rows: fewer ops than masking every one
-            fp, fo, dd = free_physical[asked], free_overcommitted[asked], d[asked]
+        # A dimension not asked for is compared with -inf, which no free amount is short of:
+        # fewer ops than masking each comparison or selecting the asked rows.
+        dd = np.where(demand > 0, demand, -np.inf)[:, None]
         bad = (fo < dd).any(axis=0)
         if guaranteed is True:
             bad |= (fp < dd).any(axis=0)
