@@ -251,12 +251,9 @@ class Allocation:
     node: str
     entries: tuple[AllocEntry, ...] = ()
 
-    def total(self, *classes: QosClass) -> Resources:
-        picked = [e.reserved.as_tuple() for e in self.entries if e.qos_class in classes]
-        return Resources(*map(sum, zip(*picked))) if picked else Resources()
-
     def sums(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(guaranteed, committed) as tuples, in one pass: what every commit and cache refresh reads."""
+        """(guaranteed, committed) as tuples, in one pass: guaranteed reservations, and those
+        plus burstable requests (best-effort entries hold nothing). Readers of both call this once."""
         g = [e.reserved.as_tuple() for e in self.entries if e.qos_class is QosClass.GUARANTEED]
         b = [e.reserved.as_tuple() for e in self.entries if e.qos_class is QosClass.BURSTABLE]
         zero = (0,) * len(DIMENSIONS)
@@ -264,11 +261,11 @@ class Allocation:
 
     @property
     def guaranteed(self) -> Resources:
-        return self.total(QosClass.GUARANTEED)
+        return Resources(*self.sums()[0])
 
     @property
     def committed(self) -> Resources:
-        return self.total(QosClass.GUARANTEED, QosClass.BURSTABLE)
+        return Resources(*self.sums()[1])
 
     def with_entry(self, entry: AllocEntry) -> Allocation:
         return Allocation(self.node, tuple(sorted((*self.without(entry.vm).entries, entry),

@@ -72,22 +72,13 @@ def fit_matrix(free_physical: F64, free_overcommitted: F64, demand: F64, qos_cla
     (N,) mask of the guaranteed ones. A dimension not asked for (0) never rules a node out."""
     d = demand[:, None] if demand.ndim == 1 else demand
     guaranteed = qos_class is QosClass.GUARANTEED if isinstance(qos_class, QosClass) else qos_class
-    fp, fo = free_physical, free_overcommitted
-    if demand.ndim == 1:
-        # A dimension not asked for is compared with -inf, which no free amount is short of:
-        # fewer ops than masking each comparison or selecting the asked rows.
-        dd = np.where(demand > 0, demand, -np.inf)[:, None]
-        bad = (fo < dd).any(axis=0)
-        if guaranteed is True:
-            bad |= (fp < dd).any(axis=0)
-        elif guaranteed is not False:
-            bad |= (fp < dd).any(axis=0) & guaranteed
-    else:
-        wanted = d > 0
-        bad = ((fo < d) & wanted).any(axis=0)
-        if guaranteed is not False:
-            short = ((fp < d) & wanted).any(axis=0)
-            bad |= short if guaranteed is True else short & guaranteed
+    # A dimension not asked for is compared with -inf, which no free amount is short of:
+    # fewer ops than masking each comparison.
+    asked = np.where(d > 0, d, -np.inf)
+    bad = (free_overcommitted < asked).any(axis=0)
+    if guaranteed is not False:
+        short = (free_physical < asked).any(axis=0)
+        bad |= short if guaranteed is True else short & guaranteed
     return FitResult(np.asarray(~bad), free_physical, free_overcommitted, d, guaranteed)
 
 
@@ -106,8 +97,7 @@ def fits(capacity: Resources, overcommit: Overcommit, allocation: Allocation,
          demand: Resources, qos_class: QosClass) -> list[Insufficient]:
     """Scalar form of `fit_matrix` for one node: empty list means it fits."""
     cap = demand_vector(capacity)[:, None]
-    g = demand_vector(allocation.guaranteed)[:, None]
-    c = demand_vector(allocation.committed)[:, None]
+    g, c = (np.asarray(t, dtype=np.float64)[:, None] for t in allocation.sums())
     d = demand_vector(demand)
     res = fit_columns(cap, overcommit, g, c, d, qos_class)
     if res.ok[0]:

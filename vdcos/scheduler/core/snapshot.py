@@ -85,8 +85,7 @@ def build_snapshot(
     for i, spec in enumerate(nodes):
         a = allocations.get(spec.name)
         if a is not None:
-            g[:, i] = demand_vector(a.guaranteed)
-            c[:, i] = demand_vector(a.committed)
+            g[:, i], c[:, i] = a.sums()
         for pair in spec.labels:
             labels.setdefault(pair, set()).add(i)
     names = tuple(s.name for s in nodes)
