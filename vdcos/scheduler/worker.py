@@ -100,6 +100,8 @@ class Scheduler:
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(10)
+        log.info("placement worker stopped: %(placed)d VMs placed in %(batches)d batches, %(conflicts)d conflicts",
+                 self.stats)
 
     # --- public calls -------------------------------------------------------------------
     def submit(self, spec: VmSpec, request_id: str = "", pinned: str = "", pinned_because: str = "") -> Future[Placed]:
