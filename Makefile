@@ -39,8 +39,10 @@ test: setup
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
+# buf (the CLI the @bufbuild/buf npm package ships) holds the protos to its STANDARD rules.
 lint: setup
 	$(VENV)/bin/mypy
+	npx --yes @bufbuild/buf@1.75.0 lint proto
 
 bench: setup
 	$(PY) -m benchmarks.placement --hosts 10000 --vms 20000 --json benchmarks/results/placement.json
