@@ -9,11 +9,15 @@ Stages run in order (Nomad's feasible/stack, Nova's filters + weighers):
   filters, cheapest first, each a boolean mask and counted for the rejection;
   scorers, each normalized to [0, 1] and multiplied by its configured weight;
   select, the best score, ties broken by a hash of the request id (replayable).
+
+The functions below are the definition. A placement usually takes `_compiled` instead, the
+same stages in one compiled loop (kernel.py), which gives the same decision to the bit; the
+cases it does not cover (a soft placement group, a pinned VM, a refusal, explain) run here.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence, Union
 
 import numpy as np
@@ -22,6 +26,7 @@ from vdcos.model import DIMENSIONS, AffinityPolicy, PlacementGroup, QosClass, Qo
 from vdcos.scheduler.core import qos
 from vdcos.scheduler.core.fit import (F64, OVERCOMMITTED, PHYSICAL, FitResult, Mask,
                                       demand_vector, fit_matrix)
+from vdcos.scheduler.core.kernel import best_in_window
 from vdcos.scheduler.core.result import (Candidate, Decision, DimensionShortfall, Explanation,
                                          FilterOutcome, PlacementRequest, Rejection)
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, Column, ScoreTerms
@@ -78,6 +83,13 @@ def window(n: int, k: int, seed: int, lane: Lane = SOLO) -> Window:
     return lo + (start - lo + np.arange(k)) % span
 
 
+_NO_SLOTS: NDArrayInt = np.empty(0, dtype=np.int64)
+_NO_COLUMNS = (np.empty((len(DIMENSIONS), 0)), np.empty((len(DIMENSIONS), 0)), np.empty(0),
+               np.empty((len(DIMENSIONS), 0)), np.empty((len(DIMENSIONS), 0)))
+_NO_MASK: Mask = np.empty(0, dtype=bool)
+_NO_INDEX: NDArrayInt = np.empty(0, dtype=np.int64)
+
+
 @dataclass(slots=True)
 class _View:
     """The snapshot plus what earlier decisions of the same batch placed on it: those nodes'
@@ -89,6 +101,10 @@ class _View:
     groups: dict[str, PlacementGroup]
     placed: dict[int, Column]
     lane: Lane
+    # `placed` again as the compiled path reads it: node i's column is slot slot_of[i] of the
+    # ov_* arrays (D, slots), and free_sq of it in ov_free_sq.
+    slot_of: NDArrayInt = field(default_factory=lambda: _NO_SLOTS)
+    ov: tuple[F64, F64, F64, F64, F64] = field(default_factory=lambda: _NO_COLUMNS)
 
     @classmethod
     def of(cls, snap: ClusterSnapshot, lane: Lane = SOLO) -> _View:
@@ -113,7 +129,19 @@ class _View:
 
     def place(self, i: int, reserved: F64, guaranteed: bool, committed: bool) -> None:
         col = self.placed.get(i) or self.terms.column(i)
-        self.placed[i] = self.terms.placed(i, col, reserved, guaranteed, committed)
+        col = self.placed[i] = self.terms.placed(i, col, reserved, guaranteed, committed)
+        if self.slot_of is _NO_SLOTS:
+            self.slot_of = np.full(self.snap.size, -1, dtype=np.int64)
+        slot = int(self.slot_of[i])
+        if slot < 0:
+            slot = self.slot_of[i] = len(self.placed) - 1
+            if slot >= self.ov[0].shape[-1]:  # room for twice as many columns
+                grow = max(16, 2 * slot)
+                self.ov = tuple(np.concatenate([a, np.empty((*a.shape[:-1], grow))], axis=-1)
+                                for a in self.ov)  # type: ignore[assignment]
+        util, grad, free_sq, physical, over = self.ov
+        util[:, slot], grad[:, slot], free_sq[slot] = col.util, col.grad, col.free_sq
+        physical[:, slot], over[:, slot] = col.free_physical, col.free_over
 
     def group_counts(self, name: str) -> F64:
         counts = np.zeros(self.snap.size)
@@ -208,15 +236,24 @@ def utilization_after(terms: ScoreTerms, demand: F64) -> F64:
     wanted = demand > 0
     w = (wanted if wanted.any() else np.ones_like(wanted)).astype(np.float64)
     w /= w.sum()
-    util = w @ terms.util + (w * demand) @ terms.inv
+    util = _dot(w, terms.util) + _dot(w * demand, terms.inv)
     return _clip01(util)
+
+
+def _dot(v: F64, m: F64) -> F64:
+    """v @ m summed over the rows in order, one product at a time: `@` leaves the order (and
+    fused multiply-adds) to BLAS, and the compiled path (kernel.py) must get the same bits."""
+    out: F64 = v[0] * m[0]
+    for d in range(1, v.shape[0]):
+        out += v[d] * m[d]
+    return out
 
 
 def alignment(terms: ScoreTerms, demand: F64) -> F64:
     """Cosine between the request and the node's free vector, both relative to the node's size
     (the dot-product heuristic of Panigrahy et al.): prefers nodes whose leftover shape the VM fills."""
-    num = demand @ terms.grad
-    den = np.sqrt(terms.free_sq * ((demand * demand) @ terms.inv_sq))
+    num = _dot(demand, terms.grad)
+    den = np.sqrt(terms.free_sq * _dot(demand * demand, terms.inv_sq))
     out = np.zeros_like(num)
     np.divide(num, den, out=out, where=den > 0)
     return _clip01(out)
@@ -419,8 +456,57 @@ def _decide(view: _View, request: PlacementRequest) -> Decision | Rejection:
     ask = _ask(view.snap, request)
     if isinstance(ask, Rejection):
         return ask
+    fast = _compiled(view, ask) if COMPILED else None
+    if fast is not None:
+        return fast
     sc = _score(view, ask)
     return sc if isinstance(sc, Rejection) else _pick(view, ask, sc)
+
+
+# The compiled success path (kernel.py); False runs every decision the NumPy way (tests compare).
+COMPILED = True
+
+
+def _compiled(view: _View, ask: _Ask) -> Decision | None:
+    """`_score` + `_pick` in one compiled pass when the request needs only what it covers: the
+    strategy's resource scorers (no soft group scorer), and a feasible node."""
+    snap, request = view.snap, ask.request
+    spec = request.spec
+    if request.pinned or (spec.placement_group and not spec.group_policy.hard
+                          and spec.group_policy is not AffinityPolicy.NONE):
+        return None
+    mask = _NO_MASK
+    for _, flt in REQUEST_FILTERS:
+        res = flt(view, ask)
+        if res is not None:
+            mask = res[0] if mask is _NO_MASK else mask & res[0]
+    pack = snap.config.strategy is Strategy.PACK
+    names = ("most_allocated", "alignment") if pack else ("least_allocated",)
+    t = view.terms
+    util, grad, free_sq, physical, over = view.ov
+    w = window(snap.size, nodes_to_score(snap.size, snap.config.percentage_of_nodes_to_score), ask.seed, view.lane)
+    # the window, then (like _evaluate) every node; when none is feasible the NumPy path explains why
+    for w in (w, ALL) if w is not ALL else (ALL,):
+        if w is ALL:
+            widx, start, k = _NO_INDEX, 0, snap.size
+        elif isinstance(w, slice):
+            widx, start, k = _NO_INDEX, w.start, w.stop - w.start
+        else:
+            widx, start, k = w, 0, 0
+        node, total, first, second = best_in_window(
+            widx, start, k, t.util, t.inv, t.grad, t.inv_sq, t.free_sq, t.free_physical, t.free_over,
+            snap.schedulable, mask, ask.fit_demand, ask.policy.qos_class is QosClass.GUARANTEED, pack,
+            snap.config.weight(names[0]), snap.config.weight(names[-1]), np.uint64(ask.seed), TIE_EPSILON,
+            view.slot_of, util, grad, free_sq, physical, over)
+        if node >= 0:
+            break
+    else:
+        return None
+    return Decision(
+        vm=spec.name, node=snap.names[node], node_index=int(node),
+        qos=qos.resolve(spec, ask.policy), reserved=qos.reservation(spec, ask.policy),
+        score=float(total), scores=tuple(zip(names, (float(first), float(second)))),
+    )
 
 
 def schedule(snapshot: ClusterSnapshot, request: PlacementRequest, lane: Lane = SOLO) -> Decision | Rejection:
