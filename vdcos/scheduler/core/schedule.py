@@ -29,7 +29,7 @@ from vdcos.scheduler.core.fit import (F64, OVERCOMMITTED, PHYSICAL, FitResult, M
 from vdcos.scheduler.core.kernel import best_in_window
 from vdcos.scheduler.core.result import (Candidate, Decision, DimensionShortfall, Explanation,
                                          FilterOutcome, PlacementRequest, Rejection)
-from vdcos.scheduler.core.snapshot import ClusterSnapshot, Column, ScoreTerms
+from vdcos.scheduler.core.snapshot import ClusterSnapshot, Column, Floats, ScoreTerms
 
 TIE_EPSILON = 1e-9
 NDArrayInt = np.ndarray
@@ -127,7 +127,7 @@ class _View:
             t.set_column(pos, col)
         return t
 
-    def place(self, i: int, reserved: F64, guaranteed: bool, committed: bool) -> None:
+    def place(self, i: int, reserved: Floats, guaranteed: bool, committed: bool) -> None:
         col = self.placed.get(i) or self.terms.column(i)
         col = self.placed[i] = self.terms.placed(i, col, reserved, guaranteed, committed)
         if self.slot_of is _NO_SLOTS:
@@ -527,7 +527,7 @@ def schedule_batch(snapshot: ClusterSnapshot, requests: Sequence[PlacementReques
 
 
 def _apply(view: _View, req: PlacementRequest, d: Decision) -> None:
-    view.place(d.node_index, demand_vector(d.reserved), d.qos.qos_class is QosClass.GUARANTEED,
+    view.place(d.node_index, d.reserved.as_tuple(), d.qos.qos_class is QosClass.GUARANTEED,
                d.qos.qos_class is not QosClass.BEST_EFFORT)
     spec = req.spec
     if spec.placement_group:

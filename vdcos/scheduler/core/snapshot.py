@@ -11,6 +11,9 @@ from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, PlacementGroup, QosPo
 from vdcos.scheduler.core.fit import F64, Mask, allocatable, demand_vector
 
 
+Floats = tuple[float, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterSnapshot:
     """Column i of every (D, N) array and entry i of every mask describe node names[i].
@@ -144,18 +147,24 @@ class ScoreTerms:
                           self.free_physical.copy(), self.free_over.copy(), self.schedulable)
 
     def column(self, i: int) -> Column:
-        return Column(self.util[:, i].copy(), self.grad[:, i].copy(), float(self.free_sq[i]),
-                      self.free_physical[:, i].copy(), self.free_over[:, i].copy())
+        return Column(tuple(self.util[:, i].tolist()), tuple(self.grad[:, i].tolist()), float(self.free_sq[i]),
+                      tuple(self.free_physical[:, i].tolist()), tuple(self.free_over[:, i].tolist()))
 
-    def placed(self, i: int, col: Column, reserved: F64, guaranteed: bool, committed: bool) -> Column:
-        """Node i's column `col` after one more placement of `reserved` on it."""
-        fp = col.free_physical - reserved if guaranteed else col.free_physical
+    def placed(self, i: int, col: Column, reserved: Floats, guaranteed: bool, committed: bool) -> Column:
+        """Node i's column `col` after one more placement of `reserved` on it. In plain floats
+        (a batch places dozens, each a handful of numbers): the same IEEE operations as `derive`'s
+        arrays, and |free|^2 summed in dimension order as `derive` sums it."""
+        fp = tuple(x - r for x, r in zip(col.free_physical, reserved)) if guaranteed else col.free_physical
         if not committed:
             return Column(col.util, col.grad, col.free_sq, fp, col.free_over)
-        inv = self.inv[:, i]
-        util = col.util + reserved * inv
-        free = np.where(inv > 0, 1.0 - util, 0.0)
-        return Column(util, free * inv, float(free @ free), fp, col.free_over - reserved)
+        inv = self.inv[:, i].tolist()
+        util = tuple(u + r * v for u, r, v in zip(col.util, reserved, inv))
+        free = [1.0 - u if v > 0 else 0.0 for u, v in zip(util, inv)]
+        free_sq = 0.0
+        for f in free:
+            free_sq += f * f
+        return Column(util, tuple(f * v for f, v in zip(free, inv)), free_sq, fp,
+                      tuple(x - r for x, r in zip(col.free_over, reserved)))
 
     def set_column(self, pos: int, col: Column) -> None:
         """Only on a private copy."""
@@ -167,11 +176,11 @@ class ScoreTerms:
 class Column:
     """The terms of one node that placements change (see ScoreTerms)."""
 
-    util: F64
-    grad: F64
+    util: Floats
+    grad: Floats
     free_sq: float
-    free_physical: F64
-    free_over: F64
+    free_physical: Floats
+    free_over: Floats
 
 
 def derive(capacity: F64, alloc_cap: F64, guaranteed: F64, committed: F64, schedulable: Mask) -> ScoreTerms:
