@@ -8,16 +8,20 @@ scheduler as its own process, and places VMs of mixed sizes and QoS classes from
 clients in separate processes. Prints one JSON object.
 
 The main run batches (VmService.BatchCreateVms: each client thread sends --batch VMs per call,
-one call at a time; each VM's latency is its call's). In the same invocation, and for
-comparison: the other two APIs (`stream_*`: CreateVms from the same threads, --inflight
+one call at a time; each VM's latency is its call's). Its clients keep 32 VMs in flight (2
+processes x 1 thread x 16): by Little's law, 2,000 placements/s at a p99 of 20 ms leaves room
+for about 30 (their mean latency is then 15 ms). The saturated run (`saturated_*`) doubles the
+threads, 64 in flight: more per second, each VM waiting about twice as long. In the same
+invocation, and for comparison: the other two APIs (`stream_*`: CreateVms from the same threads, --inflight
 requests in flight per stream; `unary_*`: one CreateVm call per VM from --unary-threads threads
 per process), a single client placing one VM at a time (`baseline_serial_*`), and the unary
 clients calling an empty RPC (health Check: `noop_unary_per_s`), which is what gRPC itself
 allows on this machine. Then the latency-bound runs (`latency_bound_runs`): one client, one
 BatchCreateVms call at a time, of 4, 8, 16 and 32 VMs; `per_s_at_p99_le_20ms` is the best rate
 among those whose p99 stayed within --slo-p99-ms. Last, scaling out: --compare-vms VMs through
-one scheduler replica, then as many through --scale-replicas replicas (`replicas_vs_one`); each
-replica looks first in its own lane of the node ring (vdcos/scheduler/replicas.py).
+one scheduler replica, then as many through --scale-replicas replicas (`replicas_vs_one`), both
+at the saturated run's load; each replica looks first in its own lane of the node ring
+(vdcos/scheduler/replicas.py).
 """
 from __future__ import annotations
 
@@ -268,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vms", type=int, default=20000)
     ap.add_argument("--api", choices=APIS, default="batch", help="of the main run")
     ap.add_argument("--procs", type=int, default=2, help="client processes")
-    ap.add_argument("--threads", type=int, default=2, help="client threads per process (batch and stream)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="client threads per process (batch and stream); the saturated and scale-out runs use twice as many")
     ap.add_argument("--batch", type=int, default=16, help="VMs per BatchCreateVms call")
     ap.add_argument("--inflight", type=int, default=8, help="requests in flight per CreateVms stream")
     ap.add_argument("--unary-threads", type=int, default=24, help="client threads per process, unary runs")
@@ -339,12 +344,14 @@ def main(argv: list[str] | None = None) -> int:
         for i, b in enumerate((4, 8, 16, 32) if args.slo_vms else ()):
             got = summary(run_clients(addrs, "batch", vm_specs(args.slo_vms, args.seed + 20 + i, f"slo{b}-"), 1, 1, b))
             slo.append({"batch": b, **{k: got[k] for k in ("per_s", "p50_ms", "p99_ms")}})
+        saturated = summary(run_clients(addrs, "batch", vm_specs(args.compare_vms, args.seed + 40, "sat-"),
+                                        args.procs, 2 * args.threads, args.batch)) if args.compare_vms else None
         noop = run_clients(addrs, "noop", [{"name": str(i)} for i in range(args.noop_calls)], args.procs,
                            args.unary_threads) if args.noop_calls else None
         scaled: dict[str, Any] = {}
         if args.scale_replicas > len(addrs) and args.compare_vms:
             one = summary(run_clients(addrs[:1], "batch", vm_specs(args.compare_vms, args.seed + 30, "one-"),
-                                      args.procs, args.threads, args.batch))
+                                      args.procs, 2 * args.threads, args.batch))
             for r in range(len(addrs), args.scale_replicas):
                 folder = base / f"scheduler-{r}"
                 folder.mkdir()
@@ -355,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
             # Every replica takes its lane at its next membership refresh (every 2 s).
             time.sleep(2.5)
             many = summary(run_clients(addrs, "batch", vm_specs(args.compare_vms, args.seed + 31, "many-"),
-                                       args.procs, args.threads, args.batch))
+                                       args.procs, 2 * args.threads, args.batch))
             scaled = {"scale_replicas": args.scale_replicas, "one_replica_per_s": one["per_s"],
                       "one_replica_p99_ms": one["p99_ms"], "replicas_per_s": many["per_s"],
                       "replicas_p99_ms": many["p99_ms"],
@@ -393,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
                            f"{a}_cpu_ms_per_placement": a_cpu})
             if c["per_s"]:
                 result[f"{args.api}_vs_{a}"] = round(main_sum["per_s"] / c["per_s"], 2)
+        if saturated is not None:
+            result.update({"saturated_in_flight": args.procs * 2 * args.threads * args.batch,
+                           "saturated_per_s": saturated["per_s"], "saturated_p50_ms": saturated["p50_ms"],
+                           "saturated_p99_ms": saturated["p99_ms"]})
         if noop is not None:
             n = summary(noop)
             result["noop_unary_per_s"] = n["per_s"]

@@ -20,10 +20,12 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     assert json.loads(p.stdout.strip().splitlines()[-1]) == r
     assert (r["hosts"], r["vms"], r["placed"], r["refused"], r["over_capacity_nodes"]) == (200, 400, 400, {}, 0)
     for field in ("placements_per_s", "p50_ms", "p99_ms", "decision_us_p50", "stream_per_s", "unary_per_s",
-                  "noop_unary_per_s", "baseline_serial_per_s", "one_replica_per_s", "replicas_per_s"):
+                  "noop_unary_per_s", "baseline_serial_per_s", "one_replica_per_s", "replicas_per_s",
+                  "saturated_per_s"):
         assert r[field] > 0, field
     assert [x["batch"] for x in r["latency_bound_runs"]] == [4, 8, 16, 32]
     within = [x["per_s"] for x in r["latency_bound_runs"] if x["p99_ms"] <= 20]
     assert r["per_s_at_p99_le_20ms"] == max(within, default=0.0)
     assert r["scale_replicas"] == 2 and r["replicas_vs_one"] > 0
     assert isinstance(r["targets_met"], bool)
+    assert (r["in_flight"], r["saturated_in_flight"]) == (32, 64)
