@@ -102,7 +102,7 @@ class _View:
     placed: dict[int, Column]
     lane: Lane
     # `placed` again as the compiled path reads it: node i's column is slot slot_of[i] of the
-    # ov_* arrays (D, slots), and free_sq of it in ov_free_sq.
+    # arrays in `ov` (util, grad, free_sq, free_physical, free_over; (D, slots), free_sq (slots,)).
     slot_of: NDArrayInt = field(default_factory=lambda: _NO_SLOTS)
     ov: tuple[F64, F64, F64, F64, F64] = field(default_factory=lambda: _NO_COLUMNS)
 
