@@ -87,9 +87,10 @@ def test_the_compiled_path_decides_bit_for_bit_as_the_numpy_definition(
 
 def test_the_compiled_path_is_taken(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without it, the equality above would hold trivially."""
+    from vdcos.scheduler.core import kernel
     calls = []
-    real = core.best_in_window
-    monkeypatch.setattr(core, "best_in_window", lambda *a: calls.append(1) or real(*a))
+    real = kernel.best_in_window
+    monkeypatch.setattr(kernel, "best_in_window", lambda *a: calls.append(1) or real(*a))
     snap = build_snapshot([NodeSpec(f"n{i}", HOSTS[0]) for i in range(3)], policies=POLICIES)
     d = schedule_batch(snap, [PlacementRequest(VmSpec("a", SHAPES[0]))])[0]
     assert isinstance(d, Decision) and calls == [1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -98,6 +99,8 @@ def create_server(addr: str, store: Store, *, max_batch: int = 32, io_threads: i
     One asyncio loop on its own thread serves every RPC (no thread per call: the sync server's
     hand-offs cost more than placing the VM); the placement worker resolves its futures, and
     blocking etcd reads run on a small pool."""
+    # The compiled decision loop (numba, ~0.5 s to load) is loaded now, not by the first placement.
+    importlib.import_module("vdcos.scheduler.core.kernel")
     cache = ClusterCache(store).start()
     replicas = Replicas(store)
     sched = Scheduler(store, cache, max_batch=max_batch, lane=lambda: replicas.lane).start()

@@ -26,7 +26,6 @@ from vdcos.model import DIMENSIONS, AffinityPolicy, PlacementGroup, QosClass, Qo
 from vdcos.scheduler.core import qos
 from vdcos.scheduler.core.fit import (F64, OVERCOMMITTED, PHYSICAL, FitResult, Mask,
                                       demand_vector, fit_matrix)
-from vdcos.scheduler.core.kernel import best_in_window
 from vdcos.scheduler.core.result import (Candidate, Decision, DimensionShortfall, Explanation,
                                          FilterOutcome, PlacementRequest, Rejection)
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, Column, Floats, ScoreTerms
@@ -470,6 +469,9 @@ COMPILED = True
 def _compiled(view: _View, ask: _Ask) -> Decision | None:
     """`_score` + `_pick` in one compiled pass when the request needs only what it covers: the
     strategy's resource scorers (no soft group scorer), and a feasible node."""
+    # Imported here: node agents use the fit function of this package, not the compiled loop,
+    # and need not load numba (a third of a second at each start).
+    from vdcos.scheduler.core.kernel import best_in_window
     snap, request = view.snap, ask.request
     spec = request.spec
     if request.pinned or (spec.placement_group and not spec.group_policy.hard
