@@ -81,7 +81,7 @@ def fill_field(msg: Any, f: d.FieldDescriptor, rng: random.Random, depth: int) -
         target = getattr(msg, f.name)
         key_f, value_f = f.message_type.fields
         for _ in range(rng.randrange(4)):
-            if value_f.message_type is None:
+            if value_f.message_type is None:  # the API's maps are of scalars
                 target[scalar(key_f, rng)] = scalar(value_f, rng)
         return
     repeated = f.is_repeated
@@ -97,7 +97,7 @@ def fill_field(msg: Any, f: d.FieldDescriptor, rng: random.Random, depth: int) -
             setattr(msg, f.name, scalar(f, rng))
 
 
-def mutate(msg: Any, rng: random.Random) -> Any:
+def mutate(msg: Any, rng: random.Random) -> None:
     """One field of a valid request, at any depth, cleared or set to a random value: each rule
     is met alone, and what is still valid goes all the way through."""
     while True:
