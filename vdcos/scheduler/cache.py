@@ -24,7 +24,7 @@ import orjson
 from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass, QosPolicy,
                          SchedulerConfig, decode, policy_named)
 from vdcos.scheduler.core.fit import allocatable
-from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms, derive
+from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms, derive, free_terms
 from vdcos.state import keys
 from vdcos.state.store import KV, Event, Get, Store
 
@@ -278,13 +278,9 @@ class ClusterCache:
         acap = [float(math.floor(x * r)) for x, r in zip(cap, self.config.overcommit.as_tuple())]
         inv = [1.0 / x if x > 0 else 0.0 for x in acap]
         util = [y * v for y, v in zip(c, inv)]
-        free = [1.0 - u if x > 0 else 0.0 for u, x in zip(util, acap)]
-        free_sq = 0.0
-        for f in free:
-            free_sq += f * f
         t = self._terms
         self._acap[:, i], t.inv[:, i], t.inv_sq[:, i], t.util[:, i] = acap, inv, [v * v for v in inv], util
-        t.grad[:, i], t.free_sq[i] = [f * v for f, v in zip(free, inv)], free_sq
+        t.grad[:, i], t.free_sq[i] = free_terms(util, inv)
         t.free_physical[:, i] = [x - y for x, y in zip(cap, g)]
         t.free_over[:, i] = [x - y for x, y in zip(acap, c)]
 

@@ -428,26 +428,32 @@ def _selector_mask(view: _View, ask: _Ask) -> Mask:
     return view.snap.label_mask(sel) if sel else np.ones(view.snap.size, dtype=bool)
 
 
-def _score(view: _View, ask: _Ask) -> _Scored | Rejection:
-    snap, request = view.snap, ask.request
+def _window(view: _View, ask: _Ask) -> Window:
+    snap = view.snap
     # A VM pinned to one node (its local volumes) looks at every node: a window would miss it.
-    w = ALL if request.pinned else window(
+    return ALL if ask.request.pinned else window(
         snap.size, nodes_to_score(snap.size, snap.config.percentage_of_nodes_to_score), ask.seed, view.lane)
-    return _evaluate(view, ask, w)
+
+
+def _score(view: _View, ask: _Ask) -> _Scored | Rejection:
+    return _evaluate(view, ask, _window(view, ask))
 
 
 def _pick(view: _View, ask: _Ask, sc: _Scored) -> Decision:
     best = sc.total.max()
     ties = np.flatnonzero(sc.total >= best - TIE_EPSILON)
-    request = ask.request
     # The seed is a hash of the request id: its residue is as good a draw as an RNG's, for less.
     pick = int(ties[0]) if ties.size == 1 else int(ties[ask.seed % ties.size])
-    node_i = int(sc.idx[pick])
-    spec = request.spec
+    return _decision(view, ask, int(sc.idx[pick]), float(sc.total[pick]),
+                     tuple((n, float(s[pick])) for n, s in sc.parts))
+
+
+def _decision(view: _View, ask: _Ask, node_i: int, score: float, scores: tuple[tuple[str, float], ...]) -> Decision:
+    spec = ask.request.spec
     return Decision(
         vm=spec.name, node=view.snap.names[node_i], node_index=node_i,
         qos=qos.resolve(spec, ask.policy), reserved=qos.reservation(spec, ask.policy),
-        score=float(sc.total[pick]), scores=tuple((n, float(s[pick])) for n, s in sc.parts),
+        score=score, scores=scores,
     )
 
 
@@ -483,10 +489,11 @@ def _compiled(view: _View, ask: _Ask) -> Decision | None:
         if res is not None:
             mask = res[0] if mask is _NO_MASK else mask & res[0]
     pack = snap.config.strategy is Strategy.PACK
-    names = ("most_allocated", "alignment") if pack else ("least_allocated",)
+    # the strategy's scorers but the group one, which only a soft group (not here) brings
+    names = tuple(name for name, _ in SCORERS[snap.config.strategy] if name != "group")
     t = view.terms
     util, grad, free_sq, physical, over = view.ov
-    w = window(snap.size, nodes_to_score(snap.size, snap.config.percentage_of_nodes_to_score), ask.seed, view.lane)
+    w = _window(view, ask)
     # the window, then (like _evaluate) every node; when none is feasible the NumPy path explains why
     for w in (w, ALL) if w is not ALL else (ALL,):
         if w is ALL:
@@ -504,11 +511,7 @@ def _compiled(view: _View, ask: _Ask) -> Decision | None:
             break
     else:
         return None
-    return Decision(
-        vm=spec.name, node=snap.names[node], node_index=int(node),
-        qos=qos.resolve(spec, ask.policy), reserved=qos.reservation(spec, ask.policy),
-        score=float(total), scores=tuple(zip(names, (float(first), float(second)))),
-    )
+    return _decision(view, ask, int(node), float(total), tuple(zip(names, (float(first), float(second)))))
 
 
 def schedule(snapshot: ClusterSnapshot, request: PlacementRequest, lane: Lane = SOLO) -> Decision | Rejection:

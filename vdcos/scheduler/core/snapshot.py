@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -151,20 +151,15 @@ class ScoreTerms:
                       tuple(self.free_physical[:, i].tolist()), tuple(self.free_over[:, i].tolist()))
 
     def placed(self, i: int, col: Column, reserved: Floats, guaranteed: bool, committed: bool) -> Column:
-        """Node i's column `col` after one more placement of `reserved` on it. In plain floats
-        (a batch places dozens, each a handful of numbers): the same IEEE operations as `derive`'s
-        arrays, and |free|^2 summed in dimension order as `derive` sums it."""
+        """Node i's column `col` after one more placement of `reserved` on it, in plain floats (a
+        batch places dozens, each a handful of numbers)."""
         fp = tuple(x - r for x, r in zip(col.free_physical, reserved)) if guaranteed else col.free_physical
         if not committed:
             return Column(col.util, col.grad, col.free_sq, fp, col.free_over)
         inv = self.inv[:, i].tolist()
         util = tuple(u + r * v for u, r, v in zip(col.util, reserved, inv))
-        free = [1.0 - u if v > 0 else 0.0 for u, v in zip(util, inv)]
-        free_sq = 0.0
-        for f in free:
-            free_sq += f * f
-        return Column(util, tuple(f * v for f, v in zip(free, inv)), free_sq, fp,
-                      tuple(x - r for x, r in zip(col.free_over, reserved)))
+        grad, free_sq = free_terms(util, inv)
+        return Column(util, grad, free_sq, fp, tuple(x - r for x, r in zip(col.free_over, reserved)))
 
     def set_column(self, pos: int, col: Column) -> None:
         """Only on a private copy."""
@@ -181,6 +176,17 @@ class Column:
     free_sq: float
     free_physical: Floats
     free_over: Floats
+
+
+def free_terms(util: Sequence[float], inv: Sequence[float]) -> tuple[Floats, float]:
+    """grad and free_sq of one node (see ScoreTerms) from its util and inv, in plain floats:
+    the same IEEE operations as `derive` on its arrays, |free|^2 summed in dimension order as
+    `derive` sums it, so the same bits."""
+    free = [1.0 - u if v > 0 else 0.0 for u, v in zip(util, inv)]
+    free_sq = 0.0
+    for f in free:
+        free_sq += f * f
+    return tuple(f * v for f, v in zip(free, inv)), free_sq
 
 
 def derive(capacity: F64, alloc_cap: F64, guaranteed: F64, committed: F64, schedulable: Mask) -> ScoreTerms:
