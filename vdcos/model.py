@@ -5,6 +5,7 @@ stored as sorted tuples of pairs so that the objects stay hashable and comparabl
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import enum
 import operator
@@ -134,7 +135,12 @@ class SchedulerConfig:
     percentage_of_nodes_to_score: int = 0
 
     def weight(self, scorer: str) -> float:
-        return float(dict(self.scorer_weights).get(scorer, dict(DEFAULT_SCORER_WEIGHTS).get(scorer, "1.0")))
+        # A scan, not dict(pairs): every placement asks twice. The last pair of a name wins, as in a dict.
+        for weights in (self.scorer_weights, DEFAULT_SCORER_WEIGHTS):
+            for name, w in reversed(weights):
+                if name == scorer:
+                    return float(w)
+        return 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,13 +257,17 @@ class Allocation:
     node: str
     entries: tuple[AllocEntry, ...] = ()
 
-    def sums(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    def sums(self) -> Sums:
         """(guaranteed, committed) as tuples, in one pass: guaranteed reservations, and those
         plus burstable requests (best-effort entries hold nothing). Readers of both call this once."""
+        got = _SUMS.get(id(self.entries))
+        if got is not None and got[0] is self.entries:
+            return got[1]
         g = [e.reserved.as_tuple() for e in self.entries if e.qos_class is QosClass.GUARANTEED]
         b = [e.reserved.as_tuple() for e in self.entries if e.qos_class is QosClass.BURSTABLE]
         zero = (0,) * len(DIMENSIONS)
-        return (tuple(map(sum, zip(*g))) if g else zero), (tuple(map(sum, zip(*g, *b))) if g or b else zero)
+        return _remember_sums(self.entries, ((tuple(map(sum, zip(*g))) if g else zero),
+                                             (tuple(map(sum, zip(*g, *b))) if g or b else zero)))
 
     @property
     def guaranteed(self) -> Resources:
@@ -268,14 +278,42 @@ class Allocation:
         return Resources(*self.sums()[1])
 
     def with_entry(self, entry: AllocEntry) -> Allocation:
-        return Allocation(self.node, tuple(sorted((*self.without(entry.vm).entries, entry),
-                                                  key=lambda e: e.vm)))
+        if self.has(entry.vm):
+            return Allocation(self.node, tuple(sorted((*self.without(entry.vm).entries, entry),
+                                                      key=lambda e: e.vm)))
+        entries = list(self.entries)
+        bisect.insort(entries, entry, key=lambda e: e.vm)
+        # The new sums from the old ones (integers: the same as adding them all up again).
+        g, c = self.sums()
+        r = entry.reserved.as_tuple()
+        if entry.qos_class is QosClass.GUARANTEED:
+            g = tuple(x + y for x, y in zip(g, r))
+        if entry.qos_class is not QosClass.BEST_EFFORT:
+            c = tuple(x + y for x, y in zip(c, r))
+        done = Allocation(self.node, tuple(entries))
+        _remember_sums(done.entries, (g, c))
+        return done
 
     def without(self, vm: str) -> Allocation:
         return Allocation(self.node, tuple(e for e in self.entries if e.vm != vm))
 
     def has(self, vm: str) -> bool:
         return any(e.vm == vm for e in self.entries)
+
+
+Sums = tuple[tuple[int, ...], tuple[int, ...]]
+# The sums of recent allocations, by the identity of their entries (the tuple is kept with them,
+# so its id cannot be reused while it is here). The placement worker asks for a node's sums for
+# each VM it puts there and again when its commit lands; with_entry knows them already.
+_SUMS: dict[int, tuple[tuple[AllocEntry, ...], Sums]] = {}
+_SUMS_MAX = 1 << 15
+
+
+def _remember_sums(entries: tuple[AllocEntry, ...], sums: Sums) -> Sums:
+    if len(_SUMS) >= _SUMS_MAX:
+        _SUMS.clear()
+    _SUMS[id(entries)] = (entries, sums)
+    return sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -673,6 +711,12 @@ def _allocation_bytes(a: Allocation) -> bytes:
             got = _ENTRY_JSON[e] = _json(_encoder(AllocEntry)(e))
         parts.append(got)
     return b'{"entries":[%b],"node":%b}' % (b",".join(parts), _json(a.node))
+
+
+def assignment_bytes(spec: bytes, qos: QosSettings, reserved: Resources) -> bytes:
+    """dumps(Assignment(...)) around `spec`'s bytes, which a placement has just encoded for the
+    VM's spec record (the generic encoder would encode the spec again)."""
+    return b'{"qos":%b,"reserved":%b,"spec":%b}' % (dumps(qos), dumps(reserved), spec)
 
 
 def decode(cls: type[T], data: Any) -> T:

@@ -1,6 +1,6 @@
 """The etcd value codec: every record type round-trips, the bytes are compact JSON with sorted
-keys (what json.dumps gives), and the allocation record's joined encoding gives exactly the
-generic encoder's bytes."""
+keys (what json.dumps gives), and the allocation and assignment records' joined encodings give
+exactly the generic encoder's bytes."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, Assignment, PlacementGroup, QosClass,
-                         QosSettings, Resources, VmSpec, _encoder, _json, decode, dumps)
+                         QosSettings, Resources, VmSpec, _encoder, _json, assignment_bytes, decode, dumps)
 
 ENTRY = AllocEntry("vm-a", QosClass.GUARANTEED, Resources(2, 4096, 20, 100), "gold")
 SPEC = VmSpec("web-1", Resources(2, 2048, 10, 50), qos_policy="gold", placement_group="web",
@@ -40,3 +40,10 @@ def test_allocation_bytes_match_the_generic_encoder() -> None:
         a = a.with_entry(AllocEntry(f"vm-{i:03d}", list(QosClass)[i % 3], Resources(i, i * 512, i), "p"))
         # each call meets cached entries and one new one
         assert dumps(a) == _json(_encoder(Allocation)(a))
+
+
+def test_assignment_bytes_match_the_generic_encoder() -> None:
+    for spec in (SPEC, VmSpec("db", Resources(1, 512))):
+        for qos in (QosSettings(QosClass.BURSTABLE, 512, cpu_quota_us=50_000), QosSettings(QosClass.GUARANTEED, 2048)):
+            a = Assignment(spec, qos, Resources(1, 1024, 3, 4, 5))
+            assert assignment_bytes(dumps(spec), a.qos, a.reserved) == dumps(a) == _json(_encoder(Assignment)(a))

@@ -16,7 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
 import orjson
@@ -43,6 +43,25 @@ class NodeView:
     allocation: Allocation
     alloc_revision: int
     status_create_revision: int
+
+
+class _Groups(Mapping[str, PlacementGroup]):
+    """The cache's groups without their revisions, read in place: a borrowed snapshot's (a
+    copy of every group for each batch cost a tenth of the placement worker's time)."""
+
+    __slots__ = ("_stored",)
+
+    def __init__(self, stored: dict[str, tuple[PlacementGroup, int]]) -> None:
+        self._stored = stored
+
+    def __getitem__(self, name: str) -> PlacementGroup:
+        return self._stored[name][0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stored)
+
+    def __len__(self) -> int:
+        return len(self._stored)
 
 
 class ClusterCache:
@@ -330,7 +349,7 @@ class ClusterCache:
             self.revision, names, *arrays[:7],
             label_index=self._frozen_labels(),
             policies={k: p for k, (p, _) in self.policies.items()},
-            groups={k: g for k, (g, _) in self.groups.items()},
+            groups={k: g for k, (g, _) in self.groups.items()} if copy else _Groups(self.groups),
             config=self.config, index=index, terms=ScoreTerms(*arrays[7:]))
 
     def _frozen_labels(self) -> dict[tuple[str, str], frozenset[int]]:

@@ -26,9 +26,9 @@ import numpy as np
 from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable,
                           Unschedulable)
 from vdcos.migration import records
-from vdcos.model import (AllocEntry, Allocation, Assignment, Migration, MigrationOptions,
-                         MigrationPhase, PlacementGroup, PlacementRecord, QosClass, QosPolicy, Resources,
-                         SchedulerConfig, VmSpec, decode, dumps)
+from vdcos.model import (AllocEntry, Allocation, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
+                         PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, VmSpec,
+                         assignment_bytes, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (SOLO, Decision, Explanation, Lane, PlacementRequest, Rejection, explain,
                                   fits, qos, schedule, schedule_batch)
@@ -256,9 +256,10 @@ class Scheduler:
             txn.guard(keys.policy(spec.policy_name), "mod", policy_revision)
             txn.guard(keys.vm_spec(spec.name), "create", 0)
             record = PlacementRecord(d.node, d.qos, d.reserved, d.score, time.time(), p.attempts + 1)
-            txn.puts += [Put(keys.vm_spec(spec.name), dumps(spec)),
+            spec_bytes = dumps(spec)
+            txn.puts += [Put(keys.vm_spec(spec.name), spec_bytes),
                          Put(keys.vm_placement(spec.name), dumps(record)),
-                         Put(keys.assign(d.node, spec.name), dumps(Assignment(spec, d.qos, d.reserved)))]
+                         Put(keys.assign(d.node, spec.name), assignment_bytes(spec_bytes, d.qos, d.reserved))]
             txn.placed.append((dd, record))
         records: dict[str, Allocation | PlacementGroup] = {keys.alloc(n): a for n, a in allocs.items()}
         records.update((keys.group(n), g) for n, g in groups.items())

@@ -97,7 +97,7 @@ class _View:
 
     snap: ClusterSnapshot
     terms: ScoreTerms  # the snapshot's: read only
-    groups: dict[str, PlacementGroup]
+    joined: dict[str, PlacementGroup]  # the groups earlier decisions of the batch joined, as they leave them
     placed: dict[int, Column]
     lane: Lane
     # `placed` again as the compiled path reads it: node i's column is slot slot_of[i] of the
@@ -107,7 +107,10 @@ class _View:
 
     @classmethod
     def of(cls, snap: ClusterSnapshot, lane: Lane = SOLO) -> _View:
-        return cls(snap, snap.score_terms, dict(snap.groups), {}, lane)
+        return cls(snap, snap.score_terms, {}, {}, lane)
+
+    def group(self, name: str) -> PlacementGroup | None:
+        return self.joined.get(name) or self.snap.groups.get(name)
 
     def terms_of(self, w: Window) -> ScoreTerms:
         t = self.terms if w is ALL else self.terms.window(w)
@@ -144,7 +147,7 @@ class _View:
 
     def group_counts(self, name: str) -> F64:
         counts = np.zeros(self.snap.size)
-        group = self.groups.get(name)
+        group = self.group(name)
         if group is not None:
             for node, n in group.nodes().items():
                 i = self.snap.index.get(node)
@@ -536,8 +539,8 @@ def _apply(view: _View, req: PlacementRequest, d: Decision) -> None:
                d.qos.qos_class is not QosClass.BEST_EFFORT)
     spec = req.spec
     if spec.placement_group:
-        g = view.groups.get(spec.placement_group) or PlacementGroup(spec.placement_group, spec.group_policy)
-        view.groups[spec.placement_group] = PlacementGroup(g.name, g.policy, (*g.members, (spec.name, d.node)))
+        g = view.group(spec.placement_group) or PlacementGroup(spec.placement_group, spec.group_policy)
+        view.joined[spec.placement_group] = PlacementGroup(g.name, g.policy, (*g.members, (spec.name, d.node)))
 
 
 def explain(snapshot: ClusterSnapshot, request: PlacementRequest, limit: int = 10,
