@@ -11,8 +11,11 @@ The main run batches (VmService.BatchCreateVms: each client thread sends --batch
 one call at a time; each VM's latency is its call's). Its clients keep 32 VMs in flight (2
 processes x 1 thread x 16): by Little's law, 2,000 placements/s at a p99 of 20 ms leaves room
 for about 30 (their mean latency is then 15 ms). The saturated run (`saturated_*`) doubles the
-threads, 64 in flight: more per second, each VM waiting about twice as long. In the same
-invocation, and for comparison: the other two APIs (`stream_*`: CreateVms from the same threads, --inflight
+threads, 64 in flight: more per second, each VM waiting about twice as long. The paced run
+(`paced_*`) is open loop: calls of --batch VMs fall due at --paced-rate VMs/s in all, sent
+whether or not the earlier ones are answered, and each VM's latency counts from when its call
+was due; it says what p99 a client sees at that rate, and a scheduler that cannot keep up shows
+it as a queue, not as a lower rate with the same latency. In the same invocation, and for comparison: the other two APIs (`stream_*`: CreateVms from the same threads, --inflight
 requests in flight per stream; `unary_*`: one CreateVm call per VM from --unary-threads threads
 per process), a single client placing one VM at a time (`baseline_serial_*`), and the unary
 clients calling an empty RPC (health Check: `noop_unary_per_s`), which is what gRPC itself
@@ -43,6 +46,7 @@ import numpy as np
 from benchmarks.common import emit, start_etcd, stop_etcd
 
 APIS = ("batch", "stream", "unary")
+PACED_OUTSTANDING = 32  # calls one paced client process lets wait at once
 HOST_FLAVORS = [(32, 131072, 2000, 25000), (64, 262144, 4000, 25000), (96, 393216, 8000, 50000)]
 VM_FLAVORS = [(1, 2048, 20, 100), (2, 4096, 40, 200), (4, 8192, 80, 500), (8, 32768, 160, 1000),
               (16, 65536, 320, 2000)]
@@ -73,10 +77,11 @@ def _pb_spec(s: dict[str, Any]) -> Any:
 
 
 def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int, per_call: int, start_at: float,
-                 out: mp.Queue) -> None:  # type: ignore[type-arg]
+                 out: mp.Queue, rate: float = 0.0) -> None:  # type: ignore[type-arg]
     """api: "batch" (BatchCreateVms of `per_call` VMs), "stream" (CreateVms, `per_call` in
-    flight per thread), "unary" (one CreateVm per VM) or "noop" (an empty health Check per
-    spec, for the floor)."""
+    flight per thread), "unary" (one CreateVm per VM), "noop" (an empty health Check per
+    spec, for the floor) or "paced" (BatchCreateVms of `per_call` VMs, `rate` VMs/s from this
+    process)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from google.rpc import code_pb2
@@ -150,7 +155,43 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
                   time.perf_counter() - sent.pop(a.name))
             room.release()
 
+    def paced() -> None:
+        """Open loop: a call is due every per_call/rate s whether or not the earlier ones are
+        answered, and each VM's latency counts from when its call was due, so a server that falls
+        behind is charged for the queue it causes (no coordinated omission). At most
+        PACED_OUTSTANDING calls wait at once: a server far behind slows this process down."""
+        room = threading.Semaphore(PACED_OUTSTANDING)
+        answered = threading.Semaphore(0)
+        chunks = [specs[i:i + per_call] for i in range(0, len(specs), per_call)]
+        interval = per_call / rate
+
+        def done(f: Any, due: float, n: int) -> None:
+            dt = time.perf_counter() - due
+            try:
+                answers = ["OK" if not a.HasField("error") else code_pb2.Code.Name(a.error.code)
+                           for a in f.result().results]
+            except grpc.RpcError as e:
+                answers = [e.code().name] * n
+            for code in answers:
+                count(code, dt)
+            room.release()
+            answered.release()
+
+        due = time.perf_counter()
+        for chunk in chunks:
+            time.sleep(max(0.0, due - time.perf_counter()))
+            room.acquire()
+            call = stub.BatchCreateVms.future(vm_pb.BatchCreateVmsRequest(
+                requests=[vm_pb.CreateVmRequest(spec=_pb_spec(s)) for s in chunk]), timeout=60)
+            call.add_done_callback(lambda f, t=due, n=len(chunk): done(f, t, n))
+            due += interval
+        for _ in chunks:
+            answered.acquire()
+
     time.sleep(max(0.0, start_at - time.time()))
+    if api == "paced":
+        threads = 0  # no closed-loop threads
+        paced()
     ts = [threading.Thread(target={"stream": stream, "batch": batch}.get(api, unary)) for _ in range(threads)]
     for t in ts:
         t.start()
@@ -162,14 +203,16 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
 
 
 def run_clients(addr: str | list[str], api: str, specs: list[dict[str, Any]], procs: int, threads: int,
-                per_call: int = 1) -> dict[str, Any]:
-    """Client process i talks to scheduler replica i mod len(addr)."""
+                per_call: int = 1, rate: float = 0.0) -> dict[str, Any]:
+    """Client process i talks to scheduler replica i mod len(addr). `rate`: VMs/s in all, paced."""
     addrs = [addr] if isinstance(addr, str) else addr
     ctx = mp.get_context("spawn")  # no fork after gRPC is initialised
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 2.0
+    # paced: the processes' calls interleave, process i starting i/procs of its interval late
+    lag = per_call / rate if rate else 0.0
     workers = [ctx.Process(target=_client_proc, args=(addrs[i % len(addrs)], api, specs[i::procs], threads, per_call,
-                                                      start_at, q))
+                                                      start_at + i * lag, q, rate / procs))
                for i in range(procs)]
     for w in workers:
         w.start()
@@ -285,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="VMs of each latency-bound run: one client, one call at a time, batches of "
                          "4, 8, 16 and 32 (0 = skip)")
     ap.add_argument("--slo-p99-ms", type=float, default=20.0, help="the p99 the latency-bound runs are held to")
+    ap.add_argument("--paced-rate", type=float, default=2000.0,
+                    help="VMs/s the paced run offers, open loop, in calls of --batch VMs")
+    ap.add_argument("--paced-vms", type=int, default=8000, help="VMs of the paced run (0 = skip)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--replicas", type=int, default=1, help="scheduler processes on the one etcd")
     ap.add_argument("--scale-replicas", type=int, default=2,
@@ -335,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline = run_clients(addrs, "unary", vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1) \
             if args.baseline_vms else None
         main_run, cpu = measured(args.api, vm_specs(args.vms, args.seed, "vm-"))
+        paced = summary(run_clients(addrs, "paced", vm_specs(args.paced_vms, args.seed + 50, "paced-"), args.procs,
+                                    0, args.batch, args.paced_rate)) if args.paced_vms else None
         others = [a for a in APIS if a != args.api] if args.compare_vms else []
         compared = {a: measured(a, vm_specs(args.compare_vms, args.seed + 3 + i, f"{a}-"))
                     for i, a in enumerate(others)}
@@ -404,6 +452,10 @@ def main(argv: list[str] | None = None) -> int:
             result.update({"saturated_in_flight": args.procs * 2 * args.threads * args.batch,
                            "saturated_per_s": saturated["per_s"], "saturated_p50_ms": saturated["p50_ms"],
                            "saturated_p99_ms": saturated["p99_ms"]})
+        if paced is not None:
+            result.update({"paced_offered_per_s": args.paced_rate, "paced_per_s": paced["per_s"],
+                           "paced_refused": paced["refused"],
+                           **{f"paced_{k}": paced[k] for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}})
         if noop is not None:
             n = summary(noop)
             result["noop_unary_per_s"] = n["per_s"]

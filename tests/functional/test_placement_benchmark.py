@@ -1,5 +1,6 @@
 """benchmarks.placement end to end, small: its own etcd and scheduler process, every API, the
-latency-bound runs, the scale-out to two replicas, and one JSON object with the fields the foundation issue names."""
+latency-bound runs, the paced (open-loop) run, the scale-out to two replicas, and one JSON object
+with the fields the foundation issue names."""
 from __future__ import annotations
 
 import json
@@ -14,14 +15,14 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     out = tmp_path / "placement.json"
     p = subprocess.run([sys.executable, "-m", "benchmarks.placement", "--hosts", "200", "--vms", "400",
                         "--compare-vms", "100", "--noop-calls", "100", "--baseline-vms", "20", "--slo-vms", "40",
-                        "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        "--paced-vms", "160", "--paced-rate", "400", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
     assert json.loads(p.stdout.strip().splitlines()[-1]) == r
     assert (r["hosts"], r["vms"], r["placed"], r["refused"], r["over_capacity_nodes"]) == (200, 400, 400, {}, 0)
     for field in ("placements_per_s", "p50_ms", "p99_ms", "decision_us_p50", "stream_per_s", "unary_per_s",
                   "noop_unary_per_s", "baseline_serial_per_s", "one_replica_per_s", "replicas_per_s",
-                  "saturated_per_s"):
+                  "saturated_per_s", "paced_per_s", "paced_p99_ms"):
         assert r[field] > 0, field
     assert [x["batch"] for x in r["latency_bound_runs"]] == [4, 8, 16, 32]
     within = [x["per_s"] for x in r["latency_bound_runs"] if x["p99_ms"] <= 20]
@@ -29,3 +30,4 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     assert r["scale_replicas"] == 2 and r["replicas_vs_one"] > 0
     assert isinstance(r["targets_met"], bool)
     assert (r["in_flight"], r["saturated_in_flight"]) == (32, 64)
+    assert (r["paced_offered_per_s"], r["paced_refused"]) == (400, {})
