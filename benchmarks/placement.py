@@ -332,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="VMs/s the paced run offers, open loop, in calls of --batch VMs")
     ap.add_argument("--paced-vms", type=int, default=8000, help="VMs of the paced run (0 = skip)")
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--linger-ms", type=float, default=3.0, help="the scheduler's (see vdcos/scheduler/worker.py)")
     ap.add_argument("--replicas", type=int, default=1, help="scheduler processes on the one etcd")
     ap.add_argument("--scale-replicas", type=int, default=2,
                     help="after the other runs, --compare-vms VMs through one replica, then as many through "
@@ -346,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     from vdcos.state.etcd import EtcdStore
     from vdcos.state.etcd_server import stop_pid
 
+    sched_args = ("--io-threads", "8", "--max-batch", str(args.max_batch), "--linger-ms", str(args.linger_ms))
     base, etcd = start_etcd()
     scheds: list[subprocess.Popen[bytes]] = []
     try:
@@ -357,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.replicas):
             folder = base / f"scheduler-{r}"
             folder.mkdir()
-            sched, addr = start_scheduler(etcd.endpoint, folder, "--io-threads", "8", "--max-batch", str(args.max_batch))
+            sched, addr = start_scheduler(etcd.endpoint, folder, *sched_args)
             scheds.append(sched)
             addrs.append(addr)
         scheduler_start_s = time.perf_counter() - t0
@@ -403,8 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(len(addrs), args.scale_replicas):
                 folder = base / f"scheduler-{r}"
                 folder.mkdir()
-                sched, addr = start_scheduler(etcd.endpoint, folder, "--io-threads", "8", "--max-batch",
-                                              str(args.max_batch))
+                sched, addr = start_scheduler(etcd.endpoint, folder, *sched_args)
                 scheds.append(sched)
                 addrs.append(addr)
             # Every replica takes its lane at its next membership refresh (every 2 s).
@@ -425,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             "vms": args.vms,
             "api": args.api,
             "scheduler_replicas": args.replicas,
+            "linger_ms": args.linger_ms,
             "placed": main_sum["placed"],
             "refused": main_sum["refused"],
             "clients": args.procs * threads_of(args.api),

@@ -152,7 +152,7 @@ def test_the_batch_fit_check_agrees_with_one_fits_at_a_time(vcpus: int, overflow
     for r in reqs:
         d = schedule(snap, r)
         assert isinstance(d, Decision)
-        decided.append(_Decided(_Pending(r), d, snap.policy("gold")))  # type: ignore[arg-type]
+        decided.append(_Decided(_Pending(r, 0), d, snap.policy("gold")))  # type: ignore[arg-type]
     txn, retry = sched._build(decided)
     want, want_retry, _ = sched._assemble(decided, sched.cache.config, one_at_a_time=True)
     assert [p.request.spec.name for p in retry] == [p.request.spec.name for p in want_retry]

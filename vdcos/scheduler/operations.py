@@ -94,7 +94,7 @@ class Operations:
         others: list[int] = []  # volumes or NICs: the CreateVm path
         for i, (spec, _) in enumerate(items):
             (others if spec.volumes or spec.networks else plain).append(i)
-        futures = [self.scheduler.submit(*items[i]) for i in plain]
+        futures = self.scheduler.submit_all([items[i] for i in plain])
         all_decided = loop.create_future()
         left = [len(futures)]
         lock = threading.Lock()

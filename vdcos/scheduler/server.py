@@ -93,7 +93,8 @@ async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, in
     return server, port
 
 
-def create_server(addr: str, store: Store, *, max_batch: int = 32, io_threads: int = 8) -> SchedulerServer:
+def create_server(addr: str, store: Store, *, max_batch: int = 32, io_threads: int = 8,
+                  linger: float = 0.003) -> SchedulerServer:
     """Bind `addr` (port 0 picks one) and start serving; returns the bound port.
 
     One asyncio loop on its own thread serves every RPC (no thread per call: the sync server's
@@ -103,7 +104,7 @@ def create_server(addr: str, store: Store, *, max_batch: int = 32, io_threads: i
     importlib.import_module("vdcos.scheduler.core.kernel")
     cache = ClusterCache(store).start()
     replicas = Replicas(store)
-    sched = Scheduler(store, cache, max_batch=max_batch, lane=lambda: replicas.lane).start()
+    sched = Scheduler(store, cache, max_batch=max_batch, linger=linger, lane=lambda: replicas.lane).start()
     ops = Operations(store, cache, sched)
     ops.rebalancer.start_automatic()
     loop = asyncio.new_event_loop()
@@ -122,10 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     ap.add_argument("--io-threads", type=int, default=8, help="threads for blocking etcd reads")
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--linger-ms", type=float, default=3.0,
+                    help="how long a batch may wait for the callers it expects (0: never)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = EtcdStore(args.etcd)
-    srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads)
+    srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
+                        linger=args.linger_ms / 1000)
     # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
     # the daemon: out of the collector's sight, it is not walked by every full collection.
     gc.collect()
