@@ -162,7 +162,10 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
         PACED_OUTSTANDING calls wait at once: a server far behind slows this process down."""
         room = threading.Semaphore(PACED_OUTSTANDING)
         answered = threading.Semaphore(0)
+        # built before the start: a load generator's own work is not the scheduler's latency
         chunks = [specs[i:i + per_call] for i in range(0, len(specs), per_call)]
+        requests = [vm_pb.BatchCreateVmsRequest(requests=[vm_pb.CreateVmRequest(spec=_pb_spec(s)) for s in chunk])
+                    for chunk in chunks]
         interval = per_call / rate
 
         def done(f: Any, due: float, n: int) -> None:
@@ -177,21 +180,21 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
             room.release()
             answered.release()
 
+        time.sleep(max(0.0, start_at - time.time()))
         due = time.perf_counter()
-        for chunk in chunks:
+        for chunk, req in zip(chunks, requests):
             time.sleep(max(0.0, due - time.perf_counter()))
             room.acquire()
-            call = stub.BatchCreateVms.future(vm_pb.BatchCreateVmsRequest(
-                requests=[vm_pb.CreateVmRequest(spec=_pb_spec(s)) for s in chunk]), timeout=60)
+            call = stub.BatchCreateVms.future(req, timeout=60)
             call.add_done_callback(lambda f, t=due, n=len(chunk): done(f, t, n))
             due += interval
         for _ in chunks:
             answered.acquire()
 
-    time.sleep(max(0.0, start_at - time.time()))
     if api == "paced":
         threads = 0  # no closed-loop threads
         paced()
+    time.sleep(max(0.0, start_at - time.time()))
     ts = [threading.Thread(target={"stream": stream, "batch": batch}.get(api, unary)) for _ in range(threads)]
     for t in ts:
         t.start()
