@@ -15,7 +15,8 @@ threads, 64 in flight: more per second, each VM waiting about twice as long. The
 (`paced_*`) is open loop: calls of --batch VMs fall due at --paced-rate VMs/s in all, sent
 whether or not the earlier ones are answered, and each VM's latency counts from when its call
 was due; it says what p99 a client sees at that rate, and a scheduler that cannot keep up shows
-it as a queue, not as a lower rate with the same latency. In the same invocation, and for comparison: the other two APIs (`stream_*`: CreateVms from the same threads, --inflight
+it as a queue, not as a lower rate with the same latency. In the same invocation, and for
+comparison: the other two APIs (`stream_*`: CreateVms from the same threads, --inflight
 requests in flight per stream; `unary_*`: one CreateVm call per VM from --unary-threads threads
 per process), a single client placing one VM at a time (`baseline_serial_*`), and the unary
 clients calling an empty RPC (health Check: `noop_unary_per_s`), which is what gRPC itself
@@ -81,7 +82,7 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
     """api: "batch" (BatchCreateVms of `per_call` VMs), "stream" (CreateVms, `per_call` in
     flight per thread), "unary" (one CreateVm per VM), "noop" (an empty health Check per
     spec, for the floor) or "paced" (BatchCreateVms of `per_call` VMs, `rate` VMs/s from this
-    process)."""
+    process; one thread)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from google.rpc import code_pb2
@@ -162,10 +163,6 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
         PACED_OUTSTANDING calls wait at once: a server far behind slows this process down."""
         room = threading.Semaphore(PACED_OUTSTANDING)
         answered = threading.Semaphore(0)
-        # built before the start: a load generator's own work is not the scheduler's latency
-        chunks = [specs[i:i + per_call] for i in range(0, len(specs), per_call)]
-        requests = [vm_pb.BatchCreateVmsRequest(requests=[vm_pb.CreateVmRequest(spec=_pb_spec(s)) for s in chunk])
-                    for chunk in chunks]
         interval = per_call / rate
 
         def done(f: Any, due: float, n: int) -> None:
@@ -180,22 +177,24 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
             room.release()
             answered.release()
 
-        time.sleep(max(0.0, start_at - time.time()))
         due = time.perf_counter()
-        for chunk, req in zip(chunks, requests):
+        for req in prebuilt:
             time.sleep(max(0.0, due - time.perf_counter()))
             room.acquire()
             call = stub.BatchCreateVms.future(req, timeout=60)
-            call.add_done_callback(lambda f, t=due, n=len(chunk): done(f, t, n))
+            call.add_done_callback(lambda f, t=due, n=len(req.requests): done(f, t, n))
             due += interval
-        for _ in chunks:
+        for _ in prebuilt:
             answered.acquire()
 
-    if api == "paced":
-        threads = 0  # no closed-loop threads
-        paced()
+    # The paced calls are built before the start: a load generator's own work is not the
+    # scheduler's latency, and theirs counts from when they fall due.
+    prebuilt = [vm_pb.BatchCreateVmsRequest(requests=[vm_pb.CreateVmRequest(spec=_pb_spec(s))
+                                                      for s in specs[i:i + per_call]])
+                for i in range(0, len(specs), per_call)] if api == "paced" else []
     time.sleep(max(0.0, start_at - time.time()))
-    ts = [threading.Thread(target={"stream": stream, "batch": batch}.get(api, unary)) for _ in range(threads)]
+    ts = [threading.Thread(target={"stream": stream, "batch": batch, "paced": paced}.get(api, unary))
+          for _ in range(threads)]
     for t in ts:
         t.start()
     for t in ts:
@@ -387,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.baseline_vms else None
         main_run, cpu = measured(args.api, vm_specs(args.vms, args.seed, "vm-"))
         paced = summary(run_clients(addrs, "paced", vm_specs(args.paced_vms, args.seed + 50, "paced-"), args.procs,
-                                    0, args.batch, args.paced_rate)) if args.paced_vms else None
+                                    1, args.batch, args.paced_rate)) if args.paced_vms else None
         others = [a for a in APIS if a != args.api] if args.compare_vms else []
         compared = {a: measured(a, vm_specs(args.compare_vms, args.seed + 3 + i, f"{a}-"))
                     for i, a in enumerate(others)}

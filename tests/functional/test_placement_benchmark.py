@@ -15,7 +15,8 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     out = tmp_path / "placement.json"
     p = subprocess.run([sys.executable, "-m", "benchmarks.placement", "--hosts", "200", "--vms", "400",
                         "--compare-vms", "100", "--noop-calls", "100", "--baseline-vms", "20", "--slo-vms", "40",
-                        "--paced-vms", "160", "--paced-rate", "400", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                        "--paced-vms", "160", "--paced-rate", "400", "--json", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
     assert json.loads(p.stdout.strip().splitlines()[-1]) == r

@@ -164,7 +164,7 @@ class Scheduler:
         expects to arrive (group commit, as PostgreSQL's commit_delay waits only while
         commit_siblings others are active): two clients that would otherwise alternate,
         each call waiting for the other's commit, share one. The per-commit costs (etcd's
-        above all) then count once for both, which places ~25% more per second at the
+        above all) then count once for both, which places ~20% more per second at the
         benchmark's load. A lone client expects no one and never waits."""
         with self._arrived:
             while not self._waiting and not self._stopping:
