@@ -342,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    if args.paced_vms and args.paced_rate <= 0:
+        ap.error("--paced-rate must be above 0 (VMs/s)")
+    if args.linger_ms < 0:
+        ap.error("--linger-ms must be 0 or more")
 
     from vdcos.model import Allocation, decode
     from vdcos.scheduler.audit import over_capacity

@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--linger-ms", type=float, default=3.0,
                     help="how long a batch may wait for the callers it expects (0: never)")
     args = ap.parse_args(argv)
+    if args.linger_ms < 0:
+        ap.error("--linger-ms must be 0 or more")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = EtcdStore(args.etcd)
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
