@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib
 import logging
 import os
@@ -20,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vdcos.scheduler.cache import ClusterCache
+from vdcos.scheduler.collector import FrozenOldGeneration
 from vdcos.scheduler.operations import Operations
 from vdcos.scheduler.replicas import Replicas
 from vdcos.scheduler.service import (CapacityServicer, MigrationServicer, NetworkServicer, NodeServicer,
@@ -133,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
                         linger=args.linger_ms / 1000)
     # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
-    # the daemon: out of the collector's sight, it is not walked by every full collection.
-    gc.collect()
-    gc.freeze()
+    # the daemon: out of the collector's sight, it is not walked by every full collection; nor
+    # is what later full collections find alive.
+    collector = FrozenOldGeneration().install()
     log.info("serving on port %d (etcd %s, pid %d)", srv.port, args.etcd, os.getpid())
     if args.port_file:
         tmp = args.port_file.with_suffix(".tmp")
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
+    collector.uninstall()
+    log.info("full collections: %d froze their survivors, %d walked every object (longest %.0f ms)",
+             collector.freezes, collector.sweeps, collector.longest_sweep_ms)
     srv.stop()
     store.close()
     return 0

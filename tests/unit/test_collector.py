@@ -1,0 +1,68 @@
+"""The scheduler's full collections: survivors are frozen, frozen cyclic garbage is swept."""
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from vdcos.scheduler.collector import FrozenOldGeneration
+
+
+class Node:
+    def __init__(self) -> None:
+        self.other: Node | None = None
+
+
+def cycle() -> tuple[list[Node], weakref.ref[Node]]:
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    return [a], weakref.ref(a)
+
+
+@pytest.fixture
+def collector() -> Iterator[FrozenOldGeneration]:
+    c = FrozenOldGeneration(min_sweep=0).install()
+    try:
+        yield c
+    finally:
+        c.uninstall()
+        gc.unfreeze()
+        gc.collect()
+
+
+def tracked(obj: object) -> bool:
+    """Whether the collector still walks `obj` (frozen objects are not listed)."""
+    return any(o is obj for o in gc.get_objects())
+
+
+def test_what_a_full_collection_finds_alive_is_frozen(collector: FrozenOldGeneration) -> None:
+    kept = Node()
+    assert tracked(kept)
+    gc.collect()
+    assert not tracked(kept) and collector.freezes == 1
+
+
+def test_cyclic_garbage_frozen_while_alive_is_swept_once_the_frozen_objects_double(
+        collector: FrozenOldGeneration) -> None:
+    holder, ref = cycle()
+    gc.collect()  # frozen with the cycle alive
+    holder.clear()
+    collector.swept = 10**9  # no sweep yet
+    gc.collect()
+    assert ref() is not None  # garbage, but out of sight
+    collector.swept = 0
+    gc.collect()  # the objects frozen since outnumber those the last sweep left: unfreeze
+    assert collector.sweeping
+    gc.collect()  # the sweep walks everything
+    assert ref() is None
+    assert (collector.sweeping, collector.sweeps) == (False, 1)
+    assert collector.longest_sweep_ms > 0
+
+
+def test_younger_collections_leave_the_generations_alone(collector: FrozenOldGeneration) -> None:
+    kept = Node()
+    gc.collect(0)
+    gc.collect(1)
+    assert tracked(kept) and collector.freezes == 0
