@@ -42,7 +42,11 @@ def start_etcd() -> tuple[Path, EtcdServer]:
     """An etcd of the benchmark's own, its data in a new folder on tmpfs where there is one.
     `stop_etcd` stops it and removes the folder."""
     base = Path(tempfile.mkdtemp(prefix="vdcos-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    return base, EtcdServer(base / "etcd").start()
+    try:
+        return base, EtcdServer(base / "etcd").start()
+    except BaseException:  # an etcd that did not come up leaves no folder behind either
+        shutil.rmtree(base, ignore_errors=True)
+        raise
 
 
 def stop_etcd(base: Path, etcd: EtcdServer) -> None:
