@@ -312,6 +312,8 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from vdcos.scheduler.worker import MAX_BATCH
+
     ap = argparse.ArgumentParser(prog="benchmarks.placement")
     ap.add_argument("--hosts", type=int, default=10000)
     ap.add_argument("--vms", type=int, default=20000)
@@ -333,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paced-rate", type=float, default=2000.0,
                     help="VMs/s the paced run offers, open loop, in calls of --batch VMs")
     ap.add_argument("--paced-vms", type=int, default=8000, help="VMs of the paced run (0 = skip)")
-    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="the scheduler's (see vdcos/scheduler/worker.py)")
     ap.add_argument("--linger-ms", type=float, default=3.0, help="the scheduler's (see vdcos/scheduler/worker.py)")
     ap.add_argument("--replicas", type=int, default=1, help="scheduler processes on the one etcd")
     ap.add_argument("--scale-replicas", type=int, default=2,
@@ -346,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--paced-rate must be above 0 (VMs/s)")
     if args.linger_ms < 0:
         ap.error("--linger-ms must be 0 or more")
+    if args.max_batch < 1:
+        ap.error("--max-batch must be 1 or more")
 
     from vdcos.model import Allocation, decode
     from vdcos.scheduler.audit import over_capacity

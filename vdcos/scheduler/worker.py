@@ -39,6 +39,10 @@ from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 from vdcos.storagepool import volumes
 
 log = logging.getLogger(__name__)
+# VMs per batch at most. It binds when requests queue up (open-loop clients, a burst): a bigger
+# commit clears the queue at a lower cost per VM. Against 32, clients offering 2,000 VMs/s
+# waited p50 15-18 ms (against 18-34) and p99 32-77 ms (against 47-170) in 4 alternating pairs.
+MAX_BATCH = 64
 _CALLERS = itertools.count(1)
 
 
@@ -85,7 +89,7 @@ class _Txn:
 
 
 class Scheduler:
-    def __init__(self, store: Store, cache: ClusterCache, *, max_batch: int = 20,
+    def __init__(self, store: Store, cache: ClusterCache, *, max_batch: int = MAX_BATCH,
                  max_attempts: int = 12, linger: float = 0.003, lane: Callable[[], Lane] = lambda: SOLO) -> None:
         self.store = store
         self.lane = lane  # read once per batch: membership may change between batches
