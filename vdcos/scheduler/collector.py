@@ -5,7 +5,7 @@ placed VM (its allocation entry, its reservation, the records around them). In t
 benchmark the full collections grew from ~10 to 40-60 ms over 20,000 placements, each a pause
 of the whole daemon that every call in flight waits out. After each full collection, what
 survived it is frozen (out of the collector's sight, like the cluster loaded at start), so the
-next one walks only what was made since: 8-11 ms in the same run, whatever the cluster's size.
+next one walks only what was made since: 5-11 ms in the same run, however many VMs came before.
 
 What freezing gives up: cyclic garbage among frozen objects (a request in flight at that
 moment, its futures and closures) is not reclaimed while frozen. In the benchmark that was 5
