@@ -312,7 +312,7 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vdcos.scheduler.worker import MAX_BATCH
+    from vdcos.scheduler.worker import LINGER_MS, MAX_BATCH
 
     ap = argparse.ArgumentParser(prog="benchmarks.placement")
     ap.add_argument("--hosts", type=int, default=10000)
@@ -335,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paced-rate", type=float, default=2000.0,
                     help="VMs/s the paced run offers, open loop, in calls of --batch VMs")
     ap.add_argument("--paced-vms", type=int, default=8000, help="VMs of the paced run (0 = skip)")
-    ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="the scheduler's (see vdcos/scheduler/worker.py)")
-    ap.add_argument("--linger-ms", type=float, default=3.0, help="the scheduler's (see vdcos/scheduler/worker.py)")
+    ap.add_argument("--max-batch", type=int, default=MAX_BATCH,
+                    help="the scheduler's (see vdcos/scheduler/worker.py)")
+    ap.add_argument("--linger-ms", type=float, default=LINGER_MS,
+                    help="the scheduler's (see vdcos/scheduler/worker.py)")
     ap.add_argument("--replicas", type=int, default=1, help="scheduler processes on the one etcd")
     ap.add_argument("--scale-replicas", type=int, default=2,
                     help="after the other runs, --compare-vms VMs through one replica, then as many through "

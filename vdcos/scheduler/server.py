@@ -24,7 +24,7 @@ from vdcos.scheduler.operations import Operations
 from vdcos.scheduler.replicas import Replicas
 from vdcos.scheduler.service import (CapacityServicer, MigrationServicer, NetworkServicer, NodeServicer,
                                      PlacementServicer, QosPolicyServicer, VmServicer, VolumeServicer)
-from vdcos.scheduler.worker import MAX_BATCH, Scheduler
+from vdcos.scheduler.worker import LINGER_MS, MAX_BATCH, Scheduler
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
 from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration_service_pb2,
@@ -94,7 +94,7 @@ async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, in
 
 
 def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_threads: int = 8,
-                  linger: float = 0.003) -> SchedulerServer:
+                  linger: float = LINGER_MS / 1000) -> SchedulerServer:
     """Bind `addr` (port 0 picks one) and start serving; returns the bound port.
 
     One asyncio loop on its own thread serves every RPC (no thread per call: the sync server's
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     ap.add_argument("--io-threads", type=int, default=8, help="threads for blocking etcd reads")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="VMs per commit at most")
-    ap.add_argument("--linger-ms", type=float, default=3.0,
+    ap.add_argument("--linger-ms", type=float, default=LINGER_MS,
                     help="how long a batch may wait for the callers it expects (0: never)")
     args = ap.parse_args(argv)
     if args.linger_ms < 0:
