@@ -116,3 +116,22 @@ GUEST_FAULTS = ("is not a head", "BUG:", "Oops")
 def guest_faults(console: str) -> list[str]:
     """The lines of a guest's console that report such a fault."""
     return [line.strip() for line in console.splitlines() if any(f in line for f in GUEST_FAULTS)]
+
+
+def silent_guest(host_netns: str, tap: str, peer_netns: str, ip: str, seconds: float = 2.5) -> str:
+    """The same dead NIC when the guest's kernel says nothing: while a peer pings the guest,
+    its host's switch hands the requests to its tap and the guest sends nothing back, not a
+    reply, not an ARP. "" when the guest answers, or when the requests never reach its tap
+    (then the switch is at fault, not the guest)."""
+    pinger = start_ping(peer_netns, ip, int(seconds / 0.1), 0.1)
+    try:
+        seen = capture(host_netns, tap, seconds, "icmp or arp").splitlines()
+    finally:
+        finish_ping(pinger)
+    # An ARP request counts too: the peer's entry for the guest may have failed by now, and a
+    # guest that is alive answers either.
+    requests = sum(f"> {ip}: ICMP echo request" in line or f"who-has {ip} " in line for line in seen)
+    sent = sum(f"IP {ip} >" in line or f"tell {ip}," in line or f"Reply {ip} is-at" in line for line in seen)
+    if requests >= 5 and not sent:
+        return f"guest silent: its tap {tap} was handed {requests} requests (echo, ARP) in {seconds} s, it sent nothing"
+    return ""
