@@ -3,7 +3,6 @@ and libvirtd), two tenants on the same CIDR, guests on different hosts, endpoint
 The tests run in order on one datacenter, as an operator would use it."""
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import time
@@ -18,12 +17,14 @@ from tests.e2e.dc import Datacenter
 from vdcos.cli.localdc import down, host_root, up
 from vdcos.host.network import HostNetwork, sh
 from vdcos.images import ensure
+from vdcos.model import Port, PortKind
 from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 from vdcos.vswitch import probe
+from vdcos.vswitch.controller import device_name
 from vdcos.vswitch.ovsdb import Ovsdb
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
@@ -45,6 +46,11 @@ class Dc(Datacenter):
     def port(self, network: str, name: str) -> net_pb.Port:
         ports = self.client.networks.ListPorts(net_pb.ListPortsRequest(network=network)).ports
         return next(p for p in ports if p.name == name)
+
+    def tap(self, network: str, name: str) -> str:
+        """The host-side device of a port, as the controller names it."""
+        kind = PortKind.VM if self.port(network, name).kind == net_pb.PORT_KIND_VM else PortKind.ENDPOINT
+        return device_name(Port(name, network, "", "", 0, kind))
 
     def endpoint(self, network: str, name: str, host: str, ip: str = "", max_mbps: int = 0) -> net_pb.Port:
         p = self.client.networks.CreatePort(net_pb.CreatePortRequest(network=network, name=name, host=host, ip=ip,
@@ -117,7 +123,7 @@ def test_a_guest_that_stops_answering_is_told_from_a_switch_that_does_not_delive
     host = dc.node("red-a")
     ip = dc.endpoint("red", "mute", host).ip
     peer = dc.ns(dc.port("red", "probe").bound_hosts[0], "probe")
-    tap = "ve" + hashlib.sha1(b"red/mute").hexdigest()[:11]  # controller.device_name
+    tap = dc.tap("red", "mute")
     assert wait_until(lambda: probe.ping(peer, ip, 2, 0.2).received > 0, 30)
     assert probe.silent_guest(dc.net(host).netns, tap, peer, ip) == ""
     ns = dc.ns(host, "mute")
@@ -208,7 +214,7 @@ def test_live_migration_keeps_the_network(dc: Dc) -> None:
         while r.lost > 3 and not fault and time.monotonic() < deadline:
             time.sleep(0.5)
             fault = guest_fault(dc, vm)
-        tap = "vt" + hashlib.sha1(f"red/{vm}".encode()).hexdigest()[:11]  # controller.device_name
+        tap = dc.tap("red", vm)
         # Without a message too (3 times in ~30 runs): the switch delivers, the guest is mute.
         silent = probe.silent_guest(dc.net(third).netns, tap, dc.ns(b, "watcher"), ip)
         assert r.lost > 3 or not silent, silent  # a guest that answered is not called mute
