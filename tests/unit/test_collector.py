@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import gc
+import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -66,3 +67,47 @@ def test_younger_collections_leave_the_generations_alone(collector: FrozenOldGen
     gc.collect(0)
     gc.collect(1)
     assert tracked(kept) and collector.freezes == 0
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pred()
+
+
+def test_a_due_sweep_waits_until_the_daemon_is_idle(collector: FrozenOldGeneration) -> None:
+    busy = [True]
+    collector.min_sweep, collector.force_after = 1, 10**9
+    collector.sweep_when_idle(lambda: 0.0 if busy[0] else 60.0, quiet=1.0, every=0.01)
+    holder, ref = cycle()
+    gc.collect()  # frozen with the cycle alive
+    holder.clear()
+    collector.swept = 1
+    gc.collect()  # a sweep is due, but the daemon is busy: nothing is unfrozen
+    assert collector.due and not collector.sweeping
+    time.sleep(0.1)
+    gc.collect()
+    assert ref() is not None and collector.sweeps == 0
+    busy[0] = False
+    assert wait_for(lambda: collector.sweeps == 1)
+    assert ref() is None
+    assert (collector.idle_sweeps, collector.due, collector.sweeping) == (1, False, False)
+
+
+def test_a_daemon_that_is_never_idle_is_swept_once_force_after_times_the_threshold_waits(
+        collector: FrozenOldGeneration) -> None:
+    collector.min_sweep, collector.force_after = 1, 10**9
+    collector.sweep_when_idle(lambda: 0.0, quiet=1.0, every=0.01)
+    holder, ref = cycle()
+    gc.collect()
+    holder.clear()
+    collector.swept = 1
+    gc.collect()
+    assert collector.due and not collector.sweeping
+    collector.force_after = 1  # what is frozen since now outnumbers force_after thresholds
+    gc.collect()
+    assert collector.sweeping
+    gc.collect()  # the next full collection, whoever runs it, is the sweep
+    assert ref() is None
+    assert (collector.sweeps, collector.idle_sweeps) == (1, 0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Sequence
 
 import pytest
@@ -228,4 +229,36 @@ def test_lease_expiry_makes_nodes_unschedulable() -> None:
     with pytest.raises(Unschedulable) as e:
         sched.create(VmSpec("a", Resources(1, 1024)))
     assert e.value.details.retryable and e.value.details.filters[0].filter == "node_ready"
+    sched.stop()
+
+
+class HeldStore(MemoryStore):
+    """Placement commits wait until the test lets them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def txn(self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+        if any(c.key.startswith(keys.ALLOC) for c in compares):
+            self.entered.set()
+            assert self.go.wait(10)
+        return super().txn(compares, success, failure)
+
+
+def test_idle_for_counts_from_the_last_placement_and_is_zero_while_one_is_made() -> None:
+    store = HeldStore()
+    sched = setup(store)
+    assert sched.idle_for() > 0  # nothing placed yet: idle since it started
+    placed = sched.submit(VmSpec("a", Resources(1, 1024)))
+    assert store.entered.wait(10)
+    assert sched.idle_for() == 0
+    store.go.set()
+    placed.result(10)
+    deadline = time.monotonic() + 10
+    while sched.idle_for() == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    first = sched.idle_for()
+    time.sleep(0.05)
+    assert 0 < first < sched.idle_for()
     sched.stop()

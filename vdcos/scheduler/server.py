@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
     # the daemon: out of the collector's sight, it is not walked by every full collection; nor
     # is what later full collections find alive.
-    collector = FrozenOldGeneration().install()
+    collector = FrozenOldGeneration().install().sweep_when_idle(srv.scheduler.idle_for)
     log.info("serving on port %d (etcd %s, pid %d)", srv.port, args.etcd, os.getpid())
     if args.port_file:
         tmp = args.port_file.with_suffix(".tmp")
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     collector.uninstall()
-    log.info("full collections: %d froze their survivors, %d walked every object (longest %.0f ms)",
-             collector.freezes, collector.sweeps, collector.longest_sweep_ms)
+    log.info("full collections: %d froze their survivors, %d walked every object (%d while idle; longest %.0f ms)",
+             collector.freezes, collector.sweeps, collector.idle_sweeps, collector.longest_sweep_ms)
     srv.stop()
     store.close()
     return 0

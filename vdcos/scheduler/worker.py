@@ -103,6 +103,7 @@ class Scheduler:
         self._arrived = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="placement-worker", daemon=True)
+        self._idle_since: float | None = time.monotonic()
         self.stats = {"batches": 0, "conflicts": 0, "placed": 0}
 
     def start(self) -> Scheduler:
@@ -130,6 +131,11 @@ class Scheduler:
         pending = [_Pending(PlacementRequest(spec, request_id), caller) for spec, request_id in items]
         self._enqueue(pending)
         return [p.future for p in pending]
+
+    def idle_for(self) -> float:
+        """Seconds since the worker last had something to place (0 while it has)."""
+        since = self._idle_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def _enqueue(self, pending: list[_Pending]) -> None:
         with self._arrived:
@@ -174,7 +180,10 @@ class Scheduler:
         benchmark's load. A lone client expects no one and never waits."""
         with self._arrived:
             while not self._waiting and not self._stopping:
+                if self._idle_since is None:
+                    self._idle_since = time.monotonic()
                 self._arrived.wait()
+            self._idle_since = None
             deadline = time.monotonic() + self.linger
             batch: list[_Pending] = []
             callers: set[int] = set()
