@@ -139,6 +139,7 @@ class Scheduler:
 
     def _enqueue(self, pending: list[_Pending]) -> None:
         with self._arrived:
+            self._idle_since = None  # at once: a sweep about to start on idleness must not begin now
             self._waiting.extend(pending)
             self._arrived.notify()
 
