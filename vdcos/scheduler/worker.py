@@ -139,7 +139,7 @@ class Scheduler:
 
     def _enqueue(self, pending: list[_Pending]) -> None:
         with self._arrived:
-            self._idle_since = None  # at once: a sweep about to start on idleness must not begin now
+            self._idle_since = None  # at once, not when the worker wakes: fewer sweeps start as a request arrives
             self._waiting.extend(pending)
             self._arrived.notify()
 
