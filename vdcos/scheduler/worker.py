@@ -184,7 +184,6 @@ class Scheduler:
                 if self._idle_since is None:
                     self._idle_since = time.monotonic()
                 self._arrived.wait()
-            self._idle_since = None
             deadline = time.monotonic() + self.linger
             batch: list[_Pending] = []
             callers: set[int] = set()
