@@ -4,9 +4,12 @@ with the fields the foundation issue names."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from vdcos.host.wakeup import DEVICE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,3 +35,4 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     assert isinstance(r["targets_met"], bool)
     assert (r["in_flight"], r["saturated_in_flight"]) == (32, 64)
     assert (r["paced_offered_per_s"], r["paced_refused"]) == (400, {})
+    assert r["cpu_wakeup_latency_us"] == (0 if os.access(DEVICE, os.W_OK) else None)

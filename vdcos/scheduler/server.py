@@ -18,6 +18,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vdcos.host.wakeup import MAX_US, CpuWakeupLatency
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.collector import FrozenOldGeneration
 from vdcos.scheduler.operations import Operations
@@ -125,11 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="VMs per commit at most")
     ap.add_argument("--linger-ms", type=float, default=LINGER_MS,
                     help="how long a batch may wait for the callers it expects (0: never)")
+    ap.add_argument("--cpu-wakeup-latency-us", type=int, metavar="US",
+                    help="while serving, hold the host's idle CPUs to this wake-up latency (PM QoS; 0: they "
+                         "poll instead of halting). Costs power; see vdcos/host/wakeup.py. Off unless given")
     args = ap.parse_args(argv)
     if args.linger_ms < 0:
         ap.error("--linger-ms must be 0 or more")
     if args.max_batch < 1:
         ap.error("--max-batch must be 1 or more")
+    wakeup = None
+    if args.cpu_wakeup_latency_us is not None:
+        if not 0 <= args.cpu_wakeup_latency_us <= MAX_US:
+            ap.error(f"--cpu-wakeup-latency-us must be 0 to {MAX_US}")
+        try:
+            wakeup = CpuWakeupLatency(args.cpu_wakeup_latency_us).hold()
+        except OSError as e:
+            ap.error(f"--cpu-wakeup-latency-us: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = EtcdStore(args.etcd)
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
@@ -138,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     # the daemon: out of the collector's sight, it is not walked by every full collection; nor
     # is what later full collections find alive.
     collector = FrozenOldGeneration().install().sweep_when_idle(srv.scheduler.idle_for)
-    log.info("serving on port %d (etcd %s, pid %d)", srv.port, args.etcd, os.getpid())
+    log.info("serving on port %d (etcd %s, pid %d%s)", srv.port, args.etcd, os.getpid(),
+             f", CPU wake-up latency held at {wakeup.microseconds} µs" if wakeup else "")
     if args.port_file:
         tmp = args.port_file.with_suffix(".tmp")
         tmp.write_text(str(srv.port))
@@ -152,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
              collector.freezes, collector.sweeps, collector.idle_sweeps, collector.longest_sweep_ms)
     srv.stop()
     store.close()
+    if wakeup:
+        wakeup.release()
     return 0
 
 
