@@ -6,10 +6,10 @@ turning deep C-states off.
 Why the scheduler wants it: a placement passes through a dozen hand-offs between threads and
 processes (client, gRPC, the worker, etcd's goroutines and back), and each one that lands on
 an idle CPU waits for that CPU to wake. On a virtual machine whose idle vCPUs halt, that wake
-goes through the hypervisor. In the placement benchmark on this project's 2-vCPU machine,
-holding 0 µs (idle CPUs poll instead of halting) placed 2,132 VMs/s against 1,796 without, p99
-25.4 against 30.0 ms, in 4 alternating pairs. The price is power: polling CPUs never rest, so
-it is for the hosts that run the control plane, and off unless asked for.
+goes through the hypervisor. In the placement benchmark's main run on this project's 2-vCPU
+machine, holding 0 µs (idle CPUs poll instead of halting) placed 2,445 VMs/s against 2,083
+without, p99 23.5 against 26.0 ms, in 4 alternating pairs. The price is power: polling CPUs
+never rest, so it is for the hosts that run the control plane, and off unless asked for.
 
 The kernel keeps a request only while its file stays open: it ends when the daemon exits,
 however it exits, and the kernel applies the lowest of all the requests held.

@@ -18,7 +18,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from vdcos.host.wakeup import MAX_US, CpuWakeupLatency
+from vdcos.host.wakeup import CpuWakeupLatency
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.collector import FrozenOldGeneration
 from vdcos.scheduler.operations import Operations
@@ -136,11 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--max-batch must be 1 or more")
     wakeup = None
     if args.cpu_wakeup_latency_us is not None:
-        if not 0 <= args.cpu_wakeup_latency_us <= MAX_US:
-            ap.error(f"--cpu-wakeup-latency-us must be 0 to {MAX_US}")
         try:
             wakeup = CpuWakeupLatency(args.cpu_wakeup_latency_us).hold()
-        except OSError as e:
+        except (ValueError, OSError) as e:
             ap.error(f"--cpu-wakeup-latency-us: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = EtcdStore(args.etcd)
