@@ -4,10 +4,11 @@ from __future__ import annotations
 import gc
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import wait_until
 from vdcos.scheduler.collector import FrozenOldGeneration
 
 
@@ -69,13 +70,6 @@ def test_younger_collections_leave_the_generations_alone(collector: FrozenOldGen
     assert tracked(kept) and collector.freezes == 0
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return pred()
-
-
 def test_a_due_sweep_waits_until_the_daemon_is_idle(collector: FrozenOldGeneration) -> None:
     busy = [True]
     collector.min_sweep, collector.force_after = 1, 10**9
@@ -90,7 +84,7 @@ def test_a_due_sweep_waits_until_the_daemon_is_idle(collector: FrozenOldGenerati
     gc.collect()
     assert ref() is not None and collector.sweeps == 0
     busy[0] = False
-    assert wait_for(lambda: collector.sweeps == 1)
+    wait_until(lambda: collector.sweeps == 1, every=0.01)
     assert ref() is None
     assert (collector.idle_sweeps, collector.due, collector.sweeping) == (1, False, False)
 

@@ -8,6 +8,7 @@ from typing import Sequence
 
 import pytest
 
+from tests.conftest import wait_until
 from vdcos.errors import Aborted, AlreadyExists, Unschedulable
 from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, QosClass, QosPolicy, Resources, VmSpec,
                          decode)
@@ -255,9 +256,7 @@ def test_idle_for_counts_from_the_last_placement_and_is_zero_while_one_is_made()
     assert sched.idle_for() == 0
     store.go.set()
     placed.result(10)
-    deadline = time.monotonic() + 10
-    while sched.idle_for() == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: sched.idle_for() > 0, every=0.01)
     first = sched.idle_for()
     time.sleep(0.05)
     assert 0 < first < sched.idle_for()
