@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import wait_until
 from vdcos.cli.localdc import LocalDatacenter
+from vdcos.host.wakeup import DEVICE, current
 from vdcos.state.etcd_server import _alive
 
 pytestmark = pytest.mark.e2e
@@ -51,6 +52,27 @@ def test_up_is_idempotent_and_down_stops_everything(dc: Path) -> None:
     assert "nodes: 3/3 ready" in status and "scheduler" in status
     nodes = jq(dc, "nodes")["nodes"]  # type: ignore[index]
     assert sorted(n["name"] for n in nodes) == ["host-1", "host-2", "host-3"]
+
+
+@pytest.mark.skipif(not DEVICE.exists(), reason="no /dev/cpu_dma_latency on this kernel")
+def test_up_holds_the_cpu_wakeup_latency_until_down(tmp_path: Path) -> None:
+    home, before = tmp_path / "dc", current()
+    try:
+        assert "datacenter up" in vdcos(home, "up", "--hosts", "1", "--cpu-wakeup-latency-us", "4").stdout
+        assert current() <= 4
+        _, argv = _agent(home, "scheduler")
+        assert argv[-2:] == ["--cpu-wakeup-latency-us", "4"]
+    finally:
+        vdcos(home, "down", check=False)
+    assert current() == before
+
+
+@pytest.mark.parametrize("value", ["-1", "2000000001"])
+def test_up_refuses_a_bad_cpu_wakeup_latency_and_starts_nothing(tmp_path: Path, value: str) -> None:
+    home = tmp_path / "dc"
+    p = vdcos(home, "up", "--cpu-wakeup-latency-us", value, check=False)
+    assert p.returncode == 2 and "--cpu-wakeup-latency-us" in p.stderr, p.stderr
+    assert LocalDatacenter.load(home) is None
 
 
 def test_cli_vm_policy_explain_roundtrip(dc: Path, tmp_path: Path) -> None:

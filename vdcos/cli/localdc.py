@@ -90,7 +90,7 @@ def host_root(home: Path, node: str) -> Path:
 
 
 def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int = 10,
-       timeout: float = 60.0) -> LocalDatacenter:
+       timeout: float = 60.0, cpu_wakeup_latency_us: int | None = None) -> LocalDatacenter:
     existing = LocalDatacenter.load(home)
     if existing is not None:
         if all(existing.alive().values()):
@@ -106,8 +106,11 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
         port_file = home / "scheduler.port"
         port_file.unlink(missing_ok=True)
         py = sys.executable
-        dc.procs.append(_spawn(home, "scheduler", [py, "-m", "vdcos.scheduler", "--etcd", etcd.endpoint,
-                                                   "--listen", "127.0.0.1:0", "--port-file", str(port_file)]))
+        argv = [py, "-m", "vdcos.scheduler", "--etcd", etcd.endpoint, "--listen", "127.0.0.1:0",
+                "--port-file", str(port_file)]
+        if cpu_wakeup_latency_us is not None:
+            argv += ["--cpu-wakeup-latency-us", str(cpu_wakeup_latency_us)]
+        dc.procs.append(_spawn(home, "scheduler", argv))
         dc.save()
         dc_id = _datacenter_id(home)
         for i in range(1, hosts + 1):

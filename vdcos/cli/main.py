@@ -16,6 +16,8 @@ from google.protobuf import json_format
 from vdcos.api import validate
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error, describe_status, rejection_lines
+from vdcos.host.wakeup import DEVICE as WAKEUP_DEVICE
+from vdcos.host.wakeup import CpuWakeupLatency
 from vdcos.images import CATALOG
 from vdcos.model import DIMENSIONS
 from vdcos.v1 import capacity_service_pb2 as cap_pb
@@ -134,7 +136,16 @@ def node_rows(nodes: Sequence[pb.Node]) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     capacity = {"vcpus": args.host_vcpus, "memory_mib": args.host_memory_mib, "disk_gib": args.host_disk_gib,
                 "network_mbps": args.host_network_mbps, "disk_iops": args.host_disk_iops}
-    dc = localdc.up(Path(args.home), args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl)
+    wakeup = args.cpu_wakeup_latency_us
+    if wakeup is not None:
+        try:
+            CpuWakeupLatency(wakeup)
+        except ValueError as e:
+            raise UsageError(f"--cpu-wakeup-latency-us: {e}") from None
+        if not os.access(WAKEUP_DEVICE, os.W_OK):
+            raise UsageError(f"--cpu-wakeup-latency-us: {WAKEUP_DEVICE} is missing or not writable (needs root)")
+    dc = localdc.up(Path(args.home), args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl,
+                    cpu_wakeup_latency_us=wakeup)
     print(f"datacenter up: {args.hosts} {args.driver} hosts, scheduler {dc.scheduler}, etcd {dc.etcd}")
     print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
     return 0
@@ -742,6 +753,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--host-network-mbps", type=int, default=10000)
     up.add_argument("--host-disk-iops", type=int, default=20000)
     up.add_argument("--lease-ttl", type=int, default=10, help="seconds before a silent node is NotReady")
+    up.add_argument("--cpu-wakeup-latency-us", type=int, metavar="US",
+                    help="the scheduler holds this host's idle CPUs to this wake-up latency while it serves "
+                         "(0: they poll instead of halting). Costs power; see vdcos/host/wakeup.py")
     up.set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop the local datacenter and remove its state").set_defaults(fn=cmd_down)
     sub.add_parser("status", help="processes and datacenter capacity").set_defaults(fn=cmd_status)
