@@ -63,6 +63,17 @@ def test_cyclic_garbage_frozen_while_alive_is_swept_once_the_frozen_objects_doub
     assert collector.longest_sweep_ms > 0
 
 
+def test_full_collections_run_more_often_while_installed() -> None:
+    before = gc.get_threshold()
+    c = FrozenOldGeneration(full_after=1).install()
+    try:
+        assert gc.get_threshold() == (*before[:2], 1)
+    finally:
+        c.uninstall()
+        gc.unfreeze()
+    assert gc.get_threshold() == before
+
+
 def test_younger_collections_leave_the_generations_alone(collector: FrozenOldGeneration) -> None:
     kept = Node()
     gc.collect(0)
