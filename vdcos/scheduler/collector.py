@@ -7,7 +7,7 @@ of the whole daemon that every call in flight waits out. After each full collect
 survived it is frozen (out of the collector's sight, like the cluster loaded at start), so the
 next one walks only what was made since: 5-11 ms in the same run, however many VMs came before.
 And since that is so, full collections run more often than CPython's default (FULL_AFTER), each
-walking less: 1.4-3.4 ms.
+walking less: 1.1-3.4 ms.
 
 What freezing gives up: cyclic garbage among frozen objects (a request in flight at that
 moment, its futures and closures) is not reclaimed while frozen. In the benchmark that was 5
@@ -32,7 +32,7 @@ FORCE_AFTER = 4  # a due sweep waits for idle time until this many times its thr
 # CPython's gen-2 threshold while installed: a full collection once more than this many gen-1
 # collections ran since the last (CPython's default is 10). Since each walks only what is newer
 # than the last freeze, more frequent ones are shorter for the same total: in the placement
-# benchmark's main run 1.4-3.4 ms each at 1.3-2 a second, against 5-18 ms at 0.4 a second,
+# benchmark's main run 1.1-3.4 ms each at 1.3-2.5 a second, against 5-18 ms at 0.4 a second,
 # ~5 ms of each second either way. In 6 alternating pairs of main runs the p99 was lower in 5,
 # 20.5 against 22.9 ms on average, at the same rate.
 FULL_AFTER = 1
