@@ -14,7 +14,7 @@ from vdcos.host.libvirtd import LibvirtHost
 from vdcos.images import counters, ensure
 from vdcos.model import QosClass, QosPolicy, Resources, VmSpec
 from vdcos.nodeagent.libvirt.driver import LibvirtDriver
-from vdcos.scheduler.core import qos
+from vdcos.model import qos
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 WINDOW_S = 10.0

@@ -430,7 +430,7 @@ def test_node_admission_counts_the_space_local_volumes_hold(cluster: Cluster) ->
     """An assignment the scheduler's commit would never have made (a rogue or outdated writer):
     the agent's own fit check counts the host's volumes too, and refuses it."""
     from vdcos.model import Assignment, DEFAULT_POLICY, VmSpec, dumps
-    from vdcos.scheduler.core import reservation, resolve
+    from vdcos.model.qos import reservation, resolve
 
     cluster.add_node("h1", HOST)
     create(cluster, vol("big", 70, host="h1"))

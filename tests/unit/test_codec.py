@@ -8,7 +8,8 @@ import json
 import pytest
 
 from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, Assignment, PlacementGroup, QosClass,
-                         QosSettings, Resources, VmSpec, _encoder, _json, assignment_bytes, decode, dumps)
+                         QosSettings, Resources, VmSpec, assignment_bytes, decode, dumps)
+from vdcos.model.codec import _encoder, _json
 
 ENTRY = AllocEntry("vm-a", QosClass.GUARANTEED, Resources(2, 4096, 20, 100), "gold")
 SPEC = VmSpec("web-1", Resources(2, 2048, 10, 50), qos_policy="gold", placement_group="web",

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from vdcos.model import AllocEntry, Allocation, Overcommit, QosClass, Resources
-from vdcos.scheduler.core.fit import OVERCOMMITTED, PHYSICAL, fit_matrix, fits
+from vdcos.model.fit import OVERCOMMITTED, PHYSICAL, fit_matrix, fits
 
 CAP = Resources(16, 65536, 1000, 10000, 5000)
 OC = Overcommit(vcpus=4.0, memory_mib=1.0, disk_gib=1.0, network_mbps=2.0, disk_iops=1.0)

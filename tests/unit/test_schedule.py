@@ -8,8 +8,9 @@ import pytest
 
 from vdcos.model import (AffinityPolicy, AllocEntry, Allocation, NodeSpec, PlacementGroup, QosClass,
                          QosPolicy, Resources, SchedulerConfig, Strategy, VmSpec, pairs)
-from vdcos.scheduler.core import (Decision, Lane, PlacementRequest, Rejection, build_snapshot, explain, reservation,
-                                  resolve, schedule, schedule_batch)
+from vdcos.model.qos import reservation, resolve
+from vdcos.scheduler.core import (Decision, Lane, PlacementRequest, Rejection, build_snapshot, explain, schedule,
+                                  schedule_batch)
 from vdcos.scheduler.core.schedule import nodes_to_score, window
 
 CAP = Resources(16, 65536, 1000, 10000)

@@ -10,7 +10,7 @@ from vdcos.model import (PoolKind, PoolStatus, Snapshot, Volume, VolumeState, Af
                          VmPhase, VmSpec, pairs)
 from vdcos.scheduler.cache import NodeView
 from vdcos.scheduler.core import Candidate, Rejection
-from vdcos.scheduler.core.fit import allocatable, demand_vector
+from vdcos.model.fit import allocatable, demand_vector
 from vdcos.planner.cluster import Headroom
 from vdcos.scheduler.operations import CapacitySummary, VmRecord
 from vdcos.scheduler.planning import CapacityReport

@@ -20,8 +20,8 @@ from vdcos.model import (ActiveMigrations, AllocEntry, Allocation, Assignment, M
                          MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, QosClass,
                          Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus, VolumeState, decode, dumps,
                          volume_consumer)
-from vdcos.scheduler.core import qos
-from vdcos.scheduler.core.fit import fits
+from vdcos.model import qos
+from vdcos.model.fit import fits
 from vdcos.state import keys
 from vdcos.storagepool import volumes
 from vdcos.state.store import KV, Compare, Delete, Put, Store

@@ -22,8 +22,8 @@ from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Migration, Mi
                          VolumeState, decode, dumps)
 from vdcos.nodeagent.driver import (DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver,
                                     MigrationCancelled)
-from vdcos.scheduler.core import qos
-from vdcos.scheduler.core.fit import fits
+from vdcos.model import qos
+from vdcos.model.fit import fits
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Get, Put, Store, StoreError, TxnResult
 from vdcos.storagepool import volumes

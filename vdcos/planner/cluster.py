@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from vdcos.model import DIMENSIONS, AffinityPolicy, Overcommit, QosClass, Resources
 from vdcos.planner.exact import Plan, solve
 from vdcos.planner.problem import Problem, ProblemError
-from vdcos.scheduler.core.fit import F64, Mask, allocatable, demand_vector, fit_matrix
+from vdcos.model.fit import F64, Mask, allocatable, demand_vector, fit_matrix
 from vdcos.scheduler.core.snapshot import ClusterSnapshot
 
 DISK = DIMENSIONS.index("disk_gib")

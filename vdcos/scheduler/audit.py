@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from vdcos.model import Allocation, NodeSpec, SchedulerConfig, decode
-from vdcos.scheduler.core.fit import allocatable, demand_vector
+from vdcos.model.fit import allocatable, demand_vector
 from vdcos.state import keys
 from vdcos.state.store import Store
 

@@ -23,7 +23,7 @@ import orjson
 
 from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass, QosPolicy,
                          SchedulerConfig, decode, policy_named)
-from vdcos.scheduler.core.fit import allocatable
+from vdcos.model.fit import allocatable
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms, derive, free_terms
 from vdcos.state import keys
 from vdcos.state.store import KV, Event, Get, Store

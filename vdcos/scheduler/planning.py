@@ -10,7 +10,8 @@ from vdcos.planner.cluster import Headroom, HostType, Unit, headroom, hosts_need
 from vdcos.planner.exact import Plan
 from vdcos.planner.problem import ProblemError
 from vdcos.scheduler.cache import ClusterCache, NodeView
-from vdcos.scheduler.core import Decision, Rejection, qos
+from vdcos.model import qos
+from vdcos.scheduler.core import Decision, Rejection
 from vdcos.scheduler.rebalancer import Cluster, Rebalancer, node_loss
 from vdcos.state.store import Store
 

@@ -30,10 +30,11 @@ from vdcos.migration import records
 from vdcos.model import (AllocEntry, Allocation, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
                          PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, VmSpec,
                          assignment_bytes, decode, dumps)
+from vdcos.model import qos
+from vdcos.model.fit import fit_columns, fits
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import (SOLO, Decision, Explanation, Lane, PlacementRequest, Rejection, explain,
-                                  fits, qos, schedule, schedule_batch)
-from vdcos.scheduler.core.fit import fit_columns
+                                  schedule, schedule_batch)
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 from vdcos.storagepool import volumes

@@ -17,7 +17,7 @@ from vdcos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Not
 from vdcos.model import (AllocEntry, Allocation, Assignment, NodeSpec, PlacementRecord, PoolKind, PoolStatus,
                          QosClass, Resources, SchedulerConfig, Snapshot, VmSpec, Volume, VolumeState, decode, dumps,
                          volume_consumer)
-from vdcos.scheduler.core.fit import Insufficient, fits
+from vdcos.model.fit import Insufficient, fits
 from vdcos.state import keys
 from vdcos.state.store import KV, Compare, Delete, Op, Put, Store
 from vdcos.storagepool import images

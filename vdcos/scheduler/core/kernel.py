@@ -17,6 +17,12 @@ from typing import Any, Callable
 import numpy as np
 from numba import njit, types
 
+from vdcos.model import fit
+
+# The fit rule itself, compiled: the loop below asks it per dimension, as fit_matrix asks it per
+# node. (numba's on-disk cache keys on this file only: a change to fit.py must clear it.)
+_short = njit(inline="always")(fit.short)
+
 # (node index or -1 when no node of the window is feasible, total score, first scorer's
 # normalized score, second's)
 Best = tuple[int, float, float, float]
@@ -55,12 +61,9 @@ def _best_in_window(widx: Any, start: int, k: int, util: Any, inv: Any, grad: An
         o = slot_of[j] if slot_of.shape[0] > 0 else -1
         ok = True
         for d in range(dims):
-            asked = demand[d]
-            if asked > 0:
-                if (ov_over[d, o] if o >= 0 else free_over[d, j]) < asked:
-                    ok = False
-                if guaranteed and (ov_physical[d, o] if o >= 0 else free_physical[d, j]) < asked:
-                    ok = False
+            if _short(ov_physical[d, o] if o >= 0 else free_physical[d, j],
+                      ov_over[d, o] if o >= 0 else free_over[d, j], demand[d], guaranteed):
+                ok = False
         if not ok:
             continue
         # w @ util + (w * demand) @ inv, demand @ grad and (demand * demand) @ inv_sq, summed in

@@ -23,8 +23,8 @@ from typing import Callable, Sequence, Union
 import numpy as np
 
 from vdcos.model import DIMENSIONS, AffinityPolicy, PlacementGroup, QosClass, QosPolicy, Strategy
-from vdcos.scheduler.core import qos
-from vdcos.scheduler.core.fit import (F64, OVERCOMMITTED, PHYSICAL, FitResult, Mask,
+from vdcos.model import qos
+from vdcos.model.fit import (F64, OVERCOMMITTED, PHYSICAL, FitResult, Mask,
                                       demand_vector, fit_matrix)
 from vdcos.scheduler.core.result import (Candidate, Decision, DimensionShortfall, Explanation,
                                          FilterOutcome, PlacementRequest, Rejection)

@@ -8,7 +8,7 @@ import numpy as np
 
 from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, PlacementGroup, QosPolicy, SchedulerConfig,
                          policy_named)
-from vdcos.scheduler.core.fit import F64, Mask, allocatable, demand_vector
+from vdcos.model.fit import F64, Mask, allocatable, demand_vector
 
 
 Floats = tuple[float, ...]

@@ -1,9 +1,12 @@
 """The one fit function.
 
-The scheduler calls `fit_matrix` over every node at once; commit-time validation calls it
-through `fit_columns`, one column per decision of the batch, and node agent admission through
-`fits`, one column, so the three can never disagree about what fits (nomad#13017 is what
-happens when they do).
+The rule is written once, in `short`. NumPy applies them to every node
+at once in `fit_matrix`; commit-time validation calls that through `fit_columns`, one column
+per decision of the batch, and node agent admission, migrations and volumes through `fits`,
+one column; the scheduler's compiled decision loop (vdcos/scheduler/core/kernel.py) compiles
+that same function for its scalars. So no two of them can disagree about what fits
+(nomad#13017 is what happens when they do). It lives with the model, not the scheduler,
+because every layer that admits something asks it (kube-scheduler exports Fits to the kubelet).
 
 Two pools per node and dimension:
 - physical: capacity. Guaranteed reservations must fit here.
@@ -14,6 +17,7 @@ has room for their size, so they are the first to be refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -35,6 +39,15 @@ class Insufficient:
     free: int
 
 
+def short(free_physical: Any, free_over: Any, asked: Any, guaranteed: Any) -> Any:
+    """The rule, for one dimension: asked for (a dimension at 0 is not asked for and never rules
+    a node out) and more than the overcommitted pool has free or, for a guaranteed VM
+    (`guaranteed`: a bool, or a mask broadcast over the nodes), than the physical pool has.
+    Plain operators only: it takes NumPy arrays, broadcast, and scalars, and numba compiles it
+    as it is. One pool alone is asked by giving the other infinite room."""
+    return ((free_over < asked) | (guaranteed & (free_physical < asked))) & (asked > 0)
+
+
 class FitResult:
     """`ok` (N,): the nodes the demand fits. The shortfalls, (D, N) masks per dimension, are
     worked out only when read (a refusal's explanation): a placement needs `ok` alone. They
@@ -49,16 +62,11 @@ class FitResult:
 
     @property
     def short_overcommitted(self) -> Mask:
-        d = self._demand
-        return np.asarray((self._free_over < d) & (d > 0))
+        return np.asarray(short(np.inf, self._free_over, self._demand, False))
 
     @property
     def short_physical(self) -> Mask:
-        d, g = self._demand, self._guaranteed
-        short = (self._free_physical < d) & (d > 0)
-        if isinstance(g, bool):
-            return short if g else np.zeros_like(short)
-        return np.asarray(short & g)
+        return np.asarray(short(self._free_physical, np.inf, self._demand, self._guaranteed))
 
 
 def allocatable(capacity: F64, overcommit: Overcommit) -> F64:
@@ -72,13 +80,7 @@ def fit_matrix(free_physical: F64, free_overcommitted: F64, demand: F64, qos_cla
     (N,) mask of the guaranteed ones. A dimension not asked for (0) never rules a node out."""
     d = demand[:, None] if demand.ndim == 1 else demand
     guaranteed = qos_class is QosClass.GUARANTEED if isinstance(qos_class, QosClass) else qos_class
-    # A dimension not asked for is compared with -inf, which no free amount is short of:
-    # fewer ops than masking each comparison.
-    asked = np.where(d > 0, d, -np.inf)
-    bad = (free_overcommitted < asked).any(axis=0)
-    if guaranteed is not False:
-        short = (free_physical < asked).any(axis=0)
-        bad |= short if guaranteed is True else short & guaranteed
+    bad = short(free_physical, free_overcommitted, d, guaranteed).any(axis=0)
     return FitResult(np.asarray(~bad), free_physical, free_overcommitted, d, guaranteed)
 
 
