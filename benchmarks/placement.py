@@ -276,7 +276,7 @@ def start_scheduler(endpoint: str, base: Path, *extra: str) -> tuple[subprocess.
     serves (its log in base/scheduler.log)."""
     port_file = base / "sched.port"
     log = open(base / "scheduler.log", "wb")
-    sched = subprocess.Popen([sys.executable, "-m", "vdcos.scheduler", "--etcd", endpoint,
+    sched = subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", endpoint,
                               "--port-file", str(port_file), *extra], stdout=log, stderr=log)
     while not port_file.exists():
         if sched.poll() is not None:
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     from vdcos.scheduler.audit import over_capacity
     from vdcos.state import keys
     from vdcos.state.etcd import EtcdStore
-    from vdcos.state.etcd_server import stop_pid
+    from vdcos.process import stop_pid
 
     sched_args = ("--io-threads", "8", "--max-batch", str(args.max_batch), "--linger-ms", str(args.linger_ms),
                   *(("--cpu-wakeup-latency-us", str(wakeup_us)) if wakeup_us is not None else ()))

@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from vdcos.planner.cluster import Move, verify
     from vdcos.scheduler.cache import ClusterCache
-    from vdcos.scheduler.rebalancer import Cluster
+    from vdcos.controllers.rebalancer import Cluster
     from vdcos.state.etcd import EtcdStore
-    from vdcos.state.etcd_server import stop_pid
+    from vdcos.process import stop_pid
     from vdcos.v1 import capacity_service_pb2 as cap_pb
     from vdcos.v1 import capacity_service_pb2_grpc as cap_grpc
     from vdcos.v1 import node_service_pb2 as node_pb

@@ -18,7 +18,7 @@ from vdcos.model import NodeSpec, Resources, pairs
 from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.sim import SimDriver
 from vdcos.storagepool.pool import SimPools
-from vdcos.scheduler.server import SchedulerServer, create_server
+from vdcos.apiserver.server import SchedulerServer, create_server
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.etcd_server import EtcdServer

@@ -24,7 +24,7 @@ from vdcos.images import counters, ensure
 from vdcos.model import Allocation, NodeStatus, decode
 from vdcos.nodeagent.libvirt.driver import QEMU_OVERHEAD_MIB
 from vdcos.state import keys
-from vdcos.state.etcd_server import _alive
+from vdcos.process import alive
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import node_service_pb2 as node_pb
@@ -81,7 +81,7 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     yield d
     d.close()
     down(home)
-    assert not any(p.pid > 0 and _alive(p.pid) for p in d.state.procs), "down left processes behind"
+    assert not any(p.pid > 0 and alive(p.pid) for p in d.state.procs), "down left processes behind"
     left = [c for c in cgroups for ctl in ("cpu", "memory", "cpuset") if Path("/sys/fs/cgroup", ctl, c).exists()]
     assert not left, f"down left cgroups behind: {left}"
 
@@ -199,7 +199,7 @@ def test_agent_restart_adopts_the_running_guest(dc: Dc, booted: str) -> None:
     boots = dc.console(node).count("GUEST-BOOTED")
     pid, cmd = _agent(dc, node)
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not _alive(pid))
+    wait_until(lambda: not alive(pid))
     new = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_until(lambda: (kv := dc.store.get(keys.node_status(node))) is not None

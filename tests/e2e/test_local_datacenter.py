@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import wait_until
 from vdcos.cli.localdc import LocalDatacenter
 from vdcos.host.wakeup import DEVICE, current
-from vdcos.state.etcd_server import _alive
+from vdcos.process import alive
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def dc(tmp_path: Path) -> Iterator[Path]:
     state = LocalDatacenter.load(home)
     vdcos(home, "down", check=False)
     if state:
-        assert not any(_alive(p.pid) for p in state.procs), "vdcos down left processes behind"
+        assert not any(alive(p.pid) for p in state.procs), "vdcos down left processes behind"
 
 
 def test_up_is_idempotent_and_down_stops_everything(dc: Path) -> None:
@@ -161,7 +161,7 @@ def test_agent_restart_adopts_running_vms_and_creates_nothing_twice(dc: Path) ->
     before = {d["name"]: d["uuid"] for d in json.loads(domains.read_text())}
     pid, cmd = _agent(dc, node)
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not _alive(pid))
+    wait_until(lambda: not alive(pid))
     new = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         wait_until(lambda: jq(dc, "vm", "show", "v0")["status"]["phase"] == "VM_PHASE_RUNNING", timeout=15)  # type: ignore[index]

@@ -25,7 +25,7 @@ from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 from vdcos.vswitch import probe
 from vdcos.vswitch.controller import device_name
-from vdcos.vswitch.ovsdb import Ovsdb
+from vdcos.host.ovsdb import Ovsdb
 
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 HOSTS = ("host-1", "host-2", "host-3")

@@ -21,7 +21,8 @@ from vdcos.scheduler.audit import over_capacity
 from vdcos.scheduler.worker import dumps
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
-from vdcos.state.etcd_server import EtcdServer, stop_pid
+from vdcos.process import stop_pid
+from vdcos.state.etcd_server import EtcdServer
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 
@@ -36,7 +37,7 @@ def start_replicas(etcd: str, tmp: Path, n: int) -> list[tuple[subprocess.Popen[
     for i in range(n):
         port_file = tmp / f"sched{i}.port"
         log = open(tmp / f"sched{i}.log", "wb")
-        p = subprocess.Popen([sys.executable, "-m", "vdcos.scheduler", "--etcd", etcd, "--port-file", str(port_file),
+        p = subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", etcd, "--port-file", str(port_file),
                               "--io-threads", "4"], stdout=log, stderr=log, start_new_session=True)
         out.append((p, str(port_file)))
     addrs = []

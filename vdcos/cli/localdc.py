@@ -14,7 +14,8 @@ from pathlib import Path
 
 from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
 from vdcos.host.network import HostNetwork, remove_fabric
-from vdcos.state.etcd_server import EtcdServer, _alive, stop_pid
+from vdcos.process import alive, stop_pid
+from vdcos.state.etcd_server import EtcdServer
 
 
 def home_dir() -> Path:
@@ -58,7 +59,7 @@ class LocalDatacenter:
         return cls(**d)
 
     def alive(self) -> dict[str, bool]:
-        return {p.name: p.pid > 0 and _alive(p.pid) for p in self.procs}
+        return {p.name: p.pid > 0 and alive(p.pid) for p in self.procs}
 
 
 def _spawn(home: Path, name: str, argv: list[str]) -> Proc:
@@ -106,7 +107,7 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
         port_file = home / "scheduler.port"
         port_file.unlink(missing_ok=True)
         py = sys.executable
-        argv = [py, "-m", "vdcos.scheduler", "--etcd", etcd.endpoint, "--listen", "127.0.0.1:0",
+        argv = [py, "-m", "vdcos.apiserver", "--etcd", etcd.endpoint, "--listen", "127.0.0.1:0",
                 "--port-file", str(port_file)]
         if cpu_wakeup_latency_us is not None:
             argv += ["--cpu-wakeup-latency-us", str(cpu_wakeup_latency_us)]
@@ -137,7 +138,7 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
         dc.save()
         deadline = time.monotonic() + timeout
         while not port_file.exists():
-            if time.monotonic() > deadline or not _alive(dc.procs[1].pid):
+            if time.monotonic() > deadline or not alive(dc.procs[1].pid):
                 raise RuntimeError(f"scheduler did not start; see {dc.procs[1].log}")
             time.sleep(0.05)
         dc.scheduler = f"127.0.0.1:{port_file.read_text().strip()}"
@@ -159,7 +160,7 @@ def _wait_nodes(dc: LocalDatacenter, hosts: int, deadline: float) -> None:
             nodes = c.nodes.ListNodes(npb.ListNodesRequest(), timeout=5).nodes
             if sum(n.state == pb.NODE_STATE_READY for n in nodes) >= hosts:
                 return
-            dead = [p.name for p in dc.procs if not _alive(p.pid)]
+            dead = [p.name for p in dc.procs if not alive(p.pid)]
             if dead or time.monotonic() > deadline:
                 raise RuntimeError(f"nodes did not register (dead: {dead or 'none'}); logs in {dc.home}/logs")
             time.sleep(0.1)
@@ -181,7 +182,7 @@ def down(home: Path, *, keep_logs: bool = True) -> list[str]:
             if net is not None:
                 net.stop()
                 stopped.append(f"switch of {net.name} (netns {net.netns})")
-        elif _alive(p.pid):
+        elif alive(p.pid):
             stop_pid(p.pid)
             stopped.append(f"{p.name} (pid {p.pid})")
     if (home / "datacenter-id").exists():

@@ -13,7 +13,7 @@ import grpc
 import yaml
 from google.protobuf import json_format
 
-from vdcos.api import validate
+from vdcos.apiserver import validate
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error, describe_status, rejection_lines
 from vdcos.host.wakeup import DEVICE as WAKEUP_DEVICE

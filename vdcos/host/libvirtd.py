@@ -24,7 +24,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vdcos.state.etcd_server import _alive
+from vdcos.process import alive
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "blkio", "unified")
@@ -86,7 +86,7 @@ class LibvirtHost:
 
     def running(self) -> bool:
         pid = self.pid()
-        return bool(pid) and _alive(pid)
+        return bool(pid) and alive(pid)
 
     # --- config -------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -218,7 +218,7 @@ migration_port_max = {pmin + 63}
             pid = int(self.path("run", "libvirtd.pid").read_text())
         except (OSError, ValueError):
             return
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
     def stop(self, grace: float = 10.0) -> None:
@@ -240,11 +240,11 @@ migration_port_max = {pmin + 63}
             pid = self.pid()
             os.kill(pid, signal.SIGTERM)  # the subreaper forwards it to libvirtd
             deadline = time.monotonic() + grace
-            while _alive(pid) and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-                _alive(pid)
+                alive(pid)
         # QEMUs that outlived a killed daemon: recorded pid files only, and only real QEMUs.
         for qpid in self.qemu_pids():
             try:

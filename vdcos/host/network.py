@@ -24,7 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vdcos.state.etcd_server import _alive
+from vdcos.host.ovsdb import Ovsdb
+from vdcos.process import alive
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 UNDERLAY = "172.30"   # <UNDERLAY>.<dc>.<i>/24 on br-phy
@@ -124,7 +125,7 @@ class HostNetwork:
 
     def vswitchd_pid(self) -> int:
         pid = self._pid("ovs-vswitchd")
-        return pid if pid and _alive(pid) else 0
+        return pid if pid and alive(pid) else 0
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> HostNetwork:
@@ -148,8 +149,6 @@ class HostNetwork:
             sh("ip", "-n", ns, "link", "set", "eth-mg", "up")
         self._start_ovsdb()
         self.start_vswitchd()
-        from vdcos.vswitch.ovsdb import Ovsdb
-
         db = Ovsdb(self.db_socket)
         try:
             db.ensure_bridge("br-phy", datapath_type="netdev", fail_mode="standalone",
@@ -167,7 +166,7 @@ class HostNetwork:
 
     def _start_ovsdb(self) -> None:
         pid = self._pid("ovsdb-server")
-        if pid and _alive(pid):
+        if pid and alive(pid):
             return
         db = self.ovs_dir / "conf.db"
         if not db.exists():
@@ -177,7 +176,7 @@ class HostNetwork:
                         f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
                         f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"],
                        env=self._env(), check=True, capture_output=True, timeout=30)
-        from vdcos.vswitch.ovsdb import Ovsdb
+        from vdcos.host.ovsdb import Ovsdb
 
         c = Ovsdb(self.db_socket)
         c.init()
@@ -206,7 +205,7 @@ class HostNetwork:
         """Stops both daemons by their pid files and deletes the namespace. Safe to call twice."""
         for daemon in ("ovs-vswitchd", "ovsdb-server"):
             pid = self._pid(daemon)
-            if pid and _alive(pid) and _is(pid, daemon):
+            if pid and alive(pid) and _is(pid, daemon):
                 os.kill(pid, signal.SIGTERM)
                 if not _wait_gone(pid, 5):
                     os.kill(pid, signal.SIGKILL)

@@ -12,19 +12,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, TypeVar
 
-from vdcos.errors import Aborted, FailedPrecondition, NotFound, ResourceExhausted
-from vdcos.model import (ActiveMigrations, AllocEntry, Allocation, Assignment, Migration, MigrationOptions,
+from vdcos.errors import FailedPrecondition, NotFound, ResourceExhausted
+from vdcos.model import (ActiveMigrations, Allocation, AllocEntry, Assignment, Migration, MigrationOptions,
                          MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, QosClass,
-                         Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus, VolumeState, decode, dumps,
+                         Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus, VolumeState, decode, dumps, qos,
                          volume_consumer)
-from vdcos.model import qos
 from vdcos.model.fit import fits
 from vdcos.state import keys
-from vdcos.storagepool import volumes
+from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import KV, Compare, Delete, Put, Store
+from vdcos.storagepool import volumes
 
 RETRIES = 16
 T = TypeVar("T")
@@ -37,16 +37,6 @@ def new_id() -> str:
 def group_hold(vm: str, mid: str) -> str:
     """The group member that keeps a hard rule true on the destination during the move."""
     return f"{vm}>{mid}"
-
-
-@dataclass
-class _Txn:
-    compares: list[Compare]
-    ops: list[Put | Delete]
-
-    def guard(self, key: str, kv: KV | None) -> None:
-        self.compares.append(Compare(key, "mod", "==", kv.mod_revision) if kv
-                             else Compare(key, "create", "==", 0))
 
 
 def _decode(cls: type[T], kv: KV | None) -> T | None:
@@ -69,21 +59,22 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
     """Reserve the destination and record the migration, or say why not. The caller (the
     scheduler) chose the destination; this re-checks everything against the records it commits."""
     mid = mid or new_id()
-    for _ in range(RETRIES):
-        spec_kv = store.get(keys.vm_spec(vm))
-        place_kv = store.get(keys.vm_placement(vm))
-        if spec_kv is None or place_kv is None:
+
+    def attempt(r: Reads) -> Write[Migration]:
+        r.load(keys.vm_spec(vm), keys.vm_placement(vm), keys.vm_migration(vm), keys.CONFIG, keys.ACTIVE_MIGRATIONS)
+        spec, place = r.get(VmSpec, keys.vm_spec(vm)), r.get(PlacementRecord, keys.vm_placement(vm))
+        if spec is None or place is None:
             raise NotFound(f"VM {vm!r} not found or not placed yet")
-        spec = decode(VmSpec, json.loads(spec_kv.value))
-        place = decode(PlacementRecord, json.loads(place_kv.value))
         source = place.node
         if destination == source:
             raise FailedPrecondition(f"VM {vm} already runs on {source}")
-        mig_kv = store.get(keys.vm_migration(vm))
+        mig_kv = r.kv(keys.vm_migration(vm))
         if mig_kv is not None:
             raise FailedPrecondition(f"VM {vm} is already migrating ({mig_kv.value.decode()})")
         pairs = volumes.records(store, vm=vm)
-        local, v_kvs = [v for v, _ in pairs if v.ties_to_host], {v.name: kv for v, kv in pairs}
+        local = [v for v, _ in pairs if v.ties_to_host]
+        for _, kv in pairs:  # a snapshot taken meanwhile changes its volume: no race with it
+            r.track(kv)
         for v, _ in pairs:
             if v.snapshotting:
                 raise FailedPrecondition(f"VM {vm}'s volume {v.name} is being snapshotted ({v.snapshotting}); "
@@ -92,25 +83,25 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
             if v.state is not VolumeState.AVAILABLE or v.migration:
                 raise FailedPrecondition(f"VM {vm}'s volume {v.name} is {v.state.value}"
                                          + (f" and moving ({v.migration})" if v.migration else ""))
-        status = _decode(VmStatus, store.get(keys.vm_status(vm)))
+        # The VM's status and the nodes' specs and status change on their own (the agents write
+        # them): read, not compared, but the destination's status must be the same lease's.
+        status = _decode(VmStatus, r.peek(keys.vm_status(vm)))
         if status is None or status.phase is not VmPhase.RUNNING:
             raise FailedPrecondition(f"VM {vm} is not running (only a running VM live-migrates)")
-        node_kv = store.get(keys.node_spec(destination))
-        if node_kv is None:
+        dest_node = _decode(NodeSpec, r.peek(keys.node_spec(destination)))
+        if dest_node is None:
             raise NotFound(f"node {destination!r} not found")
-        dest_node = decode(NodeSpec, json.loads(node_kv.value))
-        src_node = _decode(NodeSpec, store.get(keys.node_spec(source)))
+        src_node = _decode(NodeSpec, r.peek(keys.node_spec(source)))
         if src_node is not None and src_node.driver != dest_node.driver:
             raise FailedPrecondition(f"{source} runs {src_node.driver}, {destination} runs {dest_node.driver}")
-        status_kv = store.get(keys.node_status(destination))
+        status_kv = r.peek(keys.node_status(destination))
         if status_kv is None:
             raise ResourceExhausted(f"node {destination} is NotReady (its agent's lease expired)")
-        if store.get(keys.node_cordon(destination)) is not None:
+        r.load(keys.node_cordon(destination), keys.alloc(source), keys.alloc(destination))
+        if r.kv(keys.node_cordon(destination)) is not None:
             raise ResourceExhausted(f"node {destination} is cordoned")
-        config_kv = store.get(keys.CONFIG)
-        config = _decode(SchedulerConfig, config_kv) or SchedulerConfig()
-        active_kv = store.get(keys.ACTIVE_MIGRATIONS)
-        active = _decode(ActiveMigrations, active_kv) or ActiveMigrations()
+        config = r.get(SchedulerConfig, keys.CONFIG) or SchedulerConfig()
+        active = r.get(ActiveMigrations, keys.ACTIVE_MIGRATIONS) or ActiveMigrations()
         if len(active.entries) >= config.max_migrations:
             raise ResourceExhausted(f"{len(active.entries)} migrations in flight, the cluster limit is "
                                 f"{config.max_migrations}")
@@ -118,10 +109,8 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
             if active.count(host) >= config.max_migrations_per_host:
                 raise ResourceExhausted(f"{host} already has {active.count(host)} migrations in flight "
                                     f"(limit {config.max_migrations_per_host} per host)")
-        src_kv = store.get(keys.alloc(source))
-        dst_kv = store.get(keys.alloc(destination))
-        src = _decode(Allocation, src_kv) or Allocation(source)
-        dst = _decode(Allocation, dst_kv) or Allocation(destination)
+        src = r.get(Allocation, keys.alloc(source)) or Allocation(source)
+        dst = r.get(Allocation, keys.alloc(destination)) or Allocation(destination)
         entry = next((e for e in src.entries if e.vm == vm), None)
         if entry is None:
             raise FailedPrecondition(f"VM {vm} holds no allocation on {source}")
@@ -138,61 +127,44 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
             raise ResourceExhausted(f"{destination} cannot take {vm}"
                                     + (f" and its {copies.disk_gib} GiB of local volumes" if local else "")
                                     + f": {why}")
-        txn = _Txn([], [])
-        group_kv = None
+        ops: list[Put | Delete] = []
         if spec.placement_group:
-            group_kv = store.get(keys.group(spec.placement_group))
-            group = _decode(PlacementGroup, group_kv)
+            group = r.get(PlacementGroup, keys.group(spec.placement_group))
             if group is not None:
                 if not group.without(vm).admits(destination):
                     raise ResourceExhausted(f"{destination} would break the {group.policy.value} rule of "
-                                        f"group {group.name}")
-                txn.ops.append(Put(keys.group(group.name), dumps(group.with_member(group_hold(vm, mid), destination))))
-            txn.guard(keys.group(spec.placement_group), group_kv)
+                                            f"group {group.name}")
+                ops.append(Put(keys.group(group.name), dumps(group.with_member(group_hold(vm, mid), destination))))
         now = time.time()
         m = Migration(mid, vm, source, destination, MigrationPhase.PENDING, options, now, now)
-        for key, kv in ((keys.vm_spec(vm), spec_kv), (keys.vm_placement(vm), place_kv), (keys.vm_migration(vm), None),
-                        (keys.alloc(source), src_kv), (keys.alloc(destination), dst_kv),
-                        (keys.ACTIVE_MIGRATIONS, active_kv), (keys.node_cordon(destination), None),
-                        (keys.CONFIG, config_kv)):
-            txn.guard(key, kv)
-        for kv in v_kvs.values():  # a snapshot taken meanwhile changes its volume: no race with it
-            txn.guard(kv.key, kv)
-        txn.compares.append(Compare(keys.node_status(destination), "create", "==", status_kv.create_revision))
         for v in local:
             src_vol = next((e for e in src.entries if e.vm == volume_consumer(v.name)), None)
             if src_vol is not None:
                 src = src.with_entry(replace(src_vol, held_by=mid))
             dst = dst.with_entry(AllocEntry(volume_consumer(v.name), QosClass.GUARANTEED, Resources(disk_gib=v.size_gib)))
-            txn.ops.append(Put(keys.volume(v.name), dumps(replace(v, migration=mid, moving_to=destination,
-                                                                  target_path="", message=""))))
-        txn.ops += [
+            ops.append(Put(keys.volume(v.name), dumps(replace(v, migration=mid, moving_to=destination,
+                                                              target_path="", message=""))))
+        ops += [
             Put(keys.alloc(source), dumps(src.with_entry(replace(entry, held_by=mid)))),
             Put(keys.alloc(destination), dumps(dst.with_entry(replace(entry, held_by="")))),
             Put(keys.ACTIVE_MIGRATIONS, dumps(active.with_(m))),
             Put(keys.vm_migration(vm), mid.encode()),
             Put(keys.migration(mid), dumps(m)),
         ]
-        if store.txn(txn.compares, txn.ops).succeeded:
-            return m
-    raise Aborted(f"migration of {vm} lost {RETRIES} races in a row; try again")
+        return Write(m, ops, [Compare(keys.node_status(destination), "create", "==", status_kv.create_revision)])
+    return read_modify_write(store, attempt, f"migration of {vm}", attempts=RETRIES)
 
 
 def update(store: Store, mid: str, change: Callable[[Migration], Migration | None]) -> Migration | None:
     """Compare-and-swap on the record; `change` returns None to leave it alone."""
-    for _ in range(RETRIES):
-        kv = store.get(keys.migration(mid))
-        if kv is None:
-            return None
-        m = decode(Migration, json.loads(kv.value))
-        new = change(m)
+    def attempt(r: Reads) -> Write[Migration | None]:
+        m = r.get(Migration, keys.migration(mid))
+        new = None if m is None else change(m)
         if new is None:
-            return m
+            return Write(m)
         new = replace(new, updated_at=time.time())
-        if store.txn([Compare(keys.migration(mid), "mod", "==", kv.mod_revision)],
-                     [Put(keys.migration(mid), dumps(new))]).succeeded:
-            return new
-    raise Aborted(f"migration {mid}: too many concurrent updates")
+        return Write(new, [Put(keys.migration(mid), dumps(new))])
+    return read_modify_write(store, attempt, f"migration {mid}", attempts=RETRIES)
 
 
 def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
@@ -201,46 +173,41 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
     """COMPLETED moves the VM to the destination; FAILED/CANCELLED leaves it on the source.
     Nothing happens unless the record is still in one of `only_from`."""
     assert phase.done
-    for _ in range(RETRIES):
-        m_kv = store.get(keys.migration(mid))
-        if m_kv is None:
+
+    def attempt(r: Reads) -> Write[Migration]:
+        outcome, why = phase, message
+        m = r.get(Migration, keys.migration(mid))
+        if m is None:
             raise NotFound(f"migration {mid!r} not found")
-        m = decode(Migration, json.loads(m_kv.value))
         if m.phase not in only_from:
-            return m
+            return Write(m)
         vm = m.vm
-        txn = _Txn([], [])
-        reads: dict[str, KV | None] = {k: store.get(k) for k in (
-            keys.alloc(m.source), keys.alloc(m.destination), keys.vm_placement(vm), keys.vm_spec(vm),
-            keys.ACTIVE_MIGRATIONS, keys.assign(m.source, vm))}
-        for k, kv in reads.items():
-            txn.guard(k, kv)
-        txn.guard(keys.migration(mid), m_kv)
-        src = _decode(Allocation, reads[keys.alloc(m.source)]) or Allocation(m.source)
-        dst = _decode(Allocation, reads[keys.alloc(m.destination)]) or Allocation(m.destination)
-        active = _decode(ActiveMigrations, reads[keys.ACTIVE_MIGRATIONS]) or ActiveMigrations()
-        spec = _decode(VmSpec, reads[keys.vm_spec(vm)])
-        place = _decode(PlacementRecord, reads[keys.vm_placement(vm)])
-        assignment = _decode(Assignment, reads[keys.assign(m.source, vm)])
+        ops: list[Put | Delete] = []
+        r.load(keys.alloc(m.source), keys.alloc(m.destination), keys.vm_placement(vm), keys.vm_spec(vm),
+               keys.ACTIVE_MIGRATIONS, keys.assign(m.source, vm))
+        src = r.get(Allocation, keys.alloc(m.source)) or Allocation(m.source)
+        dst = r.get(Allocation, keys.alloc(m.destination)) or Allocation(m.destination)
+        active = r.get(ActiveMigrations, keys.ACTIVE_MIGRATIONS) or ActiveMigrations()
+        spec = r.get(VmSpec, keys.vm_spec(vm))
+        place = r.get(PlacementRecord, keys.vm_placement(vm))
+        assignment = r.get(Assignment, keys.assign(m.source, vm))
         entry = next((e for e in src.entries if e.vm == vm), None)
         moving = [(v, kv) for v, kv in volumes.records(store) if v.migration == mid]
-        for v, kv in moving:
-            txn.guard(keys.volume(v.name), kv)
-        group_kv = store.get(keys.group(spec.placement_group)) if spec and spec.placement_group else None
-        group = _decode(PlacementGroup, group_kv)
+        for _, kv in moving:
+            r.track(kv)
+        group = r.get(PlacementGroup, keys.group(spec.placement_group)) if spec and spec.placement_group else None
         if group is not None:
-            txn.guard(keys.group(group.name), group_kv)
             group = group.without(group_hold(vm, mid))
         now = time.time()
-        completed = phase is MigrationPhase.COMPLETED and place is not None and assignment is not None
+        completed = outcome is MigrationPhase.COMPLETED and place is not None and assignment is not None
         if completed:
             assert place is not None and assignment is not None
             # The copies are the volumes now; the source agent removes the old files.
             for v, _ in moving:
                 src = src.without(volume_consumer(v.name))
-                txn.ops.append(Put(keys.volume(v.name), dumps(replace(
+                ops.append(Put(keys.volume(v.name), dumps(replace(
                     v, host=m.destination, path=v.target_path, migration="", moving_to="", target_path=""))))
-            txn.ops += [
+            ops += [
                 Put(keys.alloc(m.source), dumps(src.without(vm))),
                 Put(keys.vm_placement(vm), dumps(replace(place, node=m.destination, placed_at=now))),
                 Delete(keys.assign(m.source, vm)),
@@ -251,8 +218,8 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
             if group is not None:
                 group = group.with_member(vm, m.destination)
         else:
-            if phase is MigrationPhase.COMPLETED:
-                phase, message = MigrationPhase.FAILED, "the VM was deleted during its migration"
+            if outcome is MigrationPhase.COMPLETED:
+                outcome, why = MigrationPhase.FAILED, "the VM was deleted during its migration"
             # The destination's copies are given up: their space freed here, their files
             # removed by the destination's agent (no record owns them any more).
             for v, _ in moving:
@@ -260,18 +227,17 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
                 held = next((e for e in src.entries if e.vm == volume_consumer(v.name)), None)
                 if held is not None:
                     src = src.with_entry(replace(held, held_by=""))
-                txn.ops.append(Put(keys.volume(v.name), dumps(replace(
+                ops.append(Put(keys.volume(v.name), dumps(replace(
                     v, migration="", moving_to="", target_path=""))))
-            txn.ops.append(Put(keys.alloc(m.destination), dumps(dst.without(vm))))
+            ops.append(Put(keys.alloc(m.destination), dumps(dst.without(vm))))
             if entry is not None:
                 src = src.with_entry(replace(entry, held_by=""))
-            txn.ops.append(Put(keys.alloc(m.source), dumps(src)))
+            ops.append(Put(keys.alloc(m.source), dumps(src)))
         if group is not None:
-            txn.ops.append(Put(keys.group(group.name), dumps(group)))
-        final = replace(m, phase=phase, message=message, updated_at=now, downtime_ms=downtime_ms,
+            ops.append(Put(keys.group(group.name), dumps(group)))
+        final = replace(m, phase=outcome, message=why, updated_at=now, downtime_ms=downtime_ms,
                         total_ms=total_ms, progress=progress or m.progress)
-        txn.ops += [Put(keys.ACTIVE_MIGRATIONS, dumps(active.without(mid))), Delete(keys.vm_migration(vm)),
-                    Put(keys.migration(mid), dumps(final))]
-        if store.txn(txn.compares, txn.ops).succeeded:
-            return final
-    raise Aborted(f"migration {mid}: could not record its outcome after {RETRIES} attempts")
+        ops += [Put(keys.ACTIVE_MIGRATIONS, dumps(active.without(mid))), Delete(keys.vm_migration(vm)),
+                Put(keys.migration(mid), dumps(final))]
+        return Write(final, ops)
+    return read_modify_write(store, attempt, f"the outcome of migration {mid}", attempts=RETRIES)

@@ -297,3 +297,4 @@ class VmStatus:
     message: str = ""
     updated_at: float = 0.0
     cpu_time_ns: int = 0
+    memory_used_mib: int = 0

@@ -24,17 +24,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable,
-                          Unschedulable)
+from vdcos.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable, Unschedulable
 from vdcos.migration import records
-from vdcos.model import (AllocEntry, Allocation, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
-                         PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, VmSpec,
-                         assignment_bytes, decode, dumps)
-from vdcos.model import qos
+from vdcos.model import (Allocation, AllocEntry, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
+                         PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, VmSpec, assignment_bytes,
+                         decode, dumps, qos)
 from vdcos.model.fit import fit_columns, fits
 from vdcos.scheduler.cache import ClusterCache
-from vdcos.scheduler.core import (SOLO, Decision, Explanation, Lane, PlacementRequest, Rejection, explain,
-                                  schedule, schedule_batch)
+from vdcos.scheduler.core import (SOLO, Decision, Explanation, Lane, PlacementRequest, Rejection, explain, schedule,
+                                  schedule_batch)
+from vdcos.scheduler.placer import Placed
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 from vdcos.storagepool import volumes
@@ -46,13 +45,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 64
 LINGER_MS = 3.0  # how long a batch may wait for the callers it expects (see _next_batch)
 _CALLERS = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Placed:
-    spec: VmSpec
-    record: PlacementRecord
-    revision: int
 
 
 @dataclass

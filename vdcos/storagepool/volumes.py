@@ -14,15 +14,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from vdcos.model import (AllocEntry, Allocation, Assignment, NodeSpec, PlacementRecord, PoolKind, PoolStatus,
+from vdcos.model import (Allocation, AllocEntry, Assignment, NodeSpec, PlacementRecord, PoolKind, PoolStatus,
                          QosClass, Resources, SchedulerConfig, Snapshot, VmSpec, Volume, VolumeState, decode, dumps,
                          volume_consumer)
 from vdcos.model.fit import Insufficient, fits
 from vdcos.state import keys
+from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import KV, Compare, Delete, Op, Put, Store
 from vdcos.storagepool import images
 
-ATTEMPTS = 20
 MAX_SIZE_GIB = 16384
 
 
@@ -77,23 +77,19 @@ def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, im
     if image and size_gib * 1024 < images.CATALOG[image].size_mib:
         why = f"image {image} needs at least {images.CATALOG[image].size_mib} MiB"
         raise InvalidArgument(f"volume.size_gib: {why}", details=[("volume.size_gib", why)])
-    for _ in range(ATTEMPTS):
-        if store.get(keys.volume(name)) is not None:
+
+    def attempt(r: Reads) -> Write[Volume]:
+        r.load(keys.volume(name), keys.node_spec(host), keys.alloc(host), keys.CONFIG)
+        if r.kv(keys.volume(name)) is not None:
             raise AlreadyExists(f"volume {name!r} already exists")
-        node_kv = store.get(keys.node_spec(host))
-        if node_kv is None:
+        if r.kv(keys.node_spec(host)) is None:
             raise NotFound(f"node {host!r} not found")
         vol = Volume(name, pool, size_gib, host, image, created_at=time.time(),
                      snapshot=snapshot.name if snapshot else "")
-        compares = [Compare(keys.volume(name), "create", "==", 0)]
-        if snapshot is not None:
-            compares.append(Compare(keys.snapshot(snapshot.name), "create", "!=", 0))
-        ops: list[Op] = [Put(keys.volume(name), dumps(vol))]
-        held = reserve(store, pool, host, volume_consumer(name), size_gib, size_gib,
-                       f"volume {name} needs {size_gib} GiB")
-        if store.txn(compares + held[0], ops + held[1]).succeeded:
-            return vol
-    raise ResourceExhausted(f"volume {name}: too many concurrent changes on {host}; try again")
+        held = reserve(r, pool, host, volume_consumer(name), size_gib, size_gib, f"volume {name} needs {size_gib} GiB")
+        return Write(vol, [Put(keys.volume(name), dumps(vol)), *held],
+                     [Compare(keys.snapshot(snapshot.name), "create", "!=", 0)] if snapshot is not None else [])
+    return read_modify_write(store, attempt, f"volume {name}")
 
 
 def restore_source(store: Store, name: str, size_gib: int) -> Snapshot:
@@ -113,56 +109,51 @@ def restore_source(store: Store, name: str, size_gib: int) -> Snapshot:
 
 def update(store: Store, name: str, change: Callable[[Volume], Volume | None]) -> Volume:
     """Compare-and-swap on one volume record; `change` returns None to leave it alone."""
-    for _ in range(ATTEMPTS):
-        kv = store.get(keys.volume(name))
-        if kv is None:
-            raise NotFound(f"volume {name!r} not found")
-        vol = decode(Volume, json.loads(kv.value))
+    def attempt(r: Reads) -> Write[Volume]:
+        vol = _volume(r, name)
         new = change(vol)
-        if new is None:
-            return vol
-        if store.txn([Compare(keys.volume(name), "mod", "==", kv.mod_revision)],
-                     [Put(keys.volume(name), dumps(new))]).succeeded:
-            return new
-    raise ResourceExhausted(f"volume {name}: too many concurrent updates; try again")
+        return Write(vol) if new is None else Write(new, [Put(keys.volume(name), dumps(new))])
+    return read_modify_write(store, attempt, f"volume {name}")
+
+
+def _volume(r: Reads, name: str) -> Volume:
+    vol = r.get(Volume, keys.volume(name))
+    if vol is None:
+        raise NotFound(f"volume {name!r} not found")
+    return vol
 
 
 def delete(store: Store, name: str, *, detach_first: bool = False) -> None:
     """Remove the record and give back its space; the host's agent then removes the file."""
-    for _ in range(ATTEMPTS):
-        kv = store.get(keys.volume(name))
-        if kv is None:
-            raise NotFound(f"volume {name!r} not found")
-        vol = decode(Volume, json.loads(kv.value))
+    def attempt(r: Reads) -> Write[None]:
+        vol = _volume(r, name)
         if vol.vm and not detach_first:
             raise FailedPrecondition(f"volume {name} is attached to VM {vol.vm}; detach it or delete the VM")
         if vol.snapshotting and not detach_first:
             raise FailedPrecondition(f"volume {name} is being snapshotted ({vol.snapshotting}); delete it when "
                                      "the snapshot is taken")
-        compares = [Compare(keys.volume(name), "mod", "==", kv.mod_revision)]
         ops: list[Op] = [Delete(keys.volume(name))]
         # A volume deleted while its VM migrates also gives back the space of its copy.
         for host in (vol.host, vol.moving_to) if vol.pool is PoolKind.LOCAL else ():
             if host:
-                freed = release(store, host, volume_consumer(name))
-                compares += freed[0]
-                ops += freed[1]
-        if store.txn(compares, ops).succeeded:
-            return
-    raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
+                ops += release(r, host, volume_consumer(name))
+        return Write(None, ops)
+    read_modify_write(store, attempt, f"volume {name}")
 
 
 def attach_all(store: Store, vm: str, names: tuple[str, ...]) -> list[Volume]:
     """Claim free volumes for a VM being created, all or none. Returns them in the VM's order."""
     if not names:
         return []
-    for _ in range(ATTEMPTS):
-        kvs = [store.get(keys.volume(n)) for n in names]
-        missing = [n for n, kv in zip(names, kvs) if kv is None]
+
+    def attempt(r: Reads) -> Write[list[Volume]]:
+        r.load(*(keys.volume(n) for n in names))
+        got = [r.get(Volume, keys.volume(n)) for n in names]
+        missing = [n for n, v in zip(names, got) if v is None]
         if missing:
             why = f"volume {missing[0]!r} not found"
             raise InvalidArgument(f"spec.volumes: {why}", details=[("spec.volumes", why)])
-        vols = [decode(Volume, json.loads(kv.value)) for kv in kvs if kv is not None]
+        vols = [v for v in got if v is not None]
         for v in vols:
             if v.vm and v.vm != vm:
                 raise FailedPrecondition(f"volume {v.name} is attached to VM {v.vm}")
@@ -172,12 +163,9 @@ def attach_all(store: Store, vm: str, names: tuple[str, ...]) -> list[Volume]:
         if len(local_hosts) > 1:
             raise FailedPrecondition(f"VM {vm}'s local volumes live on different hosts ({', '.join(local_hosts)}); "
                                      "one VM runs on one host")
-        compares = [Compare(keys.volume(v.name), "mod", "==", kv.mod_revision)
-                    for v, kv in zip(vols, kvs) if kv is not None]
         attached = [replace(v, vm=vm) for v in vols]
-        if store.txn(compares, [Put(keys.volume(v.name), dumps(v)) for v in attached]).succeeded:
-            return attached
-    raise ResourceExhausted(f"volumes of {vm}: too many concurrent changes; try again")
+        return Write(attached, [Put(keys.volume(v.name), dumps(v)) for v in attached])
+    return read_modify_write(store, attempt, f"volumes of {vm}")
 
 
 MAX_DISKS = 16
@@ -187,72 +175,60 @@ def resize(store: Store, name: str, size_gib: int) -> Volume:
     """Grow a volume: its new space accounted like a new volume's, in the same transaction. The
     file grows on the host that has it open (the VM's, live) or, if none, the volume's host."""
     check_size(size_gib, "size_gib")
-    for _ in range(ATTEMPTS):
-        kv = store.get(keys.volume(name))
-        if kv is None:
-            raise NotFound(f"volume {name!r} not found")
-        vol = decode(Volume, json.loads(kv.value))
+
+    def attempt(r: Reads) -> Write[Volume]:
+        vol = _volume(r, name)
         if size_gib < vol.size_gib:
             raise FailedPrecondition(f"volume {name} has {vol.size_gib} GiB; shrinking would cut off what the "
                                      "guest wrote there, so volumes only grow")
         if size_gib == vol.size_gib:
-            return vol
+            return Write(vol)
         if vol.state is not VolumeState.AVAILABLE or vol.migration or vol.snapshotting:
             doing = "moving" if vol.migration else "being snapshotted" if vol.snapshotting else vol.state.value
             raise FailedPrecondition(f"volume {name} is {doing}; resize it when it is available")
         extra = size_gib - vol.size_gib
-        compares = [Compare(keys.volume(name), "mod", "==", kv.mod_revision)]
         new = replace(vol, size_gib=size_gib)
-        ops: list[Op] = [Put(keys.volume(name), dumps(new))]
-        held = reserve(store, vol.pool, vol.host, volume_consumer(name), size_gib, extra,
+        held = reserve(r, vol.pool, vol.host, volume_consumer(name), size_gib, extra,
                        f"volume {name} needs {extra} GiB more")
-        if store.txn(compares + held[0], ops + held[1]).succeeded:
-            return new
-    raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
+        return Write(new, [Put(keys.volume(name), dumps(new)), *held])
+    return read_modify_write(store, attempt, f"volume {name}")
 
 
-def reserve(store: Store, pool: PoolKind, host: str, consumer: str, size_gib: int, needed_gib: int,
-            what: str) -> tuple[list[Compare], list[Op]]:
+def reserve(r: Reads, pool: PoolKind, host: str, consumer: str, size_gib: int, needed_gib: int,
+            what: str) -> list[Op]:
     """Account `needed_gib` more GiB for a volume or snapshot, or refuse with `what` (the words
     after "N GiB free, "). Local: `consumer`'s entry on `host` becomes `size_gib`, written in the
-    caller's transaction and compared on the record's revision. Shared: checked against the
-    free space the hosts report; nothing to write."""
+    caller's transaction, which compares the record read. Shared: checked against the free space
+    the hosts report; nothing to write."""
     if pool is PoolKind.SHARED:
-        free = shared_available_gib(store)
+        free = shared_available_gib(r.store)
         if free < needed_gib:
             raise ResourceExhausted(f"the shared pool has {free:.1f} GiB free, {what}")
-        return [], []
-    alloc_kv, alloc, short = local_room(store, host, needed_gib)
+        return []
+    alloc, short = local_room(r, host, needed_gib)
     if short:
         raise ResourceExhausted(f"{host}'s local pool has {short[0].free} GiB free, {what}")
     entry = AllocEntry(consumer, QosClass.GUARANTEED, Resources(disk_gib=size_gib))
-    return ([Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision if alloc_kv else 0)],
-            [Put(keys.alloc(host), dumps(alloc.with_entry(entry)))])
+    return [Put(keys.alloc(host), dumps(alloc.with_entry(entry)))]
 
 
-def release(store: Store, host: str, consumer: str) -> tuple[list[Compare], list[Op]]:
+def release(r: Reads, host: str, consumer: str) -> list[Op]:
     """Give back `consumer`'s space on `host`, in the caller's transaction."""
-    alloc_kv = store.get(keys.alloc(host))
-    if alloc_kv is None:
-        return [], []
-    alloc = decode(Allocation, json.loads(alloc_kv.value))
-    return ([Compare(keys.alloc(host), "mod", "==", alloc_kv.mod_revision)],
-            [Put(keys.alloc(host), dumps(alloc.without(consumer)))])
+    alloc = r.get(Allocation, keys.alloc(host))
+    return [] if alloc is None else [Put(keys.alloc(host), dumps(alloc.without(consumer)))]
 
 
-def local_room(store: Store, host: str, gib: int) -> tuple[KV | None, Allocation, list[Insufficient]]:
+def local_room(r: Reads, host: str, gib: int) -> tuple[Allocation, list[Insufficient]]:
     """The host's allocation record, and what falls short if `gib` more go there (empty when
     they fit): the same fit function as every placement."""
-    alloc_kv = store.get(keys.alloc(host))
-    alloc = decode(Allocation, json.loads(alloc_kv.value)) if alloc_kv else Allocation(host)
-    node_kv = store.get(keys.node_spec(host))
-    if node_kv is None:
+    r.load(keys.alloc(host), keys.node_spec(host), keys.CONFIG)
+    alloc = r.get(Allocation, keys.alloc(host)) or Allocation(host)
+    node = r.get(NodeSpec, keys.node_spec(host))
+    if node is None:
         raise NotFound(f"node {host!r} not found")
-    config_kv = store.get(keys.CONFIG)
-    config = decode(SchedulerConfig, json.loads(config_kv.value)) if config_kv else SchedulerConfig()
-    capacity = decode(NodeSpec, json.loads(node_kv.value)).capacity
-    short = fits(capacity, config.overcommit, alloc, Resources(disk_gib=gib), QosClass.GUARANTEED)
-    return alloc_kv, alloc, short
+    config = r.get(SchedulerConfig, keys.CONFIG) or SchedulerConfig()
+    short = fits(node.capacity, config.overcommit, alloc, Resources(disk_gib=gib), QosClass.GUARANTEED)
+    return alloc, short
 
 
 def attach(store: Store, name: str, vm: str) -> Volume:
@@ -267,11 +243,8 @@ def detach_one(store: Store, name: str) -> Volume:
 
 
 def _change_attachment(store: Store, name: str, vm: str, *, attach: bool) -> Volume:
-    for _ in range(ATTEMPTS):
-        vol_kv = store.get(keys.volume(name))
-        if vol_kv is None:
-            raise NotFound(f"volume {name!r} not found")
-        vol = decode(Volume, json.loads(vol_kv.value))
+    def attempt(r: Reads) -> Write[Volume]:
+        vol = _volume(r, name)
         if attach and vol.vm:
             raise FailedPrecondition(f"volume {name} is attached to VM {vol.vm}" + (
                 "" if vol.vm == vm else "; detach it first"))
@@ -281,35 +254,28 @@ def _change_attachment(store: Store, name: str, vm: str, *, attach: bool) -> Vol
             raise FailedPrecondition(f"volume {name} is {vol.state.value}" + (f": {vol.message}" if vol.message else ""))
         if vol.snapshotting:
             raise FailedPrecondition(f"volume {name} is being snapshotted ({vol.snapshotting}); try when it is taken")
-        vm = vm or vol.vm
-        spec_kv, place_kv = store.get(keys.vm_spec(vm)), store.get(keys.vm_placement(vm))
-        if spec_kv is None or place_kv is None:
-            raise NotFound(f"VM {vm!r} not found or not placed yet")
-        spec = decode(VmSpec, json.loads(spec_kv.value))
-        node = decode(PlacementRecord, json.loads(place_kv.value)).node
-        if store.get(keys.vm_migration(vm)) is not None:
-            raise FailedPrecondition(f"VM {vm} is migrating; change its volumes when it has arrived")
+        owner = vm or vol.vm
+        r.load(keys.vm_spec(owner), keys.vm_placement(owner), keys.vm_migration(owner))
+        spec, place = r.get(VmSpec, keys.vm_spec(owner)), r.get(PlacementRecord, keys.vm_placement(owner))
+        if spec is None or place is None:
+            raise NotFound(f"VM {owner!r} not found or not placed yet")
+        node = place.node
+        if r.kv(keys.vm_migration(owner)) is not None:
+            raise FailedPrecondition(f"VM {owner} is migrating; change its volumes when it has arrived")
         if attach and vol.ties_to_host and vol.host != node:
-            raise FailedPrecondition(f"volume {name} lives in {vol.host}'s local pool and VM {vm} runs on {node}; "
+            raise FailedPrecondition(f"volume {name} lives in {vol.host}'s local pool and VM {owner} runs on {node}; "
                                      "only a shared-pool volume attaches across hosts")
         if attach and len(spec.volumes) >= MAX_DISKS:
-            raise FailedPrecondition(f"VM {vm} already has {MAX_DISKS} volumes, the most one VM takes")
+            raise FailedPrecondition(f"VM {owner} already has {MAX_DISKS} volumes, the most one VM takes")
         new_spec = replace(spec, volumes=(*spec.volumes, name) if attach else
                            tuple(v for v in spec.volumes if v != name))
-        assign_kv = store.get(keys.assign(node, vm))
-        compares = [Compare(keys.volume(name), "mod", "==", vol_kv.mod_revision),
-                    Compare(keys.vm_spec(vm), "mod", "==", spec_kv.mod_revision),
-                    Compare(keys.vm_placement(vm), "mod", "==", place_kv.mod_revision),
-                    Compare(keys.vm_migration(vm), "create", "==", 0)]
-        new_vol = replace(vol, vm=vm if attach else "")
-        ops: list[Op] = [Put(keys.volume(name), dumps(new_vol)), Put(keys.vm_spec(vm), dumps(new_spec))]
-        if assign_kv is not None:
-            a = decode(Assignment, json.loads(assign_kv.value))
-            compares.append(Compare(keys.assign(node, vm), "mod", "==", assign_kv.mod_revision))
-            ops.append(Put(keys.assign(node, vm), dumps(replace(a, spec=new_spec))))
-        if store.txn(compares, ops).succeeded:
-            return new_vol
-    raise ResourceExhausted(f"volume {name}: too many concurrent changes; try again")
+        new_vol = replace(vol, vm=owner if attach else "")
+        ops: list[Op] = [Put(keys.volume(name), dumps(new_vol)), Put(keys.vm_spec(owner), dumps(new_spec))]
+        a = r.get(Assignment, keys.assign(node, owner))
+        if a is not None:
+            ops.append(Put(keys.assign(node, owner), dumps(replace(a, spec=new_spec))))
+        return Write(new_vol, ops)
+    return read_modify_write(store, attempt, f"volume {name}")
 
 
 def detach(store: Store, vm: str, vols: list[Volume]) -> None:

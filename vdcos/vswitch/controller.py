@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Callable
 
 from vdcos.host.network import OVERLAY_MTU, HostNetwork, NetworkError, netns_exists, sh
+from vdcos.host.ovsdb import Ovsdb, OvsdbError
 from vdcos.model import Nic, NodeSpec, Port, PortKind, decode
 from vdcos.state import keys
 from vdcos.state.store import KV, Delete, Event, Put, Store, StoreError
 from vdcos.vswitch import flows as F
-from vdcos.vswitch.ovsdb import Ovsdb, OvsdbError
 
 log = logging.getLogger("vdcos.vswitch")
 WATCHED = (keys.NODES, keys.NETWORKS, keys.PORTS, keys.BINDINGS)

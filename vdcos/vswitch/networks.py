@@ -15,6 +15,7 @@ from typing import Sequence
 from vdcos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from vdcos.model import Network, Port, PortKind, decode, dumps
 from vdcos.state import keys
+from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import Compare, Delete, Op, Put, Store
 
 VNI_MIN, VNI_MAX = 1000, (1 << 24) - 1
@@ -55,45 +56,41 @@ def list_networks(store: Store) -> list[Network]:
 
 def create(store: Store, name: str, cidr: str, vni: int = 0) -> Network:
     check_cidr(cidr)
-    for _ in range(ATTEMPTS):
-        if store.get(keys.network(name)) is not None:
+
+    def attempt(r: Reads) -> Write[Network]:
+        if r.kv(keys.network(name)) is not None:
             raise AlreadyExists(f"network {name!r} already exists")
         if vni:
-            holder = store.get(keys.vni(vni))
+            holder = r.kv(keys.vni(vni))
             if holder is not None:
                 raise AlreadyExists(f"VNI {vni} is used by network {holder.value.decode()!r}")
             chosen = vni
         else:
+            # Any free VNI will do: the commit compares the chosen one alone.
             kvs, _ = store.get_prefix(keys.VNIS)
             used = {int(keys.split(kv.key, keys.VNIS)[0]) for kv in kvs}
             chosen = next((v for v in range(VNI_MIN, VNI_MIN + len(used) + 1) if v not in used), 0)
         if not VNI_MIN <= chosen <= VNI_MAX:
             raise ResourceExhausted("no free VNI")
         network = Network(name, chosen, cidr, time.time())
-        res = store.txn([Compare(keys.network(name), "create", "==", 0), Compare(keys.vni(chosen), "create", "==", 0)],
-                        [Put(keys.network(name), dumps(network)), Put(keys.vni(chosen), name.encode())])
-        if res.succeeded:
-            return network
-    raise ResourceExhausted("too many concurrent network creations; try again")
+        return Write(network, [Put(keys.network(name), dumps(network)), Put(keys.vni(chosen), name.encode())],
+                     [Compare(keys.vni(chosen), "create", "==", 0)])
+    return read_modify_write(store, attempt, f"network {name}", attempts=ATTEMPTS)
 
 
 def delete(store: Store, name: str) -> None:
-    for _ in range(ATTEMPTS):
-        kv = store.get(keys.network(name))
-        if kv is None:
+    def attempt(r: Reads) -> Write[None]:
+        network = r.get(Network, keys.network(name))
+        if network is None:
             raise NotFound(f"network {name!r} not found")
-        network = decode(Network, json.loads(kv.value))
         ports, rev = store.get_prefix(f"{keys.PORTS}{name}/")
         if ports:
             names = ", ".join(sorted(keys.split(p.key, keys.PORTS)[1] for p in ports)[:10])
             raise FailedPrecondition(f"network {name!r} still has {len(ports)} port(s): {names}")
-        res = store.txn([Compare(keys.network(name), "mod", "==", kv.mod_revision),
-                         Compare(f"{keys.PORTS}{name}/", "create", "<", rev + 1, prefix=True)],
-                        [Delete(keys.network(name)), Delete(keys.vni(network.vni)),
-                         Delete(keys.network_ips(name), prefix=True)])
-        if res.succeeded:
-            return
-    raise ResourceExhausted("network kept changing; try again")
+        return Write(None, [Delete(keys.network(name)), Delete(keys.vni(network.vni)),
+                            Delete(keys.network_ips(name), prefix=True)],
+                     [Compare(f"{keys.PORTS}{name}/", "create", "<", rev + 1, prefix=True)])
+    read_modify_write(store, attempt, f"network {name}", attempts=ATTEMPTS)
 
 
 def _free_ip(net: ipaddress.IPv4Network, taken: set[str]) -> str:
@@ -112,18 +109,19 @@ def list_ports(store: Store, network: str = "") -> list[Port]:
 def create_ports(store: Store, requests: Sequence[tuple[str, str, PortKind, str, str, int]]) -> list[Port]:
     """Creates ports in one transaction: (network, name, kind, host, ip or "", mbps_limit) each.
     All or none: a VM's NICs exist together or not at all."""
-    for _ in range(ATTEMPTS):
+
+    def attempt(r: Reads) -> Write[list[Port]]:
         compares: list[Compare] = []
         ops: list[Op] = []
         ports: list[Port] = []
         taken_here: dict[str, set[str]] = {}
+        r.load(*(k for net_name, name, *_ in requests for k in (keys.network(net_name), keys.port(net_name, name))))
         for net_name, name, kind, host, ip, mbps in requests:
-            kv = store.get(keys.network(net_name))
-            if kv is None:
+            network = r.get(Network, keys.network(net_name))
+            if network is None:
                 raise NotFound(f"network {net_name!r} not found")
-            network = decode(Network, json.loads(kv.value))
             cidr = ipaddress.IPv4Network(network.cidr)
-            if store.get(keys.port(net_name, name)) is not None:
+            if r.kv(keys.port(net_name, name)) is not None:
                 raise AlreadyExists(f"port {name!r} already exists on network {net_name!r}")
             if net_name not in taken_here:
                 ips, _ = store.get_prefix(keys.network_ips(net_name))
@@ -142,13 +140,12 @@ def create_ports(store: Store, requests: Sequence[tuple[str, str, PortKind, str,
             port = Port(name, net_name, mac_for(network.vni, cidr, chosen), chosen, cidr.prefixlen, kind, host,
                         mbps, time.time())
             ports.append(port)
-            compares += [Compare(keys.network(net_name), "mod", "==", kv.mod_revision),
-                         Compare(keys.port(net_name, name), "create", "==", 0),
-                         Compare(keys.network_ip(net_name, chosen), "create", "==", 0)]
+            # Only the address taken is compared: ports taking others meanwhile do not conflict.
+            compares.append(Compare(keys.network_ip(net_name, chosen), "create", "==", 0))
             ops += [Put(keys.port(net_name, name), dumps(port)), Put(keys.network_ip(net_name, chosen), name.encode())]
-        if store.txn(compares, ops).succeeded:
-            return ports
-    raise ResourceExhausted("too many concurrent port allocations; try again")
+        return Write(ports, ops, compares)
+    return read_modify_write(store, attempt, "ports " + ", ".join(f"{n}/{p}" for n, p, *_ in requests),
+                             attempts=ATTEMPTS)
 
 
 def delete_ports(store: Store, ports: Sequence[Port]) -> None:

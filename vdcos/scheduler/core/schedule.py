@@ -22,12 +22,10 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 
-from vdcos.model import DIMENSIONS, AffinityPolicy, PlacementGroup, QosClass, QosPolicy, Strategy
-from vdcos.model import qos
-from vdcos.model.fit import (F64, OVERCOMMITTED, PHYSICAL, FitResult, Mask,
-                                      demand_vector, fit_matrix)
-from vdcos.scheduler.core.result import (Candidate, Decision, DimensionShortfall, Explanation,
-                                         FilterOutcome, PlacementRequest, Rejection)
+from vdcos.model import DIMENSIONS, AffinityPolicy, PlacementGroup, QosClass, QosPolicy, Strategy, qos
+from vdcos.model.fit import F64, OVERCOMMITTED, PHYSICAL, FitResult, Mask, demand_vector, fit_matrix
+from vdcos.scheduler.core.result import (Candidate, Decision, DimensionShortfall, Explanation, FilterOutcome,
+                                         PlacementRequest, Rejection)
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, Column, Floats, ScoreTerms
 
 TIE_EPSILON = 1e-9

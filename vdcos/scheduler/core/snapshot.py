@@ -6,10 +6,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, PlacementGroup, QosPolicy, SchedulerConfig,
-                         policy_named)
+from vdcos.model import DIMENSIONS, Allocation, NodeSpec, PlacementGroup, QosPolicy, SchedulerConfig, policy_named
 from vdcos.model.fit import F64, Mask, allocatable, demand_vector
-
 
 Floats = tuple[float, ...]
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vdcos.controllers.rebalancer import Cluster, Rebalancer, node_loss
 from vdcos.errors import FailedPrecondition, InvalidArgument, NotFound
-from vdcos.model import DEFAULT_POLICY, QosClass, QosPolicy, Rebalance, RebalanceGoal, Resources, VmSpec
+from vdcos.model import DEFAULT_POLICY, QosClass, QosPolicy, Rebalance, RebalanceGoal, Resources, VmSpec, qos
 from vdcos.planner.cluster import Headroom, HostType, Unit, headroom, hosts_needed, imbalance, stranded
 from vdcos.planner.exact import Plan
 from vdcos.planner.problem import ProblemError
 from vdcos.scheduler.cache import ClusterCache, NodeView
-from vdcos.model import qos
 from vdcos.scheduler.core import Decision, Rejection
-from vdcos.scheduler.rebalancer import Cluster, Rebalancer, node_loss
 from vdcos.state.store import Store
 
 # The shapes a report gives headroom for when none are asked (vCPUs, MiB), like a cloud's flavors.

@@ -25,7 +25,7 @@ from vdcos.planner.cluster import Move, RebalancePlan, Unit, balance, consolidat
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import Decision, PlacementRequest, Rejection, schedule_batch
 from vdcos.scheduler.core.snapshot import ClusterSnapshot
-from vdcos.scheduler.worker import Scheduler
+from vdcos.scheduler.placer import Placer
 from vdcos.state import keys
 from vdcos.state.store import Compare, Put, Store, StoreError
 from vdcos.storagepool import volumes
@@ -158,7 +158,7 @@ def _stuck(rb: Rebalance) -> str:
 
 
 class Rebalancer:
-    def __init__(self, store: Store, cache: ClusterCache, scheduler: Scheduler, *, poll_s: float = 0.2) -> None:
+    def __init__(self, store: Store, cache: ClusterCache, scheduler: Placer, *, poll_s: float = 0.2) -> None:
         self.store = store
         self.cache = cache
         self.scheduler = scheduler

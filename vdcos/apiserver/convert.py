@@ -3,17 +3,16 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vdcos.model import (PoolKind, PoolStatus, Snapshot, Volume, VolumeState, AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
-                         PlacementRecord, Port, PortKind, QosClass, QosPolicy, Rebalance, RebalanceGoal, RebalanceMode,
-                         RebalanceState, Resources, SchedulerConfig,
-                         Strategy,
-                         VmPhase, VmSpec, pairs)
-from vdcos.scheduler.cache import NodeView
-from vdcos.scheduler.core import Candidate, Rejection
+from vdcos.apiserver.operations import CapacitySummary, VmRecord
+from vdcos.apiserver.planning import CapacityReport
+from vdcos.model import (AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
+                         PlacementRecord, PoolKind, PoolStatus, Port, PortKind, QosClass, QosPolicy, Rebalance,
+                         RebalanceGoal, RebalanceMode, RebalanceState, Resources, SchedulerConfig, Snapshot, Strategy,
+                         VmPhase, VmSpec, Volume, VolumeState, pairs)
 from vdcos.model.fit import allocatable, demand_vector
 from vdcos.planner.cluster import Headroom
-from vdcos.scheduler.operations import CapacitySummary, VmRecord
-from vdcos.scheduler.planning import CapacityReport
+from vdcos.scheduler.cache import NodeView
+from vdcos.scheduler.core import Candidate, Rejection
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb

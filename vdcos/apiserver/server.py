@@ -18,22 +18,27 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vdcos.apiserver.capacity import CapacityServicer
+from vdcos.apiserver.migration import MigrationServicer
+from vdcos.apiserver.network import NetworkServicer
+from vdcos.apiserver.node import NodeServicer
+from vdcos.apiserver.operations import Operations
+from vdcos.apiserver.placement import PlacementServicer
+from vdcos.apiserver.policy import QosPolicyServicer
+from vdcos.apiserver.vm import VmServicer
+from vdcos.apiserver.volume import VolumeServicer
 from vdcos.host.wakeup import CpuWakeupLatency
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.collector import FrozenOldGeneration
-from vdcos.scheduler.operations import Operations
 from vdcos.scheduler.replicas import Replicas
-from vdcos.scheduler.service import (CapacityServicer, MigrationServicer, NetworkServicer, NodeServicer,
-                                     PlacementServicer, QosPolicyServicer, VmServicer, VolumeServicer)
 from vdcos.scheduler.worker import LINGER_MS, MAX_BATCH, Scheduler
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
 from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration_service_pb2,
-                      network_service_pb2, network_service_pb2_grpc,
-                      migration_service_pb2_grpc, node_service_pb2,
+                      migration_service_pb2_grpc, network_service_pb2, network_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
-                      qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2,
-                      vm_service_pb2_grpc, volume_service_pb2, volume_service_pb2_grpc)
+                      qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2, vm_service_pb2_grpc,
+                      volume_service_pb2, volume_service_pb2_grpc)
 
 log = logging.getLogger("vdcos.scheduler")
 

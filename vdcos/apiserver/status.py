@@ -11,7 +11,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from vdcos.api.convert import rejection_to_pb
+from vdcos.apiserver.convert import rejection_to_pb
 from vdcos.errors import InvalidArgument, Unschedulable, VdcosError
 from vdcos.state.store import StoreError
 

@@ -12,17 +12,18 @@ from typing import Sequence
 
 import numpy as np
 
+from vdcos.apiserver.planning import Planning
+from vdcos.controllers.rebalancer import Rebalancer
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, PoolKind,
                          PoolStatus, Port, PortKind, QosPolicy, Resources, SchedulerConfig, Snapshot, VmPhase, VmSpec,
-                         VmStatus, Volume, decode)
+                         VmStatus, Volume, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
-from vdcos.scheduler.planning import Planning
-from vdcos.scheduler.rebalancer import Rebalancer
-from vdcos.scheduler.worker import Placed, Scheduler, dumps
+from vdcos.scheduler.placer import Placed, Placer
 from vdcos.state import keys
+from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import KV, Compare, Delete, Put, Store
 from vdcos.storagepool import snapshots, volumes
 from vdcos.vswitch import networks
@@ -52,7 +53,7 @@ class CapacitySummary:
 
 
 class Operations:
-    def __init__(self, store: Store, cache: ClusterCache, scheduler: Scheduler) -> None:
+    def __init__(self, store: Store, cache: ClusterCache, scheduler: Placer) -> None:
         self.store = store
         self.cache = cache
         self.scheduler = scheduler
@@ -310,26 +311,25 @@ class Operations:
     # --- QoS policies -----------------------------------------------------------------------
     def create_policy(self, policy: QosPolicy, update_existing: bool = False) -> tuple[QosPolicy, bool]:
         key = keys.policy(policy.name)
-        for _ in range(10):
-            current = self.store.get(key)
-            if current is not None and not update_existing:
+
+        def attempt(r: Reads) -> Write[tuple[QosPolicy, bool]]:
+            old = r.get(QosPolicy, key)
+            if old is not None and not update_existing:
                 raise AlreadyExists(f"QoS policy {policy.name!r} already exists (use update_existing to replace it)")
-            compares = [Compare(key, "mod", "==", current.mod_revision if current else 0)]
-            if current is not None:
-                old = decode(QosPolicy, json.loads(current.value))
-                if old.qos_class is not policy.qos_class:
-                    compares.append(self._no_placement_since_cache())
-                    users = self.cache.policy_users(policy.name)
-                    if users:
-                        raise FailedPrecondition(
-                            f"QoS policy {policy.name!r} cannot change class from {old.qos_class.value} to "
-                            f"{policy.qos_class.value} while {len(users)} VMs use it (first: {users[0]})")
-            res = self.store.txn(compares, [Put(key, dumps(policy))])
-            if res.succeeded:
-                self.cache.apply_kvs([KV(key, dumps(policy), res.revision, res.revision)], res.revision)
-                return policy, current is None
-            self.cache.wait_for_revision(res.revision)
-        raise FailedPrecondition(f"QoS policy {policy.name!r} kept changing; retry")
+            compares: list[Compare] = []
+            if old is not None and old.qos_class is not policy.qos_class:
+                compares.append(self._no_placement_since_cache())
+                users = self.cache.policy_users(policy.name)
+                if users:
+                    raise FailedPrecondition(
+                        f"QoS policy {policy.name!r} cannot change class from {old.qos_class.value} to "
+                        f"{policy.qos_class.value} while {len(users)} VMs use it (first: {users[0]})")
+            return Write((policy, old is None), [Put(key, dumps(policy))], compares)
+
+        def committed(rev: int) -> None:
+            self.cache.apply_kvs([KV(key, dumps(policy), rev, rev)], rev)
+        return read_modify_write(self.store, attempt, f"QoS policy {policy.name!r}", attempts=10,
+                                 on_commit=committed, on_conflict=self.cache.wait_for_revision)
 
     def _no_placement_since_cache(self) -> Compare:
         """True only if no allocation changed after what the cache has seen: makes an
@@ -348,17 +348,14 @@ class Operations:
 
     def delete_policy(self, name: str) -> None:
         key = keys.policy(name)
-        for _ in range(10):
-            current = self.store.get(key)
-            if current is None:
+
+        def attempt(r: Reads) -> Write[None]:
+            if r.kv(key) is None:
                 raise NotFound(f"QoS policy {name!r} not found")
             self.scheduler.check_policy_unused(name)
-            res = self.store.txn([Compare(key, "mod", "==", current.mod_revision),
-                                  self._no_placement_since_cache()], [Delete(key)])
-            if res.succeeded:
-                return
-            self.cache.wait_for_revision(res.revision)
-        raise FailedPrecondition(f"QoS policy {name!r} kept changing; retry")
+            return Write(None, [Delete(key)], [self._no_placement_since_cache()])
+        read_modify_write(self.store, attempt, f"QoS policy {name!r}", attempts=10,
+                          on_conflict=self.cache.wait_for_revision)
 
     # --- nodes ------------------------------------------------------------------------------
     def node(self, name: str) -> NodeView:

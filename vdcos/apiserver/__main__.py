@@ -1,0 +1,5 @@
+import sys
+
+from vdcos.apiserver.server import main
+
+sys.exit(main())

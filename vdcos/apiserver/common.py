@@ -1,0 +1,57 @@
+"""What every servicer module shares: the servicer context type, blocking calls kept off the
+event loop, name checks, and etcd watches as async generators."""
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator, Callable, TypeVar
+
+import grpc
+import grpc.aio
+
+from vdcos.apiserver import validate
+from vdcos.apiserver.operations import Operations
+from vdcos.state.store import Event
+
+Ctx = grpc.aio.ServicerContext
+T = TypeVar("T")
+
+
+async def blocking(fn: Callable[..., T], *args: object) -> T:
+    """etcd reads and writes block: keep them off the event loop."""
+    return await asyncio.to_thread(fn, *args)
+
+
+def check_name(value: str, field: str = "name") -> None:
+    out: validate.Violations = []
+    validate.name(value, field, out)
+    validate.check(out)
+
+
+def check_node_and_reason(name: str, reason: str) -> None:
+    """A node named for cordoning or draining, and the reason given."""
+    out: validate.Violations = []
+    validate.name(name, "name", out)
+    if len(reason) > 256:
+        out.append(("reason", "at most 256 characters"))
+    validate.check(out)
+
+
+async def watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncIterator[tuple[list[Event], int]]:
+    """etcd watch -> async generator, from `start_revision` (default: from now on); the watch is
+    cancelled when the client goes away or the generator is closed."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[list[Event], int] | None] = asyncio.Queue(maxsize=10_000)
+    if not start_revision:
+        _, rev = await blocking(ops.store.get_prefix, prefix + "\x00none")  # the current revision
+        start_revision = rev + 1
+    cancel = ops.store.watch_prefix(prefix, start_revision,
+                                    lambda evs, r: loop.call_soon_threadsafe(q.put_nowait, (evs, r)),
+                                    lambda e: loop.call_soon_threadsafe(q.put_nowait, None))
+    try:
+        while True:
+            item = await q.get()
+            if item is None:
+                return
+            yield item
+    finally:
+        cancel()

@@ -1,0 +1,152 @@
+"""VmService: create (one, a stream, a batch), get, list, delete and watch VMs."""
+from __future__ import annotations
+
+import asyncio
+from typing import AsyncIterator
+
+from vdcos.apiserver import convert, validate
+from vdcos.apiserver.common import Ctx, blocking, check_name, watch
+from vdcos.apiserver.operations import Operations, VmRecord
+from vdcos.apiserver.status import as_status, rpc, stream_rpc
+from vdcos.model import VmSpec
+from vdcos.state import keys
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.v1 import vm_service_pb2_grpc as vm_grpc
+
+STREAM_IN_FLIGHT = 256  # requests of one CreateVms stream being placed at once
+MAX_BATCH_CREATE = 1000
+
+
+
+def _create_violations(request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest, field: str = "") -> validate.Violations:
+    violations = validate.vm_spec(request.spec, f"{field}spec") if request.HasField("spec") \
+        else [(f"{field}spec", "is required")]
+    if len(request.request_id) > 128:
+        violations.append((f"{field}request_id", "at most 128 characters"))
+    return violations
+
+
+def _create_request(request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest) -> VmSpec:
+    validate.check(_create_violations(request))
+    return convert.vm_spec_from_pb(request.spec)
+
+
+def _batch_create_request(request: vm_pb.BatchCreateVmsRequest) -> list[VmSpec]:
+    """All of the batch, or INVALID_ARGUMENT naming every bad request in it."""
+    n = len(request.requests)
+    if not 1 <= n <= MAX_BATCH_CREATE:
+        validate.check([("requests", f"between 1 and {MAX_BATCH_CREATE} VMs, got {n}")])
+    violations: validate.Violations = []
+    first: dict[str, int] = {}
+    for i, req in enumerate(request.requests):
+        violations += _create_violations(req, f"requests[{i}].")
+        if req.spec.name and (j := first.setdefault(req.spec.name, i)) != i:
+            violations.append((f"requests[{i}].spec.name", f"{req.spec.name!r} is also requests[{j}]"))
+    validate.check(violations)
+    return [convert.vm_spec_from_pb(req.spec) for req in request.requests]
+
+
+def _result(req: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest, got: VmRecord | Exception,
+            out: vm_pb.CreateVmsResponse | None = None) -> vm_pb.CreateVmsResponse:
+    answer = vm_pb.CreateVmsResponse() if out is None else out
+    if isinstance(got, Exception):
+        answer.error.CopyFrom(as_status(got))
+    else:
+        convert.vm_to_pb(got, answer.vm)
+    answer.name, answer.request_id = req.spec.name, req.request_id
+    return answer
+
+
+class VmServicer(vm_grpc.VmServiceServicer):
+    def __init__(self, ops: Operations) -> None:
+        self.ops = ops
+
+    @rpc
+    async def CreateVm(self, request: vm_pb.CreateVmRequest, context: Ctx) -> vm_pb.CreateVmResponse:
+        rec = await self.ops.create_vm_async(_create_request(request), request.request_id)
+        answer = vm_pb.CreateVmResponse()
+        convert.vm_to_pb(rec, answer.vm)
+        return answer
+
+    async def _answer(self, req: vm_pb.CreateVmsRequest) -> vm_pb.CreateVmsResponse:
+        """One VM of a stream: placed, or the status CreateVm would have failed with."""
+        try:
+            got: VmRecord | Exception = await self.ops.create_vm_async(_create_request(req), req.request_id)
+        except Exception as e:
+            got = e
+        return _result(req, got)
+
+    async def CreateVms(self, requests: AsyncIterator[vm_pb.CreateVmsRequest],
+                        context: Ctx) -> AsyncIterator[vm_pb.CreateVmsResponse]:
+        """Each request is placed concurrently with the others (the worker batches them) and
+        answered as soon as it is decided; at most STREAM_IN_FLIGHT wait at once, so a client
+        that sends faster than we place is slowed down, not buffered without bound."""
+        answers: asyncio.Queue[vm_pb.CreateVmsResponse | None] = asyncio.Queue()
+        room = asyncio.Semaphore(STREAM_IN_FLIGHT)
+
+        async def one(req: vm_pb.CreateVmsRequest) -> None:
+            try:
+                answers.put_nowait(await self._answer(req))
+            finally:
+                room.release()
+
+        async def read() -> None:
+            tasks: set[asyncio.Task[None]] = set()
+            try:
+                async for req in requests:
+                    await room.acquire()
+                    t = asyncio.create_task(one(req))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.wait(tasks)
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (answer := await answers.get()) is not None:
+                yield answer
+            await reader  # a broken request stream ends the call with its error
+        finally:
+            reader.cancel()
+
+    @rpc
+    async def BatchCreateVms(self, request: vm_pb.BatchCreateVmsRequest,
+                             context: Ctx) -> vm_pb.BatchCreateVmsResponse:
+        specs = _batch_create_request(request)
+        got = await self.ops.create_vms_async([(s, r.request_id) for s, r in zip(specs, request.requests)])
+        answer = vm_pb.BatchCreateVmsResponse()
+        add = answer.results.add
+        for r, g in zip(request.requests, got):
+            _result(r, g, add())
+        return answer
+
+    @rpc
+    async def GetVm(self, request: vm_pb.GetVmRequest, context: Ctx) -> vm_pb.GetVmResponse:
+        check_name(request.name)
+        return vm_pb.GetVmResponse(vm=convert.vm_to_pb(await blocking(self.ops.get_vm, request.name)))
+
+    @rpc
+    async def ListVms(self, request: vm_pb.ListVmsRequest, context: Ctx) -> vm_pb.ListVmsResponse:
+        if request.node:
+            check_name(request.node, "node")
+        return vm_pb.ListVmsResponse(vms=[convert.vm_to_pb(r) for r in await blocking(self.ops.list_vms, request.node)])
+
+    @rpc
+    async def DeleteVm(self, request: vm_pb.DeleteVmRequest, context: Ctx) -> vm_pb.DeleteVmResponse:
+        check_name(request.name)
+        await blocking(self.ops.delete_vm, request.name, request.keep_volumes)
+        return vm_pb.DeleteVmResponse()
+
+    @stream_rpc
+    async def WatchVms(self, request: vm_pb.WatchVmsRequest, context: Ctx) -> AsyncIterator[vm_pb.WatchVmsResponse]:
+        async for events, rev in watch(self.ops, keys.VMS):
+            for name in dict.fromkeys(keys.split(e.kv.key, keys.VMS)[0] for e in events):
+                try:
+                    vm = convert.vm_to_pb(await blocking(self.ops.get_vm, name))
+                    kind = pb.EVENT_TYPE_PUT
+                except Exception:
+                    vm, kind = pb.Vm(spec=pb.VmSpec(name=name)), pb.EVENT_TYPE_DELETE
+                yield vm_pb.WatchVmsResponse(type=kind, vm=vm, revision=rev)

@@ -1,4 +1,0 @@
-from vdcos.scheduler.server import main
-import sys
-
-sys.exit(main())
