@@ -3,7 +3,7 @@ event loop, name checks, and etcd watches as async generators."""
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Callable, TypeVar
+from typing import AsyncGenerator, Callable, TypeVar
 
 import grpc
 import grpc.aio
@@ -36,7 +36,7 @@ def check_node_and_reason(name: str, reason: str) -> None:
     validate.check(out)
 
 
-async def watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncIterator[tuple[list[Event], int]]:
+async def watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncGenerator[tuple[list[Event], int], None]:
     """etcd watch -> async generator, from `start_revision` (default: from now on); the watch is
     cancelled when the client goes away or the generator is closed."""
     loop = asyncio.get_running_loop()
@@ -44,9 +44,13 @@ async def watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncI
     if not start_revision:
         _, rev = await blocking(ops.store.get_prefix, prefix + "\x00none")  # the current revision
         start_revision = rev + 1
-    cancel = ops.store.watch_prefix(prefix, start_revision,
-                                    lambda evs, r: loop.call_soon_threadsafe(q.put_nowait, (evs, r)),
-                                    lambda e: loop.call_soon_threadsafe(q.put_nowait, None))
+
+    def events(evs: list[Event], rev: int) -> None:
+        loop.call_soon_threadsafe(q.put_nowait, (evs, rev))
+
+    def ended(_: Exception) -> None:
+        loop.call_soon_threadsafe(q.put_nowait, None)
+    cancel = ops.store.watch_prefix(prefix, start_revision, events, ended)
     try:
         while True:
             item = await q.get()

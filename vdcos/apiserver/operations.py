@@ -12,13 +12,15 @@ from typing import Sequence
 
 import numpy as np
 
+from vdcos.apiserver.planner_pool import PlannerPool
 from vdcos.apiserver.planning import Planning
 from vdcos.controllers.rebalancer import Rebalancer
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, PoolKind,
-                         PoolStatus, Port, PortKind, QosPolicy, Resources, SchedulerConfig, Snapshot, VmPhase, VmSpec,
-                         VmStatus, Volume, decode, dumps)
+                         PoolStatus, Port, PortKind, QosClass, QosPolicy, Resources, SchedulerConfig, Snapshot, VmPhase,
+                         VmSpec, VmStatus, Volume, decode, dumps)
+from vdcos.model.fit import demand_vector, fit_matrix
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
 from vdcos.scheduler.placer import Placed, Placer
@@ -58,7 +60,8 @@ class Operations:
         self.cache = cache
         self.scheduler = scheduler
         self.rebalancer = Rebalancer(store, cache, scheduler)
-        self.planning = Planning(store, cache, self.rebalancer)
+        self.planner_pool = PlannerPool()
+        self.planning = Planning(store, cache, self.rebalancer, self.planner_pool)
 
     # --- VMs ------------------------------------------------------------------------------
     async def create_vm_async(self, spec: VmSpec, request_id: str = "") -> VmRecord:
@@ -105,7 +108,7 @@ class Operations:
                 left[0] -= 1
                 if left[0]:
                     return
-            loop.call_soon_threadsafe(lambda: all_decided.done() or all_decided.set_result(None))
+            loop.call_soon_threadsafe(lambda: None if all_decided.done() else all_decided.set_result(None))
 
         for f in futures:
             f.add_done_callback(decided)
@@ -186,20 +189,24 @@ class Operations:
         return volumes.create(self.store, name, pool, size_gib, host, image, source)
 
     def _volume_host(self, pool: PoolKind, size_gib: int) -> str:
-        """A local volume goes to the ready host with the most free disk; a shared one is made by
+        """A local volume goes to the ready host with the most free disk that it fits (the one
+        fit function: a volume's space is a guaranteed reservation); a shared one is made by
         any ready host (the one with the most free disk, to spread the work)."""
         snap = self.cache.snapshot()
         terms = snap.score_terms
-        j = DIMENSIONS.index("disk_gib")
-        # A volume's space is a guaranteed reservation: it needs both pools.
-        free = np.where(terms.schedulable, np.minimum(terms.free_physical[j], terms.free_over[j]), -np.inf)
         if not terms.schedulable.any():
             raise ResourceExhausted("no ready node to create the volume on")
-        best = int(np.argmax(free))
-        if pool is PoolKind.LOCAL and free[best] < size_gib:
-            raise ResourceExhausted(f"no local pool has {size_gib} GiB free (largest: {max(free[best], 0):.0f} GiB "
-                                    f"on {snap.names[best]})")
-        return str(snap.names[best])
+        j = DIMENSIONS.index("disk_gib")
+        free = np.where(terms.schedulable, np.minimum(terms.free_physical[j], terms.free_over[j]), -np.inf)
+        if pool is PoolKind.LOCAL:
+            demand = demand_vector(Resources(disk_gib=size_gib))
+            fit = fit_matrix(terms.free_physical, terms.free_over, demand, QosClass.GUARANTEED)
+            if not (fit.ok & terms.schedulable).any():
+                best = int(np.argmax(free))
+                raise ResourceExhausted(f"no local pool has {size_gib} GiB free (largest: {max(free[best], 0):.0f} "
+                                        f"GiB on {snap.names[best]})")
+            free = np.where(fit.ok, free, -np.inf)
+        return str(snap.names[int(np.argmax(free))])
 
     def get_volume(self, name: str) -> Volume:
         return volumes.get(self.store, name)
@@ -329,7 +336,11 @@ class Operations:
         def committed(rev: int) -> None:
             self.cache.apply_kvs([KV(key, dumps(policy), rev, rev)], rev)
         return read_modify_write(self.store, attempt, f"QoS policy {policy.name!r}", attempts=10,
-                                 on_commit=committed, on_conflict=self.cache.wait_for_revision)
+                                 on_commit=committed, on_conflict=self._catch_up)
+
+    def _catch_up(self, revision: int) -> None:
+        """After a conflict: the cache answers the next attempt's questions, so it sees it first."""
+        self.cache.wait_for_revision(revision)
 
     def _no_placement_since_cache(self) -> Compare:
         """True only if no allocation changed after what the cache has seen: makes an
@@ -355,7 +366,7 @@ class Operations:
             self.scheduler.check_policy_unused(name)
             return Write(None, [Delete(key)], [self._no_placement_since_cache()])
         read_modify_write(self.store, attempt, f"QoS policy {name!r}", attempts=10,
-                          on_conflict=self.cache.wait_for_revision)
+                          on_conflict=self._catch_up)
 
     # --- nodes ------------------------------------------------------------------------------
     def node(self, name: str) -> NodeView:

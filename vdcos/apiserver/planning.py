@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vdcos.apiserver.planner_pool import PlannerPool
 from vdcos.controllers.rebalancer import Cluster, Rebalancer, node_loss
 from vdcos.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdcos.model import DEFAULT_POLICY, QosClass, QosPolicy, Rebalance, RebalanceGoal, Resources, VmSpec, qos
@@ -40,10 +41,11 @@ class CapacityReport:
 
 
 class Planning:
-    def __init__(self, store: Store, cache: ClusterCache, rebalancer: Rebalancer) -> None:
+    def __init__(self, store: Store, cache: ClusterCache, rebalancer: Rebalancer, pool: PlannerPool) -> None:
         self.store = store
         self.cache = cache
         self.rebalancer = rebalancer
+        self.pool = pool
 
     def _policy(self, name: str) -> QosPolicy:
         snap = self.cache.snapshot()
@@ -67,7 +69,7 @@ class Planning:
             p = self._policy(policy or DEFAULT_POLICY.name)
             shaped.append((qos.request(VmSpec("what-if", shape), p), p.qos_class, count))
         try:
-            return hosts_needed(shaped, types, self.cache.config.overcommit, time_limit)
+            return self.pool.run(hosts_needed, shaped, types, self.cache.config.overcommit, time_limit)
         except ProblemError as e:
             raise FailedPrecondition(str(e)) from e
 
@@ -77,6 +79,9 @@ class Planning:
         return node_loss(Cluster(self.store, self.cache, node), node)
 
     def report(self, shapes: list[tuple[str, Resources]] | None = None) -> CapacityReport:
+        return self.pool.run_here(self._report, shapes)
+
+    def _report(self, shapes: list[tuple[str, Resources]] | None) -> CapacityReport:
         snap = self.cache.snapshot()
         nodes = []
         for i, name in sorted(enumerate(snap.names), key=lambda x: x[1]):
@@ -95,7 +100,7 @@ class Planning:
         if goal is RebalanceGoal.EVACUATE:
             raise InvalidArgument("goal evacuate is per node: use DrainNode",
                                   details=[("goal", "evacuate is planned per node by DrainNode")])
-        rb = self.rebalancer.plan(goal, max_moves, threshold)
+        rb = self.pool.run_here(self.rebalancer.plan, goal, max_moves, threshold)
         return self.rebalancer.start(rb) if execute else rb
 
     def drain(self, node: str, dry_run: bool) -> Rebalance:

@@ -27,7 +27,9 @@ from vdcos.apiserver.placement import PlacementServicer
 from vdcos.apiserver.policy import QosPolicyServicer
 from vdcos.apiserver.vm import VmServicer
 from vdcos.apiserver.volume import VolumeServicer
+from vdcos.controllers import start_all
 from vdcos.host.wakeup import CpuWakeupLatency
+from vdcos.reconcile import Runner
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.collector import FrozenOldGeneration
 from vdcos.scheduler.replicas import Replicas
@@ -40,7 +42,7 @@ from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration
                       qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2, vm_service_pb2_grpc,
                       volume_service_pb2, volume_service_pb2_grpc)
 
-log = logging.getLogger("vdcos.scheduler")
+log = logging.getLogger("vdcos.apiserver")
 
 SERVICES = (
     (vm_service_pb2, "VmService", vm_service_pb2_grpc.add_VmServiceServicer_to_server, VmServicer),
@@ -70,13 +72,17 @@ class SchedulerServer:
     replicas: Replicas
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
+    controllers: list[Runner]
 
     def stop(self, grace: float = 1.0) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.replicas.stop()
+        for c in self.controllers:
+            c.stop()
         self.ops.rebalancer.stop()
+        self.ops.planner_pool.close()
         self.scheduler.stop()
         self.cache.stop()
 
@@ -85,7 +91,7 @@ async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, in
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     names = []
     for mod, svc, add, servicer in SERVICES:
-        add(servicer(ops), server)
+        add(servicer(ops), server)  # type: ignore[no-untyped-call]  # generated, unannotated
         names.append(mod.DESCRIPTOR.services_by_name[svc].full_name)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -112,14 +118,14 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     replicas = Replicas(store)
     sched = Scheduler(store, cache, max_batch=max_batch, linger=linger, lane=lambda: replicas.lane).start()
     ops = Operations(store, cache, sched)
-    ops.rebalancer.start_automatic()
+    controllers = start_all(store, ops.rebalancer)
     loop = asyncio.new_event_loop()
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     server, port = asyncio.run_coroutine_threadsafe(_build_server(addr, ops), loop).result(30)
     replicas.start(f"{addr.rpartition(':')[0]}:{port}")
-    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread)
+    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,11 +12,14 @@ import grpc
 
 from vdcos.cli import localdc
 from vdcos.cli.client import Client, describe_error
-from vdcos.cli.main import _enum_name, load_policies, migrate, node_rows, vm_rows
+from vdcos.cli.common import enum_name
+from vdcos.cli.nodes import node_rows
+from vdcos.cli.policies import load_policies
 from vdcos.cli.report import draw
+from vdcos.cli.vms import migrate, vm_rows
+from vdcos.host.network import HostNetwork
 from vdcos.images import counters
 from vdcos.nodeagent.libvirt.domain import read_console
-from vdcos.host.network import HostNetwork
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import node_service_pb2 as node_pb
@@ -181,7 +184,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print("\n== capacity: how many more VMs of 2 vCPU / 4 GiB fit now, and the report as a picture")
         head = c.capacity.GetHeadroom(cap_pb.GetHeadroomRequest(shape=pb.Resources(vcpus=2, memory_mib=4096)),
                                       timeout=10).headroom
-        print("  " + "; ".join(f"{_enum_name(pb.QosClass, h.qos_class, 'QOS_CLASS_')}: "
+        print("  " + "; ".join(f"{enum_name(pb.QosClass, h.qos_class, 'QOS_CLASS_')}: "
                                f"{'unbounded' if h.unbounded else h.count}" for h in head))
         picture = home / "capacity-report.png"
         draw(c.capacity.GetCapacityReport(cap_pb.GetCapacityReportRequest(), timeout=30), picture)

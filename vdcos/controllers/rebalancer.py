@@ -27,7 +27,7 @@ from vdcos.scheduler.core import Decision, PlacementRequest, Rejection, schedule
 from vdcos.scheduler.core.snapshot import ClusterSnapshot
 from vdcos.scheduler.placer import Placer
 from vdcos.state import keys
-from vdcos.state.store import Compare, Put, Store, StoreError
+from vdcos.state.store import Store, StoreError
 from vdcos.storagepool import volumes
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,6 @@ class Rebalancer:
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._lease = 0
 
     # --- planning -----------------------------------------------------------------------
     def plan(self, goal: RebalanceGoal, max_moves: int = 0, threshold: float = 0.0) -> Rebalance:
@@ -266,67 +265,53 @@ class Rebalancer:
             time.sleep(self.poll_s)
         return "failed", m.id, f"no result in {STEP_TIMEOUT_S:.0f} s", m.destination
 
-    # --- automatic mode -----------------------------------------------------------------
-    def start_automatic(self) -> Rebalancer:
-        t = threading.Thread(target=self._auto_loop, name="rebalancer", daemon=True)
-        t.start()
-        self._threads.append(t)
-        return self
-
     def stop(self) -> None:
+        """Plans still running stop after their current step; what was done stands."""
         self._stop.set()
         for t in self._threads:
             t.join(5)
-        if self._lease:
-            try:
-                self.store.revoke_lease(self._lease)
-            except StoreError:
-                pass
 
-    def _auto_loop(self) -> None:
-        last = time.monotonic()
-        while not self._stop.wait(1.0):
-            config = self.cache.config
-            if config.rebalance_mode is not RebalanceMode.AUTOMATIC:
-                continue
-            try:
-                if not self._hold_lock() or time.monotonic() - last < config.rebalance_interval_s:
-                    continue
-                last = time.monotonic()
-                if self._running_elsewhere():
-                    continue
-                rb = self.plan(RebalanceGoal.BALANCE)
-                if rb.steps:
-                    log.info("automatic rebalance: std. dev. %.3f over %.3f, %d moves", rb.imbalance_before,
-                             config.imbalance_threshold, len(rb.steps))
-                    self.start(replace(rb, automatic=True), wait=True)
-            except VdcosError as e:
-                log.warning("automatic rebalance round failed: %s", e)
-            except Exception:  # the loop must outlive any bug in one round
-                log.exception("automatic rebalance round failed")
 
-    def _running_elsewhere(self) -> bool:
-        """A plan still running? One whose record has not moved for longer than a step may take
-        was left by a scheduler that stopped: it is marked failed rather than block rebalancing."""
-        busy = False
-        for r in self.list_all():
-            if r.state is not RebalanceState.RUNNING:
-                continue
-            if time.time() - r.updated_at > STEP_TIMEOUT_S + 60:
-                self._save(replace(r, state=RebalanceState.FAILED, message="abandoned: the scheduler running it "
-                                   "stopped; its finished steps stand"))
-            else:
-                busy = True
-        return busy
+class AutomaticRebalance:
+    """DRS's "fully automated" level, as a controller run by one replica at a time (the holder
+    of the rebalancer lock): a balancing round every `rebalance_interval_s` while the load's
+    std. dev. is over the threshold (item "balance"), and each plan left RUNNING by a replica
+    that stopped marked failed (items "rebalance/<id>"), so it blocks rebalancing no longer."""
 
-    def _hold_lock(self) -> bool:
-        """Take or keep the one-replica lock: a key under this replica's lease."""
-        if self._lease and self.store.keepalive(self._lease) > 0:
-            kv = self.store.get(keys.REBALANCER_LOCK)
-            if kv is not None and kv.value == str(self._lease).encode():
-                return True
+    name = "rebalancer"
+    BALANCE = "balance"
+
+    def __init__(self, rebalancer: Rebalancer) -> None:
+        self.rebalancer = rebalancer
+        self._last = time.monotonic()
+
+    def keys(self) -> list[str]:
+        running = [f"rebalance/{r.id}" for r in self.rebalancer.list_all() if r.state is RebalanceState.RUNNING]
+        config = self.rebalancer.cache.config
+        due = time.monotonic() - self._last >= config.rebalance_interval_s
+        return running + ([self.BALANCE] if config.rebalance_mode is RebalanceMode.AUTOMATIC and due else [])
+
+    def reconcile(self, key: str) -> None:
+        if key == self.BALANCE:
+            self._balance()
         else:
-            self._lease = self.store.grant_lease(LOCK_TTL)
-        res = self.store.txn([Compare(keys.REBALANCER_LOCK, "create", "==", 0)],
-                             [Put(keys.REBALANCER_LOCK, str(self._lease).encode(), self._lease)])
-        return res.succeeded
+            self._reap(self.rebalancer.get(key.removeprefix("rebalance/")))
+
+    def _balance(self) -> None:
+        self._last = time.monotonic()
+        if any(r.state is RebalanceState.RUNNING for r in self.rebalancer.list_all()):
+            return
+        config = self.rebalancer.cache.config
+        rb = self.rebalancer.plan(RebalanceGoal.BALANCE)
+        if rb.steps:
+            log.info("automatic rebalance: std. dev. %.3f over %.3f, %d moves", rb.imbalance_before,
+                     config.imbalance_threshold, len(rb.steps))
+            self.rebalancer.start(replace(rb, automatic=True), wait=True)
+
+    def _reap(self, rb: Rebalance) -> None:
+        """A plan whose record has not moved for longer than a step may take was left by a
+        scheduler that stopped: its finished steps stand."""
+        if rb.state is RebalanceState.RUNNING and time.time() - rb.updated_at > STEP_TIMEOUT_S + 60:
+            self.rebalancer._save(replace(rb, state=RebalanceState.FAILED,
+                                          message="abandoned: the scheduler running it stopped; its finished "
+                                                  "steps stand"))

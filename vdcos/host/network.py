@@ -24,6 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from vdcos.host import netlink as nl
+from vdcos.host.netlink import NetworkError, netns_exists
 from vdcos.host.ovsdb import Ovsdb
 from vdcos.process import alive
 
@@ -35,19 +37,11 @@ MTU = 1500
 OVERLAY_MTU = 1450
 
 
-class NetworkError(Exception):
-    pass
-
-
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> str:
     r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if check and r.returncode:
         raise NetworkError(f"{' '.join(argv)}: {r.stderr.strip() or r.stdout.strip()}")
     return r.stdout
-
-
-def netns_exists(name: str) -> bool:
-    return Path("/run/netns", name).exists()
 
 
 def fabric_netns(datacenter: str) -> str:
@@ -58,17 +52,14 @@ def ensure_fabric(datacenter: str) -> str:
     """The underlay and migration bridges every host of one datacenter is cabled into."""
     ns = fabric_netns(datacenter)
     if not netns_exists(ns):
-        sh("ip", "netns", "add", ns)
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        for br in ("ulbr", "mgbr"):
-            sh("ip", "-n", ns, "link", "add", br, "type", "bridge")
-            sh("ip", "-n", ns, "link", "set", br, "up")
+        nl.add_namespace(ns)
+        nl.execute(nl.SetLink(ns, "lo", up=True),
+                   *(c for br in ("ulbr", "mgbr") for c in (nl.AddBridge(ns, br), nl.SetLink(ns, br, up=True))))
     return ns
 
 
 def remove_fabric(datacenter: str) -> None:
-    if netns_exists(fabric_netns(datacenter)):
-        sh("ip", "netns", "del", fabric_netns(datacenter), check=False)
+    nl.del_namespace(fabric_netns(datacenter))
 
 
 @dataclass(frozen=True)
@@ -134,19 +125,19 @@ class HostNetwork:
         Path(self.root, "network.json").write_text(json.dumps(asdict(self)))
         ns = self.netns
         if not netns_exists(ns):
-            sh("ip", "netns", "add", ns)
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            nl.add_namespace(ns)
             # No IPv6 autoconfiguration chatter from taps and bridges into the guests.
             sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
                "net.ipv6.conf.default.disable_ipv6=1")
-            for kind, br in (("ul", "ulbr"), ("mg", "mgbr")):
-                sh("ip", "link", "add", f"{kind}{self.index}", "netns", fabric, "type", "veth",
-                   "peer", "name", f"eth-{kind}", "netns", ns)
-                sh("ip", "-n", fabric, "link", "set", f"{kind}{self.index}", "master", br, "up")
-            # OVS owns eth-ul: the kernel must not answer ARP on it.
-            sh("ip", "-n", ns, "link", "set", "eth-ul", "arp", "off", "up")
-            sh("ip", "-n", ns, "addr", "add", f"{self.mgmt_ip}/24", "dev", "eth-mg")
-            sh("ip", "-n", ns, "link", "set", "eth-mg", "up")
+            nl.execute(
+                nl.SetLink(ns, "lo", up=True),
+                *(c for kind, br in (("ul", "ulbr"), ("mg", "mgbr"))
+                  for c in (nl.AddVeth(fabric, f"{kind}{self.index}", f"eth-{kind}", ns),
+                            nl.SetLink(fabric, f"{kind}{self.index}", master=br, up=True))),
+                # OVS owns eth-ul: the kernel must not answer ARP on it.
+                nl.SetLink(ns, "eth-ul", arp=False, up=True),
+                nl.AddAddress(ns, "eth-mg", f"{self.mgmt_ip}/24"),
+                nl.SetLink(ns, "eth-mg", up=True))
         self._start_ovsdb()
         self.start_vswitchd()
         db = Ovsdb(self.db_socket)
@@ -158,10 +149,8 @@ class HostNetwork:
                              other_config={"disable-in-band": "true"})
         finally:
             db.close()
-        if f"{self.underlay_ip}/" not in sh("ip", "-n", ns, "-o", "addr", "show", "dev", "br-phy"):
-            sh("ip", "-n", ns, "addr", "add", f"{self.underlay_ip}/24", "dev", "br-phy")
-        sh("ip", "-n", ns, "link", "set", "br-phy", "up")
-        sh("ip", "-n", ns, "link", "set", "br-int", "up")
+        nl.execute(nl.AddAddress(ns, "br-phy", f"{self.underlay_ip}/24"), nl.SetLink(ns, "br-phy", up=True),
+                   nl.SetLink(ns, "br-int", up=True))
         return self
 
     def _start_ovsdb(self) -> None:
@@ -176,8 +165,6 @@ class HostNetwork:
                         f"--pidfile={d}/ovsdb-server.pid", f"--unixctl={d}/ovsdb-server.ctl",
                         f"--log-file={d}/ovsdb-server.log", "--detach", "--no-chdir"],
                        env=self._env(), check=True, capture_output=True, timeout=30)
-        from vdcos.host.ovsdb import Ovsdb
-
         c = Ovsdb(self.db_socket)
         c.init()
         c.close()
@@ -210,19 +197,15 @@ class HostNetwork:
                 if not _wait_gone(pid, 5):
                     os.kill(pid, signal.SIGKILL)
                     _wait_gone(pid)
-        for ns in self.endpoint_namespaces():
-            sh("ip", "netns", "del", ns, check=False)
-        if netns_exists(self.netns):
-            sh("ip", "netns", "del", self.netns, check=False)
+        for ns in (*self.endpoint_namespaces(), self.netns):
+            nl.del_namespace(ns)
 
     # --- endpoints: namespaces standing in for a guest (probes, peers, iperf3) --------------
     def endpoint_netns(self, port: str) -> str:
         return f"{self.netns}-{port}"
 
     def endpoint_namespaces(self) -> list[str]:
-        prefix = f"{self.netns}-"
-        run = Path("/run/netns")
-        return sorted(p.name for p in run.iterdir() if p.name.startswith(prefix)) if run.is_dir() else []
+        return [n for n in nl.namespaces() if n.startswith(f"{self.netns}-")]
 
     def exec(self, *argv: str, check: bool = True, timeout: float = 30) -> str:
         return sh("ip", "netns", "exec", self.netns, *argv, check=check, timeout=timeout)

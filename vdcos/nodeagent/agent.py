@@ -15,15 +15,16 @@ from dataclasses import replace
 from typing import Callable
 
 from vdcos.errors import FailedPrecondition, VdcosError
-from vdcos.host.network import HostNetwork, NetworkError
+from vdcos.host.netlink import NetworkError
+from vdcos.host.network import HostNetwork
 from vdcos.migration import records
 from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Migration, MigrationPhase, MigrationProgress,
-                         NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus,
-                         VolumeState, decode, dumps)
+                         NodeSpec, NodeStatus, Resources, SchedulerConfig, VmPhase, VmStatus, VolumeState, decode,
+                         dumps, qos)
+from vdcos.model.fit import fits
 from vdcos.nodeagent.driver import (DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver,
                                     MigrationCancelled)
-from vdcos.model import qos
-from vdcos.model.fit import fits
+from vdcos.reconcile import Backoff
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Event, Get, Put, Store, StoreError, TxnResult
 from vdcos.storagepool import volumes
@@ -88,6 +89,9 @@ class NodeAgent:
         self._volumes_changed = threading.Event()
         self._volumes_changed.set()
         self._grown: dict[str, int] = {}  # disk file -> GiB a running guest's disk was checked to have
+        # Per VM: a VM whose reconcile failed waits out its own backoff; the others go on.
+        self._backoff = Backoff(base_s=1.0, max_s=60.0)
+        self._retry_at: dict[str, float] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
@@ -426,6 +430,9 @@ class NodeAgent:
         return config, tuple(e for e in alloc.entries if e.is_storage)
 
     def reconcile(self) -> None:
+        """One round over every VM: each is reconciled on its own (`_item`), so a VM whose
+        domain, disks or NICs fail reports its error and waits out its own backoff while the
+        others go on."""
         moving = self.migrating()
         with self._lock:
             desired = {n: a for n, a in self._desired.items() if n not in moving}
@@ -434,56 +441,88 @@ class NodeAgent:
         open_disks = {p for d in actual.values() for p in d.disks}
         self._grown = {p: gib for p, gib in self._grown.items() if p in open_disks}
         for name in sorted(set(actual) - set(desired) - moving):
-            self.driver.destroy(name)
-            self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],
-                           [Delete(keys.vm_status(name))])
-            self._reported.pop(name, None)
-            log.info("destroyed %s (no longer assigned here)", name)
+            self._item(name, self._remove, name)
         with self._lock:
             held = [a for n, a in self._desired.items() if n in moving]
         for gone in set(self._reported) - set(desired) - moving:
             self._reported.pop(gone, None)  # moved away or deleted: nothing more to report
+        self._retry_at = {n: t for n, t in self._retry_at.items() if n in desired or n in actual}
         to_start = set(desired) - set(actual)
         config, storage = self._admission_records() if to_start else (None, ())
         # A VM moving away still holds its resources here until the move succeeds; local
         # volumes hold their disk space whether a VM uses them or not.
-        admitted = Allocation(self.spec.name, tuple(
+        admitted = [Allocation(self.spec.name, tuple(
             AllocEntry(a.spec.name, a.qos.qos_class, a.reserved) for a in (*desired.values(), *held)
-            if a.spec.name in actual) + storage)
+            if a.spec.name in actual) + storage)]
         for name in sorted(desired):
-            a = desired[name]
-            dom = actual.get(name)
-            if dom is None:
-                assert config is not None
-                # Agent admission: the same fit function the scheduler and its commit used.
-                short = fits(self.spec.capacity, config.overcommit, admitted.without(name),
-                             qos.placed_request(a.spec, a.reserved), a.qos.qos_class)
-                if short:
-                    why = ", ".join(f"{s.dimension} {s.pool}: requested {s.requested}, free {s.free}" for s in short)
-                    self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")
-                    continue
-                vanished = self._reported.get(name) or self._last_status(name)
-                disks = self._disks(a)
-                if disks is None:
-                    self._report(name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
-                    continue
-                nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
-                self.driver.define(a.spec, a.qos, tuple(nics), disks)
-                self.driver.start(name)
-                self.created.append(name)
-                admitted = admitted.with_entry(AllocEntry(name, a.qos.qos_class, a.reserved))
-                note = "restarted: its domain disappeared" if vanished and vanished.phase is VmPhase.RUNNING else ""
-                self._report(name, VmPhase.RUNNING, note)
-                continue
-            if dom.qos != a.qos:
-                self.driver.apply_qos(name, a.qos)
-            if self.storage is not None and dom.state is DomainState.RUNNING:
-                self._plug_disks(a, dom)
-            if dom.state is DomainState.RUNNING:
-                self._report(name, VmPhase.RUNNING, self._reported.get(name, VmStatus(VmPhase.RUNNING, "")).message)
-            else:
-                self.driver.start(name)
-                self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
+            self._item(name, self._reconcile_vm, desired[name], actual.get(name), config, admitted)
+
+    def _item(self, vm: str, fn: Callable[..., None], *args: object) -> None:
+        """Reconcile one VM, unless it is waiting out the backoff of an earlier failure. A
+        failure is the VM's alone: logged, reported in its status, tried again after its backoff."""
+        if self._retry_at.get(vm, 0.0) > time.monotonic():
+            return
+        try:
+            fn(*args)
+            self._backoff.forget(vm)
+            self._retry_at.pop(vm, None)
+        except Exception as e:
+            delay = self._backoff.next(vm)
+            self._retry_at[vm] = time.monotonic() + delay
+            log.warning("vm %s: %s (retry in %.1f s)", vm, e, delay,
+                        exc_info=not isinstance(e, (StoreError, DriverError, VdcosError, NetworkError, OSError)))
+            prev = self._reported.get(vm)
+            try:
+                self._report(vm, prev.phase if prev else VmPhase.SCHEDULED,
+                             f"reconcile failed: {e} (retry in {delay:.0f} s)"[:300])
+            except Exception as report_error:  # the store itself may be what failed
+                log.warning("vm %s: its status could not be written: %s", vm, report_error)
+
+    def _remove(self, name: str) -> None:
+        self.driver.destroy(name)
+        self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],
+                       [Delete(keys.vm_status(name))])
+        self._reported.pop(name, None)
+        log.info("destroyed %s (no longer assigned here)", name)
+
+    def _reconcile_vm(self, a: Assignment, dom: DomainInfo | None, config: SchedulerConfig | None,
+                      admitted: list[Allocation]) -> None:
+        """`admitted[0]` is what the host holds: a VM started here joins it for the next one."""
+        name = a.spec.name
+        if dom is None:
+            assert config is not None
+            # Agent admission: the same fit function the scheduler and its commit used.
+            short = fits(self.spec.capacity, config.overcommit, admitted[0].without(name),
+                         qos.placed_request(a.spec, a.reserved), a.qos.qos_class)
+            if short:
+                why = ", ".join(f"{s.dimension} {s.pool}: requested {s.requested}, free {s.free}" for s in short)
+                self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")
+                return
+            vanished = self._reported.get(name) or self._last_status(name)
+            disks = self._disks(a)
+            if disks is None:
+                self._report(name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
+                return
+            nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
+            self.driver.define(a.spec, a.qos, tuple(nics), disks)
+            self.driver.start(name)
+            self.created.append(name)
+            admitted[0] = admitted[0].with_entry(AllocEntry(name, a.qos.qos_class, a.reserved))
+            note = "restarted: its domain disappeared" if vanished and vanished.phase is VmPhase.RUNNING else ""
+            self._report(name, VmPhase.RUNNING, note)
+            return
+        if dom.qos != a.qos:
+            self.driver.apply_qos(name, a.qos)
+        if self.storage is not None and dom.state is DomainState.RUNNING:
+            self._plug_disks(a, dom)
+        if dom.state is DomainState.RUNNING:
+            prev = self._reported.get(name)
+            # A VM that recovered from a failed round says so no more.
+            keep = prev.message if prev and not prev.message.startswith("reconcile failed:") else ""
+            self._report(name, VmPhase.RUNNING, keep)
+        else:
+            self.driver.start(name)
+            self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
 
     def _plug_disks(self, a: Assignment, dom: DomainInfo) -> None:
         """Volumes attached to or detached from a running VM: hot-plug or unplug its disks."""

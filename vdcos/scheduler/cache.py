@@ -16,7 +16,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import orjson
@@ -245,7 +245,8 @@ class ClusterCache:
             self._refresh_row(node)
         elif key.startswith(keys.NODES):
             node, kind = keys.split(key, keys.NODES)
-            {"spec": self.specs, "status": self.statuses, "cordon": self.cordons}[kind].pop(node, None)
+            records: dict[str, dict[str, Any]] = {"spec": self.specs, "status": self.statuses, "cordon": self.cordons}
+            records[kind].pop(node, None)
             self._relabel(node)
             self._refresh_row(node)
 
@@ -346,11 +347,11 @@ class ClusterCache:
             a.flags.writeable = False
         names, index = self._names_index
         return ClusterSnapshot(
-            self.revision, names, *arrays[:7],
+            self.revision, names, *arrays[:7],  # type: ignore[misc, arg-type]  # the arrays, in field order
             label_index=self._frozen_labels(),
             policies={k: p for k, (p, _) in self.policies.items()},
             groups={k: g for k, (g, _) in self.groups.items()} if copy else _Groups(self.groups),
-            config=self.config, index=index, terms=ScoreTerms(*arrays[7:]))
+            config=self.config, index=index, terms=ScoreTerms(*arrays[7:]))  # type: ignore[arg-type]
 
     def _frozen_labels(self) -> dict[tuple[str, str], frozenset[int]]:
         if self._label_index is None:

@@ -11,19 +11,8 @@ import grpc
 from pyetcd import etcdrpc
 from pyetcd.etcdrpc import kv_pb2
 
-from vdcos.state.store import (
-    KV,
-    CompactedError,
-    Compare,
-    Delete,
-    Event,
-    Op,
-    Put,
-    StoreError,
-    TxnResult,
-    WatchCallback,
-    prefix_end,
-)
+from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Op, Put,
+                               StoreError, TxnResult, WatchCallback, prefix_end)
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ SNAPSHOTS = ROOT + "snapshots/"
 REBALANCES = ROOT + "rebalances/"
 # Held (under a lease) by the one scheduler replica running automatic rebalancing.
 REBALANCER_LOCK = ROOT + "locks/rebalancer"
+MIGRATION_REAPER_LOCK = ROOT + "locks/migration-reaper"
 SCHEDULERS = ROOT + "schedulers/"
 
 

@@ -19,7 +19,6 @@ from vdcos.state.store import Delete, Op, Put, Store
 from vdcos.storagepool import volumes
 
 
-
 def get(store: Store, name: str) -> Snapshot:
     kv = store.get(keys.snapshot(name))
     if kv is None:

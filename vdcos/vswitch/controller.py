@@ -22,7 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from vdcos.host.network import OVERLAY_MTU, HostNetwork, NetworkError, netns_exists, sh
+from vdcos.host import netlink as nl
+from vdcos.host.netlink import NetworkError, netns_exists
+from vdcos.host.network import OVERLAY_MTU, HostNetwork, sh
 from vdcos.host.ovsdb import Ovsdb, OvsdbError
 from vdcos.model import Nic, NodeSpec, Port, PortKind, decode
 from vdcos.state import keys
@@ -260,32 +262,30 @@ class SwitchController:
 
     def _ensure_device(self, p: Port, dev: str) -> None:
         ns = self.net.netns
-        if sh("ip", "-n", ns, "-o", "link", "show", "dev", dev, check=False):
+        if nl.link_exists(ns, dev):
             return
         if p.kind is PortKind.VM:
             # Persistent, unmanaged: QEMU opens it by name here and, after a move, on the destination.
-            sh("ip", "-n", ns, "tuntap", "add", "dev", dev, "mode", "tap")
-            sh("ip", "-n", ns, "link", "set", dev, "mtu", str(OVERLAY_MTU), "up")
+            nl.execute(nl.AddTap(ns, dev), nl.SetLink(ns, dev, mtu=OVERLAY_MTU, up=True))
             return
         ep = self.net.endpoint_netns(p.name)
         if not netns_exists(ep):
-            sh("ip", "netns", "add", ep)
+            nl.add_namespace(ep)
             sh("ip", "netns", "exec", ep, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
                "net.ipv6.conf.default.disable_ipv6=1")
-            sh("ip", "-n", ep, "link", "set", "lo", "up")
-        sh("ip", "link", "add", dev, "netns", ns, "type", "veth", "peer", "name", "eth0", "netns", ep)
-        sh("ip", "-n", ep, "link", "set", "eth0", "address", p.mac, "mtu", str(OVERLAY_MTU))
-        sh("ip", "-n", ep, "addr", "add", p.address, "dev", "eth0")
-        sh("ip", "-n", ep, "link", "set", "eth0", "up")
-        sh("ip", "-n", ns, "link", "set", dev, "up")
+            nl.execute(nl.SetLink(ep, "lo", up=True))
+        nl.execute(nl.AddVeth(ns, dev, "eth0", ep),
+                   nl.SetLink(ep, "eth0", address=p.mac, mtu=OVERLAY_MTU),
+                   nl.AddAddress(ep, "eth0", p.address),
+                   nl.SetLink(ep, "eth0", up=True),
+                   nl.SetLink(ns, dev, up=True))
         # The userspace datapath does not complete checksums the kernel left to the NIC.
         sh("ip", "netns", "exec", ep, "ethtool", "-K", "eth0", "tx", "off")
 
     def _remove_device(self, dev: str, key: str) -> None:
-        sh("ip", "-n", self.net.netns, "link", "del", dev, check=False)
-        ep = self.net.endpoint_netns(key.split("/", 1)[1])
-        if dev.startswith("ve") and netns_exists(ep):
-            sh("ip", "netns", "del", ep, check=False)
+        nl.execute(nl.DelLink(self.net.netns, dev))
+        if dev.startswith("ve"):
+            nl.del_namespace(self.net.endpoint_netns(key.split("/", 1)[1]))
 
     def _publish_bindings(self, local: list[Port], bindings: list[KV]) -> None:
         lease = self.lease()

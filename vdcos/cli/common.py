@@ -1,0 +1,57 @@
+"""What every command group shares: usage errors, tables, JSON output, the server's address."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from google.protobuf import json_format
+
+from vdcos.cli import localdc
+
+Subparsers = argparse._SubParsersAction  # what each group's register() adds its commands to
+
+
+class UsageError(Exception):
+    """Bad input caught before anything was sent; names the field."""
+
+
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    return enum.Name(value).removeprefix(prefix).lower().replace("_", "-")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*headers)] + [fmt.format(*r) for r in cells])
+
+
+def emit(args: argparse.Namespace, msg: Any, human: Callable[[], str]) -> None:
+    if args.output == "json":
+        print(json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True), indent=2))
+    else:
+        print(human())
+
+
+def server_addr(args: argparse.Namespace) -> str:
+    if args.server:
+        return str(args.server)
+    if os.environ.get("VDCOS_SERVER"):
+        return os.environ["VDCOS_SERVER"]
+    dc = localdc.LocalDatacenter.load(Path(args.home))
+    if dc is None or not dc.scheduler:
+        raise UsageError(f"no datacenter is up under {args.home}: run `vdcos up` or pass --server HOST:PORT")
+    return dc.scheduler
+
+
+def kv_list(values: list[str], field: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise UsageError(f"{field}: expected key=value, got {v!r}")
+        k, val = v.split("=", 1)
+        out[k] = val
+    return out

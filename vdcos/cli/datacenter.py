@@ -1,0 +1,92 @@
+"""`vdcos up | down | status | demo`: the local datacenter."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from vdcos.cli import localdc
+from vdcos.cli.client import Client
+from vdcos.cli.common import Subparsers, UsageError, emit, server_addr, table
+from vdcos.host.wakeup import DEVICE as WAKEUP_DEVICE
+from vdcos.host.wakeup import CpuWakeupLatency
+from vdcos.model import DIMENSIONS
+from vdcos.v1 import capacity_service_pb2 as cap_pb
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    capacity = {"vcpus": args.host_vcpus, "memory_mib": args.host_memory_mib, "disk_gib": args.host_disk_gib,
+                "network_mbps": args.host_network_mbps, "disk_iops": args.host_disk_iops}
+    wakeup = args.cpu_wakeup_latency_us
+    if wakeup is not None:
+        try:
+            CpuWakeupLatency(wakeup)
+        except ValueError as e:
+            raise UsageError(f"--cpu-wakeup-latency-us: {e}") from None
+        if not os.access(WAKEUP_DEVICE, os.W_OK):
+            raise UsageError(f"--cpu-wakeup-latency-us: {WAKEUP_DEVICE} is missing or not writable (needs root)")
+    dc = localdc.up(Path(args.home), args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl,
+                    cpu_wakeup_latency_us=wakeup)
+    print(f"datacenter up: {args.hosts} {args.driver} hosts, scheduler {dc.scheduler}, etcd {dc.etcd}")
+    print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    stopped = localdc.down(Path(args.home))
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    dc = localdc.LocalDatacenter.load(Path(args.home))
+    if dc is not None and args.output != "json":
+        alive = dc.alive()
+        print(table(["PROCESS", "PID", "ALIVE"], [[p.name, p.pid, "yes" if alive[p.name] else "NO"] for p in dc.procs]))
+        print()
+    with Client(server_addr(args)) as c:
+        s = c.capacity.GetCapacitySummary(cap_pb.GetCapacitySummaryRequest(), timeout=args.timeout)
+
+    def human() -> str:
+        rows = [[dim, getattr(s.capacity, dim), getattr(s.allocatable, dim), getattr(s.guaranteed, dim),
+                 getattr(s.committed, dim), getattr(s.free_committed, dim)]
+                for dim in DIMENSIONS]
+        head = (f"nodes: {s.nodes_ready}/{s.nodes_total} ready, {s.nodes_cordoned} cordoned; vms: {s.vms_total} "
+                f"({', '.join(f'{k} {v}' for k, v in sorted(s.vms_by_class.items()))})")
+        return head + "\n" + table(["RESOURCE", "CAPACITY", "ALLOCATABLE", "GUARANTEED", "COMMITTED", "FREE"], rows)
+    emit(args, s, human)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vdcos.cli.demo import run_demo
+    return run_demo(args)
+
+
+def register(sub: Subparsers) -> None:
+    up = sub.add_parser("up", help="start a local datacenter: etcd, scheduler, N node agents")
+    up.add_argument("--hosts", type=int, default=3)
+    up.add_argument("--driver", choices=["sim", "libvirt"], default="sim",
+                    help="libvirt: a real libvirtd + QEMU per host")
+    up.add_argument("--host-vcpus", type=int, default=16)
+    up.add_argument("--host-memory-mib", type=int, default=65536)
+    up.add_argument("--host-disk-gib", type=int, default=1000)
+    up.add_argument("--host-network-mbps", type=int, default=10000)
+    up.add_argument("--host-disk-iops", type=int, default=20000)
+    up.add_argument("--lease-ttl", type=int, default=10, help="seconds before a silent node is NotReady")
+    up.add_argument("--cpu-wakeup-latency-us", type=int, metavar="US",
+                    help="the scheduler holds this host's idle CPUs to this wake-up latency while it serves "
+                         "(0: they poll instead of halting). Costs power; see vdcos/host/wakeup.py")
+    up.set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop the local datacenter and remove its state").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="processes and datacenter capacity").set_defaults(fn=cmd_status)
+
+
+
+def register_demo(sub: Subparsers) -> None:
+    demo = sub.add_parser("demo", help="bring up a datacenter, place a mix of VMs, explain a refusal")
+    demo.add_argument("--hosts", type=int, default=3)
+    demo.add_argument("--driver", choices=["libvirt", "sim"], default="libvirt",
+                      help="libvirt: real QEMU guests (default); sim: in-memory hosts")
+    demo.set_defaults(fn=cmd_demo)
+

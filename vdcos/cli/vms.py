@@ -1,0 +1,225 @@
+"""`vdcos vm create | list | show | delete | migrate` and `vdcos explain`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from google.protobuf import json_format
+
+from vdcos.apiserver import validate
+from vdcos.cli.client import Client, describe_status, rejection_lines
+from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, kv_list, server_addr, table
+from vdcos.images import CATALOG
+from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import placement_service_pb2 as place_pb
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
+
+GROUP_POLICIES = {"affinity": pb.AFFINITY_POLICY_AFFINITY, "anti-affinity": pb.AFFINITY_POLICY_ANTI_AFFINITY,
+                  "soft-affinity": pb.AFFINITY_POLICY_SOFT_AFFINITY,
+                  "soft-anti-affinity": pb.AFFINITY_POLICY_SOFT_ANTI_AFFINITY}
+
+
+def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
+    return pb.VmSpec(
+        name=args.name, qos_policy=args.policy or "",
+        resources=pb.Resources(vcpus=args.vcpus, memory_mib=args.memory_mib, disk_gib=args.disk_gib,
+                               network_mbps=args.network_mbps, disk_iops=args.disk_iops),
+        placement_group=args.group or "",
+        group_policy=GROUP_POLICIES[args.group_policy] if args.group_policy else pb.AFFINITY_POLICY_UNSPECIFIED,
+        node_selector=kv_list(args.selector, "--selector"), networks=args.network, volumes=args.volume,
+        image=args.image or "")
+
+
+def add_spec_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name")
+    p.add_argument("--vcpus", type=int, default=1)
+    p.add_argument("--memory-mib", type=int, default=1024)
+    p.add_argument("--disk-gib", type=int, default=10)
+    p.add_argument("--network-mbps", type=int, default=100)
+    p.add_argument("--disk-iops", type=int, default=0, help="IOPS to reserve (default: what the policy reserves)")
+    p.add_argument("--policy", help="QoS policy name (default: the built-in burstable 'default')")
+    p.add_argument("--group", help="placement group name")
+    p.add_argument("--group-policy", choices=sorted(GROUP_POLICIES))
+    p.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE", help="node label to require")
+    p.add_argument("--network", action="append", default=[])
+    p.add_argument("--volume", action="append", default=[])
+    p.add_argument("--image", choices=sorted(CATALOG), help="guest boot profile (libvirt hosts)")
+
+
+def vm_rows(vms: Sequence[pb.Vm]) -> str:
+    rows = []
+    for v in vms:
+        r, p = v.spec.resources, v.placement
+        rows.append([v.spec.name, p.node or "-", enum_name(pb.QosClass, p.qos_class, "QOS_CLASS_"),
+                     v.spec.qos_policy or "default", r.vcpus, r.memory_mib, r.disk_gib, p.cpu_shares,
+                     enum_name(pb.VmPhase, v.status.phase, "VM_PHASE_"), v.spec.placement_group or "-"])
+    return table(["NAME", "NODE", "QOS", "POLICY", "VCPU", "MEM_MIB", "DISK_GIB", "SHARES", "PHASE", "GROUP"], rows)
+
+
+def cmd_vm(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        if args.vm_command == "create" and args.count != 1:
+            return create_many(c, args)
+        if args.vm_command == "create":
+            r = c.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm_spec(args), request_id=args.request_id or ""),
+                               timeout=args.timeout)
+            emit(args, r.vm, lambda: vm_rows([r.vm]))
+        elif args.vm_command == "list":
+            lr = c.vms.ListVms(vm_pb.ListVmsRequest(node=args.node or ""), timeout=args.timeout)
+            emit(args, lr, lambda: vm_rows(lr.vms))
+        elif args.vm_command == "show":
+            vm = c.vms.GetVm(vm_pb.GetVmRequest(name=args.name), timeout=args.timeout).vm
+            emit(args, vm, lambda: json.dumps(json_format.MessageToDict(vm, preserving_proto_field_name=True),
+                                              indent=2))
+        elif args.vm_command == "migrate":
+            return migrate(c, args)
+        elif args.vm_command == "delete":
+            c.vms.DeleteVm(vm_pb.DeleteVmRequest(name=args.name, keep_volumes=args.keep_volumes), timeout=args.timeout)
+            if args.output != "json":
+                print(f"deleted {args.name}")
+    return 0
+
+
+# VMs per BatchCreateVms call: the most the API takes (vm_service.proto).
+BATCH_CREATE_MAX = 1000
+
+
+def create_many(c: Client, args: argparse.Namespace) -> int:
+    """NAME-1 .. NAME-COUNT in BatchCreateVms calls of up to 1000; each placed or refused on its own."""
+    if not 1 <= args.count <= 10_000:
+        raise UsageError(f"--count: between 1 and 10000, got {args.count}")
+    # The names are what differ between the VMs: the longest is checked before anything is
+    # sent, so that a later call cannot be refused after earlier ones created VMs.
+    longest = f"{args.name}-{args.count}"
+    bad: validate.Violations = []
+    validate.name(longest, "NAME", bad)
+    if bad:
+        raise UsageError(f"NAME with --count {args.count}: {bad[0][1]}")
+    base = vm_spec(args)
+    reqs = []
+    for i in range(1, args.count + 1):
+        s = pb.VmSpec()
+        s.CopyFrom(base)
+        s.name = f"{args.name}-{i}"
+        reqs.append(vm_pb.CreateVmRequest(spec=s, request_id=f"{args.request_id}-{i}" if args.request_id else ""))
+    answers = []
+    for at in range(0, len(reqs), BATCH_CREATE_MAX):
+        chunk = reqs[at:at + BATCH_CREATE_MAX]
+        answers += c.vms.BatchCreateVms(vm_pb.BatchCreateVmsRequest(requests=chunk), timeout=args.timeout).results
+    placed = [a.vm for a in answers if not a.HasField("error")]
+    failed = [a for a in answers if a.HasField("error")]
+    if args.output == "json":
+        print(json.dumps([json_format.MessageToDict(a, preserving_proto_field_name=True) for a in answers], indent=2))
+    else:
+        if placed:
+            print(vm_rows(placed))
+        for a in failed:
+            print(f"{a.name}: {describe_status(a.error)}", file=sys.stderr)
+        print(f"{len(placed)} of {len(reqs)} created", file=sys.stderr if failed else sys.stdout)
+    return 1 if failed else 0
+
+
+PHASE_PREFIX = "MIGRATION_PHASE_"
+
+
+def phase_name(m: mig_pb.Migration) -> str:
+    return enum_name(mig_pb.MigrationPhase, m.phase, PHASE_PREFIX)
+
+
+def progress_bar(m: mig_pb.Migration, width: int = 30) -> str:
+    p = m.progress
+    total = p.memory_total_bytes or 1
+    done = min(1.0, p.memory_processed_bytes / total) if p.memory_total_bytes else 0.0
+    if m.phase == mig_pb.MIGRATION_PHASE_COMPLETED:
+        done = 1.0
+    fill = int(done * width)
+    mib = 1 << 20
+    return (f"[{'#' * fill}{'.' * (width - fill)}] {done * 100:5.1f}%  {phase_name(m):9} "
+            f"pass {p.iteration}  {p.memory_processed_bytes // mib}/{p.memory_total_bytes // mib} MiB "
+            f"remaining {p.memory_remaining_bytes // mib} MiB  {p.elapsed_ms / 1000:5.1f}s")
+
+
+def migrate(c: Client, args: argparse.Namespace) -> int:
+    opts = mig_pb.MigrationOptions(max_downtime_ms=args.max_downtime_ms, max_bandwidth_mibps=args.bandwidth_mibps,
+                                   postcopy_after_iterations=args.postcopy_after)
+    m = c.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm=args.name, target_node=args.to or "", options=opts),
+                               timeout=args.timeout).migration
+    if args.no_wait:
+        emit(args, m, lambda: f"{m.id}: {m.vm} {m.source_node} -> {m.target_node} ({phase_name(m)})")
+        return 0
+    tty = sys.stdout.isatty() and args.output != "json"
+    if args.output != "json":
+        print(f"{m.id}: migrating {m.vm} from {m.source_node} to {m.target_node}")
+    last = m
+    for ev in c.migrations.WatchMigration(mig_pb.WatchMigrationRequest(id=m.id), timeout=args.timeout + 600):
+        last = ev.migration
+        if args.output != "json":
+            print(("\r" if tty else "") + progress_bar(last), end="" if tty else "\n", flush=True)
+    if tty:
+        print()
+    ok = last.phase == mig_pb.MIGRATION_PHASE_COMPLETED
+    if args.output == "json":
+        emit(args, last, lambda: "")
+    elif ok:
+        downtime = f"{last.downtime_ms} ms" if last.downtime_ms >= 0 else "not reported"
+        print(f"{last.vm} now runs on {last.target_node}: downtime {downtime}, "
+              f"{last.total_ms} ms in all{' (' + last.message + ')' if last.message else ''}")
+    else:
+        print(f"migration {phase_name(last)}: {last.message}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    with Client(server_addr(args)) as c:
+        r = c.placement.ExplainPlacement(place_pb.ExplainPlacementRequest(spec=vm_spec(args), limit=args.limit),
+                                         timeout=args.timeout)
+
+    def human() -> str:
+        cls = enum_name(pb.QosClass, r.qos_class, "QOS_CLASS_")
+        if not r.placeable:
+            return f"{args.name} ({cls}) cannot be placed: {r.rejection.summary}\n" + "\n".join(
+                rejection_lines(r.rejection))
+        rows = [[c.node, f"{c.score:.4f}", " ".join(f"{k}={v:.3f}" for k, v in sorted(c.scores.items()))]
+                for c in r.candidates]
+        sample = f", compared {r.nodes_scored} of {r.nodes_total} nodes" if r.nodes_scored < r.nodes_total else ""
+        return (f"{args.name} ({cls}) would go to {r.chosen_node} (snapshot revision {r.snapshot_revision}{sample})\n"
+                + table(["CANDIDATE", "SCORE", "SCORERS"], rows))
+    emit(args, r, human)
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    vm = sub.add_parser("vm", help="create, list, show, delete VMs")
+    vsub = vm.add_subparsers(dest="vm_command", required=True)
+    create = vsub.add_parser("create")
+    add_spec_flags(create)
+    create.add_argument("--request-id")
+    create.add_argument("--count", type=int, default=1,
+                        help="create NAME-1 .. NAME-COUNT, each placed on its own (BatchCreateVms calls of 1000)")
+    vl = vsub.add_parser("list")
+    vl.add_argument("--node")
+    vsub.add_parser("show").add_argument("name")
+    vd = vsub.add_parser("delete")
+    vd.add_argument("name")
+    vd.add_argument("--keep-volumes", action="store_true", help="leave its volumes behind, detached")
+    mg = vsub.add_parser("migrate", help="live-migrate a running VM, with a progress bar")
+    mg.add_argument("name")
+    mg.add_argument("--to", metavar="HOST", help="target node (default: the scheduler chooses)")
+    mg.add_argument("--max-downtime-ms", type=int, default=0, help="default 25")
+    mg.add_argument("--bandwidth-mibps", type=int, default=0, help="cap the copy rate (default unlimited)")
+    mg.add_argument("--postcopy-after", type=int, default=0, metavar="PASSES",
+                    help="switch to post-copy after this many passes (default never)")
+    mg.add_argument("--no-wait", action="store_true", help="print the migration id and return")
+    vm.set_defaults(fn=cmd_vm)
+
+
+
+def register_explain(sub: Subparsers) -> None:
+    ex = sub.add_parser("explain", help="where would this VM go, and why (commits nothing)")
+    add_spec_flags(ex)
+    ex.add_argument("--limit", type=int, default=5)
+    ex.set_defaults(fn=cmd_explain)
+

@@ -1,0 +1,17 @@
+"""Leader-elected control loops on one framework (framework.py): each reconciles one kind of
+object from a work queue, with per-item retries and backoff."""
+from __future__ import annotations
+
+from vdcos.controllers.migrations import MigrationReaper
+from vdcos.controllers.rebalancer import LOCK_TTL, AutomaticRebalance, Rebalancer
+from vdcos.reconcile import LeaderLease, Runner
+from vdcos.state import keys
+from vdcos.state.store import Store
+
+
+def start_all(store: Store, rebalancer: Rebalancer) -> list[Runner]:
+    """Every controller of an API/scheduler replica, each leading on at most one replica."""
+    return [
+        Runner(AutomaticRebalance(rebalancer), leader=LeaderLease(store, keys.REBALANCER_LOCK, LOCK_TTL)).start(),
+        Runner(MigrationReaper(store), leader=LeaderLease(store, keys.MIGRATION_REAPER_LOCK, LOCK_TTL)).start(),
+    ]

@@ -1,0 +1,230 @@
+"""The small framework every control loop runs on (Kubernetes' client-go: a work queue with
+per-item rate limiting, and leader election on a lease): the controllers' (vdcos/controllers)
+and, for its per-item backoff, the node agent's.
+
+A controller names the items it is responsible for (`keys`, asked at every resync) and
+reconciles one at a time (`reconcile`). An item whose reconcile raises is logged with its key,
+counted, and tried again after its own exponential backoff; the other items go on meanwhile,
+so one bad record never blocks the rest. A leader-elected controller runs on one replica at a
+time: the holder of a key under its etcd lease. When that replica dies the key goes with its
+lease, and another replica takes it at its next resync: within one lease TTL plus one resync.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+from vdcos.state.store import Compare, Put, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class Controller(Protocol):
+    name: str
+
+    def keys(self) -> Iterable[str]:
+        """Every item to reconcile now (asked at every resync)."""
+
+    def reconcile(self, key: str) -> None:
+        """Bring one item to its desired state; raise to be tried again after a backoff."""
+
+
+@dataclass
+class Backoff:
+    """Per-item exponential backoff (client-go's ItemExponentialFailureRateLimiter)."""
+
+    base_s: float = 0.5
+    max_s: float = 60.0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def next(self, key: str) -> float:
+        n = self.failures.get(key, 0)
+        self.failures[key] = n + 1
+        return min(self.base_s * 2.0 ** n, self.max_s)
+
+    def forget(self, key: str) -> None:
+        self.failures.pop(key, None)
+
+
+class WorkQueue:
+    """Items waiting to be reconciled: each at most once in the queue, however often it is added
+    (an item added while it is being reconciled is queued again once that ends), and items
+    added with a delay wait for it."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._ready: list[str] = []
+        self._queued: set[str] = set()
+        self._busy: set[str] = set()
+        self._again: set[str] = set()
+        self._later: list[tuple[float, str]] = []
+        self._closed = False
+
+    def add(self, key: str, delay: float = 0.0) -> None:
+        with self._cond:
+            if delay > 0:
+                heapq.heappush(self._later, (time.monotonic() + delay, key))
+            elif key in self._busy:
+                self._again.add(key)
+            elif key not in self._queued:
+                self._queued.add(key)
+                self._ready.append(key)
+            self._cond.notify()
+
+    def get(self, timeout: float) -> str | None:
+        """The next item, marked busy until `done`; None after `timeout` or once closed."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self._closed:
+                now = time.monotonic()
+                while self._later and self._later[0][0] <= now:
+                    _, key = heapq.heappop(self._later)
+                    if key in self._busy:
+                        self._again.add(key)
+                    elif key not in self._queued:
+                        self._queued.add(key)
+                        self._ready.append(key)
+                if self._ready:
+                    key = self._ready.pop(0)
+                    self._queued.discard(key)
+                    self._busy.add(key)
+                    return key
+                wait = deadline - now
+                if self._later:
+                    wait = min(wait, self._later[0][0] - now)
+                if wait <= 0:
+                    return None
+                self._cond.wait(wait)
+            return None
+
+    def done(self, key: str) -> None:
+        with self._cond:
+            self._busy.discard(key)
+            if key in self._again:
+                self._again.discard(key)
+                if key not in self._queued:
+                    self._queued.add(key)
+                    self._ready.append(key)
+                self._cond.notify()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._ready) + len(self._later)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+class LeaderLease:
+    """Leadership of one loop among the replicas: a key held under this replica's own lease."""
+
+    def __init__(self, store: Store, key: str, ttl: int = 15) -> None:
+        self.store = store
+        self.key = key
+        self.ttl = ttl
+        self._lease = 0
+
+    def hold(self) -> bool:
+        """Keep or take the key; True while this replica leads. A store error loses nothing:
+        the replica does not lead until it can tell that it does."""
+        try:
+            if self._lease and self.store.keepalive(self._lease) > 0:
+                kv = self.store.get(self.key)
+                if kv is not None and kv.value == str(self._lease).encode():
+                    return True
+            else:
+                self._lease = self.store.grant_lease(self.ttl)
+            return self.store.txn([Compare(self.key, "create", "==", 0)],
+                                  [Put(self.key, str(self._lease).encode(), self._lease)]).succeeded
+        except StoreError as e:
+            log.warning("leadership of %s unknown: %s", self.key, e)
+            return False
+
+    def release(self) -> None:
+        if self._lease:
+            try:
+                self.store.revoke_lease(self._lease)
+            except StoreError:
+                pass
+            self._lease = 0
+
+
+class Runner:
+    """Runs one controller: a resync every `resync_s` (while leading, if `leader` is given) that
+    queues every item, and a worker that reconciles them one at a time."""
+
+    def __init__(self, controller: Controller, *, leader: LeaderLease | None = None, resync_s: float = 1.0,
+                 backoff: Backoff | None = None) -> None:
+        self.controller = controller
+        self.leader = leader
+        self.resync_s = resync_s
+        self.backoff = backoff or Backoff()
+        self.queue = WorkQueue()
+        self.leading = leader is None
+        self.errors: dict[str, str] = {}  # the last error of each item that is failing now
+        self._retry_at: dict[str, float] = {}  # a failing item waits out its backoff, resyncs or not
+        self.reconciled = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._resync_loop, name=f"{controller.name}-resync", daemon=True),
+                         threading.Thread(target=self._work_loop, name=f"{controller.name}-worker", daemon=True)]
+
+    def start(self) -> Runner:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self.queue.close()
+        for t in self._threads:
+            t.join(timeout)
+        if self.leader is not None:
+            self.leader.release()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _resync_loop(self) -> None:
+        while not self._stop.is_set():
+            if self.leader is not None:
+                was, self.leading = self.leading, self.leader.hold()
+                if self.leading != was:
+                    log.info("%s: %s", self.controller.name, "leading" if self.leading else "no longer leading")
+            if self.leading:
+                try:
+                    now = time.monotonic()
+                    for key in self.controller.keys():
+                        if self._retry_at.get(key, 0.0) <= now:
+                            self.queue.add(key)
+                except Exception as e:  # the loop outlives any error in one resync
+                    log.warning("%s: listing what to reconcile failed: %s", self.controller.name, e)
+            self._stop.wait(self.resync_s)
+
+    def _work_loop(self) -> None:
+        while not self._stop.is_set():
+            key = self.queue.get(timeout=0.5)
+            if key is None:
+                continue
+            try:
+                if self.leading:
+                    self.controller.reconcile(key)
+                    self.backoff.forget(key)
+                    self.errors.pop(key, None)
+                    self._retry_at.pop(key, None)
+                    self.reconciled += 1
+            except Exception as e:  # one item's failure is its own: logged, retried later
+                delay = self.backoff.next(key)
+                self.errors[key] = str(e) or type(e).__name__
+                self._retry_at[key] = time.monotonic() + delay
+                log.warning("%s: %s failed (retry in %.1f s): %s", self.controller.name, key, delay, e,
+                            exc_info=not isinstance(e, (StoreError, OSError)))
+                self.queue.add(key, delay)
+            finally:
+                self.queue.done(key)
