@@ -35,19 +35,40 @@ class Controller(Protocol):
 
 @dataclass
 class Backoff:
-    """Per-item exponential backoff (client-go's ItemExponentialFailureRateLimiter)."""
+    """Per item that is failing: how often in a row, its last error, and when it may be tried
+    again: `base_s` after the first failure, doubling, at most `max_s` (client-go's
+    ItemExponentialFailureRateLimiter). The controllers' runner, the node agent's VMs and the
+    switch controller's ports keep one each."""
 
     base_s: float = 0.5
     max_s: float = 60.0
     failures: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    retry_at: dict[str, float] = field(default_factory=dict)
 
-    def next(self, key: str) -> float:
+    def due(self, key: str) -> bool:
+        """Not waiting out the backoff of a failure."""
+        return self.retry_at.get(key, 0.0) <= time.monotonic()
+
+    def failed(self, key: str, error: object) -> float:
+        """Count a failure; the seconds until the item is due again."""
         n = self.failures.get(key, 0)
         self.failures[key] = n + 1
-        return min(self.base_s * 2.0 ** n, self.max_s)
+        delay = min(self.base_s * 2.0 ** n, self.max_s)
+        self.errors[key] = str(error) or type(error).__name__
+        self.retry_at[key] = time.monotonic() + delay
+        return delay
 
-    def forget(self, key: str) -> None:
-        self.failures.pop(key, None)
+    def succeeded(self, key: str) -> None:
+        for d in (self.failures, self.errors, self.retry_at):
+            d.pop(key, None)
+
+    def keep(self, keys: Iterable[str]) -> None:
+        """Forget the items that are gone."""
+        live = set(keys)
+        for d in (self.failures, self.errors, self.retry_at):
+            for k in set(d) - live:
+                del d[k]
 
 
 class WorkQueue:
@@ -167,8 +188,6 @@ class Runner:
         self.backoff = backoff or Backoff()
         self.queue = WorkQueue()
         self.leading = leader is None
-        self.errors: dict[str, str] = {}  # the last error of each item that is failing now
-        self._retry_at: dict[str, float] = {}  # a failing item waits out its backoff, resyncs or not
         self.reconciled = 0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._resync_loop, name=f"{controller.name}-resync", daemon=True),
@@ -191,6 +210,11 @@ class Runner:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def errors(self) -> dict[str, str]:
+        """The last error of each item that is failing now."""
+        return self.backoff.errors
+
     def _resync_loop(self) -> None:
         while not self._stop.is_set():
             if self.leader is not None:
@@ -199,9 +223,10 @@ class Runner:
                     log.info("%s: %s", self.controller.name, "leading" if self.leading else "no longer leading")
             if self.leading:
                 try:
-                    now = time.monotonic()
-                    for key in self.controller.keys():
-                        if self._retry_at.get(key, 0.0) <= now:
+                    keys = list(self.controller.keys())
+                    self.backoff.keep(keys)
+                    for key in keys:
+                        if self.backoff.due(key):  # a failing item waits out its backoff, resyncs or not
                             self.queue.add(key)
                 except Exception as e:  # the loop outlives any error in one resync
                     log.warning("%s: listing what to reconcile failed: %s", self.controller.name, e)
@@ -215,14 +240,10 @@ class Runner:
             try:
                 if self.leading:
                     self.controller.reconcile(key)
-                    self.backoff.forget(key)
-                    self.errors.pop(key, None)
-                    self._retry_at.pop(key, None)
+                    self.backoff.succeeded(key)
                     self.reconciled += 1
             except Exception as e:  # one item's failure is its own: logged, retried later
-                delay = self.backoff.next(key)
-                self.errors[key] = str(e) or type(e).__name__
-                self._retry_at[key] = time.monotonic() + delay
+                delay = self.backoff.failed(key, e)
                 log.warning("%s: %s failed (retry in %.1f s): %s", self.controller.name, key, delay, e,
                             exc_info=not isinstance(e, (StoreError, OSError)))
                 self.queue.add(key, delay)

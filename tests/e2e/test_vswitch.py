@@ -176,6 +176,31 @@ def test_bandwidth_limit_is_enforced_on_the_wire(dc: Dc) -> None:
     assert max(runs) <= 57.5 and any(r >= 42.5 for r in runs), runs
 
 
+def test_a_port_whose_device_cannot_be_made_fails_alone_and_is_plugged_once_it_can(dc: Dc) -> None:
+    """A leftover file where the endpoint's namespace belongs (not a namespace: entering it
+    fails): that port is not plugged nor bound, the host's other ports are, and once the file
+    is gone its next retry plugs it."""
+    host = "host-2"
+    stale = Path("/run/netns") / dc.ns(host, "stale")
+    stale.touch()
+    try:
+        dc.client.networks.CreatePort(net_pb.CreatePortRequest(network="red", name="stale", host=host))
+        dc.endpoint("red", "beside", host)  # bound while the other is failing
+        time.sleep(3)  # more than one switch sync (2 s)
+        assert host not in dc.port("red", "stale").bound_hosts
+        db = Ovsdb(dc.net(host).db_socket)
+        try:
+            plugged = {r.external_ids.get("vdcos-port") for r in db.rows("Port")}
+        finally:
+            db.close()
+        assert "red/beside" in plugged and "red/stale" not in plugged
+    finally:
+        stale.unlink()
+    assert wait_until(lambda: host in dc.port("red", "stale").bound_hosts, 90)
+    ip = dc.port("red", "beside").ip
+    assert wait_until(lambda: probe.ping(dc.ns(host, "stale"), ip, 2, 0.2).received > 0, 30)
+
+
 def test_forwarding_comes_back_after_vswitchd_is_killed(dc: Dc) -> None:
     a = dc.node("red-a")
     third = next(h for h in HOSTS if h not in (a, dc.node("red-b")))

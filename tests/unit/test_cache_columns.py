@@ -8,7 +8,7 @@ import pytest
 
 from vdcos.model import (AllocEntry, Allocation, NodeSpec, NodeStatus, Overcommit, QosClass, Resources,
                          SchedulerConfig, dumps)
-from vdcos.scheduler.cache import ClusterCache
+from vdcos.scheduler.cache import ClusterCache, allocation_sums, with_entry
 from vdcos.scheduler.core import build_snapshot
 from vdcos.state import keys
 from vdcos.state.store import KV
@@ -61,3 +61,15 @@ def test_columns_kept_one_by_one_equal_a_snapshot_built_at_once(seed: int) -> No
     assert got.allocatable.tobytes() == want.allocatable.tobytes()
     for name in TERMS:
         assert getattr(got.score_terms, name).tobytes() == getattr(want.score_terms, name).tobytes(), name
+
+
+@pytest.mark.parametrize("cls", list(QosClass), ids=[c.value for c in QosClass])
+def test_the_remembered_sums_of_an_allocation_are_its_sums(cls: QosClass) -> None:
+    """The worker's sums, derived from the previous allocation's (scheduler/cache.py), are the
+    ones the value object adds up itself."""
+    a = Allocation("n")
+    for i, c in enumerate([QosClass.GUARANTEED, QosClass.BURSTABLE, QosClass.BEST_EFFORT, cls, cls]):
+        a = with_entry(a, AllocEntry(f"vm-{i}", c, Resources(i + 1, 512 * (i + 1), i, 10 * i, 100 * i)))
+        assert allocation_sums(a) == Allocation(a.node, a.entries).sums()
+    again = with_entry(a, AllocEntry("vm-0", cls, Resources(7, 7, 7, 7, 7)))  # replaces vm-0's entry
+    assert allocation_sums(again) == Allocation(again.node, again.entries).sums()

@@ -49,11 +49,15 @@ def test_a_delayed_item_waits_for_its_delay() -> None:
                          ids=["first", "second", "fourth", "capped"])
 def test_backoff_doubles_per_item_up_to_its_cap(failures: int, expected: float) -> None:
     b = Backoff(base_s=0.5, max_s=60.0)
-    got = [b.next("x") for _ in range(failures)][-1]
+    got = [b.failed("x", "boom") for _ in range(failures)][-1]
     assert got == expected
-    assert b.next("y") == 0.5  # per item
-    b.forget("x")
-    assert b.next("x") == 0.5
+    assert not b.due("x") and b.errors == {"x": "boom"}
+    assert b.failed("y", RuntimeError("bang")) == 0.5  # per item
+    b.succeeded("x")
+    assert b.due("x") and "x" not in b.errors
+    assert b.failed("x", "boom") == 0.5
+    b.keep(["y"])  # x is gone
+    assert set(b.errors) == {"y"} and b.due("x")
 
 
 class Flaky:

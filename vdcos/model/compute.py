@@ -186,15 +186,12 @@ class Allocation:
 
     def sums(self) -> Sums:
         """(guaranteed, committed) as tuples, in one pass: guaranteed reservations, and those
-        plus burstable requests (best-effort entries hold nothing). Readers of both call this once."""
-        got = _SUMS.get(id(self.entries))
-        if got is not None and got[0] is self.entries:
-            return got[1]
+        plus burstable requests (best-effort entries hold nothing). Readers of both call this once.
+        (The placement worker remembers them per allocation: vdcos/scheduler/cache.py.)"""
         g = [e.reserved.as_tuple() for e in self.entries if e.qos_class is QosClass.GUARANTEED]
         b = [e.reserved.as_tuple() for e in self.entries if e.qos_class is QosClass.BURSTABLE]
         zero = (0,) * len(DIMENSIONS)
-        return _remember_sums(self.entries, ((tuple(map(sum, zip(*g))) if g else zero),
-                                             (tuple(map(sum, zip(*g, *b))) if g or b else zero)))
+        return ((tuple(map(sum, zip(*g))) if g else zero), (tuple(map(sum, zip(*g, *b))) if g or b else zero))
 
     @property
     def guaranteed(self) -> Resources:
@@ -210,16 +207,7 @@ class Allocation:
                                                       key=lambda e: e.vm)))
         entries = list(self.entries)
         bisect.insort(entries, entry, key=lambda e: e.vm)
-        # The new sums from the old ones (integers: the same as adding them all up again).
-        g, c = self.sums()
-        r = entry.reserved.as_tuple()
-        if entry.qos_class is QosClass.GUARANTEED:
-            g = tuple(x + y for x, y in zip(g, r))
-        if entry.qos_class is not QosClass.BEST_EFFORT:
-            c = tuple(x + y for x, y in zip(c, r))
-        done = Allocation(self.node, tuple(entries))
-        _remember_sums(done.entries, (g, c))
-        return done
+        return Allocation(self.node, tuple(entries))
 
     def without(self, vm: str) -> Allocation:
         return Allocation(self.node, tuple(e for e in self.entries if e.vm != vm))
@@ -229,18 +217,6 @@ class Allocation:
 
 
 Sums = tuple[tuple[int, ...], tuple[int, ...]]
-# The sums of recent allocations, by the identity of their entries (the tuple is kept with them,
-# so its id cannot be reused while it is here). The placement worker asks for a node's sums for
-# each VM it puts there and again when its commit lands; with_entry knows them already.
-_SUMS: dict[int, tuple[tuple[AllocEntry, ...], Sums]] = {}
-_SUMS_MAX = 1 << 15
-
-
-def _remember_sums(entries: tuple[AllocEntry, ...], sums: Sums) -> Sums:
-    if len(_SUMS) >= _SUMS_MAX:
-        _SUMS.clear()
-    _SUMS[id(entries)] = (entries, sums)
-    return sums
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,6 @@ class NodeAgent:
         self._grown: dict[str, int] = {}  # disk file -> GiB a running guest's disk was checked to have
         # Per VM: a VM whose reconcile failed waits out its own backoff; the others go on.
         self._backoff = Backoff(base_s=1.0, max_s=60.0)
-        self._retry_at: dict[str, float] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
@@ -446,7 +445,7 @@ class NodeAgent:
             held = [a for n, a in self._desired.items() if n in moving]
         for gone in set(self._reported) - set(desired) - moving:
             self._reported.pop(gone, None)  # moved away or deleted: nothing more to report
-        self._retry_at = {n: t for n, t in self._retry_at.items() if n in desired or n in actual}
+        self._backoff.keep([*desired, *actual])
         to_start = set(desired) - set(actual)
         config, storage = self._admission_records() if to_start else (None, ())
         # A VM moving away still holds its resources here until the move succeeds; local
@@ -460,15 +459,13 @@ class NodeAgent:
     def _item(self, vm: str, fn: Callable[..., None], *args: object) -> None:
         """Reconcile one VM, unless it is waiting out the backoff of an earlier failure. A
         failure is the VM's alone: logged, reported in its status, tried again after its backoff."""
-        if self._retry_at.get(vm, 0.0) > time.monotonic():
+        if not self._backoff.due(vm):
             return
         try:
             fn(*args)
-            self._backoff.forget(vm)
-            self._retry_at.pop(vm, None)
+            self._backoff.succeeded(vm)
         except Exception as e:
-            delay = self._backoff.next(vm)
-            self._retry_at[vm] = time.monotonic() + delay
+            delay = self._backoff.failed(vm, e)
             log.warning("vm %s: %s (retry in %.1f s)", vm, e, delay,
                         exc_info=not isinstance(e, (StoreError, DriverError, VdcosError, NetworkError, OSError)))
             prev = self._reported.get(vm)

@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import orjson
 
-from vdcos.model import (DIMENSIONS, Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass, QosPolicy,
-                         SchedulerConfig, decode, policy_named)
+from vdcos.model import (DIMENSIONS, AllocEntry, Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass,
+                         QosPolicy, SchedulerConfig, Sums, decode, policy_named)
 from vdcos.model.fit import allocatable
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms, derive, free_terms
 from vdcos.state import keys
@@ -33,6 +33,46 @@ log = logging.getLogger(__name__)
 WATCHED = (keys.CONFIG, keys.POLICIES, keys.NODES, keys.ALLOC, keys.GROUPS)
 D = len(DIMENSIONS)
 _ZERO = (0.0,) * D
+
+
+# The sums of recent allocations, by the identity of their entries (the tuple is kept with them,
+# so its id cannot be reused while it is here). The placement worker asks for a node's sums for
+# each VM it puts there and again when its commit lands (the cache applies the very objects it
+# committed); `with_entry` derives the new sums from the old ones. A cache of the placement
+# path, so it lives here and not in the value objects.
+_SUMS: dict[int, tuple[tuple[AllocEntry, ...], Sums]] = {}
+_SUMS_MAX = 1 << 15
+
+
+def _remember(entries: tuple[AllocEntry, ...], sums: Sums) -> Sums:
+    if len(_SUMS) >= _SUMS_MAX:
+        _SUMS.clear()
+    _SUMS[id(entries)] = (entries, sums)
+    return sums
+
+
+def allocation_sums(a: Allocation) -> Sums:
+    """`a.sums()`, remembered."""
+    got = _SUMS.get(id(a.entries))
+    if got is not None and got[0] is a.entries:
+        return got[1]
+    return _remember(a.entries, a.sums())
+
+
+def with_entry(a: Allocation, entry: AllocEntry) -> Allocation:
+    """`a.with_entry(entry)`, its sums remembered from `a`'s (integers: the same as adding them
+    all up again)."""
+    if a.has(entry.vm):
+        return a.with_entry(entry)
+    g, c = allocation_sums(a)
+    r = entry.reserved.as_tuple()
+    if entry.qos_class is QosClass.GUARANTEED:
+        g = tuple(x + y for x, y in zip(g, r))
+    if entry.qos_class is not QosClass.BEST_EFFORT:
+        c = tuple(x + y for x, y in zip(c, r))
+    done = a.with_entry(entry)
+    _remember(done.entries, (g, c))
+    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +324,7 @@ class ClusterCache:
         ready = status is not None and status[0].ready
         cordoned = node in self.cordons
         a = self.allocs.get(node)
-        g, c = a[0].sums() if a else (_ZERO, _ZERO)
+        g, c = allocation_sums(a[0]) if a else (_ZERO, _ZERO)
         self._present[i], self._ready[i], self._cordoned[i] = spec is not None, ready, cordoned
         self._sched[i] = spec is not None and ready and not cordoned
         self._cap[:, i], self._g[:, i], self._c[:, i] = cap, g, c

@@ -30,7 +30,7 @@ from vdcos.model import (Allocation, AllocEntry, Migration, MigrationOptions, Mi
                          PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, VmSpec, assignment_bytes,
                          decode, dumps, qos)
 from vdcos.model.fit import fit_columns, fits
-from vdcos.scheduler.cache import ClusterCache
+from vdcos.scheduler.cache import ClusterCache, allocation_sums, with_entry
 from vdcos.scheduler.core import (SOLO, Decision, Explanation, Lane, PlacementRequest, Rejection, explain, schedule,
                                   schedule_batch)
 from vdcos.scheduler.placer import Placed
@@ -281,7 +281,7 @@ class Scheduler:
             alloc = allocs.get(d.node, view.allocation)
             demand = qos.placed_request(spec, d.reserved)
             if not one_at_a_time:
-                columns.append((view.spec.capacity.as_tuple(), *alloc.sums(), demand.as_tuple(),
+                columns.append((view.spec.capacity.as_tuple(), *allocation_sums(alloc), demand.as_tuple(),
                                 d.qos.qos_class is QosClass.GUARANTEED))
             elif fits(view.spec.capacity, config.overcommit, alloc, demand, d.qos.qos_class):
                 retry.append(p)
@@ -296,7 +296,7 @@ class Scheduler:
                     continue
                 groups[group.name] = group.with_member(spec.name, d.node)
                 txn.guard(keys.group(group.name), "mod", cached[1] if cached else 0)
-            allocs[d.node] = alloc.with_entry(AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name))
+            allocs[d.node] = with_entry(alloc, AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name))
             txn.guard(keys.alloc(d.node), "mod", view.alloc_revision)
             txn.guard(keys.node_status(d.node), "create", view.status_create_revision)
             txn.guard(keys.node_cordon(d.node), "version", 0)

@@ -27,6 +27,7 @@ from vdcos.host.netlink import NetworkError, netns_exists
 from vdcos.host.network import OVERLAY_MTU, HostNetwork, sh
 from vdcos.host.ovsdb import Ovsdb, OvsdbError
 from vdcos.model import Nic, NodeSpec, Port, PortKind, decode
+from vdcos.reconcile import Backoff
 from vdcos.state import keys
 from vdcos.state.store import KV, Delete, Event, Put, Store, StoreError
 from vdcos.vswitch import flows as F
@@ -72,6 +73,8 @@ class SwitchController:
         self._vswitchd_pid = 0
         self._pushed: list[str] = []
         self._qos: dict[str, int] = {}        # device -> applied Mbit/s
+        # A port whose device cannot be made fails alone: its error, and when it is tried again.
+        self.failing = Backoff(base_s=1.0, max_s=60.0)
         self._pinned: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -135,6 +138,9 @@ class SwitchController:
         missing = set(networks) - {p.network for p in ports}
         if missing:
             raise NetworkError(f"{vm} has no port on network(s) {', '.join(sorted(missing))}")
+        broken = [f"{p.key}: {self.failing.errors[p.key]}" for p in ports if p.key in self.failing.errors]
+        if broken:
+            raise NetworkError(f"{vm}'s NIC could not be plugged ({'; '.join(broken)})")
         return [nic(p) for p in sorted(ports, key=lambda p: networks.index(p.network))]
 
     # --- one round ------------------------------------------------------------------------
@@ -164,7 +170,8 @@ class SwitchController:
         local_ports = self._ensure_ports(local, wanted, vnis)
         # One read serves both: this host's own bindings to publish, the others' to forward to.
         bkvs, _ = self.store.get_prefix(keys.BINDINGS)
-        self._publish_bindings(local, bkvs)
+        plugged = {lp.key for lp in local_ports}
+        self._publish_bindings([p for p in local if p.key in plugged], bkvs)
 
         by_key = {p.key: p for p in ports}
         remote = []
@@ -237,9 +244,11 @@ class SwitchController:
         have = {p.name: p for p in self.db.rows("Port") if p.external_ids.get("vdcos-port")}
         want = {device_name(p): p for p in local if p.network in vnis}
         add = {}
+        failed: set[str] = set()
         for dev, p in want.items():
-            self._ensure_device(p, dev)
-            if dev not in have:
+            if not self._device(p, dev):
+                failed.add(dev)
+            elif dev not in have:
                 add[dev] = {"external_ids": {"vdcos-port": p.key, "attached-mac": p.mac}}
         if add:
             self.db.add_ports("br-int", add)
@@ -253,12 +262,27 @@ class SwitchController:
             log.info("unplugged %s", ", ".join(sorted(have[g].external_ids["vdcos-port"] for g in gone)))
         out = []
         for dev, p in want.items():
+            if dev in failed and dev not in have:
+                continue  # not on the switch: no flows, no binding
             mbps = wanted.get(p.name, 0) if p.kind is PortKind.VM else p.mbps_limit
             if self._qos.get(dev, 0) != mbps:
                 self.db.set_port_qos(dev, mbps * 1_000_000)
                 self._qos[dev] = mbps
             out.append(F.LocalPort(p.key, vnis[p.network], p.mac, self.db.ofport(dev)))
         return out
+
+    def _device(self, p: Port, dev: str) -> bool:
+        """Make the port's device, unless it waits out the backoff of an earlier failure; a
+        failure is the port's alone (the others are plugged and forwarded as usual)."""
+        if not self.failing.due(p.key):
+            return False
+        try:
+            self._ensure_device(p, dev)
+        except (NetworkError, subprocess.SubprocessError, OSError) as e:
+            log.warning("port %s: %s (retry in %.1f s)", p.key, e, self.failing.failed(p.key, e))
+            return False
+        self.failing.succeeded(p.key)
+        return True
 
     def _ensure_device(self, p: Port, dev: str) -> None:
         ns = self.net.netns

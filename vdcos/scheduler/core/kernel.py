@@ -61,9 +61,15 @@ def _best_in_window(widx: Any, start: int, k: int, util: Any, inv: Any, grad: An
         o = slot_of[j] if slot_of.shape[0] > 0 else -1
         ok = True
         for d in range(dims):
-            if _short(ov_physical[d, o] if o >= 0 else free_physical[d, j],
-                      ov_over[d, o] if o >= 0 else free_over[d, j], demand[d], guaranteed):
-                ok = False
+            asked = demand[d]
+            # `short` never rules a node out on a dimension not asked for, nor on the physical
+            # pool for a VM that is not guaranteed: those reads are skipped, not compared.
+            if asked > 0:
+                over = ov_over[d, o] if o >= 0 else free_over[d, j]
+                physical = (ov_physical[d, o] if o >= 0 else free_physical[d, j]) if guaranteed else over
+                if _short(physical, over, asked, guaranteed):
+                    ok = False
+                    break
         if not ok:
             continue
         # w @ util + (w * demand) @ inv, demand @ grad and (demand * demand) @ inv_sq, summed in

@@ -476,7 +476,7 @@ COMPILED = True
 def _compiled(view: _View, ask: _Ask) -> Decision | None:
     """`_score` + `_pick` in one compiled pass when the request needs only what it covers: the
     strategy's resource scorers (no soft group scorer), and a feasible node."""
-    # Imported here: node agents use the fit function of this package, not the compiled loop,
+    # Imported here: node agents use the fit function (vdcos/model/fit.py), not the compiled loop,
     # and need not load numba (a third of a second at each start).
     from vdcos.scheduler.core.kernel import best_in_window
     snap, request = view.snap, ask.request
