@@ -59,8 +59,8 @@ class Operations:
         self.store = store
         self.cache = cache
         self.scheduler = scheduler
-        self.rebalancer = Rebalancer(store, cache, scheduler)
         self.planner_pool = PlannerPool()
+        self.rebalancer = Rebalancer(store, cache, scheduler, plan_with=self.planner_pool.run)
         self.planning = Planning(store, cache, self.rebalancer, self.planner_pool)
 
     # --- VMs ------------------------------------------------------------------------------

@@ -11,40 +11,62 @@ from __future__ import annotations
 import multiprocessing as mp
 import threading
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from typing import Callable, Iterator, TypeVar
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, TypeVar
 
-from vdcos.errors import ResourceExhausted
+from vdcos.errors import ResourceExhausted, Unavailable
 
 T = TypeVar("T")
-WORKERS = 2    # planner processes, and jobs run in them at once
-IN_THREAD = 4  # jobs on the live snapshot run at once in the API's threads
+WORKERS = 2  # planner processes, and jobs in them at once
 
 
 class PlannerPool:
-    def __init__(self, size: int = WORKERS, in_thread: int = IN_THREAD) -> None:
+    def __init__(self, size: int = WORKERS) -> None:
         self.size = size
-        self.in_thread = in_thread
         self._slots = threading.BoundedSemaphore(size)
-        self._thread_slots = threading.BoundedSemaphore(in_thread)
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
 
     def run(self, fn: Callable[..., T], *args: object) -> T:
         """fn(*args) in a worker process (fn and its arguments are pickled: a module-level
         function of plain data); blocks the calling thread until it answers."""
-        with _slot(self._slots, self.size):
+        return self.submit(fn, *args)()
+
+    def submit(self, fn: Callable[..., T], *args: object) -> Callable[[], T]:
+        """Start fn(*args) in a worker process now; the returned call waits for its answer.
+        The job holds its place in the bound until it has answered. A worker that dies (killed,
+        out of memory) fails its job UNAVAILABLE, and the next job gets a new pool."""
+        if not self._slots.acquire(blocking=False):
+            raise ResourceExhausted(f"{self.size} planning jobs are running, the most this API server runs at "
+                                    "once; retry when one has finished")
+        try:
             with self._lock:
                 if self._pool is None:  # the processes start on first use: most servers never plan
                     self._pool = ProcessPoolExecutor(self.size, mp_context=mp.get_context("spawn"))
                 pool = self._pool
-            return pool.submit(fn, *args).result()
+                job = pool.submit(fn, *args)
+        except BrokenProcessPool as e:
+            self._slots.release()
+            self._discard(pool)
+            raise Unavailable("the planner processes died; retry") from e
+        except BaseException:
+            self._slots.release()
+            raise
+        job.add_done_callback(lambda _: self._slots.release())
 
-    def run_here(self, fn: Callable[..., T], *args: object) -> T:
-        """fn(*args) in the calling thread, within the same bound: for what works on the live
-        cluster snapshot, which costs more to pickle for a child (10,000 hosts) than to plan on."""
-        with _slot(self._thread_slots, self.in_thread):
-            return fn(*args)
+        def result() -> T:
+            try:
+                return job.result()
+            except BrokenProcessPool as e:
+                self._discard(pool)
+                raise Unavailable("a planner process died while planning; retry") from e
+        return result
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         with self._lock:
@@ -52,13 +74,3 @@ class PlannerPool:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
 
-
-@contextmanager
-def _slot(slots: threading.BoundedSemaphore, size: int) -> Iterator[None]:
-    if not slots.acquire(blocking=False):
-        raise ResourceExhausted(f"{size} planning jobs of this kind are running, the most this API server runs at "
-                                "once; retry when one has finished")
-    try:
-        yield
-    finally:
-        slots.release()

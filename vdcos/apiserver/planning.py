@@ -8,7 +8,7 @@ from vdcos.apiserver.planner_pool import PlannerPool
 from vdcos.controllers.rebalancer import Cluster, Rebalancer, node_loss
 from vdcos.errors import FailedPrecondition, InvalidArgument, NotFound
 from vdcos.model import DEFAULT_POLICY, QosClass, QosPolicy, Rebalance, RebalanceGoal, Resources, VmSpec, qos
-from vdcos.planner.cluster import Headroom, HostType, Unit, headroom, hosts_needed, imbalance, stranded
+from vdcos.planner.cluster import Headroom, HostType, Unit, capacity_numbers, headroom, hosts_needed
 from vdcos.planner.exact import Plan
 from vdcos.planner.problem import ProblemError
 from vdcos.scheduler.cache import ClusterCache, NodeView
@@ -79,10 +79,9 @@ class Planning:
         return node_loss(Cluster(self.store, self.cache, node), node)
 
     def report(self, shapes: list[tuple[str, Resources]] | None = None) -> CapacityReport:
-        return self.pool.run_here(self._report, shapes)
-
-    def _report(self, shapes: list[tuple[str, Resources]] | None) -> CapacityReport:
         snap = self.cache.snapshot()
+        # The numbers in a planner process; the rows of the node views here, meanwhile.
+        numbers = self.pool.submit(capacity_numbers, snap, tuple(shapes or STANDARD_SHAPES))
         nodes = []
         for i, name in sorted(enumerate(snap.names), key=lambda x: x[1]):
             view = self.cache.node(name)
@@ -90,17 +89,14 @@ class Planning:
                 continue
             vms = sum(1 for e in view.allocation.entries if not e.is_storage)
             nodes.append(NodeReport(view, bool(snap.schedulable[i]), Resources.of(snap.allocatable[:, i]), vms))
-        rows = []
-        for label, shape in shapes or STANDARD_SHAPES:
-            rows.append((label, shape, headroom(snap, shape, QosClass.GUARANTEED).count,
-                         headroom(snap, shape, QosClass.BURSTABLE).count))
-        return CapacityReport(tuple(nodes), stranded(snap), tuple(rows), imbalance(snap))
+        stranded_capacity, rows, load_imbalance = numbers()
+        return CapacityReport(tuple(nodes), stranded_capacity, rows, load_imbalance)
 
     def plan_rebalance(self, goal: RebalanceGoal, max_moves: int, threshold: float, execute: bool) -> Rebalance:
         if goal is RebalanceGoal.EVACUATE:
             raise InvalidArgument("goal evacuate is per node: use DrainNode",
                                   details=[("goal", "evacuate is planned per node by DrainNode")])
-        rb = self.pool.run_here(self.rebalancer.plan, goal, max_moves, threshold)
+        rb = self.rebalancer.plan(goal, max_moves, threshold)
         return self.rebalancer.start(rb) if execute else rb
 
     def drain(self, node: str, dry_run: bool) -> Rebalance:

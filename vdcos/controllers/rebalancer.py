@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
+from typing import Any, Callable
 
 from vdcos.errors import FailedPrecondition, NotFound, ResourceExhausted, VdcosError
 from vdcos.migration import records
@@ -158,11 +159,15 @@ def _stuck(rb: Rebalance) -> str:
 
 
 class Rebalancer:
-    def __init__(self, store: Store, cache: ClusterCache, scheduler: Placer, *, poll_s: float = 0.2) -> None:
+    def __init__(self, store: Store, cache: ClusterCache, scheduler: Placer, *, poll_s: float = 0.2,
+                 plan_with: Callable[..., Any] = lambda fn, *args: fn(*args)) -> None:
+        """`plan_with(fn, *args)` runs the planner's consolidate or balance (the API: in its
+        planner processes, out of its GIL)."""
         self.store = store
         self.cache = cache
         self.scheduler = scheduler
         self.poll_s = poll_s
+        self.plan_with = plan_with
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -172,9 +177,10 @@ class Rebalancer:
         max_moves = max_moves or config.rebalance_max_moves
         cluster = Cluster(self.store, self.cache)
         if goal is RebalanceGoal.CONSOLIDATE:
-            plan = consolidate(cluster.snap, cluster.units, max_moves)
+            plan = self.plan_with(consolidate, cluster.snap, cluster.units, max_moves)
         elif goal is RebalanceGoal.BALANCE:
-            plan = balance(cluster.snap, cluster.units, threshold or config.imbalance_threshold, max_moves)
+            plan = self.plan_with(balance, cluster.snap, cluster.units, threshold or config.imbalance_threshold,
+                                  max_moves)
         else:
             raise FailedPrecondition("an evacuation is planned per node: use DrainNode")
         return to_record(plan, goal)

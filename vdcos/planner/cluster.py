@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -116,6 +117,15 @@ def stranded(snap: ClusterSnapshot) -> dict[str, float]:
 def imbalance(snap: ClusterSnapshot) -> float:
     """Std. dev. over schedulable nodes of each one's load (its fullest dimension)."""
     return _std(_State(snap, []).load(), np.asarray(snap.schedulable))
+
+
+def capacity_numbers(snap: ClusterSnapshot, shapes: Sequence[tuple[str, Resources]]
+                     ) -> tuple[dict[str, float], tuple[tuple[str, Resources, int, int], ...], float]:
+    """A capacity report's numbers: stranded capacity per dimension, headroom per shape
+    (guaranteed, burstable) and the load's imbalance."""
+    rows = tuple((label, shape, headroom(snap, shape, QosClass.GUARANTEED).count,
+                  headroom(snap, shape, QosClass.BURSTABLE).count) for label, shape in shapes)
+    return stranded(snap), rows, imbalance(snap)
 
 
 # --- how many hosts ------------------------------------------------------------------------

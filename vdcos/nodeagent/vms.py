@@ -1,0 +1,201 @@
+"""The node agent's VMs: each assigned VM reconciled on its own against what the hypervisor runs
+(created after admission with the scheduler's own fit, started again, its QoS, disks and NICs
+brought in line, destroyed once no longer assigned), and its status reported. One VM that fails
+reports why and waits out its own backoff while the others go on. Methods of NodeAgent, kept
+apart by concern, as the kubelet splits its own."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Callable
+
+from vdcos.errors import VdcosError
+from vdcos.host.netlink import NetworkError
+from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, SchedulerConfig, VmPhase, VmStatus,
+                         VolumeState, decode, dumps, qos)
+from vdcos.model.fit import fits
+from vdcos.nodeagent.driver import DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver
+from vdcos.reconcile import Backoff
+from vdcos.state import keys
+from vdcos.state.store import Compare, Delete, Get, Put, Store, StoreError, TxnResult
+from vdcos.storagepool import volumes
+from vdcos.storagepool.pool import VolumeReconciler
+from vdcos.vswitch.controller import SwitchController
+
+log = logging.getLogger("vdcos.nodeagent")
+GIB = 1024 ** 3
+
+
+class VmReconciler:
+    """The VM half of NodeAgent (agent.py holds the state it reads; `migrating()` is the
+    migration half's)."""
+
+    store: Store
+    spec: NodeSpec
+    driver: HypervisorDriver
+    switch: SwitchController | None
+    storage: VolumeReconciler | None
+    created: list[str]
+    _lock: threading.Lock
+    _desired: dict[str, Assignment]
+    _reported: dict[str, VmStatus]
+    _grown: dict[str, int]
+    _backoff: Backoff
+
+    def _admission_records(self) -> tuple[SchedulerConfig, tuple[AllocEntry, ...]]:
+        """The overcommit ratios, and the space this host's local volumes and snapshots hold
+        (in its allocation record): admission counts both as the scheduler's commit did."""
+        config_kvs, alloc_kvs = self.store.txn([], [Get(keys.CONFIG), Get(keys.alloc(self.spec.name))]).gets
+        config = decode(SchedulerConfig, json.loads(config_kvs[0].value)) if config_kvs else SchedulerConfig()
+        alloc = decode(Allocation, json.loads(alloc_kvs[0].value)) if alloc_kvs else Allocation(self.spec.name)
+        return config, tuple(e for e in alloc.entries if e.is_storage)
+
+    def reconcile(self) -> None:
+        """One round over every VM: each is reconciled on its own (`_item`), so a VM whose
+        domain, disks or NICs fail reports its error and waits out its own backoff while the
+        others go on."""
+        moving = self.migrating()
+        with self._lock:
+            desired = {n: a for n, a in self._desired.items() if n not in moving}
+        actual = {d.name: d for d in self.driver.list_domains()}
+        # A disk's checked size matters while a guest here has it open: forget the others.
+        open_disks = {p for d in actual.values() for p in d.disks}
+        self._grown = {p: gib for p, gib in self._grown.items() if p in open_disks}
+        for name in sorted(set(actual) - set(desired) - moving):
+            self._item(name, self._remove, name)
+        with self._lock:
+            held = [a for n, a in self._desired.items() if n in moving]
+        for gone in set(self._reported) - set(desired) - moving:
+            self._reported.pop(gone, None)  # moved away or deleted: nothing more to report
+        self._backoff.keep([*desired, *actual])
+        to_start = set(desired) - set(actual)
+        config, storage = self._admission_records() if to_start else (None, ())
+        # A VM moving away still holds its resources here until the move succeeds; local
+        # volumes hold their disk space whether a VM uses them or not.
+        admitted = [Allocation(self.spec.name, tuple(
+            AllocEntry(a.spec.name, a.qos.qos_class, a.reserved) for a in (*desired.values(), *held)
+            if a.spec.name in actual) + storage)]
+        for name in sorted(desired):
+            self._item(name, self._reconcile_vm, desired[name], actual.get(name), config, admitted)
+
+    def _item(self, vm: str, fn: Callable[..., None], *args: object) -> None:
+        """Reconcile one VM, unless it is waiting out the backoff of an earlier failure. A
+        failure is the VM's alone: logged, reported in its status, tried again after its backoff."""
+        if not self._backoff.due(vm):
+            return
+        try:
+            fn(*args)
+            self._backoff.succeeded(vm)
+        except Exception as e:
+            delay = self._backoff.failed(vm, e)
+            log.warning("vm %s: %s (retry in %.1f s)", vm, e, delay,
+                        exc_info=not isinstance(e, (StoreError, DriverError, VdcosError, NetworkError, OSError)))
+            prev = self._reported.get(vm)
+            try:
+                self._report(vm, prev.phase if prev else VmPhase.SCHEDULED,
+                             f"reconcile failed: {e} (retry in {delay:.0f} s)"[:300])
+            except Exception as report_error:  # the store itself may be what failed
+                log.warning("vm %s: its status could not be written: %s", vm, report_error)
+
+    def _remove(self, name: str) -> None:
+        self.driver.destroy(name)
+        self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],
+                       [Delete(keys.vm_status(name))])
+        self._reported.pop(name, None)
+        log.info("destroyed %s (no longer assigned here)", name)
+
+    def _reconcile_vm(self, a: Assignment, dom: DomainInfo | None, config: SchedulerConfig | None,
+                      admitted: list[Allocation]) -> None:
+        """`admitted[0]` is what the host holds: a VM started here joins it for the next one."""
+        name = a.spec.name
+        if dom is None:
+            assert config is not None
+            # Agent admission: the same fit function the scheduler and its commit used.
+            short = fits(self.spec.capacity, config.overcommit, admitted[0].without(name),
+                         qos.placed_request(a.spec, a.reserved), a.qos.qos_class)
+            if short:
+                why = ", ".join(f"{s.dimension} {s.pool}: requested {s.requested}, free {s.free}" for s in short)
+                self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")
+                return
+            vanished = self._reported.get(name) or self._last_status(name)
+            disks = self._disks(a)
+            if disks is None:
+                self._report(name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
+                return
+            nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
+            self.driver.define(a.spec, a.qos, tuple(nics), disks)
+            self.driver.start(name)
+            self.created.append(name)
+            admitted[0] = admitted[0].with_entry(AllocEntry(name, a.qos.qos_class, a.reserved))
+            note = "restarted: its domain disappeared" if vanished and vanished.phase is VmPhase.RUNNING else ""
+            self._report(name, VmPhase.RUNNING, note)
+            return
+        if dom.qos != a.qos:
+            self.driver.apply_qos(name, a.qos)
+        if self.storage is not None and dom.state is DomainState.RUNNING:
+            self._plug_disks(a, dom)
+        if dom.state is DomainState.RUNNING:
+            prev = self._reported.get(name)
+            # A VM that recovered from a failed round says so no more.
+            keep = prev.message if prev and not prev.message.startswith("reconcile failed:") else ""
+            self._report(name, VmPhase.RUNNING, keep)
+        else:
+            self.driver.start(name)
+            self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
+
+    def _plug_disks(self, a: Assignment, dom: DomainInfo) -> None:
+        """Volumes attached to or detached from a running VM: hot-plug or unplug its disks."""
+        want = self._disks(a)
+        if want is None:
+            return  # a volume is not made yet; the next round looks again
+        paths = {d.path for d in want}
+        try:  # one guest's refusal must not hold up the other VMs' reconcile
+            for d in want:
+                if d.path not in dom.disks:
+                    self.driver.attach_disk(a.spec.name, d, a.qos)
+                    log.info("attached volume %s to %s", d.volume, a.spec.name)
+                if self._grown.get(d.path) != d.size_gib:
+                    # Resized: the file grows through the QEMU that has it open; the guest sees it.
+                    self.driver.grow_disk(a.spec.name, d.path, d.size_gib * GIB)
+                    self._grown[d.path] = d.size_gib
+            for p in dom.disks:
+                if p not in paths:
+                    self.driver.detach_disk(a.spec.name, p)
+                    log.info("detached %s from %s", p, a.spec.name)
+        except DriverError as e:
+            log.warning("volumes of %s: %s (the next round tries again)", a.spec.name, e)
+
+    def _disks(self, a: Assignment) -> tuple[Disk, ...] | None:
+        """The VM's volumes as disks, in its order; None while one is not made yet."""
+        out = []
+        for i, name in enumerate(a.spec.volumes):
+            try:
+                v = volumes.get(self.store, name)
+            except VdcosError:
+                return None
+            if v.state is not VolumeState.AVAILABLE or (v.ties_to_host and v.host != self.spec.name):
+                return None
+            out.append(Disk(v.name, v.path, "vd" + "abcdefghijklmnopqrstuvwxyz"[i], v.size_gib))
+        return tuple(out)
+
+    def _last_status(self, vm: str) -> VmStatus | None:
+        """What this host last said about a VM, from etcd: a restarted agent remembers too."""
+        kv = self.store.get(keys.vm_status(vm))
+        st = decode(VmStatus, json.loads(kv.value)) if kv else None
+        return st if st is not None and st.node == self.spec.name else None
+
+    def _report(self, vm: str, phase: VmPhase, message: str = "", fresh: DomainStats | None = None) -> None:
+        """Status is written only while the assignment exists, so a deleted VM never comes back.
+        With `fresh` usage it is written even when phase and message are unchanged."""
+        prev = self._reported.get(vm)
+        if fresh is None and prev is not None and prev.phase is phase and prev.message == message:
+            return
+        stats = fresh or (self.driver.stats(vm) if phase is VmPhase.RUNNING else None)
+        status = VmStatus(phase, self.spec.name, message, time.time(),
+                          stats.cpu_time_ns if stats else 0, stats.memory_used_mib if stats else 0)
+        res: TxnResult = self.store.txn([Compare(keys.assign(self.spec.name, vm), "create", ">", 0)],
+                                        [Put(keys.vm_status(vm), dumps(status))])
+        if res.succeeded:
+            self._reported[vm] = status
