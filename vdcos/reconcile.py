@@ -68,7 +68,7 @@ class Backoff:
         live = set(keys)
         for d in (self.failures, self.errors, self.retry_at):
             for k in set(d) - live:
-                del d[k]
+                d.pop(k, None)  # the runner's worker may have forgotten it meanwhile
 
 
 class WorkQueue:
