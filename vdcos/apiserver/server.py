@@ -1,4 +1,6 @@
-"""The scheduler daemon: cache + worker + servicers on one gRPC server, health and reflection on."""
+"""The API daemon (`python -m vdcos.apiserver`): the servicers on one gRPC server, health and
+reflection on, with the placement engine (cache + worker), the replica registration and the
+controllers in the same process."""
 from __future__ import annotations
 
 import argparse
