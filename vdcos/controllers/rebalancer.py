@@ -195,7 +195,7 @@ class Rebalancer:
             stuck = _stuck(rb)
             rb = replace(rb, state=RebalanceState.FAILED if stuck else RebalanceState.COMPLETED,
                          message=stuck or rb.message or "nothing to move")
-        self._save(rb)
+        self.save(rb)
         if rb.state is RebalanceState.RUNNING:
             if wait:
                 self._run(rb)
@@ -215,7 +215,7 @@ class Rebalancer:
         kvs, _ = self.store.get_prefix(keys.REBALANCES)
         return sorted((decode(Rebalance, json.loads(kv.value)) for kv in kvs), key=lambda r: r.created_at)
 
-    def _save(self, rb: Rebalance) -> None:
+    def save(self, rb: Rebalance) -> None:
         self.store.put(keys.rebalance(rb.id), dumps(replace(rb, updated_at=time.time())))
 
     def _run(self, rb: Rebalance) -> None:
@@ -231,15 +231,15 @@ class Rebalancer:
                 steps[i] = replace(step, state="skipped", message="an earlier step failed")
                 continue
             steps[i] = step = replace(step, state="migrating")
-            self._save(replace(rb, steps=tuple(steps)))
+            self.save(replace(rb, steps=tuple(steps)))
             state, mid, message, target = self._migrate(step, rb.goal)
             steps[i] = replace(step, state=state, migration=mid, message=message, target=target or step.target)
             if state != "done":
                 failed = failed or f"{step.vm}: {message}"
-            self._save(replace(rb, steps=tuple(steps)))
+            self.save(replace(rb, steps=tuple(steps)))
         failed = failed or _stuck(rb)
         final = RebalanceState.FAILED if failed else RebalanceState.COMPLETED
-        self._save(replace(rb, steps=tuple(steps), state=final, message=failed or rb.message))
+        self.save(replace(rb, steps=tuple(steps), state=final, message=failed or rb.message))
         log.info("rebalance %s (%s) %s", rb.id, rb.goal.value, final.value)
 
     def _migrate(self, step: RebalanceStep, goal: RebalanceGoal) -> tuple[str, str, str, str]:
@@ -292,10 +292,14 @@ class AutomaticRebalance:
         self._last = time.monotonic()
 
     def keys(self) -> list[str]:
-        running = [f"rebalance/{r.id}" for r in self.rebalancer.list_all() if r.state is RebalanceState.RUNNING]
+        """Nothing in manual mode, nor between rounds: the records are read only when a round is
+        due, and the plans left running are reaped before it."""
         config = self.rebalancer.cache.config
-        due = time.monotonic() - self._last >= config.rebalance_interval_s
-        return running + ([self.BALANCE] if config.rebalance_mode is RebalanceMode.AUTOMATIC and due else [])
+        if config.rebalance_mode is not RebalanceMode.AUTOMATIC or \
+                time.monotonic() - self._last < config.rebalance_interval_s:
+            return []
+        running = [f"rebalance/{r.id}" for r in self.rebalancer.list_all() if r.state is RebalanceState.RUNNING]
+        return [*running, self.BALANCE]
 
     def reconcile(self, key: str) -> None:
         if key == self.BALANCE:
@@ -318,6 +322,6 @@ class AutomaticRebalance:
         """A plan whose record has not moved for longer than a step may take was left by a
         scheduler that stopped: its finished steps stand."""
         if rb.state is RebalanceState.RUNNING and time.time() - rb.updated_at > STEP_TIMEOUT_S + 60:
-            self.rebalancer._save(replace(rb, state=RebalanceState.FAILED,
+            self.rebalancer.save(replace(rb, state=RebalanceState.FAILED,
                                           message="abandoned: the scheduler running it stopped; its finished "
                                                   "steps stand"))
