@@ -10,6 +10,7 @@ import grpc.aio
 
 from vdcos.apiserver import validate
 from vdcos.apiserver.operations import Operations
+from vdcos.errors import Aborted, Unavailable
 from vdcos.state.store import Event
 
 Ctx = grpc.aio.ServicerContext
@@ -36,26 +37,45 @@ def check_node_and_reason(name: str, reason: str) -> None:
     validate.check(out)
 
 
+WATCH_BUFFER = 10_000  # batches of events a stream may fall behind before it ends
+
+
 async def watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncGenerator[tuple[list[Event], int], None]:
     """etcd watch -> async generator, from `start_revision` (default: from now on); the watch is
-    cancelled when the client goes away or the generator is closed."""
+    cancelled when the client goes away or the generator is closed.
+
+    It never drops an event: a client that reads too slowly for WATCH_BUFFER batches ends with
+    ABORTED, and a watch that fails (its etcd member died, the revision was compacted) with
+    UNAVAILABLE; either way the client lists again and watches from the list's revision."""
     loop = asyncio.get_running_loop()
-    q: asyncio.Queue[tuple[list[Event], int] | None] = asyncio.Queue(maxsize=10_000)
+    q: asyncio.Queue[tuple[list[Event], int] | Exception] = asyncio.Queue()
     if not start_revision:
         _, rev = await blocking(ops.store.get_prefix, prefix + "\x00none")  # the current revision
         start_revision = rev + 1
+    behind = False
+
+    def put(item: tuple[list[Event], int] | Exception) -> None:  # on the loop
+        nonlocal behind
+        if behind:
+            return
+        if q.qsize() >= WATCH_BUFFER and not isinstance(item, Exception):
+            behind = True
+            item = Aborted(f"the watch fell {WATCH_BUFFER} batches behind (the client reads too slowly); "
+                           "list again and watch from the list's revision")
+        q.put_nowait(item)
 
     def events(evs: list[Event], rev: int) -> None:
-        loop.call_soon_threadsafe(q.put_nowait, (evs, rev))
+        loop.call_soon_threadsafe(put, (evs, rev))
 
-    def ended(_: Exception) -> None:
-        loop.call_soon_threadsafe(q.put_nowait, None)
+    def ended(e: Exception) -> None:
+        loop.call_soon_threadsafe(put, Unavailable(f"the watch on the cluster state ended ({e}); "
+                                                   "list again and watch from the list's revision"))
     cancel = ops.store.watch_prefix(prefix, start_revision, events, ended)
     try:
         while True:
             item = await q.get()
-            if item is None:
-                return
+            if isinstance(item, Exception):
+                raise item
             yield item
     finally:
         cancel()

@@ -9,7 +9,7 @@ from vdcos.apiserver import convert, validate
 from vdcos.apiserver.common import Ctx, blocking, check_name, watch
 from vdcos.apiserver.operations import Operations
 from vdcos.apiserver.status import rpc, stream_rpc
-from vdcos.errors import NotFound, Unavailable
+from vdcos.errors import NotFound
 from vdcos.model import Migration, decode
 from vdcos.state import keys
 from vdcos.v1 import migration_service_pb2 as mig_pb
@@ -69,4 +69,3 @@ class MigrationServicer(mig_grpc.MigrationServiceServicer):
                         yield mig_pb.WatchMigrationResponse(migration=convert.migration_to_pb(m))
                 if m.phase.done:
                     return
-        raise Unavailable("the watch on the cluster state ended; watch again")

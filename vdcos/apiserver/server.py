@@ -14,6 +14,7 @@ import threading
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Coroutine
 
 import grpc
 import grpc.aio
@@ -89,7 +90,7 @@ class SchedulerServer:
         self.cache.stop()
 
 
-async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, int]:
+async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, int, Callable[[], Coroutine[Any, Any, None]]]:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     names = []
     for mod, svc, add, servicer in SERVICES:
@@ -97,14 +98,20 @@ async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, in
         names.append(mod.DESCRIPTOR.services_by_name[svc].full_name)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *names):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def serving() -> None:
+        """Health follows the cache (as it is when this runs: changes may come in bursts)."""
+        ok = ops.cache.synced
+        status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *names):
+            await health_servicer.set(name, status)
+    await serving()
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_insecure_port(addr)
     if port == 0:
         raise RuntimeError(f"cannot bind {addr}")
     await server.start()
-    return server, port
+    return server, port, serving
 
 
 def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_threads: int = 8,
@@ -125,14 +132,19 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
-    server, port = asyncio.run_coroutine_threadsafe(_build_server(addr, ops), loop).result(30)
+    server, port, serving = asyncio.run_coroutine_threadsafe(_build_server(addr, ops), loop).result(30)
+    # NOT_SERVING while the cache re-lists after a lost watch.
+    def follow(_: bool) -> None:
+        asyncio.run_coroutine_threadsafe(serving(), loop)
+    cache.on_synced(follow)
+    asyncio.run_coroutine_threadsafe(serving(), loop).result(5)  # a change before the line above
     replicas.start(f"{addr.rpartition(':')[0]}:{port}")
     return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vdcos-scheduler", description="vdcos gRPC scheduler")
-    ap.add_argument("--etcd", required=True, help="etcd client endpoint host:port")
+    ap.add_argument("--etcd", required=True, help="etcd's members: host:port[,host:port...]")
     ap.add_argument("--listen", default="127.0.0.1:0")
     ap.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     ap.add_argument("--io-threads", type=int, default=8, help="threads for blocking etcd reads")

@@ -71,11 +71,16 @@ def rpc(fn: F) -> F:
 
 
 def stream_rpc(fn: F) -> F:
+    """Every server-streaming method: a stream ends OK only when it is complete; any error ends
+    it with the error's status (a bug with INTERNAL), never as a quiet end the client would
+    take for "nothing more"."""
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             async for item in fn(self, request, context):
                 yield item
-        except (VdcosError, StoreError) as e:
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:
             await _abort(context, e)
     return wrapper  # type: ignore[return-value]

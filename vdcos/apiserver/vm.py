@@ -8,6 +8,7 @@ from vdcos.apiserver import convert, validate
 from vdcos.apiserver.common import Ctx, blocking, check_name, watch
 from vdcos.apiserver.operations import Operations, VmRecord
 from vdcos.apiserver.status import as_status, rpc, stream_rpc
+from vdcos.errors import NotFound
 from vdcos.model import VmSpec
 from vdcos.state import keys
 from vdcos.v1 import types_pb2 as pb
@@ -147,6 +148,6 @@ class VmServicer(vm_grpc.VmServiceServicer):
                 try:
                     vm = convert.vm_to_pb(await blocking(self.ops.get_vm, name))
                     kind = pb.EVENT_TYPE_PUT
-                except Exception:
+                except NotFound:
                     vm, kind = pb.Vm(spec=pb.VmSpec(name=name)), pb.EVENT_TYPE_DELETE
                 yield vm_pb.WatchVmsResponse(type=kind, vm=vm, revision=rev)

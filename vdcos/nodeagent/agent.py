@@ -123,8 +123,9 @@ class NodeAgent(Migrations, VmReconciler):
             self.store.revoke_lease(self.lease)
 
     def _on_watch_error(self, e: Exception) -> None:
-        log.error("assignment watch failed (%s); the resync loop re-reads assignments", e)
+        log.error("assignment watch failed (%s); listing again", e)
         self._cancel = None
+        self._wake.set()
 
     def _on_assign(self, events: list[Event], revision: int) -> None:
         with self._lock:
@@ -216,7 +217,8 @@ class NodeAgent(Migrations, VmReconciler):
             if self._stop.is_set():
                 return
             try:
-                if self._cancel is None:
+                if None in (self._cancel, self._cancel_migrations) or (
+                        self.storage is not None and self._cancel_volumes is None):
                     self._subscribe()
                 if self.storage is not None and (self._volumes_changed.is_set()
                                                  or time.monotonic() - synced >= self.resync_s):
@@ -233,13 +235,16 @@ class NodeAgent(Migrations, VmReconciler):
                 log.exception("reconcile round failed, retrying")
 
     def _subscribe(self) -> None:
-        """Read the assignments, then watch from just after that read: nothing is missed."""
-        kvs, rev = self.store.get_prefix(keys.assign_prefix(self.spec.name))
-        with self._lock:
-            self._desired = {a.spec.name: a for a in (decode(Assignment, json.loads(kv.value)) for kv in kvs)}
-            self._assign_rev = max(self._assign_rev, rev)
-        self._cancel = self.store.watch_prefix(keys.assign_prefix(self.spec.name), rev + 1,
-                                               self._on_assign, self._on_watch_error)
+        """Each watch that is not running: read its records, then watch from just after that
+        read, so nothing is missed (a watch lost to a dead etcd member or a compaction comes
+        back this way)."""
+        if self._cancel is None:
+            kvs, rev = self.store.get_prefix(keys.assign_prefix(self.spec.name))
+            with self._lock:
+                self._desired = {a.spec.name: a for a in (decode(Assignment, json.loads(kv.value)) for kv in kvs)}
+                self._assign_rev = max(self._assign_rev, rev)
+            self._cancel = self.store.watch_prefix(keys.assign_prefix(self.spec.name), rev + 1,
+                                                   self._on_assign, self._on_watch_error)
         if self._cancel_migrations is None:
             kvs, rev = self.store.get_prefix(keys.MIGRATIONS)
             self._on_migration_records([(decode(Migration, json.loads(kv.value)), kv.mod_revision) for kv in kvs])
@@ -258,4 +263,4 @@ class NodeAgent(Migrations, VmReconciler):
         log.error("volume watch failed (%s); subscribing again", e)
         self._cancel_volumes = None
         self._volumes_changed.set()
-        self._cancel = None  # the next reconcile round subscribes again
+        self._wake.set()  # the next reconcile round subscribes again

@@ -26,7 +26,8 @@ from vdcos.model import (DIMENSIONS, AllocEntry, Allocation, NodeSpec, NodeStatu
 from vdcos.model.fit import allocatable
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms, derive, free_terms
 from vdcos.state import keys
-from vdcos.state.store import KV, Event, Get, Store
+from vdcos.state.reflector import Reflector
+from vdcos.state.store import KV, Event, Store
 
 log = logging.getLogger(__name__)
 
@@ -134,33 +135,49 @@ class ClusterCache:
         self._snapshot: ClusterSnapshot | None = None
         self._borrowed: ClusterSnapshot | None = None
         self._names_index: tuple[tuple[str, ...], dict[str, int]] = ((), {})
-        self._cancels: list[Callable[[], None]] = []
+        self._reflector: Reflector | None = None
+        self._listeners: list[Callable[[bool], None]] = []
         # Records we are committing ourselves, by key: (the bytes sent, the object they encode).
         self._sending: dict[str, tuple[bytes, Allocation | PlacementGroup]] = {}
-        self.watch_error: Exception | None = None
 
     # --- loading and watching ---------------------------------------------------------
     def start(self) -> ClusterCache:
-        res = self.store.txn([], [Get(p, prefix=True) for p in WATCHED])
-        with self._lock:
-            self._stale = True  # one derivation of every column at the first snapshot, not one per record
-            for kvs in res.gets:
-                for kv in kvs:
-                    self._apply_put(kv)
-            self.revision = res.revision
-        for p in WATCHED:
-            self._cancels.append(self.store.watch_prefix(p, res.revision + 1, self._on_events,
-                                                         self._on_watch_error))
+        self._reflector = Reflector(self.store, WATCHED, self._replace, self._on_events, name="scheduler cache",
+                                    on_synced=self._synced_changed).start()
         return self
 
     def stop(self) -> None:
-        for c in self._cancels:
-            c()
-        self._cancels.clear()
+        if self._reflector is not None:
+            self._reflector.stop()
 
-    def _on_watch_error(self, e: Exception) -> None:
-        log.error("cache watch failed: %s", e)
-        self.watch_error = e
+    @property
+    def synced(self) -> bool:
+        """False between a lost watch and the next list: the cache may be behind etcd, and
+        nothing may be placed from it."""
+        return self._reflector is not None and self._reflector.synced
+
+    def on_synced(self, fn: Callable[[bool], None]) -> None:
+        self._listeners.append(fn)
+
+    def _synced_changed(self, synced: bool) -> None:
+        if not synced:
+            log.error("scheduler cache: watch lost (%s); placing nothing until it has listed again",
+                      self._reflector.last_error if self._reflector else "")
+        for fn in self._listeners:
+            fn(synced)
+
+    def _replace(self, kvs: list[KV], revision: int) -> None:
+        """The records as of one list: those listed are applied, those it had and the list
+        lacks were deleted meanwhile."""
+        with self._lock:
+            self._stale = True  # one derivation of every column at the next snapshot, not one per record
+            listed = {kv.key for kv in kvs}
+            for key in [k for k in self._seen if k not in listed]:
+                self._apply_delete(key, revision)
+            for kv in kvs:
+                self._apply_put(kv)
+            self.revision = max(self.revision, revision)
+            self._changed.notify_all()
 
     def _on_events(self, events: list[Event], revision: int) -> None:
         with self._lock:

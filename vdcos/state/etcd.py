@@ -1,17 +1,26 @@
 """`Store` over etcd's v3 gRPC API, using the generated stubs of the maintained etcd-sdk-python
-package (the `etcd3` package no longer imports with current protobuf)."""
+package (the `etcd3` package no longer imports with current protobuf).
+
+Several members: one gRPC channel over all their addresses (gRPC's pick_first: it connects to
+one and, when that one goes, to the next that answers). Every call waits for a connection
+(`wait_for_ready`), so a call made while the channel moves to another member is sent there,
+not failed; calls that etcd refuses during a leader election (nothing was proposed) are sent
+again until the call's deadline. A call whose connection broke after it was sent may or may
+not have been applied: reads and unconditional writes are sent again, a transaction is not
+(its caller compares revisions, and learns what happened by reading)."""
 from __future__ import annotations
 
 import logging
 import queue
 import threading
+import time
 from typing import Any, Callable, Iterator, Sequence
 
 import grpc
 from pyetcd import etcdrpc
 from pyetcd.etcdrpc import kv_pb2
 
-from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Op, Put,
+from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Get, Op, Put,
                                StoreError, TxnResult, WatchCallback, prefix_end)
 
 log = logging.getLogger(__name__)
@@ -23,28 +32,78 @@ _OP = {"==": etcdrpc.Compare.EQUAL, "!=": etcdrpc.Compare.NOT_EQUAL,
        "<": etcdrpc.Compare.LESS, ">": etcdrpc.Compare.GREATER}
 
 
+# etcd's answers that say a request was not proposed: safe to send again, also a transaction.
+_NOT_APPLIED = ("no leader", "not capable", "too many requests", "failed to connect", "Connection refused",
+                "connection refused")
+
+
+def endpoints_of(endpoints: str | Sequence[str]) -> list[str]:
+    """`host:port,host:port` or a list of them: the members, in order."""
+    items = endpoints.split(",") if isinstance(endpoints, str) else endpoints
+    out = [e.strip() for e in items if e.strip()]
+    if not out:
+        raise ValueError("no etcd endpoint given")
+    return out
+
+
+def channel_target(endpoints: Sequence[str]) -> str:
+    return endpoints[0] if len(endpoints) == 1 else "ipv4:" + ",".join(endpoints)
+
+
+def member_status(endpoint: str, timeout: float = 1.0) -> Any:
+    """One member's own view (its id in the header, the leader's id), or None if it does not answer."""
+    with grpc.insecure_channel(endpoint) as ch:
+        try:
+            return etcdrpc.MaintenanceStub(ch).Status(etcdrpc.StatusRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return None
+
+
 def _kv(m: Any) -> KV:
     return KV(m.key.decode(), m.value, m.create_revision, m.mod_revision, m.version, m.lease)
 
 
 class EtcdStore:
-    def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
-        self.endpoint = endpoint
+    def __init__(self, endpoints: str | Sequence[str], timeout: float = 10.0, txn_timeout: float = 3.0) -> None:
+        self.endpoints = endpoints_of(endpoints)
+        self.endpoint = ",".join(self.endpoints)
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(endpoint, options=[
+        # A transaction sent to a leader that dies waits for etcd's request timeout (7 s) and
+        # then fails anyway; its caller learns sooner, and decides (they all read and retry).
+        # A placement's largest transaction takes ~0.1 s on this machine.
+        self.txn_timeout = min(timeout, txn_timeout)
+        self._channel = grpc.insecure_channel(channel_target(self.endpoints), options=[
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
-            ("grpc.keepalive_time_ms", 10_000),
+            # A member that hangs without closing its connections is noticed in ~7 s, not at
+            # the TCP timeout; 5 s is the most often etcd lets a client ping (more is GOAWAY).
+            ("grpc.keepalive_time_ms", 5_000),
+            ("grpc.keepalive_timeout_ms", 2_000),
+            # Reconnect to a member that came back within ~1 s, not gRPC's default 120 s ceiling.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1_000),
         ])
         self._kv = etcdrpc.KVStub(self._channel)
         self._lease = etcdrpc.LeaseStub(self._channel)
         self._watch = etcdrpc.WatchStub(self._channel)
         self._cancels: list[Callable[[], None]] = []
 
-    def _call(self, fn: Callable[..., Any], req: Any) -> Any:
-        try:
-            return fn(req, timeout=self.timeout)
-        except grpc.RpcError as e:
-            raise StoreError(f"etcd {self.endpoint}: {e.code().name}: {e.details()}") from e
+    def _call(self, fn: Callable[..., Any], req: Any, resend: bool = True, timeout: float = 0.0) -> Any:
+        """One request, sent again while etcd has no leader (or, if `resend`, after any
+        UNAVAILABLE) until `timeout` has passed."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        pause = 0.02
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return fn(req, timeout=max(0.05, left), wait_for_ready=True)
+            except grpc.RpcError as e:
+                code, details = e.code(), e.details() or ""
+                again = code == grpc.StatusCode.UNAVAILABLE and (
+                    resend or any(s in details for s in _NOT_APPLIED))
+                if not again or time.monotonic() + pause >= deadline:
+                    raise StoreError(f"etcd {self.endpoint}: {code.name}: {details}") from e
+            time.sleep(pause)
+            pause = min(0.25, pause * 2)
 
     def get(self, key: str) -> KV | None:
         r = self._call(self._kv.Range, etcdrpc.RangeRequest(key=key.encode()))
@@ -93,7 +152,10 @@ class EtcdStore:
                 m.range_end = prefix_end(c.key).encode()
         self._ops(success, req.success)
         self._ops(failure, req.failure)
-        r = self._call(self._kv.Txn, req)
+        if not compares and not any(not isinstance(op, Get) for op in (*success, *failure)):
+            r = self._call(self._kv.Txn, req)  # reads at one revision: safe to send again, may be large
+        else:
+            r = self._call(self._kv.Txn, req, resend=False, timeout=self.txn_timeout)
         gets = tuple(tuple(_kv(m) for m in resp.response_range.kvs)
                      for resp in r.responses if resp.WhichOneof("response") == "response_range")
         return TxnResult(bool(r.succeeded), int(r.header.revision), gets)
@@ -104,7 +166,7 @@ class EtcdStore:
     def keepalive(self, lease: int) -> int:
         try:
             for r in self._lease.LeaseKeepAlive(iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]),
-                                                 timeout=self.timeout):
+                                                 timeout=self.timeout, wait_for_ready=True):
                 return int(r.TTL)
         except grpc.RpcError as e:
             raise StoreError(f"etcd keepalive: {e.code().name}: {e.details()}") from e
@@ -131,7 +193,11 @@ class EtcdStore:
                     return
                 yield item
 
-        stream = self._watch.Watch(gen())
+        # hasleader: a member cut off from the others ends the watch, instead of keeping a
+        # stream that no longer hears of writes (etcd's WithRequireLeader). Not wait_for_ready:
+        # a stream has no deadline, and one that waited for a member to come back would wait
+        # for ever, silently; this one fails, and its owner lists again.
+        stream = self._watch.Watch(gen(), metadata=(("hasleader", "true"),))
 
         def run() -> None:
             try:

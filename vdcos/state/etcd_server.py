@@ -1,5 +1,5 @@
-"""An etcd member owned by vdcos: started on loopback ports it picks, data in a folder it owns,
-stopped by its recorded PID."""
+"""etcd members owned by vdcos: started on loopback ports they pick, data in folders they own,
+stopped by their recorded PIDs. One member, or a cluster of three for fault tolerance."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vdcos.process import stop_pid
@@ -39,37 +39,53 @@ class EtcdServer:
     name: str = "vdcos"
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    # name=peer-URL of every member; empty: this member alone.
+    initial_cluster: str = ""
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.client_port}"
 
-    def start(self, timeout: float = 20.0) -> EtcdServer:
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    def argv(self) -> list[str]:
+        """The command line, the same at every start: etcd reads the initial-cluster flags only
+        when its data folder is empty, so a restarted member rejoins with what it has."""
+        client = f"http://{self.host}:{self.client_port}"
+        return [ETCD_BIN, "--name", self.name, "--data-dir", str(self.data_dir / "member-data"),
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+                "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
+                "--initial-cluster-state", "new", "--initial-cluster-token", "vdcos",
+                # A batch of placements is one txn of up to ~6 ops per VM.
+                "--max-txn-ops", "2048", "--quota-backend-bytes", str(4 * 1024**3),
+                "--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
+                "--logger", "zap", "--log-outputs", "stderr"]
+
+    def launch(self) -> EtcdServer:
+        """Starts the process without waiting: a member of a cluster answers only once a
+        majority of its members runs."""
         if not os.path.exists(ETCD_BIN):
             raise RuntimeError("etcd is not installed (Debian package etcd-server); run `make setup`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.client_port = self.client_port or free_port(self.host)
         self.peer_port = self.peer_port or free_port(self.host)
-        client = f"http://{self.host}:{self.client_port}"
-        peer = f"http://{self.host}:{self.peer_port}"
         log_path = self.log_path or self.data_dir.parent / f"{self.name}-etcd.log"
-        cmd = [ETCD_BIN, "--name", self.name, "--data-dir", str(self.data_dir / "member-data"),
-               "--listen-client-urls", client, "--advertise-client-urls", client,
-               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-               "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-state", "new",
-               # A batch of placements is one txn of up to ~6 ops per VM.
-               "--max-txn-ops", "2048", "--quota-backend-bytes", str(4 * 1024**3),
-               "--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
-               "--logger", "zap", "--log-outputs", "stderr"]
         env = dict(os.environ, ETCD_UNSUPPORTED_ARCH=os.environ.get("ETCD_UNSUPPORTED_ARCH", ""))
         env.setdefault("GOGC", GOGC)
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          env=env, start_new_session=True)
-        self._wait_ready(timeout)
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def start(self, timeout: float = 20.0) -> EtcdServer:
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
         from vdcos.state.etcd import EtcdStore
         from vdcos.state.store import StoreError
 
@@ -78,16 +94,16 @@ class EtcdServer:
         try:
             while time.monotonic() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"etcd exited with {self.proc.returncode}; see its log")
+                    raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}; see its log")
                 try:
-                    store.get("/vdcos/ping")
+                    store.get("/vdcos/ping")  # linearizable: answered once the cluster has a leader
                     return
                 except StoreError:
                     time.sleep(0.05)
         finally:
             store.close()
         self.stop()
-        raise RuntimeError(f"etcd did not answer on {self.endpoint} within {timeout}s")
+        raise RuntimeError(f"etcd {self.name} did not answer on {self.endpoint} within {timeout}s")
 
     @property
     def pid(self) -> int:
@@ -98,3 +114,68 @@ class EtcdServer:
             return
         stop_pid(self.proc.pid, self.proc)
         self.proc = None
+
+    def kill(self) -> None:
+        """Fault injection: SIGKILL, as a crash; its data stays for a restart."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@dataclass
+class EtcdCluster:
+    """`size` members on loopback, each in `base`/member-N with its log beside."""
+    base: Path
+    size: int = 3
+    log_dir: Path | None = None
+    members: list[EtcdServer] = field(default_factory=list)
+
+    def start(self, timeout: float = 30.0) -> EtcdCluster:
+        if not self.members:
+            self.members = [EtcdServer(self.base / f"member-{i}", name=f"vdcos-{i}", client_port=free_port(),
+                                       peer_port=free_port(),
+                                       log_path=(self.log_dir or self.base) / f"etcd-{i}.log")
+                            for i in range(1, self.size + 1)]
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        for m in self.members:
+            m.initial_cluster = cluster
+            m.launch()
+        try:
+            for m in self.members:
+                m.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def endpoint(self) -> str:
+        """What every component takes: the members, comma-separated."""
+        return ",".join(self.endpoints)
+
+    def leader(self) -> EtcdServer | None:
+        """The member that leads now, as the members say (None during an election)."""
+        from vdcos.state.etcd import member_status
+
+        for m in self.members:
+            if m.proc is None:
+                continue
+            st = member_status(m.endpoint)
+            if st is not None and st.leader:
+                return next((x for x in self.members if x.proc is not None
+                             and (s := member_status(x.endpoint)) is not None
+                             and s.header.member_id == st.leader), None)
+        return None
+
+    def restart(self, member: EtcdServer, timeout: float = 30.0) -> None:
+        member.launch()
+        member.wait_ready(timeout)
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()

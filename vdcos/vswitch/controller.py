@@ -69,6 +69,7 @@ class SwitchController:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancels: list[Callable[[], None]] = []
+        self._resubscribe = False
         self._thread: threading.Thread | None = None
         self._vswitchd_pid = 0
         self._pushed: list[str] = []
@@ -110,7 +111,7 @@ class SwitchController:
 
     def _on_error(self, e: Exception) -> None:
         log.error("watch failed (%s); resubscribing", e)
-        self._cancels = []
+        self._resubscribe = True
         self._wake.set()
 
     def _loop(self) -> None:
@@ -120,8 +121,9 @@ class SwitchController:
             if self._stop.is_set():
                 return
             try:
-                if not self._cancels:
-                    self._subscribe()
+                if self._resubscribe or not self._cancels:
+                    self._resubscribe = False
+                    self._subscribe()  # every watch again: sync reads everything anyway
                 self.sync()
             except (StoreError, OvsdbError, NetworkError, subprocess.SubprocessError, OSError) as e:
                 log.warning("switch sync failed, retrying: %s", e)
@@ -292,7 +294,7 @@ class SwitchController:
             # Persistent, unmanaged: QEMU opens it by name here and, after a move, on the destination.
             nl.execute(nl.AddTap(ns, dev), nl.SetLink(ns, dev, mtu=OVERLAY_MTU, up=True))
             return
-        ep = self.net.endpoint_netns(p.name)
+        ep = self.net.endpoint_netns(p.network, p.name)
         if not netns_exists(ep):
             nl.add_namespace(ep)
             sh("ip", "netns", "exec", ep, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
@@ -309,7 +311,8 @@ class SwitchController:
     def _remove_device(self, dev: str, key: str) -> None:
         nl.execute(nl.DelLink(self.net.netns, dev))
         if dev.startswith("ve"):
-            nl.del_namespace(self.net.endpoint_netns(key.split("/", 1)[1]))
+            network, port = key.split("/", 1)
+            nl.del_namespace(self.net.endpoint_netns(network, port))
 
     def _publish_bindings(self, local: list[Port], bindings: list[KV]) -> None:
         lease = self.lease()
