@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         emit(result, args.json)
         return 0 if result["integrity_ok"] else 1
     finally:
-        down(home, keep_logs=False)
+        down(home, purge=True, keep_logs=False)
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -26,6 +26,16 @@ def alive(pid: int) -> bool:
         return False
 
 
+def start_time(pid: int) -> int:
+    """When the process started, in clock ticks after boot (0 if there is none): with the PID,
+    it names one process, also after a reboot has handed the PID to another."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def stop_pid(pid: int, proc: subprocess.Popen[bytes] | None = None, grace: float = 5.0) -> None:
     """SIGTERM then SIGKILL one process we started, by its recorded PID."""
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -157,15 +158,20 @@ class LeaderLease:
         try:
             if self._lease and self.store.keepalive(self._lease) > 0:
                 kv = self.store.get(self.key)
-                if kv is not None and kv.value == str(self._lease).encode():
+                if kv is not None and kv.value == self._holder():
                     return True
             else:
                 self._lease = self.store.grant_lease(self.ttl)
             return self.store.txn([Compare(self.key, "create", "==", 0)],
-                                  [Put(self.key, str(self._lease).encode(), self._lease)]).succeeded
+                                  [Put(self.key, self._holder(), self._lease)]).succeeded
         except StoreError as e:
             log.warning("leadership of %s unknown: %s", self.key, e)
             return False
+
+    def _holder(self) -> bytes:
+        """The key's value: this replica's lease, and its process (operators and the chaos
+        benchmark look up who leads)."""
+        return f"lease={self._lease:x} pid={os.getpid()}".encode()
 
     def release(self) -> None:
         if self._lease:

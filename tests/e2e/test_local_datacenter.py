@@ -38,7 +38,7 @@ def dc(tmp_path: Path) -> Iterator[Path]:
     vdcos(home, "up", "--hosts", "3", "--lease-ttl", "2", "--host-vcpus", "8", "--host-memory-mib", "16384")
     yield home
     state = LocalDatacenter.load(home)
-    vdcos(home, "down", check=False)
+    vdcos(home, "down", "--purge", check=False)
     if state:
         assert not any(alive(p.pid) for p in state.procs), "vdcos down left processes behind"
 
@@ -63,7 +63,7 @@ def test_up_holds_the_cpu_wakeup_latency_until_down(tmp_path: Path) -> None:
         _, argv = _agent(home, "scheduler")
         assert argv[-2:] == ["--cpu-wakeup-latency-us", "4"]
     finally:
-        vdcos(home, "down", check=False)
+        vdcos(home, "down", "--purge", check=False)
     assert current() == before
 
 
@@ -161,19 +161,19 @@ def test_agent_restart_adopts_running_vms_and_creates_nothing_twice(dc: Path) ->
     before = {d["name"]: d["uuid"] for d in json.loads(domains.read_text())}
     pid, cmd = _agent(dc, node)
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not alive(pid))
-    new = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_until(lambda: jq(dc, "vm", "show", "v0")["status"]["phase"] == "VM_PHASE_RUNNING", timeout=15)  # type: ignore[index]
-        time.sleep(1.0)  # a few reconcile rounds
-        after = {d["name"]: d["uuid"] for d in json.loads(domains.read_text())}
-        assert after == before, "restart re-created or lost domains"
-    finally:
-        os.kill(new.pid, signal.SIGTERM)
-        new.wait(10)
+    # The supervisor starts it again, with the same command line.
+    new_pid = wait_until(lambda: (p := _agent(dc, node)[0]) != pid and alive(p) and p, timeout=10)
+    assert _agent(dc, node)[1] == cmd
+    wait_until(lambda: jq(dc, "vm", "show", "v0")["status"]["phase"] == "VM_PHASE_RUNNING", timeout=15)  # type: ignore[index]
+    time.sleep(1.0)  # a few reconcile rounds
+    after = {d["name"]: d["uuid"] for d in json.loads(domains.read_text())}
+    assert after == before, "restart re-created or lost domains"
+    assert _agent(dc, node)[0] == new_pid, "the restarted agent died"
 
 
 def test_a_dead_agent_makes_its_node_not_ready_within_the_ttl(dc: Path) -> None:
+    # An agent gone for good (its host is down): no supervisor brings it back.
+    os.kill(_agent(dc, "supervisor")[0], signal.SIGTERM)
     pid, _ = _agent(dc, "host-2")
     os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()

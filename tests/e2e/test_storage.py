@@ -71,7 +71,7 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     d = Dc(home)
     yield d
     d.close()
-    down(home)
+    down(home, purge=True)
 
 
 def read_iops(dc: Dc, node: str, vm: str, low: float, high: float, seconds: float = 3.0, windows: int = 6) -> list[float]:

@@ -17,6 +17,7 @@ from vdcos.nodeagent.sim import SimDriver
 from vdcos.state import keys
 from vdcos.state.store import Event
 from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
@@ -25,9 +26,18 @@ pytestmark = pytest.mark.etcd
 
 
 def create(c: Cluster, name: str, node: str, group: str = "", policy: int = 0) -> None:
+    """The VM placed on `node` (the others cordoned meanwhile), free to move later: a node
+    selector would hold it there, explicit targets included."""
     spec = pb.VmSpec(name=name, resources=pb.Resources(vcpus=2, memory_mib=4096, disk_gib=10, network_mbps=100),
-                     node_selector={"host": node} if node else {}, placement_group=group, group_policy=policy)
-    c.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
+                     placement_group=group, group_policy=policy)
+    others = [n for n in c.agents if node and n != node]
+    for n in others:
+        c.client.nodes.CordonNode(node_pb.CordonNodeRequest(name=n, reason="test placement"))
+    try:
+        c.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
+    finally:
+        for n in others:
+            c.client.nodes.UncordonNode(node_pb.UncordonNodeRequest(name=n))
     wait_until(lambda: c.client.vms.GetVm(vm_pb.GetVmRequest(name=name)).vm.status.phase == pb.VM_PHASE_RUNNING)
 
 
@@ -48,6 +58,17 @@ def get(c: Cluster, mid: str) -> mig_pb.Migration:
 def nodes(c: Cluster, *names: str) -> None:
     for n in names:
         c.add_node(n, labels={"host": n})
+
+
+def test_an_operators_target_passes_the_vms_node_selector(cluster: Cluster) -> None:
+    nodes(cluster, "n1", "n2")
+    spec = pb.VmSpec(name="held", resources=pb.Resources(vcpus=1, memory_mib=1024), node_selector={"host": "n1"})
+    cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
+    with pytest.raises(grpc.RpcError) as e:
+        migrate(cluster, "held", "n2")
+    assert e.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert "selector" in e.value.details() or any("selector" in str(d) for d in details(e.value)), e.value.details()
+    assert cluster.store.get(keys.vm_migration("held")) is None
 
 
 def test_scheduler_chooses_and_the_vm_moves(cluster: Cluster) -> None:

@@ -1,20 +1,61 @@
 """gRPC stubs for the CLI, and errors rendered for people: the field, the reason, the numbers."""
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Sequence
 
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from vdcos.v1 import (capacity_service_pb2_grpc, migration_service_pb2_grpc, network_service_pb2_grpc, node_service_pb2_grpc,
-                      placement_service_pb2_grpc)
-from vdcos.v1 import qos_policy_service_pb2_grpc, types_pb2, vm_service_pb2_grpc, volume_service_pb2_grpc
+from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration_service_pb2, migration_service_pb2_grpc,
+                      network_service_pb2, network_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
+                      placement_service_pb2, placement_service_pb2_grpc, qos_policy_service_pb2,
+                      qos_policy_service_pb2_grpc, types_pb2, vm_service_pb2, vm_service_pb2_grpc, volume_service_pb2,
+                      volume_service_pb2_grpc)
+
+
+# Calls a client may send again to another replica after UNAVAILABLE (the replica died, or its
+# cache is re-listing): reads, and creates of VMs (a VM's name is unique, and a create's
+# request_id makes its retry answer with the VM it created). Not the watches: a watch that
+# ends says "list again" to its caller, which a transparent retry would hide.
+_RETRIED_PREFIXES = ("Get", "List", "Explain", "Plan", "Cordon", "Uncordon")
+_RETRIED = ("CreateVm", "BatchCreateVms")
+
+
+def _service_config() -> str:
+    names = []
+    for pb2 in (capacity_service_pb2, migration_service_pb2, network_service_pb2, node_service_pb2,
+                placement_service_pb2, qos_policy_service_pb2, vm_service_pb2, volume_service_pb2):
+        for svc in pb2.DESCRIPTOR.services_by_name.values():
+            names += [{"service": svc.full_name, "method": m.name} for m in svc.methods
+                      if m.name.startswith(_RETRIED_PREFIXES) or m.name in _RETRIED]
+    return json.dumps({
+        # Every replica in turn; one that says NOT_SERVING (health) is skipped while it does.
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
+        "methodConfig": [{"name": names, "retryPolicy": {
+            "maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"]}}],
+    })
+
+
+def target(addrs: str | Sequence[str]) -> str:
+    """One address as it is; several (`host:port,host:port`) as one target over all of them."""
+    items = [a.strip() for a in (addrs.split(",") if isinstance(addrs, str) else addrs) if a.strip()]
+    if not items:
+        raise ValueError("no API address given")
+    return items[0] if len(items) == 1 else "ipv4:" + ",".join(items)
 
 
 class Client:
-    def __init__(self, addr: str) -> None:
-        self.channel = grpc.insecure_channel(addr)
+    """Stubs over one channel to every API replica given, with failover between them."""
+
+    def __init__(self, addr: str | Sequence[str]) -> None:
+        self.channel = grpc.insecure_channel(target(addr), options=[
+            ("grpc.service_config", _service_config()), ("grpc.enable_retries", 1),
+            # Back within a second of a replica's restart, not gRPC's default two minutes.
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1_000)])
         self.vms = vm_service_pb2_grpc.VmServiceStub(self.channel)
         self.nodes = node_service_pb2_grpc.NodeServiceStub(self.channel)
         self.policies = qos_policy_service_pb2_grpc.QosPolicyServiceStub(self.channel)

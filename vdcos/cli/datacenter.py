@@ -25,16 +25,38 @@ def cmd_up(args: argparse.Namespace) -> int:
             raise UsageError(f"--cpu-wakeup-latency-us: {e}") from None
         if not os.access(WAKEUP_DEVICE, os.W_OK):
             raise UsageError(f"--cpu-wakeup-latency-us: {WAKEUP_DEVICE} is missing or not writable (needs root)")
-    dc = localdc.up(Path(args.home), args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl,
-                    cpu_wakeup_latency_us=wakeup)
-    print(f"datacenter up: {args.hosts} {args.driver} hosts, scheduler {dc.scheduler}, etcd {dc.etcd}")
+    given = [args.hosts, args.driver, args.etcd_members, args.replicas]
+    for name, default in (("hosts", 3), ("driver", "sim"), ("etcd_members", 1), ("replicas", 1)):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    if args.hosts < 1:
+        raise UsageError("--hosts: at least 1")
+    if args.etcd_members not in (1, 3, 5):
+        raise UsageError("--etcd-members: 1, 3 or 5 (a majority must survive a member's loss)")
+    if not 1 <= args.replicas <= 9:
+        raise UsageError("--replicas: from 1 to 9")
+    home = Path(args.home)
+    existing = localdc.LocalDatacenter.load(home)
+    before = existing.alive() if existing else {}
+    dc = localdc.up(home, args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl,
+                    cpu_wakeup_latency_us=wakeup, etcd_members=args.etcd_members, replicas=args.replicas)
+    if existing is not None:
+        started = [name for name, ok in before.items() if not ok]
+        print(f"datacenter was up already; started again: {', '.join(started) if started else 'nothing (all running)'}")
+        shape = (dc.hosts, dc.driver, len(dc.etcd), len(dc.api))
+        if shape != (args.hosts, args.driver, args.etcd_members, args.replicas) and any(v is not None for v in given):
+            print(f"note: it keeps its shape ({dc.hosts} {dc.driver} hosts, {len(dc.etcd)} etcd members, "
+                  f"{len(dc.api)} API replicas); `vdcos down --purge` deletes it to start another")
+    print(f"datacenter up: {dc.hosts} {dc.driver} hosts, API {dc.scheduler}, etcd {dc.etcd_endpoint}")
     print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    stopped = localdc.down(Path(args.home))
+    stopped = localdc.down(Path(args.home), purge=args.purge)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    print(f"deleted the datacenter's state under {args.home}" if args.purge else
+          "its state is kept: `vdcos up` brings the same datacenter back; `vdcos down --purge` deletes it")
     return 0
 
 
@@ -42,7 +64,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     dc = localdc.LocalDatacenter.load(Path(args.home))
     if dc is not None and args.output != "json":
         alive = dc.alive()
-        print(table(["PROCESS", "PID", "ALIVE"], [[p.name, p.pid, "yes" if alive[p.name] else "NO"] for p in dc.procs]))
+        print(table(["PROCESS", "KIND", "PID", "ALIVE"],
+                    [[p.name, p.kind, p.pid, "yes" if alive[p.name] else "NO"] for p in dc.procs]))
         print()
     with Client(server_addr(args)) as c:
         s = c.capacity.GetCapacitySummary(cap_pb.GetCapacitySummaryRequest(), timeout=args.timeout)
@@ -65,20 +88,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def register(sub: Subparsers) -> None:
     up = sub.add_parser("up", help="start a local datacenter: etcd, scheduler, N node agents")
-    up.add_argument("--hosts", type=int, default=3)
-    up.add_argument("--driver", choices=["sim", "libvirt"], default="sim",
-                    help="libvirt: a real libvirtd + QEMU per host")
+    up.add_argument("--hosts", type=int, help="node agents (default 3)")
+    up.add_argument("--driver", choices=["sim", "libvirt"],
+                    help="libvirt: a real libvirtd + QEMU per host (default sim)")
     up.add_argument("--host-vcpus", type=int, default=16)
     up.add_argument("--host-memory-mib", type=int, default=65536)
     up.add_argument("--host-disk-gib", type=int, default=1000)
     up.add_argument("--host-network-mbps", type=int, default=10000)
     up.add_argument("--host-disk-iops", type=int, default=20000)
     up.add_argument("--lease-ttl", type=int, default=10, help="seconds before a silent node is NotReady")
+    up.add_argument("--etcd-members", type=int, help="etcd cluster size: 1 (default), or 3 to survive a member's loss")
+    up.add_argument("--replicas", type=int, help="API/scheduler processes, 1 by default (clients fail over between them)")
     up.add_argument("--cpu-wakeup-latency-us", type=int, metavar="US",
                     help="the scheduler holds this host's idle CPUs to this wake-up latency while it serves "
                          "(0: they poll instead of halting). Costs power; see vdcos/host/wakeup.py")
     up.set_defaults(fn=cmd_up)
-    sub.add_parser("down", help="stop the local datacenter and remove its state").set_defaults(fn=cmd_down)
+    down = sub.add_parser("down", help="stop the local datacenter; its state is kept for `vdcos up`")
+    down.add_argument("--purge", action="store_true",
+                      help="also delete its state: etcd's data, the hosts' folders, volumes and VMs' disks")
+    down.set_defaults(fn=cmd_down)
     sub.add_parser("status", help="processes and datacenter capacity").set_defaults(fn=cmd_status)
 
 

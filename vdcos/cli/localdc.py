@@ -1,7 +1,14 @@
-"""A whole datacenter on one machine: etcd, a scheduler and N node agents as child processes of
-nobody (own sessions), recorded in $VDCOS_HOME/cluster.json and stopped by those PIDs only."""
+"""A whole datacenter on one machine: etcd (one member or three), N API/scheduler replicas and
+N node agents as processes in their own sessions, recorded in $VDCOS_HOME/cluster.json and
+stopped by those PIDs only; a supervisor among them restarts any that dies.
+
+State lives in the home folder and outlives the processes: `down` stops them and keeps etcd's
+data, the hosts' folders, the pools and the images, and `up` brings the same datacenter back
+(after `down`, after a crash, after a reboot), restarting only what is not running. Deleting
+it all is `down --purge`."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -9,13 +16,19 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
+from vdcos.host.netlink import netns_exists
 from vdcos.host.network import HostNetwork, remove_fabric
-from vdcos.process import alive, stop_pid
-from vdcos.state.etcd_server import EtcdServer
+from vdcos.process import alive, start_time, stop_pid
+from vdcos.state.etcd_server import GOGC, EtcdCluster
+
+# What `down --purge` deletes; `down` keeps it.
+STATE = ("etcd", "hosts", "pools", "run", "datacenter-id", "cluster.json")
 
 
 def home_dir() -> Path:
@@ -27,18 +40,39 @@ class Proc:
     name: str
     pid: int
     log: str
-    # "libvirtd": a host's hypervisor, stopped through LibvirtHost (guests, cgroups) not by PID alone
+    # etcd | apiserver | agent | supervisor | libvirtd (a host's hypervisor and switch, started
+    # and stopped through LibvirtHost and HostNetwork, not by PID alone)
     kind: str = ""
     root: str = ""
+    argv: list[str] = field(default_factory=list)
+    # The process's start time: a PID that a reboot gave to another process is not this one.
+    started: int = 0
+
+    def running(self) -> bool:
+        if self.kind == "libvirtd":
+            net = HostNetwork.load(Path(self.root))
+            return (Path(self.root, "host.json").exists() and LibvirtHost.load(Path(self.root)).running()
+                    and (net is None or netns_exists(net.netns)))
+        return self.pid > 0 and alive(self.pid) and (not self.started or start_time(self.pid) == self.started)
 
 
 @dataclass
 class LocalDatacenter:
     home: str
-    etcd: str
-    scheduler: str
+    etcd: list[str]   # the members' client endpoints
+    api: list[str]    # the API/scheduler replicas' addresses
     driver: str
     procs: list[Proc] = field(default_factory=list)
+    hosts: int = 0
+
+    @property
+    def scheduler(self) -> str:
+        """Every replica, comma-separated, as clients take them."""
+        return ",".join(self.api)
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return ",".join(self.etcd)
 
     @property
     def state_file(self) -> Path:
@@ -59,16 +93,30 @@ class LocalDatacenter:
         return cls(**d)
 
     def alive(self) -> dict[str, bool]:
-        return {p.name: p.pid > 0 and alive(p.pid) for p in self.procs}
+        return {p.name: p.running() for p in self.procs}
+
+    def proc(self, name: str) -> Proc:
+        return next(p for p in self.procs if p.name == name)
 
 
-def _spawn(home: Path, name: str, argv: list[str]) -> Proc:
-    log = home / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as f:
-        p = subprocess.Popen(argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True,
-                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    return Proc(name, p.pid, str(log))
+@contextmanager
+def locked(home: Path) -> Iterator[None]:
+    """One of `up`, `down` and the supervisor changes the datacenter at a time."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _spawn(p: Proc, env: dict[str, str] | None = None) -> None:
+    Path(p.log).parent.mkdir(parents=True, exist_ok=True)
+    with open(p.log, "ab") as f:
+        child = subprocess.Popen(p.argv, stdout=f, stderr=f, stdin=subprocess.DEVNULL, start_new_session=True,
+                                 env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+    p.pid, p.started = child.pid, start_time(child.pid)
 
 
 def _datacenter_id(home: Path) -> str:
@@ -90,64 +138,163 @@ def host_root(home: Path, node: str) -> Path:
     return home / "hosts" / node
 
 
+def _port_file(home: Path, name: str) -> Path:
+    return home / "run" / f"{name}.port"
+
+
 def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int = 10,
-       timeout: float = 60.0, cpu_wakeup_latency_us: int | None = None) -> LocalDatacenter:
-    existing = LocalDatacenter.load(home)
-    if existing is not None:
-        if all(existing.alive().values()):
-            return existing  # idempotent: it is up already
-        down(home)
-    home.mkdir(parents=True, exist_ok=True)
-    etcd = EtcdServer(home / "etcd", log_path=home / "logs" / "etcd.log")
-    (home / "logs").mkdir(parents=True, exist_ok=True)
-    etcd.start()
-    dc = LocalDatacenter(str(home), etcd.endpoint, "", driver, [Proc("etcd", etcd.pid, str(etcd.log_path))])
-    dc.save()
+       timeout: float = 60.0, cpu_wakeup_latency_us: int | None = None, etcd_members: int = 1,
+       replicas: int = 1) -> LocalDatacenter:
+    """A new datacenter, or the one in `home` with whatever is not running started again."""
+    if LocalDatacenter.load(home) is not None:
+        return repair(home, timeout)
+    with locked(home):
+        dc = _create(home, hosts, driver, capacity, lease_ttl, cpu_wakeup_latency_us, etcd_members, replicas)
     try:
-        port_file = home / "scheduler.port"
-        port_file.unlink(missing_ok=True)
+        _wait_nodes(dc, hosts, time.monotonic() + timeout)
+    except BaseException:
+        down(home, purge=True)
+        raise
+    return dc
+
+
+def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int,
+            cpu_wakeup_latency_us: int | None, etcd_members: int, replicas: int) -> LocalDatacenter:
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    (home / "run").mkdir(parents=True, exist_ok=True)
+    etcd = EtcdCluster(home / "etcd", etcd_members, log_dir=home / "logs")
+    dc = LocalDatacenter(str(home), [], [], driver, hosts=hosts)
+    try:
+        etcd.start()
+        dc.etcd = etcd.endpoints
+        for m in etcd.members:
+            dc.procs.append(Proc("etcd" if etcd_members == 1 else f"etcd-{m.name.rpartition('-')[2]}", m.pid,
+                                 str(m.log_path), "etcd", argv=m.argv(), started=start_time(m.pid)))
+        dc.save()
         py = sys.executable
-        argv = [py, "-m", "vdcos.apiserver", "--etcd", etcd.endpoint, "--listen", "127.0.0.1:0",
-                "--port-file", str(port_file)]
-        if cpu_wakeup_latency_us is not None:
-            argv += ["--cpu-wakeup-latency-us", str(cpu_wakeup_latency_us)]
-        dc.procs.append(_spawn(home, "scheduler", argv))
+        for i in range(1, replicas + 1):
+            name = "scheduler" if replicas == 1 else f"scheduler-{i}"
+            argv = [py, "-m", "vdcos.apiserver", "--etcd", dc.etcd_endpoint, "--listen", "127.0.0.1:0",
+                    "--port-file", str(_port_file(home, name))]
+            if cpu_wakeup_latency_us is not None:
+                argv += ["--cpu-wakeup-latency-us", str(cpu_wakeup_latency_us)]
+            p = Proc(name, 0, str(home / "logs" / f"{name}.log"), "apiserver", argv=argv)
+            _port_file(home, name).unlink(missing_ok=True)
+            _spawn(p)
+            dc.procs.append(p)
         dc.save()
         dc_id = _datacenter_id(home)
         for i in range(1, hosts + 1):
             name = host_name(i)
             root = host_root(home, name)
-            argv = [py, "-m", "vdcos.nodeagent", "--etcd", etcd.endpoint, "--name", name, "--driver", driver,
+            argv = [py, "-m", "vdcos.nodeagent", "--etcd", dc.etcd_endpoint, "--name", name, "--driver", driver,
                     "--state-dir", str(root), "--lease-ttl", str(lease_ttl),
                     "--label", f"rack=rack-{(i - 1) % 2 + 1}"]
             if driver == "libvirt":
                 # One host = one namespace set: its network namespace with its own Open vSwitch,
                 # and its libvirtd in that namespace. Recorded before it starts: a failed start
                 # is still cleaned up by down().
-                dc.procs.append(Proc(f"libvirtd-{name}", 0, str(root / "log" / "libvirtd.log"), "libvirtd", str(root)))
+                lv_proc = Proc(f"libvirtd-{name}", 0, str(root / "log" / "libvirtd.log"), "libvirtd", str(root))
+                dc.procs.append(lv_proc)
                 dc.save()
                 net = HostNetwork(dc_id, name, i, str(root)).start()
                 lv = LibvirtHost.create(root, name, dc_id, net.mgmt_ip, netns=net.netns)
                 lv.start()
-                dc.procs[-1].pid = lv.pid()
+                lv_proc.pid = lv.pid()
                 dc.save()
                 argv += ["--libvirt-uri", lv.uri, "--shared-pool", str(home / "pools" / "shared")]
             for k, v in capacity.items():
                 argv += [f"--{k.replace('_', '-')}", str(v)]
-            dc.procs.append(_spawn(home, name, argv))
+            p = Proc(name, 0, str(home / "logs" / f"{name}.log"), "agent", argv=argv)
+            _spawn(p)
+            dc.procs.append(p)
         dc.save()
-        deadline = time.monotonic() + timeout
-        while not port_file.exists():
-            if time.monotonic() > deadline or not alive(dc.procs[1].pid):
-                raise RuntimeError(f"scheduler did not start; see {dc.procs[1].log}")
-            time.sleep(0.05)
-        dc.scheduler = f"127.0.0.1:{port_file.read_text().strip()}"
+        deadline = time.monotonic() + 60
+        for p in dc.procs:
+            if p.kind == "apiserver":
+                port = _wait_port(p, _port_file(home, p.name), deadline)
+                dc.api.append(f"127.0.0.1:{port}")
+                # A restart listens where clients already look.
+                p.argv[p.argv.index("--listen") + 1] = f"127.0.0.1:{port}"
+        dc.procs.append(_supervisor(home))
         dc.save()
-        _wait_nodes(dc, hosts, deadline)
         return dc
     except BaseException:
-        down(home)
+        dc.save()
+        _stop_all(dc)
+        _purge(home)
         raise
+
+
+def _supervisor(home: Path) -> Proc:
+    p = Proc("supervisor", 0, str(home / "logs" / "supervisor.log"), "supervisor",
+             argv=[sys.executable, "-m", "vdcos.cli.supervisor", "--home", str(home)])
+    _spawn(p)
+    return p
+
+
+def _wait_port(p: Proc, port_file: Path, deadline: float) -> int:
+    while not port_file.exists():
+        if time.monotonic() > deadline or not p.running():
+            raise RuntimeError(f"{p.name} did not start; see {p.log}")
+        time.sleep(0.05)
+    return int(port_file.read_text().strip())
+
+
+def restart(dc: LocalDatacenter, p: Proc) -> None:
+    """Starts one recorded process again, as it was started first."""
+    if p.kind == "libvirtd":
+        root = Path(p.root)
+        net = HostNetwork.load(root)
+        if net is not None:
+            net.start()  # its namespace, switch daemons and bridges: each only if missing
+        lv = LibvirtHost.load(root)
+        lv.start()
+        p.pid = lv.pid()
+        return
+    _spawn(p, {"GOGC": os.environ.get("GOGC", GOGC)} if p.kind == "etcd" else None)
+
+
+def repair(home: Path, timeout: float = 60.0) -> LocalDatacenter:
+    """Starts again every recorded process that is not running (etcd first, agents last), and
+    deletes nothing. What runs is left alone."""
+    with locked(home):
+        dc = LocalDatacenter.load(home)
+        if dc is None:
+            raise RuntimeError(f"no datacenter under {home}")
+        order = ("etcd", "libvirtd", "apiserver", "agent", "supervisor")
+        dead = sorted((p for p in dc.procs if not p.running()), key=lambda p: order.index(p.kind or "agent"))
+        for p in dead:
+            restart(dc, p)
+            dc.save()
+            if p.kind == "etcd" and not any(q.kind == "etcd" for q in dead[dead.index(p) + 1:]):
+                wait_etcd(dc.etcd_endpoint, timeout)
+        if not any(p.kind == "supervisor" for p in dc.procs):  # a datacenter from before supervisors
+            dc.procs.append(_supervisor(home))
+            dc.save()
+    if dead:
+        _wait_nodes(dc, dc.hosts or sum(p.kind == "agent" for p in dc.procs), time.monotonic() + timeout)
+    return dc
+
+
+def wait_etcd(endpoints: str, timeout: float) -> None:
+    """Until etcd answers a linearizable read: a majority of its members runs and has a leader."""
+    from vdcos.state.etcd import EtcdStore
+    from vdcos.state.store import StoreError
+
+    store = EtcdStore(endpoints, timeout=1.0)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                store.get("/vdcos/ping")
+                return
+            except StoreError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"etcd ({endpoints}) did not answer within {timeout:.0f} s") from None
+                time.sleep(0.1)
+    finally:
+        store.close()
 
 
 def _wait_nodes(dc: LocalDatacenter, hosts: int, deadline: float) -> None:
@@ -157,23 +304,26 @@ def _wait_nodes(dc: LocalDatacenter, hosts: int, deadline: float) -> None:
 
     with Client(dc.scheduler) as c:
         while True:
-            nodes = c.nodes.ListNodes(npb.ListNodesRequest(), timeout=5).nodes
-            if sum(n.state == pb.NODE_STATE_READY for n in nodes) >= hosts:
-                return
-            dead = [p.name for p in dc.procs if not alive(p.pid)]
+            try:
+                nodes = c.nodes.ListNodes(npb.ListNodesRequest(), timeout=5).nodes
+                if sum(n.state == pb.NODE_STATE_READY for n in nodes) >= hosts:
+                    return
+            except Exception as e:  # the API may still be starting
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the API did not answer: {e}; logs in {dc.home}/logs") from e
+            dead = [p.name for p in dc.procs if not p.running()]
             if dead or time.monotonic() > deadline:
                 raise RuntimeError(f"nodes did not register (dead: {dead or 'none'}); logs in {dc.home}/logs")
             time.sleep(0.1)
 
 
-def down(home: Path, *, keep_logs: bool = True) -> list[str]:
-    dc = LocalDatacenter.load(home)
+def _stop_all(dc: LocalDatacenter) -> list[str]:
+    # The supervisor first (it would start the others again), then agents and schedulers, etcd
+    # last, so nothing writes into a dying store; each host's agent stops before its hypervisor,
+    # so it does not restart the guests being stopped.
     stopped: list[str] = []
-    if dc is None:
-        return stopped
-    # Agents and scheduler first, etcd last, so nothing writes into a dying store; each host's
-    # agent stops before its hypervisor, so it does not restart the guests being destroyed.
-    for p in reversed(dc.procs):
+    procs = sorted(dc.procs, key=lambda p: p.kind != "supervisor")
+    for p in [procs[0], *reversed(procs[1:])] if procs else []:
         if p.kind == "libvirtd":
             if Path(p.root, "host.json").exists():
                 LibvirtHost.load(Path(p.root)).stop()
@@ -182,15 +332,34 @@ def down(home: Path, *, keep_logs: bool = True) -> list[str]:
             if net is not None:
                 net.stop()
                 stopped.append(f"switch of {net.name} (netns {net.netns})")
-        elif alive(p.pid):
+        elif p.running():
             stop_pid(p.pid)
             stopped.append(f"{p.name} (pid {p.pid})")
+    return stopped
+
+
+def _purge(home: Path) -> None:
     if (home / "datacenter-id").exists():
         remove_fabric((home / "datacenter-id").read_text().strip())
-    for sub in ("etcd", "hosts"):
-        shutil.rmtree(home / sub, ignore_errors=True)
-    for f in ("cluster.json", "scheduler.port"):
-        (home / f).unlink(missing_ok=True)
-    if not keep_logs:
-        shutil.rmtree(home / "logs", ignore_errors=True)
+    for sub in STATE:
+        path = home / sub
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def down(home: Path, *, purge: bool = False, keep_logs: bool = True) -> list[str]:
+    """Stops every process and keeps the state; with `purge`, deletes the datacenter too."""
+    with locked(home):
+        dc = LocalDatacenter.load(home)
+        stopped = _stop_all(dc) if dc is not None else []
+        if (home / "datacenter-id").exists():
+            remove_fabric((home / "datacenter-id").read_text().strip())
+        if purge:
+            _purge(home)
+            if not keep_logs:
+                shutil.rmtree(home / "logs", ignore_errors=True)
+    if purge:
+        (home / ".lock").unlink(missing_ok=True)
     return stopped

@@ -4,8 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+import uuid
 from typing import Sequence
 
+import grpc
 from google.protobuf import json_format
 
 from vdcos.apiserver import validate
@@ -59,12 +62,17 @@ def vm_rows(vms: Sequence[pb.Vm]) -> str:
     return table(["NAME", "NODE", "QOS", "POLICY", "VCPU", "MEM_MIB", "DISK_GIB", "SHARES", "PHASE", "GROUP"], rows)
 
 
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
 def cmd_vm(args: argparse.Namespace) -> int:
     with Client(server_addr(args)) as c:
         if args.vm_command == "create" and args.count != 1:
             return create_many(c, args)
         if args.vm_command == "create":
-            r = c.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm_spec(args), request_id=args.request_id or ""),
+            # An id of its own: the channel's retries after a replica's failure get this VM back.
+            r = c.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm_spec(args), request_id=args.request_id or new_request_id()),
                                timeout=args.timeout)
             emit(args, r.vm, lambda: vm_rows([r.vm]))
         elif args.vm_command == "list":
@@ -99,12 +107,13 @@ def create_many(c: Client, args: argparse.Namespace) -> int:
     if bad:
         raise UsageError(f"NAME with --count {args.count}: {bad[0][1]}")
     base = vm_spec(args)
+    request_id = args.request_id or new_request_id()
     reqs = []
     for i in range(1, args.count + 1):
         s = pb.VmSpec()
         s.CopyFrom(base)
         s.name = f"{args.name}-{i}"
-        reqs.append(vm_pb.CreateVmRequest(spec=s, request_id=f"{args.request_id}-{i}" if args.request_id else ""))
+        reqs.append(vm_pb.CreateVmRequest(spec=s, request_id=f"{request_id}-{i}"))
     answers = []
     for at in range(0, len(reqs), BATCH_CREATE_MAX):
         chunk = reqs[at:at + BATCH_CREATE_MAX]
@@ -142,6 +151,11 @@ def progress_bar(m: mig_pb.Migration, width: int = 30) -> str:
             f"remaining {p.memory_remaining_bytes // mib} MiB  {p.elapsed_ms / 1000:5.1f}s")
 
 
+def done(m: mig_pb.Migration) -> bool:
+    return m.phase in (mig_pb.MIGRATION_PHASE_COMPLETED, mig_pb.MIGRATION_PHASE_FAILED,
+                       mig_pb.MIGRATION_PHASE_CANCELLED)
+
+
 def migrate(c: Client, args: argparse.Namespace) -> int:
     opts = mig_pb.MigrationOptions(max_downtime_ms=args.max_downtime_ms, max_bandwidth_mibps=args.bandwidth_mibps,
                                    postcopy_after_iterations=args.postcopy_after)
@@ -154,10 +168,20 @@ def migrate(c: Client, args: argparse.Namespace) -> int:
     if args.output != "json":
         print(f"{m.id}: migrating {m.vm} from {m.source_node} to {m.target_node}")
     last = m
-    for ev in c.migrations.WatchMigration(mig_pb.WatchMigrationRequest(id=m.id), timeout=args.timeout + 600):
-        last = ev.migration
-        if args.output != "json":
-            print(("\r" if tty else "") + progress_bar(last), end="" if tty else "\n", flush=True)
+    deadline = time.monotonic() + args.timeout + 600
+    while not done(last) and time.monotonic() < deadline:
+        try:
+            # Each watch starts with the record as it is: nothing is missed between two.
+            for ev in c.migrations.WatchMigration(mig_pb.WatchMigrationRequest(id=m.id),
+                                                  timeout=deadline - time.monotonic()):
+                last = ev.migration
+                if args.output != "json":
+                    print(("\r" if tty else "") + progress_bar(last), end="" if tty else "\n", flush=True)
+        except grpc.RpcError as e:
+            # The watch ended (its replica or etcd member died, or it fell behind): watch again.
+            if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED):
+                raise
+            time.sleep(0.2)
     if tty:
         print()
     ok = last.phase == mig_pb.MIGRATION_PHASE_COMPLETED

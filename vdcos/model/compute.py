@@ -255,6 +255,8 @@ class PlacementRecord:
     score: float
     placed_at: float
     attempts: int = 1
+    # The client's id for the create that placed it: a retry of that create finds this VM.
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ batch start over.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -63,6 +64,14 @@ class _Decided:
     pending: _Pending
     decision: Decision
     policy: QosPolicy  # the one the decision resolved: a commit must guard this very policy
+
+
+def _same_answer(to: Future[Placed], answered: Future[Placed]) -> None:
+    e = answered.exception()
+    if e is None:
+        to.set_result(answered.result())
+    else:
+        to.set_exception(e)
 
 
 @dataclass
@@ -191,14 +200,24 @@ class Scheduler:
                 self._arrived.wait(left)
 
     def _place(self, batch: list[_Pending]) -> None:
-        seen: set[str] = set()
+        if not self.cache.synced:
+            # Its view may be behind etcd: a decision from it could fail every commit, or
+            # (for what commits do not compare) be wrong. Clients retry on another replica.
+            for p in batch:
+                p.future.set_exception(Unavailable("this replica's cluster cache is re-listing after a lost "
+                                                   "watch; retry (another replica may serve)"))
+            return
+        seen: dict[str, _Pending] = {}
         pending: list[_Pending] = []
         for p in batch:
-            if p.request.spec.name in seen:
-                p.future.set_exception(AlreadyExists(f"vm {p.request.spec.name!r} is being created"))
-            else:
-                seen.add(p.request.spec.name)
+            first = seen.get(p.request.spec.name)
+            if first is None:
+                seen[p.request.spec.name] = p
                 pending.append(p)
+            elif p.request.request_id and p.request.request_id == first.request.request_id:
+                first.future.add_done_callback(functools.partial(_same_answer, p.future))  # a retry
+            else:
+                p.future.set_exception(AlreadyExists(f"vm {p.request.spec.name!r} is being created"))
         decided: list[_Decided] = []  # decisions a conflict left uncommitted, to validate again
         # Decisions per transaction. The first conflicts are mostly one stale node, which
         # validating again fixes; from a VM's third on, each conflict halves it, so that under a
@@ -302,7 +321,8 @@ class Scheduler:
             txn.guard(keys.node_cordon(d.node), "version", 0)
             txn.guard(keys.policy(spec.policy_name), "mod", policy_revision)
             txn.guard(keys.vm_spec(spec.name), "create", 0)
-            record = PlacementRecord(d.node, d.qos, d.reserved, d.score, time.time(), p.attempts + 1)
+            record = PlacementRecord(d.node, d.qos, d.reserved, d.score, time.time(), p.attempts + 1,
+                                     p.request.request_id)
             spec_bytes = dumps(spec)
             txn.puts += [Put(keys.vm_spec(spec.name), spec_bytes),
                          Put(keys.vm_placement(spec.name), dumps(record)),
@@ -336,11 +356,28 @@ class Scheduler:
                 self.cache.apply_read(key, kvs, res.revision)
         for dd, _ in txn.placed:
             name = dd.pending.request.spec.name
-            if name in existing:
-                dd.pending.future.set_exception(AlreadyExists(f"vm {name!r} already exists"))
-            else:
+            if name not in existing:
                 retry.append(dd)
+            elif (mine := self._placed_by(dd.pending.request)) is not None:
+                dd.pending.future.set_result(mine)  # a retry of the create that placed it
+            else:
+                dd.pending.future.set_exception(AlreadyExists(f"vm {name!r} already exists"))
         return retry
+
+    def _placed_by(self, request: PlacementRequest) -> Placed | None:
+        """The VM of this name, if the create with this request's id placed it."""
+        if not request.request_id:
+            return None
+        name = request.spec.name
+        kvs, _ = self.store.get_prefix(f"{keys.VMS}{name}/")
+        by_key = {kv.key: kv for kv in kvs}
+        spec_kv, place_kv = by_key.get(keys.vm_spec(name)), by_key.get(keys.vm_placement(name))
+        if spec_kv is None or place_kv is None:
+            return None
+        record = decode(PlacementRecord, json.loads(place_kv.value))
+        if record.request_id != request.request_id:
+            return None
+        return Placed(decode(VmSpec, json.loads(spec_kv.value)), record, place_kv.mod_revision)
 
     # --- deletion -----------------------------------------------------------------------
     def delete(self, name: str) -> None:
@@ -385,24 +422,28 @@ class Scheduler:
     # --- live migration -----------------------------------------------------------------
     def migrate(self, vm: str, target: str, options: MigrationOptions) -> Migration:
         """Reserve a destination (the operator's, or the best one the core finds) and record
-        the migration; the source's agent carries it out."""
-        if not target:
-            spec_kv, place_kv = self.store.get(keys.vm_spec(vm)), self.store.get(keys.vm_placement(vm))
-            if spec_kv is None or place_kv is None:
-                raise NotFound(f"vm {vm!r} not found or not placed yet")
-            spec = decode(VmSpec, json.loads(spec_kv.value))
-            source = decode(PlacementRecord, json.loads(place_kv.value)).node
-            # Copy-storage: the destination also needs room for the VM's local volumes.
-            copies = sum(v.size_gib for v in volumes.list_volumes(self.store, vm=vm) if v.ties_to_host)
-            if copies:
-                spec = replace(spec, resources=spec.resources + Resources(disk_gib=copies))
-            self.cache.wait_for_revision(place_kv.mod_revision, timeout=2.0)
-            got = schedule(self.cache.snapshot(), PlacementRequest(spec, f"migrate:{vm}:{time.time()}", (source,)),
-                           self.lane())
-            if isinstance(got, Rejection):
-                raise Unschedulable(got)
-            target = got.node
-        return records.start(self.store, vm, target, options)
+        the migration; the source's agent carries it out. An operator's target passes the same
+        filters as any destination (its node selector, affinity, QoS fit): only the choice is theirs."""
+        if not self.cache.synced:
+            raise Unavailable("this replica's cluster cache is re-listing after a lost watch; retry")
+        spec_kv, place_kv = self.store.get(keys.vm_spec(vm)), self.store.get(keys.vm_placement(vm))
+        if spec_kv is None or place_kv is None:
+            raise NotFound(f"vm {vm!r} not found or not placed yet")
+        spec = decode(VmSpec, json.loads(spec_kv.value))
+        source = decode(PlacementRecord, json.loads(place_kv.value)).node
+        if target == source:
+            raise FailedPrecondition(f"vm {vm!r} already runs on {target}")
+        # Copy-storage: the destination also needs room for the VM's local volumes.
+        copies = sum(v.size_gib for v in volumes.list_volumes(self.store, vm=vm) if v.ties_to_host)
+        if copies:
+            spec = replace(spec, resources=spec.resources + Resources(disk_gib=copies))
+        self.cache.wait_for_revision(place_kv.mod_revision, timeout=2.0)
+        got = schedule(self.cache.snapshot(), PlacementRequest(
+            spec, f"migrate:{vm}:{time.time()}", (source,), pinned=target,
+            pinned_because=f"the migration's target_node is {target}" if target else ""), self.lane())
+        if isinstance(got, Rejection):
+            raise Unschedulable(got)
+        return records.start(self.store, vm, got.node, options)
 
     def cancel_migration(self, mid: str) -> Migration:
         m = records.update(self.store, mid, lambda m: None if m.phase.done or m.cancel_requested
