@@ -52,7 +52,7 @@ VM = "mover"
 def endpoint_ns(home: Path, host: str, port: str) -> str:
     net = HostNetwork.load(host_root(home, host))
     assert net is not None
-    return net.endpoint_netns(port)
+    return net.endpoint_netns("bench", port)
 
 
 def host_ns(home: Path, host: str) -> str:
@@ -120,7 +120,8 @@ def run(home: Path, runs: int) -> dict[str, Any]:
         m = migrate(c, VM, dst)
         r = probe.finish_ping(ping)
         on_src, on_dst = (probe.finish_reply_capture(p) for p in caps)
-        ok = m.phase == mig_pb.MIGRATION_PHASE_COMPLETED and r.received > 0
+        # A guest that stopped answering before the pings ended did not survive the move.
+        ok = m.phase == mig_pb.MIGRATION_PHASE_COMPLETED and r.answering_at_end
         faults = [f for h in (src, dst) for f in probe.guest_faults(read_console(host_root(home, h), VM))]
         results.append({"run": i, "from": src, "to": dst, "ok": ok, "lost": r.lost, "duplicates": r.duplicates,
                         "blackout_ms": r.blackout_ms, **split(r, on_src, on_dst), "guest_fault": faults[0] if faults else "",
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = run(home, args.runs)
     finally:
-        down(home, keep_logs=False)
+        down(home, purge=True, keep_logs=False)
         shutil.rmtree(home, ignore_errors=True)  # down empties the datacenter's folder, not the folder
     emit(out, args.json)
     return 0

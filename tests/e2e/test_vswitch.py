@@ -37,8 +37,13 @@ class Dc(Datacenter):
         assert n is not None
         return n
 
-    def ns(self, host: str, port: str) -> str:
-        return self.net(host).endpoint_netns(port)
+    def ns(self, host: str, port: str, network: str = "") -> str:
+        """An endpoint's namespace; its network found by its name when that is unique."""
+        if not network:
+            nets = {p.network for p in self.client.networks.ListPorts(net_pb.ListPortsRequest()).ports if p.name == port}
+            assert len(nets) == 1, f"port {port} is on {nets or 'no network'}"
+            network = nets.pop()
+        return self.net(host).endpoint_netns(network, port)
 
     def node(self, vm: str) -> str:
         return str(self.client.vms.GetVm(vm_pb.GetVmRequest(name=vm)).vm.placement.node)
@@ -89,7 +94,7 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     finally:
         d.close()
         dc_id = (home / "datacenter-id").read_text().strip()
-        down(home)
+        down(home, purge=True)
     assert not [n for n in sh("ip", "netns", "list").split() if n.startswith(f"vdcos-{dc_id}-")]
 
 
@@ -181,7 +186,7 @@ def test_a_port_whose_device_cannot_be_made_fails_alone_and_is_plugged_once_it_c
     fails): that port is not plugged nor bound, the host's other ports are, and once the file
     is gone its next retry plugs it."""
     host = "host-2"
-    stale = Path("/run/netns") / dc.ns(host, "stale")
+    stale = Path("/run/netns") / dc.ns(host, "stale", "red")
     stale.touch()
     try:
         dc.client.networks.CreatePort(net_pb.CreatePortRequest(network="red", name="stale", host=host))
@@ -199,6 +204,18 @@ def test_a_port_whose_device_cannot_be_made_fails_alone_and_is_plugged_once_it_c
     assert wait_until(lambda: host in dc.port("red", "stale").bound_hosts, 90)
     ip = dc.port("red", "beside").ip
     assert wait_until(lambda: probe.ping(dc.ns(host, "stale"), ip, 2, 0.2).received > 0, 30)
+
+
+def test_two_endpoints_of_one_name_on_two_networks_of_one_host_are_two(dc: Dc) -> None:
+    # Names are per network: both are plugged, each in its own namespace with its own address.
+    host = "host-1"
+    red, blue = dc.endpoint("red", "twin", host), dc.endpoint("blue", "twin", host)
+    for net, port in (("red", red), ("blue", blue)):
+        ns = dc.ns(host, "twin", net)
+        assert port.ip in sh("ip", "-n", ns, "-4", "addr", "show", "eth0"), (net, ns)
+    assert dc.ns(host, "twin", "red") != dc.ns(host, "twin", "blue")
+    for net in ("red", "blue"):
+        dc.client.networks.DeletePort(net_pb.DeletePortRequest(network=net, name="twin"))
 
 
 def test_forwarding_comes_back_after_vswitchd_is_killed(dc: Dc) -> None:

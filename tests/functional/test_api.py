@@ -72,6 +72,9 @@ BAD = [
     ("bad-policy-name", spec("a", qos_policy="../etc"), "spec.qos_policy"),
     ("bad-network", spec("a", networks=["ok", "NOT OK"]), "spec.networks[1]"),
     ("long-name", spec("a" * 64), "spec.name"),
+    # More disks than a guest has device names and PCI slots for: refused here, not by the agent.
+    ("too-many-volumes", spec("a", volumes=[f"v{i}" for i in range(27)]), "spec.volumes"),
+    ("volume-twice", spec("a", volumes=["v1", "v1"]), "spec.volumes"),
 ]
 
 

@@ -8,6 +8,7 @@ from typing import Iterable
 
 from vdcos.errors import InvalidArgument
 from vdcos.images import CATALOG, DEFAULT_PROFILE
+from vdcos.storagepool.volumes import MAX_DISKS
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
@@ -87,6 +88,10 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
     if len(m.networks) > 8:
         out.append((f"{field}.networks", "at most 8 networks"))
     names(m.volumes, f"{field}.volumes", out)
+    if len(m.volumes) > MAX_DISKS:  # each a virtio disk: a PCI slot and a device name (vda-vdp)
+        out.append((f"{field}.volumes", f"at most {MAX_DISKS} volumes"))
+    if len(set(m.volumes)) != len(m.volumes):
+        out.append((f"{field}.volumes", "lists a volume twice"))
     if m.image and m.image not in CATALOG:
         out.append((f"{field}.image", f"unknown image {m.image[:80]!r}; one of {', '.join(sorted(CATALOG))}"))
     elif m.HasField("resources"):

@@ -108,7 +108,7 @@ def _network_check(c: Client, home: Path) -> str:
         ports["peer"] = c.networks.CreatePort(net_pb.CreatePortRequest(network=NETWORK, name="peer", host=host)).port
     net = HostNetwork.load(localdc.host_root(home, ports["peer"].host))
     assert net is not None
-    ns = net.endpoint_netns("peer")
+    ns = net.endpoint_netns(NETWORK, "peer")
     print(f"\n== guests on different hosts reach each other over {NETWORK}: a peer on {ports['peer'].host} "
           f"({ports['peer'].ip}) pings them")
     deadline = time.monotonic() + 30

@@ -219,6 +219,21 @@ class Rebalancer:
         self.store.put(keys.rebalance(rb.id), dumps(replace(rb, updated_at=time.time())))
 
     def _run(self, rb: Rebalance) -> None:
+        try:
+            self._steps(rb)
+        except Exception as e:
+            # Never leave the plan RUNNING behind a dead thread: record why it stopped.
+            log.exception("rebalance %s stopped", rb.id)
+            for attempt in range(10):
+                try:
+                    cur = self.get(rb.id)
+                    self.save(replace(cur, state=RebalanceState.FAILED, message=f"stopped by an error: {e}"))
+                    return
+                except Exception as again:
+                    log.warning("rebalance %s: cannot record its failure yet (%s)", rb.id, again)
+                    self._stop.wait(min(5.0, 0.2 * 2 ** attempt))
+
+    def _steps(self, rb: Rebalance) -> None:
         steps = list(rb.steps)
         failed = ""
         for i, step in enumerate(steps):

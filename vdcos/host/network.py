@@ -201,8 +201,9 @@ class HostNetwork:
             nl.del_namespace(ns)
 
     # --- endpoints: namespaces standing in for a guest (probes, peers, iperf3) --------------
-    def endpoint_netns(self, port: str) -> str:
-        return f"{self.netns}-{port}"
+    def endpoint_netns(self, network: str, port: str) -> str:
+        """Ports are named per network: two of the same name on one host are two namespaces."""
+        return f"{self.netns}-{network}-{port}"
 
     def endpoint_namespaces(self) -> list[str]:
         return [n for n in nl.namespaces() if n.startswith(f"{self.netns}-")]

@@ -46,6 +46,7 @@ class Migrations:
     def _on_migration_watch_error(self, e: Exception) -> None:
         log.error("migration watch failed (%s); subscribing again", e)
         self._cancel_migrations = None
+        self._wake.set()
 
     def _on_migrations(self, events: list[Event], revision: int) -> None:
         self._on_migration_records([(decode(Migration, json.loads(ev.kv.value)), ev.kv.mod_revision)
@@ -82,12 +83,33 @@ class Migrations:
     def _carry_out(self, m: Migration) -> None:
         try:
             self._migrate(m)
-        except (StoreError, VdcosError, DriverError) as e:
-            log.error("migration %s of %s: %s", m.id, m.vm, e)
+        except Exception as e:
+            # Never leave it RUNNING with both hosts held: finish it by where the guest is.
+            log.exception("migration %s of %s failed", m.id, m.vm)
+            self._settle_after_error(m, e)
         finally:
             with self._lock:
                 self._running.pop(m.id, None)
             self._wake.set()
+
+    def _settle_after_error(self, m: Migration, error: Exception, attempts: int = 30) -> None:
+        """Finishes a migration whose worker hit an unexpected error: COMPLETED if the guest
+        runs on the destination, else FAILED. Tries for about a minute (etcd may be electing
+        a leader); after that the agent's restart path or the reaper finishes it."""
+        for attempt in range(attempts):
+            try:
+                dest = self.store.get(keys.node_spec(m.destination))
+                uri = decode(NodeSpec, json.loads(dest.value)).hypervisor_uri if dest else ""
+                where = self.driver.locate(m.vm, uri) if uri else ""
+                if where == "destination":
+                    records.finish(self.store, m.id, MigrationPhase.COMPLETED, f"completed with an error: {error}")
+                else:
+                    records.finish(self.store, m.id, MigrationPhase.FAILED,
+                                   f"{error}; the VM keeps running on {m.source}")
+                return
+            except Exception as e:
+                log.warning("migration %s: cannot record its outcome yet (%s)", m.id, e)
+                time.sleep(min(5.0, 0.2 * 2 ** attempt))
 
     def _migrate(self, m: Migration) -> None:
         dest = self.store.get(keys.node_spec(m.destination))

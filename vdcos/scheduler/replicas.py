@@ -57,6 +57,8 @@ class Replicas:
                 self._refresh()
             except StoreError as e:
                 log.warning("scheduler replica membership: %s", e)
+            except Exception:  # membership must outlive any bug: a replica without it shares no lane
+                log.exception("scheduler replica membership round failed")
 
     def _refresh(self) -> None:
         if not self._lease or self.store.keepalive(self._lease) <= 0:

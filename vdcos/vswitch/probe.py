@@ -20,21 +20,33 @@ class PingResult:
     sent: int
     received: int
     duplicates: int
-    # The longest time without any reply arriving (it contains one ping interval).
+    # The longest time without any reply arriving (it contains one ping interval), counting the
+    # silence before the first reply and after the last as the pings sent meanwhile.
     blackout_ms: float
     # (arrival time, icmp seq) of every first reply, in time order.
     replies: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def answering_at_end(self) -> bool:
+        """The target still answered the last pings (within 10 of the end)."""
+        return bool(self.replies) and max(seq for _, seq in self.replies) >= self.sent - 10
 
     @property
     def lost(self) -> int:
         return self.sent - self.received
 
 
-def parse_ping(text: str) -> PingResult:
+def parse_ping(text: str, interval_s: float = 0.0) -> PingResult:
     replies = sorted((float(m.group(1)), int(m.group(2))) for m in _REPLY.finditer(text) if not m.group(4))
     m = _SUMMARY.search(text)
     sent, received, dups = (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else (0, 0, 0)
     gap = max((b[0] - a[0] for a, b in zip(replies, replies[1:])), default=0.0)
+    if interval_s and sent:
+        # Silence at either end is a blackout too: the pings sent before the first reply, and
+        # those after the last (a guest that stopped answering), at one interval each.
+        # (Like a gap between two replies, each contains one interval.)
+        seqs = [seq for _, seq in replies] or [sent + 1]
+        gap = max(gap, min(seqs) * interval_s, (sent + 1 - max(seqs)) * interval_s)
     return PingResult(sent, received, dups, round(gap * 1000, 1), tuple(replies))
 
 
@@ -50,7 +62,9 @@ def finish_ping(p: subprocess.Popen[str], timeout: float = 60) -> PingResult:
     except subprocess.TimeoutExpired:
         p.send_signal(2)  # ping prints its summary on SIGINT
         out, _ = p.communicate(timeout=10)
-    return parse_ping(out)
+    argv = list(p.args) if isinstance(p.args, (list, tuple)) else []
+    interval = float(argv[argv.index("-i") + 1]) if "-i" in argv else 0.0
+    return parse_ping(out, interval)
 
 
 def ping(netns: str, ip: str, count: int = 3, interval_s: float = 0.2) -> PingResult:
