@@ -137,3 +137,19 @@ def test_the_reaper_fails_a_pending_migration_only_once_its_source_is_gone_for_t
         assert "src went NotReady" in got.message
         assert store.get(keys.vm_migration(m.vm)) is None
         assert reaper.keys() == []
+
+
+@pytest.mark.parametrize("idle,cancelled", [(400.0, True), (10.0, False)], ids=["stalled", "progressing"])
+def test_the_reaper_cancels_a_running_migration_whose_record_stopped_moving(idle: float, cancelled: bool) -> None:
+    store = MemoryStore()
+    m = _pending_migration(store, source_ready=True)
+    running = Migration(m.id, m.vm, m.source, m.destination, MigrationPhase.RUNNING, m.options,
+                        time.time() - idle, updated_at=time.time() - idle)
+    store.put(keys.migration(m.id), dumps(running))
+    reaper = MigrationReaper(store, stalled_s=300.0)
+    assert reaper.keys() == [m.id]
+    reaper.reconcile(m.id)
+    got = records.get(store, m.id)
+    assert got.phase is MigrationPhase.RUNNING  # the source agent aborts it and finishes the record
+    assert got.cancel_requested is cancelled
+    assert ("no progress" in got.message) is cancelled
