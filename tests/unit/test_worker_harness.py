@@ -68,6 +68,21 @@ def test_duplicate_name_is_already_exists() -> None:
     sched.stop()
 
 
+def test_a_create_whose_caller_went_away_is_dropped_and_its_retry_is_placed_once() -> None:
+    store = MemoryStore()
+    sched = setup(store)
+    with sched._arrived:  # hold the worker: the caller gives up before its batch is taken
+        gone = sched.submit(VmSpec("a", Resources(1, 1024)), "req-1")
+        assert gone.cancel()
+        retry = sched.submit(VmSpec("a", Resources(1, 1024)), "req-1")
+        other = sched.submit(VmSpec("b", Resources(1, 1024)), "req-2")
+    assert retry.result(10).spec.name == "a" and other.result(10).spec.name == "b"
+    again = sched.create(VmSpec("a", Resources(1, 1024)), "req-1")  # its answer was lost: once more
+    assert again.record.node == retry.result().record.node and again.record.request_id == "req-1"
+    assert sum(a.has("a") for a in allocations(store).values()) == 1
+    sched.stop()
+
+
 def test_a_store_that_always_rejects_gives_aborted_and_writes_nothing() -> None:
     store = RejectingStore()
     sched = setup(store)

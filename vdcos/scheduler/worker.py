@@ -200,6 +200,9 @@ class Scheduler:
                 self._arrived.wait(left)
 
     def _place(self, batch: list[_Pending]) -> None:
+        # From here on no caller can cancel its request (concurrent.futures' protocol): one
+        # whose client went away is dropped now, unplaced, and an answer is never set twice.
+        batch = [p for p in batch if p.future.set_running_or_notify_cancel()]
         if not self.cache.synced:
             # Its view may be behind etcd: a decision from it could fail every commit, or
             # (for what commits do not compare) be wrong. Clients retry on another replica.
