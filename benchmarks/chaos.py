@@ -13,10 +13,14 @@ allocation entry belongs to a VM and every VM has one, every accepted create exi
 once, every VM runs on exactly one host (its own), no migration left unfinished, no
 reservation held by a finished migration.
 
+Then a second phase on 2 real libvirt hosts with their Open vSwitch (a 3-member etcd and 2
+replicas again): one client creates, deletes and live-migrates real guests on a tenant network
+while a host's libvirtd, then another's ovs-vswitchd, is killed; a fault's recovery is the time
+until a guest created after it runs on that host. Its checks read each host with virsh.
+
 Clients do what the CLI does: each create carries a request id and is sent again, with the
 same id, after UNAVAILABLE or a deadline; ALREADY_EXISTS for a client's own retry is a defect
-and counted as one. The real-libvirt phase (a libvirtd and an ovs-vswitchd killed too) is not
-built yet: `faults_not_injected` names those kinds.
+and counted as one.
 """
 from __future__ import annotations
 
@@ -41,11 +45,15 @@ import numpy as np
 from benchmarks.common import emit
 from vdcos.cli.client import Client
 from vdcos.cli.localdc import LocalDatacenter, down, host_root, up
+from vdcos.host.libvirtd import LibvirtHost
+from vdcos.host.network import HostNetwork
+from vdcos.images import ensure
 from vdcos.model import Allocation, Migration, NodeSpec, PlacementRecord, SchedulerConfig, VmSpec, decode
 from vdcos.model.fit import allocatable
 from vdcos.state import keys
 from vdcos.state.etcd import member_status
 from vdcos.v1 import migration_service_pb2 as mig_pb
+from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 
@@ -216,8 +224,26 @@ def probe_recovery(addr: str, ledger: Ledger, tag: str, since: float, limit: flo
         c.channel.close()
 
 
+def running_on(dc: LocalDatacenter, nodes: list[str]) -> dict[str, list[str]]:
+    """VM -> the hosts where it runs, as each host says: a sim host's domain file, a libvirt
+    host's `virsh list`."""
+    running: dict[str, list[str]] = defaultdict(list)
+    for node in nodes:
+        root = host_root(Path(dc.home), node)
+        if dc.driver == "libvirt":
+            out = subprocess.run(["virsh", "-c", LibvirtHost.load(root).uri, "list", "--name", "--state-running"],
+                                 capture_output=True, text=True, check=True, timeout=60).stdout
+            names = [n for n in out.split() if n]
+        else:
+            f = root / "domains.json"
+            names = [d["name"] for d in (json.loads(f.read_text()) if f.exists() else []) if d.get("state") == "running"]
+        for name in names:
+            running[name].append(node)
+    return running
+
+
 def check(dc: LocalDatacenter, ledger: Ledger) -> dict[str, Any]:
-    """The invariants, read from outside: etcd through etcdctl, the hosts' own domain files."""
+    """The invariants, read from outside: etcd through etcdctl, each host as it says itself."""
     raw = json.loads(_etcdctl(dc, "get", "/vdcos/", "--prefix", "-w", "json"))
     kv: dict[str, Any] = {}
     for x in raw.get("kvs", []):
@@ -267,12 +293,7 @@ def check(dc: LocalDatacenter, ledger: Ledger) -> dict[str, Any]:
             violations.append(f"hard anti-affinity group {g} shares a node: {sorted(on)}")
     stuck = [m.id for m in migrations.values() if not m.phase.done]
     violations += [f"migration {mid} unfinished" for mid in stuck]
-    running: dict[str, list[str]] = defaultdict(list)
-    for node in nodes:
-        f = host_root(Path(dc.home), node) / "domains.json"
-        for d in json.loads(f.read_text()) if f.exists() else []:
-            if d.get("state") == "running":
-                running[d["name"]].append(node)
+    running = running_on(dc, list(nodes))
     not_once = [vm for vm, p in places.items() if running.get(vm) != [p.node]]
     violations += [f"{vm} runs on {running.get(vm, [])}, placed on {places[vm].node}" for vm in not_once]
     strays = [vm for vm in running if vm not in places]
@@ -366,6 +387,132 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"logs kept in {home / 'logs'}" if not args.remove_logs else "", flush=True)
 
 
+LV_CAPACITY = {"vcpus": 4, "memory_mib": 4096, "disk_gib": 50, "network_mbps": 1000, "disk_iops": 20000}
+
+
+def _lv_spec(name: str, rack: str = "") -> pb.VmSpec:
+    s = pb.VmSpec(name=name, networks=["chaos"], resources=pb.Resources(vcpus=1, memory_mib=128))
+    if rack:
+        s.node_selector["rack"] = rack
+    return s
+
+
+def _running(c: Client, vm: str) -> bool:
+    try:
+        return c.vms.GetVm(vm_pb.GetVmRequest(name=vm), timeout=5).vm.status.phase == pb.VM_PHASE_RUNNING
+    except grpc.RpcError:
+        return False
+
+
+def lv_client(addr: str, ledger: Ledger, stop: threading.Event, rate: float, cap: int) -> None:
+    """Creates, deletes and live migrations of real guests (one client: TCG guests are slow)."""
+    rng = random.Random(11)
+    c = Client(addr)
+    mine: list[str] = []
+    n = 0
+    try:
+        while not stop.is_set():
+            t0 = time.monotonic()
+            try:
+                roll = rng.random()
+                if mine and (len(mine) >= cap or roll < 0.2):
+                    vm = mine.pop(rng.randrange(len(mine)))
+                    if delete(c, ledger, vm):
+                        with ledger.lock:
+                            ledger.deleted.add(vm)
+                    else:
+                        mine.append(vm)
+                elif mine and roll < 0.45:
+                    with ledger.lock:
+                        ledger.migrations += 1
+                    try:
+                        c.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm=rng.choice(mine)), timeout=10)
+                        with ledger.lock:
+                            ledger.migrations_accepted += 1
+                    except grpc.RpcError as e:
+                        with ledger.lock:
+                            ledger.failed_by_code[f"migrate:{e.code().name}"] += 1
+                else:
+                    n += 1
+                    if create(c, ledger, _lv_spec(f"lv-{n}")):
+                        mine.append(f"lv-{n}")
+            except Exception as e:
+                with ledger.lock:
+                    ledger.failed_by_code[f"client:{type(e).__name__}"] += 1
+            stop.wait(max(0.0, 1 / rate - (time.monotonic() - t0)))
+    finally:
+        c.channel.close()
+
+
+def probe_guest(addr: str, ledger: Ledger, tag: str, rack: str, since: float, limit: float = 180.0) -> float | None:
+    """Seconds from the fault until a guest created after it runs on the faulted host."""
+    c = Client(addr)
+    name = f"probe-{tag}"
+    try:
+        if not create(c, ledger, _lv_spec(name, rack)):
+            return None
+        while time.monotonic() - since < limit:
+            if _running(c, name):
+                return round(time.monotonic() - since, 2)
+            time.sleep(0.2)
+        return None
+    finally:
+        c.channel.close()
+
+
+def libvirt_phase(args: argparse.Namespace) -> dict[str, Any]:
+    """2 real libvirt hosts with their Open vSwitch: a libvirtd and an ovs-vswitchd are killed
+    under a load of real guests."""
+    ensure()
+    home = Path(tempfile.mkdtemp(prefix="vdcos-chaos-lv-")) / "dc"
+    dc = up(home, 2, "libvirt", LV_CAPACITY, lease_ttl=5, timeout=300, etcd_members=3, replicas=2)
+    ledger = Ledger()
+    stop = threading.Event()
+    injected: list[dict[str, Any]] = []
+    try:
+        with Client(dc.scheduler) as c:
+            c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name="chaos",
+                                                                                        cidr="10.50.0.0/24")))
+        t = threading.Thread(target=lv_client, args=(dc.scheduler, ledger, stop, args.lv_rate, 3), daemon=True)
+        t.start()
+        time.sleep(args.lv_duration / 3)
+        faults = (("libvirtd", "host-1", "rack-1"), ("ovs-vswitchd", "host-2", "rack-2"))
+        every = (args.lv_duration * 2 / 3) / len(faults)
+        for k, (kind, node, rack) in enumerate(faults):
+            at = time.monotonic()
+            root = host_root(home, node)
+            if kind == "libvirtd":
+                host = LibvirtHost.load(root)
+                pid = int(host.path("run", "libvirtd.pid").read_text().strip() or 0)
+                host.kill_daemon()  # its guests run on; the supervisor restarts it
+            else:
+                net = HostNetwork.load(root)
+                assert net is not None
+                pid = net.vswitchd_pid()
+                net.kill_vswitchd()  # the host's switch controller starts it again
+            rec = probe_guest(dc.scheduler, ledger, f"lv{k}", rack, at)
+            injected.append({"kind": kind, "process": f"{kind} of {node}", "pid": pid, "recovery_s": rec})
+            print(json.dumps(injected[-1]), flush=True)
+            time.sleep(max(0.0, at + every - time.monotonic()))
+        stop.set()
+        t.join(120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            dc = LocalDatacenter.load(home) or dc
+            if all(p.running() for p in dc.procs):
+                break
+            time.sleep(0.5)
+        time.sleep(args.settle)
+        result = check(dc, ledger)
+        return {"hosts": 2, "driver": "libvirt", "duration_s": args.lv_duration, "injected": injected,
+                "requests": ledger.requests, "accepted": len(ledger.accepted), "deleted": len(ledger.deleted),
+                "migrations_requested": ledger.migrations, "migrations_accepted": ledger.migrations_accepted,
+                "failed_by_code": dict(ledger.failed_by_code), **result}
+    finally:
+        stop.set()
+        down(home, purge=True, keep_logs=not args.remove_logs)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks.chaos")
     ap.add_argument("--duration", type=float, default=300, help="seconds of load; faults in the last two thirds")
@@ -375,11 +522,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cap", type=int, default=60, help="VMs each client keeps at most")
     ap.add_argument("--settle", type=float, default=10.0, help="seconds to let agents catch up before checking")
     ap.add_argument("--remove-logs", action="store_true")
+    ap.add_argument("--lv-duration", type=float, default=150,
+                    help="seconds of the real-libvirt phase (0: skip it)")
+    ap.add_argument("--lv-rate", type=float, default=0.5, help="operations per second in the libvirt phase")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.duration < 30:
         ap.error("--duration: at least 30 s (a third fault-free, then one fault at a time)")
-    emit(run(args), args.json)
+    result = run(args)
+    if args.lv_duration:
+        lv = libvirt_phase(args)
+        result["libvirt_phase"] = lv
+        result["faults"] += [f["kind"] for f in lv["injected"]]
+        result["faults_not_injected"] = []
+        result["injected"] += lv["injected"]
+        result["recovery_s"].update({f["kind"]: f["recovery_s"] for f in lv["injected"]})
+        for key in ("requests", "accepted", "lost", "duplicates", "invariant_violations"):
+            result[key] += lv[key]
+        result["targets_met"] = bool(result["targets_met"] and lv["lost"] == 0 and lv["duplicates"] == 0
+                                     and lv["invariant_violations"] == 0
+                                     and all(f["recovery_s"] is not None and f["recovery_s"] < 10
+                                             for f in lv["injected"]))
+    emit(result, args.json)
     return 0
 
 
