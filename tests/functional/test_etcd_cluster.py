@@ -30,6 +30,7 @@ from vdcos.state.store import CompactedError
 from vdcos.storagepool.pool import SimPools
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.v1 import volume_service_pb2 as vol_pb
 
 pytestmark = pytest.mark.etcd
 
@@ -217,9 +218,16 @@ def test_a_retried_create_gets_its_own_vm_never_already_exists(cluster) -> None:
     with pytest.raises(grpc.RpcError) as e:  # another request for the same name is another story
         cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=_spec("once"), request_id="r-2"), timeout=10)
     assert e.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    # One with a volume (claimed before it is placed): its retry finds it too, before any claim.
+    cluster.client.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
+        name="disk1", pool=vol_pb.POOL_KIND_LOCAL, size_gib=1, host="n1")))
+    with_disk = vm_pb.CreateVmRequest(spec=_spec("disked"), request_id="r-9")
+    with_disk.spec.volumes.append("disk1")
+    assert cluster.client.vms.CreateVm(with_disk, timeout=10).vm.placement.node == "n1"
+    assert cluster.client.vms.CreateVm(with_disk, timeout=10).vm.placement.node == "n1"
     # A retry sent while the first copy is still being placed: one VM, both answered with it.
     req = vm_pb.CreateVmRequest(spec=_spec("twice"), request_id="r-3")
     calls = [cluster.client.vms.CreateVm.future(req, timeout=10) for _ in range(3)]
     assert [c.result().vm.spec.name for c in calls] == ["twice"] * 3
     names = [v.spec.name for v in cluster.client.vms.ListVms(vm_pb.ListVmsRequest(), timeout=5).vms]
-    assert sorted(names) == ["once", "twice"]
+    assert sorted(names) == ["disked", "once", "twice"]

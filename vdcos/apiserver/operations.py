@@ -72,9 +72,9 @@ class Operations:
         if request_id and (spec.volumes or spec.networks):
             # A retry of a create that went through: its VM, not ALREADY_EXISTS from the claims.
             # (Without volumes or NICs the worker answers the same when its commit finds the VM.)
-            mine = await asyncio.to_thread(self._created_by, spec.name, request_id)
+            mine = await asyncio.to_thread(self.scheduler.placed_by, spec.name, request_id)
             if mine is not None:
-                return mine
+                return _scheduled(mine)
         claimed = await asyncio.to_thread(self._claim_volumes, spec) if spec.volumes else []
         try:
             ports = await asyncio.to_thread(self._allocate_nics, spec) if spec.networks else []
@@ -135,13 +135,6 @@ class Operations:
             else:
                 out[i] = e if isinstance(e, Exception) else RuntimeError(str(e))
         return [out[i] for i in range(len(items))]
-
-    def _created_by(self, name: str, request_id: str) -> VmRecord | None:
-        try:
-            rec = self.get_vm(name)
-        except NotFound:
-            return None
-        return rec if rec.placement is not None and rec.placement.request_id == request_id else None
 
     def _claim_volumes(self, spec: VmSpec) -> list[Volume]:
         if self.store.get(keys.vm_spec(spec.name)) is not None:

@@ -26,6 +26,9 @@ class Placer(Protocol):
     def submit_all(self, items: Sequence[tuple[VmSpec, str]]) -> list[Future[Placed]]:
         """Place each (spec, request id) on its own; the futures answer in order."""
 
+    def placed_by(self, name: str, request_id: str) -> Placed | None:
+        """The VM of this name, if the create with this request id placed it (a retry's answer)."""
+
     def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation: ...
 
     def delete(self, name: str) -> None:

@@ -361,24 +361,23 @@ class Scheduler:
             name = dd.pending.request.spec.name
             if name not in existing:
                 retry.append(dd)
-            elif (mine := self._placed_by(dd.pending.request)) is not None:
+            elif (mine := self.placed_by(name, dd.pending.request.request_id)) is not None:
                 dd.pending.future.set_result(mine)  # a retry of the create that placed it
             else:
                 dd.pending.future.set_exception(AlreadyExists(f"vm {name!r} already exists"))
         return retry
 
-    def _placed_by(self, request: PlacementRequest) -> Placed | None:
-        """The VM of this name, if the create with this request's id placed it."""
-        if not request.request_id:
+    def placed_by(self, name: str, request_id: str) -> Placed | None:
+        """The VM of this name, if the create with this request id placed it."""
+        if not request_id:
             return None
-        name = request.spec.name
         kvs, _ = self.store.get_prefix(f"{keys.VMS}{name}/")
         by_key = {kv.key: kv for kv in kvs}
         spec_kv, place_kv = by_key.get(keys.vm_spec(name)), by_key.get(keys.vm_placement(name))
         if spec_kv is None or place_kv is None:
             return None
         record = decode(PlacementRecord, json.loads(place_kv.value))
-        if record.request_id != request.request_id:
+        if record.request_id != request_id:
             return None
         return Placed(decode(VmSpec, json.loads(spec_kv.value)), record, place_kv.mod_revision)
 
