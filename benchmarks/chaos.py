@@ -37,7 +37,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 import numpy as np
@@ -126,7 +126,22 @@ def delete(c: Client, ledger: Ledger, vm: str, attempts: int = 20) -> bool:
     return False
 
 
-def client_loop(idx: int, addr: str, ledger: Ledger, stop: threading.Event, rate: float, cap: int) -> None:
+@dataclass(frozen=True)
+class Mix:
+    """One client's load: how often it deletes and migrates (else creates), the VMs it keeps
+    at most, and the spec of its n-th VM."""
+    delete: float
+    migrate: float
+    cap: int
+    spec: Callable[[int, int], pb.VmSpec]  # (client, n) -> spec
+
+
+def _sim_spec(idx: int, n: int) -> pb.VmSpec:
+    group = f"aa-{idx}-{n // 30}" if n % 10 == 0 else ""  # hard anti-affinity, up to 3 members
+    return _spec(f"c{idx}-{n}", group)
+
+
+def client_loop(idx: int, addr: str, ledger: Ledger, stop: threading.Event, rate: float, mix: Mix) -> None:
     rng = random.Random(idx)
     c = Client(addr)
     mine: list[str] = []
@@ -135,7 +150,7 @@ def client_loop(idx: int, addr: str, ledger: Ledger, stop: threading.Event, rate
         while not stop.is_set():
             t0 = time.monotonic()
             try:
-                n = one_op(c, ledger, rng, mine, n, idx, cap)
+                n = one_op(c, ledger, rng, mine, n, idx, mix)
             except Exception as e:  # a client bug must not silently end this client's load
                 with ledger.lock:
                     ledger.failed_by_code[f"client:{type(e).__name__}"] += 1
@@ -144,18 +159,18 @@ def client_loop(idx: int, addr: str, ledger: Ledger, stop: threading.Event, rate
         c.channel.close()
 
 
-def one_op(c: Client, ledger: Ledger, rng: random.Random, mine: list[str], n: int, idx: int, cap: int) -> int:
+def one_op(c: Client, ledger: Ledger, rng: random.Random, mine: list[str], n: int, idx: int, mix: Mix) -> int:
     """A delete, a migration or a create, as the roll and the client's VMs say; returns the
     client's create count."""
     roll = rng.random()
-    if mine and (len(mine) >= cap or roll < 0.15):
+    if mine and (len(mine) >= mix.cap or roll < mix.delete):
         vm = mine.pop(rng.randrange(len(mine)))
         if delete(c, ledger, vm):
             with ledger.lock:
                 ledger.deleted.add(vm)
         else:
             mine.append(vm)
-    elif mine and roll < 0.30:
+    elif mine and roll < mix.delete + mix.migrate:
         with ledger.lock:
             ledger.migrations += 1
         try:
@@ -167,10 +182,9 @@ def one_op(c: Client, ledger: Ledger, rng: random.Random, mine: list[str], n: in
                 ledger.failed_by_code[f"migrate:{e.code().name}"] += 1
     else:
         n += 1
-        name = f"c{idx}-{n}"
-        group = f"aa-{idx}-{n // 30}" if n % 10 == 0 else ""  # hard anti-affinity, up to 3 members
-        if create(c, ledger, _spec(name, group)):
-            mine.append(name)
+        spec = mix.spec(idx, n)
+        if create(c, ledger, spec):
+            mine.append(spec.name)
     return n
 
 
@@ -321,7 +335,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ledger = Ledger()
     stop = threading.Event()
     per_client = args.rate / args.clients
-    threads = [threading.Thread(target=client_loop, args=(i, dc.scheduler, ledger, stop, per_client, args.cap),
+    mix = Mix(delete=0.15, migrate=0.15, cap=args.cap, spec=_sim_spec)
+    threads = [threading.Thread(target=client_loop, args=(i, dc.scheduler, ledger, stop, per_client, mix),
                                 daemon=True) for i in range(args.clients)]
     injected: list[dict[str, Any]] = []
     try:
@@ -404,46 +419,6 @@ def _running(c: Client, vm: str) -> bool:
         return False
 
 
-def lv_client(addr: str, ledger: Ledger, stop: threading.Event, rate: float, cap: int) -> None:
-    """Creates, deletes and live migrations of real guests (one client: TCG guests are slow)."""
-    rng = random.Random(11)
-    c = Client(addr)
-    mine: list[str] = []
-    n = 0
-    try:
-        while not stop.is_set():
-            t0 = time.monotonic()
-            try:
-                roll = rng.random()
-                if mine and (len(mine) >= cap or roll < 0.2):
-                    vm = mine.pop(rng.randrange(len(mine)))
-                    if delete(c, ledger, vm):
-                        with ledger.lock:
-                            ledger.deleted.add(vm)
-                    else:
-                        mine.append(vm)
-                elif mine and roll < 0.45:
-                    with ledger.lock:
-                        ledger.migrations += 1
-                    try:
-                        c.migrations.MigrateVm(mig_pb.MigrateVmRequest(vm=rng.choice(mine)), timeout=10)
-                        with ledger.lock:
-                            ledger.migrations_accepted += 1
-                    except grpc.RpcError as e:
-                        with ledger.lock:
-                            ledger.failed_by_code[f"migrate:{e.code().name}"] += 1
-                else:
-                    n += 1
-                    if create(c, ledger, _lv_spec(f"lv-{n}")):
-                        mine.append(f"lv-{n}")
-            except Exception as e:
-                with ledger.lock:
-                    ledger.failed_by_code[f"client:{type(e).__name__}"] += 1
-            stop.wait(max(0.0, 1 / rate - (time.monotonic() - t0)))
-    finally:
-        c.channel.close()
-
-
 def probe_guest(addr: str, ledger: Ledger, tag: str, rack: str, since: float, limit: float = 180.0) -> float | None:
     """Seconds from the fault until a guest created after it runs on the faulted host."""
     c = Client(addr)
@@ -473,7 +448,9 @@ def libvirt_phase(args: argparse.Namespace) -> dict[str, Any]:
         with Client(dc.scheduler) as c:
             c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name="chaos",
                                                                                         cidr="10.50.0.0/24")))
-        t = threading.Thread(target=lv_client, args=(dc.scheduler, ledger, stop, args.lv_rate, 3), daemon=True)
+        # One client (TCG guests are slow), moving its guests more often than the sim clients do.
+        mix = Mix(delete=0.2, migrate=0.25, cap=3, spec=lambda _, n: _lv_spec(f"lv-{n}"))
+        t = threading.Thread(target=client_loop, args=(11, dc.scheduler, ledger, stop, args.lv_rate, mix), daemon=True)
         t.start()
         time.sleep(args.lv_duration / 3)
         faults = (("libvirtd", "host-1", "rack-1"), ("ovs-vswitchd", "host-2", "rack-2"))
