@@ -319,6 +319,19 @@ def check(dc: LocalDatacenter, ledger: Ledger) -> dict[str, Any]:
             "violations": violations[:30], "vms_checked": len(specs), "migrations_unfinished": len(stuck)}
 
 
+def settle_and_check(home: Path, dc: LocalDatacenter, ledger: Ledger, settle: float) -> dict[str, Any]:
+    """With the load stopped: every process back (the supervisor's work), then `settle` seconds
+    for moves to finish and agents to catch up, then the invariants."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        dc = LocalDatacenter.load(home) or dc
+        if all(p.running() for p in dc.procs):
+            break
+        time.sleep(0.5)
+    time.sleep(settle)
+    return check(dc, ledger)
+
+
 def _creates_since(ledger: Ledger, since: float) -> int:
     """The load's accepted creates since then (the recovery probes' are not load)."""
     with ledger.lock:
@@ -366,15 +379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for t in threads:
             t.join(60)
     try:
-        # Quiesce: every process back, moves finished, agents caught up.
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            dc = LocalDatacenter.load(home) or dc
-            if all(p.running() for p in dc.procs):
-                break
-            time.sleep(0.5)
-        time.sleep(args.settle)
-        result = check(dc, ledger)
+        result = settle_and_check(home, dc, ledger, args.settle)
         recovery = {f["kind"]: f["recovery_s"] for f in injected}
         calm_rate = calm_accepted / calm_s
         fault_rate = fault_accepted / fault_s if fault_s else None
@@ -473,14 +478,7 @@ def libvirt_phase(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(max(0.0, at + every - time.monotonic()))
         stop.set()
         t.join(120)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            dc = LocalDatacenter.load(home) or dc
-            if all(p.running() for p in dc.procs):
-                break
-            time.sleep(0.5)
-        time.sleep(args.settle)
-        result = check(dc, ledger)
+        result = settle_and_check(home, dc, ledger, args.settle)
         return {"hosts": 2, "driver": "libvirt", "duration_s": args.lv_duration, "injected": injected,
                 "requests": ledger.requests, "accepted": len(ledger.accepted), "deleted": len(ledger.deleted),
                 "migrations_requested": ledger.migrations, "migrations_accepted": ledger.migrations_accepted,

@@ -25,7 +25,7 @@ from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
 from vdcos.host.netlink import netns_exists
 from vdcos.host.network import HostNetwork, remove_fabric
 from vdcos.process import alive, start_time, stop_pid
-from vdcos.state.etcd_server import GOGC, EtcdCluster
+from vdcos.state.etcd_server import GOGC, EtcdCluster, answering
 
 # What `down --purge` deletes; `down` keeps it.
 STATE = ("etcd", "hosts", "pools", "run", "datacenter-id", "cluster.json")
@@ -278,23 +278,8 @@ def repair(home: Path, timeout: float = 60.0) -> LocalDatacenter:
 
 
 def wait_etcd(endpoints: str, timeout: float) -> None:
-    """Until etcd answers a linearizable read: a majority of its members runs and has a leader."""
-    from vdcos.state.etcd import EtcdStore
-    from vdcos.state.store import StoreError
-
-    store = EtcdStore(endpoints, timeout=1.0)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                store.get("/vdcos/ping")
-                return
-            except StoreError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"etcd ({endpoints}) did not answer within {timeout:.0f} s") from None
-                time.sleep(0.1)
-    finally:
-        store.close()
+    if not answering(endpoints, timeout):
+        raise RuntimeError(f"etcd ({endpoints}) did not answer within {timeout:.0f} s")
 
 
 def _wait_nodes(dc: LocalDatacenter, hosts: int, deadline: float) -> None:
@@ -335,12 +320,13 @@ def _stop_all(dc: LocalDatacenter) -> list[str]:
         elif p.running():
             stop_pid(p.pid)
             stopped.append(f"{p.name} (pid {p.pid})")
+    dc_id = Path(dc.home) / "datacenter-id"
+    if dc_id.exists():
+        remove_fabric(dc_id.read_text().strip())  # the namespace joining the hosts' switches
     return stopped
 
 
 def _purge(home: Path) -> None:
-    if (home / "datacenter-id").exists():
-        remove_fabric((home / "datacenter-id").read_text().strip())
     for sub in STATE:
         path = home / sub
         if path.is_dir():
@@ -354,8 +340,6 @@ def down(home: Path, *, purge: bool = False, keep_logs: bool = True) -> list[str
     with locked(home):
         dc = LocalDatacenter.load(home)
         stopped = _stop_all(dc) if dc is not None else []
-        if (home / "datacenter-id").exists():
-            remove_fabric((home / "datacenter-id").read_text().strip())
         if purge:
             _purge(home)
             if not keep_logs:

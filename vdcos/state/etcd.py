@@ -33,8 +33,7 @@ _OP = {"==": etcdrpc.Compare.EQUAL, "!=": etcdrpc.Compare.NOT_EQUAL,
 
 
 # etcd's answers that say a request was not proposed: safe to send again, also a transaction.
-_NOT_APPLIED = ("no leader", "not capable", "too many requests", "failed to connect", "Connection refused",
-                "connection refused")
+_NOT_APPLIED = ("no leader", "not capable", "too many requests", "failed to connect", "connection refused")
 
 
 def endpoints_of(endpoints: str | Sequence[str]) -> list[str]:
@@ -99,7 +98,7 @@ class EtcdStore:
             except grpc.RpcError as e:
                 code, details = e.code(), e.details() or ""
                 again = code == grpc.StatusCode.UNAVAILABLE and (
-                    resend or any(s in details for s in _NOT_APPLIED))
+                    resend or any(s in details.lower() for s in _NOT_APPLIED))
                 if not again or time.monotonic() + pause >= deadline:
                     raise StoreError(f"etcd {self.endpoint}: {code.name}: {details}") from e
             time.sleep(pause)

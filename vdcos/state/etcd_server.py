@@ -9,6 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from vdcos.process import stop_pid
 
@@ -28,6 +29,26 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def answering(endpoints: str, timeout: float, gave_up: Callable[[], bool] = lambda: False) -> bool:
+    """Whether etcd answers a linearizable read within `timeout`: a majority of its members
+    runs and has a leader."""
+    from vdcos.state.etcd import EtcdStore
+    from vdcos.state.store import StoreError
+
+    deadline = time.monotonic() + timeout
+    store = EtcdStore(endpoints, timeout=1.0)
+    try:
+        while time.monotonic() < deadline and not gave_up():
+            try:
+                store.get("/vdcos/ping")
+                return True
+            except StoreError:
+                time.sleep(0.05)
+        return False
+    finally:
+        store.close()
 
 
 @dataclass
@@ -86,24 +107,14 @@ class EtcdServer:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        from vdcos.state.etcd import EtcdStore
-        from vdcos.state.store import StoreError
+        if not answering(self.endpoint, timeout, self._exited):
+            self.stop()
+            raise RuntimeError(f"etcd {self.name} did not answer on {self.endpoint} within {timeout}s")
 
-        deadline = time.monotonic() + timeout
-        store = EtcdStore(self.endpoint, timeout=1.0)
-        try:
-            while time.monotonic() < deadline:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}; see its log")
-                try:
-                    store.get("/vdcos/ping")  # linearizable: answered once the cluster has a leader
-                    return
-                except StoreError:
-                    time.sleep(0.05)
-        finally:
-            store.close()
-        self.stop()
-        raise RuntimeError(f"etcd {self.name} did not answer on {self.endpoint} within {timeout}s")
+    def _exited(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}; see its log")
+        return False
 
     @property
     def pid(self) -> int:

@@ -28,7 +28,6 @@ class Reflector:
         self.name = name or ",".join(self.prefixes)
         self.on_synced = on_synced
         self.first_pause, self.max_pause = backoff
-        self.relists = 0  # lists after the first: how often it had to recover
         self.last_error: Exception | None = None
         self._synced = False
         self._lock = threading.Lock()
@@ -110,7 +109,6 @@ class Reflector:
             self._cancel()
             try:
                 self._list_and_watch()
-                self.relists += 1
                 pause = self.first_pause
                 log.info("%s: listed again and watching", self.name)
             except StoreError as e:
@@ -122,9 +120,3 @@ class Reflector:
                 log.exception("%s: re-list failed", self.name)
                 self._stopping.wait(pause)
                 pause = min(self.max_pause, pause * 2)
-
-    def broken(self, e: Exception) -> None:
-        """The consumer found its state unusable (e.g. an event it could not apply): list again."""
-        self.last_error = e
-        self._set_synced(False)
-        self._broken.set()
