@@ -5,15 +5,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vdcos.apiserver.operations import CapacitySummary, VmRecord
 from vdcos.apiserver.planning import CapacityReport
-from vdcos.model import (AffinityPolicy, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
+from vdcos.model import (AffinityPolicy, HaEvent, HaSettings, HostFailure, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
                          PlacementRecord, PoolKind, PoolStatus, Port, PortKind, QosClass, QosPolicy, Rebalance,
-                         RebalanceGoal, RebalanceMode, RebalanceState, Resources, SchedulerConfig, Snapshot, Strategy,
-                         VmPhase, VmSpec, Volume, VolumeState, pairs)
+                         RebalanceGoal, RebalanceMode, RebalanceState, Resources, RestartPolicy, RestartPriority,
+                         SchedulerConfig, Snapshot, Strategy, VmPhase, VmSpec, Volume, VolumeState, pairs)
 from vdcos.model.fit import allocatable, demand_vector
 from vdcos.planner.cluster import Headroom
 from vdcos.scheduler.cache import NodeView
 from vdcos.scheduler.core import Candidate, Rejection
 from vdcos.v1 import capacity_service_pb2 as cap_pb
+from vdcos.v1 import ha_service_pb2 as ha_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
@@ -32,6 +33,14 @@ STRATEGY_FROM_PB = {v: k for k, v in STRATEGY_TO_PB.items()}
 REBALANCE_MODE_TO_PB = {RebalanceMode.MANUAL: pb.REBALANCE_MODE_MANUAL,
                         RebalanceMode.AUTOMATIC: pb.REBALANCE_MODE_AUTOMATIC}
 REBALANCE_MODE_FROM_PB = {v: k for k, v in REBALANCE_MODE_TO_PB.items()}
+RESTART_POLICY_TO_PB = {RestartPolicy.ALWAYS: pb.RESTART_POLICY_ALWAYS,
+                        RestartPolicy.ON_HOST_FAILURE: pb.RESTART_POLICY_ON_HOST_FAILURE,
+                        RestartPolicy.NEVER: pb.RESTART_POLICY_NEVER}
+RESTART_POLICY_FROM_PB = {**{v: k for k, v in RESTART_POLICY_TO_PB.items()},
+                          pb.RESTART_POLICY_UNSPECIFIED: RestartPolicy.ALWAYS}
+PRIORITY_TO_PB = {RestartPriority.HIGH: pb.RESTART_PRIORITY_HIGH, RestartPriority.MEDIUM: pb.RESTART_PRIORITY_MEDIUM,
+                  RestartPriority.LOW: pb.RESTART_PRIORITY_LOW}
+PRIORITY_FROM_PB = {**{v: k for k, v in PRIORITY_TO_PB.items()}, pb.RESTART_PRIORITY_UNSPECIFIED: RestartPriority.MEDIUM}
 PHASE_TO_PB = {VmPhase.SCHEDULED: pb.VM_PHASE_SCHEDULED, VmPhase.RUNNING: pb.VM_PHASE_RUNNING,
                VmPhase.STOPPED: pb.VM_PHASE_STOPPED, VmPhase.FAILED: pb.VM_PHASE_FAILED,
                VmPhase.UNKNOWN: pb.VM_PHASE_UNKNOWN}
@@ -64,7 +73,12 @@ def vm_spec_from_pb(m: pb.VmSpec) -> VmSpec:
     return VmSpec(name=m.name, resources=resources_from_pb(m.resources), qos_policy=m.qos_policy,
                   placement_group=m.placement_group, group_policy=AFF_FROM_PB[m.group_policy],
                   node_selector=pairs(dict(m.node_selector)), networks=tuple(m.networks),
-                  volumes=tuple(m.volumes), image=m.image)
+                  volumes=tuple(m.volumes), image=m.image, ha=ha_from_pb(m.ha))
+
+
+def ha_from_pb(m: pb.HaSettings) -> HaSettings:
+    return HaSettings(RESTART_POLICY_FROM_PB[m.restart_policy], PRIORITY_FROM_PB[m.priority],
+                      m.admission if m.HasField("admission") else True)
 
 
 def vm_spec_to_pb(s: VmSpec, out: pb.VmSpec | None = None) -> pb.VmSpec:
@@ -78,6 +92,8 @@ def vm_spec_to_pb(s: VmSpec, out: pb.VmSpec | None = None) -> pb.VmSpec:
         m.networks.extend(s.networks)
     if s.volumes:
         m.volumes.extend(s.volumes)
+    m.ha.restart_policy, m.ha.priority, m.ha.admission = (
+        RESTART_POLICY_TO_PB[s.ha.restart_policy], PRIORITY_TO_PB[s.ha.priority], s.ha.admission)
     m.SetInParent()
     return m
 
@@ -86,9 +102,9 @@ def placement_to_pb(p: PlacementRecord, out: pb.Placement | None = None) -> pb.P
     m = pb.Placement() if out is None else out
     q = p.qos
     (m.node, m.qos_class, m.cpu_shares, m.cpu_quota_us, m.cpu_period_us, m.memory_limit_mib, m.disk_iops_limit,
-     m.disk_mbps_limit, m.network_mbps_limit, m.score, m.attempts) = (
+     m.disk_mbps_limit, m.network_mbps_limit, m.score, m.attempts, m.epoch) = (
         p.node, QOS_TO_PB[q.qos_class], q.cpu_shares, q.cpu_quota_us, q.cpu_period_us, q.memory_limit_mib,
-        q.disk_iops_limit, q.disk_mbps_limit, q.network_mbps_limit, p.score, p.attempts)
+        q.disk_iops_limit, q.disk_mbps_limit, q.network_mbps_limit, p.score, p.attempts, p.epoch)
     resources_to_pb(p.reserved, m.reserved)
     ts(p.placed_at, m.placed_at)
     return m
@@ -106,7 +122,7 @@ def vm_to_pb(r: VmRecord, out: pb.Vm | None = None) -> pb.Vm:
     return m
 
 
-def node_to_pb(v: NodeView, config: SchedulerConfig) -> pb.Node:
+def node_to_pb(v: NodeView, config: SchedulerConfig, ha_state: str = "") -> pb.Node:
     cap = demand_vector(v.spec.capacity)[:, None]
     ready = v.status is not None and v.status.ready
     return pb.Node(
@@ -115,7 +131,7 @@ def node_to_pb(v: NodeView, config: SchedulerConfig) -> pb.Node:
         allocatable=resources_to_pb(Resources.of(allocatable(cap, config.overcommit)[:, 0])),
         guaranteed=resources_to_pb(v.allocation.guaranteed), committed=resources_to_pb(v.allocation.committed),
         vm_count=sum(not e.is_storage for e in v.allocation.entries), last_heartbeat=ts(v.status.heartbeat if v.status else 0),
-        driver=v.spec.driver, used=resources_to_pb(v.status.used if v.status else Resources()))
+        driver=v.spec.driver, used=resources_to_pb(v.status.used if v.status else Resources()), ha_state=ha_state)
 
 
 def policy_to_pb(p: QosPolicy) -> pb.QosPolicy:
@@ -143,7 +159,8 @@ def config_to_pb(c: SchedulerConfig) -> pb.SchedulerConfig:
         max_migrations_per_host=c.max_migrations_per_host, max_migrations=c.max_migrations,
         rebalance_mode=REBALANCE_MODE_TO_PB[c.rebalance_mode], imbalance_threshold=c.imbalance_threshold,
         rebalance_max_moves=c.rebalance_max_moves, rebalance_interval_s=c.rebalance_interval_s,
-        percentage_of_nodes_to_score=c.percentage_of_nodes_to_score)
+        percentage_of_nodes_to_score=c.percentage_of_nodes_to_score,
+        ha_host_failures_to_tolerate=c.ha_host_failures_to_tolerate)
 
 
 def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerConfig:
@@ -162,7 +179,9 @@ def config_from_pb(m: pb.SchedulerConfig, base: SchedulerConfig) -> SchedulerCon
                            m.rebalance_max_moves or base.rebalance_max_moves,
                            m.rebalance_interval_s or base.rebalance_interval_s,
                            m.percentage_of_nodes_to_score if m.HasField("percentage_of_nodes_to_score")
-                           else base.percentage_of_nodes_to_score)
+                           else base.percentage_of_nodes_to_score,
+                           m.ha_host_failures_to_tolerate if m.HasField("ha_host_failures_to_tolerate")
+                           else base.ha_host_failures_to_tolerate)
 
 
 def rejection_to_pb(r: Rejection) -> pb.PlacementRejection:
@@ -283,3 +302,15 @@ def report_to_pb(r: CapacityReport, summary: CapacitySummary) -> cap_pb.GetCapac
         headroom=[cap_pb.ShapeHeadroom(name=name, resources=resources_to_pb(shape), guaranteed=g, burstable=b)
                   for name, shape, g, b in r.headroom],
         imbalance=r.imbalance, summary=capacity_to_pb(summary))
+
+
+def host_failure_to_pb(f: HostFailure) -> ha_pb.HostFailure:
+    return ha_pb.HostFailure(
+        node=f.node, phase=f.phase.value, declared_at=ts(f.declared_at), restart_after=ts(f.restart_after),
+        message=f.message, restarted=list(f.restarted), still_running=list(f.still_running),
+        lost=[ha_pb.VmReason(vm=v, reason=r) for v, r in f.lost],
+        pending=[ha_pb.VmReason(vm=v, reason=r) for v, r in f.pending])
+
+
+def ha_event_to_pb(e: HaEvent) -> ha_pb.HaEvent:
+    return ha_pb.HaEvent(at=ts(e.at), kind=e.kind, node=e.node, vm=e.vm, epoch=e.epoch, message=e.message)

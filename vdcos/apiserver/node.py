@@ -18,7 +18,7 @@ class NodeServicer(node_grpc.NodeServiceServicer):
         self.ops = ops
 
     def _pb(self, name: str) -> pb.Node:
-        return convert.node_to_pb(self.ops.node(name), self.ops.config())
+        return convert.node_to_pb(self.ops.node(name), self.ops.config(), self.ops.ha_states().get(name, ""))
 
     @rpc
     async def ListNodes(self, request: node_pb.ListNodesRequest, context: Ctx) -> node_pb.ListNodesResponse:
@@ -26,19 +26,20 @@ class NodeServicer(node_grpc.NodeServiceServicer):
         validate.labels(dict(request.label_selector), "label_selector", out)
         validate.check(out)
         config = self.ops.config()
-        return node_pb.ListNodesResponse(nodes=[convert.node_to_pb(v, config)
+        ha = await blocking(self.ops.ha_states)
+        return node_pb.ListNodesResponse(nodes=[convert.node_to_pb(v, config, ha.get(v.spec.name, ""))
                                                 for v in self.ops.nodes(dict(request.label_selector))])
 
     @rpc
     async def GetNode(self, request: node_pb.GetNodeRequest, context: Ctx) -> node_pb.GetNodeResponse:
         check_name(request.name)
-        return node_pb.GetNodeResponse(node=self._pb(request.name))
+        return node_pb.GetNodeResponse(node=await blocking(self._pb, request.name))
 
     @rpc
     async def CordonNode(self, request: node_pb.CordonNodeRequest, context: Ctx) -> node_pb.CordonNodeResponse:
         check_node_and_reason(request.name, request.reason)
         await blocking(self.ops.cordon, request.name, request.reason, True)
-        return node_pb.CordonNodeResponse(node=self._pb(request.name))
+        return node_pb.CordonNodeResponse(node=await blocking(self._pb, request.name))
 
     @rpc
     async def DrainNode(self, request: node_pb.DrainNodeRequest, context: Ctx) -> node_pb.DrainNodeResponse:
@@ -46,13 +47,13 @@ class NodeServicer(node_grpc.NodeServiceServicer):
         if not request.dry_run:
             await blocking(self.ops.cordon, request.name, request.reason or "drain", True)
         rb = await blocking(self.ops.planning.drain, request.name, request.dry_run)
-        return node_pb.DrainNodeResponse(node=self._pb(request.name), rebalance=convert.rebalance_to_pb(rb))
+        return node_pb.DrainNodeResponse(node=await blocking(self._pb, request.name), rebalance=convert.rebalance_to_pb(rb))
 
     @rpc
     async def UncordonNode(self, request: node_pb.UncordonNodeRequest, context: Ctx) -> node_pb.UncordonNodeResponse:
         check_name(request.name)
         await blocking(self.ops.cordon, request.name, "", False)
-        return node_pb.UncordonNodeResponse(node=self._pb(request.name))
+        return node_pb.UncordonNodeResponse(node=await blocking(self._pb, request.name))
 
     @stream_rpc
     async def WatchNodes(self, request: node_pb.WatchNodesRequest, context: Ctx) -> AsyncIterator[node_pb.WatchNodesResponse]:

@@ -23,6 +23,7 @@ from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeS
 from vdcos.model.fit import demand_vector, fit_matrix
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
+from vdcos.scheduler.core.ha import failover_headroom
 from vdcos.scheduler.placer import Placed, Placer
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
@@ -52,6 +53,15 @@ class CapacitySummary:
     guaranteed: Resources
     committed: Resources
     vms_by_class: dict[str, int]
+
+
+@dataclass(frozen=True)
+class FailoverCapacity:
+    failures: int
+    protected_vms: int
+    ok: bool
+    message: str
+    headroom: tuple[float, ...]
 
 
 class Operations:
@@ -400,6 +410,29 @@ class Operations:
     # --- configuration and capacity ---------------------------------------------------------
     def config(self) -> SchedulerConfig:
         return self.cache.config
+
+    def failover_capacity(self) -> FailoverCapacity:
+        """Admission control's view now: how many VMs it protects and the failover headroom
+        after the configured number of host failures (1 when it is off, to show what it would be)."""
+        snap = self.cache.snapshot()
+        n = snap.config.ha_host_failures_to_tolerate
+        loads = self.cache.protected_loads(snap)
+        headroom = failover_headroom(snap, loads, max(n, 1))
+        protected = sum(1 for a, _ in list(self.cache.allocs.values()) for e in a.entries
+                        if e.ha_admission and not e.is_storage)
+        short = [f"{d} {-h:g} short" for d, h in zip(DIMENSIONS, headroom) if h < 0]
+        room = ", ".join(f"{d} {h:g}" for d, h in zip(DIMENSIONS, headroom))
+        who = f"{max(n, 1)} host failure{'s' if max(n, 1) > 1 else ''}"
+        message = (f"after {who} the survivors could not restart every protected VM: {', '.join(short)}" if short
+                   else f"after {who} the survivors keep {room} free")
+        if not n:
+            message = "admission control off (ha_host_failures_to_tolerate 0); " + message
+        return FailoverCapacity(n, protected, not short, message, tuple(float(h) for h in headroom))
+
+    def ha_states(self) -> dict[str, str]:
+        """The HA controller's phase of each host it declared failed (vdcos/controllers/ha.py)."""
+        kvs, _ = self.store.get_prefix(keys.HA_HOSTS)
+        return {keys.split(kv.key, keys.HA_HOSTS)[0]: str(json.loads(kv.value)["phase"]) for kv in kvs}
 
     def update_config(self, config: SchedulerConfig) -> SchedulerConfig:
         rev = self.store.put(keys.CONFIG, dumps(config))

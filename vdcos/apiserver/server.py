@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from vdcos.apiserver.capacity import CapacityServicer
+from vdcos.apiserver.ha import HaServicer
 from vdcos.apiserver.migration import MigrationServicer
 from vdcos.apiserver.network import NetworkServicer
 from vdcos.apiserver.node import NodeServicer
@@ -39,7 +40,8 @@ from vdcos.scheduler.replicas import Replicas
 from vdcos.scheduler.worker import LINGER_MS, MAX_BATCH, Scheduler
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
-from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration_service_pb2,
+from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
+                      migration_service_pb2,
                       migration_service_pb2_grpc, network_service_pb2, network_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
                       qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2, vm_service_pb2_grpc,
@@ -62,6 +64,7 @@ SERVICES = (
      NetworkServicer),
     (volume_service_pb2, "VolumeService", volume_service_pb2_grpc.add_VolumeServiceServicer_to_server,
      VolumeServicer),
+    (ha_service_pb2, "HaService", ha_service_pb2_grpc.add_HaServiceServicer_to_server, HaServicer),
 )
 
 
@@ -127,7 +130,7 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     replicas = Replicas(store)
     sched = Scheduler(store, cache, max_batch=max_batch, linger=linger, lane=lambda: replicas.lane).start()
     ops = Operations(store, cache, sched)
-    controllers = start_all(store, ops.rebalancer)
+    controllers = start_all(store, ops.rebalancer, cache, lambda: replicas.lane)
     loop = asyncio.new_event_loop()
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)

@@ -92,6 +92,10 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
         out.append((f"{field}.volumes", f"at most {MAX_DISKS} volumes"))
     if len(set(m.volumes)) != len(m.volumes):
         out.append((f"{field}.volumes", "lists a volume twice"))
+    if m.ha.restart_policy not in pb.RestartPolicy.values():
+        out.append((f"{field}.ha.restart_policy", f"unknown value {m.ha.restart_policy}"))
+    if m.ha.priority not in pb.RestartPriority.values():
+        out.append((f"{field}.ha.priority", f"unknown value {m.ha.priority}"))
     if m.image and m.image not in CATALOG:
         out.append((f"{field}.image", f"unknown image {m.image[:80]!r}; one of {', '.join(sorted(CATALOG))}"))
     elif m.HasField("resources"):
@@ -180,6 +184,9 @@ def config(m: pb.SchedulerConfig, field: str = "config") -> Violations:
     if not 0 <= m.percentage_of_nodes_to_score <= 100:
         out.append((f"{field}.percentage_of_nodes_to_score",
                     f"must be between 1 and 100, or 0 for adaptive, got {m.percentage_of_nodes_to_score}"))
+    if not 0 <= m.ha_host_failures_to_tolerate <= 32:
+        out.append((f"{field}.ha_host_failures_to_tolerate",
+                    f"must be between 0 (off) and 32, got {m.ha_host_failures_to_tolerate}"))
     return out
 
 

@@ -8,7 +8,8 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, migration_service_pb2, migration_service_pb2_grpc,
+from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
+                      migration_service_pb2, migration_service_pb2_grpc,
                       network_service_pb2, network_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
                       placement_service_pb2, placement_service_pb2_grpc, qos_policy_service_pb2,
                       qos_policy_service_pb2_grpc, types_pb2, vm_service_pb2, vm_service_pb2_grpc, volume_service_pb2,
@@ -25,7 +26,7 @@ _RETRIED = ("CreateVm", "BatchCreateVms")
 
 def _service_config() -> str:
     names = []
-    for pb2 in (capacity_service_pb2, migration_service_pb2, network_service_pb2, node_service_pb2,
+    for pb2 in (capacity_service_pb2, ha_service_pb2, migration_service_pb2, network_service_pb2, node_service_pb2,
                 placement_service_pb2, qos_policy_service_pb2, vm_service_pb2, volume_service_pb2):
         for svc in pb2.DESCRIPTOR.services_by_name.values():
             names += [{"service": svc.full_name, "method": m.name} for m in svc.methods
@@ -64,6 +65,7 @@ class Client:
         self.migrations = migration_service_pb2_grpc.MigrationServiceStub(self.channel)
         self.networks = network_service_pb2_grpc.NetworkServiceStub(self.channel)
         self.volumes = volume_service_pb2_grpc.VolumeServiceStub(self.channel)
+        self.ha = ha_service_pb2_grpc.HaServiceStub(self.channel)
 
     def __enter__(self) -> Client:
         return self

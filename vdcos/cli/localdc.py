@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from vdcos.host import uplink
 from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
 from vdcos.host.netlink import netns_exists
 from vdcos.host.network import HostNetwork, remove_fabric
@@ -41,7 +42,8 @@ class Proc:
     pid: int
     log: str
     # etcd | apiserver | agent | supervisor | libvirtd (a host's hypervisor and switch, started
-    # and stopped through LibvirtHost and HostNetwork, not by PID alone)
+    # and stopped through LibvirtHost and HostNetwork, not by PID alone) | fencer (a libvirt
+    # host's watchdog, vdcos/host/fencer.py) | uplink (a libvirt host's link to etcd, vdcos/host/uplink.py)
     kind: str = ""
     root: str = ""
     argv: list[str] = field(default_factory=list)
@@ -138,6 +140,15 @@ def host_root(home: Path, node: str) -> Path:
     return home / "hosts" / node
 
 
+def uplink_socket(root: Path) -> Path:
+    return root / "uplink.sock"
+
+
+def host_procs(dc: LocalDatacenter, node: str) -> list[Proc]:
+    """Every recorded process of one host: its agent, fencer, uplink and hypervisor."""
+    return [p for p in dc.procs if p.name == node or p.name.endswith(f"-{node}")]
+
+
 def _port_file(home: Path, name: str) -> Path:
     return home / "run" / f"{name}.port"
 
@@ -201,13 +212,26 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
                 lv = LibvirtHost.create(root, name, dc_id, net.mgmt_ip, netns=net.netns)
                 lv.start()
                 lv_proc.pid = lv.pid()
+                link = Proc(f"uplink-{name}", 0, str(home / "logs" / f"uplink-{name}.log"), "uplink", str(root),
+                            argv=[py, "-m", "vdcos.host.uplink", "--socket", str(uplink_socket(root)),
+                                  "--etcd", dc.etcd_endpoint])
+                _spawn(link)
+                dc.procs.append(link)
                 dc.save()
-                argv += ["--libvirt-uri", lv.uri, "--shared-pool", str(home / "pools" / "shared")]
+                argv[argv.index("--etcd") + 1] = uplink.endpoint(uplink_socket(root))
+                argv += ["--libvirt-uri", lv.uri, "--shared-pool", str(home / "pools" / "shared"), "--fence"]
             for k, v in capacity.items():
                 argv += [f"--{k.replace('_', '-')}", str(v)]
             p = Proc(name, 0, str(home / "logs" / f"{name}.log"), "agent", argv=argv)
             _spawn(p)
             dc.procs.append(p)
+            if driver == "libvirt":
+                # The watchdog lives in the host's own network namespace, apart from its agent.
+                f = Proc(f"fencer-{name}", 0, str(home / "logs" / f"fencer-{name}.log"), "fencer", str(root),
+                         argv=["nsenter", f"--net=/run/netns/{net.netns}", py, "-m", "vdcos.host.fencer",
+                               "--root", str(root)])
+                _spawn(f)
+                dc.procs.append(f)
         dc.save()
         deadline = time.monotonic() + 60
         for p in dc.procs:
@@ -262,7 +286,7 @@ def repair(home: Path, timeout: float = 60.0) -> LocalDatacenter:
         dc = LocalDatacenter.load(home)
         if dc is None:
             raise RuntimeError(f"no datacenter under {home}")
-        order = ("etcd", "libvirtd", "apiserver", "agent", "supervisor")
+        order = ("etcd", "uplink", "libvirtd", "apiserver", "agent", "fencer", "supervisor")
         dead = sorted((p for p in dc.procs if not p.running()), key=lambda p: order.index(p.kind or "agent"))
         for p in dead:
             restart(dc, p)

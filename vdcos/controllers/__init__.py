@@ -2,16 +2,25 @@
 object from a work queue, with per-item retries and backoff."""
 from __future__ import annotations
 
+from typing import Callable
+
+from vdcos.controllers.ha import HaController
 from vdcos.controllers.migrations import MigrationReaper
 from vdcos.controllers.rebalancer import LOCK_TTL, AutomaticRebalance, Rebalancer
 from vdcos.reconcile import LeaderLease, Runner
+from vdcos.scheduler.cache import ClusterCache
+from vdcos.scheduler.core import SOLO, Lane
 from vdcos.state import keys
 from vdcos.state.store import Store
 
 
-def start_all(store: Store, rebalancer: Rebalancer) -> list[Runner]:
+def start_all(store: Store, rebalancer: Rebalancer, cache: ClusterCache,
+              lane: Callable[[], Lane] = lambda: SOLO) -> list[Runner]:
     """Every controller of an API/scheduler replica, each leading on at most one replica."""
     return [
+        # Resynced every 0.5 s: a failed host's restart waits for it.
+        Runner(HaController(store, cache, lane=lane), leader=LeaderLease(store, keys.HA_LOCK, LOCK_TTL),
+               resync_s=0.5).start(),
         Runner(AutomaticRebalance(rebalancer), leader=LeaderLease(store, keys.REBALANCER_LOCK, LOCK_TTL)).start(),
         # Its grace is 30 s: a resync every 5 s is soon enough, and lists the migrations a fifth as often.
         Runner(MigrationReaper(store), leader=LeaderLease(store, keys.MIGRATION_REAPER_LOCK, LOCK_TTL),

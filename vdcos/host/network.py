@@ -153,6 +153,12 @@ class HostNetwork:
                    nl.SetLink(ns, "br-int", up=True))
         return self
 
+    def set_cables(self, up: bool) -> None:
+        """Plug or unplug the host's underlay and migration cables at the fabric's end (fault
+        injection: an isolated host's tunnels and migrations go nowhere)."""
+        fabric = fabric_netns(self.datacenter)
+        nl.execute(*(nl.SetLink(fabric, f"{kind}{self.index}", up=up) for kind in ("ul", "mg")))
+
     def _start_ovsdb(self) -> None:
         pid = self._pid("ovsdb-server")
         if pid and alive(pid):

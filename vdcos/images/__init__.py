@@ -37,6 +37,8 @@ class Profile:
             return f"{base} diskread=vda"
         if self.name == "disk-fill":
             return f"{base} diskfill=vda"
+        if self.name == "disk-counter":
+            return f"{base} diskcount=vda"
         return base
 
 
@@ -48,6 +50,8 @@ CATALOG: dict[str, Profile] = {p.name: p for p in (
     Profile("disk-read", "reads its first disk in a loop, 4 KiB O_DIRECT (disk QoS)", 96),
     Profile("disk-fill", "writes random data over the first half of its first disk once, then prints "
             "that half's md5 in a loop (disk integrity)", 96),
+    Profile("disk-counter", "keeps its counter on its first disk, so a restarted guest goes on from its last "
+            "value (HA: the same disk, not a blank one)", 96),
 )}
 DEFAULT_PROFILE = "counter"
 

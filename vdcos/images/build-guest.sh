@@ -8,6 +8,8 @@
 #   dirty=MiB   rewrite MiB of memory in a loop (a guest that dirties pages during migration)
 #   vmip=A/NN vmgw=G   address for eth0 (the Debian kernel ignores ip=)
 #   diskread=DEV    loop: 4 KiB O_DIRECT reads of /dev/DEV (disk QoS measurements)
+#   diskcount=DEV   keep the counter on /dev/DEV's first sector, written through (O_DIRECT) on
+#                   every tick: after a restart it goes on from the last value ("DISKCNT-FROM <n>")
 #   diskfill=DEV    write random data over the first half of /dev/DEV once, O_DIRECT, print
 #                   "DISKFILL <dev> <MiB>", then read that half back in a loop, printing
 #                   "DISKSUM-START" and "DISKSUM <md5>" (a disk whose content a migration must keep)
@@ -16,7 +18,7 @@
 # Nothing is installed on the host. A lock keeps concurrent builders from racing.
 set -euo pipefail
 # Bump when /init changes: a cached image of another version is rebuilt.
-VERSION=5
+VERSION=6
 DIR=${1:-/var/cache/vdcos/images}
 mkdir -p "$DIR"
 exec 9>"$DIR/.lock"
@@ -52,7 +54,8 @@ mount -t devtmpfs dev /dev 2>/dev/null
 echo "GUEST-BOOTED $(cat /proc/uptime)"
 for a in $(cat /proc/cmdline); do case $a in
   burn=*) BURN=${a#burn=};; dirty=*) DIRTY=${a#dirty=};; vmip=*) VMIP=${a#vmip=};; vmgw=*) VMGW=${a#vmgw=};;
-  diskread=*) DISKREAD=${a#diskread=};; diskfill=*) DISKFILL=${a#diskfill=};; esac; done
+  diskread=*) DISKREAD=${a#diskread=};; diskfill=*) DISKFILL=${a#diskfill=};;
+  diskcount=*) DISKCOUNT=${a#diskcount=};; esac; done
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
   insmod /lib/modules/$m.ko 2>/dev/null; done
 echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null
@@ -84,8 +87,14 @@ fi
 j=0
 while [ $j -lt "${BURN:-0}" ]; do ( while :; do :; done ) & j=$((j+1)); done
 i=0
+if [ -n "$DISKCOUNT" ]; then
+  for k in $(seq 1 50); do [ -e /dev/$DISKCOUNT ] && break; usleep 100000; done
+  i=$(dd if=/dev/$DISKCOUNT bs=512 count=1 iflag=direct 2>/dev/null | head -c 40 | sed -n 's/^VDCOSCNT \([0-9]*\).*/\1/p')
+  i=${i:-0}; echo "DISKCNT-FROM $i"
+fi
 last="?"
 while true; do i=$((i+1)); echo "CNT $i $(cut -d' ' -f1 /proc/uptime)"
+  [ -n "$DISKCOUNT" ] && printf 'VDCOSCNT %d\n' $i | dd of=/dev/$DISKCOUNT bs=512 count=1 conv=sync,fsync oflag=direct 2>/dev/null
   # Every second: the disks and their MiB, printed when they change (hot-plug, unplug, resize).
   if [ $((i % 10)) -eq 1 ]; then now=""
     for d in /sys/block/vd*; do [ -e "$d" ] && now="$now ${d##*/}:$(( $(cat $d/size) / 2048 ))"; done

@@ -13,6 +13,8 @@ from vdcos.model.compute import (DEFAULT_POLICY, DEFAULT_SCORER_WEIGHTS, SNAPSHO
                                  AffinityPolicy, AllocEntry, Allocation, Assignment, NodeSpec, NodeStatus,
                                  PlacementGroup, PlacementRecord, QosPolicy, QosSettings, SchedulerConfig, Strategy,
                                  Sums, VmPhase, VmSpec, VmStatus, policy_named, snapshot_consumer, volume_consumer)
+from vdcos.model.ha import (HaEvent, HaSettings, HostFailure, HostFailurePhase, RestartPolicy, RestartPriority,
+                            restart_order)
 from vdcos.model.migration import (ActiveMigrations, Migration, MigrationOptions, MigrationPhase, MigrationProgress,
                                    Rebalance, RebalanceGoal, RebalanceMode, RebalanceState, RebalanceStep)
 from vdcos.model.network import Network, Nic, Port, PortKind
@@ -20,7 +22,8 @@ from vdcos.model.resources import DIMENSIONS, Overcommit, Pairs, QosClass, Resou
 from vdcos.model.storage import Disk, PoolKind, PoolStatus, Snapshot, Volume, VolumeState
 
 __all__ = [
-    "DEFAULT_POLICY", "DEFAULT_SCORER_WEIGHTS", "DIMENSIONS", "SNAPSHOT_CONSUMER", "VOLUME_CONSUMER",
+    "DEFAULT_POLICY", "HaEvent", "HaSettings", "HostFailure", "HostFailurePhase", "RestartPolicy",
+    "RestartPriority", "restart_order", "DEFAULT_SCORER_WEIGHTS", "DIMENSIONS", "SNAPSHOT_CONSUMER", "VOLUME_CONSUMER",
     "ActiveMigrations", "AffinityPolicy", "AllocEntry", "Allocation", "Assignment", "Disk", "Migration",
     "MigrationOptions", "MigrationPhase", "MigrationProgress", "Network", "Nic", "NodeSpec", "NodeStatus",
     "Overcommit", "Pairs", "PlacementGroup", "PlacementRecord", "PoolKind", "PoolStatus", "Port", "PortKind",

@@ -5,6 +5,7 @@ import bisect
 import enum
 from dataclasses import dataclass, field
 
+from vdcos.model.ha import HaSettings
 from vdcos.model.migration import RebalanceMode
 from vdcos.model.resources import DIMENSIONS, Overcommit, Pairs, QosClass, Resources, pairs
 
@@ -60,6 +61,9 @@ class SchedulerConfig:
     # Share of the nodes one placement scores, in percent (kube-scheduler's
     # percentageOfNodesToScore); 0 = adaptive, from 50% at 100 nodes down to 5% at 5,625.
     percentage_of_nodes_to_score: int = 0
+    # vSphere's "host failures cluster tolerates": with N >= 1 a placement is refused when the
+    # survivors of some N host failures could not restart every HA-counted VM.
+    ha_host_failures_to_tolerate: int = 0
 
     def weight(self, scorer: str) -> float:
         # A scan, not dict(pairs): every placement asks twice. The last pair of a name wins, as in a dict.
@@ -107,6 +111,7 @@ class VmSpec:
     networks: tuple[str, ...] = ()
     volumes: tuple[str, ...] = ()
     image: str = ""  # a boot profile from vdcos.images.CATALOG; "" = the default
+    ha: HaSettings = HaSettings()
 
     @property
     def policy_name(self) -> str:
@@ -138,6 +143,9 @@ class NodeSpec:
     # The host's overlay tunnel endpoint (underlay address and MAC); "" = no virtual switch.
     tunnel_ip: str = ""
     tunnel_mac: str = ""
+    # Seconds after its last lease renewal at which its fencer kills its guests (the lease's
+    # TTL: vdcos/host/fencer.py); 0 = the host has no fencer.
+    fence_timeout_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,8 @@ class AllocEntry:
     # A migration id while the VM moves away: the source keeps its capacity until the move
     # succeeds (OpenStack Placement's migration consumer), the destination already holds its own.
     held_by: str = ""
+    # Counted by HA admission control: room to restart it is kept (HaSettings.admission).
+    ha_admission: bool = True
 
     @property
     def is_storage(self) -> bool:
@@ -257,6 +267,8 @@ class PlacementRecord:
     attempts: int = 1
     # The client's id for the create that placed it: a retry of that create finds this VM.
     request_id: str = ""
+    # The fencing token: grows on every HA restart. An agent runs a VM only at its current epoch.
+    epoch: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +278,7 @@ class Assignment:
     spec: VmSpec
     qos: QosSettings
     reserved: Resources
+    epoch: int = 1  # its placement's, when it was assigned here
 
 
 @dataclass(frozen=True, slots=True)

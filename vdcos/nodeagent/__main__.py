@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared-pool", type=Path, help="a folder every host sees: the shared storage pool")
     ap.add_argument("--label", action="append", default=[], help="key=value, repeatable")
     ap.add_argument("--lease-ttl", type=int, default=10)
+    ap.add_argument("--fence", action="store_true",
+                    help="pet this host's fencer (python -m vdcos.host.fencer --root STATE_DIR) after every "
+                         "lease renewal: it kills the host's guests once the lease could have expired")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {args.name}: %(message)s")
     labels = dict(lbl.split("=", 1) for lbl in args.label)
@@ -59,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         uri = f"sim://{args.state_dir / 'domains.json'}"
     store = EtcdStore(args.etcd)
     spec = NodeSpec(args.name, capacity, pairs(labels), driver.name, uri,
-                    network.underlay_ip if network else "", network.underlay_mac if network else "")
-    agent = NodeAgent(store, spec, driver, lease_ttl=args.lease_ttl, network=network, pools=pools).start()
+                    network.underlay_ip if network else "", network.underlay_mac if network else "",
+                    fence_timeout_s=float(args.lease_ttl) if args.fence else 0.0)
+    agent = NodeAgent(store, spec, driver, lease_ttl=args.lease_ttl, network=network, pools=pools,
+                      fence_root=args.state_dir if args.fence else None).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

@@ -16,8 +16,10 @@ import logging
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
+from vdcos.host import fencer
 from vdcos.host.network import HostNetwork
 from vdcos.model import Assignment, Migration, NodeSpec, NodeStatus, Resources, VmPhase, VmStatus, decode, dumps
 from vdcos.nodeagent.driver import DomainState, DomainStats, DriverError, HypervisorDriver
@@ -48,7 +50,8 @@ def register(store: Store, spec: NodeSpec, ttl: int, pid: int = 0) -> int:
 class NodeAgent(Migrations, VmReconciler):
     def __init__(self, store: Store, spec: NodeSpec, driver: HypervisorDriver, *,
                  lease_ttl: int = 10, resync_s: float = 5.0, status_s: float = 5.0,
-                 network: HostNetwork | None = None, pools: StoragePools | None = None) -> None:
+                 network: HostNetwork | None = None, pools: StoragePools | None = None,
+                 fence_root: Path | None = None) -> None:
         self.store = store
         self.spec = spec
         self.driver = driver
@@ -87,10 +90,14 @@ class NodeAgent(Migrations, VmReconciler):
         self._grown: dict[str, int] = {}  # disk file -> GiB a running guest's disk was checked to have
         # Per VM: a VM whose reconcile failed waits out its own backoff; the others go on.
         self._backoff = Backoff(base_s=1.0, max_s=60.0)
+        # The host's fencer (vdcos/host/fencer.py), petted after every renewal of the lease.
+        self.fence_root = fence_root
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
+        sent = time.monotonic()
         self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
+        self._pet(sent)
         if self.network is not None:
             self.switch = SwitchController(self.store, self.spec.name, self.network, lambda: self.lease,
                                            self._switch_wanted).start()
@@ -121,6 +128,13 @@ class NodeAgent(Migrations, VmReconciler):
             self.switch.stop()
         if revoke and self.lease:
             self.store.revoke_lease(self.lease)
+
+    def _relist_assignments(self) -> None:
+        with self._lock:
+            cancel, self._cancel = self._cancel, None
+        if cancel:
+            cancel()
+        self._wake.set()
 
     def _on_watch_error(self, e: Exception) -> None:
         log.error("assignment watch failed (%s); listing again", e)
@@ -157,15 +171,36 @@ class NodeAgent(Migrations, VmReconciler):
         return out
 
     # --- heartbeat ----------------------------------------------------------------------
+    def _pet(self, sent: float) -> None:
+        """Tell the fencer the lease holds until `sent` + TTL: etcd cannot expire it sooner
+        (the renewal reached it after it was sent). A pet that fails is a pet missed."""
+        if self.fence_root is None:
+            return
+        try:
+            fencer.pet(self.fence_root, sent + self.lease_ttl, self.lease)
+        except OSError as e:
+            log.error("could not pet the fencer: %s", e)
+
     def _heartbeat_loop(self) -> None:
         # Only the keepalive here: a hypervisor call can block for longer than the lease's TTL
         # (libvirt waits for a domain's job lock while a migration or backup holds it), and a
-        # busy host must not look dead.
-        while not self._stop.wait(self.lease_ttl / 3):
+        # busy host must not look dead. A renewal waits a third of the TTL at most, so that a
+        # hung one is sent again while the lease can still be saved.
+        period = self.lease_ttl / 3
+        while not self._stop.wait(period):
             try:
-                if self.store.keepalive(self.lease) <= 0:
+                sent = time.monotonic()
+                if self.store.keepalive(self.lease, timeout=period) > 0:
+                    self._pet(sent)
+                else:
                     log.warning("lease %x expired; registering again", self.lease)
+                    sent = time.monotonic()
                     self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
+                    # While the lease was gone the HA controller may have moved this host's VMs
+                    # (and this agent may have been frozen through it): list the assignments
+                    # again before anything is started or kept.
+                    self._relist_assignments()
+                    self._pet(sent)
             except StoreError as e:
                 log.warning("heartbeat failed: %s", e)
             except Exception:  # the lease must outlive any bug below it

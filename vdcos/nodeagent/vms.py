@@ -13,8 +13,8 @@ from typing import Callable
 
 from vdcos.errors import VdcosError
 from vdcos.host.netlink import NetworkError
-from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, SchedulerConfig, VmPhase, VmStatus,
-                         VolumeState, decode, dumps, qos)
+from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, PlacementRecord, RestartPolicy,
+                         SchedulerConfig, VmPhase, VmStatus, VolumeState, decode, dumps, qos)
 from vdcos.model.fit import fits
 from vdcos.nodeagent.driver import DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver
 from vdcos.reconcile import Backoff
@@ -119,6 +119,8 @@ class VmReconciler:
                 why = ", ".join(f"{s.dimension} {s.pool}: requested {s.requested}, free {s.free}" for s in short)
                 self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")
                 return
+            if not self._owns(a):
+                return
             vanished = self._reported.get(name) or self._last_status(name)
             disks = self._disks(a)
             if disks is None:
@@ -142,8 +144,31 @@ class VmReconciler:
             keep = prev.message if prev and not prev.message.startswith("reconcile failed:") else ""
             self._report(name, VmPhase.RUNNING, keep)
         else:
+            prev = self._reported.get(name)
+            policy = a.spec.ha.restart_policy
+            if policy is not RestartPolicy.ALWAYS and prev is not None and (
+                    prev.phase is VmPhase.RUNNING or prev.message.startswith("guest stopped")):
+                # It stopped on its own while this host ran it: only `always` starts it again.
+                self._report(name, VmPhase.STOPPED, f"guest stopped ({dom.state.value}); "
+                             f"restart policy {policy.value} does not start it again")
+                return
+            if not self._owns(a):
+                return
             self.driver.start(name)
             self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
+
+    def _owns(self, a: Assignment) -> bool:
+        """The fencing token, read from etcd just before a guest is started: the VM's placement
+        is on this host at the assignment's epoch. An agent that was frozen or cut off while
+        the HA controller restarted the VM elsewhere holds a stale assignment, and starts
+        nothing from it (its watch delivers the removal next)."""
+        kv = self.store.get(keys.vm_placement(a.spec.name))
+        rec = decode(PlacementRecord, json.loads(kv.value)) if kv else None
+        if rec is not None and rec.node == self.spec.name and rec.epoch == a.epoch:
+            return True
+        log.warning("vm %s: not started: its assignment here is at epoch %d, its placement is %s", a.spec.name,
+                    a.epoch, f"on {rec.node} at epoch {rec.epoch}" if rec else "gone")
+        return False
 
     def _plug_disks(self, a: Assignment, dom: DomainInfo) -> None:
         """Volumes attached to or detached from a running VM: hot-plug or unplug its disks."""

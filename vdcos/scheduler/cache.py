@@ -45,6 +45,9 @@ _SUMS: dict[int, tuple[tuple[AllocEntry, ...], Sums]] = {}
 _SUMS_MAX = 1 << 15
 
 
+_PROTECTED: dict[int, tuple[tuple[AllocEntry, ...], np.ndarray]] = {}
+
+
 def _remember(entries: tuple[AllocEntry, ...], sums: Sums) -> Sums:
     if len(_SUMS) >= _SUMS_MAX:
         _SUMS.clear()
@@ -429,6 +432,34 @@ class ClusterCache:
             alloc, arev = self.allocs.get(name, (Allocation(name), 0))
             return NodeView(spec, status[0] if status else None, name in self.cordons, alloc, arev,
                             status[1] if status else 0)
+
+    def protected_loads(self, snap: ClusterSnapshot) -> np.ndarray:
+        """(D, N) aligned with `snap`: each node's reservations that HA admission control keeps
+        room to restart. Only asked while admission control is on."""
+        out = np.zeros_like(snap.committed)
+        with self._lock:
+            allocs = list(self.allocs.items())
+        for node, (a, _) in allocs:
+            i = snap.index.get(node)
+            if i is None:
+                continue
+            got = _PROTECTED.get(id(a.entries))
+            if got is None or got[0] is not a.entries:
+                vec = np.zeros(out.shape[0])
+                for e in a.entries:
+                    if e.ha_admission and not e.is_storage and e.qos_class is not QosClass.BEST_EFFORT:
+                        vec += e.reserved.as_tuple()
+                if len(_PROTECTED) >= _SUMS_MAX:
+                    _PROTECTED.clear()
+                got = _PROTECTED[id(a.entries)] = (a.entries, vec)
+            out[:, i] = got[1]
+        return out
+
+    def lost_nodes(self) -> list[str]:
+        """Nodes whose lease is gone (no status) while VMs are placed on them: the HA controller's items."""
+        with self._lock:
+            return sorted(n for n, (a, _) in self.allocs.items()
+                          if n not in self.statuses and any(not e.is_storage for e in a.entries))
 
     def node_names(self) -> list[str]:
         with self._lock:

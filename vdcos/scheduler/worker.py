@@ -27,13 +27,14 @@ import numpy as np
 
 from vdcos.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable, Unschedulable
 from vdcos.migration import records
-from vdcos.model import (Allocation, AllocEntry, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
+from vdcos.model import (DIMENSIONS, Allocation, AllocEntry, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
                          PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, VmSpec, assignment_bytes,
                          decode, dumps, qos)
 from vdcos.model.fit import fit_columns, fits
 from vdcos.scheduler.cache import ClusterCache, allocation_sums, with_entry
-from vdcos.scheduler.core import (SOLO, Decision, Explanation, Lane, PlacementRequest, Rejection, explain, schedule,
-                                  schedule_batch)
+from vdcos.scheduler.core import (SOLO, ClusterSnapshot, Decision, Explanation, Lane, PlacementRequest, Rejection,
+                                  explain, schedule, schedule_batch)
+from vdcos.scheduler.core.ha import failover_headroom
 from vdcos.scheduler.placer import Placed
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
@@ -233,6 +234,8 @@ class Scheduler:
                 with self.cache.borrow() as snap:
                     results = schedule_batch(snap, [p.request for p in pending], self.lane())
                     policies = [snap.policy(p.request.spec.policy_name) for p in pending]
+                    if snap.config.ha_host_failures_to_tolerate:
+                        results = self._ha_admission(snap, pending, results)
                 for p, r, pol in zip(pending, results, policies):
                     if isinstance(r, Rejection):
                         p.future.set_exception(Unschedulable(r))
@@ -257,6 +260,29 @@ class Scheduler:
             # Exponential backoff with full jitter: replicas that keep choosing the same hot
             # node (or group record) drift apart in time, and each retry sees the last winner.
             time.sleep(random.uniform(0, min(0.1, 0.002 * 2 ** worst)))
+
+    def _ha_admission(self, snap: ClusterSnapshot, pending: list[_Pending],
+                      results: list[Decision | Rejection]) -> list[Decision | Rejection]:
+        """Refuse what would leave too little room to restart every protected VM after the
+        configured number of host failures (scheduler/core/ha.py), decision by decision."""
+        n = snap.config.ha_host_failures_to_tolerate
+        headroom = failover_headroom(snap, self.cache.protected_loads(snap), n)
+        out: list[Decision | Rejection] = []
+        for p, r in zip(pending, results):
+            if isinstance(r, Decision):
+                need = np.asarray(qos.placed_request(p.request.spec, r.reserved).as_tuple(), dtype=np.float64)
+                if r.qos.qos_class is QosClass.BEST_EFFORT:
+                    need[:] = 0.0
+                short = [(d, need[i], headroom[i]) for i, d in enumerate(DIMENSIONS) if need[i] > headroom[i]]
+                if short:
+                    why = ", ".join(f"{d}: needs {x:g}, failover headroom {max(h, 0):g}" for d, x, h in short)
+                    r = Rejection(p.request.spec.name, snap.size, 0, (), (), True,
+                                  f"HA admission control: placing it would leave too little room to restart every "
+                                  f"HA-protected VM after {n} host failure{'s' if n > 1 else ''} ({why})")
+                else:
+                    headroom = headroom - need
+            out.append(r)
+        return out
 
     def _may_retry(self, p: _Pending) -> bool:
         """Each VM has its own attempts: a busy batch does not use up those of the others."""
@@ -318,7 +344,8 @@ class Scheduler:
                     continue
                 groups[group.name] = group.with_member(spec.name, d.node)
                 txn.guard(keys.group(group.name), "mod", cached[1] if cached else 0)
-            allocs[d.node] = with_entry(alloc, AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name))
+            allocs[d.node] = with_entry(alloc, AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name,
+                                                                 ha_admission=spec.ha.admission))
             txn.guard(keys.alloc(d.node), "mod", view.alloc_revision)
             txn.guard(keys.node_status(d.node), "create", view.status_create_revision)
             txn.guard(keys.node_cordon(d.node), "version", 0)

@@ -162,10 +162,10 @@ class EtcdStore:
     def grant_lease(self, ttl: int) -> int:
         return int(self._call(self._lease.LeaseGrant, etcdrpc.LeaseGrantRequest(TTL=ttl)).ID)
 
-    def keepalive(self, lease: int) -> int:
+    def keepalive(self, lease: int, timeout: float | None = None) -> int:
         try:
             for r in self._lease.LeaseKeepAlive(iter([etcdrpc.LeaseKeepAliveRequest(ID=lease)]),
-                                                 timeout=self.timeout, wait_for_ready=True):
+                                                 timeout=timeout or self.timeout, wait_for_ready=True):
                 return int(r.TTL)
         except grpc.RpcError as e:
             raise StoreError(f"etcd keepalive: {e.code().name}: {e.details()}") from e

@@ -23,6 +23,9 @@ REBALANCES = ROOT + "rebalances/"
 # Held (under a lease) by the one scheduler replica running automatic rebalancing.
 REBALANCER_LOCK = ROOT + "locks/rebalancer"
 MIGRATION_REAPER_LOCK = ROOT + "locks/migration-reaper"
+HA_LOCK = ROOT + "locks/ha"
+HA_HOSTS = ROOT + "ha/hosts/"
+HA_EVENTS = ROOT + "ha/events/"
 SCHEDULERS = ROOT + "schedulers/"
 
 
@@ -135,3 +138,13 @@ def split(key: str, prefix: str) -> list[str]:
 
 def rebalance(rid: str) -> str:
     return REBALANCES + rid
+
+
+def ha_host(node: str) -> str:
+    """The HA controller's record of a failed host, until it is back."""
+    return HA_HOSTS + node
+
+
+def ha_event(at: float, node: str, vm: str) -> str:
+    """Time-ordered: fixed-width nanoseconds first, so keys sort as the events happened."""
+    return f"{HA_EVENTS}{int(at * 1e9):020d}-{node}-{vm}"
