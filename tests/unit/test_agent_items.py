@@ -8,8 +8,8 @@ from typing import Iterator
 import pytest
 
 from tests.conftest import wait_until
-from vdcos.model import (Assignment, Disk, Nic, NodeSpec, QosClass, QosSettings, Resources, VmPhase, VmSpec, VmStatus,
-                         decode, dumps)
+from vdcos.model import (Assignment, Disk, Nic, NodeSpec, PlacementRecord, QosClass, QosSettings, Resources, VmPhase,
+                         VmSpec, VmStatus, decode, dumps)
 from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.driver import DomainInfo, DriverError
 from vdcos.nodeagent.sim import SimDriver
@@ -52,6 +52,8 @@ def test_a_vm_that_fails_never_holds_up_the_others_and_is_retried(
     store, driver, agent = host
     for name in ("vm-a", "vm-b", "vm-c"):
         a = Assignment(VmSpec(name, Resources(1, 512)), QosSettings(QosClass.BURSTABLE, 1024), Resources(1, 512))
+        # As the scheduler commits it: the placement (the agent checks its epoch) and the assignment.
+        store.put(keys.vm_placement(name), dumps(PlacementRecord("n1", a.qos, a.reserved, 0.0, 0.0)))
         store.put(keys.assign("n1", name), dumps(a))
     assert wait_until(lambda: all((s := status(store, n)) and s.phase is VmPhase.RUNNING for n in ("vm-a", "vm-c")), 5)
     assert wait_until(lambda: (s := status(store, "vm-b")) and "reconcile failed" in s.message, 5)

@@ -126,10 +126,17 @@ def cmd_capacity(args: argparse.Namespace) -> int:
                 [v.vm, CLASS_NAMES.get(v.qos_class, "?"), v.reserved.vcpus, v.reserved.memory_mib,
                  v.node or f"nowhere: {v.rejection.summary}"] for v in r.vms])
                 + f"\n{r.replaced} re-placed, {r.lost} lost ({r.reserved_lost.vcpus} vCPUs, "
-                  f"{r.reserved_lost.memory_mib} MiB reserved)")
+                  f"{r.reserved_lost.memory_mib} MiB reserved)\n" + failover_line(c, args))
         else:
             return capacity_report(c, args)
     return 0
+
+
+def failover_line(c: Client, args: argparse.Namespace) -> str:
+    from vdcos.v1 import ha_service_pb2 as ha_pb
+    h = c.ha.GetHaStatus(ha_pb.GetHaStatusRequest(event_limit=1), timeout=args.timeout)
+    return (f"failover headroom ({h.protected_vms} HA-protected VMs, tolerating "
+            f"{h.host_failures_to_tolerate} host failures): {h.failover_capacity_message}")
 
 
 def capacity_report(c: Client, args: argparse.Namespace) -> int:
@@ -153,6 +160,7 @@ def capacity_report(c: Client, args: argparse.Namespace) -> int:
         lines.append("headroom: " + "; ".join(f"{h.name} {h.guaranteed} guaranteed / {h.burstable} burstable"
                                               for h in r.headroom))
         lines.append(f"load std. dev. {r.imbalance:.3f}")
+        lines.append(failover_line(c, args))
         if args.picture:
             lines.append(f"picture: {args.picture}")
         return "\n".join(lines)

@@ -371,3 +371,63 @@ def down(home: Path, *, purge: bool = False, keep_logs: bool = True) -> list[str
     if purge:
         (home / ".lock").unlink(missing_ok=True)
     return stopped
+
+
+# --- host loss, for tests, the failover benchmark and the demo ----------------------------
+# Each acts on one host's recorded processes only. Stop the supervisor first when the host
+# must stay lost (it would start them again: a host that reboots at once).
+
+def host_qemus(home: Path, node: str) -> dict[str, int]:
+    """The guests whose QEMU runs on this host now (VM name -> pid), from the pid files libvirt
+    keeps; the failover benchmark's sampler reads these every 100 ms."""
+    out = {}
+    for f in host_root(home, node).joinpath("run", "qemu").glob("*.pid"):
+        try:
+            pid = int(f.read_text().strip())
+            if "qemu" in Path(f"/proc/{pid}/comm").read_text() and alive(pid):
+                out[f.stem] = pid
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def crash_host(dc: LocalDatacenter, node: str) -> None:
+    """Every process of the host SIGKILLed at once (agent, fencer, uplink, libvirtd, its
+    guests, its switch daemons); its namespaces are left as a dead host's would be."""
+    import signal as sig
+
+    root = host_root(Path(dc.home), node)
+    pids = [p.pid for p in host_procs(dc, node) if p.kind != "libvirtd" and p.running()]
+    lv = LibvirtHost.load(root)
+    pids += [lv.pid(), *host_qemus(Path(dc.home), node).values()]
+    try:
+        pids.append(int(root.joinpath("run", "libvirtd.pid").read_text()))
+    except (OSError, ValueError):
+        pass
+    net = HostNetwork.load(root)
+    if net is not None:
+        pids += [net._pid("ovsdb-server"), net._pid("ovs-vswitchd")]
+    for pid in pids:
+        if pid > 0:
+            try:
+                os.kill(pid, sig.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def freeze_agent(dc: LocalDatacenter, node: str, frozen: bool) -> None:
+    """SIGSTOP (or SIGCONT) the host's agent: its guests keep running, it renews nothing."""
+    import signal as sig
+
+    os.kill(dc.proc(node).pid, sig.SIGSTOP if frozen else sig.SIGCONT)
+
+
+def isolate_host(dc: LocalDatacenter, node: str, cut: bool) -> None:
+    """Cut (or mend) the host's link to etcd (its uplink stops, as a dead switch port) and its
+    underlay and migration cables; everything on the host keeps running."""
+    import signal as sig
+
+    os.kill(dc.proc(f"uplink-{node}").pid, sig.SIGSTOP if cut else sig.SIGCONT)
+    net = HostNetwork.load(host_root(Path(dc.home), node))
+    if net is not None:
+        net.set_cables(not cut)

@@ -9,7 +9,7 @@ import sys
 
 import grpc
 
-from vdcos.cli import capacity, datacenter, localdc, migrations, networks, nodes, policies, vms, volumes
+from vdcos.cli import capacity, datacenter, ha, localdc, migrations, networks, nodes, policies, vms, volumes
 from vdcos.cli.client import describe_error
 from vdcos.cli.common import UsageError
 
@@ -30,6 +30,7 @@ def parser() -> argparse.ArgumentParser:
     vms.register_explain(sub)
     policies.register(sub)
     capacity.register(sub)
+    ha.register(sub)
     nodes.register_drain(sub)
     datacenter.register_demo(sub)
     return ap

@@ -15,7 +15,8 @@ from vdcos.v1 import types_pb2 as pb
 def node_rows(nodes: Sequence[pb.Node]) -> str:
     rows = []
     for n in nodes:
-        state = enum_name(pb.NodeState, n.state, "NODE_STATE_") + (",cordoned" if n.cordoned else "")
+        state = (enum_name(pb.NodeState, n.state, "NODE_STATE_") + (",cordoned" if n.cordoned else "")
+                 + (f",ha:{n.ha_state}" if n.ha_state else ""))
         rows.append([n.name, state, f"{n.committed.vcpus}/{n.allocatable.vcpus}",
                      f"{n.guaranteed.vcpus}/{n.capacity.vcpus}",
                      f"{n.committed.memory_mib}/{n.allocatable.memory_mib}",

@@ -93,7 +93,8 @@ def cmd_config(args: argparse.Namespace) -> int:
                                 "automatic": pb.REBALANCE_MODE_AUTOMATIC}.get(args.rebalance or "", 0),
                 imbalance_threshold=args.imbalance_threshold or 0, rebalance_max_moves=args.rebalance_max_moves or 0,
                 rebalance_interval_s=args.rebalance_interval or 0,
-                percentage_of_nodes_to_score=args.nodes_to_score)
+                percentage_of_nodes_to_score=args.nodes_to_score,
+                ha_host_failures_to_tolerate=args.ha_host_failures_to_tolerate)
             conf = c.placement.UpdateSchedulerConfig(place_pb.UpdateSchedulerConfigRequest(config=cfg),
                                                      timeout=args.timeout).config
         else:
@@ -124,6 +125,9 @@ def register(sub: Subparsers) -> None:
     cs.add_argument("--imbalance-threshold", type=float, help="std. dev. of host load tolerated (0..1)")
     cs.add_argument("--rebalance-max-moves", type=int, help="most migrations one automatic round plans")
     cs.add_argument("--rebalance-interval", type=int, metavar="SECONDS", help="between automatic rounds")
+    cs.add_argument("--ha-host-failures-to-tolerate", type=int, metavar="N",
+                    help="HA admission control: refuse placements that would leave too little room to restart "
+                         "every protected VM after N host failures (0 = off)")
     cs.add_argument("--nodes-to-score", type=int, metavar="PERCENT",
                     help="share of the nodes one placement scores, 1-100; 0 = adaptive (5%% on large clusters)")
     conf.set_defaults(fn=cmd_config)

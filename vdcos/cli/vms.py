@@ -6,7 +6,10 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Sequence
+
+import yaml
 
 import grpc
 from google.protobuf import json_format
@@ -25,7 +28,26 @@ GROUP_POLICIES = {"affinity": pb.AFFINITY_POLICY_AFFINITY, "anti-affinity": pb.A
                   "soft-anti-affinity": pb.AFFINITY_POLICY_SOFT_ANTI_AFFINITY}
 
 
+RESTART_POLICIES = {"always": pb.RESTART_POLICY_ALWAYS, "on-host-failure": pb.RESTART_POLICY_ON_HOST_FAILURE,
+                    "never": pb.RESTART_POLICY_NEVER}
+PRIORITIES = {"high": pb.RESTART_PRIORITY_HIGH, "medium": pb.RESTART_PRIORITY_MEDIUM, "low": pb.RESTART_PRIORITY_LOW}
+
+
+def ha_settings(restart_policy: str | None, priority: str | None, admission: bool | None) -> pb.HaSettings:
+    ha = pb.HaSettings(restart_policy=RESTART_POLICIES.get(restart_policy or "", 0), priority=PRIORITIES.get(priority or "", 0))
+    if admission is not None:
+        ha.admission = admission
+    return ha
+
+
 def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
+    if getattr(args, "file", None):
+        specs = load_vms(args.file)
+        if len(specs) != 1:
+            raise UsageError(f"-f: {args.file} holds {len(specs)} VMs; create takes one (--count for more)")
+        return specs[0]
+    if not args.name:
+        raise UsageError("create: a NAME or -f FILE is required")
     return pb.VmSpec(
         name=args.name, qos_policy=args.policy or "",
         resources=pb.Resources(vcpus=args.vcpus, memory_mib=args.memory_mib, disk_gib=args.disk_gib,
@@ -33,11 +55,67 @@ def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
         placement_group=args.group or "",
         group_policy=GROUP_POLICIES[args.group_policy] if args.group_policy else pb.AFFINITY_POLICY_UNSPECIFIED,
         node_selector=kv_list(args.selector, "--selector"), networks=args.network, volumes=args.volume,
-        image=args.image or "")
+        image=args.image or "",
+        ha=ha_settings(args.restart_policy, args.restart_priority, False if args.no_ha_admission else None))
+
+
+VM_FIELDS = {"name": str, "vcpus": int, "memory_mib": int, "disk_gib": int, "network_mbps": int, "disk_iops": int,
+             "policy": str, "group": str, "group_policy": str, "selector": dict, "networks": list, "volumes": list,
+             "image": str, "ha": dict}
+HA_FIELDS = {"restart_policy": str, "priority": str, "admission": bool}
+
+
+def load_vms(path: str) -> list[pb.VmSpec]:
+    """VMs from YAML documents (kind: Vm): the create flags' names, and `ha:` with
+    restart_policy, priority and admission."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as e:
+        raise UsageError(f"-f: cannot read {path}: {e.strerror}")
+    except yaml.YAMLError as e:
+        raise UsageError(f"-f: {path} is not valid YAML: {e}")
+    out = []
+    for i, doc in enumerate(docs):
+        where = f"{path} document {i + 1}"
+        if not isinstance(doc, dict):
+            raise UsageError(f"{where}: expected a mapping of VM fields")
+        if doc.pop("kind", "Vm") != "Vm":
+            raise UsageError(f"{where}: kind: expected Vm")
+        for fields, d, prefix in ((VM_FIELDS, doc, ""), (HA_FIELDS, doc.get("ha") or {}, "ha.")):
+            if not isinstance(d, dict):
+                raise UsageError(f"{where}: ha: expected a mapping")
+            for k, v in d.items():
+                want = fields.get(k)
+                if want is None:
+                    raise UsageError(f"{where}: {prefix}{k}: unknown field (known: {', '.join(fields)})")
+                if not isinstance(v, want) or (want is int and isinstance(v, bool)):
+                    raise UsageError(f"{where}: {prefix}{k}: expected {want.__name__}, got {v!r}")
+        ha = doc.get("ha") or {}
+        for k, names in (("restart_policy", RESTART_POLICIES), ("priority", PRIORITIES)):
+            if k in ha and ha[k] not in names:
+                raise UsageError(f"{where}: ha.{k}: must be one of {', '.join(names)}, got {ha[k]!r}")
+        if doc.get("group_policy") and doc["group_policy"] not in GROUP_POLICIES:
+            raise UsageError(f"{where}: group_policy: must be one of {', '.join(GROUP_POLICIES)}")
+        if "name" not in doc:
+            raise UsageError(f"{where}: name: is required")
+        out.append(pb.VmSpec(
+            name=doc["name"], qos_policy=doc.get("policy", ""),
+            resources=pb.Resources(vcpus=doc.get("vcpus", 1), memory_mib=doc.get("memory_mib", 1024),
+                                   disk_gib=doc.get("disk_gib", 10), network_mbps=doc.get("network_mbps", 100),
+                                   disk_iops=doc.get("disk_iops", 0)),
+            placement_group=doc.get("group", ""),
+            group_policy=GROUP_POLICIES.get(doc.get("group_policy", ""), pb.AFFINITY_POLICY_UNSPECIFIED),
+            node_selector={str(k): str(v) for k, v in (doc.get("selector") or {}).items()},
+            networks=[str(n) for n in doc.get("networks", [])], volumes=[str(v) for v in doc.get("volumes", [])],
+            image=doc.get("image", ""), ha=ha_settings(ha.get("restart_policy"), ha.get("priority"), ha.get("admission"))))
+    if not out:
+        raise UsageError(f"-f: {path} holds no VM")
+    return out
 
 
 def add_spec_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name")
+    p.add_argument("name", nargs="?")
     p.add_argument("--vcpus", type=int, default=1)
     p.add_argument("--memory-mib", type=int, default=1024)
     p.add_argument("--disk-gib", type=int, default=10)
@@ -50,6 +128,12 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--network", action="append", default=[])
     p.add_argument("--volume", action="append", default=[])
     p.add_argument("--image", choices=sorted(CATALOG), help="guest boot profile (libvirt hosts)")
+    p.add_argument("--restart-policy", choices=list(RESTART_POLICIES),
+                   help="HA: always (default: after a host failure, and when the guest stops), on-host-failure, never")
+    p.add_argument("--restart-priority", choices=list(PRIORITIES),
+                   help="HA restart order after a host failure (default medium; guaranteed before burstable within one)")
+    p.add_argument("--no-ha-admission", action="store_true",
+                   help="HA admission control keeps no room to restart it")
 
 
 def vm_rows(vms: Sequence[pb.Vm]) -> str:
@@ -101,18 +185,18 @@ def create_many(c: Client, args: argparse.Namespace) -> int:
         raise UsageError(f"--count: between 1 and 10000, got {args.count}")
     # The names are what differ between the VMs: the longest is checked before anything is
     # sent, so that a later call cannot be refused after earlier ones created VMs.
-    longest = f"{args.name}-{args.count}"
+    base = vm_spec(args)
+    longest = f"{base.name}-{args.count}"
     bad: validate.Violations = []
     validate.name(longest, "NAME", bad)
     if bad:
         raise UsageError(f"NAME with --count {args.count}: {bad[0][1]}")
-    base = vm_spec(args)
     request_id = args.request_id or new_request_id()
     reqs = []
     for i in range(1, args.count + 1):
         s = pb.VmSpec()
         s.CopyFrom(base)
-        s.name = f"{args.name}-{i}"
+        s.name = f"{base.name}-{i}"
         reqs.append(vm_pb.CreateVmRequest(spec=s, request_id=f"{request_id}-{i}"))
     answers = []
     for at in range(0, len(reqs), BATCH_CREATE_MAX):
@@ -220,6 +304,8 @@ def register(sub: Subparsers) -> None:
     vsub = vm.add_subparsers(dest="vm_command", required=True)
     create = vsub.add_parser("create")
     add_spec_flags(create)
+    create.add_argument("-f", "--file", help="a YAML file of kind Vm (the flags' fields, and ha: with "
+                                             "restart_policy, priority, admission); '-' for stdin")
     create.add_argument("--request-id")
     create.add_argument("--count", type=int, default=1,
                         help="create NAME-1 .. NAME-COUNT, each placed on its own (BatchCreateVms calls of 1000)")

@@ -122,6 +122,8 @@ class VmReconciler:
             if not self._owns(a):
                 return
             vanished = self._reported.get(name) or self._last_status(name)
+            if self._stays_down(a, vanished, "gone"):
+                return
             disks = self._disks(a)
             if disks is None:
                 self._report(name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
@@ -144,18 +146,25 @@ class VmReconciler:
             keep = prev.message if prev and not prev.message.startswith("reconcile failed:") else ""
             self._report(name, VmPhase.RUNNING, keep)
         else:
-            prev = self._reported.get(name)
-            policy = a.spec.ha.restart_policy
-            if policy is not RestartPolicy.ALWAYS and prev is not None and (
-                    prev.phase is VmPhase.RUNNING or prev.message.startswith("guest stopped")):
-                # It stopped on its own while this host ran it: only `always` starts it again.
-                self._report(name, VmPhase.STOPPED, f"guest stopped ({dom.state.value}); "
-                             f"restart policy {policy.value} does not start it again")
+            if self._stays_down(a, self._reported.get(name) or self._last_status(name), dom.state.value):
                 return
             if not self._owns(a):
                 return
             self.driver.start(name)
             self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
+
+    def _stays_down(self, a: Assignment, last: VmStatus | None, state: str) -> bool:
+        """A guest that ran here and is no longer running, by its restart policy: `never` stays
+        down (also after its host came back); `on-host-failure` stays down when it stopped
+        while this agent watched it (a host failure restarts it elsewhere, not here)."""
+        policy = a.spec.ha.restart_policy
+        ran = last is not None and (last.phase is VmPhase.RUNNING or last.message.startswith("guest stopped"))
+        seen = self._reported.get(a.spec.name)
+        if not ran or policy is RestartPolicy.ALWAYS or (policy is RestartPolicy.ON_HOST_FAILURE and seen is None):
+            return False
+        self._report(a.spec.name, VmPhase.STOPPED, f"guest stopped ({state}); restart policy {policy.value} does "
+                     "not start it again")
+        return True
 
     def _owns(self, a: Assignment) -> bool:
         """The fencing token, read from etcd just before a guest is started: the VM's placement
