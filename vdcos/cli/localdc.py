@@ -209,7 +209,8 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
                 dc.procs.append(lv_proc)
                 dc.save()
                 net = HostNetwork(dc_id, name, i, str(root)).start()
-                lv = LibvirtHost.create(root, name, dc_id, net.mgmt_ip, netns=net.netns)
+                lv = LibvirtHost.create(root, name, dc_id, net.mgmt_ip, netns=net.netns,
+                                        lockspace=str(home / "pools" / "locks"))
                 lv.start()
                 lv_proc.pid = lv.pid()
                 link = Proc(f"uplink-{name}", 0, str(home / "logs" / f"uplink-{name}.log"), "uplink", str(root),
@@ -399,7 +400,7 @@ def crash_host(dc: LocalDatacenter, node: str) -> None:
     root = host_root(Path(dc.home), node)
     pids = [p.pid for p in host_procs(dc, node) if p.kind != "libvirtd" and p.running()]
     lv = LibvirtHost.load(root)
-    pids += [lv.pid(), *host_qemus(Path(dc.home), node).values()]
+    pids += [lv.pid(), lv.lockd_pid(), *host_qemus(Path(dc.home), node).values()]
     try:
         pids.append(int(root.joinpath("run", "libvirtd.pid").read_text()))
     except (OSError, ValueError):

@@ -50,12 +50,16 @@ class LibvirtHost:
     cpus: str = ""
     # The host's network namespace (its switch and guest taps live there); "" = the root one.
     netns: str = ""
+    # virtlockd's lockspace on storage every host sees: a QEMU cannot open a disk whose lease
+    # another host's QEMU holds (HA's second safeguard against one VM running twice). "" = off.
+    lockspace: str = ""
 
     @classmethod
     def create(cls, root: Path, name: str, datacenter: str, address: str, cpus: str = "",
-               netns: str = "") -> LibvirtHost:
+               netns: str = "", lockspace: str = "") -> LibvirtHost:
         host_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vdcos:{datacenter}:{name}"))
-        return cls(name, str(root), address, host_uuid, f"vdcos-{datacenter}-{name}", cpus=cpus, netns=netns)
+        return cls(name, str(root), address, host_uuid, f"vdcos-{datacenter}-{name}", cpus=cpus, netns=netns,
+                   lockspace=lockspace)
 
     @classmethod
     def load(cls, root: Path) -> LibvirtHost:
@@ -115,6 +119,15 @@ migration_address = "{self.address}"
 migration_host = "{self.address}"
 migration_port_min = {pmin}
 migration_port_max = {pmin + 63}
+""" + ('lock_manager = "lockd"\n' if self.lockspace else ""))
+        if self.lockspace:
+            # Leases on every writable disk, kept as files named by the disk path's hash in the
+            # shared lockspace: virtlockd's fcntl locks there are seen by every host's virtlockd.
+            Path(self.lockspace).mkdir(parents=True, exist_ok=True)
+            self.path("etc", "qemu-lockd.conf").write_text(f"""\
+auto_disk_leases = 1
+require_lease_for_disks = 1
+file_lockspace_dir = "{self.lockspace}"
 """)
         self.path("host.json").write_text(json.dumps(asdict(self)))
 
@@ -154,7 +167,10 @@ migration_port_max = {pmin + 63}
         procs = " ".join(f"echo $$ > {CGROUP_ROOT / c / self.cgroup}/cgroup.procs;" for c in CONTROLLERS)
         mounts = " ".join(f"mount --bind {CGROUP_ROOT / c / self.cgroup} {CGROUP_ROOT / c};" for c in CONTROLLERS)
         mounts += " ".join(f"mkdir -p {dst}; mount --bind {self.path(src)} {dst};" for src, dst in BIND_DIRS.items())
-        inner = (f"hostname {self.name}; {mounts} exec {sys.executable} -m vdcos.host.subreaper "
+        # virtlockd in the same mount namespace: libvirtd finds it at /run/libvirt/virtlockd-sock.
+        lockd = (f"/usr/sbin/virtlockd --daemon --pid-file {self.path('run', 'virtlockd.pid')}; "
+                 if self.lockspace else "")
+        inner = (f"hostname {self.name}; {mounts} {lockd}exec {sys.executable} -m vdcos.host.subreaper "
                  f"/usr/sbin/libvirtd --pid-file {self.path('run', 'libvirtd.pid')}")
         # nsenter, not `ip netns exec`: that remounts /sys and would hide the cgroup roots.
         netns = f"nsenter --net=/run/netns/{self.netns} " if self.netns else ""
@@ -212,6 +228,12 @@ migration_port_max = {pmin + 63}
                 continue
         return out
 
+    def lockd_pid(self) -> int:
+        try:
+            return int(self.path("run", "virtlockd.pid").read_text())
+        except (OSError, ValueError):
+            return 0
+
     def kill_daemon(self) -> None:
         """Fault injection: SIGKILL the daemon only; its guests keep running (as on a real host)."""
         try:
@@ -245,6 +267,9 @@ migration_port_max = {pmin + 63}
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
                 alive(pid)
+        lockd = self.lockd_pid()
+        if lockd and alive(lockd):
+            os.kill(lockd, signal.SIGTERM)
         # QEMUs that outlived a killed daemon: recorded pid files only, and only real QEMUs.
         for qpid in self.qemu_pids():
             try:
