@@ -96,7 +96,9 @@ def register(sub: Subparsers) -> None:
     up.add_argument("--host-disk-gib", type=int, default=1000)
     up.add_argument("--host-network-mbps", type=int, default=10000)
     up.add_argument("--host-disk-iops", type=int, default=20000)
-    up.add_argument("--lease-ttl", type=int, default=10, help="seconds before a silent node is NotReady")
+    up.add_argument("--lease-ttl", type=int, default=10,
+                    help="seconds before a silent node is NotReady; a libvirt host then fences its guests and "
+                         "the HA controller restarts its VMs elsewhere (HA tests and the demo use 5)")
     up.add_argument("--etcd-members", type=int, help="etcd cluster size: 1 (default), or 3 to survive a member's loss")
     up.add_argument("--replicas", type=int, help="API/scheduler processes, 1 by default (clients fail over between them)")
     up.add_argument("--cpu-wakeup-latency-us", type=int, metavar="US",

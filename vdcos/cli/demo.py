@@ -122,11 +122,49 @@ def _network_check(c: Client, home: Path) -> str:
     return ns
 
 
+def _ha_demo(c: Client, home: Path) -> None:
+    """A host crashes (every process of it SIGKILLed); its VMs run again elsewhere, by themselves."""
+    from vdcos.cli.ha import status_lines
+    from vdcos.process import alive
+    from vdcos.v1 import ha_service_pb2 as ha_pb
+
+    dc = localdc.LocalDatacenter.load(home)
+    assert dc is not None
+    victim = c.vms.GetVm(vm_pb.GetVmRequest(name="db-1"), timeout=10).vm.placement.node
+    on = [v.spec.name for v in c.vms.ListVms(vm_pb.ListVmsRequest(node=victim), timeout=10).vms]
+    print(f"\n== high availability: {victim} crashes (every process of it SIGKILLed) with {', '.join(on)} on it")
+    sup = dc.proc("supervisor")
+    if sup.running():  # else it would start the host again at once, as a host that reboots
+        import os
+        import signal
+        os.kill(sup.pid, signal.SIGTERM)
+        while alive(sup.pid):
+            time.sleep(0.05)
+    t0 = time.monotonic()
+    localdc.crash_host(dc, victim)
+    moved: dict[str, str] = {}
+    while len(moved) < len(on) and time.monotonic() - t0 < 90:
+        for v in c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms:
+            if v.spec.name in on and v.spec.name not in moved and v.placement.node != victim \
+                    and v.status.phase == pb.VM_PHASE_RUNNING:
+                moved[v.spec.name] = v.placement.node
+                print(f"  {v.spec.name} runs again on {v.placement.node} (epoch {v.placement.epoch}) "
+                      f"{time.monotonic() - t0:4.1f} s after the crash")
+        time.sleep(0.2)
+    for vm in set(on) - set(moved):
+        print(f"  {vm} does not run elsewhere yet")
+    print("$ vdcos ha status")
+    print(status_lines(c.ha.GetHaStatus(ha_pb.GetHaStatusRequest(event_limit=8), timeout=10)))
+    print(f"  {victim} comes back (vdcos up starts what died): it starts nothing that moved")
+    localdc.repair(home)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     home = Path(args.home)
     plan = LIBVIRT if args.driver == "libvirt" else SIM
     print(f"== bringing up a local datacenter: {args.hosts} {plan.hosts}, etcd, scheduler")
-    dc = localdc.up(home, args.hosts, args.driver, plan.capacity)
+    # A 5 s lease: a lost host's VMs run elsewhere within ~8 s (the HA step below).
+    dc = localdc.up(home, args.hosts, args.driver, plan.capacity, lease_ttl=5)
     with Client(dc.scheduler) as c:
         print(f"\n== applying QoS policies from {EXAMPLES / 'policies.yaml'}")
         for p in load_policies(str(EXAMPLES / "policies.yaml")):
@@ -171,6 +209,7 @@ def run_demo(args: argparse.Namespace) -> int:
             r = probe.finish_ping(pinger)
             print(f"the ping kept going: {r.received}/{r.sent} answered, {r.lost} lost, {r.duplicates} duplicates, "
                   f"longest gap between replies (blackout) {r.blackout_ms:.0f} ms")
+        _ha_demo(c, home)
         print("\n== nodes")
         print(node_rows(c.nodes.ListNodes(node_pb.ListNodesRequest(), timeout=10).nodes))
         print(f"\n== a refusal, explained: {plan.refusal_text}")

@@ -10,7 +10,7 @@ from vdcos.cli.common import Subparsers, emit, server_addr, table
 from vdcos.v1 import ha_service_pb2 as ha_pb
 
 
-def _when(ts: object) -> str:
+def when(ts: object) -> str:
     seconds = getattr(ts, "seconds", 0) + getattr(ts, "nanos", 0) / 1e9
     return datetime.datetime.fromtimestamp(seconds).strftime("%H:%M:%S.%f")[:-3] if seconds else "-"
 
@@ -22,7 +22,7 @@ def status_lines(r: ha_pb.GetHaStatusResponse) -> str:
              f"{r.failover_capacity_message}"]
     if r.hosts:
         lines.append(table(["HOST", "PHASE", "DECLARED", "RESTARTED", "LOST", "WAITING", "STILL RUNNING", "MESSAGE"], [
-            [h.node, h.phase, _when(h.declared_at), len(h.restarted), len(h.lost), len(h.pending),
+            [h.node, h.phase, when(h.declared_at), len(h.restarted), len(h.lost), len(h.pending),
              len(h.still_running), h.message] for h in r.hosts]))
         for h in r.hosts:
             lines += [f"  {h.node}: {v.vm} lost: {v.reason}" for v in h.lost]
@@ -31,7 +31,7 @@ def status_lines(r: ha_pb.GetHaStatusResponse) -> str:
         lines.append("no failed hosts")
     if r.events:
         lines.append(table(["TIME", "EVENT", "HOST", "VM", "EPOCH", "MESSAGE"], [
-            [_when(e.at), e.kind, e.node, e.vm or "-", e.epoch or "-", e.message] for e in r.events]))
+            [when(e.at), e.kind, e.node, e.vm or "-", e.epoch or "-", e.message] for e in r.events]))
     return "\n".join(lines)
 
 

@@ -399,12 +399,13 @@ def crash_host(dc: LocalDatacenter, node: str) -> None:
 
     root = host_root(Path(dc.home), node)
     pids = [p.pid for p in host_procs(dc, node) if p.kind != "libvirtd" and p.running()]
-    lv = LibvirtHost.load(root)
-    pids += [lv.pid(), lv.lockd_pid(), *host_qemus(Path(dc.home), node).values()]
-    try:
-        pids.append(int(root.joinpath("run", "libvirtd.pid").read_text()))
-    except (OSError, ValueError):
-        pass
+    if root.joinpath("host.json").exists():  # a libvirt host
+        lv = LibvirtHost.load(root)
+        pids += [lv.pid(), lv.lockd_pid(), *host_qemus(Path(dc.home), node).values()]
+        try:
+            pids.append(int(root.joinpath("run", "libvirtd.pid").read_text()))
+        except (OSError, ValueError):
+            pass
     net = HostNetwork.load(root)
     if net is not None:
         pids += [net._pid("ovsdb-server"), net._pid("ovs-vswitchd")]

@@ -146,6 +146,15 @@ def vm_rows(vms: Sequence[pb.Vm]) -> str:
     return table(["NAME", "NODE", "QOS", "POLICY", "VCPU", "MEM_MIB", "DISK_GIB", "SHARES", "PHASE", "GROUP"], rows)
 
 
+def ha_history(c: Client, args: argparse.Namespace) -> str:
+    """The HA controller's decisions about this VM (restarted where, at which epoch; lost, waiting)."""
+    from vdcos.cli.ha import when
+    from vdcos.v1 import ha_service_pb2 as ha_pb
+    events = [e for e in c.ha.GetHaStatus(ha_pb.GetHaStatusRequest(event_limit=10_000), timeout=args.timeout).events
+              if e.vm == args.name]
+    return "".join(f"\nHA {when(e.at)} {e.kind} (host {e.node} failed): {e.message}" for e in events)
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex
 
@@ -165,7 +174,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
         elif args.vm_command == "show":
             vm = c.vms.GetVm(vm_pb.GetVmRequest(name=args.name), timeout=args.timeout).vm
             emit(args, vm, lambda: json.dumps(json_format.MessageToDict(vm, preserving_proto_field_name=True),
-                                              indent=2))
+                                              indent=2) + ha_history(c, args))
         elif args.vm_command == "migrate":
             return migrate(c, args)
         elif args.vm_command == "delete":

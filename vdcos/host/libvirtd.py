@@ -268,8 +268,16 @@ file_lockspace_dir = "{self.lockspace}"
                 os.kill(pid, signal.SIGKILL)
                 alive(pid)
         lockd = self.lockd_pid()
-        if lockd and alive(lockd):
+        if lockd and alive(lockd) and _comm(lockd) == "virtlockd":
+            # It lives in the host's cgroups, which are removed below only once it is gone.
             os.kill(lockd, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while alive(lockd) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if alive(lockd):
+                os.kill(lockd, signal.SIGKILL)
+                while alive(lockd) and time.monotonic() < deadline + 5:
+                    time.sleep(0.05)
         # QEMUs that outlived a killed daemon: recorded pid files only, and only real QEMUs.
         for qpid in self.qemu_pids():
             try:
@@ -279,3 +287,10 @@ file_lockspace_dir = "{self.lockspace}"
                 pass
         self.pid_file.unlink(missing_ok=True)
         self._remove_cgroups()
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""

@@ -133,7 +133,8 @@ class VmReconciler:
             self.driver.start(name)
             self.created.append(name)
             admitted[0] = admitted[0].with_entry(AllocEntry(name, a.qos.qos_class, a.reserved))
-            note = "restarted: its domain disappeared" if vanished and vanished.phase is VmPhase.RUNNING else ""
+            note = ("restarted: its domain disappeared" if vanished and vanished.phase is VmPhase.RUNNING
+                    else vanished.message if vanished and vanished.message.startswith("restarted by HA") else "")
             self._report(name, VmPhase.RUNNING, note)
             return
         if dom.qos != a.qos:
