@@ -53,3 +53,4 @@ bench: setup
 	$(PY) -m benchmarks.packing --dataset ../shared/datasets/vectorpack --mode offline --sample 90 --time-limit 5 --json benchmarks/results/packing-offline.json
 	$(PY) -m benchmarks.rebalance --hosts 10000 --vms 20000 --json benchmarks/results/rebalance.json
 	$(PY) -m benchmarks.chaos --duration 300 --json benchmarks/results/chaos.json
+	$(PY) -m benchmarks.failover --runs 10 --json benchmarks/results/failover.json

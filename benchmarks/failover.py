@@ -201,6 +201,42 @@ class Bench:
             row["ok"], row["error"] = False, f"double run: {row['doubles'][:3]}"
         return row
 
+    def agent_down_once(self) -> dict[str, Any]:
+        """Not a host loss: the host's agent and fencer die (SIGKILL) while its libvirtd and
+        guests run on. Its lease goes; its hypervisor still answers with the guests running, so
+        none may be restarted elsewhere. Then the agent comes back and adopts them."""
+        victim = self.vm("ha-disk").placement.node
+        on = [v for v in (*HA_VMS, NEVER) if self.vm(v).placement.node == victim]
+        epochs = {v: self.vm(v).placement.epoch for v in on}
+        qemus = host_qemus(self.home, victim)
+        doubles_before = len(self.sampler.doubles)
+        dc = LocalDatacenter.load(self.home)
+        assert dc is not None
+        for name in (victim, f"fencer-{victim}"):
+            os.kill(dc.proc(name).pid, signal.SIGKILL)
+        row: dict[str, Any] = {"host": victim, "vms": on, "ok": False, "error": ""}
+        try:
+            wait(lambda: (f := self.failure(victim)) is not None and f.phase.value == "agent-down", 60,
+                 "the host found agent-down")
+            time.sleep(3)  # more resyncs: still nothing is restarted
+            f = self.failure(victim)
+            row.update(phase=f.phase.value if f else None, still_running=list(f.still_running) if f else [],
+                       placed_on=[self.vm(v).placement.node for v in on],
+                       epochs_kept=all(self.vm(v).placement.epoch == epochs[v] for v in on),
+                       qemus_kept=host_qemus(self.home, victim) == qemus)
+        except TimeoutError as e:
+            row["error"] = f"timed out waiting for: {e}"
+        finally:
+            repair(self.home)
+            self._stop_supervisor()
+            wait(lambda: self.failure(victim) is None, 60, f"{victim} back")
+            time.sleep(2)
+        row["qemus_after_return"] = host_qemus(self.home, victim) == qemus
+        row["doubles"] = self.sampler.doubles[doubles_before:]
+        row["ok"] = bool(not row["error"] and not row["doubles"] and row.get("epochs_kept") and row.get("qemus_kept")
+                         and row["qemus_after_return"] and set(row.get("placed_on", [])) == {victim})
+        return row
+
     def mend(self, kind: str, victim: str, dc: LocalDatacenter) -> None:
         if kind == "freeze":
             freeze_agent(dc, victim, False)

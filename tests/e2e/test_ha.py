@@ -58,6 +58,14 @@ def test_a_lost_hosts_ha_vms_run_again_elsewhere_exactly_once(bench: Bench, kind
     assert not bench.sampler.doubles
 
 
+def test_a_host_whose_agent_alone_died_keeps_its_running_guests(bench: Bench) -> None:
+    """Its lease is gone, its hypervisor answers with the guests running: provably alive, so
+    nothing is restarted elsewhere; the agent that comes back adopts them (same QEMUs)."""
+    row = bench.agent_down_once()
+    assert row["ok"], row
+    assert row["phase"] == "agent-down" and set(row["still_running"]) == set(row["vms"]) - {NEVER}
+
+
 def test_a_shared_disk_in_use_cannot_be_opened_by_another_hosts_qemu(bench: Bench) -> None:
     """virtlockd, the second safeguard: the guest's definition started on a second host while
     the first runs it is refused, its disk's lease being held."""

@@ -123,6 +123,28 @@ def test_a_vm_that_fits_nowhere_waits_then_starts_when_capacity_appears(cluster:
     assert (r := failure(c, "h1")) is not None and r.phase.value == "failed-over" and not r.pending
 
 
+def test_a_vm_on_a_local_volume_is_lost_with_its_host_not_restarted_blank(cluster: Cluster) -> None:
+    from vdcos.v1 import volume_service_pb2 as vol_pb
+
+    c = cluster
+    c.add_node("h1", ttl=2)
+    c.add_node("h2")
+    c.client.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
+        name="data", pool=vol_pb.POOL_KIND_LOCAL, size_gib=5, host="h1")))
+    wait_until(lambda: c.client.volumes.GetVolume(vol_pb.GetVolumeRequest(name="data")).volume.state
+               == vol_pb.VOLUME_STATE_AVAILABLE)
+    c.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=pb.VmSpec(
+        name="db", volumes=["data"], resources=pb.Resources(vcpus=1, memory_mib=512))))
+    create_on(c, "h1", "app")
+    c.agents["h1"].stop()
+    wait_until(lambda: (r := failure(c, "h1")) is not None and r.phase.value == "failed-over", timeout=20)
+    rec = failure(c, "h1")
+    assert rec is not None and rec.restarted == ("app",)
+    assert dict(rec.lost) == {"db": "its local volume data died with h1; not restarted blank"}
+    assert vm(c, "db").placement.node == "h1" and vm(c, "app").placement.node == "h2"
+    assert [e.vm for e in events(c) if e.kind == "vm-lost"] == ["db"]
+
+
 def test_an_agent_never_starts_a_vm_at_a_stale_epoch(cluster: Cluster) -> None:
     """An assignment left behind (an agent frozen while the VM moved): the placement says the
     VM is elsewhere at a newer epoch, so the agent starts nothing from it."""

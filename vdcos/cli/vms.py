@@ -34,7 +34,8 @@ PRIORITIES = {"high": pb.RESTART_PRIORITY_HIGH, "medium": pb.RESTART_PRIORITY_ME
 
 
 def ha_settings(restart_policy: str | None, priority: str | None, admission: bool | None) -> pb.HaSettings:
-    ha = pb.HaSettings(restart_policy=RESTART_POLICIES.get(restart_policy or "", 0), priority=PRIORITIES.get(priority or "", 0))
+    ha = pb.HaSettings(restart_policy=RESTART_POLICIES.get(restart_policy or "", 0),
+                       priority=PRIORITIES.get(priority or "", 0))
     if admission is not None:
         ha.admission = admission
     return ha
@@ -108,7 +109,8 @@ def load_vms(path: str) -> list[pb.VmSpec]:
             group_policy=GROUP_POLICIES.get(doc.get("group_policy", ""), pb.AFFINITY_POLICY_UNSPECIFIED),
             node_selector={str(k): str(v) for k, v in (doc.get("selector") or {}).items()},
             networks=[str(n) for n in doc.get("networks", [])], volumes=[str(v) for v in doc.get("volumes", [])],
-            image=doc.get("image", ""), ha=ha_settings(ha.get("restart_policy"), ha.get("priority"), ha.get("admission"))))
+            image=doc.get("image", ""),
+            ha=ha_settings(ha.get("restart_policy"), ha.get("priority"), ha.get("admission"))))
     if not out:
         raise UsageError(f"-f: {path} holds no VM")
     return out
@@ -131,7 +133,8 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restart-policy", choices=list(RESTART_POLICIES),
                    help="HA: always (default: after a host failure, and when the guest stops), on-host-failure, never")
     p.add_argument("--restart-priority", choices=list(PRIORITIES),
-                   help="HA restart order after a host failure (default medium; guaranteed before burstable within one)")
+                   help="HA restart order after a host failure (default medium; within one, guaranteed "
+                        "before burstable)")
     p.add_argument("--no-ha-admission", action="store_true",
                    help="HA admission control keeps no room to restart it")
 

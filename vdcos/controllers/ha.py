@@ -114,19 +114,21 @@ class HaController:
     # --- a failed host ------------------------------------------------------------------
     def _restart(self, node: str, rec: HostFailure, rec_rev: int, fenced: bool, uri: str, driver: str) -> None:
         candidates, lost, pending = self._candidates(node)
+        running = self.probe(uri) if (candidates or lost) and driver != "sim" else None
+        if running:
+            lost = [(vm, why) for vm, why in lost if vm not in running]  # not lost: it runs
         events: list[HaEvent] = []
         now = time.time()
         known_lost = dict(rec.lost)
         for vm, why in lost:
             if vm not in known_lost:
                 events.append(HaEvent(now, "vm-lost", node, vm, message=why))
+        all_lost = tuple(sorted({**known_lost, **dict(lost)}.items()))
         still: list[str] = []
         if candidates and driver != "sim":
-            running = self.probe(uri)
             if running is None and not fenced:
-                rec = replace(rec, phase=HostFailurePhase.AGENT_DOWN, lost=tuple(sorted({**known_lost, **dict(lost)}.items())),
-                              message="no fencer and its hypervisor does not answer: its VMs cannot be proven stopped, "
-                                      "none is restarted")
+                rec = replace(rec, phase=HostFailurePhase.AGENT_DOWN, lost=all_lost, message=(
+                    "no fencer and its hypervisor does not answer: its VMs cannot be proven stopped, none is restarted"))
                 self._write(node, rec, rec_rev, events)
                 return
             if running:
@@ -159,13 +161,14 @@ class HaController:
             message = f"{len(waiting)} VMs wait for capacity, {left} wait for the next batch"
         else:
             phase = HostFailurePhase.FAILED_OVER
-            message = f"{len(restarted)} VMs restarted elsewhere, {len(known_lost) + len(lost)} lost"
+            message = f"{len(restarted)} VMs restarted elsewhere, {len(all_lost)} lost"
         if rec.phase is HostFailurePhase.FENCING:
             events.insert(0, HaEvent(now, "host-fenced", node, message=(
-                "its lease expired and its fencer's deadline passed" if fenced else "no fencer: its hypervisor "
-                "shows these VMs stopped")))
+                "its lease expired and its fencer's deadline passed" if fenced else
+                "a sim host: no guest process to fence" if driver == "sim" else
+                "no fencer: restarting only what its hypervisor shows stopped")))
         new = replace(rec, phase=phase, message=message, restarted=tuple(restarted),
-                      lost=tuple(sorted({**known_lost, **dict(lost)}.items())), pending=tuple(sorted(waiting.items())),
+                      lost=all_lost, pending=tuple(sorted(waiting.items())),
                       still_running=tuple(still))
         if new != rec or events:
             self._write(node, new, rec_rev, events)

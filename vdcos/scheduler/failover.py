@@ -80,8 +80,8 @@ def restart_elsewhere(store: Store, cache: ClusterCache, failed: str, items: lis
         _, policy_rev = cache.policy(spec.policy_name)
         assert view is not None  # the core chose it from the same cache
         alloc = allocs.get(d.node, view.allocation)
-        allocs[d.node] = with_entry(alloc, AllocEntry(name, d.qos.qos_class, d.reserved, spec.policy_name,
-                                                           ha_admission=spec.ha.admission))
+        entry = AllocEntry(name, d.qos.qos_class, d.reserved, spec.policy_name, ha_admission=spec.ha.admission)
+        allocs[d.node] = with_entry(alloc, entry)
         source = source.without(name)
         guard(keys.alloc(d.node), "mod", view.alloc_revision)
         guard(keys.node_status(d.node), "create", view.status_create_revision)

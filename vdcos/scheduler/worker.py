@@ -344,8 +344,8 @@ class Scheduler:
                     continue
                 groups[group.name] = group.with_member(spec.name, d.node)
                 txn.guard(keys.group(group.name), "mod", cached[1] if cached else 0)
-            allocs[d.node] = with_entry(alloc, AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name,
-                                                                 ha_admission=spec.ha.admission))
+            entry = AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name, ha_admission=spec.ha.admission)
+            allocs[d.node] = with_entry(alloc, entry)
             txn.guard(keys.alloc(d.node), "mod", view.alloc_revision)
             txn.guard(keys.node_status(d.node), "create", view.status_create_revision)
             txn.guard(keys.node_cordon(d.node), "version", 0)
