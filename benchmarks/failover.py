@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import emit, wait
-from vdcos.cli.localdc import (LocalDatacenter, crash_host, down, freeze_agent, host_qemus, host_root, isolate_host,
-                               repair, up)
+from vdcos.cli.localdc import LocalDatacenter, crash_host, down, freeze_agent, host_root, isolate_host, repair, up
+from vdcos.host.libvirtd import LibvirtHost
 from vdcos.images import counters, ensure
 from vdcos.model import HostFailure, decode
 from vdcos.nodeagent.libvirt.domain import read_console
@@ -58,6 +58,10 @@ CAPACITY = {"vcpus": 4, "memory_mib": 4096, "disk_gib": 50, "network_mbps": 1000
 _FROM = re.compile(r"^DISKCNT-FROM (\d+)", re.M)
 
 
+def qemus(home: Path, node: str) -> dict[str, int]:
+    return LibvirtHost.load(host_root(home, node)).qemus()
+
+
 class Sampler(threading.Thread):
     """Every host's running QEMUs every `every` s; any VM on two hosts at once is recorded."""
 
@@ -73,7 +77,7 @@ class Sampler(threading.Thread):
         while not self._done.wait(self.every):
             seen: dict[str, list[str]] = {}
             for h in self.hosts:
-                for vm in host_qemus(self.home, h):
+                for vm in qemus(self.home, h):
                     seen.setdefault(vm, []).append(h)
             self.now = seen
             self.samples += 1
@@ -208,7 +212,7 @@ class Bench:
         victim = self.vm("ha-disk").placement.node
         on = [v for v in (*HA_VMS, NEVER) if self.vm(v).placement.node == victim]
         epochs = {v: self.vm(v).placement.epoch for v in on}
-        qemus = host_qemus(self.home, victim)
+        before = qemus(self.home, victim)
         doubles_before = len(self.sampler.doubles)
         dc = LocalDatacenter.load(self.home)
         assert dc is not None
@@ -223,7 +227,7 @@ class Bench:
             row.update(phase=f.phase.value if f else None, still_running=list(f.still_running) if f else [],
                        placed_on=[self.vm(v).placement.node for v in on],
                        epochs_kept=all(self.vm(v).placement.epoch == epochs[v] for v in on),
-                       qemus_kept=host_qemus(self.home, victim) == qemus)
+                       qemus_kept=qemus(self.home, victim) == before)
         except TimeoutError as e:
             row["error"] = f"timed out waiting for: {e}"
         finally:
@@ -231,7 +235,7 @@ class Bench:
             self._stop_supervisor()
             wait(lambda: self.failure(victim) is None, 60, f"{victim} back")
             time.sleep(2)
-        row["qemus_after_return"] = host_qemus(self.home, victim) == qemus
+        row["qemus_after_return"] = qemus(self.home, victim) == before
         row["doubles"] = self.sampler.doubles[doubles_before:]
         row["ok"] = bool(not row["error"] and not row["doubles"] and row.get("epochs_kept") and row.get("qemus_kept")
                          and row["qemus_after_return"] and set(row.get("placed_on", [])) == {victim})

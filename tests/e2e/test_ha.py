@@ -7,6 +7,7 @@ down, and a sampler listing every host's running QEMUs every 100 ms never sees o
 hosts at once, also while the lost host comes back. The machinery is the failover benchmark's."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -43,7 +44,7 @@ def test_a_lost_hosts_ha_vms_run_again_elsewhere_exactly_once(bench: Bench, kind
     epochs = {v: bench.vm(v).placement.epoch for v in HA_VMS}
     never_on = bench.vm(NEVER).placement.node
     row = bench.run_once(kind)
-    assert row["ok"], row
+    assert row["ok"], json.dumps(row, default=str)
     assert not row["doubles"] and row["new_host"] != row["host"]
     assert row["counter_from"] >= max(row["counter_before"] - 1, 1)  # the same disk, not a blank one
     for v in HA_VMS:
@@ -62,7 +63,7 @@ def test_a_host_whose_agent_alone_died_keeps_its_running_guests(bench: Bench) ->
     """Its lease is gone, its hypervisor answers with the guests running: provably alive, so
     nothing is restarted elsewhere; the agent that comes back adopts them (same QEMUs)."""
     row = bench.agent_down_once()
-    assert row["ok"], row
+    assert row["ok"], json.dumps(row, default=str)
     assert row["phase"] == "agent-down" and set(row["still_running"]) == set(row["vms"]) - {NEVER}
 
 

@@ -184,7 +184,7 @@ def test_destination_daemon_killed_mid_migration(dc: Dc, booted: str) -> None:
         wait_until(lambda: dc.node_state(dst) == pb.NODE_STATE_NOT_READY, timeout=20)
     finally:
         # Back in service: the agent reconnects, and the half-received guest is cleaned up.
-        for pid in host.qemu_pids():
+        for pid in host.qemus().values():
             subprocess.run(["kill", "-9", str(pid)], check=False)
         dc.state = repair(dc.home)  # the hypervisor and the supervisor
     wait_until(lambda: dc.domains(dst) == [], timeout=30)
@@ -198,7 +198,7 @@ def _agent(dc: Dc, node: str) -> tuple[int, list[str]]:
 
 def test_agent_restart_adopts_the_running_guest(dc: Dc, booted: str) -> None:
     node = dc.vm().placement.node
-    qemu = dc.host(node).qemu_pids()
+    qemu = dc.host(node).qemus()
     boots = dc.console(node).count("GUEST-BOOTED")
     pid, cmd = _agent(dc, node)
     os.kill(pid, signal.SIGKILL)
@@ -210,7 +210,7 @@ def test_agent_restart_adopts_the_running_guest(dc: Dc, booted: str) -> None:
     assert new_cmd == cmd and new_pid != pid
     n = len(dc.counters(node))
     wait_until(lambda: len(dc.counters(node)) > n + 10, timeout=10)  # a couple of reconcile rounds
-    assert dc.host(node).qemu_pids() == qemu, "the restarted agent re-created the guest"
+    assert dc.host(node).qemus() == qemu, "the restarted agent re-created the guest"
     assert dc.console(node).count("GUEST-BOOTED") == boots
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from vdcos.host import uplink
+from vdcos.host import fencer, uplink
 from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
 from vdcos.host.netlink import netns_exists
 from vdcos.host.network import HostNetwork, remove_fabric
@@ -277,7 +277,22 @@ def restart(dc: LocalDatacenter, p: Proc) -> None:
         lv.start()
         p.pid = lv.pid()
         return
+    if p.kind == "fencer":
+        _wait_pet(dc, p)
     _spawn(p, {"GOGC": os.environ.get("GOGC", GOGC)} if p.kind == "etcd" else None)
+
+
+def _wait_pet(dc: LocalDatacenter, fencer_proc: Proc, timeout: float = 15.0) -> None:
+    """A fencer that starts while its deadline is past kills the host's QEMUs (its agent may be
+    gone for good): when its agent is starting again too, the fencer waits for the agent's
+    first pet, so that guests the HA controller found running are not killed for nothing."""
+    agent = dc.proc(fencer_proc.name.removeprefix("fencer-"))
+    deadline = time.monotonic() + timeout
+    while agent.running() and time.monotonic() < deadline:
+        pet = fencer.read_deadline(Path(fencer_proc.root))
+        if pet is not None and pet > time.monotonic():
+            return
+        time.sleep(0.1)
 
 
 def repair(home: Path, timeout: float = 60.0) -> LocalDatacenter:
@@ -378,20 +393,6 @@ def down(home: Path, *, purge: bool = False, keep_logs: bool = True) -> list[str
 # Each acts on one host's recorded processes only. Stop the supervisor first when the host
 # must stay lost (it would start them again: a host that reboots at once).
 
-def host_qemus(home: Path, node: str) -> dict[str, int]:
-    """The guests whose QEMU runs on this host now (VM name -> pid), from the pid files libvirt
-    keeps; the failover benchmark's sampler reads these every 100 ms."""
-    out = {}
-    for f in host_root(home, node).joinpath("run", "qemu").glob("*.pid"):
-        try:
-            pid = int(f.read_text().strip())
-            if "qemu" in Path(f"/proc/{pid}/comm").read_text() and alive(pid):
-                out[f.stem] = pid
-        except (OSError, ValueError):
-            continue
-    return out
-
-
 def crash_host(dc: LocalDatacenter, node: str) -> None:
     """Every process of the host SIGKILLed at once (agent, fencer, uplink, libvirtd, its
     guests, its switch daemons); its namespaces are left as a dead host's would be."""
@@ -401,7 +402,7 @@ def crash_host(dc: LocalDatacenter, node: str) -> None:
     pids = [p.pid for p in host_procs(dc, node) if p.kind != "libvirtd" and p.running()]
     if root.joinpath("host.json").exists():  # a libvirt host
         lv = LibvirtHost.load(root)
-        pids += [lv.pid(), lv.lockd_pid(), *host_qemus(Path(dc.home), node).values()]
+        pids += [lv.pid(), lv.lockd_pid(), *lv.qemus().values()]
         try:
             pids.append(int(root.joinpath("run", "libvirtd.pid").read_text()))
         except (OSError, ValueError):

@@ -61,12 +61,11 @@ def fenced_at(root: Path) -> dict[str, object] | None:
 
 def _kill_qemus(host: LibvirtHost) -> list[int]:
     killed = []
-    for pid in host.qemu_pids():
+    for pid in host.qemus().values():
         try:
-            if "qemu" in Path(f"/proc/{pid}/comm").read_text():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-        except OSError:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
             continue
     return killed
 

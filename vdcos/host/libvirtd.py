@@ -219,13 +219,17 @@ file_lockspace_dir = "{self.lockspace}"
         finally:
             conn.close()
 
-    def qemu_pids(self) -> list[int]:
-        out = []
+    def qemus(self) -> dict[str, int]:
+        """The guests whose QEMU runs now, VM name -> pid: libvirt's pid files, each checked to
+        be a live QEMU (a killed one leaves its file behind)."""
+        out = {}
         for f in self.path("run", "qemu").glob("*.pid"):
             try:
-                out.append(int(f.read_text().strip()))
+                pid = int(f.read_text().strip())
             except (OSError, ValueError):
                 continue
+            if alive(pid) and "qemu" in _comm(pid):
+                out[f.stem] = pid
         return out
 
     def lockd_pid(self) -> int:
@@ -279,11 +283,10 @@ file_lockspace_dir = "{self.lockspace}"
                 while alive(lockd) and time.monotonic() < deadline + 5:
                     time.sleep(0.05)
         # QEMUs that outlived a killed daemon: recorded pid files only, and only real QEMUs.
-        for qpid in self.qemu_pids():
+        for qpid in self.qemus().values():
             try:
-                if "qemu" in Path(f"/proc/{qpid}/comm").read_text():
-                    os.kill(qpid, signal.SIGKILL)
-            except OSError:
+                os.kill(qpid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
         self.pid_file.unlink(missing_ok=True)
         self._remove_cgroups()
