@@ -1,6 +1,7 @@
 """A whole datacenter on one machine: etcd (one member or three), N API/scheduler replicas and
 N node agents as processes in their own sessions, recorded in $VDCOS_HOME/cluster.json and
-stopped by those PIDs only; a supervisor among them restarts any that dies.
+stopped by those PIDs only; a supervisor among them restarts any that dies. A libvirt host also
+has its hypervisor and switch, its fencer (its watchdog) and its uplink to etcd.
 
 State lives in the home folder and outlives the processes: `down` stops them and keeps etcd's
 data, the hosts' folders, the pools and the images, and `up` brings the same datacenter back
@@ -13,6 +14,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -396,8 +398,6 @@ def down(home: Path, *, purge: bool = False, keep_logs: bool = True) -> list[str
 def crash_host(dc: LocalDatacenter, node: str) -> None:
     """Every process of the host SIGKILLed at once (agent, fencer, uplink, libvirtd, its
     guests, its switch daemons); its namespaces are left as a dead host's would be."""
-    import signal as sig
-
     root = host_root(Path(dc.home), node)
     pids = [p.pid for p in host_procs(dc, node) if p.kind != "libvirtd" and p.running()]
     if root.joinpath("host.json").exists():  # a libvirt host
@@ -409,28 +409,24 @@ def crash_host(dc: LocalDatacenter, node: str) -> None:
             pass
     net = HostNetwork.load(root)
     if net is not None:
-        pids += [net._pid("ovsdb-server"), net._pid("ovs-vswitchd")]
+        pids += net.daemon_pids()
     for pid in pids:
         if pid > 0:
             try:
-                os.kill(pid, sig.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
 
 def freeze_agent(dc: LocalDatacenter, node: str, frozen: bool) -> None:
     """SIGSTOP (or SIGCONT) the host's agent: its guests keep running, it renews nothing."""
-    import signal as sig
-
-    os.kill(dc.proc(node).pid, sig.SIGSTOP if frozen else sig.SIGCONT)
+    os.kill(dc.proc(node).pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
 
 def isolate_host(dc: LocalDatacenter, node: str, cut: bool) -> None:
     """Cut (or mend) the host's link to etcd (its uplink stops, as a dead switch port) and its
     underlay and migration cables; everything on the host keeps running."""
-    import signal as sig
-
-    os.kill(dc.proc(f"uplink-{node}").pid, sig.SIGSTOP if cut else sig.SIGCONT)
+    os.kill(dc.proc(f"uplink-{node}").pid, signal.SIGSTOP if cut else signal.SIGCONT)
     net = HostNetwork.load(host_root(Path(dc.home), node))
     if net is not None:
         net.set_cables(not cut)

@@ -114,6 +114,10 @@ class HostNetwork:
         except (OSError, ValueError):
             return 0
 
+    def daemon_pids(self) -> list[int]:
+        """The switch's ovsdb-server and ovs-vswitchd, as recorded (0 for one never started)."""
+        return [self._pid("ovsdb-server"), self._pid("ovs-vswitchd")]
+
     def vswitchd_pid(self) -> int:
         pid = self._pid("ovs-vswitchd")
         return pid if pid and alive(pid) else 0
