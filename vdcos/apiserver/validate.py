@@ -27,6 +27,8 @@ Violations = list[tuple[str, str]]
 
 # Checked for every VM of every create: the enum's value list is built once, not per spec.
 AFFINITY_POLICIES = frozenset(pb.AffinityPolicy.values())
+RESTART_POLICIES = frozenset(pb.RestartPolicy.values())
+RESTART_PRIORITIES = frozenset(pb.RestartPriority.values())
 
 
 def check(violations: Violations) -> None:
@@ -92,9 +94,9 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
         out.append((f"{field}.volumes", f"at most {MAX_DISKS} volumes"))
     if len(set(m.volumes)) != len(m.volumes):
         out.append((f"{field}.volumes", "lists a volume twice"))
-    if m.ha.restart_policy not in pb.RestartPolicy.values():
+    if m.ha.restart_policy not in RESTART_POLICIES:
         out.append((f"{field}.ha.restart_policy", f"unknown value {m.ha.restart_policy}"))
-    if m.ha.priority not in pb.RestartPriority.values():
+    if m.ha.priority not in RESTART_PRIORITIES:
         out.append((f"{field}.ha.priority", f"unknown value {m.ha.priority}"))
     if m.image and m.image not in CATALOG:
         out.append((f"{field}.image", f"unknown image {m.image[:80]!r}; one of {', '.join(sorted(CATALOG))}"))

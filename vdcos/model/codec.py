@@ -50,11 +50,16 @@ def _encoder(tp: Any) -> Codec:
         fields = tuple((f.name, _encoder(hints[f.name])) for f in dataclasses.fields(tp))
         plain = tuple(n for n, e in fields if e is _identity)
         other = tuple((n, e) for n, e in fields if e is not _identity)
+        # A nested record left at its default value (a VM's HA settings, a node's zero usage) is
+        # not written: decoding gives the default back, and every VM's spec is stored twice.
+        defaults = {f.name: f.default for f in dataclasses.fields(tp) if dataclasses.is_dataclass(f.default)}
 
         def record(obj: Any) -> Any:
             out = {n: getattr(obj, n) for n in plain}
             for n, e in other:
-                out[n] = e(getattr(obj, n))
+                v = getattr(obj, n)
+                if n not in defaults or v != defaults[n]:
+                    out[n] = e(v)
             return out
         got = record
     elif isinstance(tp, type) and issubclass(tp, enum.Enum):
