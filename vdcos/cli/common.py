@@ -55,3 +55,31 @@ def kv_list(values: list[str], field: str) -> dict[str, str]:
         k, val = v.split("=", 1)
         out[k] = val
     return out
+
+
+def yaml_documents(path: str, kind: str) -> list[tuple[str, dict[str, Any]]]:
+    """The mappings in a YAML file ('-' for stdin), each with where it is, for -f options:
+    documents of another `kind` are refused, their `kind:` key taken out."""
+    import sys
+
+    import yaml
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as e:
+        raise UsageError(f"-f: cannot read {path}: {e.strerror}")
+    except yaml.YAMLError as e:
+        raise UsageError(f"-f: {path} is not valid YAML: {e}")
+    out = []
+    for i, doc in enumerate(docs):
+        where = f"{path} document {i + 1}"
+        if not isinstance(doc, dict):
+            raise UsageError(f"{where}: expected a mapping of {kind} fields")
+        got = doc.pop("kind", kind)
+        if got != kind:
+            raise UsageError(f"{where}: kind: expected {kind}, got {got!r}")
+        out.append((where, doc))
+    if not out:
+        raise UsageError(f"-f: {path} holds no {kind}")
+    return out
+

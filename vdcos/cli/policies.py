@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-import yaml
 from google.protobuf import json_format
 
 from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, server_addr, table
+from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, server_addr, table, yaml_documents
 from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
@@ -25,21 +22,8 @@ QOS_CLASSES = {"guaranteed": pb.QOS_CLASS_GUARANTEED, "burstable": pb.QOS_CLASS_
 
 
 def load_policies(path: str) -> list[pb.QosPolicy]:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except OSError as e:
-        raise UsageError(f"-f: cannot read {path}: {e.strerror}")
-    except yaml.YAMLError as e:
-        raise UsageError(f"-f: {path} is not valid YAML: {e}")
     out = []
-    for i, doc in enumerate(docs):
-        where = f"{path} document {i + 1}"
-        if not isinstance(doc, dict):
-            raise UsageError(f"{where}: expected a mapping of policy fields")
-        kind = doc.pop("kind", "QosPolicy")
-        if kind != "QosPolicy":
-            raise UsageError(f"{where}: kind: expected QosPolicy, got {kind!r}")
+    for where, doc in yaml_documents(path, "QosPolicy"):
         for k, v in doc.items():
             want = POLICY_FIELDS.get(k)
             if want is None:
@@ -50,8 +34,6 @@ def load_policies(path: str) -> list[pb.QosPolicy]:
         if cls not in QOS_CLASSES:
             raise UsageError(f"{where}: qos_class: must be one of {', '.join(QOS_CLASSES)}, got {cls!r}")
         out.append(pb.QosPolicy(qos_class=QOS_CLASSES[cls], **doc))
-    if not out:
-        raise UsageError(f"-f: {path} holds no policy")
     return out
 
 

@@ -6,17 +6,15 @@ import json
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Sequence
 
-import yaml
 
 import grpc
 from google.protobuf import json_format
 
 from vdcos.apiserver import validate
 from vdcos.cli.client import Client, describe_status, rejection_lines
-from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, kv_list, server_addr, table
+from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, kv_list, server_addr, table, yaml_documents
 from vdcos.images import CATALOG
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
@@ -69,20 +67,8 @@ HA_FIELDS = {"restart_policy": str, "priority": str, "admission": bool}
 def load_vms(path: str) -> list[pb.VmSpec]:
     """VMs from YAML documents (kind: Vm): the create flags' names, and `ha:` with
     restart_policy, priority and admission."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except OSError as e:
-        raise UsageError(f"-f: cannot read {path}: {e.strerror}")
-    except yaml.YAMLError as e:
-        raise UsageError(f"-f: {path} is not valid YAML: {e}")
     out = []
-    for i, doc in enumerate(docs):
-        where = f"{path} document {i + 1}"
-        if not isinstance(doc, dict):
-            raise UsageError(f"{where}: expected a mapping of VM fields")
-        if doc.pop("kind", "Vm") != "Vm":
-            raise UsageError(f"{where}: kind: expected Vm")
+    for where, doc in yaml_documents(path, "Vm"):
         for fields, d, prefix in ((VM_FIELDS, doc, ""), (HA_FIELDS, doc.get("ha") or {}, "ha.")):
             if not isinstance(d, dict):
                 raise UsageError(f"{where}: ha: expected a mapping")
@@ -111,8 +97,6 @@ def load_vms(path: str) -> list[pb.VmSpec]:
             networks=[str(n) for n in doc.get("networks", [])], volumes=[str(v) for v in doc.get("volumes", [])],
             image=doc.get("image", ""),
             ha=ha_settings(ha.get("restart_policy"), ha.get("priority"), ha.get("admission"))))
-    if not out:
-        raise UsageError(f"-f: {path} holds no VM")
     return out
 
 
