@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import tempfile
@@ -298,6 +299,8 @@ def run(runs: int, keep_logs: bool = False) -> dict[str, Any]:
                 bench.close()
         finally:
             down(home, purge=True, keep_logs=keep_logs)
+            if not keep_logs:
+                shutil.rmtree(home, ignore_errors=True)
     ok = [r for r in rows if r["ok"]]
     result = {
         "runs": len(rows), "failures": len(rows) - len(ok), "double_runs": len(doubles), "sampler_samples": samples,
