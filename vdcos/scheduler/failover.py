@@ -19,8 +19,9 @@ from vdcos.model import (Allocation, AllocEntry, PlacementGroup, PlacementRecord
                          assignment_bytes, dumps)
 from vdcos.scheduler.cache import ClusterCache, with_entry
 from vdcos.scheduler.core import SOLO, Lane, PlacementRequest, Rejection, schedule_batch
+from vdcos.scheduler.txn import PlacementTxn, commit
 from vdcos.state import keys
-from vdcos.state.store import Compare, Delete, Get, Op, Put, Store
+from vdcos.state.store import Delete, Put, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +58,7 @@ def restart_elsewhere(store: Store, cache: ClusterCache, failed: str, items: lis
     requests = [PlacementRequest(i.spec, f"ha:{i.spec.name}:{i.record.epoch + 1}", avoid=(failed,)) for i in items]
     decisions = schedule_batch(snap, requests, lane)
 
-    compares: list[Compare] = []
-    reads: dict[str, None] = {}
-
-    def guard(key: str, target: str, value: int) -> None:
-        if key not in reads:
-            compares.append(Compare(key, target, "==", value))  # type: ignore[arg-type]
-            reads[key] = None
-
-    ops: list[Op] = []
-    allocs: dict[str, Allocation] = {}
-    moved_groups: dict[str, PlacementGroup] = {}
+    txn = PlacementTxn()
     out: list[Restarted | Rejection] = []
     source, source_rev = cache.allocs.get(failed, (Allocation(failed), 0))
     now = time.time()
@@ -79,47 +70,34 @@ def restart_elsewhere(store: Store, cache: ClusterCache, failed: str, items: lis
         view = cache.node(d.node)
         _, policy_rev = cache.policy(spec.policy_name)
         assert view is not None  # the core chose it from the same cache
-        alloc = allocs.get(d.node, view.allocation)
+        alloc = txn.allocs.get(d.node, view.allocation)
         entry = AllocEntry(name, d.qos.qos_class, d.reserved, spec.policy_name, ha_admission=spec.ha.admission)
-        allocs[d.node] = with_entry(alloc, entry)
+        txn.allocs[d.node] = with_entry(alloc, entry)
         source = source.without(name)
-        guard(keys.alloc(d.node), "mod", view.alloc_revision)
-        guard(keys.node_status(d.node), "create", view.status_create_revision)
-        guard(keys.node_cordon(d.node), "version", 0)
-        guard(keys.policy(spec.policy_name), "mod", policy_rev)
-        guard(keys.vm_placement(name), "mod", item.revision)
-        guard(keys.vm_migration(name), "create", 0)
+        txn.guard_destination(view, spec.policy_name, policy_rev)
+        txn.guard(keys.vm_placement(name), "mod", item.revision)
+        txn.guard(keys.vm_migration(name), "create", 0)
         if spec.placement_group:
             cached = cache.groups.get(spec.placement_group)
             if cached is not None:
-                g = moved_groups.get(cached[0].name, cached[0])
-                moved_groups[g.name] = g.with_member(name, d.node)
-                guard(keys.group(g.name), "mod", cached[1])
+                g = txn.groups.get(cached[0].name, cached[0])
+                txn.groups[g.name] = g.with_member(name, d.node)
+                txn.guard(keys.group(g.name), "mod", cached[1])
         epoch = item.record.epoch + 1
         record = replace(item.record, node=d.node, qos=d.qos, reserved=d.reserved, score=d.score, placed_at=now,
                          attempts=1, epoch=epoch)
         status = VmStatus(VmPhase.SCHEDULED, d.node, f"restarted by HA: {failed} failed (epoch {epoch})", now)
-        ops += [Put(keys.vm_placement(name), dumps(record)),
-                Delete(keys.assign(failed, name)),
-                Put(keys.assign(d.node, name), assignment_bytes(dumps(spec), d.qos, d.reserved, epoch)),
-                Put(keys.vm_status(name), dumps(status))]
+        txn.puts += [Put(keys.vm_placement(name), dumps(record)),
+                     Delete(keys.assign(failed, name)),
+                     Put(keys.assign(d.node, name), assignment_bytes(dumps(spec), d.qos, d.reserved, epoch)),
+                     Put(keys.vm_status(name), dumps(status))]
         out.append(Restarted(name, d.node, epoch))
     if not any(isinstance(r, Restarted) for r in out):
         return out
-    guard(keys.alloc(failed), "mod", source_rev)
-    allocs[failed] = source
-    records: dict[str, Allocation | PlacementGroup] = {keys.alloc(n): a for n, a in allocs.items()}
-    records.update({keys.group(n): g for n, g in moved_groups.items()})
-    encoded = {k: (dumps(r), r) for k, r in records.items()}
-    ops += [Put(k, v) for k, (v, _) in encoded.items()]
-    with cache.sending(encoded):
-        res = store.txn(compares, ops, [Get(k) for k in reads])
-        if res.succeeded:
-            cache.apply_committed(allocs, moved_groups, res.revision)
-    if not res.succeeded:
-        for key, kvs in zip(reads, res.gets):
-            if not key.startswith(keys.VMS):
-                cache.apply_read(key, kvs, res.revision)
+    txn.guard(keys.alloc(failed), "mod", source_rev)
+    txn.allocs[failed] = source
+    txn.seal()
+    if not commit(store, cache, txn).succeeded:
         raise Aborted(f"restarting {len(items)} VMs of {failed}: the cluster changed under the commit; retrying")
     return out
 

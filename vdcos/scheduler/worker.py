@@ -36,6 +36,7 @@ from vdcos.scheduler.core import (SOLO, ClusterSnapshot, Decision, Explanation, 
                                   explain, schedule, schedule_batch)
 from vdcos.scheduler.core.ha import failover_headroom
 from vdcos.scheduler.placer import Placed
+from vdcos.scheduler.txn import PlacementTxn, commit
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 from vdcos.storagepool import volumes
@@ -76,20 +77,8 @@ def _same_answer(to: Future[Placed], answered: Future[Placed]) -> None:
 
 
 @dataclass
-class _Txn:
-    compares: list[Compare] = field(default_factory=list)
-    puts: list[Op] = field(default_factory=list)
-    # The keys re-read when a compare fails, in order; a dict so that guard finds one at once.
-    reads: dict[str, None] = field(default_factory=dict)
+class _Txn(PlacementTxn):
     placed: list[tuple[_Decided, PlacementRecord]] = field(default_factory=list)
-    allocs: dict[str, Allocation] = field(default_factory=dict)
-    groups: dict[str, PlacementGroup] = field(default_factory=dict)
-    records: dict[str, tuple[bytes, Allocation | PlacementGroup]] = field(default_factory=dict)
-
-    def guard(self, key: str, target: str, value: int) -> None:
-        if key not in self.reads:
-            self.compares.append(Compare(key, target, "==", value))  # type: ignore[arg-type]
-            self.reads[key] = None
 
 
 class Scheduler:
@@ -346,10 +335,7 @@ class Scheduler:
                 txn.guard(keys.group(group.name), "mod", cached[1] if cached else 0)
             entry = AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name, ha_admission=spec.ha.admission)
             allocs[d.node] = with_entry(alloc, entry)
-            txn.guard(keys.alloc(d.node), "mod", view.alloc_revision)
-            txn.guard(keys.node_status(d.node), "create", view.status_create_revision)
-            txn.guard(keys.node_cordon(d.node), "version", 0)
-            txn.guard(keys.policy(spec.policy_name), "mod", policy_revision)
+            txn.guard_destination(view, spec.policy_name, policy_revision)
             txn.guard(keys.vm_spec(spec.name), "create", 0)
             record = PlacementRecord(d.node, d.qos, d.reserved, d.score, time.time(), p.attempts + 1,
                                      p.request.request_id)
@@ -358,19 +344,13 @@ class Scheduler:
                          Put(keys.vm_placement(spec.name), dumps(record)),
                          Put(keys.assign(d.node, spec.name), assignment_bytes(spec_bytes, d.qos, d.reserved))]
             txn.placed.append((dd, record))
-        records: dict[str, Allocation | PlacementGroup] = {keys.alloc(n): a for n, a in allocs.items()}
-        records.update((keys.group(n), g) for n, g in groups.items())
-        txn.records = {k: (dumps(r), r) for k, r in records.items()}
-        txn.puts += [Put(k, value) for k, (value, _) in txn.records.items()]
+        txn.seal()
         return txn, retry, columns
 
     def _commit(self, txn: _Txn) -> list[_Decided]:
         """Commits the transaction; on a conflict, updates the cache from its failure branch and
         returns the decisions to validate again (those of VMs that turned out to exist fail)."""
-        with self.cache.sending(txn.records):
-            res = self.store.txn(txn.compares, txn.puts, [Get(k) for k in txn.reads])
-            if res.succeeded:
-                self.cache.apply_committed(txn.allocs, txn.groups, res.revision)
+        res = commit(self.store, self.cache, txn)
         if res.succeeded:
             for dd, rec in txn.placed:
                 dd.pending.future.set_result(Placed(dd.pending.request.spec, rec, res.revision))
@@ -379,11 +359,8 @@ class Scheduler:
         retry: list[_Decided] = []
         existing: set[str] = set()
         for key, kvs in zip(txn.reads, res.gets):
-            if key.startswith(keys.VMS):
-                if kvs:
-                    existing.add(keys.split(key, keys.VMS)[0])
-            else:
-                self.cache.apply_read(key, kvs, res.revision)
+            if key.startswith(keys.VMS) and kvs:
+                existing.add(keys.split(key, keys.VMS)[0])
         for dd, _ in txn.placed:
             name = dd.pending.request.spec.name
             if name not in existing:

@@ -1,0 +1,59 @@
+"""One placement transaction as it is assembled and committed: the creates' batches
+(worker.py) and the HA restarts (failover.py). Each record it reads is compared once, the
+allocation and group records it writes are encoded once (the cache then recognizes their
+bytes coming back on the watch), and a commit that fails brings the compared records back
+in the same round trip, into the cache."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vdcos.model import Allocation, PlacementGroup, dumps
+from vdcos.scheduler.cache import ClusterCache, NodeView
+from vdcos.state import keys
+from vdcos.state.store import Compare, Get, Op, Put, Store, TxnResult
+
+
+@dataclass
+class PlacementTxn:
+    compares: list[Compare] = field(default_factory=list)
+    puts: list[Op] = field(default_factory=list)
+    # The keys re-read when a compare fails, in order; a dict so that guard finds one at once.
+    reads: dict[str, None] = field(default_factory=dict)
+    allocs: dict[str, Allocation] = field(default_factory=dict)
+    groups: dict[str, PlacementGroup] = field(default_factory=dict)
+    records: dict[str, tuple[bytes, Allocation | PlacementGroup]] = field(default_factory=dict)
+
+    def guard(self, key: str, target: str, value: int) -> None:
+        if key not in self.reads:
+            self.compares.append(Compare(key, target, "==", value))  # type: ignore[arg-type]
+            self.reads[key] = None
+
+    def guard_destination(self, view: NodeView, policy: str, policy_revision: int) -> None:
+        """What any placement on a node compares: its allocation (its generation), that its agent
+        is the one that was ready, that it is not cordoned, and the VM's QoS policy."""
+        node = view.spec.name
+        self.guard(keys.alloc(node), "mod", view.alloc_revision)
+        self.guard(keys.node_status(node), "create", view.status_create_revision)
+        self.guard(keys.node_cordon(node), "version", 0)
+        self.guard(keys.policy(policy), "mod", policy_revision)
+
+    def seal(self) -> None:
+        """Encode the allocation and group records it changed, and write them."""
+        records: dict[str, Allocation | PlacementGroup] = {keys.alloc(n): a for n, a in self.allocs.items()}
+        records.update((keys.group(n), g) for n, g in self.groups.items())
+        self.records = {k: (dumps(r), r) for k, r in records.items()}
+        self.puts += [Put(k, value) for k, (value, _) in self.records.items()]
+
+
+def commit(store: Store, cache: ClusterCache, txn: PlacementTxn) -> TxnResult:
+    """Commit; the cache takes our own records on success, the current ones on a conflict
+    (the VMs' own keys among the reads are the caller's to look at)."""
+    with cache.sending(txn.records):
+        res = store.txn(txn.compares, txn.puts, [Get(k) for k in txn.reads])
+        if res.succeeded:
+            cache.apply_committed(txn.allocs, txn.groups, res.revision)
+    if not res.succeeded:
+        for key, kvs in zip(txn.reads, res.gets):
+            if not key.startswith(keys.VMS):
+                cache.apply_read(key, kvs, res.revision)
+    return res
