@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vdcos.state.etcd_server import EtcdServer
 
 
@@ -24,10 +26,16 @@ def wait(pred: Any, timeout: float, what: str) -> Any:
     raise TimeoutError(what)
 
 
-def med(rows: list[dict[str, Any]], key: str) -> float | None:
+def med(rows: list[dict[str, Any]], key: str, digits: int = 1) -> float | None:
     """Median of `key` over the rows whose run worked (`ok`)."""
     vals = [r[key] for r in rows if r["ok"]]
-    return round(float(statistics.median(vals)), 1) if vals else None
+    return round(float(statistics.median(vals)), digits) if vals else None
+
+
+def p95(rows: list[dict[str, Any]], key: str, digits: int = 1) -> float | None:
+    """95th percentile (linear interpolation) of `key` over the rows whose run worked."""
+    vals = [r[key] for r in rows if r["ok"]]
+    return round(float(np.percentile(vals, 95)), digits) if vals else None
 
 
 def emit(result: dict[str, Any], path: Path | None) -> None:

@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from benchmarks.common import emit, med, wait
+from benchmarks.common import emit, med, p95, wait
 from vdcos.cli.client import Client
 from vdcos.cli.localdc import down, host_root, up
 from vdcos.images import counters, ensure
@@ -75,11 +74,6 @@ def migrate_runs(c: Client, home: Path, vm: str, runs: int, max_downtime_ms: int
                     "total_ms": last.total_ms,
                     "api_ms": api_ms, "iterations": last.progress.iteration, "message": last.message})
     return out
-
-
-def p95(rows: list[dict[str, Any]], key: str) -> float | None:
-    vals = [r[key] for r in rows if r["ok"]]
-    return round(float(np.percentile(vals, 95)), 1) if vals else None
 
 
 def main(argv: list[str] | None = None) -> int:
