@@ -22,6 +22,9 @@ from vdcos.apiserver.server import SchedulerServer, create_server
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.etcd_server import EtcdServer
+from vdcos.v1 import node_service_pb2 as node_pb
+from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
 
 HOST = Resources(16, 65536, 1000, 10000)
 
@@ -76,6 +79,21 @@ class Cluster:
         self.agents[name] = agent
         wait_until(lambda: (v := self.server.cache.node(name)) is not None and v.status is not None)
         return agent
+
+
+    def create_on(self, node: str, spec: pb.VmSpec) -> None:
+        """Create a VM on `node` ("" = where the scheduler likes), the other nodes cordoned
+        meanwhile, and wait until it runs: free to move later (a node selector would pin it)."""
+        others = [n for n in self.agents if node and n != node]
+        for n in others:
+            self.client.nodes.CordonNode(node_pb.CordonNodeRequest(name=n, reason="test placement"))
+        try:
+            self.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
+        finally:
+            for n in others:
+                self.client.nodes.UncordonNode(node_pb.UncordonNodeRequest(name=n))
+        wait_until(lambda: self.client.vms.GetVm(vm_pb.GetVmRequest(name=spec.name)).vm.status.phase
+                   == pb.VM_PHASE_RUNNING)
 
 
 @pytest.fixture

@@ -23,17 +23,8 @@ BIG = Resources(16, 65536, 1000, 10000, 20000)
 
 
 def create_on(c: Cluster, node: str, name: str, vcpus: int = 2, policy: int = 0, priority: int = 0) -> None:
-    spec = pb.VmSpec(name=name, resources=pb.Resources(vcpus=vcpus, memory_mib=1024),
-                     ha=pb.HaSettings(restart_policy=policy, priority=priority))
-    others = [n for n in c.agents if n != node]
-    for n in others:
-        c.client.nodes.CordonNode(node_pb.CordonNodeRequest(name=n, reason="test placement"))
-    try:
-        c.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
-    finally:
-        for n in others:
-            c.client.nodes.UncordonNode(node_pb.UncordonNodeRequest(name=n))
-    wait_until(lambda: vm(c, name).status.phase == pb.VM_PHASE_RUNNING)
+    c.create_on(node, pb.VmSpec(name=name, resources=pb.Resources(vcpus=vcpus, memory_mib=1024),
+                                ha=pb.HaSettings(restart_policy=policy, priority=priority)))
 
 
 def vm(c: Cluster, name: str) -> pb.Vm:

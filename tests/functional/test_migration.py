@@ -17,7 +17,6 @@ from vdcos.nodeagent.sim import SimDriver
 from vdcos.state import keys
 from vdcos.state.store import Event
 from vdcos.v1 import migration_service_pb2 as mig_pb
-from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
@@ -26,19 +25,9 @@ pytestmark = pytest.mark.etcd
 
 
 def create(c: Cluster, name: str, node: str, group: str = "", policy: int = 0) -> None:
-    """The VM placed on `node` (the others cordoned meanwhile), free to move later: a node
-    selector would hold it there, explicit targets included."""
-    spec = pb.VmSpec(name=name, resources=pb.Resources(vcpus=2, memory_mib=4096, disk_gib=10, network_mbps=100),
-                     placement_group=group, group_policy=policy)
-    others = [n for n in c.agents if node and n != node]
-    for n in others:
-        c.client.nodes.CordonNode(node_pb.CordonNodeRequest(name=n, reason="test placement"))
-    try:
-        c.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
-    finally:
-        for n in others:
-            c.client.nodes.UncordonNode(node_pb.UncordonNodeRequest(name=n))
-    wait_until(lambda: c.client.vms.GetVm(vm_pb.GetVmRequest(name=name)).vm.status.phase == pb.VM_PHASE_RUNNING)
+    c.create_on(node, pb.VmSpec(name=name, resources=pb.Resources(vcpus=2, memory_mib=4096, disk_gib=10,
+                                                                  network_mbps=100),
+                                placement_group=group, group_policy=policy))
 
 
 def alloc(c: Cluster, node: str) -> Allocation:
