@@ -85,7 +85,6 @@ class HaController:
     def keys(self) -> list[str]:
         """Hosts without a lease that hold VMs, and hosts with a failure record (until back)."""
         recorded, _ = self.store.get_prefix(keys.HA_HOSTS)
-        self._trim_events()
         return sorted(set(self.cache.lost_nodes()) | {keys.split(kv.key, keys.HA_HOSTS)[0] for kv in recorded})
 
     def reconcile(self, node: str) -> None:
@@ -213,8 +212,11 @@ class HaController:
             log.info("ha: %s %s %s %s", e.kind, e.node, e.vm, e.message)
         if not self.store.txn([Compare(keys.ha_host(node), "mod", "==", rev)], ops).succeeded:
             raise VdcosError(f"HA record of {node} changed meanwhile; reconciling again")
+        if events:
+            self._trim_events()
 
     def _trim_events(self) -> None:
+        """After events were added (not at every resync: the events are read whole)."""
         kvs, _ = self.store.get_prefix(keys.HA_EVENTS)
         if len(kvs) > EVENTS_KEPT * 1.1:
             self.store.txn([], [Delete(kv.key) for kv in kvs[:len(kvs) - EVENTS_KEPT]])
