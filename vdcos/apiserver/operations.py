@@ -61,7 +61,6 @@ class FailoverCapacity:
     protected_vms: int
     ok: bool
     message: str
-    headroom: tuple[float, ...]
 
 
 class Operations:
@@ -427,7 +426,7 @@ class Operations:
                    else f"after {who} the survivors keep {room} free")
         if not n:
             message = "admission control off (ha_host_failures_to_tolerate 0); " + message
-        return FailoverCapacity(n, protected, not short, message, tuple(float(h) for h in headroom))
+        return FailoverCapacity(n, protected, not short, message)
 
     def ha_states(self) -> dict[str, str]:
         """The HA controller's phase of each host it declared failed (vdcos/controllers/ha.py)."""
