@@ -30,6 +30,7 @@ from vdcos.state.store import CompactedError
 from vdcos.storagepool.pool import SimPools
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.v1 import vm_service_pb2_grpc
 from vdcos.v1 import volume_service_pb2 as vol_pb
 
 pytestmark = pytest.mark.etcd
@@ -180,10 +181,16 @@ def test_a_replica_whose_cache_is_behind_is_not_serving_and_places_nothing(tmp_p
             for ev in watch:  # what happened before the kill (the agent's report of "before")
                 assert ev.type == pb.EVENT_TYPE_PUT and ev.vm.spec.name == "before", ev
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Sent to it anyway (the plain channel does not skip it), a create is refused, not placed.
         with pytest.raises(grpc.RpcError) as e:
-            client.vms.CreateVm(vm_pb.CreateVmRequest(spec=_spec("during")), timeout=10)
+            vm_service_pb2_grpc.VmServiceStub(plain).CreateVm(vm_pb.CreateVmRequest(spec=_spec("during")), timeout=10)
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        # The client's calls wait, within their deadline, for a replica that serves again.
+        waited = client.vms.GetVm.future(vm_pb.GetVmRequest(name="before"), timeout=60)
+        time.sleep(1)
+        assert not waited.done()
         etcd.start()  # the same member, its data kept
+        assert waited.result().vm.spec.name == "before"
         wait_until(lambda: status() == health_pb2.HealthCheckResponse.SERVING, timeout=20)
         wait_until(lambda: server.cache.node("n1") is not None and server.cache.node("n1").status is not None)
         wait_until(lambda: _created(client, "after"), timeout=20)

@@ -20,6 +20,9 @@ from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_servic
 # cache is re-listing): reads, and creates of VMs (a VM's name is unique, and a create's
 # request_id makes its retry answer with the VM it created). Not the watches: a watch that
 # ends says "list again" to its caller, which a transparent retry would hide.
+# They also wait, within their deadline, while no replica is serving (as etcd's own client does):
+# after the etcd leader dies every replica re-lists its cache at once, for longer than five
+# retries' backoff when the machine is slow.
 _RETRIED_PREFIXES = ("Get", "List", "Explain", "Plan", "Cordon", "Uncordon")
 _RETRIED = ("CreateVm", "BatchCreateVms")
 
@@ -35,7 +38,7 @@ def _service_config() -> str:
         # Every replica in turn; one that says NOT_SERVING (health) is skipped while it does.
         "loadBalancingConfig": [{"round_robin": {}}],
         "healthCheckConfig": {"serviceName": ""},
-        "methodConfig": [{"name": names, "retryPolicy": {
+        "methodConfig": [{"name": names, "waitForReady": True, "retryPolicy": {
             "maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
             "retryableStatusCodes": ["UNAVAILABLE"]}}],
     })
@@ -89,7 +92,9 @@ def describe_error(e: grpc.RpcError) -> str:
     st = rpc_status.from_call(e)  # type: ignore[arg-type]
     if st is None:
         code = e.code().name if e.code() else "UNKNOWN"
-        return f"error: {code}: {e.details()}"
+        hint = ("\n  no API replica served in time (`vdcos status` shows which run; --timeout sets the wait)"
+                if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "")
+        return f"error: {code}: {e.details()}{hint}"
     return describe_status(st)
 
 
