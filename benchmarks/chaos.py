@@ -141,9 +141,9 @@ def _sim_spec(idx: int, n: int) -> pb.VmSpec:
     return _spec(f"c{idx}-{n}", group)
 
 
-def client_loop(idx: int, addr: str, ledger: Ledger, stop: threading.Event, rate: float, mix: Mix) -> None:
+def client_loop(idx: int, dc: LocalDatacenter, ledger: Ledger, stop: threading.Event, rate: float, mix: Mix) -> None:
     rng = random.Random(idx)
-    c = Client(addr)
+    c = dc.client()
     mine: list[str] = []
     n = 0
     try:
@@ -197,8 +197,9 @@ def _kill(dc: LocalDatacenter, name: str) -> int:
 def _victim(dc: LocalDatacenter, kind: str, rng: random.Random) -> str:
     etcd_procs = [p.name for p in dc.procs if p.kind == "etcd"]
     if kind.startswith("etcd-"):
-        leader_id = next((s.leader for s in map(member_status, dc.etcd) if s is not None and s.leader), 0)
-        ids = [getattr(member_status(e), "header", None) for e in dc.etcd]
+        tls = dc.operator_tls()
+        leader_id = next((s.leader for e in dc.etcd if (s := member_status(e, tls=tls)) is not None and s.leader), 0)
+        ids = [getattr(member_status(e, tls=tls), "header", None) for e in dc.etcd]
         roles = [h is not None and h.member_id == leader_id for h in ids]
         pool = [n for n, lead in zip(etcd_procs, roles) if lead == (kind == "etcd-leader")]
         return rng.choice(pool)
@@ -212,14 +213,16 @@ def _victim(dc: LocalDatacenter, kind: str, rng: random.Random) -> str:
 
 
 def _etcdctl(dc: LocalDatacenter, *args: str) -> str:
-    return subprocess.run(["etcdctl", f"--endpoints={dc.etcd_endpoint}", "--command-timeout=10s", *args],
+    tls = dc.operator_tls()
+    certs = [] if tls is None else [f"--cacert={tls.ca}", f"--cert={tls.cert}", f"--key={tls.key}"]
+    return subprocess.run(["etcdctl", f"--endpoints={dc.etcd_endpoint}", "--command-timeout=10s", *certs, *args],
                           env=dict(os.environ, ETCDCTL_API="3"), capture_output=True, text=True, check=True,
                           timeout=60).stdout
 
 
-def probe_recovery(addr: str, ledger: Ledger, tag: str, since: float, limit: float = 60.0) -> float | None:
+def probe_recovery(dc: LocalDatacenter, ledger: Ledger, tag: str, since: float, limit: float = 60.0) -> float | None:
     """Seconds from the kill until a create is accepted again (None: not within `limit`)."""
-    c = Client(addr)
+    c = dc.client()
     try:
         i = 0
         while time.monotonic() - since < limit:
@@ -349,7 +352,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
     per_client = args.rate / args.clients
     mix = Mix(delete=0.15, migrate=0.15, cap=args.cap, spec=_sim_spec)
-    threads = [threading.Thread(target=client_loop, args=(i, dc.scheduler, ledger, stop, per_client, mix),
+    threads = [threading.Thread(target=client_loop, args=(i, dc, ledger, stop, per_client, mix),
                                 daemon=True) for i in range(args.clients)]
     injected: list[dict[str, Any]] = []
     try:
@@ -368,7 +371,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             name = _victim(dc, kind, rng)
             killed_at = time.monotonic()
             pid = _kill(dc, name)
-            rec = probe_recovery(dc.scheduler, ledger, str(k), killed_at)
+            rec = probe_recovery(dc, ledger, str(k), killed_at)
             injected.append({"kind": kind, "process": name, "pid": pid, "recovery_s": rec})
             print(json.dumps(injected[-1]), flush=True)
         time.sleep(max(0.0, fault_start + args.duration - calm_s - time.monotonic()))
@@ -424,9 +427,9 @@ def _running(c: Client, vm: str) -> bool:
         return False
 
 
-def probe_guest(addr: str, ledger: Ledger, tag: str, rack: str, since: float, limit: float = 180.0) -> float | None:
+def probe_guest(dc: LocalDatacenter, ledger: Ledger, tag: str, rack: str, since: float, limit: float = 180.0) -> float | None:
     """Seconds from the fault until a guest created after it runs on the faulted host."""
-    c = Client(addr)
+    c = dc.client()
     name = f"probe-{tag}"
     try:
         if not create(c, ledger, _lv_spec(name, rack)):
@@ -450,12 +453,12 @@ def libvirt_phase(args: argparse.Namespace) -> dict[str, Any]:
     stop = threading.Event()
     injected: list[dict[str, Any]] = []
     try:
-        with Client(dc.scheduler) as c:
+        with dc.client() as c:
             c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name="chaos",
                                                                                         cidr="10.50.0.0/24")))
         # One client (TCG guests are slow), moving its guests more often than the sim clients do.
         mix = Mix(delete=0.2, migrate=0.25, cap=3, spec=lambda _, n: _lv_spec(f"lv-{n}"))
-        t = threading.Thread(target=client_loop, args=(11, dc.scheduler, ledger, stop, args.lv_rate, mix), daemon=True)
+        t = threading.Thread(target=client_loop, args=(11, dc, ledger, stop, args.lv_rate, mix), daemon=True)
         t.start()
         time.sleep(args.lv_duration / 3)
         faults = (("libvirtd", "host-1", "rack-1"), ("ovs-vswitchd", "host-2", "rack-2"))
@@ -472,7 +475,7 @@ def libvirt_phase(args: argparse.Namespace) -> dict[str, Any]:
                 assert net is not None
                 pid = net.vswitchd_pid()
                 net.kill_vswitchd()  # the host's switch controller starts it again
-            rec = probe_guest(dc.scheduler, ledger, f"lv{k}", rack, at)
+            rec = probe_guest(dc, ledger, f"lv{k}", rack, at)
             injected.append({"kind": kind, "process": f"{kind} of {node}", "pid": pid, "recovery_s": rec})
             print(json.dumps(injected[-1]), flush=True)
             time.sleep(max(0.0, at + every - time.monotonic()))

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vdcos.security.pki import Authority, Identity, TlsFiles
 from vdcos.state.etcd_server import EtcdServer
 
 
@@ -46,15 +47,22 @@ def emit(result: dict[str, Any], path: Path | None) -> None:
         path.write_text(text + "\n")
 
 
-def start_etcd() -> tuple[Path, EtcdServer]:
+def start_etcd(secure: bool) -> tuple[Path, EtcdServer]:
     """An etcd of the benchmark's own, its data in a new folder on tmpfs where there is one.
-    `stop_etcd` stops it and removes the folder."""
+    `stop_etcd` stops it and removes the folder. `secure`: TLS with client certificates, from
+    a CA of its own in base/pki (issue the scheduler's and clients' with `issue`)."""
     base = Path(tempfile.mkdtemp(prefix="vdcos-bench-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     try:
-        return base, EtcdServer(base / "etcd").start()
+        tls = Authority.ensure(base / "pki", "bench").issue(Identity("etcd", "etcd-1")) if secure else None
+        return base, EtcdServer(base / "etcd", tls=tls).start()
     except BaseException:  # an etcd that did not come up leaves no folder behind either
         shutil.rmtree(base, ignore_errors=True)
         raise
+
+
+def issue(etcd: EtcdServer, who: Identity) -> TlsFiles | None:
+    """A certificate from the CA of a secure `start_etcd`'s; None for a plaintext one."""
+    return None if etcd.tls is None else Authority(etcd.tls.ca.parent).issue(who)
 
 
 def stop_etcd(base: Path, etcd: EtcdServer) -> None:

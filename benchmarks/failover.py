@@ -94,9 +94,8 @@ class Bench:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.dc = up(home, 3, "libvirt", CAPACITY, lease_ttl=LEASE_TTL)
-        from vdcos.cli.client import Client
-        self.client = Client(self.dc.scheduler)
-        self.store = EtcdStore(self.dc.etcd)
+        self.client = self.dc.client()
+        self.store = EtcdStore(self.dc.etcd, tls=self.dc.operator_tls())
         self.hosts = sorted(p.name for p in self.dc.procs if p.kind == "agent")
         self._stop_supervisor()
         self.sampler = Sampler(home, self.hosts)

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="vdcos-migbench-"))
     try:
         dc = up(home, 2, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000})
-        with Client(dc.scheduler) as c:
+        with dc.client() as c:
             # One guest at a time: on two cores a busy neighbour would be what is measured.
             boots = [boot(c, home, "idle", "counter")]
             idle = migrate_runs(c, home, "idle", args.runs, args.max_downtime_ms)

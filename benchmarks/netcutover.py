@@ -93,7 +93,7 @@ def run(home: Path, runs: int) -> dict[str, Any]:
     t0 = time.monotonic()
     dc = up(home, 3, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 10000})
     setup_ms = (time.monotonic() - t0) * 1000
-    c = Client(dc.scheduler)
+    c = dc.client()
     c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name="bench", cidr="10.9.0.0/24")))
     spec = pb.VmSpec(name=VM, networks=["bench"], resources=pb.Resources(vcpus=1, memory_mib=128, network_mbps=10))
     c.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))

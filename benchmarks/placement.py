@@ -27,6 +27,12 @@ one scheduler replica, then as many through --scale-replicas replicas (`replicas
 at the saturated run's load; each replica looks first in its own lane of the node ring
 (vdcos/scheduler/replicas.py).
 
+Everything runs as `vdcos up` runs it: etcd and the API in TLS, every process with a
+certificate from a CA of the benchmark's own. The main run is also placed, from the same clients
+and specs, on a second datacenter of the same hosts in plaintext (--insecure): in MAIN_PARTS
+parts, each sent to both datacenters in alternating order, so that the noisy machine's phases
+fall on both alike; `secure_vs_insecure` is the ratio of their placements per second.
+
 The schedulers hold the host's idle CPUs to a wake-up latency of --cpu-wakeup-latency-us (0:
 they poll instead of halting; vdcos/host/wakeup.py), as an operator tunes the hosts of a
 latency-sensitive control plane; `cpu_wakeup_latency_us` in the JSON says what was held (null:
@@ -50,7 +56,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import emit, start_etcd, stop_etcd
+from benchmarks.common import emit, issue, start_etcd, stop_etcd
+from vdcos.security.pki import Identity, TlsFiles
+from vdcos.state.etcd_server import EtcdServer
 
 APIS = ("batch", "stream", "unary")
 PACED_OUTSTANDING = 32  # calls one paced client process lets wait at once
@@ -83,8 +91,8 @@ def _pb_spec(s: dict[str, Any]) -> Any:
         placement_group=s.get("group", ""), group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY if "group" in s else 0)
 
 
-def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int, per_call: int, start_at: float,
-                 out: mp.Queue, rate: float = 0.0) -> None:  # type: ignore[type-arg]
+def _client_proc(addr: str, tls: TlsFiles | None, api: str, specs: list[dict[str, Any]], threads: int, per_call: int,
+                 start_at: float, out: mp.Queue, rate: float = 0.0) -> None:  # type: ignore[type-arg]
     """api: "batch" (BatchCreateVms of `per_call` VMs), "stream" (CreateVms, `per_call` in
     flight per thread), "unary" (one CreateVm per VM), "noop" (an empty health Check per
     spec, for the floor) or "paced" (BatchCreateVms of `per_call` VMs, `rate` VMs/s from this
@@ -96,7 +104,9 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
     from vdcos.v1 import vm_service_pb2 as vm_pb
     from vdcos.v1 import vm_service_pb2_grpc as vm_grpc
 
-    channel = grpc.insecure_channel(addr)
+    from vdcos.security.tls import secure_channel
+
+    channel = grpc.insecure_channel(addr) if tls is None else secure_channel(addr, tls, [])
     stub = vm_grpc.VmServiceStub(channel)
     health = health_pb2_grpc.HealthStub(channel)
     lat: list[float] = []
@@ -211,16 +221,17 @@ def _client_proc(addr: str, api: str, specs: list[dict[str, Any]], threads: int,
 
 
 def run_clients(addr: str | list[str], api: str, specs: list[dict[str, Any]], procs: int, threads: int,
-                per_call: int = 1, rate: float = 0.0) -> dict[str, Any]:
-    """Client process i talks to scheduler replica i mod len(addr). `rate`: VMs/s in all, paced."""
+                per_call: int = 1, rate: float = 0.0, tls: TlsFiles | None = None) -> dict[str, Any]:
+    """Client process i talks to scheduler replica i mod len(addr). `rate`: VMs/s in all, paced.
+    `tls`: the CA (and client certificate) of a scheduler serving TLS; None: plaintext."""
     addrs = [addr] if isinstance(addr, str) else addr
     ctx = mp.get_context("spawn")  # no fork after gRPC is initialised
     q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 2.0
     # paced: the processes' calls interleave, process i starting i/procs of its interval late
     lag = per_call / rate if rate else 0.0
-    workers = [ctx.Process(target=_client_proc, args=(addrs[i % len(addrs)], api, specs[i::procs], threads, per_call,
-                                                      start_at + i * lag, q, rate / procs))
+    workers = [ctx.Process(target=_client_proc, args=(addrs[i % len(addrs)], tls, api, specs[i::procs], threads,
+                                                      per_call, start_at + i * lag, q, rate / procs))
                for i in range(procs)]
     for w in workers:
         w.start()
@@ -271,18 +282,84 @@ def create_policies(store: Any) -> None:
     store.put(keys.policy("bronze"), dumps(QosPolicy("bronze", QosClass.BEST_EFFORT)))
 
 
-def start_scheduler(endpoint: str, base: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    """The scheduler as its own process on etcd `endpoint`; returns it and its address once it
-    serves (its log in base/scheduler.log)."""
+def start_scheduler(etcd: EtcdServer, base: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The scheduler as its own process on `etcd`, in TLS with a certificate of its own if etcd
+    is; returns it and its address once it serves (its log in base/scheduler.log)."""
     port_file = base / "sched.port"
     log = open(base / "scheduler.log", "wb")
-    sched = subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", endpoint,
-                              "--port-file", str(port_file), *extra], stdout=log, stderr=log)
+    tls = issue(etcd, Identity("scheduler", base.name))
+    flags = ["--insecure"] if tls is None else ["--etcd-cacert", str(tls.ca), "--etcd-cert", str(tls.cert),
+                                                "--etcd-key", str(tls.key)]
+    sched = subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", etcd.endpoint,
+                              "--port-file", str(port_file), *flags, *extra], stdout=log, stderr=log)
     while not port_file.exists():
         if sched.poll() is not None:
             raise RuntimeError((base / "scheduler.log").read_text()[-2000:])
         time.sleep(0.05)
     return sched, f"127.0.0.1:{port_file.read_text().strip()}"
+
+
+class Deployment:
+    """An etcd of its own with `hosts` sim hosts and the scheduler replicas on it: in TLS with
+    client certificates from a CA of its own, as `vdcos up` runs them, or in plaintext."""
+
+    def __init__(self, base: Path, etcd: EtcdServer) -> None:
+        from vdcos.state.etcd import EtcdStore
+
+        self.base, self.etcd = base, etcd
+        self.tls = None if etcd.tls is None else TlsFiles(etcd.tls.ca)  # the clients': they check the API
+        self.store = EtcdStore(etcd.endpoint, timeout=60, tls=issue(etcd, Identity("user", "bench")))
+        self.scheds: list[subprocess.Popen[bytes]] = []
+        self.addrs: list[str] = []
+        self.register_s = self.scheduler_start_s = 0.0
+
+    @classmethod
+    def start(cls, hosts: int, seed: int, replicas: int, sched_args: tuple[str, ...], secure: bool) -> Deployment:
+        base, etcd = start_etcd(secure)
+        d = cls(base, etcd)
+        try:
+            create_policies(d.store)
+            d.register_s = register_hosts(d.store, hosts, seed)
+            t0 = time.perf_counter()
+            for _ in range(replicas):
+                d.add_replica(sched_args)
+            d.scheduler_start_s = time.perf_counter() - t0
+        except BaseException:
+            d.stop()
+            raise
+        return d
+
+    def add_replica(self, sched_args: tuple[str, ...]) -> None:
+        folder = self.base / f"scheduler-{len(self.scheds)}"
+        folder.mkdir()
+        sched, addr = start_scheduler(self.etcd, folder, *sched_args)
+        self.scheds.append(sched)
+        self.addrs.append(addr)
+
+    def pids(self) -> dict[str, int]:
+        return {"etcd": self.etcd.pid, **{f"scheduler{r or ''}": s.pid for r, s in enumerate(self.scheds)}}
+
+    def stop(self) -> None:
+        from vdcos.process import stop_pid
+
+        self.store.close()
+        for sched in self.scheds:
+            stop_pid(sched.pid, sched)
+        stop_etcd(self.base, self.etcd)
+
+
+def merged(parts: list[tuple[dict[str, Any], dict[str, float]]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Runs made one after another, as one: their latencies, codes, walls and CPU added up."""
+    codes: dict[str, int] = {}
+    cpu: dict[str, float] = {}
+    for run, c in parts:
+        for k, v in run["codes"].items():
+            codes[k] = codes.get(k, 0) + v
+        for k, x in c.items():
+            cpu[k] = cpu.get(k, 0.0) + x
+    return ({"lat": np.concatenate([run["lat"] for run, _ in parts]), "codes": codes,
+             "wall": sum(run["wall"] for run, _ in parts),
+             "client_cpu_s": sum(run["client_cpu_s"] for run, _ in parts)}, cpu)
 
 
 def core_decision_us(store: Any, samples: int, seed: int) -> float:
@@ -302,6 +379,11 @@ def core_decision_us(store: Any, samples: int, seed: int) -> float:
         times.append(time.perf_counter() - t0)
     cache.stop()
     return float(np.median(times) * 1e6)
+
+
+# The main run's parts (see main): enough alternations that a phase of the machine falls on both
+# datacenters; each part costs a client start (2 s).
+MAIN_PARTS = 4
 
 
 def pct(a: np.ndarray, q: float) -> float:
@@ -354,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the schedulers hold the host's idle CPUs to this wake-up latency while they serve "
                          "(vdcos/host/wakeup.py; -1: not held). Held only where /dev/cpu_dma_latency is "
                          "writable; the JSON says what was held")
+    ap.add_argument("--insecure-compare", action=argparse.BooleanOptionalAction, default=True,
+                    help="also place the main run's VMs on the same datacenter in plaintext, without "
+                         "certificates, part by part in alternating order: secure_vs_insecure")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -373,27 +458,18 @@ def main(argv: list[str] | None = None) -> int:
     from vdcos.model import Allocation, decode
     from vdcos.scheduler.audit import over_capacity
     from vdcos.state import keys
-    from vdcos.state.etcd import EtcdStore
-    from vdcos.process import stop_pid
 
     sched_args = ("--io-threads", "8", "--max-batch", str(args.max_batch), "--linger-ms", str(args.linger_ms),
                   *(("--cpu-wakeup-latency-us", str(wakeup_us)) if wakeup_us is not None else ()))
-    base, etcd = start_etcd()
-    scheds: list[subprocess.Popen[bytes]] = []
+    dep = plain = None
     try:
-        store = EtcdStore(etcd.endpoint, timeout=60)
-        create_policies(store)
-        register_s = register_hosts(store, args.hosts, args.seed)
-        t0 = time.perf_counter()
-        addrs = []
-        for r in range(args.replicas):
-            folder = base / f"scheduler-{r}"
-            folder.mkdir()
-            sched, addr = start_scheduler(etcd.endpoint, folder, *sched_args)
-            scheds.append(sched)
-            addrs.append(addr)
-        scheduler_start_s = time.perf_counter() - t0
-        pids = {"etcd": etcd.pid, **{f"scheduler{r or ''}": s.pid for r, s in enumerate(scheds)}}
+        # The datacenter as `vdcos up` runs it (TLS, client certificates), and, for the main run
+        # only, the same in plaintext: secure_vs_insecure.
+        dep = Deployment.start(args.hosts, args.seed, args.replicas, sched_args, secure=True)
+        plain = Deployment.start(args.hosts, args.seed, args.replicas, sched_args, secure=False) \
+            if args.insecure_compare else None
+        store = dep.store
+        addrs = dep.addrs
 
         def threads_of(api: str) -> int:
             return args.unary_threads if api == "unary" else args.threads
@@ -401,47 +477,66 @@ def main(argv: list[str] | None = None) -> int:
         def per_call(api: str) -> int:
             return {"batch": args.batch, "stream": args.inflight}.get(api, 1)
 
-        def measured(api: str, specs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
-            """A run, and the CPU milliseconds each party spent per answered request."""
+        def measured(d: Deployment, api: str, specs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
+            """A run, and the CPU seconds each party spent on it."""
+            pids = d.pids()
             cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
-            run = run_clients(addrs, api, specs, args.procs, threads_of(api), per_call(api))
+            run = run_clients(d.addrs, api, specs, args.procs, threads_of(api), per_call(api), tls=d.tls)
             cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
             cpu["clients"] = run["client_cpu_s"]
-            n = max(run["codes"].get("OK", 0), 1)
-            return run, {k: round(v * 1000 / n, 3) for k, v in cpu.items()}
+            return run, cpu
 
-        baseline = run_clients(addrs, "unary", vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1) \
+        def per_placement(run: dict[str, Any], cpu: dict[str, float]) -> dict[str, float]:
+            n = max(run["codes"].get("OK", 0), 1)
+            return {k: round(v * 1000 / n, 3) for k, v in cpu.items()}
+
+        baseline = run_clients(addrs, "unary", vm_specs(args.baseline_vms, args.seed + 7, "base-"), 1, 1, tls=dep.tls) \
             if args.baseline_vms else None
-        main_run, cpu = measured(args.api, vm_specs(args.vms, args.seed, "vm-"))
+        # The main run in MAIN_PARTS parts; with the plaintext datacenter, each part goes to
+        # both, in alternating order (ABBA), so that the machine's phases fall on both alike.
+        specs = vm_specs(args.vms, args.seed, "vm-")
+        parts = [specs[i * len(specs) // MAIN_PARTS:(i + 1) * len(specs) // MAIN_PARTS] for i in range(MAIN_PARTS)]
+        secure_parts, plain_parts = [], []
+        for i, part in enumerate(parts):
+            for d, into in ((dep, secure_parts), (plain, plain_parts))[::1 if i % 2 else -1]:
+                if d is not None:
+                    into.append(measured(d, args.api, part))
+        main_run, main_cpu = merged(secure_parts)
+        cpu = per_placement(main_run, main_cpu)
+        plain_sum = summary(merged(plain_parts)[0]) if plain_parts else None
+        if plain is not None:
+            plain_over = len(over_capacity(plain.store))
+            plain.stop()
+            plain = None
+        tls = dep.tls
         paced = summary(run_clients(addrs, "paced", vm_specs(args.paced_vms, args.seed + 50, "paced-"), args.procs,
-                                    1, args.batch, args.paced_rate)) if args.paced_vms else None
+                                    1, args.batch, args.paced_rate, tls=tls)) if args.paced_vms else None
         others = [a for a in APIS if a != args.api] if args.compare_vms else []
-        compared = {a: measured(a, vm_specs(args.compare_vms, args.seed + 3 + i, f"{a}-"))
-                    for i, a in enumerate(others)}
+        compared = {}
+        for i, a in enumerate(others):
+            run, a_cpu = measured(dep, a, vm_specs(args.compare_vms, args.seed + 3 + i, f"{a}-"))
+            compared[a] = (run, per_placement(run, a_cpu))
         # What a client can count on while keeping its p99 under the target: the best rate of a
         # lone caller whose batches answer within it (fewer in flight, shorter queues).
         slo = []
         for i, b in enumerate((4, 8, 16, 32) if args.slo_vms else ()):
-            got = summary(run_clients(addrs, "batch", vm_specs(args.slo_vms, args.seed + 20 + i, f"slo{b}-"), 1, 1, b))
+            got = summary(run_clients(addrs, "batch", vm_specs(args.slo_vms, args.seed + 20 + i, f"slo{b}-"), 1, 1, b,
+                                      tls=tls))
             slo.append({"batch": b, **{k: got[k] for k in ("per_s", "p50_ms", "p99_ms")}})
         saturated = summary(run_clients(addrs, "batch", vm_specs(args.compare_vms, args.seed + 40, "sat-"),
-                                        args.procs, 2 * args.threads, args.batch)) if args.compare_vms else None
+                                        args.procs, 2 * args.threads, args.batch, tls=tls)) if args.compare_vms else None
         noop = run_clients(addrs, "noop", [{"name": str(i)} for i in range(args.noop_calls)], args.procs,
-                           args.unary_threads) if args.noop_calls else None
+                           args.unary_threads, tls=tls) if args.noop_calls else None
         scaled: dict[str, Any] = {}
         if args.scale_replicas > len(addrs) and args.compare_vms:
             one = summary(run_clients(addrs[:1], "batch", vm_specs(args.compare_vms, args.seed + 30, "one-"),
-                                      args.procs, 2 * args.threads, args.batch))
+                                      args.procs, 2 * args.threads, args.batch, tls=tls))
             for r in range(len(addrs), args.scale_replicas):
-                folder = base / f"scheduler-{r}"
-                folder.mkdir()
-                sched, addr = start_scheduler(etcd.endpoint, folder, *sched_args)
-                scheds.append(sched)
-                addrs.append(addr)
+                dep.add_replica(sched_args)
             # Every replica takes its lane at its next membership refresh (every 2 s).
             time.sleep(2.5)
             many = summary(run_clients(addrs, "batch", vm_specs(args.compare_vms, args.seed + 31, "many-"),
-                                       args.procs, 2 * args.threads, args.batch))
+                                       args.procs, 2 * args.threads, args.batch, tls=tls))
             scaled = {"scale_replicas": args.scale_replicas, "one_replica_per_s": one["per_s"],
                       "one_replica_p99_ms": one["p99_ms"], "replicas_per_s": many["per_s"],
                       "replicas_p99_ms": many["p99_ms"],
@@ -469,9 +564,15 @@ def main(argv: list[str] | None = None) -> int:
             "allocation_entries": entries,
             # where the machine's CPU went, per placement: the budget for 2000/s on 2 cores is 1 ms
             "cpu_ms_per_placement": cpu,
-            "register_hosts_s": round(register_s, 2),
-            "scheduler_start_s": round(scheduler_start_s, 2),
+            "register_hosts_s": round(dep.register_s, 2),
+            "scheduler_start_s": round(dep.scheduler_start_s, 2),
+            "transport": "TLS, client certificates from the datacenter CA (etcd and API)",
         }
+        if plain_sum is not None:
+            result.update({"insecure_placements_per_s": plain_sum["per_s"], "insecure_p99_ms": plain_sum["p99_ms"],
+                           "insecure_placed": plain_sum["placed"], "insecure_over_capacity_nodes": plain_over,
+                           "secure_vs_insecure": round(main_sum["per_s"] / plain_sum["per_s"], 3)
+                           if plain_sum["per_s"] else None})
         if compared:
             result["compare_vms"] = args.compare_vms
         sums = {args.api: main_sum, **{a: summary(run) for a, (run, _) in compared.items()}}
@@ -508,12 +609,11 @@ def main(argv: list[str] | None = None) -> int:
         result["targets_met"] = (result["placements_per_s"] >= 2000 and result["p99_ms"] <= 20
                                  and over == 0)
         emit(result, args.json)
-        store.close()
         return 0
     finally:
-        for sched in scheds:
-            stop_pid(sched.pid, sched)
-        stop_etcd(base, etcd)
+        for d in (plain, dep):
+            if d is not None:
+                d.stop()
 
 
 if __name__ == "__main__":

@@ -71,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     from vdcos.v1 import placement_service_pb2_grpc as place_grpc
     from vdcos.v1 import types_pb2 as pb
 
-    base, etcd = start_etcd()
+    base, etcd = start_etcd(secure=False)  # it times the planner; its few calls need no TLS to say so
     sched = None
     try:
         store = EtcdStore(etcd.endpoint, timeout=60)
         create_policies(store)
         register_hosts(store, args.hosts, args.seed)
-        sched, addr = start_scheduler(etcd.endpoint, base)
+        sched, addr = start_scheduler(etcd, base)
         channel = grpc.insecure_channel(addr)
         cap = cap_grpc.CapacityServiceStub(channel)
         nodes = node_grpc.NodeServiceStub(channel)

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="vdcos-storagebench-"))
     try:
         dc = up(home, 2, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000})
-        with Client(dc.scheduler) as c:
+        with dc.client() as c:
             b = Bench(c, home)
             # One guest at a time: on two cores a busy neighbour would be what is measured.
             md5, fill_s = b.boot_filled("copied", vol_pb.POOL_KIND_LOCAL, args.disk_gib)

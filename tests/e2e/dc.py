@@ -17,8 +17,8 @@ class Datacenter:
         state = LocalDatacenter.load(home)
         assert state is not None
         self.state = state
-        self.client = Client(state.scheduler)
-        self.store = EtcdStore(state.etcd)
+        self.client = Client(state.scheduler, tls=state.operator_tls())
+        self.store = EtcdStore(state.etcd, tls=state.operator_tls())
 
     def host(self, node: str) -> LibvirtHost:
         return LibvirtHost.load(host_root(self.home, node))

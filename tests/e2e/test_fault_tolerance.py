@@ -130,9 +130,10 @@ def test_replicas_and_etcd_members_fail_over_under_the_cli(home: Path) -> None:
         assert jq(home, "vm", "create", f"b{i}")["spec"]["name"] == f"b{i}"  # type: ignore[index]
     assert len(jq(home, "vm", "list")["vms"]) == 5  # type: ignore[arg-type]
 
-    leader = next(m for m in (member_status(e) for e in state.etcd) if m is not None).leader
+    tls = state.operator_tls()
+    leader = next(m for m in (member_status(e, tls=tls) for e in state.etcd) if m is not None).leader
     victim = next(p.name for p, e in zip([p for p in state.procs if p.kind == "etcd"], state.etcd)
-                  if (s := member_status(e)) is not None and s.header.member_id == leader)
+                  if (s := member_status(e, tls=tls)) is not None and s.header.member_id == leader)
     _kill(home, victim)
     for i in range(3):
         assert jq(home, "vm", "create", f"c{i}")["spec"]["name"] == f"c{i}"  # type: ignore[index]

@@ -36,3 +36,6 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     assert (r["in_flight"], r["saturated_in_flight"]) == (32, 64)
     assert (r["paced_offered_per_s"], r["paced_refused"]) == (400, {})
     assert r["cpu_wakeup_latency_us"] == (0 if os.access(DEVICE, os.W_OK) else None)
+    # The main run, also in plaintext: the same VMs placed, nothing over capacity.
+    assert (r["insecure_placed"], r["insecure_over_capacity_nodes"]) == (400, 0)
+    assert r["secure_vs_insecure"] > 0 and r["transport"].startswith("TLS")

@@ -38,6 +38,8 @@ from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.collector import FrozenOldGeneration
 from vdcos.scheduler.replicas import Replicas
 from vdcos.scheduler.worker import LINGER_MS, MAX_BATCH, Scheduler
+from vdcos.security.pki import TlsFiles
+from vdcos.security.tls import add_etcd_flags, add_insecure_flag, etcd_tls, server_credentials, warn_insecure
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
 from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
@@ -93,7 +95,8 @@ class SchedulerServer:
         self.cache.stop()
 
 
-async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, int, Callable[[], Coroutine[Any, Any, None]]]:
+async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None
+                        ) -> tuple[grpc.aio.Server, int, Callable[[], Coroutine[Any, Any, None]]]:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     names = []
     for mod, svc, add, servicer in SERVICES:
@@ -110,7 +113,10 @@ async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, in
             await health_servicer.set(name, status)
     await serving()
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(addr)
+    # Client certificates from the datacenter CA are asked for, not required: a client may
+    # prove who it is by a bearer token instead.
+    port = (server.add_insecure_port(addr) if tls is None
+            else server.add_secure_port(addr, server_credentials(tls, require_client_cert=False)))
     if port == 0:
         raise RuntimeError(f"cannot bind {addr}")
     await server.start()
@@ -118,8 +124,9 @@ async def _build_server(addr: str, ops: Operations) -> tuple[grpc.aio.Server, in
 
 
 def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_threads: int = 8,
-                  linger: float = LINGER_MS / 1000) -> SchedulerServer:
-    """Bind `addr` (port 0 picks one) and start serving; returns the bound port.
+                  linger: float = LINGER_MS / 1000, tls: TlsFiles | None = None) -> SchedulerServer:
+    """Bind `addr` (port 0 picks one) and start serving; returns the bound port. TLS with the
+    replica's certificate `tls`; None serves plaintext (--insecure, and tests that say so).
 
     One asyncio loop on its own thread serves every RPC (no thread per call: the sync server's
     hand-offs cost more than placing the VM); the placement worker resolves its futures, and
@@ -135,7 +142,7 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
-    server, port, serving = asyncio.run_coroutine_threadsafe(_build_server(addr, ops), loop).result(30)
+    server, port, serving = asyncio.run_coroutine_threadsafe(_build_server(addr, ops, tls), loop).result(30)
     # NOT_SERVING while the cache re-lists after a lost watch.
     def follow(_: bool) -> None:
         asyncio.run_coroutine_threadsafe(serving(), loop)
@@ -149,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vdcos-scheduler", description="vdcos gRPC scheduler")
     ap.add_argument("--etcd", required=True, help="etcd's members: host:port[,host:port...]")
     ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--tls-cert", type=Path, help="this replica's certificate (PEM), served to clients")
+    ap.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    add_etcd_flags(ap)
+    add_insecure_flag(ap)
     ap.add_argument("--port-file", type=Path, help="write the bound port here once serving")
     ap.add_argument("--io-threads", type=int, default=8, help="threads for blocking etcd reads")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="VMs per commit at most")
@@ -168,15 +179,26 @@ def main(argv: list[str] | None = None) -> int:
             wakeup = CpuWakeupLatency(args.cpu_wakeup_latency_us).hold()
         except (ValueError, OSError) as e:
             ap.error(f"--cpu-wakeup-latency-us: {e}")
+    etcd_files = etcd_tls(args, ap)
+    serving_files = None
+    if etcd_files is not None:
+        # The API's own certificate defaults to the one it shows etcd (a replica's identity).
+        cert, key = args.tls_cert or etcd_files.cert, args.tls_key or etcd_files.key
+        serving_files = TlsFiles(etcd_files.ca, cert, key)
+    elif args.tls_cert or args.tls_key:
+        ap.error("--insecure and --tls-cert/--tls-key exclude each other")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = EtcdStore(args.etcd)
+    if args.insecure:
+        warn_insecure()
+    store = EtcdStore(args.etcd, tls=etcd_files)
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
-                        linger=args.linger_ms / 1000)
+                        linger=args.linger_ms / 1000, tls=serving_files)
     # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
     # the daemon: out of the collector's sight, it is not walked by every full collection; nor
     # is what later full collections find alive.
     collector = FrozenOldGeneration().install().sweep_when_idle(srv.scheduler.idle_for)
-    log.info("serving on port %d (etcd %s, pid %d%s)", srv.port, args.etcd, os.getpid(),
+    log.info("serving %s on port %d (etcd %s, pid %d%s)", "PLAINTEXT" if args.insecure else "TLS", srv.port,
+             args.etcd, os.getpid(),
              f", CPU wake-up latency held at {wakeup.microseconds} µs" if wakeup else "")
     if args.port_file:
         tmp = args.port_file.with_suffix(".tmp")

@@ -9,7 +9,7 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, kv_list, server_addr, table
+from vdcos.cli.common import Subparsers, UsageError, connect, emit, enum_name, kv_list, table
 from vdcos.model import DIMENSIONS
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import types_pb2 as pb
@@ -100,7 +100,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     types = parse_host_types(args.host_type) if args.capacity_command == "hosts" else []
     if args.capacity_command == "hosts" and not types and not (args.host_vcpus and args.host_memory_mib):
         raise UsageError("--host-vcpus and --host-memory-mib: give one host's size (or --host-type)")
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         if args.capacity_command == "headroom":
             h = c.capacity.GetHeadroom(cap_pb.GetHeadroomRequest(
                 shape=shape(args), qos_policy=args.policy or "", node_selector=kv_list(args.selector, "--selector"),
@@ -169,7 +169,7 @@ def capacity_report(c: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_rebalance(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         if args.rebalance_command in ("plan", "run"):
             goal = {"consolidate": cap_pb.REBALANCE_GOAL_CONSOLIDATE, "balance": cap_pb.REBALANCE_GOAL_BALANCE}
             rb = c.capacity.PlanRebalance(cap_pb.PlanRebalanceRequest(

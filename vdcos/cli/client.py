@@ -8,6 +8,8 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from vdcos.security.pki import TlsFiles
+from vdcos.security.tls import secure_channel
 from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
                       migration_service_pb2, migration_service_pb2_grpc,
                       network_service_pb2, network_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
@@ -53,13 +55,19 @@ def target(addrs: str | Sequence[str]) -> str:
 
 
 class Client:
-    """Stubs over one channel to every API replica given, with failover between them."""
+    """Stubs over one channel to every API replica given, with failover between them.
 
-    def __init__(self, addr: str | Sequence[str]) -> None:
-        self.channel = grpc.insecure_channel(target(addr), options=[
+    `tls`: the datacenter CA that the replicas' certificates must chain to and, to prove who
+    the caller is, a certificate and key it issued. None speaks plaintext, to an API started
+    with --insecure."""
+
+    def __init__(self, addr: str | Sequence[str], tls: TlsFiles | None = None) -> None:
+        options: list[tuple[str, object]] = [
             ("grpc.service_config", _service_config()), ("grpc.enable_retries", 1),
             # Back within a second of a replica's restart, not gRPC's default two minutes.
-            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1_000)])
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1_000)]
+        self.channel = (grpc.insecure_channel(target(addr), options=options) if tls is None
+                        else secure_channel(target(addr), tls, options))
         self.vms = vm_service_pb2_grpc.VmServiceStub(self.channel)
         self.nodes = node_service_pb2_grpc.NodeServiceStub(self.channel)
         self.policies = qos_policy_service_pb2_grpc.QosPolicyServiceStub(self.channel)

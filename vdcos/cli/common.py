@@ -10,6 +10,8 @@ from typing import Any, Callable, Sequence
 from google.protobuf import json_format
 
 from vdcos.cli import localdc
+from vdcos.cli.client import Client
+from vdcos.security.pki import TlsFiles
 
 Subparsers = argparse._SubParsersAction  # what each group's register() adds its commands to
 
@@ -45,6 +47,32 @@ def server_addr(args: argparse.Namespace) -> str:
     if dc is None or not dc.scheduler:
         raise UsageError(f"no datacenter is up under {args.home}: run `vdcos up` or pass --server HOST:PORT")
     return dc.scheduler
+
+
+def client_tls(args: argparse.Namespace) -> TlsFiles | None:
+    """What the CLI checks the API's certificate against (--ca, VDCOS_CA, else the local
+    datacenter's CA) and proves itself with (the local operator's certificate, when it is
+    that datacenter's). None with --insecure only."""
+    if args.insecure:
+        return None
+    dc = localdc.LocalDatacenter.load(Path(args.home))
+    ca = args.ca or os.environ.get("VDCOS_CA")
+    if ca:
+        if not Path(ca).is_file():
+            raise UsageError(f"--ca: no file {ca}")
+        mine = dc.operator_tls() if dc is not None and not dc.insecure and Path(dc.ca) == Path(ca) else None
+        return mine or TlsFiles(Path(ca))
+    if dc is None:
+        raise UsageError("--ca: the datacenter's CA certificate is needed to check the API (or --insecure, for a "
+                         "development datacenter started with it)")
+    if dc.insecure:
+        raise UsageError(f"the datacenter under {args.home} was started with --insecure: pass --insecure to talk "
+                         "plaintext to it")
+    return dc.operator_tls()
+
+
+def connect(args: argparse.Namespace) -> Client:
+    return Client(server_addr(args), tls=client_tls(args))
 
 
 def kv_list(values: list[str], field: str) -> dict[str, str]:

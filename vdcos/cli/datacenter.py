@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from vdcos.cli import localdc
-from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, UsageError, emit, server_addr, table
+from vdcos.cli.common import Subparsers, UsageError, connect, emit, table
 from vdcos.host.wakeup import DEVICE as WAKEUP_DEVICE
 from vdcos.host.wakeup import CpuWakeupLatency
 from vdcos.model import DIMENSIONS
+from vdcos.security.tls import INSECURE_WARNING
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 
 
@@ -39,7 +40,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     existing = localdc.LocalDatacenter.load(home)
     before = existing.alive() if existing else {}
     dc = localdc.up(home, args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl,
-                    cpu_wakeup_latency_us=wakeup, etcd_members=args.etcd_members, replicas=args.replicas)
+                    cpu_wakeup_latency_us=wakeup, etcd_members=args.etcd_members, replicas=args.replicas,
+                    insecure=args.insecure or args.up_insecure)
     if existing is not None:
         started = [name for name, ok in before.items() if not ok]
         print(f"datacenter was up already; started again: {', '.join(started) if started else 'nothing (all running)'}")
@@ -47,7 +49,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         if shape != (args.hosts, args.driver, args.etcd_members, args.replicas) and any(v is not None for v in given):
             print(f"note: it keeps its shape ({dc.hosts} {dc.driver} hosts, {len(dc.etcd)} etcd members, "
                   f"{len(dc.api)} API replicas); `vdcos down --purge` deletes it to start another")
-    print(f"datacenter up: {dc.hosts} {dc.driver} hosts, API {dc.scheduler}, etcd {dc.etcd_endpoint}")
+    if dc.insecure:
+        print(f"WARNING: {INSECURE_WARNING}", file=sys.stderr)
+    print(f"datacenter up: {dc.hosts} {dc.driver} hosts, API {dc.scheduler}, etcd {dc.etcd_endpoint}, "
+          + ("PLAINTEXT (--insecure)" if dc.insecure else f"TLS (CA {dc.ca})"))
     print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
     return 0
 
@@ -67,7 +72,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(table(["PROCESS", "KIND", "PID", "ALIVE"],
                     [[p.name, p.kind, p.pid, "yes" if alive[p.name] else "NO"] for p in dc.procs]))
         print()
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         s = c.capacity.GetCapacitySummary(cap_pb.GetCapacitySummaryRequest(), timeout=args.timeout)
 
     def human() -> str:
@@ -104,6 +109,9 @@ def register(sub: Subparsers) -> None:
     up.add_argument("--cpu-wakeup-latency-us", type=int, metavar="US",
                     help="the scheduler holds this host's idle CPUs to this wake-up latency while it serves "
                          "(0: they poll instead of halting). Costs power; see vdcos/host/wakeup.py")
+    up.add_argument("--insecure", action="store_true", dest="up_insecure",
+                    help="DEVELOPMENT ONLY: no CA, no certificates, plaintext etcd and API that anyone on this "
+                         "machine can read and change")
     up.set_defaults(fn=cmd_up)
     down = sub.add_parser("down", help="stop the local datacenter; its state is kept for `vdcos up`")
     down.add_argument("--purge", action="store_true",

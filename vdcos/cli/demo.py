@@ -172,7 +172,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"== bringing up a local datacenter: {args.hosts} {plan.hosts}, etcd, scheduler")
     # A 5 s lease: a lost host's VMs run elsewhere within ~8 s (the HA step below).
     dc = localdc.up(home, args.hosts, args.driver, plan.capacity, lease_ttl=5)
-    with Client(dc.scheduler) as c:
+    with dc.client() as c:
         print(f"\n== applying QoS policies from {EXAMPLES / 'policies.yaml'}")
         for p in load_policies(str(EXAMPLES / "policies.yaml")):
             r = c.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(policy=p, update_existing=True), timeout=10)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 
-from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, emit, server_addr, table
+from vdcos.cli.common import Subparsers, connect, emit, table
 from vdcos.v1 import ha_service_pb2 as ha_pb
 
 
@@ -36,7 +35,7 @@ def status_lines(r: ha_pb.GetHaStatusResponse) -> str:
 
 
 def cmd_ha(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         r = c.ha.GetHaStatus(ha_pb.GetHaStatusRequest(event_limit=args.events), timeout=args.timeout)
     emit(args, r, lambda: status_lines(r))
     return 0

@@ -23,15 +23,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from vdcos.cli.client import Client
 from vdcos.host import fencer, uplink
 from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
 from vdcos.host.netlink import netns_exists
 from vdcos.host.network import HostNetwork, remove_fabric
 from vdcos.process import alive, start_time, stop_pid
+from vdcos.security.pki import Authority, Identity, TlsFiles, issued
 from vdcos.state.etcd_server import GOGC, EtcdCluster, answering
 
 # What `down --purge` deletes; `down` keeps it.
-STATE = ("etcd", "hosts", "pools", "run", "datacenter-id", "cluster.json")
+STATE = ("etcd", "hosts", "pools", "run", "pki", "datacenter-id", "cluster.json")
+# The operator who ran `vdcos up`: admin of the datacenter, by this certificate (home/pki/).
+OPERATOR = Identity("user", "admin")
 
 
 def home_dir() -> Path:
@@ -68,6 +72,23 @@ class LocalDatacenter:
     driver: str
     procs: list[Proc] = field(default_factory=list)
     hosts: int = 0
+    # The datacenter CA's certificate (PEM): what clients check the API's and etcd's against.
+    # Empty: a datacenter started with --insecure (plaintext everywhere).
+    ca: str = ""
+
+    @property
+    def insecure(self) -> bool:
+        return not self.ca
+
+    def client(self) -> Client:
+        """An API client as the local operator."""
+        return Client(self.scheduler, tls=self.operator_tls())
+
+    def operator_tls(self) -> TlsFiles | None:
+        """The local operator's credentials, for etcd and the API alike."""
+        if self.insecure:
+            return None
+        return issued(Path(self.ca).parent, OPERATOR)
 
     @property
     def scheduler(self) -> str:
@@ -157,12 +178,17 @@ def _port_file(home: Path, name: str) -> Path:
 
 def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int = 10,
        timeout: float = 60.0, cpu_wakeup_latency_us: int | None = None, etcd_members: int = 1,
-       replicas: int = 1) -> LocalDatacenter:
-    """A new datacenter, or the one in `home` with whatever is not running started again."""
+       replicas: int = 1, insecure: bool = False) -> LocalDatacenter:
+    """A new datacenter, or the one in `home` with whatever is not running started again.
+
+    A new one gets its own CA (home/pki) and a certificate for every etcd member, replica,
+    agent and the operator; etcd and the API then take TLS clients with those certificates
+    only. `insecure` (developers only) runs all of it in plaintext instead."""
     if LocalDatacenter.load(home) is not None:
         return repair(home, timeout)
     with locked(home):
-        dc = _create(home, hosts, driver, capacity, lease_ttl, cpu_wakeup_latency_us, etcd_members, replicas)
+        dc = _create(home, hosts, driver, capacity, lease_ttl, cpu_wakeup_latency_us, etcd_members, replicas,
+                     insecure)
     try:
         _wait_nodes(dc, hosts, time.monotonic() + timeout)
     except BaseException:
@@ -171,12 +197,25 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
     return dc
 
 
+def _etcd_flags(pki: Authority | None, who: Identity) -> list[str]:
+    if pki is None:
+        return ["--insecure"]
+    f = pki.issue(who)
+    return ["--etcd-cacert", str(f.ca), "--etcd-cert", str(f.cert), "--etcd-key", str(f.key)]
+
+
 def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int,
-            cpu_wakeup_latency_us: int | None, etcd_members: int, replicas: int) -> LocalDatacenter:
+            cpu_wakeup_latency_us: int | None, etcd_members: int, replicas: int, insecure: bool) -> LocalDatacenter:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     (home / "run").mkdir(parents=True, exist_ok=True)
-    etcd = EtcdCluster(home / "etcd", etcd_members, log_dir=home / "logs")
-    dc = LocalDatacenter(str(home), [], [], driver, hosts=hosts)
+    dc_id = _datacenter_id(home)
+    pki = None if insecure else Authority.ensure(home / "pki", dc_id)
+    etcd = EtcdCluster(home / "etcd", etcd_members, log_dir=home / "logs",
+                       tls={} if pki is None else {i: pki.issue(Identity("etcd", f"etcd-{i}"))
+                                                   for i in range(1, etcd_members + 1)})
+    dc = LocalDatacenter(str(home), [], [], driver, hosts=hosts, ca="" if pki is None else str(pki.cert_path))
+    if pki is not None:
+        pki.issue(OPERATOR)
     try:
         etcd.start()
         dc.etcd = etcd.endpoints
@@ -188,7 +227,7 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
         for i in range(1, replicas + 1):
             name = "scheduler" if replicas == 1 else f"scheduler-{i}"
             argv = [py, "-m", "vdcos.apiserver", "--etcd", dc.etcd_endpoint, "--listen", "127.0.0.1:0",
-                    "--port-file", str(_port_file(home, name))]
+                    "--port-file", str(_port_file(home, name)), *_etcd_flags(pki, Identity("scheduler", name))]
             if cpu_wakeup_latency_us is not None:
                 argv += ["--cpu-wakeup-latency-us", str(cpu_wakeup_latency_us)]
             p = Proc(name, 0, str(home / "logs" / f"{name}.log"), "apiserver", argv=argv)
@@ -196,13 +235,12 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
             _spawn(p)
             dc.procs.append(p)
         dc.save()
-        dc_id = _datacenter_id(home)
         for i in range(1, hosts + 1):
             name = host_name(i)
             root = host_root(home, name)
             argv = [py, "-m", "vdcos.nodeagent", "--etcd", dc.etcd_endpoint, "--name", name, "--driver", driver,
                     "--state-dir", str(root), "--lease-ttl", str(lease_ttl),
-                    "--label", f"rack=rack-{(i - 1) % 2 + 1}"]
+                    "--label", f"rack=rack-{(i - 1) % 2 + 1}", *_etcd_flags(pki, Identity("node", name))]
             if driver == "libvirt":
                 # One host = one namespace set: its network namespace with its own Open vSwitch,
                 # and its libvirtd in that namespace. Recorded before it starts: a failed start
@@ -310,7 +348,7 @@ def repair(home: Path, timeout: float = 60.0) -> LocalDatacenter:
             restart(dc, p)
             dc.save()
             if p.kind == "etcd" and not any(q.kind == "etcd" for q in dead[dead.index(p) + 1:]):
-                wait_etcd(dc.etcd_endpoint, timeout)
+                wait_etcd(dc, timeout)
         if not any(p.kind == "supervisor" for p in dc.procs):  # a datacenter from before supervisors
             dc.procs.append(_supervisor(home))
             dc.save()
@@ -319,17 +357,16 @@ def repair(home: Path, timeout: float = 60.0) -> LocalDatacenter:
     return dc
 
 
-def wait_etcd(endpoints: str, timeout: float) -> None:
-    if not answering(endpoints, timeout):
-        raise RuntimeError(f"etcd ({endpoints}) did not answer within {timeout:.0f} s")
+def wait_etcd(dc: LocalDatacenter, timeout: float) -> None:
+    if not answering(dc.etcd_endpoint, timeout, tls=dc.operator_tls()):
+        raise RuntimeError(f"etcd ({dc.etcd_endpoint}) did not answer within {timeout:.0f} s")
 
 
 def _wait_nodes(dc: LocalDatacenter, hosts: int, deadline: float) -> None:
-    from vdcos.cli.client import Client
     from vdcos.v1 import node_service_pb2 as npb
     from vdcos.v1 import types_pb2 as pb
 
-    with Client(dc.scheduler) as c:
+    with dc.client() as c:
         while True:
             try:
                 nodes = c.nodes.ListNodes(npb.ListNodesRequest(), timeout=5).nodes

@@ -20,6 +20,10 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--server", help="scheduler address HOST:PORT (default: the local datacenter's)")
     ap.add_argument("--home", help="local datacenter state folder (default $VDCOS_HOME or ~/.vdcos)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per API call")
+    ap.add_argument("--ca", help="the datacenter's CA certificate (PEM) to check the API against; default $VDCOS_CA, "
+                                 "else the local datacenter's (cluster.json's `ca`)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="DEVELOPMENT ONLY: plaintext, to a datacenter started with `vdcos up --insecure`")
     sub = ap.add_subparsers(dest="command", required=True)
     datacenter.register(sub)
     nodes.register(sub)

@@ -6,14 +6,13 @@ import json
 
 from google.protobuf import json_format
 
-from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, emit, server_addr, table
+from vdcos.cli.common import Subparsers, connect, emit, table
 from vdcos.cli.vms import phase_name
 from vdcos.v1 import migration_service_pb2 as mig_pb
 
 
 def cmd_migration(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         if args.migration_command == "list":
             r = c.migrations.ListMigrations(mig_pb.ListMigrationsRequest(vm=args.vm or ""), timeout=args.timeout)
             emit(args, r, lambda: table(

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, emit, enum_name, server_addr, table
+from vdcos.cli.common import Subparsers, connect, emit, enum_name, table
 from vdcos.v1 import network_service_pb2 as net_pb
 
 
@@ -16,7 +15,7 @@ def port_rows(ports: Sequence[net_pb.Port]) -> str:
 
 
 def cmd_network(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         cmd = args.network_command
         if cmd == "create":
             n = c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(

@@ -5,8 +5,7 @@ import argparse
 from typing import Sequence
 
 from vdcos.cli.capacity import rebalance_lines, wait_rebalance
-from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, emit, enum_name, kv_list, server_addr, table
+from vdcos.cli.common import Subparsers, connect, emit, enum_name, kv_list, table
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import types_pb2 as pb
@@ -27,7 +26,7 @@ def node_rows(nodes: Sequence[pb.Node]) -> str:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         r = c.nodes.ListNodes(node_pb.ListNodesRequest(label_selector=kv_list(args.selector, "--selector")),
                               timeout=args.timeout)
     emit(args, r, lambda: node_rows(r.nodes))
@@ -35,7 +34,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_cordon(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         if args.command == "cordon":
             node = c.nodes.CordonNode(node_pb.CordonNodeRequest(name=args.node, reason=args.reason),
                                       timeout=args.timeout).node
@@ -46,7 +45,7 @@ def cmd_cordon(args: argparse.Namespace) -> int:
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         r = c.nodes.DrainNode(node_pb.DrainNodeRequest(name=args.node, reason=args.reason, dry_run=args.dry_run),
                               timeout=args.timeout)
         rb = r.rebalance

@@ -6,8 +6,7 @@ import json
 
 from google.protobuf import json_format
 
-from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, server_addr, table, yaml_documents
+from vdcos.cli.common import Subparsers, UsageError, connect, emit, enum_name, table, yaml_documents
 from vdcos.v1 import placement_service_pb2 as place_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
@@ -38,7 +37,7 @@ def load_policies(path: str) -> list[pb.QosPolicy]:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         if args.policy_command == "apply":
             policies = load_policies(args.file)
             results = [c.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(policy=p, update_existing=True),
@@ -63,7 +62,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         if args.config_command == "set":
             cfg = pb.SchedulerConfig(overcommit=pb.Overcommit(
                 vcpus=args.cpu_overcommit or 0, memory_mib=args.memory_overcommit or 0,

@@ -57,7 +57,7 @@ def supervise_once(home: Path, backoff: dict[str, _Backoff], now: float) -> list
                 log.error("%s had died and did not start again: %s", p.name, e)
         if any(dc.proc(n).kind == "etcd" for n in restarted):
             try:
-                wait_etcd(dc.etcd_endpoint, 10.0)
+                wait_etcd(dc, 10.0)
             except RuntimeError as e:
                 log.warning("%s", e)
     return restarted

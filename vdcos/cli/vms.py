@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from vdcos.apiserver import validate
 from vdcos.cli.client import Client, describe_status, rejection_lines
-from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, kv_list, server_addr, table, yaml_documents
+from vdcos.cli.common import Subparsers, UsageError, connect, emit, enum_name, kv_list, table, yaml_documents
 from vdcos.images import CATALOG
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
@@ -147,7 +147,7 @@ def new_request_id() -> str:
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         if args.vm_command == "create" and args.count != 1:
             return create_many(c, args)
         if args.vm_command == "create":
@@ -277,7 +277,7 @@ def migrate(c: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         r = c.placement.ExplainPlacement(place_pb.ExplainPlacementRequest(spec=vm_spec(args), limit=args.limit),
                                          timeout=args.timeout)
 

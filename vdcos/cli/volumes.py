@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from vdcos.cli.client import Client
-from vdcos.cli.common import Subparsers, UsageError, emit, enum_name, server_addr, table
+from vdcos.cli.common import Subparsers, UsageError, connect, emit, enum_name, table
 from vdcos.v1 import volume_service_pb2 as vol_pb
 
 
@@ -17,7 +16,7 @@ def volume_rows(vols: Sequence[vol_pb.Volume]) -> str:
 
 
 def cmd_volume(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         cmd = args.volume_command
         if cmd == "create":
             if not args.size_gib and not args.from_snapshot:
@@ -69,7 +68,7 @@ def snapshot_rows(snaps: Sequence[vol_pb.Snapshot]) -> str:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    with Client(server_addr(args)) as c:
+    with connect(args) as c:
         cmd = args.snapshot_command
         if cmd == "create":
             s = c.volumes.CreateSnapshot(vol_pb.CreateSnapshotRequest(snapshot=vol_pb.Snapshot(

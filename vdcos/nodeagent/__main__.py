@@ -13,6 +13,7 @@ from vdcos.model import NodeSpec, Resources, pairs
 from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.driver import HypervisorDriver
 from vdcos.nodeagent.sim import SimDriver
+from vdcos.security.tls import add_etcd_flags, add_insecure_flag, etcd_tls, warn_insecure
 from vdcos.state.etcd import EtcdStore
 from vdcos.storagepool.pool import LibvirtPools, SimPools, StoragePools
 
@@ -36,8 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fence", action="store_true",
                     help="pet this host's fencer (python -m vdcos.host.fencer --root STATE_DIR) after every "
                          "lease renewal: it kills the host's guests once the lease could have expired")
+    add_etcd_flags(ap)
+    add_insecure_flag(ap)
     args = ap.parse_args(argv)
+    tls = etcd_tls(args, ap)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {args.name}: %(message)s")
+    if tls is None:
+        warn_insecure()
     labels = dict(lbl.split("=", 1) for lbl in args.label)
     capacity = Resources(args.vcpus, args.memory_mib, args.disk_gib, args.network_mbps, args.disk_iops)
     args.state_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         pools = SimPools(args.name, args.disk_gib)
         driver = SimDriver(capacity, args.state_dir / "domains.json")
         uri = f"sim://{args.state_dir / 'domains.json'}"
-    store = EtcdStore(args.etcd)
+    store = EtcdStore(args.etcd, tls=tls)
     spec = NodeSpec(args.name, capacity, pairs(labels), driver.name, uri,
                     network.underlay_ip if network else "", network.underlay_mac if network else "",
                     fence_timeout_s=float(args.lease_ttl) if args.fence else 0.0)

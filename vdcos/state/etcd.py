@@ -20,6 +20,8 @@ import grpc
 from pyetcd import etcdrpc
 from pyetcd.etcdrpc import kv_pb2
 
+from vdcos.security.pki import TlsFiles
+from vdcos.security.tls import secure_channel
 from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Get, Op, Put,
                                StoreError, TxnResult, WatchCallback, prefix_end)
 
@@ -49,9 +51,13 @@ def channel_target(endpoints: Sequence[str]) -> str:
     return endpoints[0] if len(endpoints) == 1 else "ipv4:" + ",".join(endpoints)
 
 
-def member_status(endpoint: str, timeout: float = 1.0) -> Any:
+def _channel(target: str, tls: TlsFiles | None, options: list[tuple[str, Any]]) -> grpc.Channel:
+    return grpc.insecure_channel(target, options=options) if tls is None else secure_channel(target, tls, options)
+
+
+def member_status(endpoint: str, timeout: float = 1.0, tls: TlsFiles | None = None) -> Any:
     """One member's own view (its id in the header, the leader's id), or None if it does not answer."""
-    with grpc.insecure_channel(endpoint) as ch:
+    with _channel(endpoint, tls, []) as ch:
         try:
             return etcdrpc.MaintenanceStub(ch).Status(etcdrpc.StatusRequest(), timeout=timeout)
         except grpc.RpcError:
@@ -63,15 +69,20 @@ def _kv(m: Any) -> KV:
 
 
 class EtcdStore:
-    def __init__(self, endpoints: str | Sequence[str], timeout: float = 10.0, txn_timeout: float = 3.0) -> None:
+    """`tls`: the datacenter CA and this process's certificate (etcd verifies it); None speaks
+    plaintext, to an etcd started with --insecure."""
+
+    def __init__(self, endpoints: str | Sequence[str], timeout: float = 10.0, txn_timeout: float = 3.0,
+                 tls: TlsFiles | None = None) -> None:
         self.endpoints = endpoints_of(endpoints)
+        self.tls = tls
         self.endpoint = ",".join(self.endpoints)
         self.timeout = timeout
         # A transaction sent to a leader that dies waits for etcd's request timeout (7 s) and
         # then fails anyway; its caller learns sooner, and decides (they all read and retry).
         # A placement's largest transaction takes ~0.1 s on this machine.
         self.txn_timeout = min(timeout, txn_timeout)
-        self._channel = grpc.insecure_channel(channel_target(self.endpoints), options=[
+        self._channel = _channel(channel_target(self.endpoints), tls, [
             ("grpc.max_receive_message_length", 256 * 1024 * 1024),
             # A member that hangs without closing its connections is noticed in ~7 s, not at
             # the TCP timeout; 5 s is the most often etcd lets a client ping (more is GOAWAY).

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from vdcos.process import stop_pid
+from vdcos.security.pki import TlsFiles
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 # Go's garbage collector in etcd, unless the environment sets GOGC. A transaction that overlaps a
@@ -25,20 +26,28 @@ ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 GOGC = "400"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """`n` different ports free now: all bound at once, since a port just closed may be the
+    next one the kernel hands out."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
-def answering(endpoints: str, timeout: float, gave_up: Callable[[], bool] = lambda: False) -> bool:
+def answering(endpoints: str, timeout: float, gave_up: Callable[[], bool] = lambda: False,
+              tls: TlsFiles | None = None) -> bool:
     """Whether etcd answers a linearizable read within `timeout`: a majority of its members
     runs and has a leader."""
     from vdcos.state.etcd import EtcdStore
     from vdcos.state.store import StoreError
 
     deadline = time.monotonic() + timeout
-    store = EtcdStore(endpoints, timeout=1.0)
+    store = EtcdStore(endpoints, timeout=1.0, tls=tls)
     try:
         while time.monotonic() < deadline and not gave_up():
             try:
@@ -62,6 +71,13 @@ class EtcdServer:
     proc: subprocess.Popen[bytes] | None = None
     # name=peer-URL of every member; empty: this member alone.
     initial_cluster: str = ""
+    # The member's certificate (for its clients and its peers, whom it asks for theirs) and the
+    # CA it trusts; None: plaintext, for developers (--insecure) and tests that say so.
+    tls: TlsFiles | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.tls is None else "https"
 
     @property
     def endpoint(self) -> str:
@@ -69,12 +85,22 @@ class EtcdServer:
 
     @property
     def peer_url(self) -> str:
-        return f"http://{self.host}:{self.peer_port}"
+        return f"{self.scheme}://{self.host}:{self.peer_port}"
+
+    def tls_flags(self) -> list[str]:
+        """Client-certificate authentication on both sides: a client or peer without a
+        certificate from the datacenter CA is refused at the handshake."""
+        if self.tls is None:
+            return []
+        ca, cert, key = str(self.tls.ca), str(self.tls.cert), str(self.tls.key)
+        return ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth",
+                "--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca,
+                "--peer-client-cert-auth"]
 
     def argv(self) -> list[str]:
         """The command line, the same at every start: etcd reads the initial-cluster flags only
         when its data folder is empty, so a restarted member rejoins with what it has."""
-        client = f"http://{self.host}:{self.client_port}"
+        client = f"{self.scheme}://{self.host}:{self.client_port}"
         return [ETCD_BIN, "--name", self.name, "--data-dir", str(self.data_dir / "member-data"),
                 "--listen-client-urls", client, "--advertise-client-urls", client,
                 "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
@@ -83,7 +109,7 @@ class EtcdServer:
                 # A batch of placements is one txn of up to ~6 ops per VM.
                 "--max-txn-ops", "2048", "--quota-backend-bytes", str(4 * 1024**3),
                 "--auto-compaction-mode", "revision", "--auto-compaction-retention", "100000",
-                "--logger", "zap", "--log-outputs", "stderr"]
+                "--logger", "zap", "--log-outputs", "stderr", *self.tls_flags()]
 
     def launch(self) -> EtcdServer:
         """Starts the process without waiting: a member of a cluster answers only once a
@@ -91,8 +117,8 @@ class EtcdServer:
         if not os.path.exists(ETCD_BIN):
             raise RuntimeError("etcd is not installed (Debian package etcd-server); run `make setup`")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.client_port = self.client_port or free_port(self.host)
-        self.peer_port = self.peer_port or free_port(self.host)
+        if not self.client_port or not self.peer_port:
+            self.client_port, self.peer_port = free_ports(2, self.host)
         log_path = self.log_path or self.data_dir.parent / f"{self.name}-etcd.log"
         env = dict(os.environ, ETCD_UNSUPPORTED_ARCH=os.environ.get("ETCD_UNSUPPORTED_ARCH", ""))
         env.setdefault("GOGC", GOGC)
@@ -107,7 +133,7 @@ class EtcdServer:
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
-        if not answering(self.endpoint, timeout, self._exited):
+        if not answering(self.endpoint, timeout, self._exited, self.tls):
             self.stop()
             raise RuntimeError(f"etcd {self.name} did not answer on {self.endpoint} within {timeout}s")
 
@@ -141,12 +167,15 @@ class EtcdCluster:
     size: int = 3
     log_dir: Path | None = None
     members: list[EtcdServer] = field(default_factory=list)
+    # One TLS identity per member (by its number, from 1); empty: plaintext.
+    tls: dict[int, TlsFiles] = field(default_factory=dict)
 
     def start(self, timeout: float = 30.0) -> EtcdCluster:
         if not self.members:
-            self.members = [EtcdServer(self.base / f"member-{i}", name=f"vdcos-{i}", client_port=free_port(),
-                                       peer_port=free_port(),
-                                       log_path=(self.log_dir or self.base) / f"etcd-{i}.log")
+            ports = free_ports(2 * self.size)
+            self.members = [EtcdServer(self.base / f"member-{i}", name=f"vdcos-{i}", client_port=ports[2 * i - 2],
+                                       peer_port=ports[2 * i - 1],
+                                       log_path=(self.log_dir or self.base) / f"etcd-{i}.log", tls=self.tls.get(i))
                             for i in range(1, self.size + 1)]
         cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         for m in self.members:
@@ -176,10 +205,10 @@ class EtcdCluster:
         for m in self.members:
             if m.proc is None:
                 continue
-            st = member_status(m.endpoint)
+            st = member_status(m.endpoint, tls=m.tls)
             if st is not None and st.leader:
                 return next((x for x in self.members if x.proc is not None
-                             and (s := member_status(x.endpoint)) is not None
+                             and (s := member_status(x.endpoint, tls=x.tls)) is not None
                              and s.header.member_id == st.leader), None)
         return None
 

@@ -1,0 +1,94 @@
+"""Transport security on real components: etcd members in TLS with client-certificate
+authentication (one member and three), and the API serving TLS only."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from vdcos.apiserver.server import create_server
+from vdcos.cli.client import Client
+from vdcos.security.pki import Authority, Identity, TlsFiles
+from vdcos.state.etcd import EtcdStore
+from vdcos.state.etcd_server import EtcdCluster, EtcdServer
+from vdcos.state.store import StoreError
+from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.v1 import vm_service_pb2_grpc
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> Authority:
+    return Authority.ensure(tmp_path / "pki", "t1")
+
+
+@pytest.fixture
+def tls_etcd(ca: Authority, tmp_path: Path) -> Iterator[EtcdServer]:
+    srv = EtcdServer(tmp_path / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
+    yield srv
+    srv.stop()
+
+
+def test_etcd_takes_a_client_with_a_certificate_from_the_datacenter_ca(tls_etcd: EtcdServer, ca: Authority) -> None:
+    store = EtcdStore(tls_etcd.endpoint, tls=ca.issue(Identity("node", "n1")))
+    try:
+        store.put("/vdcos/t", b"1")
+        assert store.get("/vdcos/t").value == b"1"  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("how", ["plaintext", "no client certificate", "another CA"])
+def test_etcd_refuses_every_other_client(tls_etcd: EtcdServer, ca: Authority, tmp_path: Path, how: str) -> None:
+    if how == "plaintext":
+        tls = None
+    elif how == "no client certificate":
+        tls = TlsFiles(ca.cert_path)
+    else:
+        tls = Authority.ensure(tmp_path / "other", "t2").issue(Identity("user", "admin"))
+    store = EtcdStore(tls_etcd.endpoint, timeout=2, tls=tls)
+    try:
+        with pytest.raises(StoreError):
+            store.put("/vdcos/t", b"stolen")
+    finally:
+        store.close()
+    ok = EtcdStore(tls_etcd.endpoint, tls=ca.issue(Identity("user", "admin")))
+    try:
+        assert ok.get("/vdcos/t") is None
+    finally:
+        ok.close()
+
+
+def test_three_members_peer_over_tls_and_elect_again(ca: Authority, tmp_path: Path) -> None:
+    cluster = EtcdCluster(tmp_path / "etcd3", 3, tls={i: ca.issue(Identity("etcd", f"etcd-{i}")) for i in (1, 2, 3)})
+    cluster.start()
+    store = EtcdStore(cluster.endpoint, tls=ca.issue(Identity("scheduler", "s1")))
+    try:
+        assert all("https://" in a for m in cluster.members for a in m.argv() if a.startswith(("http", "https")))
+        store.put("/vdcos/a", b"1")
+        leader = cluster.leader()
+        assert leader is not None
+        leader.kill()
+        store.put("/vdcos/b", b"2")  # a new leader, elected over TLS
+        assert store.get("/vdcos/a").value == b"1"  # type: ignore[union-attr]
+    finally:
+        store.close()
+        cluster.stop()
+
+
+def test_the_api_serves_tls_only(tls_etcd: EtcdServer, ca: Authority) -> None:
+    replica = ca.issue(Identity("scheduler", "scheduler-1"))
+    store = EtcdStore(tls_etcd.endpoint, tls=replica)
+    server = create_server("127.0.0.1:0", store, tls=replica)
+    addr = f"127.0.0.1:{server.port}"
+    try:
+        with Client(addr, tls=TlsFiles(ca.cert_path)) as c:
+            assert list(c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms) == []
+        with grpc.insecure_channel(addr) as plain:
+            with pytest.raises(grpc.RpcError) as e:
+                vm_service_pb2_grpc.VmServiceStub(plain).ListVms(vm_pb.ListVmsRequest(), timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(0)
+        store.close()

@@ -1,0 +1,160 @@
+"""The datacenter's certificate authority: one CA per datacenter, made by `vdcos up`, that
+signs a certificate for every etcd member, API/scheduler replica, node agent and operator.
+
+Identities are in the subject, as Kubernetes puts them (CN = who, O = what kind):
+`etcd:NAME`, `scheduler:NAME`, `node:NAME` (the agent of that node) and `user:NAME`, with O
+one of the GROUPS below. Every certificate is for client and server use, for loopback and
+`localhost`: etcd members use one certificate for both peers and clients, and the uplink of a
+simulated host reaches etcd over a UNIX socket whose TLS name is `localhost`.
+
+Keys are ECDSA P-256: a TLS handshake signs with the server's key, and P-256 signs ~20 times
+faster than RSA-2048, which counts for clients that connect once per command."""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+# The kinds of identity, each a certificate's O.
+GROUPS = {"etcd": "vdcos:etcd", "scheduler": "vdcos:control-plane", "node": "vdcos:nodes", "user": "vdcos:users"}
+CA_DAYS = 3650
+LEAF_DAYS = 365
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """One identity's files: the CA it trusts and, to prove who it is, its certificate and key
+    (none for a client that only checks the server)."""
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def read(self) -> tuple[bytes, bytes | None, bytes | None]:
+        return (self.ca.read_bytes(), self.cert.read_bytes() if self.cert else None,
+                self.key.read_bytes() if self.key else None)
+
+
+@dataclass(frozen=True)
+class Identity:
+    kind: str   # a key of GROUPS
+    name: str
+
+    @property
+    def common_name(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @classmethod
+    def of(cls, cert_pem: bytes) -> Identity | None:
+        """Who a certificate (already verified by TLS) names, if it is one of ours."""
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        org = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+        if not cn or not org:
+            return None
+        kind, sep, name = str(cn[0].value).partition(":")
+        if not sep or not name or GROUPS.get(kind) != org[0].value:
+            return None
+        return cls(kind, name)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    tmp.replace(path)
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def issued(folder: Path, who: Identity) -> TlsFiles:
+    """Where the CA in `folder` keeps `who`'s certificate and key."""
+    base = who.common_name.replace(":", "-")
+    return TlsFiles(folder / "ca.pem", folder / f"{base}.pem", folder / f"{base}-key.pem")
+
+
+class Authority:
+    """The CA in `folder` (ca.pem, ca-key.pem readable by its owner only), and what it issued
+    beside it: NAME.pem and NAME-key.pem."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.cert_path = folder / "ca.pem"
+        self._key_path = folder / "ca-key.pem"
+        self._key = serialization.load_pem_private_key(self._key_path.read_bytes(), None)
+        self._cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+
+    @classmethod
+    def ensure(cls, folder: Path, datacenter: str) -> Authority:
+        """The CA in `folder`, made first if there is none (a datacenter keeps its CA for life:
+        every certificate it issued stays valid across `down` and `up`)."""
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not (folder / "ca.pem").exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"vdcos datacenter {datacenter} CA"),
+                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vdcos")])
+            now = dt.datetime.now(dt.timezone.utc)
+            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                    .serial_number(x509.random_serial_number())
+                    .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=CA_DAYS))
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                    .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                                 key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                                 key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                                 decipher_only=False), critical=True)
+                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                    .sign(key, hashes.SHA256()))
+            _write_private(folder / "ca-key.pem", key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            _write(folder / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
+        return cls(folder)
+
+    def issue(self, who: Identity, days: int = LEAF_DAYS) -> TlsFiles:
+        """A certificate for `who`, kept if one for the same subject is there and valid for at
+        least another day, else made anew."""
+        if who.kind not in GROUPS:
+            raise ValueError(f"unknown identity kind {who.kind!r}; one of {sorted(GROUPS)}")
+        files = issued(self.folder, who)
+        assert files.cert and files.key
+        if files.cert.exists() and files.key.exists() and self._still_good(files.cert.read_bytes(), who):
+            return files
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.timezone.utc)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, who.common_name),
+                             x509.NameAttribute(NameOID.ORGANIZATION_NAME, GROUPS[who.kind])])
+        ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(self._cert.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=True, key_cert_sign=False,
+                                             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                               critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+                .sign(self._key, hashes.SHA256()))
+        _write_private(files.key, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+        return files
+
+    def _still_good(self, pem: bytes, who: Identity) -> bool:
+        cert = x509.load_pem_x509_certificate(pem)
+        left = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
+        return Identity.of(pem) == who and cert.issuer == self._cert.subject and left > dt.timedelta(days=1)
