@@ -38,7 +38,7 @@ def start_replicas(etcd: str, tmp: Path, n: int) -> list[tuple[subprocess.Popen[
         port_file = tmp / f"sched{i}.port"
         log = open(tmp / f"sched{i}.log", "wb")
         p = subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", etcd, "--port-file", str(port_file),
-                              "--io-threads", "4"], stdout=log, stderr=log, start_new_session=True)
+                              "--io-threads", "4", "--insecure"], stdout=log, stderr=log, start_new_session=True)
         out.append((p, str(port_file)))
     addrs = []
     for p, pf in out:

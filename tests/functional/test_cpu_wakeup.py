@@ -52,7 +52,7 @@ def test_a_missing_device_is_an_os_error(tmp_path: Path) -> None:
 
 def _daemon(etcd: EtcdServer, tmp_path: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", etcd.endpoint,
-                             "--port-file", str(tmp_path / "port"), *extra],
+                             "--port-file", str(tmp_path / "port"), "--insecure", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
