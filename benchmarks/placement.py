@@ -307,8 +307,8 @@ class Deployment:
         from vdcos.state.etcd import EtcdStore
 
         self.base, self.etcd = base, etcd
-        self.tls = None if etcd.tls is None else TlsFiles(etcd.tls.ca)  # the clients': they check the API
-        self.store = EtcdStore(etcd.endpoint, timeout=60, tls=issue(etcd, Identity("user", "bench")))
+        self.tls = issue(etcd, Identity("user", "admin"))  # the clients': the datacenter's admin
+        self.store = EtcdStore(etcd.endpoint, timeout=60, tls=self.tls)
         self.scheds: list[subprocess.Popen[bytes]] = []
         self.addrs: list[str] = []
         self.register_s = self.scheduler_start_s = 0.0

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import subprocess
+import sys
+
 import grpc
 import pytest
 
@@ -83,12 +86,25 @@ def test_the_api_serves_tls_only(tls_etcd: EtcdServer, ca: Authority) -> None:
     server = create_server("127.0.0.1:0", store, tls=replica)
     addr = f"127.0.0.1:{server.port}"
     try:
-        with Client(addr, tls=TlsFiles(ca.cert_path)) as c:
+        with Client(addr, tls=ca.issue(Identity("user", "admin"))) as c:
             assert list(c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms) == []
         with grpc.insecure_channel(addr) as plain:
             with pytest.raises(grpc.RpcError) as e:
                 vm_service_pb2_grpc.VmServiceStub(plain).ListVms(vm_pb.ListVmsRequest(), timeout=5)
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        with Client(addr, tls=TlsFiles(ca.cert_path)) as c:  # TLS, but no client certificate
+            with pytest.raises(grpc.RpcError) as e:
+                c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=5)
+            assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     finally:
         server.stop(0)
         store.close()
+
+
+@pytest.mark.parametrize("daemon", ["vdcos.apiserver", "vdcos.nodeagent"])
+def test_a_daemon_without_certificates_refuses_to_start_unless_told_insecure(daemon: str, tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", daemon, "--etcd", "127.0.0.1:1"]
+    if daemon == "vdcos.nodeagent":
+        argv += ["--name", "n1", "--state-dir", str(tmp_path / "n1")]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "--etcd-cacert" in p.stderr and "--insecure" in p.stderr, p.stderr

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -62,6 +63,23 @@ class Identity:
         if not sep or not name or GROUPS.get(kind) != org[0].value:
             return None
         return cls(kind, name)
+
+
+def verified_identity(cert_pem: bytes, ca_pem: bytes) -> tuple[Identity, dt.datetime] | None:
+    """Who a certificate names, and until when, if `ca_pem`'s key signed it and it is valid now
+    (TLS checked the same at the handshake: this is for the code that acts on the identity, so
+    that it never trusts a certificate whose path it did not see verified)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        ca = x509.load_pem_x509_certificate(ca_pem)
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        return None
+    who = Identity.of(cert_pem)
+    return None if who is None else (who, cert.not_valid_after_utc)
 
 
 def _write_private(path: Path, data: bytes) -> None:

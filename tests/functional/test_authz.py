@@ -1,0 +1,133 @@
+"""Authorization on a real API server in mutual TLS: every method the server has is in the table
+(found through reflection), and every mapped method refuses a caller without a certificate (at
+the handshake) and one without a role (PERMISSION_DENIED), and lets the admin through."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from vdcos.apiserver.authz import ANY_IDENTITY, PUBLIC, RULES, Authorizer, Denied
+from vdcos.apiserver.server import SchedulerServer, create_server
+from vdcos.security.pki import Authority, Identity, TlsFiles
+from vdcos.security.tls import secure_channel
+from vdcos.state.etcd import EtcdStore
+from vdcos.state.etcd_server import EtcdServer
+
+DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+class Api:
+    def __init__(self, ca: Authority, server: SchedulerServer) -> None:
+        self.ca, self.addr = ca, f"127.0.0.1:{server.port}"
+
+    def channel(self, who: Identity | None) -> grpc.Channel:
+        return secure_channel(self.addr, ca_only(self.ca) if who is None else self.ca.issue(who), [])
+
+
+def ca_only(ca: Authority) -> TlsFiles:
+    return TlsFiles(ca.cert_path)
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    base = tmp_path_factory.mktemp("authz")
+    ca = Authority.ensure(base / "pki", "authz")
+    etcd = EtcdServer(base / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
+    replica = ca.issue(Identity("scheduler", "scheduler-1"))
+    store = EtcdStore(etcd.endpoint, tls=replica)
+    server = create_server("127.0.0.1:0", store, tls=replica)
+    try:
+        yield Api(ca, server)
+    finally:
+        server.stop(0)
+        store.close()
+        etcd.stop()
+
+
+def served_methods(channel: grpc.Channel) -> dict[str, Any]:
+    """Every method of every service the server has, by path, as reflection describes them."""
+    db = ProtoReflectionDescriptorDatabase(channel)
+    pool = descriptor_pool.DescriptorPool(db)
+    out = {}
+    for svc in db.get_services():
+        for m in pool.FindServiceByName(svc).methods:
+            out[f"/{svc}/{m.name}"] = m
+    return out
+
+
+def test_every_method_the_server_has_is_in_the_table(api: Api) -> None:
+    with api.channel(Identity("user", "admin")) as ch:
+        methods = served_methods(ch)
+    assert len(methods) > 50
+    missing = sorted(m for m in methods if m not in RULES and m not in PUBLIC and m not in ANY_IDENTITY)
+    assert missing == [], f"methods with no authorization rule: {missing}"
+    stale = sorted(m for m in RULES if m not in methods)
+    assert stale == [], f"rules for methods the server does not have: {stale}"
+
+
+def call(ch: grpc.Channel, path: str, m: Any) -> grpc.StatusCode:
+    """`path` with an empty request; its status (OK for an answer or a stream that began)."""
+    try:
+        if m.client_streaming and m.server_streaming:
+            for _ in ch.stream_stream(path)(iter([b""]), timeout=3):
+                break
+        elif m.client_streaming:
+            ch.stream_unary(path)(iter([b""]), timeout=3)
+        elif m.server_streaming:
+            for _ in ch.unary_stream(path)(b"", timeout=3):
+                break
+        else:
+            ch.unary_unary(path)(b"", timeout=10)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+@pytest.mark.parametrize("path", sorted(RULES))
+def test_each_method_admits_only_who_it_should(api: Api, path: str) -> None:
+    with api.channel(Identity("user", "admin")) as ch:
+        m = served_methods(ch)[path]
+        assert call(ch, path, m) not in DENIED  # an empty request may be invalid; it is not refused
+    with api.channel(None) as ch:  # no certificate: no TLS session, no call
+        assert call(ch, path, m) == grpc.StatusCode.UNAVAILABLE
+    with api.channel(Identity("user", "mallory")) as ch:
+        assert call(ch, path, m) == grpc.StatusCode.PERMISSION_DENIED
+    with api.channel(Identity("node", "host-1")) as ch:  # an agent's certificate is no API credential
+        assert call(ch, path, m) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_health_and_reflection_answer_any_identity(api: Api) -> None:
+    with api.channel(Identity("user", "mallory")) as ch:
+        ch.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=5)
+        assert served_methods(ch)
+
+
+def test_an_admin_certificate_from_another_ca_is_refused(api: Api, tmp_path: Path) -> None:
+    other = Authority.ensure(tmp_path / "other", "x").issue(Identity("user", "admin"))
+    forged = TlsFiles(api.ca.cert_path, other.cert, other.key)
+    with secure_channel(api.addr, forged, []) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            ch.unary_unary("/vdcos.v1.VmService/ListVms")(b"", timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def test_the_authorizer_checks_the_certificate_again(tmp_path: Path) -> None:
+    """What the interceptor acts on, apart from TLS: a forged or foreign certificate is nobody."""
+    ca = Authority.ensure(tmp_path / "pki", "a")
+    authz = Authorizer(ca.cert_path.read_bytes())
+    admin = ca.issue(Identity("user", "admin")).cert
+    forged = Authority.ensure(tmp_path / "other", "b").issue(Identity("user", "admin")).cert
+    assert admin is not None and forged is not None
+    assert authz.check("/vdcos.v1.VmService/DeleteVm", admin.read_bytes()) == Identity("user", "admin")
+    for cert in (forged.read_bytes(), None, b"not a certificate"):
+        with pytest.raises(Denied) as e:
+            authz.check("/vdcos.v1.VmService/DeleteVm", cert)
+        assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(Denied) as e:
+        authz.check("/vdcos.v1.VmService/NotMapped", admin.read_bytes())
+    assert e.value.code == grpc.StatusCode.PERMISSION_DENIED  # deny by default

@@ -1,0 +1,211 @@
+"""Who may call what: every RPC the API serves mapped to (resource, verb) in one table, and the
+interceptor that enforces it, deny by default.
+
+A method missing from RULES (and from PUBLIC and ANY_IDENTITY) is refused to everyone, and
+tests/functional/test_authz.py lists every method the server has through reflection and fails
+on one that is missing: a new RPC cannot skip authorization.
+
+Identities come from the caller's client certificate: the API requires one from the datacenter
+CA at the TLS handshake (mutual TLS), and this module checks it again before acting on it. Today one role exists, the cluster's `admin`, held by the operator
+who ran `vdcos up` (`user:admin`); every other identity is denied every rule. Projects with their
+owner, member and reader roles, and bearer tokens, are the next part of issue 32. A server
+started with --insecure has no identities to check and installs no interceptor."""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import grpc
+import grpc.aio
+
+from vdcos.security.pki import Identity, verified_identity
+
+log = logging.getLogger("vdcos.apiserver.authz")
+
+
+@dataclass(frozen=True)
+class Rule:
+    resource: str
+    verb: str  # get | list | watch | create | update | delete, or an action on the resource
+
+    @property
+    def reads(self) -> bool:
+        return self.verb in ("get", "list", "watch")
+
+
+def _service(name: str, rules: dict[str, tuple[str, str]]) -> dict[str, Rule]:
+    return {f"/vdcos.v1.{name}/{m}": Rule(*rv) for m, rv in rules.items()}
+
+
+RULES: dict[str, Rule] = {
+    **_service("VmService", {
+        "CreateVm": ("vms", "create"), "CreateVms": ("vms", "create"), "BatchCreateVms": ("vms", "create"),
+        "GetVm": ("vms", "get"), "ListVms": ("vms", "list"), "WatchVms": ("vms", "watch"),
+        "DeleteVm": ("vms", "delete")}),
+    **_service("NodeService", {
+        "ListNodes": ("nodes", "list"), "GetNode": ("nodes", "get"), "WatchNodes": ("nodes", "watch"),
+        "CordonNode": ("nodes", "cordon"), "UncordonNode": ("nodes", "cordon"), "DrainNode": ("nodes", "drain")}),
+    **_service("PlacementService", {
+        "ExplainPlacement": ("placements", "get"), "GetSchedulerConfig": ("scheduler-config", "get"),
+        "UpdateSchedulerConfig": ("scheduler-config", "update")}),
+    **_service("NetworkService", {
+        "CreateNetwork": ("networks", "create"), "GetNetwork": ("networks", "get"),
+        "ListNetworks": ("networks", "list"), "DeleteNetwork": ("networks", "delete"),
+        "CreatePort": ("ports", "create"), "ListPorts": ("ports", "list"), "DeletePort": ("ports", "delete")}),
+    **_service("VolumeService", {
+        "CreateVolume": ("volumes", "create"), "GetVolume": ("volumes", "get"), "ListVolumes": ("volumes", "list"),
+        "DeleteVolume": ("volumes", "delete"), "AttachVolume": ("volumes", "update"),
+        "DetachVolume": ("volumes", "update"), "ResizeVolume": ("volumes", "update"),
+        "ListPools": ("pools", "list"), "CreateSnapshot": ("snapshots", "create"),
+        "GetSnapshot": ("snapshots", "get"), "ListSnapshots": ("snapshots", "list"),
+        "DeleteSnapshot": ("snapshots", "delete")}),
+    **_service("CapacityService", {
+        "GetCapacitySummary": ("capacity", "get"), "GetHeadroom": ("capacity", "get"),
+        "PlanHosts": ("capacity", "get"), "SimulateNodeLoss": ("capacity", "get"),
+        "GetCapacityReport": ("capacity", "get"), "PlanRebalance": ("rebalances", "create"),
+        "GetRebalance": ("rebalances", "get"), "ListRebalances": ("rebalances", "list")}),
+    **_service("HaService", {"GetHaStatus": ("ha", "get")}),
+    **_service("QosPolicyService", {
+        "CreateQosPolicy": ("qos-policies", "create"), "GetQosPolicy": ("qos-policies", "get"),
+        "ListQosPolicies": ("qos-policies", "list"), "DeleteQosPolicy": ("qos-policies", "delete")}),
+    **_service("MigrationService", {
+        "MigrateVm": ("migrations", "create"), "GetMigration": ("migrations", "get"),
+        "ListMigrations": ("migrations", "list"), "WatchMigration": ("migrations", "watch"),
+        "CancelMigration": ("migrations", "delete")}),
+}
+
+# Anyone, with or without credentials: the clients' health checks pick the replicas to use.
+PUBLIC = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", "/grpc.health.v1.Health/List"})
+# Any verified identity: the schema, for tools like grpcurl.
+ANY_IDENTITY = frozenset({"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                          "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
+
+# The cluster roles and what they may do; a rule is allowed when the role's test says so.
+ROLES: dict[str, Callable[[Rule], bool]] = {
+    "admin": lambda rule: True,
+}
+BOOTSTRAP_BINDINGS = {Identity("user", "admin"): "admin"}
+
+
+class Denied(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Authorizer:
+    """Decides one call: its method and the certificate the caller presented (PEM), which is
+    checked here against the datacenter CA `ca_pem` (see pki.verified_identity)."""
+
+    def __init__(self, ca_pem: bytes, bindings: dict[Identity, str] | None = None) -> None:
+        self.ca_pem = ca_pem
+        self.bindings = dict(BOOTSTRAP_BINDINGS if bindings is None else bindings)
+        # Verifying a signature costs ~0.1 ms: each certificate once, until it expires.
+        self._verified: dict[bytes, tuple[Identity, dt.datetime] | None] = {}
+
+    def identity(self, cert_pem: bytes | None) -> Identity | None:
+        if not cert_pem:
+            return None
+        if cert_pem in self._verified:
+            got = self._verified[cert_pem]
+        else:
+            got = verified_identity(cert_pem, self.ca_pem)
+            if len(self._verified) >= 10_000:  # a few per client in practice; never unbounded
+                self._verified.clear()
+            self._verified[cert_pem] = got
+        if got is None or got[1] < dt.datetime.now(dt.timezone.utc):
+            return None
+        return got[0]
+
+    def check(self, method: str, cert_pem: bytes | None) -> Identity | None:
+        """The caller, if it may call `method`; raises Denied otherwise."""
+        if method in PUBLIC:
+            return None
+        who = self.identity(cert_pem)
+        if who is None:
+            raise Denied(grpc.StatusCode.UNAUTHENTICATED,
+                         "no valid credentials: present a client certificate from the datacenter CA")
+        if method in ANY_IDENTITY:
+            return who
+        rule = RULES.get(method)
+        if rule is None:  # deny by default: a method nobody mapped
+            raise Denied(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to any role")
+        role = self.bindings.get(who)
+        if role is None or not ROLES[role](rule):
+            raise Denied(grpc.StatusCode.PERMISSION_DENIED,
+                         f"{who.common_name} may not {rule.verb} {rule.resource}"
+                         + ("" if role else " (it holds no role)"))
+        return who
+
+
+def _peer_cert(context: grpc.aio.ServicerContext) -> bytes | None:
+    certs = context.auth_context().get("x509_pem_cert")
+    return certs[0] if certs else None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is unannotated
+    """Every call through Authorizer.check before its handler runs."""
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.authorizer = authorizer
+
+    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or details.method in PUBLIC:
+            return handler
+        method, check = details.method, self.authorizer.check
+
+        async def deny(context: grpc.aio.ServicerContext) -> bool:
+            try:
+                check(method, _peer_cert(context))
+                return False
+            except Denied as e:
+                await context.abort(e.code, str(e))
+                return True
+
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await deny(context)
+                return await inner_uu(request, context)
+            return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
+                                                       handler.response_serializer)
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await deny(context)
+                async for item in _aiter(inner_us(request, context)):
+                    yield item
+            return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
+                                                        handler.response_serializer)
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+                await deny(context)
+                return await inner_su(requests, context)
+            return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer,
+                                                        handler.response_serializer)
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            await deny(context)
+            async for item in _aiter(inner_ss(requests, context)):
+                yield item
+        return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
+                                                     handler.response_serializer)
+
+
+async def _aiter(result: Any) -> Any:
+    """A streaming handler's answers, whether it is an async generator or a coroutine that
+    writes them with context.write (and returns None)."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+    else:
+        await result
