@@ -15,9 +15,11 @@ from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import volume_service_pb2 as vol_pb
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$")
-LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$")
+# Every pattern is matched whole (fullmatch): with re.match, "$" also matches before a final
+# newline, and "web\n" passed as a VM name into libvirt domain names, file names and etcd keys.
+NAME_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+LABEL_KEY_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?")
+LABEL_VALUE_RE = re.compile(r"([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?")
 NAME_RULE = "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit"
 
 LIMITS = {"vcpus": (1, 1024), "memory_mib": (16, 16 * 1024 * 1024), "disk_gib": (0, 1024 * 1024),
@@ -42,7 +44,7 @@ def name(value: str, field: str, out: Violations, *, required: bool = True) -> N
         if required:
             out.append((field, "is required"))
         return
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         out.append((field, f"{value[:80]!r} {NAME_RULE}"))
 
 
@@ -55,9 +57,9 @@ def labels(mapping: dict[str, str], field: str, out: Violations) -> None:
     if len(mapping) > 64:
         out.append((field, "at most 64 labels"))
     for k, v in mapping.items():
-        if not LABEL_KEY_RE.match(k):
+        if not LABEL_KEY_RE.fullmatch(k):
             out.append((f"{field}[{k[:40]!r}]", "key must be 1-63 characters of A-Z, a-z, 0-9, '.', '_', '/', '-'"))
-        if not LABEL_VALUE_RE.match(v):
+        if not LABEL_VALUE_RE.fullmatch(v):
             out.append((f"{field}[{k[:40]!r}]", "value must be 0-63 characters of A-Z, a-z, 0-9, '.', '_', '-'"))
 
 
@@ -122,13 +124,13 @@ def migrate(m: mig_pb.MigrateVmRequest) -> Violations:
     return out
 
 
-MIGRATION_ID_RE = re.compile(r"^mig-[0-9a-f]{12}$")
+MIGRATION_ID_RE = re.compile(r"mig-[0-9a-f]{12}")
 
 
 def migration_id(value: str, field: str = "id") -> Violations:
     if not value:
         return [(field, "is required")]
-    if not MIGRATION_ID_RE.match(value):
+    if not MIGRATION_ID_RE.fullmatch(value):
         return [(field, f"{value[:80]!r} is not a migration id (mig- and 12 hex digits)")]
     return []
 
@@ -358,10 +360,10 @@ def rebalance(m: cap_pb.PlanRebalanceRequest) -> Violations:
     return out
 
 
-REBALANCE_ID_RE = re.compile(r"^rb-[0-9a-f]{12}$")
+REBALANCE_ID_RE = re.compile(r"rb-[0-9a-f]{12}")
 
 
 def rebalance_id(value: str, field: str = "id") -> Violations:
-    if not REBALANCE_ID_RE.match(value):
+    if not REBALANCE_ID_RE.fullmatch(value):
         return [(field, f"{value[:80]!r} is not a rebalance id (rb- and 12 hex digits)")]
     return []
