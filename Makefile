@@ -6,10 +6,13 @@ STAMP   := $(VENV)/.installed
 DEBS    := $(VENV)/.debian
 PROTOS  := $(wildcard proto/vdcos/v1/*.proto)
 GEN     := vdcos/v1/.generated
+# buf (its binary ships in the npm package): `buf curl` is the outside gRPC client the security
+# tests call the API with, as a user with only the CA and a token would; `make lint` uses it too.
+BUF     := .tools/node_modules/.bin/buf
 
 .PHONY: setup demo test down bench lint proto
 
-setup: $(DEBS) $(STAMP) $(GEN)
+setup: $(DEBS) $(STAMP) $(GEN) $(BUF)
 
 $(DEBS): scripts/setup-debian.sh
 	bash scripts/setup-debian.sh
@@ -29,6 +32,9 @@ $(GEN): $(PROTOS) $(STAMP)
 
 proto: $(GEN)
 
+$(BUF): | $(DEBS)
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@1.75.0
+
 demo: setup
 	$(VENV)/bin/vdcos demo
 
@@ -42,7 +48,7 @@ test: setup
 # buf (the CLI the @bufbuild/buf npm package ships) holds the protos to its STANDARD rules.
 lint: setup
 	$(VENV)/bin/mypy
-	npx --yes @bufbuild/buf@1.75.0 lint proto
+	$(BUF) lint proto
 
 bench: setup
 	$(PY) -m benchmarks.placement --hosts 10000 --vms 20000 --json benchmarks/results/placement.json

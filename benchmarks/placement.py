@@ -284,14 +284,15 @@ def create_policies(store: Any) -> None:
 
 def start_scheduler(etcd: EtcdServer, base: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     """The scheduler as its own process on `etcd`, in TLS with a certificate of its own if etcd
-    is; returns it and its address once it serves (its log in base/scheduler.log)."""
-    port_file = base / "sched.port"
+    is; returns it and its address once it serves (its log in base/scheduler.log): its
+    mutual-TLS address then, where the benchmark's clients call with their certificates."""
     log = open(base / "scheduler.log", "wb")
     tls = issue(etcd, Identity("scheduler", base.name))
+    port_file = base / ("sched.port" if tls is None else "sched.mtls-port")
     flags = ["--insecure"] if tls is None else ["--etcd-cacert", str(tls.ca), "--etcd-cert", str(tls.cert),
-                                                "--etcd-key", str(tls.key)]
+                                                "--etcd-key", str(tls.key), "--mtls-port-file", str(port_file)]
     sched = subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", etcd.endpoint,
-                              "--port-file", str(port_file), *flags, *extra], stdout=log, stderr=log)
+                              "--port-file", str(base / "sched.port"), *flags, *extra], stdout=log, stderr=log)
     while not port_file.exists():
         if sched.poll() is not None:
             raise RuntimeError((base / "scheduler.log").read_text()[-2000:])

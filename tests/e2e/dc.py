@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vdcos.cli.client import Client
 from vdcos.cli.localdc import LocalDatacenter, host_root
 from vdcos.host.libvirtd import LibvirtHost
 from vdcos.nodeagent.libvirt.domain import read_console
@@ -17,7 +16,7 @@ class Datacenter:
         state = LocalDatacenter.load(home)
         assert state is not None
         self.state = state
-        self.client = Client(state.scheduler, tls=state.operator_tls())
+        self.client = state.client()
         self.store = EtcdStore(state.etcd, tls=state.operator_tls())
 
     def host(self, node: str) -> LibvirtHost:

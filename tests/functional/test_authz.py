@@ -1,6 +1,9 @@
-"""Authorization on a real API server in mutual TLS: every method the server has is in the table
-(found through reflection), and every mapped method refuses a caller without a certificate (at
-the handshake) and one without a role (PERMISSION_DENIED), and lets the admin through."""
+"""Authorization on a real API server in TLS: every method the server has is in the table (found
+through reflection); every mapped method refuses a caller without credentials (UNAUTHENTICATED
+on the token port, at the handshake on the mutual-TLS port), one with a bad token
+(UNAUTHENTICATED) and one whose role lacks the verb (PERMISSION_DENIED), and lets the admin
+through, by certificate or by token; a reader token may read and nothing else; a revoked or
+expired token stops working."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,12 +14,15 @@ import pytest
 from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from vdcos.apiserver.authz import ANY_IDENTITY, PUBLIC, RULES, Authorizer, Denied
+from vdcos.apiserver.authz import ANY_IDENTITY, PUBLIC, RULES, Authorizer, Denied, Principal
 from vdcos.apiserver.server import SchedulerServer, create_server
 from vdcos.security.pki import Authority, Identity, TlsFiles
 from vdcos.security.tls import secure_channel
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.etcd_server import EtcdServer
+from vdcos.v1 import token_service_pb2 as tok_pb
+from vdcos.v1 import token_service_pb2_grpc
+from tests.conftest import wait_until
 
 DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
@@ -24,9 +30,22 @@ DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 class Api:
     def __init__(self, ca: Authority, server: SchedulerServer) -> None:
         self.ca, self.addr = ca, f"127.0.0.1:{server.port}"
+        self.mtls_addr = f"127.0.0.1:{server.mtls_port}"
+        with self.channel(ADMIN) as ch:
+            stub = token_service_pb2_grpc.TokenServiceStub(ch)
+            self.tokens = {role: stub.CreateToken(tok_pb.CreateTokenRequest(name=f"t-{role}", role=role)).secret
+                           for role in ("admin", "reader")}
 
     def channel(self, who: Identity | None) -> grpc.Channel:
-        return secure_channel(self.addr, ca_only(self.ca) if who is None else self.ca.issue(who), [])
+        """To the mutual-TLS port, with `who`'s certificate (None: with none)."""
+        return secure_channel(self.mtls_addr, ca_only(self.ca) if who is None else self.ca.issue(who), [])
+
+    def token_channel(self, token: str | None) -> grpc.Channel:
+        """To the token port, TLS with the CA alone, and `token` (None: no credentials at all)."""
+        return secure_channel(self.addr, ca_only(self.ca), [], token)
+
+
+ADMIN = Identity("user", "admin")
 
 
 def ca_only(ca: Authority) -> TlsFiles:
@@ -90,7 +109,7 @@ def call(ch: grpc.Channel, path: str, m: Any) -> grpc.StatusCode:
 
 @pytest.mark.parametrize("path", sorted(RULES))
 def test_each_method_admits_only_who_it_should(api: Api, path: str) -> None:
-    with api.channel(Identity("user", "admin")) as ch:
+    with api.channel(ADMIN) as ch:
         m = served_methods(ch)[path]
         assert call(ch, path, m) not in DENIED  # an empty request may be invalid; it is not refused
     with api.channel(None) as ch:  # no certificate: no TLS session, no call
@@ -99,6 +118,55 @@ def test_each_method_admits_only_who_it_should(api: Api, path: str) -> None:
         assert call(ch, path, m) == grpc.StatusCode.PERMISSION_DENIED
     with api.channel(Identity("node", "host-1")) as ch:  # an agent's certificate is no API credential
         assert call(ch, path, m) == grpc.StatusCode.PERMISSION_DENIED
+    with api.token_channel(None) as ch:
+        assert call(ch, path, m) == grpc.StatusCode.UNAUTHENTICATED
+    with api.token_channel(api.tokens["admin"][:-2] + "xx") as ch:  # the right accessor, a wrong secret
+        assert call(ch, path, m) == grpc.StatusCode.UNAUTHENTICATED
+    with api.token_channel(api.tokens["admin"]) as ch:
+        assert call(ch, path, m) not in DENIED
+    with api.token_channel(api.tokens["reader"]) as ch:
+        got = call(ch, path, m)
+        assert (got not in DENIED) if RULES[path].reads else (got == grpc.StatusCode.PERMISSION_DENIED), got
+
+
+def test_a_revoked_or_expired_token_stops_working(api: Api) -> None:
+    with api.channel(ADMIN) as ch:
+        stub = token_service_pb2_grpc.TokenServiceStub(ch)
+        made = stub.CreateToken(tok_pb.CreateTokenRequest(name="short", role="reader", ttl_seconds=2))
+        gone = stub.CreateToken(tok_pb.CreateTokenRequest(name="gone", role="reader"))
+        listed = {t.accessor: t for t in stub.ListTokens(tok_pb.ListTokensRequest()).tokens}
+        assert {made.token.accessor, gone.token.accessor} <= set(listed)
+        assert all(made.secret not in str(t) for t in listed.values())  # the secret is stored nowhere
+    list_vms = "/vdcos.v1.VmService/ListVms"
+    for t in (made, gone):
+        with api.token_channel(t.secret) as ch:
+            ch.unary_unary(list_vms)(b"", timeout=10)
+    with api.channel(ADMIN) as ch:
+        revoked = token_service_pb2_grpc.TokenServiceStub(ch).RevokeToken(
+            tok_pb.RevokeTokenRequest(accessor=gone.token.accessor))
+        assert revoked.token.revoked
+    for t in (made, gone):  # expired by now, or revoked: within FRESH_S on every replica
+        def refused() -> bool:
+            with api.token_channel(t.secret) as ch:
+                try:
+                    ch.unary_unary(list_vms)(b"", timeout=10)
+                    return False
+                except grpc.RpcError as e:
+                    return e.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[no-any-return]
+        wait_until(refused, timeout=10, every=0.2)
+
+
+@pytest.mark.parametrize("req", [tok_pb.CreateTokenRequest(name="Bad\n", role="admin"),
+                                 tok_pb.CreateTokenRequest(name="ok", role="root"),
+                                 tok_pb.CreateTokenRequest(name="ok", role="admin", ttl_seconds=-1)])
+def test_a_bad_token_request_is_invalid_and_makes_nothing(api: Api, req: tok_pb.CreateTokenRequest) -> None:
+    with api.channel(ADMIN) as ch:
+        stub = token_service_pb2_grpc.TokenServiceStub(ch)
+        before = len(stub.ListTokens(tok_pb.ListTokensRequest()).tokens)
+        with pytest.raises(grpc.RpcError) as e:
+            stub.CreateToken(req)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        assert len(stub.ListTokens(tok_pb.ListTokensRequest()).tokens) == before
 
 
 def test_health_and_reflection_answer_any_identity(api: Api) -> None:
@@ -110,10 +178,12 @@ def test_health_and_reflection_answer_any_identity(api: Api) -> None:
 def test_an_admin_certificate_from_another_ca_is_refused(api: Api, tmp_path: Path) -> None:
     other = Authority.ensure(tmp_path / "other", "x").issue(Identity("user", "admin"))
     forged = TlsFiles(api.ca.cert_path, other.cert, other.key)
-    with secure_channel(api.addr, forged, []) as ch:
-        with pytest.raises(grpc.RpcError) as e:
-            ch.unary_unary("/vdcos.v1.VmService/ListVms")(b"", timeout=5)
-    assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    # Refused at the handshake on the mutual-TLS port; on the token port it is not even asked for.
+    for addr, code in ((api.mtls_addr, grpc.StatusCode.UNAVAILABLE), (api.addr, grpc.StatusCode.UNAUTHENTICATED)):
+        with secure_channel(addr, forged, []) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary("/vdcos.v1.VmService/ListVms")(b"", timeout=5)
+        assert e.value.code() == code  # type: ignore[attr-defined]
 
 
 def test_the_authorizer_checks_the_certificate_again(tmp_path: Path) -> None:
@@ -123,7 +193,7 @@ def test_the_authorizer_checks_the_certificate_again(tmp_path: Path) -> None:
     admin = ca.issue(Identity("user", "admin")).cert
     forged = Authority.ensure(tmp_path / "other", "b").issue(Identity("user", "admin")).cert
     assert admin is not None and forged is not None
-    assert authz.check("/vdcos.v1.VmService/DeleteVm", admin.read_bytes()) == Identity("user", "admin")
+    assert authz.check("/vdcos.v1.VmService/DeleteVm", admin.read_bytes()) == Principal("user:admin", "admin")
     for cert in (forged.read_bytes(), None, b"not a certificate"):
         with pytest.raises(Denied) as e:
             authz.check("/vdcos.v1.VmService/DeleteVm", cert)

@@ -84,15 +84,16 @@ def test_the_api_serves_tls_only(tls_etcd: EtcdServer, ca: Authority) -> None:
     replica = ca.issue(Identity("scheduler", "scheduler-1"))
     store = EtcdStore(tls_etcd.endpoint, tls=replica)
     server = create_server("127.0.0.1:0", store, tls=replica)
-    addr = f"127.0.0.1:{server.port}"
+    addr, mtls = f"127.0.0.1:{server.port}", f"127.0.0.1:{server.mtls_port}"
     try:
-        with Client(addr, tls=ca.issue(Identity("user", "admin"))) as c:
+        with Client(mtls, tls=ca.issue(Identity("user", "admin"))) as c:
             assert list(c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=10).vms) == []
-        with grpc.insecure_channel(addr) as plain:
-            with pytest.raises(grpc.RpcError) as e:
-                vm_service_pb2_grpc.VmServiceStub(plain).ListVms(vm_pb.ListVmsRequest(), timeout=5)
-            assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-        with Client(addr, tls=TlsFiles(ca.cert_path)) as c:  # TLS, but no client certificate
+        for port in (addr, mtls):
+            with grpc.insecure_channel(port) as plain:
+                with pytest.raises(grpc.RpcError) as e:
+                    vm_service_pb2_grpc.VmServiceStub(plain).ListVms(vm_pb.ListVmsRequest(), timeout=5)
+                assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        with Client(mtls, tls=TlsFiles(ca.cert_path)) as c:  # TLS, but no client certificate
             with pytest.raises(grpc.RpcError) as e:
                 c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=5)
             assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -5,15 +5,21 @@ A method missing from RULES (and from PUBLIC and ANY_IDENTITY) is refused to eve
 tests/functional/test_authz.py lists every method the server has through reflection and fails
 on one that is missing: a new RPC cannot skip authorization.
 
-Identities come from the caller's client certificate: the API requires one from the datacenter
-CA at the TLS handshake (mutual TLS), and this module checks it again before acting on it. Today one role exists, the cluster's `admin`, held by the operator
-who ran `vdcos up` (`user:admin`); every other identity is denied every rule. Projects with their
-owner, member and reader roles, and bearer tokens, are the next part of issue 32. A server
-started with --insecure has no identities to check and installs no interceptor."""
+Each replica serves two ports (server.py). On the first, TLS with the replica's certificate,
+a caller proves who it is with a bearer token (vdcos/security/tokens.py, records in etcd); on
+the second, mutual TLS, with its client certificate from the datacenter CA, checked again here
+before it is acted on. (gRPC's Python server cannot ask for a client certificate without
+requiring one, so one port cannot take both.) Roles so far are the cluster's: `admin` (held by
+the operator who ran `vdcos up`, `user:admin`, and by admin tokens) and `reader` (every get,
+list and watch). Any other identity holds no role and is denied every rule. Projects with their
+owner, member and reader roles are the next part of issue 32. A server started with --insecure
+has no identities to check and installs no interceptor."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -21,6 +27,7 @@ import grpc
 import grpc.aio
 
 from vdcos.security.pki import Identity, verified_identity
+from vdcos.security.tokens import TokenRecord, parse_bearer
 
 log = logging.getLogger("vdcos.apiserver.authz")
 
@@ -67,6 +74,8 @@ RULES: dict[str, Rule] = {
         "GetCapacityReport": ("capacity", "get"), "PlanRebalance": ("rebalances", "create"),
         "GetRebalance": ("rebalances", "get"), "ListRebalances": ("rebalances", "list")}),
     **_service("HaService", {"GetHaStatus": ("ha", "get")}),
+    **_service("TokenService", {
+        "CreateToken": ("tokens", "create"), "ListTokens": ("tokens", "list"), "RevokeToken": ("tokens", "delete")}),
     **_service("QosPolicyService", {
         "CreateQosPolicy": ("qos-policies", "create"), "GetQosPolicy": ("qos-policies", "get"),
         "ListQosPolicies": ("qos-policies", "list"), "DeleteQosPolicy": ("qos-policies", "delete")}),
@@ -85,8 +94,16 @@ ANY_IDENTITY = frozenset({"/grpc.reflection.v1alpha.ServerReflection/ServerRefle
 # The cluster roles and what they may do; a rule is allowed when the role's test says so.
 ROLES: dict[str, Callable[[Rule], bool]] = {
     "admin": lambda rule: True,
+    "reader": lambda rule: rule.reads,
 }
 BOOTSTRAP_BINDINGS = {Identity("user", "admin"): "admin"}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as the audit log and refusals name them, and the role they hold."""
+    name: str   # user:admin (a certificate) or token:tok-...(holder) (a bearer token)
+    role: str | None
 
 
 class Denied(Exception):
@@ -95,12 +112,18 @@ class Denied(Exception):
         self.code = code
 
 
-class Authorizer:
-    """Decides one call: its method and the certificate the caller presented (PEM), which is
-    checked here against the datacenter CA `ca_pem` (see pki.verified_identity)."""
+TokenLookup = Callable[[str], TokenRecord | None]
 
-    def __init__(self, ca_pem: bytes, bindings: dict[Identity, str] | None = None) -> None:
+
+class Authorizer:
+    """Decides one call from its method and the caller's credentials: the certificate it
+    presented on the mutual-TLS port (PEM, checked again here against the datacenter CA, see
+    pki.verified_identity), or the bearer token it sent (`tokens` finds a token's record)."""
+
+    def __init__(self, ca_pem: bytes, tokens: TokenLookup | None = None,
+                 bindings: dict[Identity, str] | None = None) -> None:
         self.ca_pem = ca_pem
+        self.tokens = tokens or (lambda accessor: None)
         self.bindings = dict(BOOTSTRAP_BINDINGS if bindings is None else bindings)
         # Verifying a signature costs ~0.1 ms: each certificate once, until it expires.
         self._verified: dict[bytes, tuple[Identity, dt.datetime] | None] = {}
@@ -119,30 +142,45 @@ class Authorizer:
             return None
         return got[0]
 
-    def check(self, method: str, cert_pem: bytes | None) -> Identity | None:
+    def principal(self, cert_pem: bytes | None, bearer: str | None) -> Principal:
+        who = self.identity(cert_pem)
+        if who is not None:
+            return Principal(who.common_name, self.bindings.get(who))
+        if cert_pem:
+            raise Denied(grpc.StatusCode.UNAUTHENTICATED, "the client certificate is not one the datacenter CA issued")
+        if not bearer:
+            raise Denied(grpc.StatusCode.UNAUTHENTICATED,
+                         "no credentials: send `authorization: Bearer <token>` (vdcos token create), or "
+                         "connect to the mutual-TLS port with a certificate from the datacenter CA")
+        parsed = parse_bearer(bearer)
+        rec = self.tokens(parsed[0]) if parsed else None
+        # One answer for all of these: which part was wrong is not the caller's to learn.
+        if parsed is None or rec is None or not rec.matches(parsed[1]) or not rec.usable(time.time()):
+            raise Denied(grpc.StatusCode.UNAUTHENTICATED, "the token is not valid (unknown, wrong, revoked or expired)")
+        return Principal(f"token:{rec.accessor}({rec.name})", rec.role)
+
+    def check(self, method: str, cert_pem: bytes | None, bearer: str | None = None) -> Principal | None:
         """The caller, if it may call `method`; raises Denied otherwise."""
         if method in PUBLIC:
             return None
-        who = self.identity(cert_pem)
-        if who is None:
-            raise Denied(grpc.StatusCode.UNAUTHENTICATED,
-                         "no valid credentials: present a client certificate from the datacenter CA")
+        who = self.principal(cert_pem, bearer)
         if method in ANY_IDENTITY:
             return who
         rule = RULES.get(method)
         if rule is None:  # deny by default: a method nobody mapped
             raise Denied(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to any role")
-        role = self.bindings.get(who)
-        if role is None or not ROLES[role](rule):
+        allowed = ROLES.get(who.role or "")
+        if allowed is None or not allowed(rule):
             raise Denied(grpc.StatusCode.PERMISSION_DENIED,
-                         f"{who.common_name} may not {rule.verb} {rule.resource}"
-                         + ("" if role else " (it holds no role)"))
+                         f"{who.name} may not {rule.verb} {rule.resource}"
+                         + (f" (role {who.role})" if who.role else " (it holds no role)"))
         return who
 
 
-def _peer_cert(context: grpc.aio.ServicerContext) -> bytes | None:
+def _credentials(context: grpc.aio.ServicerContext) -> tuple[bytes | None, str | None]:
     certs = context.auth_context().get("x509_pem_cert")
-    return certs[0] if certs else None
+    bearer = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+    return (certs[0] if certs else None), (bearer if isinstance(bearer, str) else None)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is unannotated
@@ -159,8 +197,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         method, check = details.method, self.authorizer.check
 
         async def deny(context: grpc.aio.ServicerContext) -> bool:
+            cert, bearer = _credentials(context)
             try:
-                check(method, _peer_cert(context))
+                if cert is None and bearer:  # a token's record may be read from etcd: off the loop
+                    await asyncio.to_thread(check, method, cert, bearer)
+                else:
+                    check(method, cert, bearer)
                 return False
             except Denied as e:
                 await context.abort(e.code, str(e))

@@ -30,6 +30,7 @@ from vdcos.apiserver.node import NodeServicer
 from vdcos.apiserver.operations import Operations
 from vdcos.apiserver.placement import PlacementServicer
 from vdcos.apiserver.policy import QosPolicyServicer
+from vdcos.apiserver.tokens import TokenLookup, TokenServicer
 from vdcos.apiserver.vm import VmServicer
 from vdcos.apiserver.volume import VolumeServicer
 from vdcos.controllers import start_all
@@ -47,7 +48,8 @@ from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_servic
                       migration_service_pb2,
                       migration_service_pb2_grpc, network_service_pb2, network_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
-                      qos_policy_service_pb2, qos_policy_service_pb2_grpc, vm_service_pb2, vm_service_pb2_grpc,
+                      qos_policy_service_pb2, qos_policy_service_pb2_grpc, token_service_pb2,
+                      token_service_pb2_grpc, vm_service_pb2, vm_service_pb2_grpc,
                       volume_service_pb2, volume_service_pb2_grpc)
 
 log = logging.getLogger("vdcos.apiserver")
@@ -68,6 +70,7 @@ SERVICES = (
     (volume_service_pb2, "VolumeService", volume_service_pb2_grpc.add_VolumeServiceServicer_to_server,
      VolumeServicer),
     (ha_service_pb2, "HaService", ha_service_pb2_grpc.add_HaServiceServicer_to_server, HaServicer),
+    (token_service_pb2, "TokenService", token_service_pb2_grpc.add_TokenServiceServicer_to_server, TokenServicer),
 )
 
 
@@ -82,6 +85,8 @@ class SchedulerServer:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     controllers: list[Runner]
+    # With TLS: the mutual-TLS port (client certificates); `port` takes bearer tokens.
+    mtls_port: int = 0
 
     def stop(self, grace: float = 1.0) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 5)
@@ -96,12 +101,13 @@ class SchedulerServer:
         self.cache.stop()
 
 
-async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None
-                        ) -> tuple[grpc.aio.Server, int, Callable[[], Coroutine[Any, Any, None]]]:
+async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_addr: str
+                        ) -> tuple[grpc.aio.Server, int, int, Callable[[], Coroutine[Any, Any, None]]]:
     # With TLS, every call is authorized by the caller's certificate (authz.py); --insecure has
     # no identities to check.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
-                             interceptors=[AuthInterceptor(Authorizer(tls.ca.read_bytes()))] if tls is not None else [])
+                             interceptors=[AuthInterceptor(Authorizer(tls.ca.read_bytes(), TokenLookup(ops.store)))]
+                             if tls is not None else [])
     names = []
     for mod, svc, add, servicer in SERVICES:
         add(servicer(ops), server)  # type: ignore[no-untyped-call]  # generated, unannotated
@@ -117,20 +123,25 @@ async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None
             await health_servicer.set(name, status)
     await serving()
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    # Mutual TLS: a client without a certificate from the datacenter CA is refused at the
-    # handshake. (gRPC's Python server cannot ask for a certificate without requiring it.)
+    # gRPC's Python server cannot ask for a client certificate without requiring one: bearer
+    # tokens on `addr` (TLS), certificates on `mtls_addr` (mutual TLS: a client without one from
+    # the datacenter CA is refused at the handshake).
     port = (server.add_insecure_port(addr) if tls is None
-            else server.add_secure_port(addr, server_credentials(tls, require_client_cert=True)))
-    if port == 0:
-        raise RuntimeError(f"cannot bind {addr}")
+            else server.add_secure_port(addr, server_credentials(tls, require_client_cert=False)))
+    mtls_port = 0 if tls is None else server.add_secure_port(mtls_addr, server_credentials(tls, require_client_cert=True))
+    if port == 0 or (tls is not None and mtls_port == 0):
+        raise RuntimeError(f"cannot bind {addr} or {mtls_addr}")
     await server.start()
-    return server, port, serving
+    return server, port, mtls_port, serving
 
 
 def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_threads: int = 8,
-                  linger: float = LINGER_MS / 1000, tls: TlsFiles | None = None) -> SchedulerServer:
-    """Bind `addr` (port 0 picks one) and start serving; returns the bound port. TLS with the
-    replica's certificate `tls`; None serves plaintext (--insecure, and tests that say so).
+                  linger: float = LINGER_MS / 1000, tls: TlsFiles | None = None,
+                  mtls_addr: str = "127.0.0.1:0") -> SchedulerServer:
+    """Bind `addr` (port 0 picks one) and start serving; returns the bound ports. With the
+    replica's certificate `tls`: TLS on `addr` for callers with bearer tokens, and mutual TLS
+    on `mtls_addr` for callers with certificates; None serves plaintext on `addr` alone
+    (--insecure, and tests that say so).
 
     One asyncio loop on its own thread serves every RPC (no thread per call: the sync server's
     hand-offs cost more than placing the VM); the placement worker resolves its futures, and
@@ -146,20 +157,24 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
-    server, port, serving = asyncio.run_coroutine_threadsafe(_build_server(addr, ops, tls), loop).result(30)
+    server, port, mtls_port, serving = asyncio.run_coroutine_threadsafe(
+        _build_server(addr, ops, tls, mtls_addr), loop).result(30)
     # NOT_SERVING while the cache re-lists after a lost watch.
     def follow(_: bool) -> None:
         asyncio.run_coroutine_threadsafe(serving(), loop)
     cache.on_synced(follow)
     asyncio.run_coroutine_threadsafe(serving(), loop).result(5)  # a change before the line above
     replicas.start(f"{addr.rpartition(':')[0]}:{port}")
-    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers)
+    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers, mtls_port)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="vdcos-scheduler", description="vdcos gRPC scheduler")
     ap.add_argument("--etcd", required=True, help="etcd's members: host:port[,host:port...]")
-    ap.add_argument("--listen", default="127.0.0.1:0")
+    ap.add_argument("--listen", default="127.0.0.1:0", help="where callers with bearer tokens connect (TLS)")
+    ap.add_argument("--listen-mtls", default="127.0.0.1:0",
+                    help="where callers with certificates from the datacenter CA connect (mutual TLS)")
+    ap.add_argument("--mtls-port-file", type=Path, help="write the bound mutual-TLS port here once serving")
     ap.add_argument("--tls-cert", type=Path, help="this replica's certificate (PEM), served to clients")
     ap.add_argument("--tls-key", type=Path, help="its private key (PEM)")
     add_etcd_flags(ap)
@@ -196,18 +211,21 @@ def main(argv: list[str] | None = None) -> int:
         warn_insecure()
     store = EtcdStore(args.etcd, tls=etcd_files)
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
-                        linger=args.linger_ms / 1000, tls=serving_files)
+                        linger=args.linger_ms / 1000, tls=serving_files, mtls_addr=args.listen_mtls)
     # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
     # the daemon: out of the collector's sight, it is not walked by every full collection; nor
     # is what later full collections find alive.
     collector = FrozenOldGeneration().install().sweep_when_idle(srv.scheduler.idle_for)
-    log.info("serving %s on port %d (etcd %s, pid %d%s)", "PLAINTEXT" if args.insecure else "TLS", srv.port,
+    log.info("serving %s on port %d (etcd %s, pid %d%s)",
+             "PLAINTEXT" if args.insecure else f"TLS with tokens, mutual TLS on port {srv.mtls_port}", srv.port,
              args.etcd, os.getpid(),
              f", CPU wake-up latency held at {wakeup.microseconds} µs" if wakeup else "")
-    if args.port_file:
-        tmp = args.port_file.with_suffix(".tmp")
-        tmp.write_text(str(srv.port))
-        tmp.replace(args.port_file)
+    # The mutual-TLS port first: a caller that sees the port file may go to either.
+    for path, port in ((args.mtls_port_file, srv.mtls_port), (args.port_file, srv.port)):
+        if path and port:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(str(port))
+            tmp.replace(path)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

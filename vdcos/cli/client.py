@@ -14,7 +14,8 @@ from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_servic
                       migration_service_pb2, migration_service_pb2_grpc,
                       network_service_pb2, network_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
                       placement_service_pb2, placement_service_pb2_grpc, qos_policy_service_pb2,
-                      qos_policy_service_pb2_grpc, types_pb2, vm_service_pb2, vm_service_pb2_grpc, volume_service_pb2,
+                      qos_policy_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc, types_pb2, vm_service_pb2,
+                      vm_service_pb2_grpc, volume_service_pb2,
                       volume_service_pb2_grpc)
 
 
@@ -32,7 +33,7 @@ _RETRIED = ("CreateVm", "BatchCreateVms")
 def _service_config() -> str:
     names = []
     for pb2 in (capacity_service_pb2, ha_service_pb2, migration_service_pb2, network_service_pb2, node_service_pb2,
-                placement_service_pb2, qos_policy_service_pb2, vm_service_pb2, volume_service_pb2):
+                placement_service_pb2, qos_policy_service_pb2, token_service_pb2, vm_service_pb2, volume_service_pb2):
         for svc in pb2.DESCRIPTOR.services_by_name.values():
             names += [{"service": svc.full_name, "method": m.name} for m in svc.methods
                       if m.name.startswith(_RETRIED_PREFIXES) or m.name in _RETRIED]
@@ -58,16 +59,19 @@ class Client:
     """Stubs over one channel to every API replica given, with failover between them.
 
     `tls`: the datacenter CA that the replicas' certificates must chain to and, to prove who
-    the caller is, a certificate and key it issued. None speaks plaintext, to an API started
-    with --insecure."""
+    the caller is, either a certificate and key it issued (to the replicas' mutual-TLS
+    addresses) or a bearer `token` (to their token addresses). None speaks plaintext, to an API
+    started with --insecure."""
 
-    def __init__(self, addr: str | Sequence[str], tls: TlsFiles | None = None) -> None:
+    def __init__(self, addr: str | Sequence[str], tls: TlsFiles | None = None, token: str | None = None) -> None:
+        if token and tls is None:
+            raise ValueError("a token is sent over TLS only: give the datacenter's CA")
         options: list[tuple[str, object]] = [
             ("grpc.service_config", _service_config()), ("grpc.enable_retries", 1),
             # Back within a second of a replica's restart, not gRPC's default two minutes.
             ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1_000)]
         self.channel = (grpc.insecure_channel(target(addr), options=options) if tls is None
-                        else secure_channel(target(addr), tls, options))
+                        else secure_channel(target(addr), tls, options, token))
         self.vms = vm_service_pb2_grpc.VmServiceStub(self.channel)
         self.nodes = node_service_pb2_grpc.NodeServiceStub(self.channel)
         self.policies = qos_policy_service_pb2_grpc.QosPolicyServiceStub(self.channel)
@@ -77,6 +81,7 @@ class Client:
         self.networks = network_service_pb2_grpc.NetworkServiceStub(self.channel)
         self.volumes = volume_service_pb2_grpc.VolumeServiceStub(self.channel)
         self.ha = ha_service_pb2_grpc.HaServiceStub(self.channel)
+        self.tokens = token_service_pb2_grpc.TokenServiceStub(self.channel)
 
     def __enter__(self) -> Client:
         return self

@@ -72,7 +72,24 @@ def client_tls(args: argparse.Namespace) -> TlsFiles | None:
 
 
 def connect(args: argparse.Namespace) -> Client:
-    return Client(server_addr(args), tls=client_tls(args))
+    """A client with the caller's credentials: a bearer token (--token, VDCOS_TOKEN) to the
+    replicas' token addresses, else the local operator's certificate to their mutual-TLS ones."""
+    tls = client_tls(args)
+    token = args.token or os.environ.get("VDCOS_TOKEN")
+    if tls is None:
+        if token:
+            raise UsageError("--token: a token is sent over TLS only, and this datacenter runs --insecure")
+        return Client(server_addr(args))
+    if token:
+        return Client(server_addr(args), tls=TlsFiles(tls.ca), token=token)
+    if tls.cert is None:
+        raise UsageError("no credentials: pass --token (or set VDCOS_TOKEN), made by an admin with "
+                         "`vdcos token create`")
+    if args.server or os.environ.get("VDCOS_SERVER"):
+        return Client(server_addr(args), tls=tls)
+    dc = localdc.LocalDatacenter.load(Path(args.home))
+    assert dc is not None  # client_tls found the operator's certificate in it
+    return Client(dc.api_mtls or dc.scheduler, tls=tls)
 
 
 def kv_list(values: list[str], field: str) -> dict[str, str]:

@@ -68,21 +68,23 @@ class Proc:
 class LocalDatacenter:
     home: str
     etcd: list[str]   # the members' client endpoints
-    api: list[str]    # the API/scheduler replicas' addresses
+    api: list[str]    # the API/scheduler replicas' addresses: TLS, bearer tokens (plaintext with --insecure)
     driver: str
     procs: list[Proc] = field(default_factory=list)
     hosts: int = 0
     # The datacenter CA's certificate (PEM): what clients check the API's and etcd's against.
     # Empty: a datacenter started with --insecure (plaintext everywhere).
     ca: str = ""
+    # The replicas' mutual-TLS addresses: callers with certificates from the CA (the operator).
+    api_mtls: list[str] = field(default_factory=list)
 
     @property
     def insecure(self) -> bool:
         return not self.ca
 
     def client(self) -> Client:
-        """An API client as the local operator."""
-        return Client(self.scheduler, tls=self.operator_tls())
+        """An API client as the local operator, by its certificate."""
+        return Client(self.api_mtls or self.api, tls=self.operator_tls())
 
     def operator_tls(self) -> TlsFiles | None:
         """The local operator's credentials, for etcd and the API alike."""
@@ -228,6 +230,9 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
             name = "scheduler" if replicas == 1 else f"scheduler-{i}"
             argv = [py, "-m", "vdcos.apiserver", "--etcd", dc.etcd_endpoint, "--listen", "127.0.0.1:0",
                     "--port-file", str(_port_file(home, name)), *_etcd_flags(pki, Identity("scheduler", name))]
+            if pki is not None:
+                argv += ["--listen-mtls", "127.0.0.1:0", "--mtls-port-file", str(_port_file(home, f"{name}.mtls"))]
+                _port_file(home, f"{name}.mtls").unlink(missing_ok=True)
             if cpu_wakeup_latency_us is not None:
                 argv += ["--cpu-wakeup-latency-us", str(cpu_wakeup_latency_us)]
             p = Proc(name, 0, str(home / "logs" / f"{name}.log"), "apiserver", argv=argv)
@@ -281,6 +286,10 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
                 dc.api.append(f"127.0.0.1:{port}")
                 # A restart listens where clients already look.
                 p.argv[p.argv.index("--listen") + 1] = f"127.0.0.1:{port}"
+                if "--listen-mtls" in p.argv:  # written before the token port's file
+                    mtls = int(_port_file(home, f"{p.name}.mtls").read_text())
+                    dc.api_mtls.append(f"127.0.0.1:{mtls}")
+                    p.argv[p.argv.index("--listen-mtls") + 1] = f"127.0.0.1:{mtls}"
         dc.procs.append(_supervisor(home))
         dc.save()
         return dc

@@ -9,7 +9,8 @@ import sys
 
 import grpc
 
-from vdcos.cli import capacity, datacenter, ha, localdc, migrations, networks, nodes, policies, vms, volumes
+from vdcos.cli import (capacity, datacenter, ha, localdc, migrations, networks, nodes, policies, tokens, vms,
+                       volumes)
 from vdcos.cli.client import describe_error
 from vdcos.cli.common import UsageError
 
@@ -22,6 +23,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per API call")
     ap.add_argument("--ca", help="the datacenter's CA certificate (PEM) to check the API against; default $VDCOS_CA, "
                                  "else the local datacenter's (cluster.json's `ca`)")
+    ap.add_argument("--token", help="a bearer token (vdcos token create) to call the API with; default "
+                                    "$VDCOS_TOKEN, else the local operator's certificate")
     ap.add_argument("--insecure", action="store_true",
                     help="DEVELOPMENT ONLY: plaintext, to a datacenter started with `vdcos up --insecure`")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -35,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     policies.register(sub)
     capacity.register(sub)
     ha.register(sub)
+    tokens.register(sub)
     nodes.register_drain(sub)
     datacenter.register_demo(sub)
     return ap

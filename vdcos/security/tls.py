@@ -32,13 +32,18 @@ def server_credentials(files: TlsFiles, require_client_cert: bool) -> grpc.Serve
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=require_client_cert)
 
 
-def secure_channel(target: str, files: TlsFiles, options: list[tuple[str, object]]) -> grpc.Channel:
+def secure_channel(target: str, files: TlsFiles, options: list[tuple[str, object]],
+                   token: str | None = None) -> grpc.Channel:
     """A channel that checks the servers' certificates against the datacenter CA and, since
     neither a UNIX socket nor a list of addresses has one host name, against the name every
-    certificate of ours carries: `localhost`."""
+    certificate of ours carries: `localhost`. `token`: sent with every call as
+    `authorization: Bearer <token>`."""
     if target.startswith(("unix:", "ipv4:")):
         options = [*options, ("grpc.ssl_target_name_override", "localhost")]
-    return grpc.secure_channel(target, channel_credentials(files), options=options)
+    creds = channel_credentials(files)
+    if token:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))
+    return grpc.secure_channel(target, creds, options=options)
 
 
 def add_etcd_flags(ap: argparse.ArgumentParser) -> None:

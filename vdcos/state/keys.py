@@ -26,6 +26,7 @@ MIGRATION_REAPER_LOCK = ROOT + "locks/migration-reaper"
 HA_LOCK = ROOT + "locks/ha"
 HA_HOSTS = ROOT + "ha/hosts/"
 HA_EVENTS = ROOT + "ha/events/"
+TOKENS = ROOT + "tokens/"
 SCHEDULERS = ROOT + "schedulers/"
 
 
@@ -148,3 +149,8 @@ def ha_host(node: str) -> str:
 def ha_event(at: float, node: str, vm: str) -> str:
     """Time-ordered: fixed-width nanoseconds first, so keys sort as the events happened."""
     return f"{HA_EVENTS}{int(at * 1e9):020d}-{node}-{vm}"
+
+
+def token(accessor: str) -> str:
+    """A bearer token's record (its secret's hash, never the secret): /vdcos/tokens/<accessor>."""
+    return TOKENS + accessor

@@ -1,0 +1,116 @@
+"""A datacenter from `vdcos up` is secure by default: its own CA, etcd and the API in TLS,
+plaintext refused; the CLI works as the operator (admin, by certificate) and as a token's
+holder (admin or reader); an outside client, buf curl with only the CA and a token, is
+authorized like anyone else; a revoked token stops working."""
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.test_local_datacenter import jq, vdcos
+from vdcos.cli.localdc import LocalDatacenter
+from vdcos.v1 import vm_service_pb2 as vm_pb
+from vdcos.v1 import vm_service_pb2_grpc
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+BUF = ROOT / ".tools" / "node_modules" / ".bin" / "buf"
+
+
+@pytest.fixture(scope="module")
+def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("secure") / "dc"
+    try:
+        vdcos(home, "up", "--hosts", "2")
+        vdcos(home, "vm", "create", "web-1")
+        yield home
+    finally:
+        vdcos(home, "down", "--purge", check=False)
+
+
+def state(home: Path) -> LocalDatacenter:
+    s = LocalDatacenter.load(home)
+    assert s is not None
+    return s
+
+
+def token(home: Path, name: str, role: str) -> str:
+    made = jq(home, "token", "create", name, "--role", role)
+    assert isinstance(made, dict) and made["role"] == role
+    return str(made["token"])
+
+
+def test_cluster_json_names_the_ca_and_keys_stay_private(dc: Path) -> None:
+    raw = json.loads((dc / "cluster.json").read_text())
+    assert Path(raw["ca"]).is_file() and raw["api"] and raw["api_mtls"]
+    for key in (dc / "pki").glob("*-key.pem"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+
+
+def test_plaintext_is_refused_by_the_api_and_by_etcd(dc: Path) -> None:
+    s = state(dc)
+    for addr in (*s.api, *s.api_mtls):
+        with grpc.insecure_channel(addr) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                vm_service_pb2_grpc.VmServiceStub(ch).ListVms(vm_pb.ListVmsRequest(), timeout=5)
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    for args in ([f"--endpoints={s.etcd_endpoint}"],  # plaintext
+                 [f"--endpoints=https://{s.etcd_endpoint}", f"--cacert={s.ca}"]):  # TLS, no certificate
+        p = subprocess.run(["etcdctl", *args, "--command-timeout=3s", "get", "/vdcos/", "--prefix", "--keys-only"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0 and "/vdcos/" not in p.stdout
+
+
+def test_the_cli_as_admin_and_as_token_holders(dc: Path) -> None:
+    admin, reader = token(dc, "ops", "admin"), token(dc, "auditor", "reader")
+    assert jq(dc, "--token", admin, "vm", "create", "web-2")["spec"]["name"] == "web-2"  # type: ignore[index]
+    names = {v["spec"]["name"] for v in jq(dc, "--token", reader, "vm", "list")["vms"]}  # type: ignore[index]
+    assert {"web-1", "web-2"} <= names
+    p = vdcos(dc, "--token", reader, "vm", "delete", "web-2", check=False)
+    assert p.returncode == 1 and "PERMISSION_DENIED" in p.stderr and "reader" in p.stderr
+    p = vdcos(dc, "--token", reader, "token", "create", "x", "--role", "admin", check=False)
+    assert p.returncode == 1 and "PERMISSION_DENIED" in p.stderr
+    p = vdcos(dc, "--token", reader[:-3] + "abc", "vm", "list", check=False)
+    assert p.returncode == 1 and "UNAUTHENTICATED" in p.stderr
+    listed = jq(dc, "token", "list")["tokens"]  # type: ignore[index]
+    assert {t["name"] for t in listed} >= {"ops", "auditor"} and reader not in json.dumps(listed)
+
+
+def buf_curl(s: LocalDatacenter, secret: str | None, method: str, body: str,
+             schema_from: str | None = None) -> dict[str, object]:
+    """`method` called with `secret` (None: no credentials), the schema read through
+    reflection with `schema_from` (default: the same secret; reflection needs an identity)."""
+    assert BUF.exists(), f"{BUF} is missing: `make setup` installs it"
+    auth = [] if secret is None else ["-H", f"Authorization: Bearer {secret}"]
+    auth += ["--reflect-header", f"Authorization: Bearer {schema_from or secret}"]
+    p = subprocess.run([str(BUF), "curl", "--protocol", "grpc", "--cacert", s.ca, *auth, "--data", body,
+                        f"https://{s.api[0]}/vdcos.v1.{method}"], capture_output=True, text=True, timeout=60)
+    out = (p.stdout or p.stderr).strip()
+    got = json.loads(out) if out.startswith("{") else {"code": "failure", "message": out}
+    assert isinstance(got, dict)
+    return got
+
+
+def test_an_outside_client_with_the_ca_and_a_token(dc: Path) -> None:
+    s = state(dc)
+    reader = token(dc, "outside", "reader")
+    listed = buf_curl(s, reader, "VmService/ListVms", "{}")
+    assert "web-1" in {v["spec"]["name"] for v in listed["vms"]}  # type: ignore[attr-defined, index]
+    refused = buf_curl(s, reader, "VmService/DeleteVm", '{"name": "web-1"}')
+    assert refused["code"] == "permission_denied", refused
+    nobody = buf_curl(s, None, "VmService/ListVms", "{}", schema_from=reader)
+    assert nobody["code"] == "unauthenticated", nobody
+    schema = token(dc, "schema", "reader")
+    accessor = next(t["accessor"] for t in jq(dc, "token", "list")["tokens"]  # type: ignore[index]
+                    if t["name"] == "outside")
+    vdcos(dc, "token", "revoke", accessor)
+    wait_until(lambda: buf_curl(s, reader, "VmService/ListVms", "{}", schema_from=schema)["code"] == "unauthenticated",
+               timeout=15, every=0.5)
+    assert "web-1" in {v["spec"]["name"] for v in jq(dc, "vm", "list")["vms"]}  # type: ignore[index]

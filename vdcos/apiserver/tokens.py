@@ -1,0 +1,105 @@
+"""TokenService: bearer tokens made, listed and revoked by cluster admins, kept in etcd as their
+records (the secret's SHA-256, never the secret); and the lookup the authorizer uses."""
+from __future__ import annotations
+
+import threading
+import time
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from vdcos.apiserver import validate
+from vdcos.apiserver.common import Ctx, blocking
+from vdcos.apiserver.status import rpc
+from vdcos.errors import AlreadyExists, NotFound
+from vdcos.security.tokens import CLUSTER_ROLES, TokenRecord, mint, valid_accessor
+from vdcos.state import keys
+from vdcos.state.rmw import Reads, Write, read_modify_write
+from vdcos.state.store import Put, Store
+from vdcos.v1 import token_service_pb2 as tok_pb
+from vdcos.v1 import token_service_pb2_grpc as tok_grpc
+
+# How long a replica trusts what it read of a token: a revocation takes effect on every replica
+# within this, and a busy client costs etcd one read per token per period.
+FRESH_S = 2.0
+MAX_TTL_S = 10 * 365 * 86400
+
+
+class TokenLookup:
+    """A token's record by accessor, read from etcd at most once per FRESH_S."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, TokenRecord | None]] = {}
+
+    def __call__(self, accessor: str) -> TokenRecord | None:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._seen.get(accessor)
+        if hit is not None and now - hit[0] < FRESH_S:
+            return hit[1]
+        kv = self.store.get(keys.token(accessor))
+        rec = TokenRecord.from_bytes(kv.value) if kv is not None else None
+        with self._lock:
+            if len(self._seen) >= 10_000:  # never unbounded, whatever accessors callers make up
+                self._seen.clear()
+            self._seen[accessor] = (now, rec)
+        return rec
+
+
+def _ts(at: float) -> Timestamp | None:
+    if not at:
+        return None
+    t = Timestamp()
+    t.FromNanoseconds(int(at * 1e9))
+    return t
+
+
+def token_to_pb(r: TokenRecord) -> tok_pb.Token:
+    return tok_pb.Token(accessor=r.accessor, name=r.name, role=r.role, created_at=_ts(r.created_at),
+                        expires_at=_ts(r.expires_at), revoked=r.revoked)
+
+
+class TokenServicer(tok_grpc.TokenServiceServicer):
+    def __init__(self, ops: object) -> None:
+        self.store: Store = ops.store  # type: ignore[attr-defined]
+
+    @rpc
+    async def CreateToken(self, request: tok_pb.CreateTokenRequest, context: Ctx) -> tok_pb.CreateTokenResponse:
+        out: validate.Violations = []
+        validate.name(request.name, "name", out)
+        if request.role not in CLUSTER_ROLES:
+            out.append(("role", f"must be one of {', '.join(CLUSTER_ROLES)}, got {request.role[:40]!r}"))
+        if not 0 <= request.ttl_seconds <= MAX_TTL_S:
+            out.append(("ttl_seconds", f"must be between 0 (never expires) and {MAX_TTL_S}, got {request.ttl_seconds}"))
+        validate.check(out)
+        rec, secret = mint(request.name, request.role, time.time(), float(request.ttl_seconds))
+
+        def attempt(reads: Reads) -> Write[None]:
+            key = keys.token(rec.accessor)  # 48 random bits: a clash is refused, never overwritten
+            if reads.kv(key) is not None:
+                raise AlreadyExists(f"token accessor {rec.accessor} clashes; create it again")
+            return Write(None, [Put(key, rec.to_bytes())])
+        await blocking(read_modify_write, self.store, attempt, f"token {rec.accessor}")
+        return tok_pb.CreateTokenResponse(token=token_to_pb(rec), secret=secret)
+
+    @rpc
+    async def ListTokens(self, request: tok_pb.ListTokensRequest, context: Ctx) -> tok_pb.ListTokensResponse:
+        kvs, _ = await blocking(self.store.get_prefix, keys.TOKENS)
+        recs = sorted((TokenRecord.from_bytes(kv.value) for kv in kvs), key=lambda r: (r.created_at, r.accessor))
+        return tok_pb.ListTokensResponse(tokens=[token_to_pb(r) for r in recs])
+
+    @rpc
+    async def RevokeToken(self, request: tok_pb.RevokeTokenRequest, context: Ctx) -> tok_pb.RevokeTokenResponse:
+        if not valid_accessor(request.accessor):
+            validate.check([("accessor", f"{request.accessor[:40]!r} is not a token accessor (tok- and 12 hex digits)")])
+
+        def attempt(reads: Reads) -> Write[TokenRecord]:
+            key = keys.token(request.accessor)
+            kv = reads.kv(key)
+            if kv is None:
+                raise NotFound(f"token {request.accessor} not found")
+            rec = TokenRecord.from_bytes(kv.value).revoke()
+            return Write(rec, [Put(key, rec.to_bytes())])
+        rec = await blocking(read_modify_write, self.store, attempt, f"token {request.accessor}")
+        return tok_pb.RevokeTokenResponse(token=token_to_pb(rec))

@@ -1,0 +1,64 @@
+"""`vdcos token create | list | revoke`: bearer tokens for callers without a certificate from
+the datacenter CA (users, service accounts, outside tools). Cluster admins only."""
+from __future__ import annotations
+
+import argparse
+
+from vdcos.cli.common import Subparsers, UsageError, connect, emit, table
+from vdcos.cli.ha import when
+from vdcos.security.tokens import CLUSTER_ROLES
+from vdcos.v1 import token_service_pb2 as tok_pb
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(text: str) -> int:
+    """`90`, `90s`, `15m`, `24h`, `30d` (0: never expires)."""
+    unit = text[-1:] if text[-1:] in UNITS else "s"
+    number = text[:-1] if text[-1:] in UNITS else text
+    if not number.isdigit():
+        raise UsageError(f"--ttl: {text!r} is not a duration like 3600, 15m, 24h or 30d")
+    return int(number) * UNITS[unit]
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    with connect(args) as c:
+        if args.token_command == "create":
+            r = c.tokens.CreateToken(tok_pb.CreateTokenRequest(name=args.name, role=args.role,
+                                                               ttl_seconds=seconds(args.ttl)), timeout=args.timeout)
+            # The JSON has the bearer secret under `token`, for scripts and outside clients.
+            if args.output == "json":
+                import json
+
+                from google.protobuf import json_format
+                print(json.dumps({**json_format.MessageToDict(r.token, preserving_proto_field_name=True),
+                                  "token": r.secret}, indent=2))
+            else:
+                print(f"token {r.token.accessor} for {r.token.name} (role {r.token.role}, "
+                      f"expires {when(r.token.expires_at) if r.token.HasField('expires_at') else 'never'})")
+                print(f"secret (shown once; send it as `authorization: Bearer <secret>`):\n{r.secret}")
+            return 0
+        if args.token_command == "list":
+            lr = c.tokens.ListTokens(tok_pb.ListTokensRequest(), timeout=args.timeout)
+            emit(args, lr, lambda: table(["ACCESSOR", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED"], [
+                [t.accessor, t.name, t.role, when(t.created_at),
+                 when(t.expires_at) if t.HasField("expires_at") else "never", "yes" if t.revoked else "no"]
+                for t in lr.tokens]))
+            return 0
+        rr = c.tokens.RevokeToken(tok_pb.RevokeTokenRequest(accessor=args.accessor), timeout=args.timeout)
+        emit(args, rr, lambda: f"revoked {rr.token.accessor} ({rr.token.name}); every replica refuses it within 2 s")
+        return 0
+
+
+def register(sub: Subparsers) -> None:
+    tok = sub.add_parser("token", help="bearer tokens for users and service accounts (admins only)")
+    tsub = tok.add_subparsers(dest="token_command", required=True)
+    cr = tsub.add_parser("create", help="a new token; its secret is printed once (-o json: under `token`)")
+    cr.add_argument("name", help="who or what holds it")
+    cr.add_argument("--role", required=True, choices=CLUSTER_ROLES,
+                    help="admin: everything; reader: every get, list and watch")
+    cr.add_argument("--ttl", default="0", help="lifetime: 3600, 15m, 24h, 30d (default 0: never expires)")
+    tsub.add_parser("list", help="every token (never their secrets)")
+    rv = tsub.add_parser("revoke", help="refuse a token from now on")
+    rv.add_argument("accessor", help="tok-... as `token list` shows it")
+    tok.set_defaults(fn=cmd_token)
