@@ -114,3 +114,17 @@ def test_an_outside_client_with_the_ca_and_a_token(dc: Path) -> None:
     wait_until(lambda: buf_curl(s, reader, "VmService/ListVms", "{}", schema_from=schema)["code"] == "unauthenticated",
                timeout=15, every=0.5)
     assert "web-1" in {v["spec"]["name"] for v in jq(dc, "vm", "list")["vms"]}  # type: ignore[index]
+
+
+def test_insecure_is_explicit_and_loud(tmp_path: Path) -> None:
+    home = tmp_path / "dev"
+    try:
+        up = vdcos(home, "up", "--insecure", "--hosts", "1")
+        assert "WARNING: INSECURE" in up.stderr and "PLAINTEXT" in up.stdout
+        assert json.loads((home / "cluster.json").read_text())["ca"] == "" and not (home / "pki").exists()
+        p = vdcos(home, "vm", "list", check=False)  # the CLI does not fall back to plaintext by itself
+        assert p.returncode == 2 and "--insecure" in p.stderr
+        assert jq(home, "--insecure", "vm", "create", "dev-1")["spec"]["name"] == "dev-1"  # type: ignore[index]
+        assert "INSECURE" in (home / "logs" / "scheduler.log").read_text()
+    finally:
+        vdcos(home, "down", "--purge", check=False)

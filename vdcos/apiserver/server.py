@@ -103,7 +103,7 @@ class SchedulerServer:
 
 async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_addr: str
                         ) -> tuple[grpc.aio.Server, int, int, Callable[[], Coroutine[Any, Any, None]]]:
-    # With TLS, every call is authorized by the caller's certificate (authz.py); --insecure has
+    # With TLS, every call is authorized by the caller's certificate or token (authz.py); --insecure has
     # no identities to check.
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
                              interceptors=[AuthInterceptor(Authorizer(tls.ca.read_bytes(), TokenLookup(ops.store)))]
