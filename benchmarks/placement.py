@@ -58,6 +58,7 @@ import numpy as np
 
 from benchmarks.common import emit, issue, start_etcd, stop_etcd
 from vdcos.security.pki import Identity, TlsFiles
+from vdcos.security.tls import etcd_flags
 from vdcos.state.etcd_server import EtcdServer
 
 APIS = ("batch", "stream", "unary")
@@ -289,8 +290,7 @@ def start_scheduler(etcd: EtcdServer, base: Path, *extra: str) -> tuple[subproce
     log = open(base / "scheduler.log", "wb")
     tls = issue(etcd, Identity("scheduler", base.name))
     port_file = base / ("sched.port" if tls is None else "sched.mtls-port")
-    flags = ["--insecure"] if tls is None else ["--etcd-cacert", str(tls.ca), "--etcd-cert", str(tls.cert),
-                                                "--etcd-key", str(tls.key), "--mtls-port-file", str(port_file)]
+    flags = etcd_flags(tls) + ([] if tls is None else ["--mtls-port-file", str(port_file)])
     sched = subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", etcd.endpoint,
                               "--port-file", str(base / "sched.port"), *flags, *extra], stdout=log, stderr=log)
     while not port_file.exists():

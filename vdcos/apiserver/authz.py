@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -28,8 +27,6 @@ import grpc.aio
 
 from vdcos.security.pki import Identity, verified_identity
 from vdcos.security.tokens import TokenRecord, parse_bearer
-
-log = logging.getLogger("vdcos.apiserver.authz")
 
 
 @dataclass(frozen=True)
@@ -112,7 +109,8 @@ class Denied(Exception):
         self.code = code
 
 
-TokenLookup = Callable[[str], TokenRecord | None]
+# A token's record by accessor (apiserver/tokens.py reads them from etcd).
+FindToken = Callable[[str], TokenRecord | None]
 
 
 class Authorizer:
@@ -120,7 +118,7 @@ class Authorizer:
     presented on the mutual-TLS port (PEM, checked again here against the datacenter CA, see
     pki.verified_identity), or the bearer token it sent (`tokens` finds a token's record)."""
 
-    def __init__(self, ca_pem: bytes, tokens: TokenLookup | None = None,
+    def __init__(self, ca_pem: bytes, tokens: FindToken | None = None,
                  bindings: dict[Identity, str] | None = None) -> None:
         self.ca_pem = ca_pem
         self.tokens = tokens or (lambda accessor: None)
@@ -196,51 +194,48 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             return handler
         method, check = details.method, self.authorizer.check
 
-        async def deny(context: grpc.aio.ServicerContext) -> bool:
+        async def authorize(context: grpc.aio.ServicerContext) -> None:
             cert, bearer = _credentials(context)
             try:
                 if cert is None and bearer:  # a token's record may be read from etcd: off the loop
                     await asyncio.to_thread(check, method, cert, bearer)
                 else:
                     check(method, cert, bearer)
-                return False
             except Denied as e:
-                await context.abort(e.code, str(e))
-                return True
+                await context.abort(e.code, str(e))  # raises: the handler never runs
 
-        if handler.unary_unary:
-            inner_uu = handler.unary_unary
+        for kind, make, guard in _KINDS:
+            inner = getattr(handler, kind)
+            if inner:
+                return make(guard(inner, authorize), handler.request_deserializer, handler.response_serializer)
+        return handler
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await deny(context)
-                return await inner_uu(request, context)
-            return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
-                                                       handler.response_serializer)
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await deny(context)
-                async for item in _aiter(inner_us(request, context)):
-                    yield item
-            return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
-                                                        handler.response_serializer)
-        if handler.stream_unary:
-            inner_su = handler.stream_unary
+Authorize = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
 
-            async def stream_unary(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-                await deny(context)
-                return await inner_su(requests, context)
-            return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer,
-                                                        handler.response_serializer)
-        inner_ss = handler.stream_stream
 
-        async def stream_stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
-            await deny(context)
-            async for item in _aiter(inner_ss(requests, context)):
-                yield item
-        return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
-                                                     handler.response_serializer)
+def _answering(inner: Any, authorize: Authorize) -> Any:
+    """A handler with one answer (its request one message or a stream), authorized first."""
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await authorize(context)
+        return await inner(request, context)
+    return call
+
+
+def _streaming(inner: Any, authorize: Authorize) -> Any:
+    """A handler that answers with a stream, authorized before its first answer."""
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await authorize(context)
+        async for item in _aiter(inner(request, context)):
+            yield item
+    return call
+
+
+# gRPC's four kinds of method handler, and how each is wrapped.
+_KINDS = (("unary_unary", grpc.unary_unary_rpc_method_handler, _answering),
+          ("unary_stream", grpc.unary_stream_rpc_method_handler, _streaming),
+          ("stream_unary", grpc.stream_unary_rpc_method_handler, _answering),
+          ("stream_stream", grpc.stream_stream_rpc_method_handler, _streaming))
 
 
 async def _aiter(result: Any) -> Any:

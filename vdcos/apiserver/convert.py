@@ -13,10 +13,12 @@ from vdcos.model.fit import allocatable, demand_vector
 from vdcos.planner.cluster import Headroom
 from vdcos.scheduler.cache import NodeView
 from vdcos.scheduler.core import Candidate, Rejection
+from vdcos.security.tokens import TokenRecord
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import ha_service_pb2 as ha_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
+from vdcos.v1 import token_service_pb2 as tok_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import volume_service_pb2 as vol_pb
 
@@ -314,3 +316,8 @@ def host_failure_to_pb(f: HostFailure) -> ha_pb.HostFailure:
 
 def ha_event_to_pb(e: HaEvent) -> ha_pb.HaEvent:
     return ha_pb.HaEvent(at=ts(e.at), kind=e.kind, node=e.node, vm=e.vm, epoch=e.epoch, message=e.message)
+
+
+def token_to_pb(r: TokenRecord) -> tok_pb.Token:
+    return tok_pb.Token(accessor=r.accessor, name=r.name, role=r.role, created_at=ts(r.created_at),
+                        expires_at=ts(r.expires_at) if r.expires_at else None, revoked=r.revoked)

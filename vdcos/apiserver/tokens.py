@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from vdcos.apiserver import validate
 from vdcos.apiserver.common import Ctx, blocking
+from vdcos.apiserver.convert import token_to_pb
+from vdcos.apiserver.operations import Operations
 from vdcos.apiserver.status import rpc
 from vdcos.errors import AlreadyExists, NotFound
 from vdcos.security.tokens import CLUSTER_ROLES, TokenRecord, mint, valid_accessor
@@ -47,22 +47,9 @@ class TokenLookup:
         return rec
 
 
-def _ts(at: float) -> Timestamp | None:
-    if not at:
-        return None
-    t = Timestamp()
-    t.FromNanoseconds(int(at * 1e9))
-    return t
-
-
-def token_to_pb(r: TokenRecord) -> tok_pb.Token:
-    return tok_pb.Token(accessor=r.accessor, name=r.name, role=r.role, created_at=_ts(r.created_at),
-                        expires_at=_ts(r.expires_at), revoked=r.revoked)
-
-
 class TokenServicer(tok_grpc.TokenServiceServicer):
-    def __init__(self, ops: object) -> None:
-        self.store: Store = ops.store  # type: ignore[attr-defined]
+    def __init__(self, ops: Operations) -> None:
+        self.store = ops.store
 
     @rpc
     async def CreateToken(self, request: tok_pb.CreateTokenRequest, context: Ctx) -> tok_pb.CreateTokenResponse:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 from pathlib import Path
@@ -38,24 +39,22 @@ def emit(args: argparse.Namespace, msg: Any, human: Callable[[], str]) -> None:
         print(human())
 
 
-def server_addr(args: argparse.Namespace) -> str:
+def _server_addr(args: argparse.Namespace, dc: localdc.LocalDatacenter | None) -> str:
     if args.server:
         return str(args.server)
     if os.environ.get("VDCOS_SERVER"):
         return os.environ["VDCOS_SERVER"]
-    dc = localdc.LocalDatacenter.load(Path(args.home))
     if dc is None or not dc.scheduler:
         raise UsageError(f"no datacenter is up under {args.home}: run `vdcos up` or pass --server HOST:PORT")
     return dc.scheduler
 
 
-def client_tls(args: argparse.Namespace) -> TlsFiles | None:
+def _client_tls(args: argparse.Namespace, dc: localdc.LocalDatacenter | None) -> TlsFiles | None:
     """What the CLI checks the API's certificate against (--ca, VDCOS_CA, else the local
     datacenter's CA) and proves itself with (the local operator's certificate, when it is
     that datacenter's). None with --insecure only."""
     if args.insecure:
         return None
-    dc = localdc.LocalDatacenter.load(Path(args.home))
     ca = args.ca or os.environ.get("VDCOS_CA")
     if ca:
         if not Path(ca).is_file():
@@ -74,22 +73,27 @@ def client_tls(args: argparse.Namespace) -> TlsFiles | None:
 def connect(args: argparse.Namespace) -> Client:
     """A client with the caller's credentials: a bearer token (--token, VDCOS_TOKEN) to the
     replicas' token addresses, else the local operator's certificate to their mutual-TLS ones."""
-    tls = client_tls(args)
+    dc = localdc.LocalDatacenter.load(Path(args.home))
+    tls = _client_tls(args, dc)
     token = args.token or os.environ.get("VDCOS_TOKEN")
     if tls is None:
         if token:
             raise UsageError("--token: a token is sent over TLS only, and this datacenter runs --insecure")
-        return Client(server_addr(args))
+        return Client(_server_addr(args, dc))
     if token:
-        return Client(server_addr(args), tls=TlsFiles(tls.ca), token=token)
+        return Client(_server_addr(args, dc), tls=TlsFiles(tls.ca), token=token)
     if tls.cert is None:
         raise UsageError("no credentials: pass --token (or set VDCOS_TOKEN), made by an admin with "
                          "`vdcos token create`")
-    if args.server or os.environ.get("VDCOS_SERVER"):
-        return Client(server_addr(args), tls=tls)
-    dc = localdc.LocalDatacenter.load(Path(args.home))
-    assert dc is not None  # client_tls found the operator's certificate in it
+    if args.server or os.environ.get("VDCOS_SERVER") or dc is None:
+        return Client(_server_addr(args, dc), tls=tls)
     return Client(dc.api_mtls or dc.scheduler, tls=tls)
+
+
+def when(ts: object) -> str:
+    """A protobuf Timestamp as local time of day to the millisecond; "-" when unset."""
+    seconds = getattr(ts, "seconds", 0) + getattr(ts, "nanos", 0) / 1e9
+    return datetime.datetime.fromtimestamp(seconds).strftime("%H:%M:%S.%f")[:-3] if seconds else "-"
 
 
 def kv_list(values: list[str], field: str) -> dict[str, str]:

@@ -3,15 +3,9 @@ its recent decisions, and admission control's failover headroom."""
 from __future__ import annotations
 
 import argparse
-import datetime
 
-from vdcos.cli.common import Subparsers, connect, emit, table
+from vdcos.cli.common import Subparsers, connect, emit, table, when
 from vdcos.v1 import ha_service_pb2 as ha_pb
-
-
-def when(ts: object) -> str:
-    seconds = getattr(ts, "seconds", 0) + getattr(ts, "nanos", 0) / 1e9
-    return datetime.datetime.fromtimestamp(seconds).strftime("%H:%M:%S.%f")[:-3] if seconds else "-"
 
 
 def status_lines(r: ha_pb.GetHaStatusResponse) -> str:

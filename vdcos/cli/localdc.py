@@ -30,6 +30,7 @@ from vdcos.host.netlink import netns_exists
 from vdcos.host.network import HostNetwork, remove_fabric
 from vdcos.process import alive, start_time, stop_pid
 from vdcos.security.pki import Authority, Identity, TlsFiles, issued
+from vdcos.security.tls import etcd_flags
 from vdcos.state.etcd_server import GOGC, EtcdCluster, answering
 
 # What `down --purge` deletes; `down` keeps it.
@@ -200,10 +201,7 @@ def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl:
 
 
 def _etcd_flags(pki: Authority | None, who: Identity) -> list[str]:
-    if pki is None:
-        return ["--insecure"]
-    f = pki.issue(who)
-    return ["--etcd-cacert", str(f.ca), "--etcd-cert", str(f.cert), "--etcd-key", str(f.key)]
+    return etcd_flags(None if pki is None else pki.issue(who))
 
 
 def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int,

@@ -3,9 +3,11 @@ the datacenter CA (users, service accounts, outside tools). Cluster admins only.
 from __future__ import annotations
 
 import argparse
+import json
 
-from vdcos.cli.common import Subparsers, UsageError, connect, emit, table
-from vdcos.cli.ha import when
+from google.protobuf import json_format
+
+from vdcos.cli.common import Subparsers, UsageError, connect, emit, table, when
 from vdcos.security.tokens import CLUSTER_ROLES
 from vdcos.v1 import token_service_pb2 as tok_pb
 
@@ -28,9 +30,6 @@ def cmd_token(args: argparse.Namespace) -> int:
                                                                ttl_seconds=seconds(args.ttl)), timeout=args.timeout)
             # The JSON has the bearer secret under `token`, for scripts and outside clients.
             if args.output == "json":
-                import json
-
-                from google.protobuf import json_format
                 print(json.dumps({**json_format.MessageToDict(r.token, preserving_proto_field_name=True),
                                   "token": r.secret}, indent=2))
             else:

@@ -14,7 +14,8 @@ from google.protobuf import json_format
 
 from vdcos.apiserver import validate
 from vdcos.cli.client import Client, describe_status, rejection_lines
-from vdcos.cli.common import Subparsers, UsageError, connect, emit, enum_name, kv_list, table, yaml_documents
+from vdcos.cli.common import (Subparsers, UsageError, connect, emit, enum_name, kv_list, table, when,
+                              yaml_documents)
 from vdcos.images import CATALOG
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
@@ -135,7 +136,6 @@ def vm_rows(vms: Sequence[pb.Vm]) -> str:
 
 def ha_history(c: Client, args: argparse.Namespace) -> str:
     """The HA controller's decisions about this VM (restarted where, at which epoch; lost, waiting)."""
-    from vdcos.cli.ha import when
     from vdcos.v1 import ha_service_pb2 as ha_pb
     events = [e for e in c.ha.GetHaStatus(ha_pb.GetHaStatusRequest(event_limit=10_000), timeout=args.timeout).events
               if e.vm == args.name]

@@ -82,17 +82,13 @@ def verified_identity(cert_pem: bytes, ca_pem: bytes) -> tuple[Identity, dt.date
     return None if who is None else (who, cert.not_valid_after_utc)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Whole or not at all, with `mode` set before a byte is written (also on a .tmp a crash left)."""
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
-    tmp.replace(path)
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
     tmp.replace(path)
 
 
@@ -133,8 +129,8 @@ class Authority:
                                                  decipher_only=False), critical=True)
                     .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
                     .sign(key, hashes.SHA256()))
-            _write_private(folder / "ca-key.pem", key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            _write(folder / "ca-key.pem", key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
             _write(folder / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
         return cls(folder)
 
@@ -167,8 +163,8 @@ class Authority:
                                critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
                 .sign(self._key, hashes.SHA256()))
-        _write_private(files.key, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        _write(files.key, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
         _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
         return files
 

@@ -53,10 +53,18 @@ def add_etcd_flags(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--etcd-key", type=Path, help="its private key (PEM)")
 
 
+def etcd_flags(files: TlsFiles | None) -> list[str]:
+    """The command-line flags that give a daemon `files` for etcd (None: --insecure)."""
+    if files is None:
+        return ["--insecure"]
+    return ["--etcd-cacert", str(files.ca), "--etcd-cert", str(files.cert), "--etcd-key", str(files.key)]
+
+
 def etcd_tls(args: argparse.Namespace, ap: argparse.ArgumentParser) -> TlsFiles | None:
-    """The etcd client's files from the flags; None only with --insecure."""
+    """The etcd client's files from the flags (add_etcd_flags, add_insecure_flag); None only
+    with --insecure."""
     given = [args.etcd_cacert, args.etcd_cert, args.etcd_key]
-    if getattr(args, "insecure", False):
+    if args.insecure:
         if any(given):
             ap.error("--insecure and --etcd-cacert/--etcd-cert/--etcd-key exclude each other")
         return None

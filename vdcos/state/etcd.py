@@ -75,7 +75,6 @@ class EtcdStore:
     def __init__(self, endpoints: str | Sequence[str], timeout: float = 10.0, txn_timeout: float = 3.0,
                  tls: TlsFiles | None = None) -> None:
         self.endpoints = endpoints_of(endpoints)
-        self.tls = tls
         self.endpoint = ",".join(self.endpoints)
         self.timeout = timeout
         # A transaction sent to a leader that dies waits for etcd's request timeout (7 s) and
