@@ -44,6 +44,10 @@ class ResourceExhausted(VdcosError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class QuotaExceeded(ResourceExhausted):
+    """A project's quota would be passed. `details` lists the model's QuotaViolations."""
+
+
 class Aborted(VdcosError):
     """Optimistic-concurrency retries ran out; the client may retry."""
     code = "ABORTED"

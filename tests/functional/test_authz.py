@@ -2,8 +2,9 @@
 through reflection); every mapped method refuses a caller without credentials (UNAUTHENTICATED
 on the token port, at the handshake on the mutual-TLS port), one with a bad token
 (UNAUTHENTICATED) and one whose role lacks the verb (PERMISSION_DENIED), and lets the admin
-through, by certificate or by token; a reader token may read and nothing else; a revoked or
-expired token stops working."""
+through, by certificate or by token; a reader token may read and nothing else; a project's
+owner, member and reader tokens reach exactly what their role allows; a revoked or expired
+token stops working. (Which objects a project's caller reaches: test_projects.py.)"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,14 +15,15 @@ import pytest
 from google.protobuf import descriptor_pool
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from vdcos.apiserver.authz import ANY_IDENTITY, PUBLIC, RULES, Authorizer, Denied, Principal
+from vdcos.apiserver.authz import ANY_IDENTITY, PROJECT_ROLES, PUBLIC, RULES, Authorizer, Denied, Principal
 from vdcos.apiserver.server import SchedulerServer, create_server
 from vdcos.security.pki import Authority, Identity, TlsFiles
 from vdcos.security.tls import secure_channel
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.etcd_server import EtcdServer
+from vdcos.v1 import project_service_pb2 as proj_pb
+from vdcos.v1 import project_service_pb2_grpc, token_service_pb2_grpc
 from vdcos.v1 import token_service_pb2 as tok_pb
-from vdcos.v1 import token_service_pb2_grpc
 from tests.conftest import wait_until
 
 DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
@@ -35,6 +37,10 @@ class Api:
             stub = token_service_pb2_grpc.TokenServiceStub(ch)
             self.tokens = {role: stub.CreateToken(tok_pb.CreateTokenRequest(name=f"t-{role}", role=role)).secret
                            for role in ("admin", "reader")}
+            project_service_pb2_grpc.ProjectServiceStub(ch).CreateProject(
+                proj_pb.CreateProjectRequest(project=proj_pb.Project(name="p")))
+            self.project_tokens = {role: stub.CreateToken(tok_pb.CreateTokenRequest(
+                name=f"p-{role}", role=role, project="p")).secret for role in PROJECT_ROLES}
 
     def channel(self, who: Identity | None) -> grpc.Channel:
         """To the mutual-TLS port, with `who`'s certificate (None: with none)."""
@@ -127,6 +133,10 @@ def test_each_method_admits_only_who_it_should(api: Api, path: str) -> None:
     with api.token_channel(api.tokens["reader"]) as ch:
         got = call(ch, path, m)
         assert (got not in DENIED) if RULES[path].reads else (got == grpc.StatusCode.PERMISSION_DENIED), got
+    for role, may in PROJECT_ROLES.items():
+        with api.token_channel(api.project_tokens[role]) as ch:
+            got = call(ch, path, m)
+            assert (got not in DENIED) if may(RULES[path]) else (got == grpc.StatusCode.PERMISSION_DENIED), (role, got)
 
 
 def test_a_revoked_or_expired_token_stops_working(api: Api) -> None:

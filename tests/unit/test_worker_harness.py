@@ -170,8 +170,9 @@ def test_the_batch_fit_check_agrees_with_one_fits_at_a_time(vcpus: int, overflow
         d = schedule(snap, r)
         assert isinstance(d, Decision)
         decided.append(_Decided(_Pending(r, 0), d, snap.policy("gold")))  # type: ignore[arg-type]
-    txn, retry = sched._build(decided)
-    want, want_retry, _ = sched._assemble(decided, sched.cache.config, one_at_a_time=True)
+    txn, retry, refused = sched._build(decided)
+    want, want_retry, _, _ = sched._assemble(decided, sched.cache.config, one_at_a_time=True)
+    assert refused == []
     assert [p.request.spec.name for p in retry] == [p.request.spec.name for p in want_retry]
     assert bool(retry) == overflow
     assert txn.compares == want.compares and txn.records == want.records
@@ -275,4 +276,34 @@ def test_idle_for_counts_from_the_last_placement_and_is_zero_while_one_is_made()
     first = sched.idle_for()
     time.sleep(0.05)
     assert 0 < first < sched.idle_for()
+    sched.stop()
+
+
+def test_a_batch_takes_what_its_project_quota_has_left_and_a_delete_gives_it_back() -> None:
+    """One batch of 6 creates against a quota of 4 VMs: 4 placed, 2 refused with the quota named;
+    the quota record is charged in the batch's own transaction, and released by each delete."""
+    from vdcos.errors import QuotaExceeded
+    from vdcos.projects import records as projects
+
+    store = MemoryStore()
+    projects.create(store, "p")
+    projects.set_limits(store, "p", {"vms": 4})
+    sched = setup(store)
+    wait_until(lambda: "p" in sched.cache.quotas)
+    futures = sched.submit_all([(VmSpec(f"v{i}", Resources(1, 1024), project="p"), f"r{i}") for i in range(6)])
+    errors = [f.exception(10) for f in futures]
+    assert sum(e is None for e in errors) == 4
+    refused = [e for e in errors if e is not None]
+    assert all(isinstance(e, QuotaExceeded) for e in refused), refused
+    assert refused[0].details[0].quota == "vms" and refused[0].details[0].limit == 4  # type: ignore[union-attr]
+    assert projects.quota(store, "p").used.vms == 4
+    assert projects.quota(store, "p").used.vcpus == 4
+    sched.delete("v0")
+    assert projects.quota(store, "p").used.vms == 3
+    with pytest.raises(Exception, match="not found"):
+        sched.delete("v1", project="other")  # another project's VM is not found, and stays
+    assert store.get(keys.vm_spec("v1")) is not None
+    # A project that does not exist places nothing.
+    with pytest.raises(Exception, match="project 'nope' not found"):
+        sched.create(VmSpec("x", Resources(1, 1024), project="nope"))
     sched.stop()

@@ -9,14 +9,23 @@ Each replica serves two ports (server.py). On the first, TLS with the replica's 
 a caller proves who it is with a bearer token (vdcos/security/tokens.py, records in etcd); on
 the second, mutual TLS, with its client certificate from the datacenter CA, checked again here
 before it is acted on. (gRPC's Python server cannot ask for a client certificate without
-requiring one, so one port cannot take both.) Roles so far are the cluster's: `admin` (held by
-the operator who ran `vdcos up`, `user:admin`, and by admin tokens) and `reader` (every get,
-list and watch). Any other identity holds no role and is denied every rule. Projects with their
-owner, member and reader roles are the next part of issue 32. A server started with --insecure
-has no identities to check and installs no interceptor."""
+requiring one, so one port cannot take both.)
+
+Roles. The cluster's: `admin` (everything; held by the operator who ran `vdcos up`,
+`user:admin`, and by admin tokens) and `reader` (every get, list and watch). A project's, held
+by tokens made for one project: `owner` (everything on the project's resources, and its
+tokens), `member` (everything on its resources) and `reader` (their gets, lists and watches);
+all three may read the QoS policies and pools they create with, and their project and quota.
+Any other identity holds no role and is denied every rule.
+
+The table decides which calls a role may make; which objects it may touch is the servicers'
+part (scope.py): a project's caller sees only its project's objects, and another project's are
+NOT_FOUND, as if they did not exist. A server started with --insecure has no identities to check
+and installs no interceptor."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -71,6 +80,10 @@ RULES: dict[str, Rule] = {
         "GetCapacityReport": ("capacity", "get"), "PlanRebalance": ("rebalances", "create"),
         "GetRebalance": ("rebalances", "get"), "ListRebalances": ("rebalances", "list")}),
     **_service("HaService", {"GetHaStatus": ("ha", "get")}),
+    **_service("ProjectService", {
+        "CreateProject": ("projects", "create"), "GetProject": ("projects", "get"),
+        "ListProjects": ("projects", "list"), "DeleteProject": ("projects", "delete"),
+        "GetQuota": ("quotas", "get"), "SetQuota": ("quotas", "update")}),
     **_service("TokenService", {
         "CreateToken": ("tokens", "create"), "ListTokens": ("tokens", "list"), "RevokeToken": ("tokens", "delete")}),
     **_service("QosPolicyService", {
@@ -88,19 +101,50 @@ PUBLIC = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watc
 ANY_IDENTITY = frozenset({"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
                           "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
 
-# The cluster roles and what they may do; a rule is allowed when the role's test says so.
+# What a project owns: its callers reach only these, and only their project's.
+PROJECT_RESOURCES = frozenset({"vms", "networks", "ports", "volumes", "snapshots", "migrations"})
+# Cluster-scoped things a project's callers read to use their own (their project and quota only).
+PROJECT_READABLE = frozenset({"qos-policies", "pools", "projects", "quotas"})
+
+
+def _in_project(rule: Rule) -> bool:
+    return rule.resource in PROJECT_RESOURCES or (rule.reads and rule.resource in PROJECT_READABLE)
+
+
+# The roles and what they may do; a rule is allowed when the role's test says so.
 ROLES: dict[str, Callable[[Rule], bool]] = {
     "admin": lambda rule: True,
     "reader": lambda rule: rule.reads,
+}
+PROJECT_ROLES: dict[str, Callable[[Rule], bool]] = {
+    "owner": lambda rule: _in_project(rule) or rule.resource == "tokens",
+    "member": _in_project,
+    "reader": lambda rule: rule.reads and _in_project(rule),
 }
 BOOTSTRAP_BINDINGS = {Identity("user", "admin"): "admin"}
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling, as the audit log and refusals name them, and the role they hold."""
+    """Who is calling, as the audit log and refusals name them, and the role they hold: a
+    cluster role, or with `project` a role in that project."""
     name: str   # user:admin (a certificate) or token:tok-...(holder) (a bearer token)
     role: str | None
+    project: str = ""
+
+    @property
+    def title(self) -> str:
+        return f"role {self.role} in project {self.project}" if self.project else f"role {self.role}"
+
+
+# The caller of the call being served, set by the interceptor before its handler runs (a
+# context variable: each call is its own task).
+_CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("vdcos_caller", default=None)
+
+
+def caller() -> Principal | None:
+    """Who is making the current call; None on a server without authentication (--insecure)."""
+    return _CALLER.get()
 
 
 class Denied(Exception):
@@ -155,7 +199,7 @@ class Authorizer:
         # One answer for all of these: which part was wrong is not the caller's to learn.
         if parsed is None or rec is None or not rec.matches(parsed[1]) or not rec.usable(time.time()):
             raise Denied(grpc.StatusCode.UNAUTHENTICATED, "the token is not valid (unknown, wrong, revoked or expired)")
-        return Principal(f"token:{rec.accessor}({rec.name})", rec.role)
+        return Principal(f"token:{rec.accessor}({rec.name})", rec.role, rec.project)
 
     def check(self, method: str, cert_pem: bytes | None, bearer: str | None = None) -> Principal | None:
         """The caller, if it may call `method`; raises Denied otherwise."""
@@ -167,11 +211,11 @@ class Authorizer:
         rule = RULES.get(method)
         if rule is None:  # deny by default: a method nobody mapped
             raise Denied(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to any role")
-        allowed = ROLES.get(who.role or "")
+        allowed = (PROJECT_ROLES if who.project else ROLES).get(who.role or "")
         if allowed is None or not allowed(rule):
             raise Denied(grpc.StatusCode.PERMISSION_DENIED,
                          f"{who.name} may not {rule.verb} {rule.resource}"
-                         + (f" (role {who.role})" if who.role else " (it holds no role)"))
+                         + (f" ({who.title})" if who.role else " (it holds no role)"))
         return who
 
 
@@ -198,11 +242,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             cert, bearer = _credentials(context)
             try:
                 if cert is None and bearer:  # a token's record may be read from etcd: off the loop
-                    await asyncio.to_thread(check, method, cert, bearer)
+                    who = await asyncio.to_thread(check, method, cert, bearer)
                 else:
-                    check(method, cert, bearer)
+                    who = check(method, cert, bearer)
             except Denied as e:
                 await context.abort(e.code, str(e))  # raises: the handler never runs
+            _CALLER.set(who)
 
         for kind, make, guard in _KINDS:
             inner = getattr(handler, kind)

@@ -10,6 +10,7 @@ from vdcos.model import (AffinityPolicy, HaEvent, HaSettings, HostFailure, Migra
                          RebalanceGoal, RebalanceMode, RebalanceState, Resources, RestartPolicy, RestartPriority,
                          SchedulerConfig, Snapshot, Strategy, VmPhase, VmSpec, Volume, VolumeState, pairs)
 from vdcos.model.fit import allocatable, demand_vector
+from vdcos.model.project import QUOTA_FIELDS, Limits, Project, Quota, Usage
 from vdcos.planner.cluster import Headroom
 from vdcos.scheduler.cache import NodeView
 from vdcos.scheduler.core import Candidate, Rejection
@@ -18,6 +19,7 @@ from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import ha_service_pb2 as ha_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
+from vdcos.v1 import project_service_pb2 as proj_pb
 from vdcos.v1 import token_service_pb2 as tok_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import volume_service_pb2 as vol_pb
@@ -75,7 +77,7 @@ def vm_spec_from_pb(m: pb.VmSpec) -> VmSpec:
     return VmSpec(name=m.name, resources=resources_from_pb(m.resources), qos_policy=m.qos_policy,
                   placement_group=m.placement_group, group_policy=AFF_FROM_PB[m.group_policy],
                   node_selector=pairs(dict(m.node_selector)), networks=tuple(m.networks),
-                  volumes=tuple(m.volumes), image=m.image, ha=ha_from_pb(m.ha))
+                  volumes=tuple(m.volumes), image=m.image, ha=ha_from_pb(m.ha), project=m.project)
 
 
 def ha_from_pb(m: pb.HaSettings) -> HaSettings:
@@ -85,8 +87,8 @@ def ha_from_pb(m: pb.HaSettings) -> HaSettings:
 
 def vm_spec_to_pb(s: VmSpec, out: pb.VmSpec | None = None) -> pb.VmSpec:
     m = pb.VmSpec() if out is None else out
-    m.name, m.qos_policy, m.placement_group, m.group_policy, m.image = (
-        s.name, s.qos_policy, s.placement_group, AFF_TO_PB[s.group_policy], s.image)
+    m.name, m.qos_policy, m.placement_group, m.group_policy, m.image, m.project = (
+        s.name, s.qos_policy, s.placement_group, AFF_TO_PB[s.group_policy], s.image, s.project)
     resources_to_pb(s.resources, m.resources)
     if s.node_selector:
         m.node_selector.update(dict(s.node_selector))
@@ -233,11 +235,11 @@ def migration_to_pb(m: Migration) -> mig_pb.Migration:
             memory_remaining_bytes=p.memory_remaining_bytes, iteration=p.iteration,
             expected_downtime_ms=p.expected_downtime_ms, elapsed_ms=p.elapsed_ms),
         cancel_requested=m.cancel_requested, downtime_ms=m.downtime_ms, total_ms=m.total_ms, message=m.message,
-        created_at=ts(m.created_at), updated_at=ts(m.updated_at))
+        created_at=ts(m.created_at), updated_at=ts(m.updated_at), project=m.project)
 
 
 def network_to_pb(n: Network) -> net_pb.Network:
-    return net_pb.Network(name=n.name, vni=n.vni, cidr=n.cidr, created_at=ts(n.created_at))
+    return net_pb.Network(name=n.name, vni=n.vni, cidr=n.cidr, created_at=ts(n.created_at), project=n.project)
 
 
 PORT_KIND_TO_PB = {PortKind.VM: net_pb.PORT_KIND_VM, PortKind.ENDPOINT: net_pb.PORT_KIND_ENDPOINT}
@@ -258,13 +260,14 @@ def volume_to_pb(v: Volume) -> vol_pb.Volume:
     return vol_pb.Volume(name=v.name, pool=POOL_KIND_TO_PB[v.pool], size_gib=v.size_gib, host=v.host, image=v.image,
                          vm=v.vm, state=VOLUME_STATE_TO_PB[v.state], path=v.path, message=v.message,
                          created_at=ts(v.created_at), migration=v.migration, moving_to=v.moving_to,
-                         target_path=v.target_path, snapshot=v.snapshot, snapshotting=v.snapshotting)
+                         target_path=v.target_path, snapshot=v.snapshot, snapshotting=v.snapshotting,
+                         project=v.project)
 
 
 def snapshot_to_pb(s: Snapshot) -> vol_pb.Snapshot:
     return vol_pb.Snapshot(name=s.name, volume=s.volume, pool=POOL_KIND_TO_PB[s.pool], host=s.host,
                            size_gib=s.size_gib, image=s.image, state=VOLUME_STATE_TO_PB[s.state], path=s.path,
-                           message=s.message, created_at=ts(s.created_at), live=s.live)
+                           message=s.message, created_at=ts(s.created_at), live=s.live, project=s.project)
 
 
 def pool_to_pb(p: PoolStatus) -> vol_pb.Pool:
@@ -320,4 +323,17 @@ def ha_event_to_pb(e: HaEvent) -> ha_pb.HaEvent:
 
 def token_to_pb(r: TokenRecord) -> tok_pb.Token:
     return tok_pb.Token(accessor=r.accessor, name=r.name, role=r.role, created_at=ts(r.created_at),
-                        expires_at=ts(r.expires_at) if r.expires_at else None, revoked=r.revoked)
+                        expires_at=ts(r.expires_at) if r.expires_at else None, revoked=r.revoked,
+                        project=r.project)
+
+
+def project_to_pb(p: Project) -> proj_pb.Project:
+    return proj_pb.Project(name=p.name, description=p.description, created_at=ts(p.created_at))
+
+
+def amounts_to_pb(a: Limits | Usage) -> proj_pb.QuotaAmounts:
+    return proj_pb.QuotaAmounts(**{f: getattr(a, f) for f in QUOTA_FIELDS})
+
+
+def quota_to_pb(q: Quota) -> proj_pb.Quota:
+    return proj_pb.Quota(project=q.project, limits=amounts_to_pb(q.limits), used=amounts_to_pb(q.used))

@@ -5,7 +5,7 @@ import json
 from contextlib import aclosing
 from typing import AsyncIterator
 
-from vdcos.apiserver import convert, validate
+from vdcos.apiserver import convert, scope, validate
 from vdcos.apiserver.common import Ctx, blocking, check_name, watch
 from vdcos.apiserver.operations import Operations
 from vdcos.apiserver.status import rpc, stream_rpc
@@ -23,6 +23,8 @@ class MigrationServicer(mig_grpc.MigrationServiceServicer):
     @rpc
     async def MigrateVm(self, request: mig_pb.MigrateVmRequest, context: Ctx) -> mig_pb.MigrateVmResponse:
         validate.check(validate.migrate(request))
+        vm = await blocking(self.ops.get_vm, request.vm)
+        scope.current().check(vm.spec.project, f"VM {request.vm!r}")
         m = await blocking(self.ops.migrate_vm, request.vm, request.target_node,
                            convert.migration_options_from_pb(request.options))
         return mig_pb.MigrateVmResponse(migration=convert.migration_to_pb(m))
@@ -31,6 +33,7 @@ class MigrationServicer(mig_grpc.MigrationServiceServicer):
     async def GetMigration(self, request: mig_pb.GetMigrationRequest, context: Ctx) -> mig_pb.GetMigrationResponse:
         validate.check(validate.migration_id(request.id))
         m = await blocking(self.ops.get_migration, request.id)
+        scope.current().check(m.project, f"migration {request.id!r}")
         return mig_pb.GetMigrationResponse(migration=convert.migration_to_pb(m))
 
     @rpc
@@ -39,12 +42,15 @@ class MigrationServicer(mig_grpc.MigrationServiceServicer):
         if request.vm:
             check_name(request.vm, "vm")
         ms = await blocking(self.ops.list_migrations, request.vm)
-        return mig_pb.ListMigrationsResponse(migrations=[convert.migration_to_pb(m) for m in ms])
+        sees = scope.current().sees
+        return mig_pb.ListMigrationsResponse(migrations=[convert.migration_to_pb(m) for m in ms if sees(m.project)])
 
     @rpc
     async def CancelMigration(self, request: mig_pb.CancelMigrationRequest,
                               context: Ctx) -> mig_pb.CancelMigrationResponse:
         validate.check(validate.migration_id(request.id))
+        scope.current().check((await blocking(self.ops.get_migration, request.id)).project,
+                              f"migration {request.id!r}")
         m = await blocking(self.ops.cancel_migration, request.id)
         return mig_pb.CancelMigrationResponse(migration=convert.migration_to_pb(m))
 
@@ -57,6 +63,7 @@ class MigrationServicer(mig_grpc.MigrationServiceServicer):
         if not kvs:
             raise NotFound(f"migration {request.id!r} not found")
         m = decode(Migration, json.loads(kvs[0].value))
+        scope.current().check(m.project, f"migration {request.id!r}")
         yield mig_pb.WatchMigrationResponse(migration=convert.migration_to_pb(m))
         if m.phase.done:
             return

@@ -148,12 +148,13 @@ class Operations:
     def _claim_volumes(self, spec: VmSpec) -> list[Volume]:
         if self.store.get(keys.vm_spec(spec.name)) is not None:
             raise AlreadyExists(f"vm {spec.name!r} already exists")
-        return volumes.attach_all(self.store, spec.name, spec.volumes)
+        return volumes.attach_all(self.store, spec.name, spec.volumes, spec.project)
 
     def _allocate_nics(self, spec: VmSpec) -> list[Port]:
         if self.store.get(keys.vm_spec(spec.name)) is not None:
             return []  # an existing VM: the scheduler answers for it
-        return networks.create_ports(self.store, [(n, spec.name, PortKind.VM, "", "", 0) for n in spec.networks])
+        return networks.create_ports(self.store, [(n, spec.name, PortKind.VM, "", "", 0) for n in spec.networks],
+                                     project=spec.project)
 
     # --- live migration -------------------------------------------------------------------
     def migrate_vm(self, vm: str, target: str, options: MigrationOptions) -> Migration:
@@ -171,9 +172,10 @@ class Operations:
     def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation:
         return self.scheduler.explain(spec, request_id, limit)
 
-    def delete_vm(self, name: str, keep_volumes: bool = False) -> None:
+    def delete_vm(self, name: str, keep_volumes: bool = False, project: str | None = None) -> None:
+        """Delete a VM (with `project`: only that project's) and what goes with it."""
         kv = self.store.get(keys.vm_spec(name))
-        self.scheduler.delete(name)
+        self.scheduler.delete(name, project)
         if kv is not None:
             spec = decode(VmSpec, json.loads(kv.value))
             networks.delete_ports(self.store, networks.vm_ports(self.store, name, spec.networks))
@@ -182,11 +184,13 @@ class Operations:
 
     # --- volumes ------------------------------------------------------------------------------
     def create_volume(self, name: str, pool: PoolKind | None, size_gib: int, host: str = "", image: str = "",
-                      snapshot: str = "") -> Volume:
+                      snapshot: str = "", project: str = "") -> Volume:
         source = None
         if snapshot:
             # A restore goes where the snapshot's file is: its pool, and its host for a local one.
             source = volumes.restore_source(self.store, snapshot, size_gib)
+            if source.project != project:
+                raise NotFound(f"snapshot {snapshot!r} not found")
             size_gib = size_gib or source.size_gib
             if pool is not None and pool is not source.pool:
                 raise FailedPrecondition(f"snapshot {snapshot} is in the {source.pool.value} pool; "
@@ -201,7 +205,7 @@ class Operations:
             self.node(host)
         else:
             host = self._volume_host(pool, size_gib)
-        return volumes.create(self.store, name, pool, size_gib, host, image, source)
+        return volumes.create(self.store, name, pool, size_gib, host, image, source, project)
 
     def _volume_host(self, pool: PoolKind, size_gib: int) -> str:
         """A local volume goes to the ready host with the most free disk that it fits (the one
@@ -257,8 +261,8 @@ class Operations:
         return sorted(volumes.pools(self.store), key=lambda p: (p.pool.value, p.host))
 
     # --- tenant networks --------------------------------------------------------------------
-    def create_network(self, name: str, cidr: str, vni: int = 0) -> Network:
-        return networks.create(self.store, name, cidr, vni)
+    def create_network(self, name: str, cidr: str, vni: int = 0, project: str = "") -> Network:
+        return networks.create(self.store, name, cidr, vni, project)
 
     def get_network(self, name: str) -> Network:
         return networks.get(self.store, name)
@@ -266,16 +270,17 @@ class Operations:
     def list_networks(self) -> list[Network]:
         return networks.list_networks(self.store)
 
-    def delete_network(self, name: str) -> None:
-        networks.delete(self.store, name)
+    def delete_network(self, name: str, project: str | None = None) -> None:
+        networks.delete(self.store, name, project)
 
-    def create_endpoint(self, network: str, name: str, host: str, ip: str = "", max_mbps: int = 0) -> Port:
+    def create_endpoint(self, network: str, name: str, host: str, ip: str = "", max_mbps: int = 0,
+                        project: str | None = None) -> Port:
         kv = self.store.get(keys.node_spec(host))
         if kv is None:
             raise NotFound(f"node {host!r} not found")
         if not decode(NodeSpec, json.loads(kv.value)).tunnel_ip:
             raise FailedPrecondition(f"node {host!r} has no virtual switch (driver sim?)")
-        return networks.create_ports(self.store, [(network, name, PortKind.ENDPOINT, host, ip, max_mbps)])[0]
+        return networks.create_ports(self.store, [(network, name, PortKind.ENDPOINT, host, ip, max_mbps)], project)[0]
 
     def list_ports(self, network: str = "") -> list[tuple[Port, list[str]]]:
         if network:

@@ -30,6 +30,7 @@ from vdcos.apiserver.node import NodeServicer
 from vdcos.apiserver.operations import Operations
 from vdcos.apiserver.placement import PlacementServicer
 from vdcos.apiserver.policy import QosPolicyServicer
+from vdcos.apiserver.project import ProjectServicer
 from vdcos.apiserver.tokens import TokenLookup, TokenServicer
 from vdcos.apiserver.vm import VmServicer
 from vdcos.apiserver.volume import VolumeServicer
@@ -48,6 +49,7 @@ from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_servic
                       migration_service_pb2,
                       migration_service_pb2_grpc, network_service_pb2, network_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
+                      project_service_pb2, project_service_pb2_grpc,
                       qos_policy_service_pb2, qos_policy_service_pb2_grpc, token_service_pb2,
                       token_service_pb2_grpc, vm_service_pb2, vm_service_pb2_grpc,
                       volume_service_pb2, volume_service_pb2_grpc)
@@ -71,6 +73,8 @@ SERVICES = (
      VolumeServicer),
     (ha_service_pb2, "HaService", ha_service_pb2_grpc.add_HaServiceServicer_to_server, HaServicer),
     (token_service_pb2, "TokenService", token_service_pb2_grpc.add_TokenServiceServicer_to_server, TokenServicer),
+    (project_service_pb2, "ProjectService", project_service_pb2_grpc.add_ProjectServiceServicer_to_server,
+     ProjectServicer),
 )
 
 

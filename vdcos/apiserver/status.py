@@ -1,4 +1,5 @@
-"""Domain errors -> gRPC status with google.rpc details (BadRequest, ErrorInfo, PlacementRejection)."""
+"""Domain errors -> gRPC status with google.rpc details (BadRequest, QuotaFailure, ErrorInfo,
+PlacementRejection)."""
 from __future__ import annotations
 
 import functools
@@ -12,7 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from vdcos.apiserver.convert import rejection_to_pb
-from vdcos.errors import InvalidArgument, Unschedulable, VdcosError
+from vdcos.errors import InvalidArgument, QuotaExceeded, Unschedulable, VdcosError
 from vdcos.state.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,13 @@ def to_status(e: VdcosError) -> status_pb2.Status:
             reason="NO_FEASIBLE_NODE" if rej.retryable else "NEVER_SCHEDULABLE", domain=DOMAIN,
             metadata={"vm": rej.vm, "nodes_total": str(rej.nodes_total)})))
         details.append(_pack(rejection_to_pb(rej)))
+    if isinstance(e, QuotaExceeded):
+        details.append(_pack(error_details_pb2.QuotaFailure(violations=[
+            error_details_pb2.QuotaFailure.Violation(
+                subject=f"project:{v.project}", description=str(v), api_service=DOMAIN,
+                quota_metric=f"{DOMAIN}/{v.quota}", quota_id=f"project-{v.quota}", quota_value=v.limit,
+                quota_dimensions={"project": v.project, "used": str(v.used), "wanted": str(v.wanted)})
+            for v in e.details or []])))
     return status_pb2.Status(code=getattr(code_pb2, e.code), message=e.message[:4000], details=details)
 
 

@@ -1,17 +1,18 @@
-"""TokenService: bearer tokens made, listed and revoked by cluster admins, kept in etcd as their
-records (the secret's SHA-256, never the secret); and the lookup the authorizer uses."""
+"""TokenService: bearer tokens made, listed and revoked by cluster admins (any token) and by a
+project's owners (their project's), kept in etcd as their records (the secret's SHA-256, never
+the secret); and the lookup the authorizer uses."""
 from __future__ import annotations
 
 import threading
 import time
 
-from vdcos.apiserver import validate
-from vdcos.apiserver.common import Ctx, blocking
+from vdcos.apiserver import scope, validate
+from vdcos.apiserver.common import Ctx, blocking, check_name
 from vdcos.apiserver.convert import token_to_pb
 from vdcos.apiserver.operations import Operations
 from vdcos.apiserver.status import rpc
 from vdcos.errors import AlreadyExists, NotFound
-from vdcos.security.tokens import CLUSTER_ROLES, TokenRecord, mint, valid_accessor
+from vdcos.security.tokens import CLUSTER_ROLES, PROJECT_ROLES, TokenRecord, mint, valid_accessor
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import Put, Store
@@ -55,38 +56,51 @@ class TokenServicer(tok_grpc.TokenServiceServicer):
     async def CreateToken(self, request: tok_pb.CreateTokenRequest, context: Ctx) -> tok_pb.CreateTokenResponse:
         out: validate.Violations = []
         validate.name(request.name, "name", out)
-        if request.role not in CLUSTER_ROLES:
-            out.append(("role", f"must be one of {', '.join(CLUSTER_ROLES)}, got {request.role[:40]!r}"))
+        validate.name(request.project, "project", out, required=False)
+        project = scope.current().owner(request.project) if not out else ""
+        roles = PROJECT_ROLES if project else CLUSTER_ROLES
+        if request.role not in roles:
+            out.append(("role", f"must be one of {', '.join(roles)}"
+                        + (f" (a role in project {project})" if project else " (a cluster role; with a project: "
+                           + ", ".join(PROJECT_ROLES) + ")") + f", got {request.role[:40]!r}"))
         if not 0 <= request.ttl_seconds <= MAX_TTL_S:
             out.append(("ttl_seconds", f"must be between 0 (never expires) and {MAX_TTL_S}, got {request.ttl_seconds}"))
         validate.check(out)
-        rec, secret = mint(request.name, request.role, time.time(), float(request.ttl_seconds))
+        rec, secret = mint(request.name, request.role, time.time(), float(request.ttl_seconds), project)
 
         def attempt(reads: Reads) -> Write[None]:
             key = keys.token(rec.accessor)  # 48 random bits: a clash is refused, never overwritten
             if reads.kv(key) is not None:
                 raise AlreadyExists(f"token accessor {rec.accessor} clashes; create it again")
+            if project and reads.kv(keys.project(project)) is None:  # compared: no token outlives its project
+                raise NotFound(f"project {project!r} not found")
             return Write(None, [Put(key, rec.to_bytes())])
         await blocking(read_modify_write, self.store, attempt, f"token {rec.accessor}")
         return tok_pb.CreateTokenResponse(token=token_to_pb(rec), secret=secret)
 
     @rpc
     async def ListTokens(self, request: tok_pb.ListTokensRequest, context: Ctx) -> tok_pb.ListTokensResponse:
+        if request.project:
+            check_name(request.project, "project")
         kvs, _ = await blocking(self.store.get_prefix, keys.TOKENS)
-        recs = sorted((TokenRecord.from_bytes(kv.value) for kv in kvs), key=lambda r: (r.created_at, r.accessor))
+        sees = scope.current().sees
+        recs = sorted((r for r in (TokenRecord.from_bytes(kv.value) for kv in kvs)
+                       if sees(r.project) and (not request.project or r.project == request.project)),
+                      key=lambda r: (r.created_at, r.accessor))
         return tok_pb.ListTokensResponse(tokens=[token_to_pb(r) for r in recs])
 
     @rpc
     async def RevokeToken(self, request: tok_pb.RevokeTokenRequest, context: Ctx) -> tok_pb.RevokeTokenResponse:
         if not valid_accessor(request.accessor):
             validate.check([("accessor", f"{request.accessor[:40]!r} is not a token accessor (tok- and 12 hex digits)")])
+        within = scope.current()
 
         def attempt(reads: Reads) -> Write[TokenRecord]:
             key = keys.token(request.accessor)
             kv = reads.kv(key)
-            if kv is None:
+            rec = TokenRecord.from_bytes(kv.value).revoke() if kv is not None else None
+            if rec is None or not within.sees(rec.project):
                 raise NotFound(f"token {request.accessor} not found")
-            rec = TokenRecord.from_bytes(kv.value).revoke()
             return Write(rec, [Put(key, rec.to_bytes())])
         rec = await blocking(read_modify_write, self.store, attempt, f"token {request.accessor}")
         return tok_pb.RevokeTokenResponse(token=token_to_pb(rec))

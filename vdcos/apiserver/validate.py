@@ -79,6 +79,7 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
         resources(m.resources, f"{field}.resources", out)
     name(m.qos_policy, f"{field}.qos_policy", out, required=False)
     name(m.placement_group, f"{field}.placement_group", out, required=False)
+    name(m.project, f"{field}.project", out, required=False)
     if m.group_policy not in AFFINITY_POLICIES:
         out.append((f"{field}.group_policy", f"unknown value {m.group_policy}"))
     elif m.placement_group and m.group_policy == pb.AFFINITY_POLICY_UNSPECIFIED:
@@ -201,6 +202,7 @@ def network(m: net_pb.Network, field: str = "network") -> Violations:
 
     out: Violations = []
     name(m.name, f"{field}.name", out)
+    name(m.project, f"{field}.project", out, required=False)
     if m.vni and not VNI_MIN <= m.vni <= VNI_MAX:
         out.append((f"{field}.vni", f"must be 0 (allocated by vdcos) or between {VNI_MIN} and {VNI_MAX}, got {m.vni}"))
     if not m.cidr:
@@ -245,6 +247,7 @@ def volume(m: vol_pb.Volume, field: str = "volume") -> Violations:
 
     out: Violations = []
     name(m.name, f"{field}.name", out)
+    name(m.project, f"{field}.project", out, required=False)
     if m.snapshot:
         # A restore takes pool, host and base image from the snapshot; size 0 = the snapshot's.
         name(m.snapshot, f"{field}.snapshot", out)
@@ -270,7 +273,7 @@ def snapshot(m: vol_pb.Snapshot, field: str = "snapshot") -> Violations:
     out: Violations = []
     name(m.name, f"{field}.name", out)
     name(m.volume, f"{field}.volume", out)
-    for f in ("host", "path", "message", "image"):
+    for f in ("host", "path", "message", "image", "project"):
         if getattr(m, f):
             out.append((f"{field}.{f}", "is set by vdcos, not by a request"))
     if m.pool or m.size_gib or m.state or m.live:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import AsyncIterator
 
-from vdcos.apiserver import convert, validate
+from vdcos.apiserver import convert, scope, validate
 from vdcos.apiserver.common import Ctx, blocking, check_name, watch
 from vdcos.apiserver.operations import Operations, VmRecord
 from vdcos.apiserver.status import as_status, rpc, stream_rpc
@@ -30,7 +31,13 @@ def _create_violations(request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest, 
 
 def _create_request(request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest) -> VmSpec:
     validate.check(_create_violations(request))
-    return convert.vm_spec_from_pb(request.spec)
+    return _owned(convert.vm_spec_from_pb(request.spec))
+
+
+def _owned(spec: VmSpec) -> VmSpec:
+    """The spec with the project the caller may create it in (scope.py)."""
+    project = scope.current().owner(spec.project)
+    return spec if project == spec.project else replace(spec, project=project)
 
 
 def _batch_create_request(request: vm_pb.BatchCreateVmsRequest) -> list[VmSpec]:
@@ -117,7 +124,15 @@ class VmServicer(vm_grpc.VmServiceServicer):
     async def BatchCreateVms(self, request: vm_pb.BatchCreateVmsRequest,
                              context: Ctx) -> vm_pb.BatchCreateVmsResponse:
         specs = _batch_create_request(request)
-        got = await self.ops.create_vms_async([(s, r.request_id) for s, r in zip(specs, request.requests)])
+        items: list[tuple[VmSpec, str]] = []
+        refused: dict[int, Exception] = {}  # one item in another project fails alone
+        for i, (s, r) in enumerate(zip(specs, request.requests)):
+            try:
+                items.append((_owned(s), r.request_id))
+            except NotFound as e:
+                refused[i] = e
+        placed = iter(await self.ops.create_vms_async(items))
+        got = [refused[i] if i in refused else next(placed) for i in range(len(specs))]
         answer = vm_pb.BatchCreateVmsResponse()
         add = answer.results.add
         for r, g in zip(request.requests, got):
@@ -127,27 +142,48 @@ class VmServicer(vm_grpc.VmServiceServicer):
     @rpc
     async def GetVm(self, request: vm_pb.GetVmRequest, context: Ctx) -> vm_pb.GetVmResponse:
         check_name(request.name)
-        return vm_pb.GetVmResponse(vm=convert.vm_to_pb(await blocking(self.ops.get_vm, request.name)))
+        rec = await blocking(self.ops.get_vm, request.name)
+        scope.current().check(rec.spec.project, f"vm {request.name!r}")
+        return vm_pb.GetVmResponse(vm=convert.vm_to_pb(rec))
 
     @rpc
     async def ListVms(self, request: vm_pb.ListVmsRequest, context: Ctx) -> vm_pb.ListVmsResponse:
         if request.node:
             check_name(request.node, "node")
-        return vm_pb.ListVmsResponse(vms=[convert.vm_to_pb(r) for r in await blocking(self.ops.list_vms, request.node)])
+        if request.project:
+            check_name(request.project, "project")
+        sees = scope.current().sees
+        return vm_pb.ListVmsResponse(vms=[
+            convert.vm_to_pb(r) for r in await blocking(self.ops.list_vms, request.node)
+            if sees(r.spec.project) and (not request.project or r.spec.project == request.project)])
 
     @rpc
     async def DeleteVm(self, request: vm_pb.DeleteVmRequest, context: Ctx) -> vm_pb.DeleteVmResponse:
         check_name(request.name)
-        await blocking(self.ops.delete_vm, request.name, request.keep_volumes)
+        await blocking(self.ops.delete_vm, request.name, request.keep_volumes, scope.current().project)
         return vm_pb.DeleteVmResponse()
 
     @stream_rpc
     async def WatchVms(self, request: vm_pb.WatchVmsRequest, context: Ctx) -> AsyncIterator[vm_pb.WatchVmsResponse]:
+        within = scope.current()
+        # A project's watch names only its VMs, deletions too: those it saw, and those it had
+        # when the watch began (a deleted VM's record no longer says whose it was).
+        mine: set[str] | None = None
+        if within.project is not None:
+            mine = {r.spec.name for r in await blocking(self.ops.list_vms) if r.spec.project == within.project}
         async for events, rev in watch(self.ops, keys.VMS):
             for name in dict.fromkeys(keys.split(e.kv.key, keys.VMS)[0] for e in events):
                 try:
-                    vm = convert.vm_to_pb(await blocking(self.ops.get_vm, name))
-                    kind = pb.EVENT_TYPE_PUT
+                    rec = await blocking(self.ops.get_vm, name)
+                    if not within.sees(rec.spec.project):
+                        continue
+                    vm, kind = convert.vm_to_pb(rec), pb.EVENT_TYPE_PUT
+                    if mine is not None:
+                        mine.add(name)
                 except NotFound:
+                    if mine is not None:
+                        if name not in mine:
+                            continue
+                        mine.discard(name)
                     vm, kind = pb.Vm(spec=pb.VmSpec(name=name)), pb.EVENT_TYPE_DELETE
                 yield vm_pb.WatchVmsResponse(type=kind, vm=vm, revision=rev)

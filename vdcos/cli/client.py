@@ -13,7 +13,8 @@ from vdcos.security.tls import secure_channel
 from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
                       migration_service_pb2, migration_service_pb2_grpc,
                       network_service_pb2, network_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
-                      placement_service_pb2, placement_service_pb2_grpc, qos_policy_service_pb2,
+                      placement_service_pb2, placement_service_pb2_grpc, project_service_pb2,
+                      project_service_pb2_grpc, qos_policy_service_pb2,
                       qos_policy_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc, types_pb2, vm_service_pb2,
                       vm_service_pb2_grpc, volume_service_pb2,
                       volume_service_pb2_grpc)
@@ -33,7 +34,8 @@ _RETRIED = ("CreateVm", "BatchCreateVms")
 def _service_config() -> str:
     names = []
     for pb2 in (capacity_service_pb2, ha_service_pb2, migration_service_pb2, network_service_pb2, node_service_pb2,
-                placement_service_pb2, qos_policy_service_pb2, token_service_pb2, vm_service_pb2, volume_service_pb2):
+                placement_service_pb2, project_service_pb2, qos_policy_service_pb2, token_service_pb2, vm_service_pb2,
+                volume_service_pb2):
         for svc in pb2.DESCRIPTOR.services_by_name.values():
             names += [{"service": svc.full_name, "method": m.name} for m in svc.methods
                       if m.name.startswith(_RETRIED_PREFIXES) or m.name in _RETRIED]
@@ -82,6 +84,7 @@ class Client:
         self.volumes = volume_service_pb2_grpc.VolumeServiceStub(self.channel)
         self.ha = ha_service_pb2_grpc.HaServiceStub(self.channel)
         self.tokens = token_service_pb2_grpc.TokenServiceStub(self.channel)
+        self.projects = project_service_pb2_grpc.ProjectServiceStub(self.channel)
 
     def __enter__(self) -> Client:
         return self
@@ -120,6 +123,10 @@ def describe_status(st: status_pb2.Status) -> str:
             d.Unpack(br)
             lines = [f"error: {code}: invalid request"]
             lines += [f"  {v.field}: {v.description}" for v in br.field_violations]
+        elif d.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            qf = error_details_pb2.QuotaFailure()
+            d.Unpack(qf)
+            lines = [f"error: {code}: quota exceeded"] + [f"  {v.description}" for v in qf.violations]
         elif d.Is(types_pb2.PlacementRejection.DESCRIPTOR):
             rej = types_pb2.PlacementRejection()
             d.Unpack(rej)

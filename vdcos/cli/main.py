@@ -9,7 +9,7 @@ import sys
 
 import grpc
 
-from vdcos.cli import (capacity, datacenter, ha, localdc, migrations, networks, nodes, policies, tokens, vms,
+from vdcos.cli import (capacity, datacenter, ha, localdc, migrations, networks, nodes, policies, projects, tokens, vms,
                        volumes)
 from vdcos.cli.client import describe_error
 from vdcos.cli.common import UsageError
@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     capacity.register(sub)
     ha.register(sub)
     tokens.register(sub)
+    projects.register(sub)
     nodes.register_drain(sub)
     datacenter.register_demo(sub)
     return ap

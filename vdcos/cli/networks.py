@@ -19,11 +19,12 @@ def cmd_network(args: argparse.Namespace) -> int:
         cmd = args.network_command
         if cmd == "create":
             n = c.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(
-                name=args.name, cidr=args.cidr, vni=args.vni)), timeout=args.timeout).network
+                name=args.name, cidr=args.cidr, vni=args.vni, project=args.project or "")), timeout=args.timeout).network
             emit(args, n, lambda: f"network {n.name}: {n.cidr}, VNI {n.vni}")
         elif cmd == "list":
-            r = c.networks.ListNetworks(net_pb.ListNetworksRequest(), timeout=args.timeout)
-            emit(args, r, lambda: table(["NAME", "VNI", "CIDR"], [[n.name, n.vni, n.cidr] for n in r.networks]))
+            r = c.networks.ListNetworks(net_pb.ListNetworksRequest(project=args.project or ""), timeout=args.timeout)
+            emit(args, r, lambda: table(["NAME", "PROJECT", "VNI", "CIDR"],
+                                        [[n.name, n.project or "-", n.vni, n.cidr] for n in r.networks]))
         elif cmd == "show":
             g = c.networks.GetNetwork(net_pb.GetNetworkRequest(name=args.name), timeout=args.timeout)
             emit(args, g, lambda: f"network {g.network.name}: {g.network.cidr}, VNI {g.network.vni}\n"
@@ -54,7 +55,8 @@ def register(sub: Subparsers) -> None:
     nc.add_argument("name")
     nc.add_argument("--cidr", required=True, help="IPv4, /16 to /29; tenants may overlap")
     nc.add_argument("--vni", type=int, default=0, help="default: allocated by vdcos")
-    nsub.add_parser("list")
+    nc.add_argument("--project", help="the project that owns it (a project's token: its own)")
+    nsub.add_parser("list").add_argument("--project", help="only this project's")
     nsub.add_parser("show").add_argument("name")
     nsub.add_parser("delete").add_argument("name")
     nsub.add_parser("ports").add_argument("--network")

@@ -1,5 +1,6 @@
 """`vdcos token create | list | revoke`: bearer tokens for callers without a certificate from
-the datacenter CA (users, service accounts, outside tools). Cluster admins only."""
+the datacenter CA (users, service accounts, outside tools). Cluster admins make any; a project's
+owners make, list and revoke their project's."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ import json
 from google.protobuf import json_format
 
 from vdcos.cli.common import Subparsers, UsageError, connect, emit, table, when
-from vdcos.security.tokens import CLUSTER_ROLES
+from vdcos.security.tokens import CLUSTER_ROLES, PROJECT_ROLES
 from vdcos.v1 import token_service_pb2 as tok_pb
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -26,21 +27,23 @@ def seconds(text: str) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     with connect(args) as c:
         if args.token_command == "create":
-            r = c.tokens.CreateToken(tok_pb.CreateTokenRequest(name=args.name, role=args.role,
-                                                               ttl_seconds=seconds(args.ttl)), timeout=args.timeout)
+            r = c.tokens.CreateToken(tok_pb.CreateTokenRequest(
+                name=args.name, role=args.role, ttl_seconds=seconds(args.ttl), project=args.project or ""),
+                timeout=args.timeout)
             # The JSON has the bearer secret under `token`, for scripts and outside clients.
             if args.output == "json":
                 print(json.dumps({**json_format.MessageToDict(r.token, preserving_proto_field_name=True),
                                   "token": r.secret}, indent=2))
             else:
-                print(f"token {r.token.accessor} for {r.token.name} (role {r.token.role}, "
+                role = f"{r.token.role} in project {r.token.project}" if r.token.project else r.token.role
+                print(f"token {r.token.accessor} for {r.token.name} (role {role}, "
                       f"expires {when(r.token.expires_at) if r.token.HasField('expires_at') else 'never'})")
                 print(f"secret (shown once; send it as `authorization: Bearer <secret>`):\n{r.secret}")
             return 0
         if args.token_command == "list":
-            lr = c.tokens.ListTokens(tok_pb.ListTokensRequest(), timeout=args.timeout)
-            emit(args, lr, lambda: table(["ACCESSOR", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED"], [
-                [t.accessor, t.name, t.role, when(t.created_at),
+            lr = c.tokens.ListTokens(tok_pb.ListTokensRequest(project=args.project or ""), timeout=args.timeout)
+            emit(args, lr, lambda: table(["ACCESSOR", "NAME", "PROJECT", "ROLE", "CREATED", "EXPIRES", "REVOKED"], [
+                [t.accessor, t.name, t.project or "-", t.role, when(t.created_at),
                  when(t.expires_at) if t.HasField("expires_at") else "never", "yes" if t.revoked else "no"]
                 for t in lr.tokens]))
             return 0
@@ -50,14 +53,18 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def register(sub: Subparsers) -> None:
-    tok = sub.add_parser("token", help="bearer tokens for users and service accounts (admins only)")
+    tok = sub.add_parser("token", help="bearer tokens for users and service accounts (admins; owners of a project)")
     tsub = tok.add_subparsers(dest="token_command", required=True)
     cr = tsub.add_parser("create", help="a new token; its secret is printed once (-o json: under `token`)")
     cr.add_argument("name", help="who or what holds it")
-    cr.add_argument("--role", required=True, choices=CLUSTER_ROLES,
-                    help="admin: everything; reader: every get, list and watch")
+    cr.add_argument("--role", required=True, choices=sorted(set(CLUSTER_ROLES) | set(PROJECT_ROLES)),
+                    help="without --project, a cluster role: admin (everything) or reader (every get, list and "
+                         "watch); with it, a role in the project: owner (its resources and tokens), member (its "
+                         "resources) or reader (their gets, lists and watches)")
+    cr.add_argument("--project", help="a role in this project (a project's owner: its own)")
     cr.add_argument("--ttl", default="0", help="lifetime: 3600, 15m, 24h, 30d (default 0: never expires)")
-    tsub.add_parser("list", help="every token (never their secrets)")
+    ls = tsub.add_parser("list", help="every token the caller may see (never their secrets)")
+    ls.add_argument("--project", help="only this project's")
     rv = tsub.add_parser("revoke", help="refuse a token from now on")
     rv.add_argument("accessor", help="tok-... as `token list` shows it")
     tok.set_defaults(fn=cmd_token)

@@ -45,6 +45,8 @@ def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
         specs = load_vms(args.file)
         if len(specs) != 1:
             raise UsageError(f"-f: {args.file} holds {len(specs)} VMs; create takes one (--count for more)")
+        if args.project:
+            specs[0].project = args.project
         return specs[0]
     if not args.name:
         raise UsageError("create: a NAME or -f FILE is required")
@@ -55,7 +57,7 @@ def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
         placement_group=args.group or "",
         group_policy=GROUP_POLICIES[args.group_policy] if args.group_policy else pb.AFFINITY_POLICY_UNSPECIFIED,
         node_selector=kv_list(args.selector, "--selector"), networks=args.network, volumes=args.volume,
-        image=args.image or "",
+        image=args.image or "", project=args.project or "",
         ha=ha_settings(args.restart_policy, args.restart_priority, False if args.no_ha_admission else None))
 
 
@@ -122,6 +124,7 @@ def add_spec_flags(p: argparse.ArgumentParser) -> None:
                         "before burstable)")
     p.add_argument("--no-ha-admission", action="store_true",
                    help="HA admission control keeps no room to restart it")
+    p.add_argument("--project", help="the project that owns it (a project's token: its own)")
 
 
 def vm_rows(vms: Sequence[pb.Vm]) -> str:
@@ -156,7 +159,8 @@ def cmd_vm(args: argparse.Namespace) -> int:
                                timeout=args.timeout)
             emit(args, r.vm, lambda: vm_rows([r.vm]))
         elif args.vm_command == "list":
-            lr = c.vms.ListVms(vm_pb.ListVmsRequest(node=args.node or ""), timeout=args.timeout)
+            lr = c.vms.ListVms(vm_pb.ListVmsRequest(node=args.node or "", project=args.project or ""),
+                               timeout=args.timeout)
             emit(args, lr, lambda: vm_rows(lr.vms))
         elif args.vm_command == "show":
             vm = c.vms.GetVm(vm_pb.GetVmRequest(name=args.name), timeout=args.timeout).vm
@@ -307,6 +311,7 @@ def register(sub: Subparsers) -> None:
                         help="create NAME-1 .. NAME-COUNT, each placed on its own (BatchCreateVms calls of 1000)")
     vl = vsub.add_parser("list")
     vl.add_argument("--node")
+    vl.add_argument("--project", help="only this project's")
     vsub.add_parser("show").add_argument("name")
     vd = vsub.add_parser("delete")
     vd.add_argument("name")

@@ -28,11 +28,12 @@ def cmd_volume(args: argparse.Namespace) -> int:
                 pool = vol_pb.POOL_KIND_UNSPECIFIED if args.from_snapshot else vol_pb.POOL_KIND_LOCAL
             v = c.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
                 name=args.name, pool=pool, size_gib=args.size_gib or 0, host=args.host or "", image=args.image or "",
-                snapshot=args.from_snapshot or "")), timeout=args.timeout).volume
+                snapshot=args.from_snapshot or "", project=args.project or "")), timeout=args.timeout).volume
             emit(args, v, lambda: volume_rows([v]))
         elif cmd == "list":
             r = c.volumes.ListVolumes(vol_pb.ListVolumesRequest(vm=args.vm or "", host=args.host or "",
-                                                                unattached=args.unattached), timeout=args.timeout)
+                                                                unattached=args.unattached, project=args.project or ""),
+                                      timeout=args.timeout)
             emit(args, r, lambda: volume_rows(r.volumes))
         elif cmd == "show":
             g = c.volumes.GetVolume(vol_pb.GetVolumeRequest(name=args.name), timeout=args.timeout).volume
@@ -97,10 +98,12 @@ def register(sub: Subparsers) -> None:
                     help="local (default) ties its VM to the volume's host; shared does not")
     vc.add_argument("--from-snapshot", metavar="SNAPSHOT", help="restore: start with this snapshot's content")
     vc.add_argument("--host", help="default: the ready host with the most free disk")
+    vc.add_argument("--project", help="the project that owns it (a project's token: its own)")
     vc.add_argument("--image", help="start from this base image (copy-on-write), e.g. pattern")
     vl = vsub.add_parser("list")
     vl.add_argument("--vm")
     vl.add_argument("--host")
+    vl.add_argument("--project", help="only this project's")
     vl.add_argument("--unattached", action="store_true",
                     help="only the volumes no VM owns (each still holds its pool's space)")
     vsub.add_parser("show").add_argument("name")

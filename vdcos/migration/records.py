@@ -136,7 +136,7 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
                                             f"group {group.name}")
                 ops.append(Put(keys.group(group.name), dumps(group.with_member(group_hold(vm, mid), destination))))
         now = time.time()
-        m = Migration(mid, vm, source, destination, MigrationPhase.PENDING, options, now, now)
+        m = Migration(mid, vm, source, destination, MigrationPhase.PENDING, options, now, now, project=spec.project)
         for v in local:
             src_vol = next((e for e in src.entries if e.vm == volume_consumer(v.name)), None)
             if src_vol is not None:

@@ -18,6 +18,7 @@ from vdcos.model.ha import (HaEvent, HaSettings, HostFailure, HostFailurePhase, 
 from vdcos.model.migration import (ActiveMigrations, Migration, MigrationOptions, MigrationPhase, MigrationProgress,
                                    Rebalance, RebalanceGoal, RebalanceMode, RebalanceState, RebalanceStep)
 from vdcos.model.network import Network, Nic, Port, PortKind
+from vdcos.model.project import Limits, Project, Quota, QuotaViolation, Usage
 from vdcos.model.resources import DIMENSIONS, Overcommit, Pairs, QosClass, Resources, pairs
 from vdcos.model.storage import Disk, PoolKind, PoolStatus, Snapshot, Volume, VolumeState
 
@@ -30,5 +31,6 @@ __all__ = [
     "QosClass", "QosPolicy", "QosSettings", "Rebalance", "RebalanceGoal", "RebalanceMode", "RebalanceState",
     "RebalanceStep", "Resources", "SchedulerConfig", "Snapshot", "Strategy", "Sums", "VmPhase", "VmSpec",
     "VmStatus", "Volume", "VolumeState", "assignment_bytes", "decode", "dumps", "encode", "pairs",
+    "Limits", "Project", "Quota", "QuotaViolation", "Usage",
     "policy_named", "snapshot_consumer", "volume_consumer",
 ]

@@ -112,6 +112,7 @@ class VmSpec:
     volumes: tuple[str, ...] = ()
     image: str = ""  # a boot profile from vdcos.images.CATALOG; "" = the default
     ha: HaSettings = HaSettings()
+    project: str = ""  # the project that owns it (model/project.py); "" = none, the cluster's
 
     @property
     def policy_name(self) -> str:

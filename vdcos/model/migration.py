@@ -58,6 +58,7 @@ class Migration:
     downtime_ms: int = -1
     total_ms: int = 0
     message: str = ""
+    project: str = ""  # its VM's
 
 
 class RebalanceGoal(enum.Enum):

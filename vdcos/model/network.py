@@ -13,6 +13,7 @@ class Network:
     vni: int
     cidr: str
     created_at: float = 0.0
+    project: str = ""  # its ports, and the VMs and endpoints on it, are that project's too
 
 
 class PortKind(enum.Enum):

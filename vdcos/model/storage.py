@@ -39,6 +39,7 @@ class Volume:
     migration: str = ""
     moving_to: str = ""
     target_path: str = ""
+    project: str = ""
 
     @property
     def ties_to_host(self) -> bool:
@@ -62,6 +63,7 @@ class Snapshot:
     message: str = ""
     created_at: float = 0.0
     live: bool = False       # taken from a running guest
+    project: str = ""        # its volume's
 
 
 @dataclass(frozen=True, slots=True)

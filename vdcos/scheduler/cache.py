@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 from vdcos.model import (DIMENSIONS, AllocEntry, Allocation, NodeSpec, NodeStatus, PlacementGroup, QosClass,
-                         QosPolicy, SchedulerConfig, Sums, decode, policy_named)
+                         QosPolicy, Quota, SchedulerConfig, Sums, decode, policy_named)
 from vdcos.model.fit import allocatable
 from vdcos.scheduler.core.snapshot import ClusterSnapshot, ScoreTerms, derive, free_terms
 from vdcos.state import keys
@@ -31,7 +31,7 @@ from vdcos.state.store import KV, Event, Store
 
 log = logging.getLogger(__name__)
 
-WATCHED = (keys.CONFIG, keys.POLICIES, keys.NODES, keys.ALLOC, keys.GROUPS)
+WATCHED = (keys.CONFIG, keys.POLICIES, keys.NODES, keys.ALLOC, keys.GROUPS, keys.QUOTAS)
 D = len(DIMENSIONS)
 _ZERO = (0.0,) * D
 
@@ -119,6 +119,7 @@ class ClusterCache:
         self.config_revision = 0
         self.policies: dict[str, tuple[QosPolicy, int]] = {}
         self.groups: dict[str, tuple[PlacementGroup, int]] = {}
+        self.quotas: dict[str, tuple[Quota, int]] = {}  # by project, with the record's mod revision
         self.specs: dict[str, NodeSpec] = {}
         self.statuses: dict[str, tuple[NodeStatus, int]] = {}
         self.cordons: dict[str, str] = {}
@@ -224,9 +225,12 @@ class ClusterCache:
                     self._sending.pop(key, None)
 
     def apply_committed(self, allocs: dict[str, Allocation], groups: dict[str, PlacementGroup],
-                        revision: int) -> None:
+                        revision: int, quotas: Mapping[str, Quota] | None = None) -> None:
         """Our own successful commit, as objects: no need to wait for the watch nor to decode."""
         with self._lock:
+            for project, q in (quotas or {}).items():
+                if self._fresh(keys.quota(project), revision):
+                    self.quotas[project] = (q, revision)
             for node, a in allocs.items():
                 if self._fresh(keys.alloc(node), revision):
                     self._put_alloc(a, revision)
@@ -276,6 +280,9 @@ class ClusterCache:
         elif key.startswith(keys.GROUPS):
             g = decode(PlacementGroup, data)
             self.groups[g.name] = (g, kv.mod_revision)
+        elif key.startswith(keys.QUOTAS):
+            q = decode(Quota, data)
+            self.quotas[q.project] = (q, kv.mod_revision)
         elif key.startswith(keys.ALLOC):
             self._put_alloc(decode(Allocation, data), kv.mod_revision)
         elif key.startswith(keys.NODES):
@@ -299,6 +306,8 @@ class ClusterCache:
             self.policies.pop(key[len(keys.POLICIES):], None)
         elif key.startswith(keys.GROUPS):
             self.groups.pop(key[len(keys.GROUPS):], None)
+        elif key.startswith(keys.QUOTAS):
+            self.quotas.pop(key[len(keys.QUOTAS):], None)
         elif key.startswith(keys.ALLOC):
             node = key[len(keys.ALLOC):]
             self.allocs.pop(node, None)

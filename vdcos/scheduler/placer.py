@@ -31,8 +31,8 @@ class Placer(Protocol):
 
     def explain(self, spec: VmSpec, request_id: str = "", limit: int = 10) -> Explanation: ...
 
-    def delete(self, name: str) -> None:
-        """Delete a VM and give back what it held."""
+    def delete(self, name: str, project: str | None = None) -> None:
+        """Delete a VM (with `project`: only that project's) and give back what it held."""
 
     def migrate(self, vm: str, target: str, options: MigrationOptions) -> Migration:
         """Reserve a destination (`target`, or the best one) and record the migration."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vdcos.model import Allocation, PlacementGroup, dumps
+from vdcos.model import Allocation, PlacementGroup, Quota, dumps
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.state import keys
 from vdcos.state.store import Compare, Get, Op, Put, Store, TxnResult
@@ -21,6 +21,7 @@ class PlacementTxn:
     reads: dict[str, None] = field(default_factory=dict)
     allocs: dict[str, Allocation] = field(default_factory=dict)
     groups: dict[str, PlacementGroup] = field(default_factory=dict)
+    quotas: dict[str, Quota] = field(default_factory=dict)  # by project: what its use becomes
     records: dict[str, tuple[bytes, Allocation | PlacementGroup]] = field(default_factory=dict)
 
     def guard(self, key: str, target: str, value: int) -> None:
@@ -38,11 +39,12 @@ class PlacementTxn:
         self.guard(keys.policy(policy), "mod", policy_revision)
 
     def seal(self) -> None:
-        """Encode the allocation and group records it changed, and write them."""
+        """Encode the allocation, group and quota records it changed, and write them."""
         records: dict[str, Allocation | PlacementGroup] = {keys.alloc(n): a for n, a in self.allocs.items()}
         records.update((keys.group(n), g) for n, g in self.groups.items())
         self.records = {k: (dumps(r), r) for k, r in records.items()}
         self.puts += [Put(k, value) for k, (value, _) in self.records.items()]
+        self.puts += [Put(keys.quota(p), dumps(q)) for p, q in self.quotas.items()]
 
 
 def commit(store: Store, cache: ClusterCache, txn: PlacementTxn) -> TxnResult:
@@ -51,7 +53,7 @@ def commit(store: Store, cache: ClusterCache, txn: PlacementTxn) -> TxnResult:
     with cache.sending(txn.records):
         res = store.txn(txn.compares, txn.puts, [Get(k) for k in txn.reads])
         if res.succeeded:
-            cache.apply_committed(txn.allocs, txn.groups, res.revision)
+            cache.apply_committed(txn.allocs, txn.groups, res.revision, txn.quotas)
     if not res.succeeded:
         for key, kvs in zip(txn.reads, res.gets):
             if not key.startswith(keys.VMS):

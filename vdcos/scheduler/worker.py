@@ -25,11 +25,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vdcos.errors import Aborted, AlreadyExists, FailedPrecondition, NotFound, Unavailable, Unschedulable
+from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, QuotaExceeded, Unavailable,
+                          Unschedulable)
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Allocation, AllocEntry, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
-                         PlacementRecord, QosClass, QosPolicy, Resources, SchedulerConfig, VmSpec, assignment_bytes,
-                         decode, dumps, qos)
+                         PlacementRecord, QosClass, QosPolicy, Quota, Resources, SchedulerConfig, VmSpec,
+                         assignment_bytes, decode, dumps, qos)
+from vdcos.model.project import vm_usage
 from vdcos.model.fit import fit_columns, fits
 from vdcos.scheduler.cache import ClusterCache, allocation_sums, with_entry
 from vdcos.scheduler.core import (SOLO, ClusterSnapshot, Decision, Explanation, Lane, PlacementRequest, Rejection,
@@ -231,7 +233,9 @@ class Scheduler:
                     else:
                         assert pol is not None  # a decision was made with it
                         decided.append(_Decided(p, r, pol))
-            txn, retry = self._build(decided[:size])
+            txn, retry, refused = self._build(decided[:size])
+            for dd, err in refused:
+                dd.pending.future.set_exception(err)
             failed = self._commit(txn) if txn.placed else []
             rest = decided[size:]
             if not retry and not failed:
@@ -281,30 +285,32 @@ class Scheduler:
             f"vm {p.request.spec.name!r}: cluster changed under {self.max_attempts} attempts; retry"))
         return False
 
-    def _build(self, decided: list[_Decided]) -> tuple[_Txn, list[_Pending]]:
+    def _build(self, decided: list[_Decided]) -> tuple[_Txn, list[_Pending], list[tuple[_Decided, Exception]]]:
         """Commit validation: every decision is checked again, with the same fit function,
         against the exact records the transaction will compare on. What no longer fits, or was
-        decided under a QoS policy that has changed since, is decided again.
+        decided under a QoS policy that has changed since, is decided again; what its project's
+        quota cannot take is refused (the quota record is compared like the nodes').
 
         The fit of the whole batch is one vector check, each decision against its node as the
         batch's earlier decisions leave it; only when one of them fails is the batch assembled
         again, one `fits` at a time (a failed one must not count against the next)."""
         config = self.cache.config
-        txn, retry, columns = self._assemble(decided, config, one_at_a_time=False)
+        txn, retry, refused, columns = self._assemble(decided, config, one_at_a_time=False)
         if columns:
             cap, g, c, demand = (np.array([col[k] for col in columns], dtype=np.float64).T for k in range(4))
             guaranteed = np.array([col[4] for col in columns])
             if not fit_columns(cap, config.overcommit, g, c, demand, guaranteed).ok.all():
-                txn, retry, _ = self._assemble(decided, config, one_at_a_time=True)
-        return txn, retry
+                txn, retry, refused, _ = self._assemble(decided, config, one_at_a_time=True)
+        return txn, retry, refused
 
-    def _assemble(self, decided: list[_Decided], config: SchedulerConfig,
-                  one_at_a_time: bool) -> tuple[_Txn, list[_Pending], list[_Column]]:
+    def _assemble(self, decided: list[_Decided], config: SchedulerConfig, one_at_a_time: bool
+                  ) -> tuple[_Txn, list[_Pending], list[tuple[_Decided, Exception]], list[_Column]]:
         """The transaction of `decided`, each fit checked with `fits` one at a time, or, if not,
         each decision's fit question returned (capacity, guaranteed, committed, demand, guaranteed?)."""
         txn = _Txn()
         allocs, groups = txn.allocs, txn.groups
         retry: list[_Pending] = []
+        refused: list[tuple[_Decided, Exception]] = []
         columns: list[_Column] = []
         for dd in decided:
             p, d = dd.pending, dd.decision
@@ -323,6 +329,13 @@ class Scheduler:
             elif fits(view.spec.capacity, config.overcommit, alloc, demand, d.qos.qos_class):
                 retry.append(p)
                 continue
+            if spec.project:
+                charge = self._charge(txn, spec)
+                if isinstance(charge, Exception):
+                    refused.append((dd, charge))
+                    if not one_at_a_time:
+                        columns.pop()
+                    continue
             group = None
             if spec.placement_group:
                 cached = self.cache.groups.get(spec.placement_group)
@@ -345,7 +358,22 @@ class Scheduler:
                          Put(keys.assign(d.node, spec.name), assignment_bytes(spec_bytes, d.qos, d.reserved))]
             txn.placed.append((dd, record))
         txn.seal()
-        return txn, retry, columns
+        return txn, retry, refused, columns
+
+    def _charge(self, txn: _Txn, spec: VmSpec) -> Quota | Exception:
+        """The VM charged to its project's quota in `txn` (after the batch's VMs before it), or
+        why it may not be."""
+        cached = self.cache.quotas.get(spec.project)
+        if cached is None:
+            return NotFound(f"project {spec.project!r} not found")
+        q = txn.quotas.get(spec.project, cached[0])
+        more = vm_usage(spec.resources.vcpus, spec.resources.memory_mib, spec.resources.disk_gib)
+        bad = q.violations(more)
+        if bad:
+            return QuotaExceeded(f"vm {spec.name!r}: " + "; ".join(map(str, bad)), details=bad)
+        txn.quotas[spec.project] = q.charged(more)
+        txn.guard(keys.quota(spec.project), "mod", cached[1])
+        return txn.quotas[spec.project]
 
     def _commit(self, txn: _Txn) -> list[_Decided]:
         """Commits the transaction; on a conflict, updates the cache from its failure branch and
@@ -386,7 +414,7 @@ class Scheduler:
         return Placed(decode(VmSpec, json.loads(spec_kv.value)), record, place_kv.mod_revision)
 
     # --- deletion -----------------------------------------------------------------------
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, project: str | None = None) -> None:
         for attempt in range(1, self.max_attempts + 1):
             kvs, rev = self.store.get_prefix(f"{keys.VMS}{name}/")
             by_key = {kv.key: kv for kv in kvs}
@@ -397,6 +425,8 @@ class Scheduler:
                 raise FailedPrecondition(f"vm {name!r} is live-migrating "
                                          f"({by_key[keys.vm_migration(name)].value.decode()}); cancel it first")
             spec = decode(VmSpec, json.loads(spec_kv.value))
+            if project is not None and spec.project != project:  # compared below: it cannot change meanwhile
+                raise NotFound(f"vm {name!r} not found")
             compares = [Compare(keys.vm_spec(name), "mod", "==", spec_kv.mod_revision),
                         Compare(keys.vm_migration(name), "create", "==", 0)]
             ops: list[Op] = [Delete(f"{keys.VMS}{name}/", prefix=True)]
@@ -417,6 +447,14 @@ class Scheduler:
                     rest = g[0].without(name)
                     ops.append(Put(keys.group(rest.name), dumps(rest)) if rest.members
                                else Delete(keys.group(rest.name)))
+            quota = self.cache.quotas.get(spec.project) if spec.project else None
+            if spec.project and quota is None and (kv := self.store.get(keys.quota(spec.project))) is not None:
+                quota = (decode(Quota, json.loads(kv.value)), kv.mod_revision)  # the cache has not seen it yet
+            if quota is not None:  # the VM's use given back to its project in the same transaction
+                compares.append(Compare(keys.quota(spec.project), "mod", "==", quota[1]))
+                reads.append(keys.quota(spec.project))
+                used = vm_usage(spec.resources.vcpus, spec.resources.memory_mib, spec.resources.disk_gib)
+                ops.append(Put(keys.quota(spec.project), dumps(quota[0].charged(-used))))
             res = self.store.txn(compares, ops, [Get(k) for k in reads])
             if res.succeeded:
                 return

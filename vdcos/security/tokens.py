@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 PREFIX = "vdcos"
 CLUSTER_ROLES = ("admin", "reader")
+PROJECT_ROLES = ("owner", "member", "reader")
 _ACCESSOR = re.compile(r"tok-[0-9a-f]{12}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, URL-safe base64 without padding
 
@@ -28,6 +29,7 @@ class TokenRecord:
     created_at: float
     expires_at: float = 0.0  # 0: never
     revoked: bool = False
+    project: str = ""  # "": a cluster role; else a role in that project
 
     def usable(self, now: float) -> bool:
         return not self.revoked and (not self.expires_at or now < self.expires_at)
@@ -54,13 +56,14 @@ def valid_accessor(value: str) -> bool:
     return _ACCESSOR.fullmatch(value) is not None
 
 
-def mint(name: str, role: str, now: float, ttl_s: float = 0.0) -> tuple[TokenRecord, str]:
+def mint(name: str, role: str, now: float, ttl_s: float = 0.0, project: str = "") -> tuple[TokenRecord, str]:
     """A new token's record and its bearer string (the only copy of the secret)."""
-    if role not in CLUSTER_ROLES:
-        raise ValueError(f"role must be one of {', '.join(CLUSTER_ROLES)}")
+    roles = PROJECT_ROLES if project else CLUSTER_ROLES
+    if role not in roles:
+        raise ValueError(f"role must be one of {', '.join(roles)}")
     accessor = f"tok-{secrets.token_hex(6)}"
     secret = secrets.token_urlsafe(32)
-    rec = TokenRecord(accessor, _digest(secret), name, role, now, now + ttl_s if ttl_s > 0 else 0.0)
+    rec = TokenRecord(accessor, _digest(secret), name, role, now, now + ttl_s if ttl_s > 0 else 0.0, project=project)
     return rec, f"{PREFIX}.{accessor}.{secret}"
 
 

@@ -27,6 +27,8 @@ HA_LOCK = ROOT + "locks/ha"
 HA_HOSTS = ROOT + "ha/hosts/"
 HA_EVENTS = ROOT + "ha/events/"
 TOKENS = ROOT + "tokens/"
+PROJECTS = ROOT + "projects/"
+QUOTAS = ROOT + "quotas/"
 SCHEDULERS = ROOT + "schedulers/"
 
 
@@ -154,3 +156,12 @@ def ha_event(at: float, node: str, vm: str) -> str:
 def token(accessor: str) -> str:
     """A bearer token's record (its secret's hash, never the secret): /vdcos/tokens/<accessor>."""
     return TOKENS + accessor
+
+
+def project(name: str) -> str:
+    return PROJECTS + name
+
+
+def quota(project_name: str) -> str:
+    """A project's limits and use, in one record: every create that charges it compares it."""
+    return QUOTAS + project_name

@@ -59,7 +59,8 @@ def create(store: Store, name: str, volume: str) -> Snapshot:
             place = r.get(PlacementRecord, keys.vm_placement(vol.vm))
             if place is not None and vol.pool is PoolKind.SHARED:
                 host = place.node
-        snap = Snapshot(name, volume, vol.pool, host, vol.size_gib, vol.image, created_at=time.time())
+        snap = Snapshot(name, volume, vol.pool, host, vol.size_gib, vol.image, created_at=time.time(),
+                        project=vol.project)
         held = volumes.reserve(r, vol.pool, host, snapshot_consumer(name), vol.size_gib, vol.size_gib,
                                f"snapshot {name} of volume {volume} needs {vol.size_gib} GiB")
         return Write(snap, [Put(keys.snapshot(name), dumps(snap)),

@@ -18,6 +18,8 @@ from vdcos.model import (Allocation, AllocEntry, Assignment, NodeSpec, Placement
                          QosClass, Resources, SchedulerConfig, Snapshot, VmSpec, Volume, VolumeState, decode, dumps,
                          volume_consumer)
 from vdcos.model.fit import Insufficient, fits
+from vdcos.model.project import volume_usage
+from vdcos.projects import records as projects
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import KV, Compare, Delete, Op, Put, Store
@@ -67,9 +69,10 @@ def check_size(size_gib: int, field: str = "volume.size_gib") -> None:
 
 
 def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, image: str = "",
-           snapshot: Snapshot | None = None) -> Volume:
-    """Record the volume on `host` (the caller picked it) and account its space there. From a
-    snapshot (restore_source() checked it): the snapshot must still be there when this commits."""
+           snapshot: Snapshot | None = None, project: str = "") -> Volume:
+    """Record the volume on `host` (the caller picked it) and account its space there, and to
+    its project's quota. From a snapshot (restore_source() checked it): the snapshot must still
+    be there when this commits."""
     check_size(size_gib)
     if image and image not in images.CATALOG:
         why = f"unknown image {image!r}; known: {', '.join(sorted(images.CATALOG))}"
@@ -85,9 +88,10 @@ def create(store: Store, name: str, pool: PoolKind, size_gib: int, host: str, im
         if r.kv(keys.node_spec(host)) is None:
             raise NotFound(f"node {host!r} not found")
         vol = Volume(name, pool, size_gib, host, image, created_at=time.time(),
-                     snapshot=snapshot.name if snapshot else "")
+                     snapshot=snapshot.name if snapshot else "", project=project)
+        charged = projects.charge(r, project, volume_usage(size_gib))
         held = reserve(r, pool, host, volume_consumer(name), size_gib, size_gib, f"volume {name} needs {size_gib} GiB")
-        return Write(vol, [Put(keys.volume(name), dumps(vol)), *held],
+        return Write(vol, [Put(keys.volume(name), dumps(vol)), *held, *charged],
                      [Compare(keys.snapshot(snapshot.name), "create", "!=", 0)] if snapshot is not None else [])
     return read_modify_write(store, attempt, f"volume {name}")
 
@@ -132,7 +136,7 @@ def delete(store: Store, name: str, *, detach_first: bool = False) -> None:
         if vol.snapshotting and not detach_first:
             raise FailedPrecondition(f"volume {name} is being snapshotted ({vol.snapshotting}); delete it when "
                                      "the snapshot is taken")
-        ops: list[Op] = [Delete(keys.volume(name))]
+        ops: list[Op] = [Delete(keys.volume(name)), *projects.charge(r, vol.project, -volume_usage(vol.size_gib))]
         # A volume deleted while its VM migrates also gives back the space of its copy.
         for host in (vol.host, vol.moving_to) if vol.pool is PoolKind.LOCAL else ():
             if host:
@@ -141,14 +145,16 @@ def delete(store: Store, name: str, *, detach_first: bool = False) -> None:
     read_modify_write(store, attempt, f"volume {name}")
 
 
-def attach_all(store: Store, vm: str, names: tuple[str, ...]) -> list[Volume]:
-    """Claim free volumes for a VM being created, all or none. Returns them in the VM's order."""
+def attach_all(store: Store, vm: str, names: tuple[str, ...], project: str = "") -> list[Volume]:
+    """Claim free volumes of the VM's project for a VM being created, all or none (another
+    project's is not found). Returns them in the VM's order."""
     if not names:
         return []
 
     def attempt(r: Reads) -> Write[list[Volume]]:
         r.load(*(keys.volume(n) for n in names))
         got = [r.get(Volume, keys.volume(n)) for n in names]
+        got = [v if v is not None and v.project == project else None for v in got]
         missing = [n for n, v in zip(names, got) if v is None]
         if missing:
             why = f"volume {missing[0]!r} not found"
@@ -188,9 +194,10 @@ def resize(store: Store, name: str, size_gib: int) -> Volume:
             raise FailedPrecondition(f"volume {name} is {doing}; resize it when it is available")
         extra = size_gib - vol.size_gib
         new = replace(vol, size_gib=size_gib)
+        charged = projects.charge(r, vol.project, volume_usage(extra, count=0))
         held = reserve(r, vol.pool, vol.host, volume_consumer(name), size_gib, extra,
                        f"volume {name} needs {extra} GiB more")
-        return Write(new, [Put(keys.volume(name), dumps(new)), *held])
+        return Write(new, [Put(keys.volume(name), dumps(new)), *held, *charged])
     return read_modify_write(store, attempt, f"volume {name}")
 
 

@@ -14,6 +14,8 @@ from typing import Sequence
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from vdcos.model import Network, Port, PortKind, decode, dumps
+from vdcos.model.project import NETWORK_USAGE
+from vdcos.projects import records as projects
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import Compare, Delete, Op, Put, Store
@@ -54,7 +56,7 @@ def list_networks(store: Store) -> list[Network]:
     return sorted((decode(Network, json.loads(kv.value)) for kv in kvs), key=lambda n: n.name)
 
 
-def create(store: Store, name: str, cidr: str, vni: int = 0) -> Network:
+def create(store: Store, name: str, cidr: str, vni: int = 0, project: str = "") -> Network:
     check_cidr(cidr)
 
     def attempt(r: Reads) -> Write[Network]:
@@ -72,23 +74,27 @@ def create(store: Store, name: str, cidr: str, vni: int = 0) -> Network:
             chosen = next((v for v in range(VNI_MIN, VNI_MIN + len(used) + 1) if v not in used), 0)
         if not VNI_MIN <= chosen <= VNI_MAX:
             raise ResourceExhausted("no free VNI")
-        network = Network(name, chosen, cidr, time.time())
-        return Write(network, [Put(keys.network(name), dumps(network)), Put(keys.vni(chosen), name.encode())],
+        network = Network(name, chosen, cidr, time.time(), project)
+        charged = projects.charge(r, project, NETWORK_USAGE)
+        return Write(network, [Put(keys.network(name), dumps(network)), Put(keys.vni(chosen), name.encode()),
+                               *charged],
                      [Compare(keys.vni(chosen), "create", "==", 0)])
     return read_modify_write(store, attempt, f"network {name}", attempts=ATTEMPTS)
 
 
-def delete(store: Store, name: str) -> None:
+def delete(store: Store, name: str, project: str | None = None) -> None:
+    """Delete an empty network (with `project`: only that project's)."""
     def attempt(r: Reads) -> Write[None]:
         network = r.get(Network, keys.network(name))
-        if network is None:
+        if network is None or (project is not None and network.project != project):
             raise NotFound(f"network {name!r} not found")
         ports, rev = store.get_prefix(f"{keys.PORTS}{name}/")
         if ports:
             names = ", ".join(sorted(keys.split(p.key, keys.PORTS)[1] for p in ports)[:10])
             raise FailedPrecondition(f"network {name!r} still has {len(ports)} port(s): {names}")
         return Write(None, [Delete(keys.network(name)), Delete(keys.vni(network.vni)),
-                            Delete(keys.network_ips(name), prefix=True)],
+                            Delete(keys.network_ips(name), prefix=True),
+                            *projects.charge(r, network.project, -NETWORK_USAGE)],
                      [Compare(f"{keys.PORTS}{name}/", "create", "<", rev + 1, prefix=True)])
     read_modify_write(store, attempt, f"network {name}", attempts=ATTEMPTS)
 
@@ -106,9 +112,11 @@ def list_ports(store: Store, network: str = "") -> list[Port]:
     return sorted((decode(Port, json.loads(kv.value)) for kv in kvs), key=lambda p: p.key)
 
 
-def create_ports(store: Store, requests: Sequence[tuple[str, str, PortKind, str, str, int]]) -> list[Port]:
+def create_ports(store: Store, requests: Sequence[tuple[str, str, PortKind, str, str, int]],
+                 project: str | None = None) -> list[Port]:
     """Creates ports in one transaction: (network, name, kind, host, ip or "", mbps_limit) each.
-    All or none: a VM's NICs exist together or not at all."""
+    All or none: a VM's NICs exist together or not at all. With `project`, only on that
+    project's networks (another's is not found), compared in the same transaction."""
 
     def attempt(r: Reads) -> Write[list[Port]]:
         compares: list[Compare] = []
@@ -118,7 +126,7 @@ def create_ports(store: Store, requests: Sequence[tuple[str, str, PortKind, str,
         r.load(*(k for net_name, name, *_ in requests for k in (keys.network(net_name), keys.port(net_name, name))))
         for net_name, name, kind, host, ip, mbps in requests:
             network = r.get(Network, keys.network(net_name))
-            if network is None:
+            if network is None or (project is not None and network.project != project):
                 raise NotFound(f"network {net_name!r} not found")
             cidr = ipaddress.IPv4Network(network.cidr)
             if r.kv(keys.port(net_name, name)) is not None:
