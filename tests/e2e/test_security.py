@@ -1,7 +1,7 @@
 """A datacenter from `vdcos up` is secure by default: its own CA, etcd and the API in TLS,
 plaintext refused; the CLI works as the operator (admin, by certificate) and as a token's
-holder (admin or reader); an outside client, buf curl with only the CA and a token, is
-authorized like anyone else; a revoked token stops working."""
+holder (admin or reader, or a role in a project, within its quota); an outside client, buf curl
+with only the CA and a token, is authorized like anyone else; a revoked token stops working."""
 from __future__ import annotations
 
 import json
@@ -81,6 +81,40 @@ def test_the_cli_as_admin_and_as_token_holders(dc: Path) -> None:
     assert p.returncode == 1 and "UNAUTHENTICATED" in p.stderr
     listed = jq(dc, "token", "list")["tokens"]  # type: ignore[index]
     assert {t["name"] for t in listed} >= {"ops", "auditor"} and reader not in json.dumps(listed)
+
+
+def test_a_project_from_the_cli_with_its_quota(dc: Path) -> None:
+    """An admin makes a project, a quota and an owner's token; the owner makes a member's token;
+    the member creates up to the quota and is refused beyond it with the quota named, sees only
+    its project's VMs, and the operator's VMs are not found to it."""
+    vdcos(dc, "project", "create", "acme", "--description", "a tenant")
+    vdcos(dc, "quota", "set", "acme", "--vms", "2", "--vcpus", "unlimited")
+    owner = jq(dc, "token", "create", "acme-admin", "--project", "acme", "--role", "owner")
+    assert isinstance(owner, dict) and owner["project"] == "acme"
+    member = jq(dc, "--token", str(owner["token"]), "token", "create", "dev", "--role", "member")
+    assert isinstance(member, dict) and member["project"] == "acme"
+    secret = str(member["token"])
+    for name in ("acme-1", "acme-2"):
+        made = jq(dc, "--token", secret, "vm", "create", name)
+        assert made["spec"]["project"] == "acme"  # type: ignore[index]
+    p = vdcos(dc, "--token", secret, "vm", "create", "acme-3", check=False)
+    assert p.returncode == 1 and "RESOURCE_EXHAUSTED" in p.stderr and "quota vms is 2, 2 in use" in p.stderr, p.stderr
+    assert {v["spec"]["name"] for v in jq(dc, "--token", secret, "vm", "list")["vms"]} == {  # type: ignore[index]
+        "acme-1", "acme-2"}
+    p = vdcos(dc, "--token", secret, "vm", "show", "web-1", check=False)
+    assert p.returncode == 1 and "NOT_FOUND" in p.stderr
+    p = vdcos(dc, "--token", secret, "nodes", check=False)
+    assert p.returncode == 1 and "PERMISSION_DENIED" in p.stderr and "in project acme" in p.stderr
+    shown = vdcos(dc, "--token", secret, "quota", "show", "acme").stdout
+    assert "vms" in shown and " 2 " in shown
+    p = vdcos(dc, "project", "delete", "acme", check=False)
+    assert p.returncode == 1 and "FAILED_PRECONDITION" in p.stderr and "2 vms" in p.stderr
+    for name in ("acme-1", "acme-2"):
+        vdcos(dc, "--token", secret, "vm", "delete", name)
+    vdcos(dc, "project", "delete", "acme")
+    # Its tokens went with it (each replica rereads a token within 2 s).
+    wait_until(lambda: "UNAUTHENTICATED" in vdcos(dc, "--token", secret, "vm", "list", check=False).stderr,
+               timeout=15, every=0.5)
 
 
 def buf_curl(s: LocalDatacenter, secret: str | None, method: str, body: str,

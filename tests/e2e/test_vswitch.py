@@ -1,6 +1,7 @@
 """The distributed switch end to end: three libvirt hosts (each its own namespace, Open vSwitch
-and libvirtd), two tenants on the same CIDR, guests on different hosts, endpoints as probes.
-The tests run in order on one datacenter, as an operator would use it."""
+and libvirtd), two tenants (projects red and blue, each with its own token) on the same CIDR,
+guests on different hosts, endpoints as probes. The tests run in order on one datacenter, as an
+operator would use it."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.dc import Datacenter
+from vdcos.cli.client import Client
 from vdcos.cli.localdc import down, host_root, up
 from vdcos.host.network import HostNetwork, sh
 from vdcos.images import ensure
@@ -32,6 +34,8 @@ HOSTS = ("host-1", "host-2", "host-3")
 
 
 class Dc(Datacenter):
+    tenants: dict[str, Client]
+
     def net(self, host: str) -> HostNetwork:
         n = HostNetwork.load(host_root(self.home, host))
         assert n is not None
@@ -57,9 +61,10 @@ class Dc(Datacenter):
         kind = PortKind.VM if self.port(network, name).kind == net_pb.PORT_KIND_VM else PortKind.ENDPOINT
         return device_name(Port(name, network, "", "", 0, kind))
 
-    def endpoint(self, network: str, name: str, host: str, ip: str = "", max_mbps: int = 0) -> net_pb.Port:
-        p = self.client.networks.CreatePort(net_pb.CreatePortRequest(network=network, name=name, host=host, ip=ip,
-                                                                max_mbps=max_mbps)).port
+    def endpoint(self, network: str, name: str, host: str, ip: str = "", max_mbps: int = 0,
+                 by: Client | None = None) -> net_pb.Port:
+        p = (by or self.client).networks.CreatePort(net_pb.CreatePortRequest(
+            network=network, name=name, host=host, ip=ip, max_mbps=max_mbps)).port
         wait_until(lambda: host in self.port(network, name).bound_hosts, 30)
         return p
 
@@ -81,17 +86,21 @@ def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     up(home, 3, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 10000})
     d = Dc(home)
     try:
-        for name in ("red", "blue"):
-            d.client.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name=name, cidr="10.0.0.0/24")))
+        d.tenants = {name: d.tenant(name) for name in ("red", "blue")}
+        for name, tenant in d.tenants.items():  # each project makes its own network
+            tenant.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(name=name,
+                                                                                             cidr="10.0.0.0/24")))
         for vm in ("red-a", "red-b"):
             spec = pb.VmSpec(name=vm, networks=["red"], placement_group="red", resources=pb.Resources(vcpus=1, memory_mib=128),
                              group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY)
-            d.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
+            d.tenants["red"].vms.CreateVm(vm_pb.CreateVmRequest(spec=spec))
         for vm in ("red-a", "red-b"):
             node = d.node(vm)
             wait_until(lambda: "NET-UP" in read_console(host_root(home, node), vm), 180)
         yield d
     finally:
+        for tenant in getattr(d, "tenants", {}).values():
+            tenant.channel.close()
         d.close()
         dc_id = (home / "datacenter-id").read_text().strip()
         down(home, purge=True)
@@ -102,13 +111,20 @@ def test_guests_on_different_hosts_reach_each_other_and_tenants_are_isolated(dc:
     a, b = dc.node("red-a"), dc.node("red-b")
     assert a != b
     third = next(h for h in HOSTS if h not in (a, b))
-    dc.endpoint("red", "probe", third)
+    red, blue = dc.tenants["red"], dc.tenants["blue"]
+    dc.endpoint("red", "probe", third, by=red)
     ip_a, ip_b = dc.port("red", "red-a").ip, dc.port("red", "red-b").ip
     for ip in (ip_a, ip_b):
         assert wait_until(lambda: probe.ping(dc.ns(third, "probe"), ip, 2, 0.2).received > 0, 30)
+    # Blue's members cannot plug into red's network, nor see it or its guests.
+    with pytest.raises(grpc.RpcError) as refused:
+        dc.endpoint("red", "spy", a, by=blue)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert [n.name for n in blue.networks.ListNetworks(net_pb.ListNetworksRequest()).networks] == ["blue"]
+    assert blue.vms.ListVms(vm_pb.ListVmsRequest()).vms == []
     # Blue reuses red's addresses on the same hosts and never reaches or sees red.
-    dc.endpoint("blue", "b1", a, ip=ip_b)
-    dc.endpoint("blue", "b2", third, ip=ip_a)
+    dc.endpoint("blue", "b1", a, ip=ip_b, by=blue)
+    dc.endpoint("blue", "b2", third, ip=ip_a, by=blue)
     assert probe.ping(dc.ns(a, "b1"), ip_a, 3, 0.2).received == 3        # blue to blue, across hosts
     assert probe.ping(dc.ns(third, "b2"), ip_b, 3, 0.2).received == 3
     # ... and the address resolved to blue's holder of it, not to the red guest that has it too.
