@@ -5,8 +5,10 @@ Every RPC of every vdcos service, read from the descriptors (a new RPC is covere
 editing this file), gets requests built field by field from seeded random values: names of
 objects that exist, names that break every rule, numbers at and past their limits, enum
 numbers no client library would send, nested messages half filled in. The server is the real
-one, on a real etcd, with sim agents doing their part. Bounded: a fixed number of requests per
-RPC, streams cut after a moment.
+one, on a real etcd, with sim agents doing their part: once without authentication, and once in
+TLS with a token of every role (cluster admin and reader, a project's owner, member and reader),
+where a project's callers must also leave everything outside their project as it was. Bounded:
+a fixed number of requests per RPC, streams cut after a moment.
 """
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ import json
 import math
 import pkgutil
 import random
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import grpc
@@ -24,8 +28,18 @@ from google.protobuf import message_factory
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import Cluster, details
-from vdcos.model import Resources
+from tests.conftest import Cluster, details, wait_until
+from vdcos.apiserver.authz import PROJECT_ROLES, ROLES as CLUSTER_ROLES, RULES
+from vdcos.apiserver.server import create_server
+from vdcos.cli.client import Client
+from vdcos.model import NodeSpec, Resources, pairs
+from vdcos.nodeagent.agent import NodeAgent
+from vdcos.nodeagent.sim import SimDriver
+from vdcos.security.pki import Authority, Identity, TlsFiles
+from vdcos.security.tls import secure_channel
+from vdcos.state.etcd import EtcdStore
+from vdcos.state.etcd_server import EtcdServer
+from vdcos.storagepool.pool import SimPools
 from vdcos.scheduler.audit import over_capacity
 from vdcos.state import keys
 import vdcos.v1
@@ -33,7 +47,9 @@ from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import placement_service_pb2 as place_pb
+from vdcos.v1 import project_service_pb2 as proj_pb
 from vdcos.v1 import qos_policy_service_pb2 as pol_pb
+from vdcos.v1 import token_service_pb2 as tok_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 from vdcos.v1 import volume_service_pb2 as vol_pb
@@ -51,7 +67,8 @@ DOCUMENTED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusC
 # started by earlier calls move allocations and placements while they run.)
 API_WRITTEN = (keys.CONFIG, keys.POLICIES, "/vdcos/networks/", "/vdcos/ports/")
 
-EXISTING = ["h0", "h1", "h2", "web-1", "db-1", "gold", "net1", "vol1", "snap1", "g1"]
+EXISTING = ["h0", "h1", "h2", "web-1", "db-1", "gold", "net1", "vol1", "snap1", "g1", "p", "p-web-1", "p-net1",
+            "p-vol1"]
 STRINGS = ["", "a", "x" * 63, "x" * 64, "y" * 5000, "Web_1", "../etc/passwd", "a/b", "a b", "\x00", "ünï",
            "-a", "a-", "*", "%s%n", "1", "0", "-1", "10.0.0.1/24", "zz:zz", "aa:bb:cc:dd:ee:ff", "rack=r1",
            "2026-01-01T00:00:00Z", "pack", "spread"]
@@ -144,24 +161,26 @@ def api_state(c: Cluster) -> dict[str, bytes]:
             if kv.key.startswith(API_WRITTEN) or kv.key.startswith(keys.VMS) and kv.key.endswith("/spec")}
 
 
-def call(c: Cluster, name: str, m: d.MethodDescriptor, request: Any) -> tuple[grpc.StatusCode, grpc.RpcError | None]:
+def call(c: Cluster | grpc.Channel, name: str, m: d.MethodDescriptor,
+         request: Any) -> tuple[grpc.StatusCode, grpc.RpcError | None]:
+    channel = c.client.channel if isinstance(c, Cluster) else c
     svc = m.containing_service.full_name
     path = f"/{svc}/{m.name}"
     out = message_factory.GetMessageClass(m.output_type)
     ser, de = (lambda x: x.SerializeToString()), out.FromString
     try:
         if m.client_streaming:
-            stream = c.client.channel.stream_stream(path, request_serializer=ser, response_deserializer=de)
+            stream = channel.stream_stream(path, request_serializer=ser, response_deserializer=de)
             for answer in stream(iter(request), timeout=10):
                 # CreateVms answers each request with its own status: none may be a crash either
                 code = next(s for s in grpc.StatusCode if s.value[0] == answer.error.code)
                 assert code in DOCUMENTED, (name, answer.error)
         elif m.server_streaming:
-            stream = c.client.channel.unary_stream(path, request_serializer=ser, response_deserializer=de)
+            stream = channel.unary_stream(path, request_serializer=ser, response_deserializer=de)
             for _ in stream(request, timeout=0.3):
                 pass
         else:
-            c.client.channel.unary_unary(path, request_serializer=ser, response_deserializer=de)(request, timeout=10)
+            channel.unary_unary(path, request_serializer=ser, response_deserializer=de)(request, timeout=10)
         return grpc.StatusCode.OK, None
     except grpc.RpcError as e:
         if m.server_streaming and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -227,15 +246,15 @@ def populated(cluster: Cluster) -> Cluster:
     return cluster
 
 
-def requests(name: str, m: d.MethodDescriptor, rng: random.Random) -> Iterator[Any]:
-    """PER_RPC random requests, then as many one-field mutations of valid ones (where written)."""
+def requests(name: str, m: d.MethodDescriptor, rng: random.Random, per_rpc: int = PER_RPC) -> Iterator[Any]:
+    """`per_rpc` random requests, then as many one-field mutations of valid ones (where written)."""
     request_type = message_factory.GetMessageClass(m.input_type)
-    for _ in range(PER_RPC):
+    for _ in range(per_rpc):
         if m.client_streaming:
             yield [fill(request_type(), rng) for _ in range(rng.randrange(1, 4))]
         else:
             yield fill(request_type(), rng)
-    for i in range(PER_RPC if valid(name, 0) else 0):
+    for i in range(per_rpc if valid(name, 0) else 0):
         request = rng.choice(valid(name, i))
         if m.client_streaming:
             mutate(rng.choice(request), rng)
@@ -275,3 +294,128 @@ def test_random_requests_to_every_rpc_get_documented_answers_and_refusals_write_
             vm = entry["vm"]
             if "/" not in vm:  # a VM's entry, not a local volume's: the VM has its records
                 assert c.store.get(keys.vm_spec(vm)) is not None, (kv.key, vm)
+
+
+# Each role's callers, by token, on a TLS server: cluster admin and reader, and project p's owner,
+# member and reader. Fewer requests per RPC than above: five roles call every RPC.
+ROLES = (("admin", ""), ("reader", ""), ("owner", "p"), ("member", "p"), ("reader", "p"))
+PER_ROLE = 5
+
+
+@dataclass
+class SecureCluster:
+    store: EtcdStore
+    channels: dict[tuple[str, str], grpc.Channel]
+
+
+@pytest.fixture
+def secure(tmp_path: Path) -> Iterator[SecureCluster]:
+    """A TLS server on its own etcd with three sim agents (each with its certificate), the
+    cluster's objects of `populated`, and project p's own VM, network and volume."""
+    ca = Authority.ensure(tmp_path / "pki", "fuzz")
+    etcd = EtcdServer(tmp_path / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
+    replica = ca.issue(Identity("scheduler", "s1"))
+    store = EtcdStore(etcd.endpoint, tls=replica)
+    server = create_server("127.0.0.1:0", store, tls=replica)
+    admin = Client(f"127.0.0.1:{server.mtls_port}", ca.issue(Identity("user", "admin")))
+    agents, channels = [], {}
+    try:
+        for i in range(3):
+            name, cap = f"h{i}", Resources(16, 65536, 1000, 10000)
+            node_store = EtcdStore(etcd.endpoint, tls=ca.issue(Identity("node", name)))
+            spec = NodeSpec(name, cap, pairs({"rack": f"r{i % 2}"}), "sim", f"sim://{tmp_path / name}.json")
+            agents.append((NodeAgent(node_store, spec, SimDriver(cap, tmp_path / f"{name}.json"), resync_s=0.5,
+                                     pools=SimPools(name, cap.disk_gib)).start(), node_store))
+        wait_until(lambda: len(server.cache.node_names()) == 3, timeout=20)
+        admin.projects.CreateProject(proj_pb.CreateProjectRequest(project=proj_pb.Project(name="p")))
+        populate(admin, "")
+        populate(admin, "p")
+        for role, project in ROLES:
+            secret = admin.tokens.CreateToken(tok_pb.CreateTokenRequest(name=f"fz-{role}", role=role,
+                                                                        project=project)).secret
+            channels[(role, project)] = secure_channel(f"127.0.0.1:{server.port}", TlsFiles(ca.cert_path), [], secret)
+        yield SecureCluster(store, channels)
+    finally:
+        for ch in channels.values():
+            ch.close()
+        admin.channel.close()
+        for agent, node_store in agents:
+            agent.stop()
+            node_store.close()
+        server.stop(0)
+        store.close()
+        etcd.stop()
+
+
+def populate(cl: Client, project: str) -> None:
+    """The cluster's objects (project ""), or a project's: a network, two VMs on it, a volume."""
+    pre = f"{project}-" if project else ""
+    if not project:
+        cl.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(policy=pb.QosPolicy(
+            name="gold", qos_class=pb.QOS_CLASS_GUARANTEED)), timeout=10)
+    cl.networks.CreateNetwork(net_pb.CreateNetworkRequest(network=net_pb.Network(
+        name=f"{pre}net1", cidr="10.9.0.0/24", project=project)), timeout=10)
+    for name in ("web-1", "db-1"):
+        cl.vms.CreateVm(vm_pb.CreateVmRequest(spec=pb.VmSpec(
+            name=pre + name, resources=pb.Resources(vcpus=2, memory_mib=2048, disk_gib=10), project=project,
+            placement_group=f"{pre}g1", group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY, networks=[f"{pre}net1"])),
+            timeout=10)
+    cl.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
+        name=f"{pre}vol1", size_gib=1, pool=vol_pb.POOL_KIND_SHARED, project=project)), timeout=10)
+
+
+def not_projects(store: EtcdStore, project: str) -> dict[str, bytes]:
+    """Every record a project's caller must never change: the API's records that are not its
+    project's, the projects, quotas other than its own, and every token."""
+    kvs, _ = store.get_prefix(keys.ROOT)
+    out = {}
+    for kv in kvs:
+        k = kv.key
+        if k.startswith((keys.CONFIG, keys.POLICIES, keys.PROJECTS, keys.TOKENS)) or (
+                k.startswith(keys.QUOTAS) and k != keys.quota(project)):
+            out[k] = kv.value
+        elif k.startswith((keys.NETWORKS, keys.VOLUMES, keys.SNAPSHOTS)) or (
+                k.startswith(keys.VMS) and k.endswith("/spec")):
+            if json.loads(kv.value).get("project", "") != project:
+                out[k] = kv.value
+    return out
+
+
+def test_every_role_fuzzing_every_rpc_gets_documented_answers_and_stays_in_its_project(
+        secure: SecureCluster) -> None:
+    """Random and mutated requests to every RPC, by a token of each role: never an undocumented
+    status; PERMISSION_DENIED exactly where the role's rule says no (the table's answer, before
+    the request is read); never UNAUTHENTICATED; a refusal writes nothing; and whatever project
+    p's callers send, nothing outside p changes and no answer names another project's object."""
+    rng = random.Random(SEED + 1)
+    allowed = DOCUMENTED | {grpc.StatusCode.PERMISSION_DENIED}
+    seen: dict[tuple[str, str], dict[str, int]] = {}
+    for (role, project), channel in secure.channels.items():
+        may = (PROJECT_ROLES if project else CLUSTER_ROLES)[role]
+        for name, m in rpcs():
+            rule = RULES[f"/{m.containing_service.full_name}/{m.name}"]
+            for request in requests(name, m, rng, PER_ROLE):
+                before = not_projects(secure.store, project) if project else None
+                code, err = call(channel, name, m, request)
+                counts = seen.setdefault((role, project), {})
+                counts[code.name] = counts.get(code.name, 0) + 1
+                assert code in allowed, f"{role}@{project or '-'} {name}({request}) -> {code.name}: {err}"
+                assert (code == grpc.StatusCode.PERMISSION_DENIED) == (not may(rule)), (role, project, name, code)
+                if project:
+                    assert not_projects(secure.store, project) == before, f"{role}@{project} {name}({request})"
+            if project and may(rule) and not m.server_streaming and not m.client_streaming \
+                    and m.name.startswith("List"):
+                # A list names none of the cluster's objects (nor, for tokens, the cluster's tokens).
+                out = message_factory.GetMessageClass(m.output_type)
+                answer = channel.unary_unary(f"/{m.containing_service.full_name}/{m.name}", response_deserializer=(
+                    out.FromString))(b"", timeout=10)
+                text = str(answer)
+                assert not any(f'"{n}"' in text for n in ("web-1", "db-1", "net1", "vol1", "fz-admin")), (name, text)
+    for (role, project), counts in seen.items():
+        assert counts.get("OK", 0) > 20, (role, project, counts)
+    # What p's reader lists is p's, and p's alone.
+    ch = secure.channels[("reader", "p")]
+    vms = vm_pb.ListVmsResponse.FromString(ch.unary_unary("/vdcos.v1.VmService/ListVms")(
+        vm_pb.ListVmsRequest().SerializeToString(), timeout=10))
+    assert vms.vms and {v.spec.project for v in vms.vms} == {"p"}
+    assert over_capacity(secure.store) == []
