@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
@@ -218,14 +219,26 @@ def test_a_projects_watch_shows_only_its_vms(dc: Dc) -> None:
             finally:
                 done.set()
         threading.Thread(target=read, daemon=True).start()
+        probes: list[str] = []
+
+        def watching() -> bool:
+            """A VM of its own seen on the stream: the watch is in place (it begins when the
+            server takes the call, which this thread cannot see)."""
+            probes.append(f"w1-probe-{len(probes)}")
+            mine.vms.CreateVm(vm(probes[-1]))
+            time.sleep(0.2)
+            return any(name.startswith("w1-probe-") for _, name in seen)
+        wait_until(watching, timeout=20, every=0)
         other.vms.CreateVm(vm("w2-a"))
         mine.vms.CreateVm(vm("w1-b"))
         other.vms.DeleteVm(vm_pb.DeleteVmRequest(name="w2-a"))
         mine.vms.DeleteVm(vm_pb.DeleteVmRequest(name="w1-b"))
         assert done.wait(20)
         stream.cancel()
-        assert {name for _, name in seen} == {"w1-b"}
+        assert {name for _, name in seen if not name.startswith("w1-probe-")} == {"w1-b"}
         assert (pb.EVENT_TYPE_DELETE, "w1-b") in seen
+        for name in probes:
+            mine.vms.DeleteVm(vm_pb.DeleteVmRequest(name=name))
 
 
 def quota_failure(e: grpc.RpcError) -> error_details_pb2.QuotaFailure:
@@ -296,6 +309,8 @@ def test_network_and_volume_quotas_and_an_empty_project_goes(dc: Dc) -> None:
         assert code_of(dc.admin.networks.GetNetwork, net_pb.GetNetworkRequest(name="nv-b")) == grpc.StatusCode.NOT_FOUND
         c.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
             name="nv-v", pool=vol_pb.POOL_KIND_LOCAL, size_gib=20)))
+        wait_until(lambda: c.volumes.GetVolume(vol_pb.GetVolumeRequest(name="nv-v")).volume.state
+                   == vol_pb.VOLUME_STATE_AVAILABLE)  # its agent made it: a resize may be asked
         e = error_of(c.volumes.ResizeVolume, vol_pb.ResizeVolumeRequest(name="nv-v", size_gib=26))
         assert quota_failure(e).violations[0].quota_metric == "vdcos.io/disk_gib"
         e = error_of(c.vms.CreateVm, vm("nv-1"))  # 10 GiB of its own disk on top of 20: too much
@@ -335,3 +350,35 @@ def test_a_bad_quota_request_is_invalid_and_changes_nothing(dc: Dc, req: proj_pb
             fields += [v.field for v in br.field_violations]
     assert field in fields
     assert dc.admin.projects.GetQuota(proj_pb.GetQuotaRequest(project="green")).quota == before
+
+
+def test_every_mutating_call_is_audited_with_who_what_and_how_it_ended(dc: Dc) -> None:
+    from vdcos.v1 import audit_service_pb2 as audit_pb
+
+    dc.project("aud")
+    with dc.token_client(dc.token("aud", "member")) as member, dc.token_client(dc.token("aud", "reader"), 1) as rd:
+        member.vms.CreateVm(vm("aud-1"))
+        member.vms.ListVms(vm_pb.ListVmsRequest())
+        assert code_of(rd.vms.DeleteVm, vm_pb.DeleteVmRequest(name="aud-1")) == grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(member.vms.DeleteVm, vm_pb.DeleteVmRequest(name="nope")) == grpc.StatusCode.NOT_FOUND
+        assert code_of(member.audit.ListAuditEntries, audit_pb.ListAuditEntriesRequest()) == \
+            grpc.StatusCode.PERMISSION_DENIED  # the log is the cluster's
+        member.vms.DeleteVm(vm_pb.DeleteVmRequest(name="aud-1"))
+
+    def logged() -> list[audit_pb.AuditEntry]:
+        got = dc.admin.audit.ListAuditEntries(audit_pb.ListAuditEntriesRequest(project="aud")).entries
+        return list(got) if len(got) >= 4 else []
+    entries = wait_until(logged, timeout=10)
+    assert isinstance(entries, list)
+    calls = [(e.method.rsplit("/", 1)[1], e.target, e.role, e.code) for e in entries]  # newest first
+    assert calls == [("DeleteVm", "aud-1", "member", "OK"), ("DeleteVm", "nope", "member", "NOT_FOUND"),
+                     ("DeleteVm", "aud-1", "reader", "PERMISSION_DENIED"), ("CreateVm", "aud-1", "member", "OK")], calls
+    assert all(e.who.startswith("token:tok-") and e.who.endswith("(aud-member)") or "(aud-reader)" in e.who
+               for e in entries)
+    assert "may not delete vms" in entries[2].message
+    # Both replicas wrote theirs; the admin's own calls are there by certificate.
+    assert {e.replica for e in entries} == {f"127.0.0.1:{s.port}" for s in dc.servers}
+    mine = dc.admin.audit.ListAuditEntries(audit_pb.ListAuditEntriesRequest(who="user:admin")).entries
+    assert any(e.method.endswith("/CreateProject") and e.target == "aud" for e in mine)
+    failed = dc.admin.audit.ListAuditEntries(audit_pb.ListAuditEntriesRequest(project="aud", failed_only=True)).entries
+    assert [e.code for e in failed] == ["NOT_FOUND", "PERMISSION_DENIED"]

@@ -34,6 +34,8 @@ from typing import Any, Awaitable, Callable
 import grpc
 import grpc.aio
 
+from vdcos.apiserver.audit import AuditLog, target_of
+from vdcos.model import AuditEntry
 from vdcos.security.pki import Identity, verified_identity
 from vdcos.security.tokens import TokenRecord, parse_bearer
 
@@ -84,6 +86,7 @@ RULES: dict[str, Rule] = {
         "CreateProject": ("projects", "create"), "GetProject": ("projects", "get"),
         "ListProjects": ("projects", "list"), "DeleteProject": ("projects", "delete"),
         "GetQuota": ("quotas", "get"), "SetQuota": ("quotas", "update")}),
+    **_service("AuditService", {"ListAuditEntries": ("audit", "list")}),
     **_service("TokenService", {
         "CreateToken": ("tokens", "create"), "ListTokens": ("tokens", "list"), "RevokeToken": ("tokens", "delete")}),
     **_service("QosPolicyService", {
@@ -148,9 +151,10 @@ def caller() -> Principal | None:
 
 
 class Denied(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, who: Principal | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.who = who  # the caller, when it proved who it is (PERMISSION_DENIED)
 
 
 # A token's record by accessor (apiserver/tokens.py reads them from etcd).
@@ -210,12 +214,12 @@ class Authorizer:
             return who
         rule = RULES.get(method)
         if rule is None:  # deny by default: a method nobody mapped
-            raise Denied(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to any role")
+            raise Denied(grpc.StatusCode.PERMISSION_DENIED, f"{method} is not open to any role", who)
         allowed = (PROJECT_ROLES if who.project else ROLES).get(who.role or "")
         if allowed is None or not allowed(rule):
             raise Denied(grpc.StatusCode.PERMISSION_DENIED,
                          f"{who.name} may not {rule.verb} {rule.resource}"
-                         + (f" ({who.title})" if who.role else " (it holds no role)"))
+                         + (f" ({who.title})" if who.role else " (it holds no role)"), who)
         return who
 
 
@@ -226,10 +230,12 @@ def _credentials(context: grpc.aio.ServicerContext) -> tuple[bytes | None, str |
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is unannotated
-    """Every call through Authorizer.check before its handler runs."""
+    """Every call through Authorizer.check before its handler runs; each mutating call of an
+    identified caller, refused or not, to the audit log (audit.py) once it has ended."""
 
-    def __init__(self, authorizer: Authorizer) -> None:
+    def __init__(self, authorizer: Authorizer, audit: AuditLog | None = None) -> None:
         self.authorizer = authorizer
+        self.audit = audit
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
                                 details: grpc.HandlerCallDetails) -> Any:
@@ -237,8 +243,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         if handler is None or details.method in PUBLIC:
             return handler
         method, check = details.method, self.authorizer.check
+        rule = RULES.get(method)
+        audit = self.audit if rule is not None and not rule.reads else None
 
-        async def authorize(context: grpc.aio.ServicerContext) -> None:
+        def record(who: Principal | None, request: Any, code: str, message: str) -> None:
+            if audit is not None and who is not None and rule is not None:
+                audit.record(AuditEntry(time.time(), who.name, who.role or "", who.project, method, rule.resource,
+                                        rule.verb, target_of(request), code, message[:300], audit.replica))
+
+        async def authorize(context: grpc.aio.ServicerContext, request: Any) -> Principal | None:
             cert, bearer = _credentials(context)
             try:
                 if cert is None and bearer:  # a token's record may be read from etcd: off the loop
@@ -246,33 +259,59 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
                 else:
                     who = check(method, cert, bearer)
             except Denied as e:
+                record(e.who, request, e.code.name, str(e))
                 await context.abort(e.code, str(e))  # raises: the handler never runs
             _CALLER.set(who)
+            return who
+
+        def ended(who: Principal | None, request: Any, context: grpc.aio.ServicerContext,
+                  error: BaseException | None) -> None:
+            if audit is None:
+                return
+            if error is None:
+                record(who, request, "OK", "")
+                return
+            code = context.code()
+            name = code.name if isinstance(code, grpc.StatusCode) else (
+                "CANCELLED" if isinstance(error, (asyncio.CancelledError, GeneratorExit)) else "UNKNOWN")
+            record(who, request, name, str(context.details() or error))
 
         for kind, make, guard in _KINDS:
             inner = getattr(handler, kind)
             if inner:
-                return make(guard(inner, authorize), handler.request_deserializer, handler.response_serializer)
+                return make(guard(inner, authorize, ended), handler.request_deserializer, handler.response_serializer)
         return handler
 
 
-Authorize = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+Authorize = Callable[[grpc.aio.ServicerContext, Any], Awaitable[Principal | None]]
+Ended = Callable[[Principal | None, Any, grpc.aio.ServicerContext, BaseException | None], None]
 
 
-def _answering(inner: Any, authorize: Authorize) -> Any:
+def _answering(inner: Any, authorize: Authorize, ended: Ended) -> Any:
     """A handler with one answer (its request one message or a stream), authorized first."""
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await authorize(context)
-        return await inner(request, context)
+        who = await authorize(context, request)
+        try:
+            answer = await inner(request, context)
+        except BaseException as e:
+            ended(who, request, context, e)
+            raise
+        ended(who, request, context, None)
+        return answer
     return call
 
 
-def _streaming(inner: Any, authorize: Authorize) -> Any:
+def _streaming(inner: Any, authorize: Authorize, ended: Ended) -> Any:
     """A handler that answers with a stream, authorized before its first answer."""
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await authorize(context)
-        async for item in _aiter(inner(request, context)):
-            yield item
+        who = await authorize(context, request)
+        try:
+            async for item in _aiter(inner(request, context)):
+                yield item
+        except BaseException as e:
+            ended(who, request, context, e)
+            raise
+        ended(who, request, context, None)
     return call
 
 

@@ -21,6 +21,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vdcos.apiserver.audit import RETENTION_S, AuditLog, AuditServicer
 from vdcos.apiserver.authz import AuthInterceptor, Authorizer
 from vdcos.apiserver.capacity import CapacityServicer
 from vdcos.apiserver.ha import HaServicer
@@ -45,7 +46,7 @@ from vdcos.security.pki import TlsFiles
 from vdcos.security.tls import add_etcd_flags, add_insecure_flag, etcd_tls, server_credentials, warn_insecure
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
-from vdcos.v1 import (capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
+from vdcos.v1 import (audit_service_pb2, audit_service_pb2_grpc, capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
                       migration_service_pb2,
                       migration_service_pb2_grpc, network_service_pb2, network_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
@@ -75,6 +76,7 @@ SERVICES = (
     (token_service_pb2, "TokenService", token_service_pb2_grpc.add_TokenServiceServicer_to_server, TokenServicer),
     (project_service_pb2, "ProjectService", project_service_pb2_grpc.add_ProjectServiceServicer_to_server,
      ProjectServicer),
+    (audit_service_pb2, "AuditService", audit_service_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer),
 )
 
 
@@ -91,11 +93,14 @@ class SchedulerServer:
     controllers: list[Runner]
     # With TLS: the mutual-TLS port (client certificates); `port` takes bearer tokens.
     mtls_port: int = 0
+    audit: AuditLog | None = None
 
     def stop(self, grace: float = 1.0) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        if self.audit is not None:
+            self.audit.stop()
         self.replicas.stop()
         for c in self.controllers:
             c.stop()
@@ -105,13 +110,12 @@ class SchedulerServer:
         self.cache.stop()
 
 
-async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_addr: str
+async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_addr: str, audit: AuditLog | None
                         ) -> tuple[grpc.aio.Server, int, int, Callable[[], Coroutine[Any, Any, None]]]:
-    # With TLS, every call is authorized by the caller's certificate or token (authz.py); --insecure has
-    # no identities to check.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
-                             interceptors=[AuthInterceptor(Authorizer(tls.ca.read_bytes(), TokenLookup(ops.store)))]
-                             if tls is not None else [])
+    # With TLS, every call is authorized by the caller's certificate or token (authz.py), and
+    # each mutating one is audited; --insecure has no identities to check.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[AuthInterceptor(
+        Authorizer(tls.ca.read_bytes(), TokenLookup(ops.store)), audit)] if tls is not None else [])
     names = []
     for mod, svc, add, servicer in SERVICES:
         add(servicer(ops), server)  # type: ignore[no-untyped-call]  # generated, unannotated
@@ -141,7 +145,7 @@ async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_a
 
 def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_threads: int = 8,
                   linger: float = LINGER_MS / 1000, tls: TlsFiles | None = None,
-                  mtls_addr: str = "127.0.0.1:0") -> SchedulerServer:
+                  mtls_addr: str = "127.0.0.1:0", audit_retention_s: float = RETENTION_S) -> SchedulerServer:
     """Bind `addr` (port 0 picks one) and start serving; returns the bound ports. With the
     replica's certificate `tls`: TLS on `addr` for callers with bearer tokens, and mutual TLS
     on `mtls_addr` for callers with certificates; None serves plaintext on `addr` alone
@@ -161,15 +165,18 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
+    audit = AuditLog(store, addr, audit_retention_s).start() if tls is not None else None
     server, port, mtls_port, serving = asyncio.run_coroutine_threadsafe(
-        _build_server(addr, ops, tls, mtls_addr), loop).result(30)
+        _build_server(addr, ops, tls, mtls_addr, audit), loop).result(30)
     # NOT_SERVING while the cache re-lists after a lost watch.
     def follow(_: bool) -> None:
         asyncio.run_coroutine_threadsafe(serving(), loop)
     cache.on_synced(follow)
     asyncio.run_coroutine_threadsafe(serving(), loop).result(5)  # a change before the line above
     replicas.start(f"{addr.rpartition(':')[0]}:{port}")
-    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers, mtls_port)
+    if audit is not None:
+        audit.replica = f"{addr.rpartition(':')[0]}:{port}"
+    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers, mtls_port, audit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     add_etcd_flags(ap)
     add_insecure_flag(ap)
     ap.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    ap.add_argument("--audit-retention-h", type=float, default=RETENTION_S / 3600,
+                    help="hours the audit log keeps its entries (default 168: 7 days)")
     ap.add_argument("--io-threads", type=int, default=8, help="threads for blocking etcd reads")
     ap.add_argument("--max-batch", type=int, default=MAX_BATCH, help="VMs per commit at most")
     ap.add_argument("--linger-ms", type=float, default=LINGER_MS,
@@ -196,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--linger-ms must be 0 or more")
     if args.max_batch < 1:
         ap.error("--max-batch must be 1 or more")
+    if not 1 <= args.audit_retention_h <= 24 * 3650:
+        ap.error("--audit-retention-h must be between 1 and 87600 hours")
     wakeup = None
     if args.cpu_wakeup_latency_us is not None:
         try:
@@ -215,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         warn_insecure()
     store = EtcdStore(args.etcd, tls=etcd_files)
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
-                        linger=args.linger_ms / 1000, tls=serving_files, mtls_addr=args.listen_mtls)
+                        linger=args.linger_ms / 1000, tls=serving_files, mtls_addr=args.listen_mtls,
+                        audit_retention_s=args.audit_retention_h * 3600)
     # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
     # the daemon: out of the collector's sight, it is not walked by every full collection; nor
     # is what later full collections find alive.

@@ -9,8 +9,8 @@ import sys
 
 import grpc
 
-from vdcos.cli import (capacity, datacenter, ha, localdc, migrations, networks, nodes, policies, projects, tokens, vms,
-                       volumes)
+from vdcos.cli import (audit, capacity, datacenter, ha, localdc, migrations, networks, nodes, policies, projects,
+                       tokens, vms, volumes)
 from vdcos.cli.client import describe_error
 from vdcos.cli.common import UsageError
 
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
     ha.register(sub)
     tokens.register(sub)
     projects.register(sub)
+    audit.register(sub)
     nodes.register_drain(sub)
     datacenter.register_demo(sub)
     return ap

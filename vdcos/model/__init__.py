@@ -8,6 +8,7 @@ applies to them (`fit`: what fits a node; `qos`: what a policy reserves and enfo
 two are imported by their module name, as `vdcos.model.fit`; the value objects and the codec
 are re-exported here, the names every layer uses.
 """
+from vdcos.model.audit import AuditEntry
 from vdcos.model.codec import assignment_bytes, decode, dumps, encode
 from vdcos.model.compute import (DEFAULT_POLICY, DEFAULT_SCORER_WEIGHTS, SNAPSHOT_CONSUMER, VOLUME_CONSUMER,
                                  AffinityPolicy, AllocEntry, Allocation, Assignment, NodeSpec, NodeStatus,
@@ -31,6 +32,6 @@ __all__ = [
     "QosClass", "QosPolicy", "QosSettings", "Rebalance", "RebalanceGoal", "RebalanceMode", "RebalanceState",
     "RebalanceStep", "Resources", "SchedulerConfig", "Snapshot", "Strategy", "Sums", "VmPhase", "VmSpec",
     "VmStatus", "Volume", "VolumeState", "assignment_bytes", "decode", "dumps", "encode", "pairs",
-    "Limits", "Project", "Quota", "QuotaViolation", "Usage",
+    "Limits", "Project", "Quota", "QuotaViolation", "Usage", "AuditEntry",
     "policy_named", "snapshot_consumer", "volume_consumer",
 ]

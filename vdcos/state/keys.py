@@ -1,6 +1,8 @@
 """The etcd key layout: the only place key strings are built. See README.md beside this file."""
 from __future__ import annotations
 
+import time
+
 ROOT = "/vdcos/"
 
 CONFIG = ROOT + "config/scheduler"
@@ -29,6 +31,7 @@ HA_EVENTS = ROOT + "ha/events/"
 TOKENS = ROOT + "tokens/"
 PROJECTS = ROOT + "projects/"
 QUOTAS = ROOT + "quotas/"
+AUDIT = ROOT + "audit/"
 SCHEDULERS = ROOT + "schedulers/"
 
 
@@ -165,3 +168,13 @@ def project(name: str) -> str:
 def quota(project_name: str) -> str:
     """A project's limits and use, in one record: every create that charges it compares it."""
     return QUOTAS + project_name
+
+
+def audit_hour(at: float) -> str:
+    """The audit entries of one UTC hour: retention drops a whole hour with one prefix delete."""
+    return f"{AUDIT}{time.strftime('%Y%m%d%H', time.gmtime(at))}/"
+
+
+def audit(at: float, uniq: str) -> str:
+    """Time-ordered within its hour; `uniq` keeps two replicas' entries of one instant apart."""
+    return f"{audit_hour(at)}{int(at * 1e9):020d}-{uniq}"
