@@ -117,6 +117,34 @@ def test_a_project_from_the_cli_with_its_quota(dc: Path) -> None:
                timeout=15, every=0.5)
 
 
+def test_login_keeps_a_token_per_datacenter(dc: Path, tmp_path: Path) -> None:
+    """`vdcos login` with cluster.json and a token, from a machine with no datacenter of its own:
+    later commands use that context; the file is its owner's only; a bad token is not kept."""
+    import os
+    import sys
+
+    reader = token(dc, "laptop", "reader")
+    env = {**os.environ, "VDCOS_CONFIG": str(tmp_path / "config.json")}
+    elsewhere = tmp_path / "no-dc"  # --home without a datacenter: the context is the one used
+
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "vdcos.cli.main", "--home", str(elsewhere), *args], env=env,
+                              input=stdin, capture_output=True, text=True, timeout=60)
+    bad = cli("login", "prod", "--cluster", str(dc / "cluster.json"), stdin=reader[:-4] + "abcd\n")
+    assert bad.returncode == 1 and "UNAUTHENTICATED" in bad.stderr and not (tmp_path / "config.json").exists()
+    ok = cli("login", "prod", "--cluster", str(dc / "cluster.json"), stdin=reader + "\n")
+    assert ok.returncode == 0, ok.stderr
+    assert stat.S_IMODE((tmp_path / "config.json").stat().st_mode) == 0o600
+    listed = cli("-o", "json", "vm", "list")
+    assert listed.returncode == 0 and "web-1" in listed.stdout, listed.stderr
+    refused = cli("vm", "delete", "web-1")
+    assert refused.returncode == 1 and "PERMISSION_DENIED" in refused.stderr
+    assert "prod" in cli("context", "list").stdout
+    assert cli("logout").returncode == 0
+    gone = cli("vm", "list")
+    assert gone.returncode == 2 and "vdcos login" in gone.stderr
+
+
 def buf_curl(s: LocalDatacenter, secret: str | None, method: str, body: str,
              schema_from: str | None = None) -> dict[str, object]:
     """`method` called with `secret` (None: no credentials), the schema read through

@@ -5,6 +5,7 @@ import argparse
 import datetime
 import json
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -62,18 +63,78 @@ def _client_tls(args: argparse.Namespace, dc: localdc.LocalDatacenter | None) ->
         mine = dc.operator_tls() if dc is not None and not dc.insecure and Path(dc.ca) == Path(ca) else None
         return mine or TlsFiles(Path(ca))
     if dc is None:
-        raise UsageError("--ca: the datacenter's CA certificate is needed to check the API (or --insecure, for a "
-                         "development datacenter started with it)")
+        raise UsageError(f"no datacenter is up under {args.home} and none is logged in to: `vdcos login NAME "
+                         "--cluster cluster.json` (or --ca with --server and --token; --insecure for a development "
+                         "datacenter started with it)")
     if dc.insecure:
         raise UsageError(f"the datacenter under {args.home} was started with --insecure: pass --insecure to talk "
                          "plaintext to it")
     return dc.operator_tls()
 
 
+@dataclass(frozen=True)
+class Context:
+    api: list[str]
+    ca: str
+    token: str
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("VDCOS_CONFIG") or Path.home() / ".config" / "vdcos" / "config.json")
+
+
+def load_contexts() -> tuple[str, dict[str, Context]]:
+    """(the current context's name, every context)."""
+    p = config_path()
+    if not p.exists():
+        return "", {}
+    try:
+        raw = json.loads(p.read_text())
+        return str(raw.get("current", "")), {n: Context(list(c["api"]), str(c["ca"]), str(c["token"]))
+                                             for n, c in raw.get("datacenters", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{p}: not a vdcos config file ({e}); fix or remove it") from e
+
+
+def save_contexts(current: str, contexts: dict[str, Context]) -> None:
+    p = config_path()
+    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = p.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"current": current, "datacenters": {n: asdict(c) for n, c in sorted(contexts.items())}}, f,
+                  indent=2)
+    os.chmod(tmp, 0o600)  # a .tmp a crash left may have had another mode
+    tmp.replace(p)
+
+
+def selected_context(args: argparse.Namespace, local_dc_up: bool) -> Context | None:
+    """The context this command uses, if any (the order: cli/credentials.py)."""
+    name = getattr(args, "context", None) or os.environ.get("VDCOS_CONTEXT")
+    current, contexts = load_contexts()
+    if name:
+        if name not in contexts:
+            raise UsageError(f"--context: no context {name!r} in {config_path()} ({', '.join(contexts) or 'none yet'}: "
+                             "`vdcos login`)")
+        return contexts[name]
+    if local_dc_up or not current:
+        return None
+    return contexts.get(current)
+
+
 def connect(args: argparse.Namespace) -> Client:
-    """A client with the caller's credentials: a bearer token (--token, VDCOS_TOKEN) to the
-    replicas' token addresses, else the local operator's certificate to their mutual-TLS ones."""
+    """A client with the caller's credentials: a bearer token (--token, VDCOS_TOKEN, or a
+    context's from `vdcos login`) to the replicas' token addresses, else the local operator's
+    certificate to their mutual-TLS ones. The order: cli/credentials.py."""
     dc = localdc.LocalDatacenter.load(Path(args.home))
+    ctx = None if args.insecure else selected_context(args, local_dc_up=dc is not None)
+    if ctx is not None:
+        server = args.server or os.environ.get("VDCOS_SERVER") or ",".join(ctx.api)
+        ca = Path(args.ca or os.environ.get("VDCOS_CA") or ctx.ca)
+        if not ca.is_file():
+            raise UsageError(f"--ca: no file {ca} (the context's CA moved? `vdcos login` again)")
+        return Client(server.split(","), tls=TlsFiles(ca), token=args.token or os.environ.get("VDCOS_TOKEN")
+                      or ctx.token)
     tls = _client_tls(args, dc)
     token = args.token or os.environ.get("VDCOS_TOKEN")
     if tls is None:

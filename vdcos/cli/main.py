@@ -9,7 +9,7 @@ import sys
 
 import grpc
 
-from vdcos.cli import (audit, capacity, datacenter, ha, localdc, migrations, networks, nodes, policies, projects,
+from vdcos.cli import (audit, capacity, credentials, datacenter, ha, localdc, migrations, networks, nodes, policies, projects,
                        tokens, vms, volumes)
 from vdcos.cli.client import describe_error
 from vdcos.cli.common import UsageError
@@ -25,6 +25,8 @@ def parser() -> argparse.ArgumentParser:
                                  "else the local datacenter's (cluster.json's `ca`)")
     ap.add_argument("--token", help="a bearer token (vdcos token create) to call the API with; default "
                                     "$VDCOS_TOKEN, else the local operator's certificate")
+    ap.add_argument("--context", help="a datacenter logged in to (`vdcos login`); default $VDCOS_CONTEXT, else "
+                                      "the local datacenter, else the current context")
     ap.add_argument("--insecure", action="store_true",
                     help="DEVELOPMENT ONLY: plaintext, to a datacenter started with `vdcos up --insecure`")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -41,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
     tokens.register(sub)
     projects.register(sub)
     audit.register(sub)
+    credentials.register(sub)
     nodes.register_drain(sub)
     datacenter.register_demo(sub)
     return ap
