@@ -364,6 +364,9 @@ class Scheduler:
         """The VM charged to its project's quota in `txn` (after the batch's VMs before it), or
         why it may not be."""
         cached = self.cache.quotas.get(spec.project)
+        if cached is None and (kv := self.store.get(keys.quota(spec.project))) is not None:
+            self.cache.apply_kvs([kv], kv.mod_revision)  # a project made a moment ago: the watch brings it later
+            cached = self.cache.quotas.get(spec.project)
         if cached is None:
             return NotFound(f"project {spec.project!r} not found")
         q = txn.quotas.get(spec.project, cached[0])
