@@ -134,6 +134,43 @@ def test_live_migration_keeps_the_guest_running(dc: Dc, booted: str) -> None:
         conn.close()
 
 
+def test_migrations_go_in_tls_and_a_destination_the_ca_did_not_certify_gets_nothing(
+        dc: Dc, booted: str, tmp_path: Path) -> None:
+    """Every host's QEMU migrates in TLS only (libvirt refuses a migration without it), with a
+    node certificate that names the host's migration address. A destination holding a
+    certificate of another CA (an impostor where the destination should be) gets no memory:
+    the migration fails and the guest runs on where it was."""
+    from cryptography import x509
+
+    from vdcos.security.pki import Authority, Identity
+
+    for node in ("host-1", "host-2", "host-3"):
+        host = dc.host(node)
+        assert "migrate_tls_force = 1" in host.path("etc", "qemu.conf").read_text()
+        cert = x509.load_pem_x509_certificate(Path(host.tls_dir, "server-cert.pem").read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert host.address in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
+    src = dc.vm().placement.node
+    dst = dc.other(src)
+    real = dc.host(dst)
+    kept = {f.name: f.read_bytes() for f in Path(real.tls_dir).iterdir()}
+    impostor = Authority.ensure(tmp_path / "other-ca", "other").issue(Identity("node", dst), names=(dst, real.address))
+    real.install_tls(impostor)
+    try:
+        m = dc.migrate(dst)
+        done = dc.wait_migration(m.id)
+        assert done.phase == mig_pb.MIGRATION_PHASE_FAILED, done
+        assert "certificate" in done.message, done.message  # TLS refused it ("hasn't got a known issuer")
+        before = len(dc.counters(src))
+        wait_until(lambda: len(dc.counters(src)) > before, timeout=30)  # still running where it was
+        assert dc.domains(src) == [VM] and dc.domains(dst) == []
+    finally:
+        for name, data in kept.items():
+            Path(real.tls_dir, name).write_bytes(data)
+    m = dc.migrate(dst)  # the datacenter's own files are back: it goes through
+    assert dc.wait_migration(m.id).phase == mig_pb.MIGRATION_PHASE_COMPLETED
+
+
 def test_cancel_mid_migration_leaves_it_on_the_source(dc: Dc, booted: str) -> None:
     src = dc.vm().placement.node
     m = dc.migrate(dc.other(src), max_bandwidth_mibps=4)
@@ -176,6 +213,7 @@ def test_destination_daemon_killed_mid_migration(dc: Dc, booted: str) -> None:
     try:
         done = dc.wait_migration(m.id, timeout=120)
         assert done.phase == mig_pb.MIGRATION_PHASE_FAILED, done
+        assert "certificate" in done.message, done.message  # TLS refused it ("hasn't got a known issuer")
         assert dc.vm().placement.node == src and dc.domains(src) == [VM]
         assert dc.alloc(src) == [(VM, "")] and dc.alloc(dst) == []
         n = len(dc.counters(src))

@@ -252,8 +252,10 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
                 dc.procs.append(lv_proc)
                 dc.save()
                 net = HostNetwork(dc_id, name, i, str(root)).start()
+                # Its certificate names it and its address: what a peer migrating to it checks.
+                tls = None if pki is None else pki.issue(Identity("node", name), names=(name, net.mgmt_ip))
                 lv = LibvirtHost.create(root, name, dc_id, net.mgmt_ip, netns=net.netns,
-                                        lockspace=str(home / "pools" / "locks"))
+                                        lockspace=str(home / "pools" / "locks"), tls=tls)
                 lv.start()
                 lv_proc.pid = lv.pid()
                 link = Proc(f"uplink-{name}", 0, str(home / "logs" / f"uplink-{name}.log"), "uplink", str(root),
@@ -263,7 +265,8 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
                 dc.procs.append(link)
                 dc.save()
                 argv[argv.index("--etcd") + 1] = uplink.endpoint(uplink_socket(root))
-                argv += ["--libvirt-uri", lv.uri, "--shared-pool", str(home / "pools" / "shared"), "--fence"]
+                argv += ["--libvirt-uri", lv.uri, "--shared-pool", str(home / "pools" / "shared"), "--fence",
+                         *(["--migrate-tls"] if tls is not None else [])]
             for k, v in capacity.items():
                 argv += [f"--{k.replace('_', '-')}", str(v)]
             p = Proc(name, 0, str(home / "logs" / f"{name}.log"), "agent", argv=argv)

@@ -9,6 +9,9 @@ How one machine holds several independent hypervisor hosts (../shared/recipes/li
   - a unique host_uuid (else libvirt refuses with "migrate guest to the same host");
   - its own address for incoming migrations: in the host's network namespace (host/network.py)
     when it has one, else a loopback address of its own (127.0.0.1 itself is refused);
+  - with the datacenter's CA, migrations only in TLS (`install_tls`): QEMU's migration stream
+    (memory and copied disks) between two hosts holding node certificates from the CA, each
+    checking the other's (the destination's must name the address it listens on);
   - run under a child subreaper (see subreaper.py).
 Everything it starts is recorded (daemon PID, QEMU pid files) and stopped by those PIDs only.
 """
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vdcos.process import alive
+from vdcos.security.pki import TlsFiles
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "blkio", "unified")
@@ -53,13 +57,34 @@ class LibvirtHost:
     # virtlockd's lockspace on storage every host sees: a QEMU cannot open a disk whose lease
     # another host's QEMU holds (HA's second safeguard against one VM running twice). "" = off.
     lockspace: str = ""
+    # QEMU's TLS files for migrations (install_tls); "" = migrations in plaintext (--insecure).
+    tls_dir: str = ""
 
     @classmethod
     def create(cls, root: Path, name: str, datacenter: str, address: str, cpus: str = "",
-               netns: str = "", lockspace: str = "") -> LibvirtHost:
+               netns: str = "", lockspace: str = "", tls: TlsFiles | None = None) -> LibvirtHost:
         host_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vdcos:{datacenter}:{name}"))
-        return cls(name, str(root), address, host_uuid, f"vdcos-{datacenter}-{name}", cpus=cpus, netns=netns,
-                   lockspace=lockspace)
+        host = cls(name, str(root), address, host_uuid, f"vdcos-{datacenter}-{name}", cpus=cpus, netns=netns,
+                   lockspace=lockspace, tls_dir=str(root / "pki") if tls is not None else "")
+        if tls is not None:
+            host.install_tls(tls)
+        return host
+
+    def install_tls(self, files: TlsFiles) -> None:
+        """The node's certificate as QEMU's TLS folder wants it: the same certificate serves
+        incoming migrations and presents itself on outgoing ones (it is good for both)."""
+        assert files.cert is not None and files.key is not None
+        folder = Path(self.tls_dir)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, src, mode in (("ca-cert.pem", files.ca, 0o644), ("server-cert.pem", files.cert, 0o644),
+                                ("client-cert.pem", files.cert, 0o644), ("server-key.pem", files.key, 0o600),
+                                ("client-key.pem", files.key, 0o600)):
+            tmp = folder / f".{name}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(src.read_bytes())
+            os.chmod(tmp, mode)
+            tmp.replace(folder / name)
 
     @classmethod
     def load(cls, root: Path) -> LibvirtHost:
@@ -119,7 +144,11 @@ migration_address = "{self.address}"
 migration_host = "{self.address}"
 migration_port_min = {pmin}
 migration_port_max = {pmin + 63}
-""" + ('lock_manager = "lockd"\n' if self.lockspace else ""))
+""" + ('lock_manager = "lockd"\n' if self.lockspace else "") + (f"""\
+migrate_tls_x509_cert_dir = "{self.tls_dir}"
+migrate_tls_x509_verify = 1
+migrate_tls_force = 1
+""" if self.tls_dir else ""))
         if self.lockspace:
             # Leases on every writable disk, kept as files named by the disk path's hash in the
             # shared lockspace: virtlockd's fcntl locks there are seen by every host's virtlockd.

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--network-mbps", type=int, default=10000)
     ap.add_argument("--disk-iops", type=int, default=20000,
                     help="IOPS the host's disks sustain (measure with fio): what VMs may reserve")
+    ap.add_argument("--migrate-tls", action="store_true",
+                    help="live migrations in QEMU's TLS with the host's certificate (its libvirtd set up for it)")
     ap.add_argument("--shared-pool", type=Path, help="a folder every host sees: the shared storage pool")
     ap.add_argument("--label", action="append", default=[], help="key=value, repeatable")
     ap.add_argument("--lease-ttl", type=int, default=10)
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         from vdcos.images import ensure
         from vdcos.nodeagent.libvirt.driver import LibvirtDriver
 
-        lv = LibvirtDriver(args.libvirt_uri, capacity, ensure(), args.state_dir)
+        lv = LibvirtDriver(args.libvirt_uri, capacity, ensure(), args.state_dir, migrate_tls=args.migrate_tls)
         driver = lv
         uri = args.libvirt_uri
         # A host started with its own namespace set (vdcos.host.network) has a switch to program.

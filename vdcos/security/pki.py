@@ -16,6 +16,7 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -134,14 +135,16 @@ class Authority:
             _write(folder / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
         return cls(folder)
 
-    def issue(self, who: Identity, days: int = LEAF_DAYS) -> TlsFiles:
-        """A certificate for `who`, kept if one for the same subject is there and valid for at
-        least another day, else made anew."""
+    def issue(self, who: Identity, days: int = LEAF_DAYS, names: Sequence[str] = ()) -> TlsFiles:
+        """A certificate for `who`, kept if one for the same subject naming at least `names` is
+        there and valid for at least another day, else made anew. It names localhost and 127.0.0.1, and
+        `names` too (a host's name and addresses: what peers check when they reach it)."""
         if who.kind not in GROUPS:
             raise ValueError(f"unknown identity kind {who.kind!r}; one of {sorted(GROUPS)}")
         files = issued(self.folder, who)
         assert files.cert and files.key
-        if files.cert.exists() and files.key.exists() and self._still_good(files.cert.read_bytes(), who):
+        sans = _sans(("localhost", "127.0.0.1", *names))
+        if files.cert.exists() and files.key.exists() and self._still_good(files.cert.read_bytes(), who, sans):
             return files
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
@@ -158,9 +161,7 @@ class Authority:
                                              crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                       ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                               critical=False)
+                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
                 .sign(self._key, hashes.SHA256()))
         _write(files.key, key.private_bytes(
@@ -168,7 +169,22 @@ class Authority:
         _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
         return files
 
-    def _still_good(self, pem: bytes, who: Identity) -> bool:
+    def _still_good(self, pem: bytes, who: Identity, sans: list[x509.GeneralName]) -> bool:
         cert = x509.load_pem_x509_certificate(pem)
         left = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)
-        return Identity.of(pem) == who and cert.issuer == self._cert.subject and left > dt.timedelta(days=1)
+        try:
+            has = list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+        except x509.ExtensionNotFound:
+            has = []
+        return (Identity.of(pem) == who and cert.issuer == self._cert.subject and left > dt.timedelta(days=1)
+                and set(map(repr, has)) >= set(map(repr, sans)))
+
+
+def _sans(names: Sequence[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for n in dict.fromkeys(names):
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            out.append(x509.DNSName(n))
+    return out

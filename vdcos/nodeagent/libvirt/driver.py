@@ -44,8 +44,12 @@ def memory_hard_limit_kib(qos: QosSettings) -> int:
 class LibvirtDriver:
     name = "libvirt"
 
-    def __init__(self, uri: str, capacity: Resources, image: GuestImage, host_root: Path | None = None) -> None:
+    def __init__(self, uri: str, capacity: Resources, image: GuestImage, host_root: Path | None = None,
+                 migrate_tls: bool = False) -> None:
         self.uri = uri
+        # Migrations in QEMU's TLS, both ends' certificates checked (host/libvirtd.py sets it
+        # up and refuses migrations without it).
+        self.migrate_tls = migrate_tls
         self._capacity = capacity
         self._image = image
         self._root = host_root
@@ -272,6 +276,8 @@ class LibvirtDriver:
         dom = self._must(name)
         flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
                  | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+        if self.migrate_tls:
+            flags |= libvirt.VIR_MIGRATE_TLS
         if options.auto_converge:
             flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
         if options.postcopy_after_iterations:
