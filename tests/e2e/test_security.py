@@ -68,6 +68,32 @@ def test_plaintext_is_refused_by_the_api_and_by_etcd(dc: Path) -> None:
         assert p.returncode != 0 and "/vdcos/" not in p.stdout
 
 
+def test_etcd_lets_each_component_write_only_its_part(dc: Path) -> None:
+    """etcd's role-based access, by the CN of the client's certificate (state/access.py): a node
+    agent's certificate writes its own node's records and nothing of another node's, nor tokens,
+    the scheduler's configuration or quotas, and cannot read the tokens; a replica's can."""
+    s = state(dc)
+    pki = dc / "pki"
+
+    def etcdctl(who: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["etcdctl", f"--endpoints={s.etcd_endpoint}", f"--cacert={s.ca}",
+                               f"--cert={pki / f'{who}.pem'}", f"--key={pki / f'{who}-key.pem'}",
+                               "--command-timeout=5s", *args], capture_output=True, text=True, timeout=30)
+    node = "node-host-1"
+    assert etcdctl(node, "get", "/vdcos/nodes/host-1/spec", "--print-value-only").stdout.strip()
+    assert etcdctl(node, "put", "/vdcos/nodes/host-1/probe", "x").returncode == 0
+    assert etcdctl(node, "del", "/vdcos/nodes/host-1/probe").returncode == 0
+    for args in (("put", "/vdcos/nodes/host-2/status", "{}"), ("put", "/vdcos/nodes/host-2/spec", "{}"),
+                 ("put", "/vdcos/pools/host-2/local", "{}"), ("put", "/vdcos/tokens/tok-000000000000", "{}"),
+                 ("put", "/vdcos/config/scheduler", "{}"), ("put", "/vdcos/quotas/x", "{}"),
+                 ("get", "/vdcos/tokens/", "--prefix", "--keys-only"), ("del", "/vdcos/", "--prefix")):
+        p = etcdctl(node, *args)
+        assert p.returncode != 0 and "permission denied" in p.stderr, (args, p.stdout, p.stderr)
+    assert etcdctl("scheduler-scheduler", "get", "/vdcos/tokens/", "--prefix", "--keys-only").returncode == 0
+    # What the node was refused changed nothing: the datacenter goes on.
+    assert {v["spec"]["name"] for v in jq(dc, "vm", "list")["vms"]} >= {"web-1"}  # type: ignore[index]
+
+
 def test_the_cli_as_admin_and_as_token_holders(dc: Path) -> None:
     admin, reader = token(dc, "ops", "admin"), token(dc, "auditor", "reader")
     assert jq(dc, "--token", admin, "vm", "create", "web-2")["spec"]["name"] == "web-2"  # type: ignore[index]

@@ -218,6 +218,10 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
         pki.issue(OPERATOR)
     try:
         etcd.start()
+        if pki is not None:
+            names = ["scheduler"] if replicas == 1 else [f"scheduler-{i}" for i in range(1, replicas + 1)]
+            etcd.enable_access(pki.issue(OPERATOR), [f"scheduler:{n}" for n in names],
+                               [host_name(i) for i in range(1, hosts + 1)], OPERATOR.common_name)
         dc.etcd = etcd.endpoints
         for m in etcd.members:
             dc.procs.append(Proc("etcd" if etcd_members == 1 else f"etcd-{m.name.rpartition('-')[2]}", m.pid,
