@@ -12,7 +12,8 @@ before it is acted on. (gRPC's Python server cannot ask for a client certificate
 requiring one, so one port cannot take both.)
 
 Roles. The cluster's: `admin` (everything; held by the operator who ran `vdcos up`,
-`user:admin`, and by admin tokens) and `reader` (every get, list and watch). A project's, held
+`user:admin`, and by admin tokens), `reader` (every get, list and watch) and `bootstrap` (a
+host joining, and nothing else: JoinNode). A project's, held
 by tokens made for one project: `owner` (everything on the project's resources, and its
 tokens), `member` (everything on its resources) and `reader` (their gets, lists and watches);
 all three may read the QoS policies and pools they create with, and their project and quota.
@@ -61,7 +62,8 @@ RULES: dict[str, Rule] = {
         "DeleteVm": ("vms", "delete")}),
     **_service("NodeService", {
         "ListNodes": ("nodes", "list"), "GetNode": ("nodes", "get"), "WatchNodes": ("nodes", "watch"),
-        "CordonNode": ("nodes", "cordon"), "UncordonNode": ("nodes", "cordon"), "DrainNode": ("nodes", "drain")}),
+        "CordonNode": ("nodes", "cordon"), "UncordonNode": ("nodes", "cordon"), "DrainNode": ("nodes", "drain"),
+        "JoinNode": ("nodes", "join")}),
     **_service("PlacementService", {
         "ExplainPlacement": ("placements", "get"), "GetSchedulerConfig": ("scheduler-config", "get"),
         "UpdateSchedulerConfig": ("scheduler-config", "update")}),
@@ -118,6 +120,8 @@ def _in_project(rule: Rule) -> bool:
 ROLES: dict[str, Callable[[Rule], bool]] = {
     "admin": lambda rule: True,
     "reader": lambda rule: rule.reads,
+    # A short-lived token a host joins with (`vdcos join`), and nothing else.
+    "bootstrap": lambda rule: (rule.resource, rule.verb) == ("nodes", "join"),
 }
 PROJECT_ROLES: dict[str, Callable[[Rule], bool]] = {
     "owner": lambda rule: _in_project(rule) or rule.resource == "tokens",

@@ -25,6 +25,7 @@ from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
 from vdcos.scheduler.core.ha import failover_headroom
 from vdcos.scheduler.placer import Placed, Placer
+from vdcos.security.pki import Authority
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import KV, Compare, Delete, Put, Store
@@ -64,8 +65,10 @@ class FailoverCapacity:
 
 
 class Operations:
-    def __init__(self, store: Store, cache: ClusterCache, scheduler: Placer) -> None:
+    def __init__(self, store: Store, cache: ClusterCache, scheduler: Placer, authority: Authority | None = None) -> None:
         self.store = store
+        # The datacenter's CA, to certify hosts that join (None: this replica cannot).
+        self.authority = authority
         self.cache = cache
         self.scheduler = scheduler
         self.planner_pool = PlannerPool()

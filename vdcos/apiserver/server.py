@@ -42,7 +42,7 @@ from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.collector import FrozenOldGeneration
 from vdcos.scheduler.replicas import Replicas
 from vdcos.scheduler.worker import LINGER_MS, MAX_BATCH, Scheduler
-from vdcos.security.pki import TlsFiles
+from vdcos.security.pki import Authority, TlsFiles
 from vdcos.security.tls import add_etcd_flags, add_insecure_flag, etcd_tls, server_credentials, warn_insecure
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
@@ -145,7 +145,8 @@ async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_a
 
 def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_threads: int = 8,
                   linger: float = LINGER_MS / 1000, tls: TlsFiles | None = None,
-                  mtls_addr: str = "127.0.0.1:0", audit_retention_s: float = RETENTION_S) -> SchedulerServer:
+                  mtls_addr: str = "127.0.0.1:0", audit_retention_s: float = RETENTION_S,
+                  authority: Authority | None = None) -> SchedulerServer:
     """Bind `addr` (port 0 picks one) and start serving; returns the bound ports. With the
     replica's certificate `tls`: TLS on `addr` for callers with bearer tokens, and mutual TLS
     on `mtls_addr` for callers with certificates; None serves plaintext on `addr` alone
@@ -159,7 +160,7 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     cache = ClusterCache(store).start()
     replicas = Replicas(store)
     sched = Scheduler(store, cache, max_batch=max_batch, linger=linger, lane=lambda: replicas.lane).start()
-    ops = Operations(store, cache, sched)
+    ops = Operations(store, cache, sched, authority)
     controllers = start_all(store, ops.rebalancer, cache, lambda: replicas.lane)
     loop = asyncio.new_event_loop()
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mtls-port-file", type=Path, help="write the bound mutual-TLS port here once serving")
     ap.add_argument("--tls-cert", type=Path, help="this replica's certificate (PEM), served to clients")
     ap.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    ap.add_argument("--ca-dir", type=Path, help="the datacenter CA's folder (ca.pem, ca-key.pem): this replica "
+                                                "certifies hosts that join (vdcos join)")
     add_etcd_flags(ap)
     add_insecure_flag(ap)
     ap.add_argument("--port-file", type=Path, help="write the bound port here once serving")
@@ -219,15 +222,20 @@ def main(argv: list[str] | None = None) -> int:
         # The API's own certificate defaults to the one it shows etcd (a replica's identity).
         cert, key = args.tls_cert or etcd_files.cert, args.tls_key or etcd_files.key
         serving_files = TlsFiles(etcd_files.ca, cert, key)
-    elif args.tls_cert or args.tls_key:
-        ap.error("--insecure and --tls-cert/--tls-key exclude each other")
+    elif args.tls_cert or args.tls_key or args.ca_dir:
+        ap.error("--insecure and --tls-cert/--tls-key/--ca-dir exclude each other")
+    try:
+        authority = Authority(args.ca_dir) if args.ca_dir else None
+    except (OSError, ValueError) as e:
+        ap.error(f"--ca-dir: {e}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.insecure:
         warn_insecure()
     store = EtcdStore(args.etcd, tls=etcd_files)
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
                         linger=args.linger_ms / 1000, tls=serving_files, mtls_addr=args.listen_mtls,
-                        audit_retention_s=args.audit_retention_h * 3600)
+                        audit_retention_s=args.audit_retention_h * 3600,
+                        authority=authority)
     # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
     # the daemon: out of the collector's sight, it is not walked by every full collection; nor
     # is what later full collections find alive.

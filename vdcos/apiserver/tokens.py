@@ -23,6 +23,7 @@ from vdcos.v1 import token_service_pb2_grpc as tok_grpc
 # within this, and a busy client costs etcd one read per token per period.
 FRESH_S = 2.0
 MAX_TTL_S = 10 * 365 * 86400
+BOOTSTRAP_MAX_TTL_S = 86400  # a host's way in: short-lived, as kubeadm's (24 h by default)
 
 
 class TokenLookup:
@@ -63,7 +64,10 @@ class TokenServicer(tok_grpc.TokenServiceServicer):
             out.append(("role", f"must be one of {', '.join(roles)}"
                         + (f" (a role in project {project})" if project else " (a cluster role; with a project: "
                            + ", ".join(PROJECT_ROLES) + ")") + f", got {request.role[:40]!r}"))
-        if not 0 <= request.ttl_seconds <= MAX_TTL_S:
+        if request.role == "bootstrap" and not project and not 1 <= request.ttl_seconds <= BOOTSTRAP_MAX_TTL_S:
+            out.append(("ttl_seconds", f"a bootstrap token must expire: between 1 and {BOOTSTRAP_MAX_TTL_S}, got "
+                                       f"{request.ttl_seconds}"))
+        elif not 0 <= request.ttl_seconds <= MAX_TTL_S:
             out.append(("ttl_seconds", f"must be between 0 (never expires) and {MAX_TTL_S}, got {request.ttl_seconds}"))
         validate.check(out)
         rec, secret = mint(request.name, request.role, time.time(), float(request.ttl_seconds), project)

@@ -233,7 +233,8 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
             argv = [py, "-m", "vdcos.apiserver", "--etcd", dc.etcd_endpoint, "--listen", "127.0.0.1:0",
                     "--port-file", str(_port_file(home, name)), *_etcd_flags(pki, Identity("scheduler", name))]
             if pki is not None:
-                argv += ["--listen-mtls", "127.0.0.1:0", "--mtls-port-file", str(_port_file(home, f"{name}.mtls"))]
+                argv += ["--listen-mtls", "127.0.0.1:0", "--mtls-port-file", str(_port_file(home, f"{name}.mtls")),
+                         "--ca-dir", str(pki.folder)]
                 _port_file(home, f"{name}.mtls").unlink(missing_ok=True)
             if cpu_wakeup_latency_us is not None:
                 argv += ["--cpu-wakeup-latency-us", str(cpu_wakeup_latency_us)]

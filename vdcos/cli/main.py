@@ -9,8 +9,8 @@ import sys
 
 import grpc
 
-from vdcos.cli import (audit, capacity, credentials, datacenter, ha, localdc, migrations, networks, nodes, policies, projects,
-                       tokens, vms, volumes)
+from vdcos.cli import (audit, capacity, credentials, datacenter, ha, join, localdc, migrations, networks, nodes,
+                       policies, projects, tokens, vms, volumes)
 from vdcos.cli.client import describe_error
 from vdcos.cli.common import UsageError
 
@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     projects.register(sub)
     audit.register(sub)
     credentials.register(sub)
+    join.register(sub)
     nodes.register_drain(sub)
     datacenter.register_demo(sub)
     return ap

@@ -28,7 +28,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     with connect(args) as c:
         if args.token_command == "create":
             r = c.tokens.CreateToken(tok_pb.CreateTokenRequest(
-                name=args.name, role=args.role, ttl_seconds=seconds(args.ttl), project=args.project or ""),
+                name=args.name, role=args.role, project=args.project or "",
+                ttl_seconds=seconds(args.ttl or ("1h" if args.role == "bootstrap" else "0"))),
                 timeout=args.timeout)
             # The JSON has the bearer secret under `token`, for scripts and outside clients.
             if args.output == "json":
@@ -58,11 +59,12 @@ def register(sub: Subparsers) -> None:
     cr = tsub.add_parser("create", help="a new token; its secret is printed once (-o json: under `token`)")
     cr.add_argument("name", help="who or what holds it")
     cr.add_argument("--role", required=True, choices=sorted(set(CLUSTER_ROLES) | set(PROJECT_ROLES)),
-                    help="without --project, a cluster role: admin (everything) or reader (every get, list and "
-                         "watch); with it, a role in the project: owner (its resources and tokens), member (its "
+                    help="without --project, a cluster role: admin (everything), reader (every get, list and "
+                         "watch) or bootstrap (a host joining with `vdcos join`, and nothing else); with it, a role in the project: owner (its resources and tokens), member (its "
                          "resources) or reader (their gets, lists and watches)")
     cr.add_argument("--project", help="a role in this project (a project's owner: its own)")
-    cr.add_argument("--ttl", default="0", help="lifetime: 3600, 15m, 24h, 30d (default 0: never expires)")
+    cr.add_argument("--ttl", help="lifetime: 3600, 15m, 24h, 30d (default 0: never expires; a bootstrap token's: "
+                                  "1h, at most 24h)")
     ls = tsub.add_parser("list", help="every token the caller may see (never their secrets)")
     ls.add_argument("--project", help="only this project's")
     rv = tsub.add_parser("revoke", help="refuse a token from now on")

@@ -21,7 +21,8 @@ from typing import Sequence
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # The kinds of identity, each a certificate's O.
@@ -147,16 +148,42 @@ class Authority:
         if files.cert.exists() and files.key.exists() and self._still_good(files.cert.read_bytes(), who, sans):
             return files
         key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._certificate(key.public_key(), who, sans, days)
+        _write(files.key, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+        _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+        return files
+
+    def sign(self, csr_pem: bytes, who: Identity, names: Sequence[str] = (), days: int = LEAF_DAYS) -> bytes:
+        """A certificate for `who` and `names` on the key of a signing request (a host joining:
+        its key never leaves it). Whatever subject the request asks for, the certificate says
+        `who`: the caller decided who that is."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        if not csr.is_signature_valid:
+            raise ValueError("the signing request's signature does not match its key")
+        key = csr.public_key()
+        if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+            raise ValueError("the signing request's key must be ECDSA or RSA")
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+            raise ValueError("an RSA key must have at least 2048 bits")
+        return self._certificate(key, who, _sans(("localhost", "127.0.0.1", *names)), days).public_bytes(
+            serialization.Encoding.PEM)
+
+    def _certificate(self, public_key: CertificatePublicKeyTypes, who: Identity, sans: list[x509.GeneralName],
+                     days: int) -> x509.Certificate:
+        if who.kind not in GROUPS:
+            raise ValueError(f"unknown identity kind {who.kind!r}; one of {sorted(GROUPS)}")
         now = dt.datetime.now(dt.timezone.utc)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, who.common_name),
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, GROUPS[who.kind])])
         ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         assert isinstance(self._key, ec.EllipticCurvePrivateKey)
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(self._cert.subject)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(self._cert.subject)
+                .public_key(public_key).serial_number(x509.random_serial_number())
                 .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
                 .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                             key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
                                              data_encipherment=False, key_agreement=True, key_cert_sign=False,
                                              crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
                 .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
@@ -164,10 +191,6 @@ class Authority:
                 .add_extension(x509.SubjectAlternativeName(sans), critical=False)
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
                 .sign(self._key, hashes.SHA256()))
-        _write(files.key, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
-        _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
-        return files
 
     def _still_good(self, pem: bytes, who: Identity, sans: list[x509.GeneralName]) -> bool:
         cert = x509.load_pem_x509_certificate(pem)
@@ -178,6 +201,35 @@ class Authority:
             has = []
         return (Identity.of(pem) == who and cert.issuer == self._cert.subject and left > dt.timedelta(days=1)
                 and set(map(repr, has)) >= set(map(repr, sans)))
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def signing_request(key: ec.EllipticCurvePrivateKey, who: Identity, names: Sequence[str] = ()) -> bytes:
+    """What a joining host sends to be certified: its public key, who it says it is, its names."""
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, who.common_name)]))
+           .add_extension(x509.SubjectAlternativeName(_sans(names or ("localhost",))), critical=False)
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """A key (or anything secret): readable by its owner only, from its first byte."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(path, data, 0o600)
+
+
+def write_public(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(path, data)
 
 
 def _sans(names: Sequence[str]) -> list[x509.GeneralName]:

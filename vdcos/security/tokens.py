@@ -14,7 +14,7 @@ import secrets
 from dataclasses import asdict, dataclass, replace
 
 PREFIX = "vdcos"
-CLUSTER_ROLES = ("admin", "reader")
+CLUSTER_ROLES = ("admin", "reader", "bootstrap")
 PROJECT_ROLES = ("owner", "member", "reader")
 _ACCESSOR = re.compile(r"tok-[0-9a-f]{12}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")  # 32 bytes, URL-safe base64 without padding

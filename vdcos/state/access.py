@@ -4,7 +4,9 @@ certificate's CN (`node:host-1`, `scheduler:scheduler-1`, `user:admin`), and eac
 role whose permissions are key ranges.
 
 - The operator (`user:admin`) holds etcd's `root` role: it sets all this up.
-- The API/scheduler replicas hold `vdcos-control`: every key under /vdcos/.
+- The API/scheduler replicas hold `vdcos-control` (every key under /vdcos/) and `root` too: a
+  host that joins (`vdcos join`) gets its etcd user and role from the replica that certifies it
+  (the replicas hold the datacenter's CA key for that, as kubeadm's control plane does).
 - Each node agent holds its own role: it reads what it runs from (config, nodes, allocations,
   assignments, VMs, migrations, groups, networks, ports, bindings, volumes, snapshots, pools)
   and writes its own node's records and pools, and the records its work changes. It cannot
@@ -51,6 +53,11 @@ def node_role(node: str) -> str:
     return f"vdcos-node-{node}"
 
 
+def node_user(node: str) -> str:
+    """A node agent's etcd user: its certificate's CN (security/pki.py's Identity("node", node))."""
+    return f"node:{node}"
+
+
 def node_grants(node: str) -> tuple[Grant, ...]:
     return (
         _r(keys.CONFIG, prefix=False), _r(keys.POLICIES), _r(keys.NODES), _r(keys.NETWORKS), _r(keys.PORTS),
@@ -68,9 +75,10 @@ def commands(control_users: list[str], nodes: list[str], admin: str) -> list[lis
                             ["role", "add", CONTROL_ROLE]]
     out += [_grant(CONTROL_ROLE, g) for g in CONTROL]
     for u in control_users:
-        out += [["user", "add", u, "--no-password"], ["user", "grant-role", u, CONTROL_ROLE]]
+        out += [["user", "add", u, "--no-password"], ["user", "grant-role", u, CONTROL_ROLE],
+                ["user", "grant-role", u, "root"]]
     for n in nodes:
-        user, role = f"node:{n}", node_role(n)
+        user, role = node_user(n), node_role(n)
         out += [["role", "add", role], *(_grant(role, g) for g in node_grants(n)),
                 ["user", "add", user, "--no-password"], ["user", "grant-role", user, role]]
     out.append(["auth", "enable"])

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 
 import grpc
 from pyetcd import etcdrpc
-from pyetcd.etcdrpc import kv_pb2
+from pyetcd.etcdrpc import auth_pb2, kv_pb2
 
 from vdcos.security.pki import TlsFiles
 from vdcos.security.tls import secure_channel
+from vdcos.state import access
 from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Get, Op, Put,
                                StoreError, TxnResult, WatchCallback, prefix_end)
 
@@ -94,7 +96,30 @@ class EtcdStore:
         self._kv = etcdrpc.KVStub(self._channel)
         self._lease = etcdrpc.LeaseStub(self._channel)
         self._watch = etcdrpc.WatchStub(self._channel)
+        self._auth = etcdrpc.AuthStub(self._channel)
         self._cancels: list[Callable[[], None]] = []
+
+    def add_access(self, user: str, role: str, grants: Sequence[access.Grant]) -> None:
+        """A user (a certificate's CN) holding a role with these key ranges (state/access.py),
+        made or completed: what is there already is left as it is. The caller needs etcd's root
+        role (on an etcd without authentication on, the records wait there until it is).
+
+        The user authenticates by its certificate alone; etcd 3.4's gRPC API asks a password of
+        a new user, so it gets 32 random bytes that nobody keeps."""
+        calls: list[tuple[Callable[..., Any], Any]] = [(self._auth.RoleAdd, etcdrpc.AuthRoleAddRequest(name=role))]
+        for g in grants:
+            end = prefix_end(g.key).encode() if g.prefix else b""
+            perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE if g.write else auth_pb2.Permission.READ,
+                                       key=g.key.encode(), range_end=end)
+            calls.append((self._auth.RoleGrantPermission, etcdrpc.AuthRoleGrantPermissionRequest(name=role, perm=perm)))
+        calls += [(self._auth.UserAdd, etcdrpc.AuthUserAddRequest(name=user, password=secrets.token_urlsafe(32))),
+                  (self._auth.UserGrantRole, etcdrpc.AuthUserGrantRoleRequest(user=user, role=role))]
+        for fn, req in calls:
+            try:
+                self._call(fn, req, resend=False)
+            except grpc.RpcError as e:
+                if "already exists" not in (e.details() or ""):
+                    raise StoreError(f"etcd auth {type(req).__name__}: {e.details()}") from e
 
     def _call(self, fn: Callable[..., Any], req: Any, resend: bool = True, timeout: float = 0.0) -> Any:
         """One request, sent again while etcd has no leader (or, if `resend`, after any

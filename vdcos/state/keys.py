@@ -32,6 +32,7 @@ TOKENS = ROOT + "tokens/"
 PROJECTS = ROOT + "projects/"
 QUOTAS = ROOT + "quotas/"
 AUDIT = ROOT + "audit/"
+JOINS = ROOT + "joins/"
 SCHEDULERS = ROOT + "schedulers/"
 
 
@@ -178,3 +179,8 @@ def audit_hour(at: float) -> str:
 def audit(at: float, uniq: str) -> str:
     """Time-ordered within its hour; `uniq` keeps two replicas' entries of one instant apart."""
     return f"{audit_hour(at)}{int(at * 1e9):020d}-{uniq}"
+
+
+def join(node: str) -> str:
+    """A host certified to join under this name (`vdcos join`): at most one per name."""
+    return JOINS + node
