@@ -89,7 +89,8 @@ def _pb_spec(s: dict[str, Any]) -> Any:
         name=s["name"], qos_policy=s["qos_policy"],
         resources=pb.Resources(vcpus=s["vcpus"], memory_mib=s["memory_mib"], disk_gib=s["disk_gib"],
                                network_mbps=s["network_mbps"]),
-        placement_group=s.get("group", ""), group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY if "group" in s else 0)
+        placement_group=s.get("group", ""), group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY if "group" in s else 0,
+        project=s.get("project", ""))
 
 
 def _client_proc(addr: str, tls: TlsFiles | None, api: str, specs: list[dict[str, Any]], threads: int, per_call: int,
@@ -349,6 +350,30 @@ class Deployment:
         stop_etcd(self.base, self.etcd)
 
 
+def _quota_compare(dep: Deployment, args: argparse.Namespace, measured: Any) -> dict[str, Any]:
+    """VMs of a project with a quota (every create charges it in its placement's transaction)
+    against as many VMs of no project, in alternating parts (ABBA) on the same deployment."""
+    from vdcos.model.project import UNLIMITED
+    from vdcos.projects import records as projects
+
+    projects.create(dep.store, "bench")
+    limit = args.project_vms + 10  # never reached: what is measured is the charge, not refusals
+    projects.set_limits(dep.store, "bench", {"vms": limit, "vcpus": 64 * limit, "memory_mib": UNLIMITED})
+    n = args.project_vms
+    charged = [dict(s, project="bench") for s in vm_specs(n, args.seed + 60, "proj-")]
+    plain = vm_specs(n, args.seed + 61, "noproj-")
+    runs: dict[str, list[tuple[dict[str, Any], dict[str, float]]]] = {"project": [], "none": []}
+    for i in range(MAIN_PARTS):
+        part = slice(i * n // MAIN_PARTS, (i + 1) * n // MAIN_PARTS)
+        for name, specs in (("project", charged), ("none", plain))[::1 if i % 2 else -1]:
+            runs[name].append(measured(dep, args.api, specs[part]))
+    proj, none = summary(merged(runs["project"])[0]), summary(merged(runs["none"])[0])
+    used = projects.quota(dep.store, "bench").used
+    return {"project_vms": n, "project_placed": proj["placed"], "project_quota_used_vms": used.vms,
+            "project_per_s": proj["per_s"], "project_p99_ms": proj["p99_ms"], "no_project_per_s": none["per_s"],
+            "quota_vs_no_project": round(proj["per_s"] / none["per_s"], 3) if none["per_s"] else None}
+
+
 def merged(parts: list[tuple[dict[str, Any], dict[str, float]]]) -> tuple[dict[str, Any], dict[str, float]]:
     """Runs made one after another, as one: their latencies, codes, walls and CPU added up."""
     codes: dict[str, int] = {}
@@ -440,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--insecure-compare", action=argparse.BooleanOptionalAction, default=True,
                     help="also place the main run's VMs on the same datacenter in plaintext, without "
                          "certificates, part by part in alternating order: secure_vs_insecure")
+    ap.add_argument("--project-vms", type=int, default=4000,
+                    help="VMs of a project under a quota, against as many of none, alternating (0 = skip)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -510,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             plain.stop()
             plain = None
         tls = dep.tls
+        quota_part = _quota_compare(dep, args, measured) if args.project_vms else {}
         paced = summary(run_clients(addrs, "paced", vm_specs(args.paced_vms, args.seed + 50, "paced-"), args.procs,
                                     1, args.batch, args.paced_rate, tls=tls)) if args.paced_vms else None
         others = [a for a in APIS if a != args.api] if args.compare_vms else []
@@ -603,6 +631,7 @@ def main(argv: list[str] | None = None) -> int:
             result["baseline_serial_p50_ms"] = b["p50_ms"]
             result["speedup_vs_serial"] = round(main_sum["per_s"] / b["per_s"], 2) if b["per_s"] else None
         result.update(scaled)
+        result.update(quota_part)
         if slo:
             within = [x["per_s"] for x in slo if x["p99_ms"] <= args.slo_p99_ms]
             result["latency_bound_runs"] = slo
