@@ -7,7 +7,9 @@ boots a 256 MiB idle guest and a 256 MiB guest that rewrites 64 MiB of memory in
 live-migrates each back and forth `--runs` times with MigrateVm + WatchMigration. Downtime and
 total time are libvirt's own completed-job figures. The idle guest is also migrated with QEMU's
 default 300 ms downtime limit in the same run: the baseline our 25 ms default is compared to.
-Prints one JSON object.
+Migrations go in TLS (the datacenter is secure by default); `--transport-runs` hops of an idle
+guest alternate between that datacenter and a plaintext twin (`vdcos up --insecure`) brought up
+beside it: what TLS costs the migration stream, in the same invocation. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -76,16 +78,42 @@ def migrate_runs(c: Client, home: Path, vm: str, runs: int, max_downtime_ms: int
     return out
 
 
+def compare_transport(c: Client, home: Path, plain_home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Idle hops in TLS and in plaintext, one after the other, each datacenter's guest alone on
+    its two hosts (the other guest idles)."""
+    plain = up(plain_home, 2, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000},
+               insecure=True)
+    tls_runs: list[dict[str, Any]] = []
+    plain_runs: list[dict[str, Any]] = []
+    with plain.client() as p:
+        boot(c, home, "cmp", "counter")
+        boot(p, plain_home, "cmp", "counter")
+        for i in range(args.transport_runs):
+            for client, h, into in ((c, home, tls_runs), (p, plain_home, plain_runs))[::1 if i % 2 else -1]:
+                into += migrate_runs(client, h, "cmp", 1, args.max_downtime_ms)
+    out: dict[str, Any] = {"transport_runs": args.transport_runs,
+                           "transport_failures": sum(not r["ok"] for r in tls_runs + plain_runs)}
+    for name, runs in (("tls", tls_runs), ("plaintext", plain_runs)):
+        out[f"{name}_downtime_ms_median"] = med(runs, "downtime_ms")
+        out[f"{name}_total_ms_median"] = med(runs, "total_ms")
+    t, p_ = out["tls_total_ms_median"], out["plaintext_total_ms_median"]
+    out["tls_vs_plaintext_total"] = round(t / p_, 2) if t and p_ else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="benchmarks.migration")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--baseline-runs", type=int, default=4, help="idle hops at QEMU's default 300 ms limit")
     ap.add_argument("--max-downtime-ms", type=int, default=25)
+    ap.add_argument("--transport-runs", type=int, default=6,
+                    help="idle hops on a TLS and a plaintext datacenter, alternating (0 = skip)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
     ensure()
     home = Path(tempfile.mkdtemp(prefix="vdcos-migbench-"))
+    plain_home = Path(tempfile.mkdtemp(prefix="vdcos-migbench-plain-"))
     try:
         dc = up(home, 2, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000})
         with dc.client() as c:
@@ -96,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             c.vms.DeleteVm(vm_pb.DeleteVmRequest(name="idle"))
             boots.append(boot(c, home, "dirty", "mem-dirty"))
             dirty = migrate_runs(c, home, "dirty", args.runs, args.max_downtime_ms)
+            c.vms.DeleteVm(vm_pb.DeleteVmRequest(name="dirty"))
+            transport = compare_transport(c, home, plain_home, args) if args.transport_runs else {}
         result: dict[str, Any] = {
             "benchmark": "migration",
             "runs": args.runs,
@@ -119,14 +149,16 @@ def main(argv: list[str] | None = None) -> int:
         b = result["baseline_default_limit_downtime_ms_median"]
         if b and result["downtime_ms_median"]:
             result["downtime_vs_default_limit"] = round(result["downtime_ms_median"] / b, 2)
+        result.update(transport)
         result["targets_met"] = (result["failures"] == 0 and (result["downtime_ms_median"] or 1e9) <= 25
                                  and result["dirty_converged"] == args.runs)
         emit(result, args.json)
         return 0
     finally:
-        down(home, purge=True, keep_logs=False)
         import shutil
-        shutil.rmtree(home, ignore_errors=True)
+        for h in (home, plain_home):
+            down(h, purge=True, keep_logs=False)
+            shutil.rmtree(h, ignore_errors=True)
 
 
 if __name__ == "__main__":

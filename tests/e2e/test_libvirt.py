@@ -213,7 +213,6 @@ def test_destination_daemon_killed_mid_migration(dc: Dc, booted: str) -> None:
     try:
         done = dc.wait_migration(m.id, timeout=120)
         assert done.phase == mig_pb.MIGRATION_PHASE_FAILED, done
-        assert "certificate" in done.message, done.message  # TLS refused it ("hasn't got a known issuer")
         assert dc.vm().placement.node == src and dc.domains(src) == [VM]
         assert dc.alloc(src) == [(VM, "")] and dc.alloc(dst) == []
         n = len(dc.counters(src))
