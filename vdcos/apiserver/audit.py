@@ -102,13 +102,17 @@ class AuditLog:
                 log.exception("audit log writer")
 
     def _take(self) -> list[AuditEntry]:
+        """What came within FLUSH_S of the first entry (at most BATCH): a busy API writes a few
+        transactions a second, not one per call (each is a write to etcd's log on disk, which
+        the placements' commits wait behind)."""
         try:
             batch = [self._queue.get(timeout=FLUSH_S)]
         except queue.Empty:
             return []
-        while len(batch) < BATCH:
+        deadline = time.monotonic() + FLUSH_S
+        while len(batch) < BATCH and (left := deadline - time.monotonic()) > 0:
             try:
-                batch.append(self._queue.get_nowait())
+                batch.append(self._queue.get(timeout=left))
             except queue.Empty:
                 break
         return batch
