@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from vdcos.cli import localdc
 from vdcos.cli.client import Client
-from vdcos.security.pki import TlsFiles
+from vdcos.security.pki import TlsFiles, write_private
 
 Subparsers = argparse._SubParsersAction  # what each group's register() adds its commands to
 
@@ -97,15 +97,9 @@ def load_contexts() -> tuple[str, dict[str, Context]]:
 
 
 def save_contexts(current: str, contexts: dict[str, Context]) -> None:
-    p = config_path()
-    p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = p.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"current": current, "datacenters": {n: asdict(c) for n, c in sorted(contexts.items())}}, f,
-                  indent=2)
-    os.chmod(tmp, 0o600)  # a .tmp a crash left may have had another mode
-    tmp.replace(p)
+    """The config file holds bearer secrets: its owner's only, from its first byte."""
+    data = {"current": current, "datacenters": {n: asdict(c) for n, c in sorted(contexts.items())}}
+    write_private(config_path(), json.dumps(data, indent=2).encode())
 
 
 def selected_context(args: argparse.Namespace, local_dc_up: bool) -> Context | None:

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vdcos.process import alive
-from vdcos.security.pki import TlsFiles
+from vdcos.security.pki import TlsFiles, write_private, write_public
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "blkio", "unified")
@@ -75,16 +75,10 @@ class LibvirtHost:
         incoming migrations and presents itself on outgoing ones (it is good for both)."""
         assert files.cert is not None and files.key is not None
         folder = Path(self.tls_dir)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for name, src, mode in (("ca-cert.pem", files.ca, 0o644), ("server-cert.pem", files.cert, 0o644),
-                                ("client-cert.pem", files.cert, 0o644), ("server-key.pem", files.key, 0o600),
-                                ("client-key.pem", files.key, 0o600)):
-            tmp = folder / f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "wb") as f:
-                f.write(src.read_bytes())
-            os.chmod(tmp, mode)
-            tmp.replace(folder / name)
+        for name, src in (("ca-cert.pem", files.ca), ("server-cert.pem", files.cert), ("client-cert.pem", files.cert)):
+            write_public(folder / name, src.read_bytes())
+        for name in ("server-key.pem", "client-key.pem"):
+            write_private(folder / name, files.key.read_bytes())
 
     @classmethod
     def load(cls, root: Path) -> LibvirtHost:
