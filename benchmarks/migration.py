@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-downtime-ms", type=int, default=25)
     ap.add_argument("--transport-runs", type=int, default=6,
                     help="idle hops on a TLS and a plaintext datacenter, alternating (0 = skip)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="the main runs on a plaintext datacenter (to tell what TLS changes)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(tempfile.mkdtemp(prefix="vdcos-migbench-"))
     plain_home = Path(tempfile.mkdtemp(prefix="vdcos-migbench-plain-"))
     try:
-        dc = up(home, 2, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000})
+        dc = up(home, 2, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000},
+                insecure=args.insecure)
         with dc.client() as c:
             # One guest at a time: on two cores a busy neighbour would be what is measured.
             boots = [boot(c, home, "idle", "counter")]
@@ -136,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         result: dict[str, Any] = {
             "benchmark": "migration",
             "runs": args.runs,
+            "transport": "plaintext" if args.insecure else "TLS",
             "guest_memory_mib": 256,
             "max_downtime_ms": args.max_downtime_ms,
             "failures": sum(not r["ok"] for r in idle + dirty),
