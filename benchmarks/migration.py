@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             boots.append(boot(c, home, "dirty", "mem-dirty"))
             dirty = migrate_runs(c, home, "dirty", args.runs, args.max_downtime_ms)
             c.vms.DeleteVm(vm_pb.DeleteVmRequest(name="dirty"))
-            transport = compare_transport(c, home, plain_home, args) if args.transport_runs else {}
+            transport = compare_transport(c, home, plain_home, args) if args.transport_runs and not args.insecure \
+                else {}
         result: dict[str, Any] = {
             "benchmark": "migration",
             "runs": args.runs,
