@@ -71,6 +71,8 @@ def migrate_runs(c: Client, home: Path, vm: str, runs: int, max_downtime_ms: int
                 first = wait(lambda: counters(console(home, dst, vm)[seen:]), 30, "counter on destination")
                 src_last = max(counters(console(home, src, vm)) or before or [0])
                 continuous = first[0] == src_last + 1
+                if not continuous:
+                    message = f"the counter went on at {first[0]} on the destination after {src_last} on the source"
             except TimeoutError:
                 text = console(home, dst, vm)
                 message = (f"completed, but the guest printed nothing on the destination within 30 s (its console "
@@ -79,6 +81,8 @@ def migrate_runs(c: Client, home: Path, vm: str, runs: int, max_downtime_ms: int
             wait(lambda: c.vms.GetVm(vm_pb.GetVmRequest(name=vm)).vm.status.node == dst, 20, "adopted")
         # A move whose downtime libvirt did not report (-1) was not measured: a failure, not a pass.
         measured = last.downtime_ms >= 0
+        if ok and not measured:
+            message = "libvirt reported no downtime for it"
         out.append({"ok": ok and continuous and measured, "downtime_ms": last.downtime_ms if measured else None,
                     "total_ms": last.total_ms,
                     "api_ms": api_ms, "iterations": last.progress.iteration, "message": message})
