@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,6 +20,7 @@ from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.sim import SimDriver
 from vdcos.storagepool.pool import SimPools
 from vdcos.apiserver.server import SchedulerServer, create_server
+from vdcos.security.pki import Authority, Identity, TlsFiles
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.etcd_server import EtcdServer
@@ -112,3 +114,27 @@ def details(e: grpc.RpcError) -> list[object]:
     from grpc_status import rpc_status
     st = rpc_status.from_call(e)  # type: ignore[arg-type]
     return list(st.details) if st else []
+
+
+@contextmanager
+def secure_etcd(base: Path, datacenter: str) -> Iterator[tuple[Authority, EtcdServer, EtcdStore, TlsFiles]]:
+    """A datacenter CA in `base`/pki, one etcd member in TLS that requires client certificates,
+    and a store with a replica's certificate: where the secure functional tests start."""
+    ca = Authority.ensure(base / "pki", datacenter)
+    etcd = EtcdServer(base / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
+    replica = ca.issue(Identity("scheduler", "scheduler-1"))
+    store = EtcdStore(etcd.endpoint, tls=replica)
+    try:
+        yield ca, etcd, store, replica
+    finally:
+        store.close()
+        etcd.stop()
+
+
+def sim_agent(etcd: EtcdServer, ca: Authority, name: str, capacity: Resources, base: Path,
+              labels: dict[str, str] | None = None) -> tuple[NodeAgent, EtcdStore]:
+    """A sim node agent with its own node certificate, and its store (stop both)."""
+    store = EtcdStore(etcd.endpoint, tls=ca.issue(Identity("node", name)))
+    spec = NodeSpec(name, capacity, pairs(labels or {}), "sim", f"sim://{base / name}.json")
+    return NodeAgent(store, spec, SimDriver(capacity, base / f"{name}.json"), resync_s=0.5,
+                     pools=SimPools(name, capacity.disk_gib)).start(), store

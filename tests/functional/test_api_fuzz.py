@@ -28,18 +28,14 @@ from google.protobuf import message_factory
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import Cluster, details, wait_until
+from tests.conftest import Cluster, details, secure_etcd, sim_agent, wait_until
 from vdcos.apiserver.authz import PROJECT_ROLES, ROLES as CLUSTER_ROLES, RULES
 from vdcos.apiserver.server import create_server
 from vdcos.cli.client import Client
-from vdcos.model import NodeSpec, Resources, pairs
-from vdcos.nodeagent.agent import NodeAgent
-from vdcos.nodeagent.sim import SimDriver
-from vdcos.security.pki import Authority, Identity, TlsFiles
+from vdcos.model import Resources
+from vdcos.security.pki import Identity, TlsFiles
 from vdcos.security.tls import secure_channel
 from vdcos.state.etcd import EtcdStore
-from vdcos.state.etcd_server import EtcdServer
-from vdcos.storagepool.pool import SimPools
 from vdcos.scheduler.audit import over_capacity
 from vdcos.state import keys
 import vdcos.v1
@@ -312,39 +308,31 @@ class SecureCluster:
 def secure(tmp_path: Path) -> Iterator[SecureCluster]:
     """A TLS server on its own etcd with three sim agents (each with its certificate), the
     cluster's objects of `populated`, and project p's own VM, network and volume."""
-    ca = Authority.ensure(tmp_path / "pki", "fuzz")
-    etcd = EtcdServer(tmp_path / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
-    replica = ca.issue(Identity("scheduler", "s1"))
-    store = EtcdStore(etcd.endpoint, tls=replica)
-    server = create_server("127.0.0.1:0", store, tls=replica)
-    admin = Client(f"127.0.0.1:{server.mtls_port}", ca.issue(Identity("user", "admin")))
-    agents, channels = [], {}
-    try:
-        for i in range(3):
-            name, cap = f"h{i}", Resources(16, 65536, 1000, 10000)
-            node_store = EtcdStore(etcd.endpoint, tls=ca.issue(Identity("node", name)))
-            spec = NodeSpec(name, cap, pairs({"rack": f"r{i % 2}"}), "sim", f"sim://{tmp_path / name}.json")
-            agents.append((NodeAgent(node_store, spec, SimDriver(cap, tmp_path / f"{name}.json"), resync_s=0.5,
-                                     pools=SimPools(name, cap.disk_gib)).start(), node_store))
-        wait_until(lambda: len(server.cache.node_names()) == 3, timeout=20)
-        admin.projects.CreateProject(proj_pb.CreateProjectRequest(project=proj_pb.Project(name="p")))
-        populate(admin, "")
-        populate(admin, "p")
-        for role, project in ROLES:
-            secret = admin.tokens.CreateToken(tok_pb.CreateTokenRequest(name=f"fz-{role}", role=role,
-                                                                        project=project)).secret
-            channels[(role, project)] = secure_channel(f"127.0.0.1:{server.port}", TlsFiles(ca.cert_path), [], secret)
-        yield SecureCluster(store, channels)
-    finally:
-        for ch in channels.values():
-            ch.close()
-        admin.channel.close()
-        for agent, node_store in agents:
-            agent.stop()
-            node_store.close()
-        server.stop(0)
-        store.close()
-        etcd.stop()
+    with secure_etcd(tmp_path, "fuzz") as (ca, etcd, store, replica):
+        server = create_server("127.0.0.1:0", store, tls=replica)
+        admin = Client(f"127.0.0.1:{server.mtls_port}", ca.issue(Identity("user", "admin")))
+        agents, channels = [], {}
+        try:
+            agents = [sim_agent(etcd, ca, f"h{i}", Resources(16, 65536, 1000, 10000), tmp_path,
+                                {"rack": f"r{i % 2}"}) for i in range(3)]
+            wait_until(lambda: len(server.cache.node_names()) == 3, timeout=20)
+            admin.projects.CreateProject(proj_pb.CreateProjectRequest(project=proj_pb.Project(name="p")))
+            populate(admin, "")
+            populate(admin, "p")
+            for role, project in ROLES:
+                secret = admin.tokens.CreateToken(tok_pb.CreateTokenRequest(name=f"fz-{role}", role=role,
+                                                                            project=project)).secret
+                channels[(role, project)] = secure_channel(f"127.0.0.1:{server.port}", TlsFiles(ca.cert_path), [],
+                                                           secret)
+            yield SecureCluster(store, channels)
+        finally:
+            for ch in channels.values():
+                ch.close()
+            admin.channel.close()
+            for agent, node_store in agents:
+                agent.stop()
+                node_store.close()
+            server.stop(0)
 
 
 def populate(cl: Client, project: str) -> None:

@@ -19,12 +19,10 @@ from vdcos.apiserver.authz import ANY_IDENTITY, PROJECT_ROLES, PUBLIC, RULES, Au
 from vdcos.apiserver.server import SchedulerServer, create_server
 from vdcos.security.pki import Authority, Identity, TlsFiles
 from vdcos.security.tls import secure_channel
-from vdcos.state.etcd import EtcdStore
-from vdcos.state.etcd_server import EtcdServer
 from vdcos.v1 import project_service_pb2 as proj_pb
 from vdcos.v1 import project_service_pb2_grpc, token_service_pb2_grpc
 from vdcos.v1 import token_service_pb2 as tok_pb
-from tests.conftest import wait_until
+from tests.conftest import secure_etcd, wait_until
 
 DENIED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
@@ -60,18 +58,12 @@ def ca_only(ca: Authority) -> TlsFiles:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    base = tmp_path_factory.mktemp("authz")
-    ca = Authority.ensure(base / "pki", "authz")
-    etcd = EtcdServer(base / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
-    replica = ca.issue(Identity("scheduler", "scheduler-1"))
-    store = EtcdStore(etcd.endpoint, tls=replica)
-    server = create_server("127.0.0.1:0", store, tls=replica)
-    try:
-        yield Api(ca, server)
-    finally:
-        server.stop(0)
-        store.close()
-        etcd.stop()
+    with secure_etcd(tmp_path_factory.mktemp("authz"), "authz") as (ca, _, store, replica):
+        server = create_server("127.0.0.1:0", store, tls=replica)
+        try:
+            yield Api(ca, server)
+        finally:
+            server.stop(0)
 
 
 def served_methods(channel: grpc.Channel) -> dict[str, Any]:

@@ -12,13 +12,12 @@ import pytest
 from cryptography import x509
 from google.rpc import error_details_pb2
 
-from tests.conftest import details
+from tests.conftest import details, secure_etcd
 from vdcos.apiserver.server import create_server
 from vdcos.cli.client import Client
 from vdcos.security.pki import Authority, Identity, TlsFiles, new_key, signing_request, verified_identity
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
-from vdcos.state.etcd_server import EtcdServer
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import token_service_pb2 as tok_pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
@@ -26,23 +25,18 @@ from vdcos.v1 import vm_service_pb2 as vm_pb
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Client, EtcdStore, Authority]]:
-    base = tmp_path_factory.mktemp("join")
-    ca = Authority.ensure(base / "pki", "join")
-    etcd = EtcdServer(base / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
-    replica = ca.issue(Identity("scheduler", "s1"))
-    store = EtcdStore(etcd.endpoint, tls=replica)
-    server = create_server("127.0.0.1:0", store, tls=replica, authority=ca)
-    admin = Client(f"127.0.0.1:{server.mtls_port}", ca.issue(Identity("user", "admin")))
-    secret = admin.tokens.CreateToken(tok_pb.CreateTokenRequest(name="j", role="bootstrap", ttl_seconds=600)).secret
-    joiner = Client(f"127.0.0.1:{server.port}", TlsFiles(ca.cert_path), secret)
-    try:
-        yield admin, joiner, store, ca
-    finally:
-        joiner.channel.close()
-        admin.channel.close()
-        server.stop(0)
-        store.close()
-        etcd.stop()
+    with secure_etcd(tmp_path_factory.mktemp("join"), "join") as (ca, _, store, replica):
+        server = create_server("127.0.0.1:0", store, tls=replica, authority=ca)
+        admin = Client(f"127.0.0.1:{server.mtls_port}", ca.issue(Identity("user", "admin")))
+        secret = admin.tokens.CreateToken(tok_pb.CreateTokenRequest(name="j", role="bootstrap",
+                                                                    ttl_seconds=600)).secret
+        joiner = Client(f"127.0.0.1:{server.port}", TlsFiles(ca.cert_path), secret)
+        try:
+            yield admin, joiner, store, ca
+        finally:
+            joiner.channel.close()
+            admin.channel.close()
+            server.stop(0)
 
 
 def test_a_bootstrap_token_gets_a_node_certificate_once_per_name(
@@ -98,18 +92,13 @@ def test_a_bootstrap_token_must_expire_within_a_day(api: tuple[Client, Client, E
 
 
 def test_a_replica_without_the_ca_key_certifies_nothing(tmp_path: Path) -> None:
-    ca = Authority.ensure(tmp_path / "pki", "nokey")
-    etcd = EtcdServer(tmp_path / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
-    replica = ca.issue(Identity("scheduler", "s1"))
-    store = EtcdStore(etcd.endpoint, tls=replica)
-    server = create_server("127.0.0.1:0", store, tls=replica)
-    try:
-        with Client(f"127.0.0.1:{server.mtls_port}", ca.issue(Identity("user", "admin"))) as admin:
-            with pytest.raises(grpc.RpcError) as e:
-                admin.nodes.JoinNode(node_pb.JoinNodeRequest(
-                    name="h1", csr_pem=signing_request(new_key(), Identity("node", "h1")).decode()))
-            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-    finally:
-        server.stop(0)
-        store.close()
-        etcd.stop()
+    with secure_etcd(tmp_path, "nokey") as (ca, _, store, replica):
+        server = create_server("127.0.0.1:0", store, tls=replica)
+        try:
+            with Client(f"127.0.0.1:{server.mtls_port}", ca.issue(Identity("user", "admin"))) as admin:
+                with pytest.raises(grpc.RpcError) as e:
+                    admin.nodes.JoinNode(node_pb.JoinNodeRequest(
+                        name="h1", csr_pem=signing_request(new_key(), Identity("node", "h1")).decode()))
+                assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+        finally:
+            server.stop(0)

@@ -19,14 +19,10 @@ from google.rpc import error_details_pb2
 
 from vdcos.apiserver.server import SchedulerServer, create_server
 from vdcos.cli.client import Client
-from vdcos.model import NodeSpec, Quota, Resources, decode
-from vdcos.nodeagent.agent import NodeAgent
-from vdcos.nodeagent.sim import SimDriver
+from vdcos.model import Quota, Resources, decode
 from vdcos.security.pki import Authority, Identity, TlsFiles
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
-from vdcos.state.etcd_server import EtcdServer
-from vdcos.storagepool.pool import SimPools
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import node_service_pb2 as node_pb
@@ -35,7 +31,7 @@ from vdcos.v1 import token_service_pb2 as tok_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 from vdcos.v1 import volume_service_pb2 as vol_pb
-from tests.conftest import details, wait_until
+from tests.conftest import details, secure_etcd, sim_agent, wait_until
 
 HOST = Resources(vcpus=64, memory_mib=262_144, disk_gib=4_000)
 
@@ -64,31 +60,21 @@ class Dc:
 @pytest.fixture(scope="module")
 def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     base = tmp_path_factory.mktemp("projects")
-    ca = Authority.ensure(base / "pki", "projects")
-    etcd = EtcdServer(base / "etcd", tls=ca.issue(Identity("etcd", "etcd-1"))).start()
-    replica = ca.issue(Identity("scheduler", "scheduler-1"))
-    store = EtcdStore(etcd.endpoint, tls=replica)
-    servers = [create_server("127.0.0.1:0", store, tls=replica) for _ in range(2)]
-    admin = Client(f"127.0.0.1:{servers[0].mtls_port}", ca.issue(Identity("user", "admin")))
-    agents = []
-    try:
-        for i in range(3):
-            name = f"h{i}"
-            node_store = EtcdStore(etcd.endpoint, tls=ca.issue(Identity("node", name)))
-            spec = NodeSpec(name, HOST, (), "sim", f"sim://{base / name}.json")
-            agents.append((NodeAgent(node_store, spec, SimDriver(HOST, base / f"{name}.json"), resync_s=0.5,
-                                     pools=SimPools(name, HOST.disk_gib)).start(), node_store))
-        wait_until(lambda: all(len(s.cache.node_names()) == 3 for s in servers), timeout=20)
-        yield Dc(ca, store, servers, admin)
-    finally:
-        admin.channel.close()
-        for agent, node_store in agents:
-            agent.stop()
-            node_store.close()
-        for s in servers:
-            s.stop(0)
-        store.close()
-        etcd.stop()
+    with secure_etcd(base, "projects") as (ca, etcd, store, replica):
+        servers = [create_server("127.0.0.1:0", store, tls=replica) for _ in range(2)]
+        admin = Client(f"127.0.0.1:{servers[0].mtls_port}", ca.issue(Identity("user", "admin")))
+        agents = []
+        try:
+            agents = [sim_agent(etcd, ca, f"h{i}", HOST, base) for i in range(3)]
+            wait_until(lambda: all(len(s.cache.node_names()) == 3 for s in servers), timeout=20)
+            yield Dc(ca, store, servers, admin)
+        finally:
+            admin.channel.close()
+            for agent, node_store in agents:
+                agent.stop()
+                node_store.close()
+            for s in servers:
+                s.stop(0)
 
 
 def vm(name: str, project: str = "", vcpus: int = 1, networks: tuple[str, ...] = (),
