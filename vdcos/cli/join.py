@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vdcos.cli.client import Client
 from vdcos.cli.common import Subparsers, UsageError
+from vdcos.host.libvirtd import write_qemu_tls
 from vdcos.security.pki import Identity, TlsFiles, key_pem, new_key, signing_request, write_private, write_public
 from vdcos.v1 import node_service_pb2 as node_pb
 
@@ -85,11 +86,7 @@ def cmd_join(args: argparse.Namespace) -> int:
     write_public(pki / "node.pem", got.certificate_pem.encode())
     write_public(pki / "ca.pem", got.ca_pem.encode())
     # QEMU's TLS folder for migrations, should the host's libvirtd point migrate_tls_x509_cert_dir here.
-    for name, data, private in (("ca-cert.pem", got.ca_pem, False), ("server-cert.pem", got.certificate_pem, False),
-                                ("client-cert.pem", got.certificate_pem, False),
-                                ("server-key.pem", key_pem(key).decode(), True),
-                                ("client-key.pem", key_pem(key).decode(), True)):
-        (write_private if private else write_public)(pki / "qemu" / name, data.encode())
+    write_qemu_tls(pki / "qemu", TlsFiles(pki / "ca.pem", pki / "node.pem", pki / "node-key.pem"))
     found = discover(args.libvirt_uri, Path(args.pool_dir) if args.pool_dir else state / "pools")
     capacity = {"vcpus": args.vcpus or found.vcpus, "memory-mib": args.memory_mib or found.memory_mib,
                 "disk-gib": args.disk_gib or found.disk_gib, "network-mbps": args.network_mbps}

@@ -42,6 +42,17 @@ class HostError(Exception):
     pass
 
 
+
+def write_qemu_tls(folder: Path, files: TlsFiles) -> None:
+    """A node's certificate as QEMU's migration TLS folder wants it (migrate_tls_x509_cert_dir):
+    the same certificate serves incoming migrations and presents itself on outgoing ones (it is
+    good for both)."""
+    assert files.cert is not None and files.key is not None
+    for name, src in (("ca-cert.pem", files.ca), ("server-cert.pem", files.cert), ("client-cert.pem", files.cert)):
+        write_public(folder / name, src.read_bytes())
+    for name in ("server-key.pem", "client-key.pem"):
+        write_private(folder / name, files.key.read_bytes())
+
 @dataclass(frozen=True)
 class LibvirtHost:
     name: str
@@ -71,14 +82,7 @@ class LibvirtHost:
         return host
 
     def install_tls(self, files: TlsFiles) -> None:
-        """The node's certificate as QEMU's TLS folder wants it: the same certificate serves
-        incoming migrations and presents itself on outgoing ones (it is good for both)."""
-        assert files.cert is not None and files.key is not None
-        folder = Path(self.tls_dir)
-        for name, src in (("ca-cert.pem", files.ca), ("server-cert.pem", files.cert), ("client-cert.pem", files.cert)):
-            write_public(folder / name, src.read_bytes())
-        for name in ("server-key.pem", "client-key.pem"):
-            write_private(folder / name, files.key.read_bytes())
+        write_qemu_tls(Path(self.tls_dir), files)
 
     @classmethod
     def load(cls, root: Path) -> LibvirtHost:

@@ -149,8 +149,7 @@ class Authority:
             return files
         key = ec.generate_private_key(ec.SECP256R1())
         cert = self._certificate(key.public_key(), who, sans, days)
-        _write(files.key, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), 0o600)
+        _write(files.key, key_pem(key), 0o600)
         _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
         return files
 
