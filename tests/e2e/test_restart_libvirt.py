@@ -36,7 +36,9 @@ def test_down_and_up_bring_back_vms_networks_and_volume_data(tmp_path: Path) -> 
         node = dc.client.vms.GetVm(vm_pb.GetVmRequest(name="writer")).vm.placement.node
         wait_until(lambda: disk_sums(dc.console(node, "writer")), 300)
         dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="writer", keep_volumes=True))
-        wait_until(lambda: not dc.volume("keep").vm and dc.volume("keep").state == vol_pb.VOLUME_STATE_AVAILABLE, 60)
+        # Free once the guest's QEMU has closed it, as its host's agent reports.
+        wait_until(lambda: (v := dc.volume("keep")).state == vol_pb.VOLUME_STATE_AVAILABLE and not v.vm
+                   and not v.open_on, 60)
         path = dc.volume("keep").path
         written = md5_of_first(path, 512, tmp_path)
         assert written == disk_sums(dc.console(node, "writer"))[0]

@@ -139,6 +139,33 @@ def test_shared_volumes_do_not_tie_and_keep_volumes_detaches(cluster: Cluster) -
     assert [(v.name, v.vm) for v in left] == [("s1", "")]
 
 
+def test_a_kept_volume_waits_for_its_last_guest_to_close_it(cluster: Cluster) -> None:
+    """The record is free when its VM goes, the file only once that guest's QEMU closed it
+    (QEMU holds a write lock on an open image): until its host's agent says so, no other guest
+    opens it and no offline snapshot copies it."""
+    cluster.add_node("h1", HOST)
+    create(cluster, vol("kept", 5, vol_pb.POOL_KIND_SHARED))
+    wait_until(lambda: state(cluster, "kept") == vol_pb.VOLUME_STATE_AVAILABLE)
+    cluster.create_on("h1", vm("app", ["kept"]))
+    cluster.agents["h1"].stop()  # its guest runs on, with the file open, and nobody closes it
+    cluster.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name="app", keep_volumes=True))
+    left = get_vol(cluster, "kept")
+    assert (left.vm, left.open_on) == ("", "h1")
+    for call in (lambda: cluster.client.vms.CreateVm(vm_pb.CreateVmRequest(spec=vm("app2", ["kept"]))),
+                 lambda: take(cluster, "snap", "kept")):
+        with pytest.raises(grpc.RpcError) as e:
+            call()
+        assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "still open in the guest it left, on h1" in (e.value.details() or "")
+    assert cluster.store.get(keys.vm_spec("app2")) is None and cluster.store.get(keys.snapshot("snap")) is None
+    assert sim_disks(cluster, "h1", "app") == (left.path,)
+    cluster.add_node("h1", HOST)  # its agent back: the guest goes, then the volume is free
+    wait_until(lambda: get_vol(cluster, "kept").open_on == "")
+    assert "app" not in [d.name for d in cluster.agents["h1"].driver.list_domains()]
+    cluster.create_on("h1", vm("app2", ["kept"]))
+    assert get_vol(cluster, "kept").vm == "app2"
+
+
 def test_local_volumes_never_overfill_a_host_under_concurrency(cluster: Cluster) -> None:
     cluster.add_node("h1", HOST)  # 100 GiB
     def one(i: int) -> bool:

@@ -261,7 +261,7 @@ def volume_to_pb(v: Volume) -> vol_pb.Volume:
                          vm=v.vm, state=VOLUME_STATE_TO_PB[v.state], path=v.path, message=v.message,
                          created_at=ts(v.created_at), migration=v.migration, moving_to=v.moving_to,
                          target_path=v.target_path, snapshot=v.snapshot, snapshotting=v.snapshotting,
-                         project=v.project)
+                         project=v.project, open_on=v.open_on)
 
 
 def snapshot_to_pb(s: Snapshot) -> vol_pb.Snapshot:

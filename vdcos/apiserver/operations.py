@@ -177,13 +177,14 @@ class Operations:
 
     def delete_vm(self, name: str, keep_volumes: bool = False, project: str | None = None) -> None:
         """Delete a VM (with `project`: only that project's) and what goes with it."""
-        kv = self.store.get(keys.vm_spec(name))
+        kv, place = self.store.get(keys.vm_spec(name)), self.store.get(keys.vm_placement(name))
         self.scheduler.delete(name, project)
         if kv is not None:
             spec = decode(VmSpec, json.loads(kv.value))
             networks.delete_ports(self.store, networks.vm_ports(self.store, name, spec.networks))
             # Cinder's delete_on_termination, on by default: no volume outlives its VM unasked.
-            volumes.detach_all(self.store, name, delete_them=not keep_volumes)
+            node = decode(PlacementRecord, json.loads(place.value)).node if place is not None else ""
+            volumes.detach_all(self.store, name, delete_them=not keep_volumes, open_on=node)
 
     # --- volumes ------------------------------------------------------------------------------
     def create_volume(self, name: str, pool: PoolKind | None, size_gib: int, host: str = "", image: str = "",

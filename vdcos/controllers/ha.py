@@ -123,6 +123,11 @@ class HaController:
             if vm not in known_lost:
                 events.append(HaEvent(now, "vm-lost", node, vm, message=why))
         all_lost = tuple(sorted({**known_lost, **dict(lost)}.items()))
+        if fenced or driver == "sim":
+            # Its guests are dead, so are the files they held open.
+            for v in volumes.list_volumes(self.store):
+                if v.open_on == node:
+                    volumes.let_go(self.store, v.name, node)
         still: list[str] = []
         if candidates and driver != "sim":
             if running is None and not fenced:

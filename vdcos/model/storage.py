@@ -40,6 +40,11 @@ class Volume:
     moving_to: str = ""
     target_path: str = ""
     project: str = ""
+    # The host whose guest had it open when it left its VM (the VM deleted, or the volume
+    # detached): the record is free at once, the file only when that guest let go. Until its
+    # agent clears this (or HA fences the host), no other guest opens it and no offline copy
+    # or growth touches it: QEMU holds a write lock on an open image.
+    open_on: str = ""
 
     @property
     def ties_to_host(self) -> bool:

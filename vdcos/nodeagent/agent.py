@@ -87,6 +87,10 @@ class NodeAgent(Migrations, VmReconciler):
         # every assignment or migration event that wakes the reconcile loop.
         self._volumes_changed = threading.Event()
         self._volumes_changed.set()
+        # Set when a volume may have been closed here (a domain gone, a disk unplugged, the
+        # volumes changed): the next reconcile round frees the ones this host held open.
+        self._closed_volumes = threading.Event()
+        self._closed_volumes.set()
         self._grown: dict[str, int] = {}  # disk file -> GiB a running guest's disk was checked to have
         # Per VM: a VM whose reconcile failed waits out its own backoff; the others go on.
         self._backoff = Backoff(base_s=1.0, max_s=60.0)
@@ -258,6 +262,7 @@ class NodeAgent(Migrations, VmReconciler):
                 if self.storage is not None and (self._volumes_changed.is_set()
                                                  or time.monotonic() - synced >= self.resync_s):
                     self._volumes_changed.clear()
+                    self._closed_volumes.set()
                     synced = time.monotonic()
                     try:
                         self.storage.sync()

@@ -43,6 +43,7 @@ class VmReconciler:
     _reported: dict[str, VmStatus]
     _grown: dict[str, int]
     _backoff: Backoff
+    _closed_volumes: threading.Event
 
     def _admission_records(self) -> tuple[SchedulerConfig, tuple[AllocEntry, ...]]:
         """The overcommit ratios, and the space this host's local volumes and snapshots hold
@@ -79,6 +80,25 @@ class VmReconciler:
             if a.spec.name in actual) + storage)]
         for name in sorted(desired):
             self._item(name, self._reconcile_vm, desired[name], actual.get(name), config, admitted)
+        if self.storage is not None and self._closed_volumes.is_set():
+            self._closed_volumes.clear()
+            try:
+                self._let_go_volumes()
+            except Exception:
+                self._closed_volumes.set()
+                raise
+
+    def _let_go_volumes(self) -> None:
+        """Volumes that left their VM while a guest here had them open: once no domain here has
+        the file open, they are free for another guest (and for offline copies)."""
+        held = [v for v in volumes.list_volumes(self.store) if v.open_on == self.spec.name]
+        if not held:
+            return
+        open_paths = {p for d in self.driver.list_domains() for p in d.disks}
+        for v in held:
+            if v.path not in open_paths:
+                volumes.let_go(self.store, v.name, self.spec.name)
+                log.info("volume %s closed here: free for another guest", v.name)
 
     def _item(self, vm: str, fn: Callable[..., None], *args: object) -> None:
         """Reconcile one VM, unless it is waiting out the backoff of an earlier failure. A
@@ -101,6 +121,7 @@ class VmReconciler:
 
     def _remove(self, name: str) -> None:
         self.driver.destroy(name)
+        self._closed_volumes.set()
         self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],
                        [Delete(keys.vm_status(name))])
         self._reported.pop(name, None)
@@ -198,6 +219,7 @@ class VmReconciler:
             for p in dom.disks:
                 if p not in paths:
                     self.driver.detach_disk(a.spec.name, p)
+                    self._closed_volumes.set()
                     log.info("detached %s from %s", p, a.spec.name)
         except DriverError as e:
             log.warning("volumes of %s: %s (the next round tries again)", a.spec.name, e)

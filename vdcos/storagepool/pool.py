@@ -313,7 +313,7 @@ class VolumeReconciler:
             if v.moving_to == self.host and not v.target_path and not v.message:
                 self._make_copy_target(v)
             elif (v.host == self.host and v.state is VolumeState.AVAILABLE and not v.vm and not v.migration
-                  and self._sizes.get(v.name) != v.size_gib):
+                  and not v.open_on and self._sizes.get(v.name) != v.size_gib):
                 # Resized while no VM had it: grown here (an attached one grows through its QEMU).
                 try:
                     self.pools.grow(v)

@@ -165,6 +165,8 @@ def attach_all(store: Store, vm: str, names: tuple[str, ...], project: str = "")
                 raise FailedPrecondition(f"volume {v.name} is attached to VM {v.vm}")
             if v.state is VolumeState.FAILED:
                 raise FailedPrecondition(f"volume {v.name} failed: {v.message}")
+            if v.open_on:
+                raise FailedPrecondition(still_open(v))
         local_hosts = sorted({v.host for v in vols if v.ties_to_host})
         if len(local_hosts) > 1:
             raise FailedPrecondition(f"VM {vm}'s local volumes live on different hosts ({', '.join(local_hosts)}); "
@@ -257,6 +259,8 @@ def _change_attachment(store: Store, name: str, vm: str, *, attach: bool) -> Vol
                 "" if vol.vm == vm else "; detach it first"))
         if not attach and not vol.vm:
             raise FailedPrecondition(f"volume {name} is not attached to any VM")
+        if attach and vol.open_on:
+            raise FailedPrecondition(still_open(vol))
         if vol.state is not VolumeState.AVAILABLE:
             raise FailedPrecondition(f"volume {name} is {vol.state.value}" + (f": {vol.message}" if vol.message else ""))
         if vol.snapshotting:
@@ -276,7 +280,7 @@ def _change_attachment(store: Store, name: str, vm: str, *, attach: bool) -> Vol
             raise FailedPrecondition(f"VM {owner} already has {MAX_DISKS} volumes, the most one VM takes")
         new_spec = replace(spec, volumes=(*spec.volumes, name) if attach else
                            tuple(v for v in spec.volumes if v != name))
-        new_vol = replace(vol, vm=owner if attach else "")
+        new_vol = replace(vol, vm=owner) if attach else replace(vol, vm="", open_on=node)
         ops: list[Op] = [Put(keys.volume(name), dumps(new_vol)), Put(keys.vm_spec(owner), dumps(new_spec))]
         a = r.get(Assignment, keys.assign(node, owner))
         if a is not None:
@@ -285,23 +289,34 @@ def _change_attachment(store: Store, name: str, vm: str, *, attach: bool) -> Vol
     return read_modify_write(store, attempt, f"volume {name}")
 
 
-def detach(store: Store, vm: str, vols: list[Volume]) -> None:
-    """Free these volumes if they are still `vm`'s (a refused VM gives back what it claimed)."""
+def detach(store: Store, vm: str, vols: list[Volume], open_on: str = "") -> None:
+    """Free these volumes if they are still `vm`'s (a refused VM gives back what it claimed);
+    `open_on` names the host whose guest may still have them open."""
     for v in vols:
-        update(store, v.name, lambda x: replace(x, vm="") if x.vm == vm else None)
+        update(store, v.name, lambda x: replace(x, vm="", open_on=open_on) if x.vm == vm else None)
 
 
-def detach_all(store: Store, vm: str, delete_them: bool) -> None:
-    """When a VM goes: its volumes are freed, or deleted with it."""
+def detach_all(store: Store, vm: str, delete_them: bool, open_on: str = "") -> None:
+    """When a VM goes (it ran on `open_on`): its volumes are freed, or deleted with it."""
     vols = list_volumes(store, vm=vm)
     if not delete_them:
-        detach(store, vm, vols)
+        detach(store, vm, vols, open_on)
         return
     for v in vols:
         try:
             delete(store, v.name, detach_first=True)
         except NotFound:
             pass
+
+
+def still_open(vol: Volume) -> str:
+    return (f"volume {vol.name} is still open in the guest it left, on {vol.open_on}; it is free once that "
+            "host's agent has closed it")
+
+
+def let_go(store: Store, name: str, host: str) -> None:
+    """`host`'s guests no longer have the volume's file open: it is free for another."""
+    update(store, name, lambda x: replace(x, open_on="") if x.open_on == host else None)
 
 
 def pinned_host(vols: list[Volume]) -> str:
