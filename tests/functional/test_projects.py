@@ -316,6 +316,43 @@ def test_network_and_volume_quotas_and_an_empty_project_goes(dc: Dc) -> None:
         wait_until(refused, timeout=10, every=0.2)
 
 
+def test_snapshots_count_against_disk_and_their_own_quota(dc: Dc) -> None:
+    """As Cinder's `gigabytes` and `snapshots`: a snapshot holds as much disk as its volume, so a
+    project cannot fill a pool through snapshots its disk quota does not see."""
+    dc.project("sn", disk_gib=25, snapshots=2)
+    with dc.token_client(dc.token("sn", "member")) as c:
+        c.volumes.CreateVolume(vol_pb.CreateVolumeRequest(volume=vol_pb.Volume(
+            name="sn-v", pool=vol_pb.POOL_KIND_LOCAL, size_gib=10)))
+        wait_until(lambda: c.volumes.GetVolume(vol_pb.GetVolumeRequest(name="sn-v")).volume.state
+                   == vol_pb.VOLUME_STATE_AVAILABLE)
+
+        def take(name: str) -> None:
+            c.volumes.CreateSnapshot(vol_pb.CreateSnapshotRequest(snapshot=vol_pb.Snapshot(name=name, volume="sn-v")))
+            wait_until(lambda: c.volumes.GetSnapshot(vol_pb.GetSnapshotRequest(name=name)).snapshot.state
+                       == vol_pb.VOLUME_STATE_AVAILABLE)
+
+        take("sn-1")
+        q = c.projects.GetQuota(proj_pb.GetQuotaRequest(project="sn")).quota
+        assert (q.used.volumes, q.used.snapshots, q.used.disk_gib) == (1, 1, 20)
+        e = error_of(c.volumes.CreateSnapshot, vol_pb.CreateSnapshotRequest(
+            snapshot=vol_pb.Snapshot(name="sn-2", volume="sn-v")))  # 30 GiB > 25
+        v = quota_failure(e).violations[0]
+        assert (e.code(), v.quota_metric, v.quota_value) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "vdcos.io/disk_gib", 25)
+        assert code_of(c.volumes.GetSnapshot, vol_pb.GetSnapshotRequest(name="sn-2")) == grpc.StatusCode.NOT_FOUND
+        dc.admin.projects.SetQuota(proj_pb.SetQuotaRequest(project="sn", limits=proj_pb.QuotaAmounts(
+            disk_gib=100, snapshots=1), set=["disk_gib", "snapshots"]))
+        v = quota_failure(error_of(c.volumes.CreateSnapshot, vol_pb.CreateSnapshotRequest(
+            snapshot=vol_pb.Snapshot(name="sn-2", volume="sn-v")))).violations[0]
+        assert (v.quota_metric, v.quota_value) == ("vdcos.io/snapshots", 1)
+        # The volume goes; its snapshot stays, and so does the project while it holds one.
+        c.volumes.DeleteVolume(vol_pb.DeleteVolumeRequest(name="sn-v"))
+        e = error_of(dc.admin.projects.DeleteProject, proj_pb.DeleteProjectRequest(name="sn"))
+        assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "1 snapshots" in (e.details() or "")
+        c.volumes.DeleteSnapshot(vol_pb.DeleteSnapshotRequest(name="sn-1"))
+        assert c.projects.GetQuota(proj_pb.GetQuotaRequest(project="sn")).quota.used == proj_pb.QuotaAmounts()
+    dc.admin.projects.DeleteProject(proj_pb.DeleteProjectRequest(name="sn"))
+
+
 @pytest.mark.parametrize("req, field", [
     (proj_pb.SetQuotaRequest(project="green", set=["cpus"]), "set[0]"),
     (proj_pb.SetQuotaRequest(project="green", limits=proj_pb.QuotaAmounts(vms=-5), set=["vms"]), "limits.vms"),

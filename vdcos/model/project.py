@@ -1,7 +1,8 @@
 """Projects (tenants, as Keystone's projects and Incus's) and their quotas.
 
 A project owns VMs, networks (and their ports), volumes (and their snapshots), and the
-migrations of its VMs. A quota record holds a project's limits and what it uses, in one etcd
+migrations of its VMs. Disk counts VMs' own disks, volumes and snapshots, as Cinder's
+`gigabytes` counts volumes and snapshots. A quota record holds a project's limits and what it uses, in one etcd
 key: every create that charges it compares that key in its own transaction (the placement
 batch, the volume's, the network's), so concurrent creates can never pass a limit together.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 UNLIMITED = -1
-QUOTA_FIELDS: tuple[str, ...] = ("vcpus", "memory_mib", "disk_gib", "vms", "networks", "volumes")
+QUOTA_FIELDS: tuple[str, ...] = ("vcpus", "memory_mib", "disk_gib", "vms", "networks", "volumes", "snapshots")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +26,11 @@ class Usage:
     """An amount of each quota's unit: what a project uses, what a create charges."""
     vcpus: int = 0
     memory_mib: int = 0
-    disk_gib: int = 0  # VMs' own disks and volumes
+    disk_gib: int = 0  # VMs' own disks, volumes and snapshots
     vms: int = 0
     networks: int = 0
     volumes: int = 0
+    snapshots: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(getattr(self, f) + getattr(other, f) for f in QUOTA_FIELDS))
@@ -50,6 +52,7 @@ class Limits:
     vms: int = UNLIMITED
     networks: int = UNLIMITED
     volumes: int = UNLIMITED
+    snapshots: int = UNLIMITED
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,10 @@ def vm_usage(vcpus: int, memory_mib: int, disk_gib: int) -> Usage:
 
 def volume_usage(size_gib: int, count: int = 1) -> Usage:
     return Usage(disk_gib=size_gib, volumes=count)
+
+
+def snapshot_usage(size_gib: int) -> Usage:
+    return Usage(disk_gib=size_gib, snapshots=1)
 
 
 NETWORK_USAGE = Usage(networks=1)

@@ -61,7 +61,7 @@ def delete(store: Store, name: str) -> None:
         if q is None:
             raise NotFound(f"project {name!r} not found")
         if not q.used.empty:
-            held = ", ".join(f"{getattr(q.used, f)} {f}" for f in ("vms", "networks", "volumes")
+            held = ", ".join(f"{getattr(q.used, f)} {f}" for f in ("vms", "networks", "volumes", "snapshots")
                              if getattr(q.used, f))
             raise FailedPrecondition(f"project {name!r} still owns {held or 'resources'}; delete them first")
         tokens, _ = store.get_prefix(keys.TOKENS)

@@ -3,7 +3,8 @@ host makes the file (pool.py), from a running guest's disk or from the closed fi
 
 Taking a snapshot marks its volume (`snapshotting`) in the same transaction, which every move,
 resize, attach and detach of the volume compares, so none of them races the copy. A local
-snapshot's space is an entry `snapshot/<name>` in its host's allocation record, like a volume's.
+snapshot's space is an entry `snapshot/<name>` in its host's allocation record, like a volume's,
+and is charged to its volume's project's quota (disk and snapshots) in the same transaction.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from dataclasses import replace
 
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound
 from vdcos.model import PlacementRecord, PoolKind, Snapshot, Volume, VolumeState, decode, dumps, snapshot_consumer
+from vdcos.model.project import snapshot_usage
+from vdcos.projects import records as projects
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import Delete, Op, Put, Store
@@ -50,6 +53,8 @@ def create(store: Store, name: str, volume: str) -> Snapshot:
         if vol.migration:
             raise FailedPrecondition(f"volume {volume} moves with its VM ({vol.migration}); "
                                      "snapshot it when the VM has arrived")
+        if vol.open_on:
+            raise FailedPrecondition(volumes.still_open(vol))
         host = vol.host
         if vol.vm:
             # The guest's disk is open in its QEMU: only that host can copy it consistently.
@@ -61,10 +66,11 @@ def create(store: Store, name: str, volume: str) -> Snapshot:
                 host = place.node
         snap = Snapshot(name, volume, vol.pool, host, vol.size_gib, vol.image, created_at=time.time(),
                         project=vol.project)
+        charged = projects.charge(r, vol.project, snapshot_usage(vol.size_gib))
         held = volumes.reserve(r, vol.pool, host, snapshot_consumer(name), vol.size_gib, vol.size_gib,
                                f"snapshot {name} of volume {volume} needs {vol.size_gib} GiB")
         return Write(snap, [Put(keys.snapshot(name), dumps(snap)),
-                            Put(keys.volume(volume), dumps(replace(vol, snapshotting=name))), *held])
+                            Put(keys.volume(volume), dumps(replace(vol, snapshotting=name))), *held, *charged])
     return read_modify_write(store, attempt, f"snapshot {name}")
 
 
@@ -97,7 +103,7 @@ def delete(store: Store, name: str) -> None:
                      and v.state is VolumeState.CREATING]
         if restoring:
             raise FailedPrecondition(f"volume {restoring[0]} is being restored from snapshot {name}")
-        ops: list[Op] = [Delete(keys.snapshot(name))]
+        ops: list[Op] = [Delete(keys.snapshot(name)), *projects.charge(r, snap.project, -snapshot_usage(snap.size_gib))]
         if snap.pool is PoolKind.LOCAL:
             ops += volumes.release(r, snap.host, snapshot_consumer(name))
         return Write(None, ops)
