@@ -17,9 +17,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol
+from typing import Callable, Iterable, Protocol
 
-from vdcos.state.store import Compare, Put, Store, StoreError
+from vdcos.state.store import Compare, Event, Put, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -184,10 +184,13 @@ class LeaderLease:
 
 class Runner:
     """Runs one controller: a resync every `resync_s` (while leading, if `leader` is given) that
-    queues every item, and a worker that reconciles them one at a time."""
+    queues every item, and a worker that reconciles them one at a time. With `watch` (a key
+    prefix and the item a key under it belongs to), every put there queues its item at once, as
+    an informer's event handler does; the resync still catches what a lost watch missed."""
 
     def __init__(self, controller: Controller, *, leader: LeaderLease | None = None, resync_s: float = 1.0,
-                 backoff: Backoff | None = None) -> None:
+                 backoff: Backoff | None = None, store: Store | None = None,
+                 watch: tuple[str, Callable[[str], str]] | None = None) -> None:
         self.controller = controller
         self.leader = leader
         self.resync_s = resync_s
@@ -195,6 +198,10 @@ class Runner:
         self.queue = WorkQueue()
         self.leading = leader is None
         self.reconciled = 0
+        assert watch is None or store is not None
+        self._store = store
+        self._watch = watch
+        self._cancel_watch: Callable[[], None] | None = None
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._resync_loop, name=f"{controller.name}-resync", daemon=True),
                          threading.Thread(target=self._work_loop, name=f"{controller.name}-worker", daemon=True)]
@@ -206,6 +213,8 @@ class Runner:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        if self._cancel_watch is not None:
+            self._cancel_watch()
         self.queue.close()
         for t in self._threads:
             t.join(timeout)
@@ -229,6 +238,8 @@ class Runner:
                     log.info("%s: %s", self.controller.name, "leading" if self.leading else "no longer leading")
             if self.leading:
                 try:
+                    if self._watch is not None and self._cancel_watch is None:
+                        self._subscribe()
                     keys = list(self.controller.keys())
                     self.backoff.keep(keys)
                     for key in keys:
@@ -237,6 +248,25 @@ class Runner:
                 except Exception as e:  # the loop outlives any error in one resync
                     log.warning("%s: listing what to reconcile failed: %s", self.controller.name, e)
             self._stop.wait(self.resync_s)
+
+    def _subscribe(self) -> None:
+        """Watch from the current revision: this resync's listing covers what came before."""
+        assert self._store is not None and self._watch is not None
+        prefix, item_of = self._watch
+
+        def on_events(events: list[Event], _rev: int) -> None:
+            if self.leading:
+                for e in events:
+                    if e.kind == "put":
+                        self.queue.add(item_of(e.kv.key))
+
+        def on_error(e: Exception) -> None:
+            log.warning("%s: watch on %s lost (%s); watching again at the next resync", self.controller.name,
+                        prefix, e)
+            self._cancel_watch = None
+
+        _, rev = self._store.get_prefix(prefix + "\x00none")  # the current revision, nothing else
+        self._cancel_watch = self._store.watch_prefix(prefix, rev + 1, on_events, on_error)
 
     def _work_loop(self) -> None:
         while not self._stop.is_set():

@@ -1,4 +1,4 @@
-"""The controllers' framework (work queue, backoff, leadership, runner) and the migration reaper,
+"""The controllers' framework (work queue, backoff, leadership, runner) and the migration controller,
 on the in-memory store."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.conftest import wait_until
-from vdcos.controllers.migrations import MigrationReaper
+from vdcos.controllers.migrations import MigrationController
 from vdcos.migration import records
 from vdcos.model import ActiveMigrations, Migration, MigrationOptions, MigrationPhase, NodeStatus, dumps
 from vdcos.reconcile import Backoff, LeaderLease, Runner, WorkQueue
@@ -98,6 +98,35 @@ def test_one_failing_item_never_blocks_the_others_and_is_retried_after_its_backo
         runner.stop()
 
 
+class Recorder:
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+    def keys(self) -> list[str]:
+        return []
+
+    def reconcile(self, key: str) -> None:
+        self.done.append(key)
+
+
+def test_a_watching_runner_reconciles_a_put_at_once_not_at_the_next_resync() -> None:
+    store, c = MemoryStore(), Recorder()
+    store.put("/things/before", b"1")
+    runner = Runner(c, resync_s=3600, store=store, watch=("/things/", lambda k: k.rsplit("/", 1)[1])).start()
+    try:
+        assert wait_until(lambda: runner._cancel_watch is not None, 5)
+        store.put("/things/a", b"1")
+        store.put("/elsewhere/b", b"1")
+        store.delete("/things/before")  # a delete names nothing to reconcile
+        assert wait_until(lambda: c.done == ["a"], 5)
+        time.sleep(0.1)
+        assert c.done == ["a"]
+    finally:
+        runner.stop()
+
+
 def test_one_replica_leads_and_another_takes_over_when_it_goes() -> None:
     store = MemoryStore()
     first, second = LeaderLease(store, "/lock", ttl=5), LeaderLease(store, "/lock", ttl=5)
@@ -128,7 +157,7 @@ def test_the_reaper_fails_a_pending_migration_only_once_its_source_is_gone_for_t
         source_ready: bool, grace: float, phase: MigrationPhase) -> None:
     store = MemoryStore()
     m = _pending_migration(store, source_ready)
-    reaper = MigrationReaper(store, grace_s=grace)
+    reaper = MigrationController(store, grace_s=grace)
     assert reaper.keys() == [m.id]
     reaper.reconcile(m.id)
     got = records.get(store, m.id)
@@ -146,10 +175,24 @@ def test_the_reaper_cancels_a_running_migration_whose_record_stopped_moving(idle
     running = Migration(m.id, m.vm, m.source, m.destination, MigrationPhase.RUNNING, m.options,
                         time.time() - idle, updated_at=time.time() - idle)
     store.put(keys.migration(m.id), dumps(running))
-    reaper = MigrationReaper(store, stalled_s=300.0)
+    reaper = MigrationController(store, stalled_s=300.0)
     assert reaper.keys() == [m.id]
     reaper.reconcile(m.id)
     got = records.get(store, m.id)
     assert got.phase is MigrationPhase.RUNNING  # the source agent aborts it and finishes the record
     assert got.cancel_requested is cancelled
     assert ("no progress" in got.message) is cancelled
+
+
+def test_the_controller_applies_the_outcome_an_agent_reported_and_the_first_report_stands() -> None:
+    store = MemoryStore()
+    m = _pending_migration(store, source_ready=True)
+    reported = records.report(store, m.id, MigrationPhase.FAILED, "the destination refused it")
+    again = records.report(store, m.id, MigrationPhase.COMPLETED, "later words")
+    assert (reported.phase, reported.reported, again.message) == (MigrationPhase.PENDING, "failed",
+                                                                  "the destination refused it")
+    assert store.get(keys.vm_migration(m.vm)) is not None  # nothing applied by the agent's write
+    MigrationController(store).reconcile(m.id)
+    got = records.get(store, m.id)
+    assert (got.phase, got.message) == (MigrationPhase.FAILED, "the destination refused it")
+    assert store.get(keys.vm_migration(m.vm)) is None

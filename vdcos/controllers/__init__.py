@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from vdcos.controllers.ha import HaController
-from vdcos.controllers.migrations import MigrationReaper
+from vdcos.controllers.migrations import MigrationController
 from vdcos.controllers.rebalancer import LOCK_TTL, AutomaticRebalance, Rebalancer
 from vdcos.reconcile import LeaderLease, Runner
 from vdcos.scheduler.cache import ClusterCache
@@ -22,7 +22,9 @@ def start_all(store: Store, rebalancer: Rebalancer, cache: ClusterCache,
         Runner(HaController(store, cache, lane=lane), leader=LeaderLease(store, keys.HA_LOCK, LOCK_TTL),
                resync_s=0.5).start(),
         Runner(AutomaticRebalance(rebalancer), leader=LeaderLease(store, keys.REBALANCER_LOCK, LOCK_TTL)).start(),
-        # Its grace is 30 s: a resync every 5 s is soon enough, and lists the migrations a fifth as often.
-        Runner(MigrationReaper(store), leader=LeaderLease(store, keys.MIGRATION_REAPER_LOCK, LOCK_TTL),
-               resync_s=5.0).start(),
+        # Woken by its watch when an agent reports an outcome; the reaper's grace is 30 s, so a
+        # resync every 5 s is soon enough for the rest, and lists the migrations a fifth as often.
+        Runner(MigrationController(store), leader=LeaderLease(store, keys.MIGRATIONS_LOCK, LOCK_TTL),
+               resync_s=5.0, store=store,
+               watch=(keys.MIGRATIONS, lambda key: keys.split(key, keys.MIGRATIONS)[0])).start(),
     ]

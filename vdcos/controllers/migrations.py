@@ -1,25 +1,32 @@
-"""The migration reaper: a migration that never started because its source host went away.
+"""The migration controller: the control plane's part in every live migration.
 
-Only the source's agent moves a migration from PENDING to RUNNING, by a compare-and-swap on
-its record, so a PENDING migration whose source is NotReady holds its destination's
-reservation, and the cluster's migration slots, for as long as that host stays down. Once the
-source has been NotReady for `grace_s`, the reaper fails the migration (the destination is
-freed, the VM's placement stays on its source); an agent that comes back finds it finished
-and starts nothing.
+1. Applying outcomes. The source agent carries a migration out and reports how it ended on
+   the migration's record (`reported`); an agent may write no placement, assignment or
+   allocation. This controller applies the report (records.finish): a completed move takes the
+   VM's placement, assignment and group membership to the destination and frees the source; a
+   failed or cancelled one frees the destination. Its runner watches /vdcos/migrations/, so a
+   report is applied within a round trip, not at the next resync.
 
-A RUNNING migration is its source agent's to finish (an agent that restarts finishes it by
-where the guest is): whether the guest reached the destination is the hypervisors' to tell,
-not this record's. When its record has not moved for `stalled_s` (the agent writes progress
-every 0.2 s while the hypervisor reports any), the reaper asks for its cancellation, which
-the source agent carries out by aborting the hypervisor's job. A RUNNING migration whose
-source host is gone for good waits for the HA controller (issue 31), which knows whether the
-guest runs anywhere.
+2. Reaping. Only the source's agent moves a migration from PENDING to RUNNING, by a
+   compare-and-swap on its record, so a PENDING migration whose source is NotReady holds its
+   destination's reservation, and the cluster's migration slots, for as long as that host stays
+   down. Once the source has been NotReady for `grace_s`, the migration is failed (the
+   destination is freed, the VM's placement stays on its source); an agent that comes back
+   finds it finished and starts nothing.
+
+A RUNNING migration without a report is its source agent's to end (an agent that restarts
+reports by where the guest is): whether the guest reached the destination is the hypervisors'
+to tell, not this record's. When its record has not moved for `stalled_s` (the agent writes
+progress every 0.2 s while the hypervisor reports any), its cancellation is asked for, which
+the source agent carries out by aborting the hypervisor's job. A RUNNING migration whose source
+host is gone for good waits for the HA controller, which knows whether the guest runs anywhere.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import replace
 
+from vdcos.errors import NotFound
 from vdcos.migration import records
 from vdcos.model import Migration, MigrationPhase
 from vdcos.state import keys
@@ -29,8 +36,8 @@ GRACE_S = 30.0
 STALLED_S = 300.0
 
 
-class MigrationReaper:
-    name = "migration-reaper"
+class MigrationController:
+    name = "migrations"
 
     def __init__(self, store: Store, grace_s: float = GRACE_S, stalled_s: float = STALLED_S) -> None:
         self.store = store
@@ -46,7 +53,13 @@ class MigrationReaper:
         return [m.id for m in live]
 
     def reconcile(self, mid: str) -> None:
-        m = records.get(self.store, mid)
+        try:
+            m = records.get(self.store, mid)
+        except NotFound:
+            return
+        if m.reported and not m.phase.done:
+            records.apply_reported(self.store, m)
+            return
         if m.phase is MigrationPhase.RUNNING:
             self._cancel_if_stalled(m)
             return
@@ -66,5 +79,5 @@ class MigrationReaper:
         if m.cancel_requested or idle < self.stalled_s:
             return
         records.update(self.store, m.id, lambda x: replace(
-            x, cancel_requested=True, message=f"no progress for {idle:.0f} s; cancelled by the migration reaper")
+            x, cancel_requested=True, message=f"no progress for {idle:.0f} s; cancelled by the migration controller")
             if x.phase is MigrationPhase.RUNNING and not x.cancel_requested else None)

@@ -1,10 +1,12 @@
-"""Live-migration records and the three transactions that change them.
+"""Live-migration records and the transactions that change them.
 
 The model is OpenStack Placement's: starting a migration reserves the VM's resources on the
 destination while the source entry stays, marked as held by the migration; nothing is ever
 counted twice against one node, and capacity is never lost. Completing moves the VM (placement,
 assignment, group membership) and frees the source; failing or cancelling frees the
-destination and the VM keeps running where it was. Every transaction compares the revisions of
+destination and the VM keeps running where it was. The source agent only reports the outcome
+on the migration's record (`report`); the control plane applies it (`finish`), so no agent
+writes a placement. Every transaction compares the revisions of
 all the records it rewrites, so it is race-free against schedulers, agents and other migrations.
 """
 from __future__ import annotations
@@ -167,11 +169,37 @@ def update(store: Store, mid: str, change: Callable[[Migration], Migration | Non
     return read_modify_write(store, attempt, f"migration {mid}", attempts=RETRIES)
 
 
+def report(store: Store, mid: str, phase: MigrationPhase, message: str = "",
+           downtime_ms: int = -1, total_ms: int = 0, progress: MigrationProgress | None = None,
+           only_from: tuple[MigrationPhase, ...] = (MigrationPhase.PENDING, MigrationPhase.RUNNING)) -> Migration:
+    """The source agent's word on how its migration ended, written to the migration's record
+    alone (an agent writes no placement); the control plane's `finish` applies it. The first
+    report stands."""
+    assert phase.done
+
+    def attempt(r: Reads) -> Write[Migration]:
+        m = r.get(Migration, keys.migration(mid))
+        if m is None:
+            raise NotFound(f"migration {mid!r} not found")
+        if m.phase not in only_from or m.reported:
+            return Write(m)
+        new = replace(m, reported=phase.value, message=message, downtime_ms=downtime_ms, total_ms=total_ms,
+                      progress=progress or m.progress, updated_at=time.time())
+        return Write(new, [Put(keys.migration(mid), dumps(new))])
+    return read_modify_write(store, attempt, f"the outcome of migration {mid}", attempts=RETRIES)
+
+
+def apply_reported(store: Store, m: Migration) -> Migration:
+    """The control plane's half of `report`."""
+    return finish(store, m.id, MigrationPhase(m.reported), m.message, m.downtime_ms, m.total_ms, m.progress)
+
+
 def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
            downtime_ms: int = -1, total_ms: int = 0, progress: MigrationProgress | None = None,
            only_from: tuple[MigrationPhase, ...] = (MigrationPhase.PENDING, MigrationPhase.RUNNING)) -> Migration:
     """COMPLETED moves the VM to the destination; FAILED/CANCELLED leaves it on the source.
-    Nothing happens unless the record is still in one of `only_from`."""
+    Nothing happens unless the record is still in one of `only_from`. The control plane's
+    (API replicas, their controllers): it writes placements, assignments and allocations."""
     assert phase.done
 
     def attempt(r: Reads) -> Write[Migration]:

@@ -59,6 +59,10 @@ class Migration:
     total_ms: int = 0
     message: str = ""
     project: str = ""  # its VM's
+    # The outcome its source agent reported (a done MigrationPhase's value; "" = none yet). An
+    # agent may write only migration records: the control plane's migration controller applies
+    # the outcome (moves the VM's placement, assignment and allocations) and sets `phase`.
+    reported: str = ""
 
 
 class RebalanceGoal(enum.Enum):

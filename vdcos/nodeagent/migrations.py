@@ -67,7 +67,7 @@ class Migrations:
                     continue
                 if m.cancel_requested and m.id in self._running:
                     self._running[m.id].set()
-                if m.id not in self._running:
+                if m.id not in self._running and not m.reported:  # reported: the control plane finishes it
                     self._running[m.id] = threading.Event()
                     threading.Thread(target=self._carry_out, args=(m,), name=f"migrate-{m.vm}", daemon=True).start()
         self._wake.set()
@@ -102,9 +102,9 @@ class Migrations:
                 uri = decode(NodeSpec, json.loads(dest.value)).hypervisor_uri if dest else ""
                 where = self.driver.locate(m.vm, uri) if uri else ""
                 if where == "destination":
-                    records.finish(self.store, m.id, MigrationPhase.COMPLETED, f"completed with an error: {error}")
+                    records.report(self.store, m.id, MigrationPhase.COMPLETED, f"completed with an error: {error}")
                 else:
-                    records.finish(self.store, m.id, MigrationPhase.FAILED,
+                    records.report(self.store, m.id, MigrationPhase.FAILED,
                                    f"{error}; the VM keeps running on {m.source}")
                 return
             except Exception as e:
@@ -118,9 +118,9 @@ class Migrations:
             # This agent restarted mid-migration: finish it from where the guest is now.
             where = self.driver.locate(m.vm, dest_uri) if dest_uri else ""
             if where == "destination":
-                records.finish(self.store, m.id, MigrationPhase.COMPLETED, "completed while the agent restarted")
+                records.report(self.store, m.id, MigrationPhase.COMPLETED, "completed while the agent restarted")
             else:
-                records.finish(self.store, m.id, MigrationPhase.FAILED,
+                records.report(self.store, m.id, MigrationPhase.FAILED,
                                "interrupted by an agent restart; the VM stays on " + (m.source if where else "no host"))
             return
         cancel = self._running[m.id]
@@ -128,10 +128,10 @@ class Migrations:
                                  if x.phase is MigrationPhase.PENDING and not x.cancel_requested else None)
         if started is None or started.phase is not MigrationPhase.RUNNING:
             if started is not None and started.cancel_requested:
-                records.finish(self.store, m.id, MigrationPhase.CANCELLED, "cancelled before it started")
+                records.report(self.store, m.id, MigrationPhase.CANCELLED, "cancelled before it started")
             return
         if not dest_uri:
-            records.finish(self.store, m.id, MigrationPhase.FAILED, f"{m.destination} publishes no hypervisor URI")
+            records.report(self.store, m.id, MigrationPhase.FAILED, f"{m.destination} publishes no hypervisor URI")
             return
         last = [0.0]
         last_progress = [MigrationProgress()]
@@ -150,14 +150,14 @@ class Migrations:
                 cancel.set()
 
         if not self._destination_plugged(m):
-            records.finish(self.store, m.id, MigrationPhase.FAILED,
+            records.report(self.store, m.id, MigrationPhase.FAILED,
                            f"{m.destination}'s switch did not plug the VM's NICs; the VM keeps running on {m.source}")
             return
         vols = volumes.list_volumes(self.store, vm=m.vm)
         try:
             copies = self._copy_targets(m, cancel)
         except VdcosError as e:
-            records.finish(self.store, m.id, MigrationPhase.CANCELLED if cancel.is_set() else MigrationPhase.FAILED,
+            records.report(self.store, m.id, MigrationPhase.CANCELLED if cancel.is_set() else MigrationPhase.FAILED,
                            f"{e}; the VM keeps running on {m.source}")
             return
         log.info("migrating %s to %s (%s, %d disk(s) copied)", m.vm, m.destination, m.id, len(copies))
@@ -165,23 +165,23 @@ class Migrations:
             res = self.driver.migrate(m.vm, dest_uri, m.options, progress, cancel,
                                       shared_disks=any(not v.ties_to_host for v in vols), copies=copies)
         except MigrationCancelled as e:
-            records.finish(self.store, m.id, MigrationPhase.CANCELLED, str(e))
+            records.report(self.store, m.id, MigrationPhase.CANCELLED, str(e))
             return
         except DriverError as e:
             # An error after the switch-over still leaves the guest on the destination.
             if self.driver.locate(m.vm, dest_uri) == "destination":
-                records.finish(self.store, m.id, MigrationPhase.COMPLETED, f"completed with an error: {e}")
+                records.report(self.store, m.id, MigrationPhase.COMPLETED, f"completed with an error: {e}")
             else:
-                records.finish(self.store, m.id, MigrationPhase.FAILED, f"{e}; the VM keeps running on {m.source}")
+                records.report(self.store, m.id, MigrationPhase.FAILED, f"{e}; the VM keeps running on {m.source}")
             return
         self._unplug_moved(m.vm)
         mem = res.memory_processed_bytes
         final = MigrationProgress("completed", max(mem, last_progress[0].memory_total_bytes), mem, 0,
                                   res.iterations, res.downtime_ms, res.total_ms)
-        done = records.finish(self.store, m.id, MigrationPhase.COMPLETED,
+        done = records.report(self.store, m.id, MigrationPhase.COMPLETED,
                               "post-copy" if res.postcopy else "", res.downtime_ms, res.total_ms, final)
-        log.info("migrated %s to %s: downtime %d ms, %d ms in all (%s)", m.vm, m.destination,
-                 res.downtime_ms, res.total_ms, done.phase.value)
+        log.info("migrated %s to %s: downtime %d ms, %d ms in all (reported %s)", m.vm, m.destination,
+                 res.downtime_ms, res.total_ms, done.reported)
 
     def _copy_targets(self, m: Migration, cancel: threading.Event, timeout: float = 120.0) -> tuple[DiskCopy, ...]:
         """Copy-storage: wait until the destination's agent has made a file for each local

@@ -24,7 +24,7 @@ SNAPSHOTS = ROOT + "snapshots/"
 REBALANCES = ROOT + "rebalances/"
 # Held (under a lease) by the one scheduler replica running automatic rebalancing.
 REBALANCER_LOCK = ROOT + "locks/rebalancer"
-MIGRATION_REAPER_LOCK = ROOT + "locks/migration-reaper"
+MIGRATIONS_LOCK = ROOT + "locks/migrations"
 HA_LOCK = ROOT + "locks/ha"
 HA_HOSTS = ROOT + "ha/hosts/"
 HA_EVENTS = ROOT + "ha/events/"
