@@ -35,7 +35,7 @@ def mark_running(store: Any) -> int:
         vm, kind = keys.split(kv.key, keys.VMS)
         if kind == "placement":
             node = decode(PlacementRecord, json.loads(kv.value)).node
-            puts.append(Put(keys.vm_status(vm), dumps(VmStatus(VmPhase.RUNNING, node, "", time.time()))))
+            puts.append(Put(keys.vm_status(node, vm), dumps(VmStatus(VmPhase.RUNNING, node, "", time.time()))))
     for i in range(0, len(puts), 500):
         store.txn([], puts[i:i + 500])
     return len(puts)

@@ -70,8 +70,9 @@ def test_plaintext_is_refused_by_the_api_and_by_etcd(dc: Path) -> None:
 
 def test_etcd_lets_each_component_write_only_its_part(dc: Path) -> None:
     """etcd's role-based access, by the CN of the client's certificate (state/access.py): a node
-    agent's certificate writes its own node's records and nothing of another node's, nor tokens,
-    the scheduler's configuration or quotas, and cannot read the tokens; a replica's can."""
+    agent's certificate writes its own node's records and VM statuses and nothing of another
+    node's, no VM's spec, placement, assignment or allocation, nor tokens, the scheduler's
+    configuration or quotas, and cannot read the tokens; a replica's can."""
     s = state(dc)
     pki = dc / "pki"
 
@@ -83,7 +84,14 @@ def test_etcd_lets_each_component_write_only_its_part(dc: Path) -> None:
     assert etcdctl(node, "get", "/vdcos/nodes/host-1/spec", "--print-value-only").stdout.strip()
     assert etcdctl(node, "put", "/vdcos/nodes/host-1/probe", "x").returncode == 0
     assert etcdctl(node, "del", "/vdcos/nodes/host-1/probe").returncode == 0
+    assert etcdctl(node, "put", "/vdcos/vm-status/host-1/probe", "{}").returncode == 0
+    assert etcdctl(node, "del", "/vdcos/vm-status/host-1/probe").returncode == 0
+    assert etcdctl(node, "get", "/vdcos/vms/web-1/placement", "--print-value-only").stdout.strip()
     for args in (("put", "/vdcos/nodes/host-2/status", "{}"), ("put", "/vdcos/nodes/host-2/spec", "{}"),
+                 ("put", "/vdcos/vm-status/host-2/web-1", "{}"), ("put", "/vdcos/vms/web-1/placement", "{}"),
+                 ("put", "/vdcos/vms/web-1/spec", "{}"), ("put", "/vdcos/alloc/host-1", "{}"),
+                 ("put", "/vdcos/assign/host-1/web-1", "{}"), ("put", "/vdcos/groups/g", "{}"),
+                 ("get", "/vdcos/alloc/host-2"), ("get", "/vdcos/assign/host-2/", "--prefix"),
                  ("put", "/vdcos/pools/host-2/local", "{}"), ("put", "/vdcos/tokens/tok-000000000000", "{}"),
                  ("put", "/vdcos/config/scheduler", "{}"), ("put", "/vdcos/quotas/x", "{}"),
                  ("get", "/vdcos/tokens/", "--prefix", "--keys-only"), ("del", "/vdcos/", "--prefix")):

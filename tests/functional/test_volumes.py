@@ -467,7 +467,7 @@ def test_node_admission_counts_the_space_local_volumes_hold(cluster: Cluster) ->
     cluster.store.put(keys.vm_spec("rogue"), dumps(spec))
     cluster.store.put(keys.assign("h1", "rogue"), dumps(Assignment(
         spec, resolve(spec, DEFAULT_POLICY), reservation(spec, DEFAULT_POLICY))))
-    wait_until(lambda: cluster.store.get(keys.vm_status("rogue")) is not None)
-    status = json.loads(cluster.store.get(keys.vm_status("rogue")).value)  # type: ignore[union-attr]
+    wait_until(lambda: cluster.store.get(keys.vm_status("h1", "rogue")) is not None)
+    status = json.loads(cluster.store.get(keys.vm_status("h1", "rogue")).value)  # type: ignore[union-attr]
     assert status["phase"] == "failed" and "refused by node admission: disk_gib" in status["message"]
     assert not cluster.agents["h1"].driver.list_domains()

@@ -34,7 +34,7 @@ class FlakyDriver(SimDriver):
 
 
 def status(store: MemoryStore, vm: str) -> VmStatus | None:
-    kv = store.get(keys.vm_status(vm))
+    kv = store.get(keys.vm_status("n1", vm))
     return decode(VmStatus, json.loads(kv.value)) if kv else None
 
 

@@ -40,9 +40,11 @@ def check_node_and_reason(name: str, reason: str) -> None:
 WATCH_BUFFER = 10_000  # batches of events a stream may fall behind before it ends
 
 
-async def watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncGenerator[tuple[list[Event], int], None]:
+async def watch(ops: Operations, prefix: str, start_revision: int = 0,
+                also: tuple[str, ...] = ()) -> AsyncGenerator[tuple[list[Event], int], None]:
     """etcd watch -> async generator, from `start_revision` (default: from now on); the watch is
-    cancelled when the client goes away or the generator is closed.
+    cancelled when the client goes away or the generator is closed. `also`: more prefixes,
+    watched from the same revision into the same stream.
 
     It never drops an event: a client that reads too slowly for WATCH_BUFFER batches ends with
     ABORTED, and a watch that fails (its etcd member died, the revision was compacted) with
@@ -70,7 +72,7 @@ async def watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncG
     def ended(e: Exception) -> None:
         loop.call_soon_threadsafe(put, Unavailable(f"the watch on the cluster state ended ({e}); "
                                                    "list again and watch from the list's revision"))
-    cancel = ops.store.watch_prefix(prefix, start_revision, events, ended)
+    cancels = [ops.store.watch_prefix(p, start_revision, events, ended) for p in (prefix, *also)]
     try:
         while True:
             item = await q.get()
@@ -78,4 +80,5 @@ async def watch(ops: Operations, prefix: str, start_revision: int = 0) -> AsyncG
                 raise item
             yield item
     finally:
-        cancel()
+        for cancel in cancels:
+            cancel()

@@ -28,7 +28,7 @@ from vdcos.scheduler.placer import Placed, Placer
 from vdcos.security.pki import Authority
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
-from vdcos.state.store import KV, Compare, Delete, Put, Store
+from vdcos.state.store import KV, Compare, Delete, Get, Put, Store
 from vdcos.storagepool import snapshots, volumes
 from vdcos.vswitch import networks
 
@@ -308,22 +308,26 @@ class Operations:
 
     def get_vm(self, name: str) -> VmRecord:
         kvs, _ = self.store.get_prefix(f"{keys.VMS}{name}/")
-        rec = self._records(kvs).get(name)
+        place = next((kv for kv in kvs if kv.key == keys.vm_placement(name)), None)
+        node = decode(PlacementRecord, json.loads(place.value)).node if place is not None else ""
+        status = self.store.get(keys.vm_status(node, name)) if node else None
+        rec = self._records(kvs, [status] if status is not None else []).get(name)
         if rec is None:
             raise NotFound(f"vm {name!r} not found")
         return rec
 
     def list_vms(self, node: str = "") -> list[VmRecord]:
-        kvs, _ = self.store.get_prefix(keys.VMS)
-        recs = self._records(kvs).values()
+        kvs, status_kvs = self.store.txn([], [Get(keys.VMS, prefix=True), Get(keys.VM_STATUSES, prefix=True)]).gets
+        recs = self._records(kvs, status_kvs).values()
         return sorted((r for r in recs if not node or (r.placement and r.placement.node == node)),
                       key=lambda r: r.spec.name)
 
-    def _records(self, kvs: list[KV]) -> dict[str, VmRecord]:
+    def _records(self, kvs: Sequence[KV], status_kvs: Sequence[KV]) -> dict[str, VmRecord]:
         parts: dict[str, dict[str, bytes]] = {}
         for kv in kvs:
             vm, kind = keys.split(kv.key, keys.VMS)
             parts.setdefault(vm, {})[kind] = kv.value
+        said = {(node, vm): kv.value for kv in status_kvs for node, vm in [keys.split(kv.key, keys.VM_STATUSES)]}
         out: dict[str, VmRecord] = {}
         for vm, p in parts.items():
             if "spec" not in p:
@@ -331,8 +335,9 @@ class Operations:
             spec = decode(VmSpec, json.loads(p["spec"]))
             placement = decode(PlacementRecord, json.loads(p["placement"])) if "placement" in p else None
             node = placement.node if placement else ""
-            status = (decode(VmStatus, json.loads(p["status"])) if "status" in p
-                      else VmStatus(VmPhase.SCHEDULED, node))
+            # Its placement's node speaks for it (another node's word is stale: it moved).
+            raw = said.get((node, vm))
+            status = decode(VmStatus, json.loads(raw)) if raw is not None else VmStatus(VmPhase.SCHEDULED, node)
             view = self.cache.node(node) if node else None
             if view is not None and (view.status is None or not view.status.ready):
                 status = VmStatus(VmPhase.UNKNOWN, node, f"node {node} is not ready", status.updated_at)

@@ -66,6 +66,13 @@ def _result(req: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest, got: VmRecord |
     return answer
 
 
+def _vm_of(key: str) -> str:
+    """The VM a key of its records or of its status names."""
+    if key.startswith(keys.VM_STATUSES):
+        return keys.split(key, keys.VM_STATUSES)[1]
+    return keys.split(key, keys.VMS)[0]
+
+
 class VmServicer(vm_grpc.VmServiceServicer):
     def __init__(self, ops: Operations) -> None:
         self.ops = ops
@@ -171,8 +178,8 @@ class VmServicer(vm_grpc.VmServiceServicer):
         mine: set[str] | None = None
         if within.project is not None:
             mine = {r.spec.name for r in await blocking(self.ops.list_vms) if r.spec.project == within.project}
-        async for events, rev in watch(self.ops, keys.VMS):
-            for name in dict.fromkeys(keys.split(e.kv.key, keys.VMS)[0] for e in events):
+        async for events, rev in watch(self.ops, keys.VMS, also=(keys.VM_STATUSES,)):
+            for name in dict.fromkeys(_vm_of(e.kv.key) for e in events):
                 try:
                     rec = await blocking(self.ops.get_vm, name)
                     if not within.sees(rec.spec.project):

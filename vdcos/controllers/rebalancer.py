@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from vdcos.errors import FailedPrecondition, NotFound, ResourceExhausted, VdcosError
 from vdcos.migration import records
@@ -28,7 +28,7 @@ from vdcos.scheduler.core import Decision, PlacementRequest, Rejection, schedule
 from vdcos.scheduler.core.snapshot import ClusterSnapshot
 from vdcos.scheduler.placer import Placer
 from vdcos.state import keys
-from vdcos.state.store import Store, StoreError
+from vdcos.state.store import KV, Get, Store, StoreError
 from vdcos.storagepool import volumes
 
 log = logging.getLogger(__name__)
@@ -51,23 +51,26 @@ class Cluster:
         self.snap: ClusterSnapshot = cache.snapshot()
         nodes = [node] if node else list(self.snap.names)
         views = [v for n in nodes if (v := cache.node(n)) is not None]
+        kvs: Sequence[KV]
+        status_kvs: Sequence[KV]
         if node:
             kvs = [kv for v in views for e in v.allocation.entries if not e.is_storage
-                   for key in (keys.vm_spec(e.vm), keys.vm_status(e.vm), keys.vm_migration(e.vm))
+                   for key in (keys.vm_spec(e.vm), keys.vm_migration(e.vm))
                    if (kv := store.get(key)) is not None]
+            status_kvs, _ = store.get_prefix(keys.vm_status_prefix(node))
         else:
-            kvs, _ = store.get_prefix(keys.VMS)
+            kvs, status_kvs = store.txn([], [Get(keys.VMS, prefix=True), Get(keys.VM_STATUSES, prefix=True)]).gets
         specs: dict[str, VmSpec] = {}
-        statuses: dict[str, VmStatus] = {}
         moving: set[str] = set()
         for kv in kvs:
             vm, kind = keys.split(kv.key, keys.VMS)
             if kind == "spec":
                 specs[vm] = decode(VmSpec, json.loads(kv.value))
-            elif kind == "status":
-                statuses[vm] = decode(VmStatus, json.loads(kv.value))
             elif kind == "migration":
                 moving.add(vm)
+        # (node, VM) -> what that node's agent says of it
+        statuses = {(at, vm): decode(VmStatus, json.loads(kv.value))
+                    for kv in status_kvs for at, vm in [keys.split(kv.key, keys.VM_STATUSES)]}
         local_gib: dict[str, int] = {}
         for vol in volumes.list_volumes(store, host=node):
             if vol.vm and vol.ties_to_host:
@@ -81,7 +84,7 @@ class Cluster:
                 if e.is_storage:
                     continue
                 spec = specs.get(e.vm)
-                status = statuses.get(e.vm)
+                status = statuses.get((name, e.vm))
                 pinned = ""
                 if e.held_by or e.vm in moving:
                     pinned = "migrating now"

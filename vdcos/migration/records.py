@@ -87,7 +87,7 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
                                          + (f" and moving ({v.migration})" if v.migration else ""))
         # The VM's status and the nodes' specs and status change on their own (the agents write
         # them): read, not compared, but the destination's status must be the same lease's.
-        status = _decode(VmStatus, r.peek(keys.vm_status(vm)))
+        status = _decode(VmStatus, r.peek(keys.vm_status(source, vm)))
         if status is None or status.phase is not VmPhase.RUNNING:
             raise FailedPrecondition(f"VM {vm} is not running (only a running VM live-migrates)")
         dest_node = _decode(NodeSpec, r.peek(keys.node_spec(destination)))
@@ -240,8 +240,9 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
                 Put(keys.vm_placement(vm), dumps(replace(place, node=m.destination, placed_at=now))),
                 Delete(keys.assign(m.source, vm)),
                 Put(keys.assign(m.destination, vm), dumps(assignment)),
-                Put(keys.vm_status(vm), dumps(VmStatus(VmPhase.RUNNING, m.destination,
-                                                       f"migrated from {m.source}", now))),
+                Delete(keys.vm_status(m.source, vm)),
+                Put(keys.vm_status(m.destination, vm), dumps(VmStatus(VmPhase.RUNNING, m.destination,
+                                                                      f"migrated from {m.source}", now))),
             ]
             if group is not None:
                 group = group.with_member(vm, m.destination)

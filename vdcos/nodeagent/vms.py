@@ -123,7 +123,7 @@ class VmReconciler:
         self.driver.destroy(name)
         self._closed_volumes.set()
         self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],
-                       [Delete(keys.vm_status(name))])
+                       [Delete(keys.vm_status(self.spec.name, name))])
         self._reported.pop(name, None)
         log.info("destroyed %s (no longer assigned here)", name)
 
@@ -239,9 +239,8 @@ class VmReconciler:
 
     def _last_status(self, vm: str) -> VmStatus | None:
         """What this host last said about a VM, from etcd: a restarted agent remembers too."""
-        kv = self.store.get(keys.vm_status(vm))
-        st = decode(VmStatus, json.loads(kv.value)) if kv else None
-        return st if st is not None and st.node == self.spec.name else None
+        kv = self.store.get(keys.vm_status(self.spec.name, vm))
+        return decode(VmStatus, json.loads(kv.value)) if kv else None
 
     def _report(self, vm: str, phase: VmPhase, message: str = "", fresh: DomainStats | None = None) -> None:
         """Status is written only while the assignment exists, so a deleted VM never comes back.
@@ -253,6 +252,6 @@ class VmReconciler:
         status = VmStatus(phase, self.spec.name, message, time.time(),
                           stats.cpu_time_ns if stats else 0, stats.memory_used_mib if stats else 0)
         res: TxnResult = self.store.txn([Compare(keys.assign(self.spec.name, vm), "create", ">", 0)],
-                                        [Put(keys.vm_status(vm), dumps(status))])
+                                        [Put(keys.vm_status(self.spec.name, vm), dumps(status))])
         if res.succeeded:
             self._reported[vm] = status

@@ -90,7 +90,8 @@ def restart_elsewhere(store: Store, cache: ClusterCache, failed: str, items: lis
         txn.puts += [Put(keys.vm_placement(name), dumps(record)),
                      Delete(keys.assign(failed, name)),
                      Put(keys.assign(d.node, name), assignment_bytes(dumps(spec), d.qos, d.reserved, epoch)),
-                     Put(keys.vm_status(name), dumps(status))]
+                     Delete(keys.vm_status(failed, name)),
+                     Put(keys.vm_status(d.node, name), dumps(status))]
         out.append(Restarted(name, d.node, epoch))
     if not any(isinstance(r, Restarted) for r in out):
         return out

@@ -441,7 +441,7 @@ class Scheduler:
                 compares.append(Compare(keys.alloc(node), "mod", "==", view_alloc[1]))
                 reads.append(keys.alloc(node))
                 ops += [Put(keys.alloc(node), dumps(view_alloc[0].without(name))),
-                        Delete(keys.assign(node, name))]
+                        Delete(keys.assign(node, name)), Delete(keys.vm_status(node, name))]
             if spec.placement_group:
                 g = self.cache.groups.get(spec.placement_group)
                 if g is not None:

@@ -7,20 +7,19 @@ role whose permissions are key ranges.
 - The API/scheduler replicas hold `vdcos-control` (every key under /vdcos/) and `root` too: a
   host that joins (`vdcos join`) gets its etcd user and role from the replica that certifies it
   (the replicas hold the datacenter's CA key for that, as kubeadm's control plane does).
-- Each node agent holds its own role: it reads what it runs from (config, nodes, allocations,
-  assignments, VMs, migrations, groups, networks, ports, bindings, volumes, snapshots, pools)
-  and writes its own node's records and pools, and the records its work changes. It cannot
-  write another node's spec or status (where its hypervisor and tunnel addresses are: the
-  address a migration goes to) or pools; nor tokens, projects, quotas, QoS policies, the
-  scheduler's configuration, locks, HA records, rebalances or the audit log; nor read tokens,
-  projects, quotas or the audit log.
+- Each node agent holds its own role: it reads what it runs from (config, nodes, its own
+  allocation and assignments, VMs, migrations, networks, ports, bindings, volumes, snapshots,
+  pools) and writes its own node's records, pools and VM statuses (/vdcos/vm-status/<node>/),
+  and the records its work changes: migrations (progress and the outcome it reports, which the
+  control plane applies), port bindings, volumes' and snapshots' files. It writes no VM spec,
+  placement, assignment or allocation, nor any group: those are the control plane's. It
+  cannot write another node's spec or status (where its hypervisor and tunnel addresses are:
+  the address a migration goes to), pools or VM statuses; nor tokens, projects, quotas, QoS
+  policies, the scheduler's configuration, locks, HA records, rebalances or the audit log; nor
+  read another node's allocation or assignments, tokens, projects, quotas or the audit log.
 
-What the key layout does not yet allow (vdcos/security/README.md): a VM's status is under the
-VM (/vdcos/vms/<vm>/status), not under its node, and the source agent completes a live
-migration itself, moving the VM's placement, assignment and allocations in one transaction; so
-a node's role still writes /vdcos/vms/, /vdcos/alloc/ and /vdcos/assign/ for every VM.
-
-Pure: the roles as data, and etcdctl's commands for them (state/etcd_server.py runs them)."""
+Pure: the roles as data; EtcdStore.add_access makes them through etcd's Auth API, for `vdcos up`
+(EtcdCluster.enable_access) and for a host that joins alike."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from vdcos.state import keys
 
 ROOT_USER = "root"
+ROOT_ROLE = "root"  # etcd's own: every key and etcd's users and roles; it exists without being made
 CONTROL_ROLE = "vdcos-control"
 
 
@@ -62,29 +62,17 @@ def node_grants(node: str) -> tuple[Grant, ...]:
     return (
         _r(keys.CONFIG, prefix=False), _r(keys.POLICIES), _r(keys.NODES), _r(keys.NETWORKS), _r(keys.PORTS),
         _rw(f"{keys.NODES}{node}/"), _rw(f"{keys.POOLS}{node}/"), _r(keys.POOLS),
-        _rw(keys.VMS), _rw(keys.ALLOC), _rw(keys.ASSIGN), _rw(keys.GROUPS), _rw(keys.MIGRATIONS),
-        _rw(keys.ACTIVE_MIGRATIONS, prefix=False), _rw(keys.BINDINGS), _rw(keys.VOLUMES), _rw(keys.SNAPSHOTS),
+        _r(keys.VMS), _rw(keys.vm_status_prefix(node)), _r(keys.alloc(node), prefix=False),
+        _r(keys.assign_prefix(node)), _rw(keys.MIGRATIONS), _rw(keys.BINDINGS), _rw(keys.VOLUMES),
+        _rw(keys.SNAPSHOTS),
     )
 
 
-def commands(control_users: list[str], nodes: list[str], admin: str) -> list[list[str]]:
-    """etcdctl's arguments that set the roles up and turn authentication on, in order. Run
-    against a cluster without auth; each is idempotent when its "already exists" is ignored."""
-    out: list[list[str]] = [["user", "add", ROOT_USER, "--no-password"], ["user", "grant-role", ROOT_USER, "root"],
-                            ["user", "add", admin, "--no-password"], ["user", "grant-role", admin, "root"],
-                            ["role", "add", CONTROL_ROLE]]
-    out += [_grant(CONTROL_ROLE, g) for g in CONTROL]
+def setup(control_users: list[str], nodes: list[str], admin: str) -> list[tuple[str, str, tuple[Grant, ...]]]:
+    """Who holds which role, with the role's key ranges, in the order EtcdStore.enable_access
+    makes them: etcd wants its root user first."""
+    out: list[tuple[str, str, tuple[Grant, ...]]] = [(ROOT_USER, ROOT_ROLE, ()), (admin, ROOT_ROLE, ())]
     for u in control_users:
-        out += [["user", "add", u, "--no-password"], ["user", "grant-role", u, CONTROL_ROLE],
-                ["user", "grant-role", u, "root"]]
-    for n in nodes:
-        user, role = node_user(n), node_role(n)
-        out += [["role", "add", role], *(_grant(role, g) for g in node_grants(n)),
-                ["user", "add", user, "--no-password"], ["user", "grant-role", user, role]]
-    out.append(["auth", "enable"])
+        out += [(u, CONTROL_ROLE, CONTROL), (u, ROOT_ROLE, ())]
+    out += [(node_user(n), node_role(n), node_grants(n)) for n in nodes]
     return out
-
-
-def _grant(role: str, g: Grant) -> list[str]:
-    return ["role", "grant-permission", role, *(["--prefix=true"] if g.prefix else []),
-            "readwrite" if g.write else "read", g.key]

@@ -106,7 +106,9 @@ class EtcdStore:
 
         The user authenticates by its certificate alone; etcd 3.4's gRPC API asks a password of
         a new user, so it gets 32 random bytes that nobody keeps."""
-        calls: list[tuple[Callable[..., Any], Any]] = [(self._auth.RoleAdd, etcdrpc.AuthRoleAddRequest(name=role))]
+        calls: list[tuple[Callable[..., Any], Any]] = []
+        if role != access.ROOT_ROLE:
+            calls.append((self._auth.RoleAdd, etcdrpc.AuthRoleAddRequest(name=role)))
         for g in grants:
             end = prefix_end(g.key).encode() if g.prefix else b""
             perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE if g.write else auth_pb2.Permission.READ,
@@ -117,9 +119,16 @@ class EtcdStore:
         for fn, req in calls:
             try:
                 self._call(fn, req, resend=False)
-            except grpc.RpcError as e:
-                if "already exists" not in (e.details() or ""):
-                    raise StoreError(f"etcd auth {type(req).__name__}: {e.details()}") from e
+            except StoreError as e:
+                if "already exists" not in str(e):
+                    raise StoreError(f"etcd auth {type(req).__name__}: {e}") from e
+
+    def enable_access(self, control_users: list[str], nodes: list[str], admin: str) -> None:
+        """etcd's role-based access (state/access.py) made, then turned on: from then on etcd
+        checks every request against its user's roles. Run as `admin` on an etcd without it."""
+        for user, role, grants in access.setup(control_users, nodes, admin):
+            self.add_access(user, role, grants)
+        self._call(self._auth.AuthEnable, etcdrpc.AuthEnableRequest(), resend=False)
 
     def _call(self, fn: Callable[..., Any], req: Any, resend: bool = True, timeout: float = 0.0) -> Any:
         """One request, sent again while etcd has no leader (or, if `resend`, after any

@@ -13,7 +13,7 @@ from typing import Callable
 
 from vdcos.process import stop_pid
 from vdcos.security.pki import TlsFiles
-from vdcos.state import access
+from vdcos.state.etcd import EtcdStore
 
 ETCD_BIN = shutil.which("etcd") or "/usr/bin/etcd"
 # Go's garbage collector in etcd, unless the environment sets GOGC. A transaction that overlaps a
@@ -214,15 +214,13 @@ class EtcdCluster:
         return None
 
     def enable_access(self, operator: TlsFiles, control_users: list[str], nodes: list[str], admin: str) -> None:
-        """etcd's role-based access on (state/access.py), set up with etcdctl as `operator`,
-        whose certificate's CN is `admin` (it gets etcd's root role)."""
-        assert operator.cert is not None and operator.key is not None
-        base = ["etcdctl", f"--endpoints={self.endpoint}", f"--cacert={operator.ca}", f"--cert={operator.cert}",
-                f"--key={operator.key}", "--command-timeout=10s"]
-        for args in access.commands(control_users, nodes, admin):
-            p = subprocess.run([*base, *args], capture_output=True, text=True, timeout=30)
-            if p.returncode != 0 and "already" not in p.stderr:
-                raise RuntimeError(f"etcdctl {' '.join(args)}: {p.stderr.strip()}")
+        """etcd's role-based access on (state/access.py), set up through etcd's Auth API as
+        `operator`, whose certificate's CN is `admin` (it gets etcd's root role)."""
+        store = EtcdStore(self.endpoint, tls=operator)
+        try:
+            store.enable_access(control_users, nodes, admin)
+        finally:
+            store.close()
 
     def restart(self, member: EtcdServer, timeout: float = 30.0) -> None:
         member.launch()

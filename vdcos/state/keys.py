@@ -11,6 +11,7 @@ NODES = ROOT + "nodes/"
 ALLOC = ROOT + "alloc/"
 GROUPS = ROOT + "groups/"
 VMS = ROOT + "vms/"
+VM_STATUSES = ROOT + "vm-status/"
 ASSIGN = ROOT + "assign/"
 MIGRATIONS = ROOT + "migrations/"
 ACTIVE_MIGRATIONS = ROOT + "migrations-active"
@@ -73,8 +74,15 @@ def vm_placement(vm: str) -> str:
     return f"{VMS}{vm}/placement"
 
 
-def vm_status(vm: str) -> str:
-    return f"{VMS}{vm}/status"
+def vm_status_prefix(node: str) -> str:
+    return f"{VM_STATUSES}{node}/"
+
+
+def vm_status(node: str, vm: str) -> str:
+    """What `node`'s agent says of a VM placed there. Under the node, not the VM, so that each
+    agent's etcd role writes its own VMs' statuses and nothing else about any VM; a VM's status
+    is the one under its placement's node."""
+    return f"{VM_STATUSES}{node}/{vm}"
 
 
 def vm_migration(vm: str) -> str:
