@@ -316,6 +316,32 @@ def test_network_and_volume_quotas_and_an_empty_project_goes(dc: Dc) -> None:
         wait_until(refused, timeout=10, every=0.2)
 
 
+def test_placement_groups_are_per_project(dc: Dc) -> None:
+    """Two projects' groups of one name are two groups: red's hard anti-affinity "db" fills every
+    host, and blue's "db" still places, neither constraining nor revealing the other."""
+    def in_db(name: str) -> vm_pb.CreateVmRequest:
+        req = vm(name)
+        req.spec.placement_group, req.spec.group_policy = "db", pb.AFFINITY_POLICY_ANTI_AFFINITY
+        return req
+
+    dc.project("gr-red")
+    dc.project("gr-blue")
+    with dc.token_client(dc.token("gr-red", "member")) as red, \
+            dc.token_client(dc.token("gr-blue", "member")) as blue:
+        nodes = {red.vms.CreateVm(in_db(f"red-db-{i}")).vm.placement.node for i in range(3)}
+        assert len(nodes) == 3  # one per host: the group is hard anti-affinity
+        e = error_of(red.vms.CreateVm, in_db("red-db-3"))
+        assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "anti-affinity" in (e.details() or "")
+        got = blue.vms.CreateVm(in_db("blue-db-0")).vm
+        assert got.spec.placement_group == "db" and got.spec.project == "gr-blue"
+        assert red.vms.GetVm(vm_pb.GetVmRequest(name="red-db-0")).vm.spec.placement_group == "db"
+        groups = {kv.key for kv in dc.store.get_prefix(keys.GROUPS)[0]}
+        assert {keys.group("gr-red/db"), keys.group("gr-blue/db")} <= groups and keys.group("db") not in groups
+        for name in ("red-db-0", "red-db-1", "red-db-2"):
+            red.vms.DeleteVm(vm_pb.DeleteVmRequest(name=name))
+        blue.vms.DeleteVm(vm_pb.DeleteVmRequest(name="blue-db-0"))
+
+
 def test_snapshots_count_against_disk_and_their_own_quota(dc: Dc) -> None:
     """As Cinder's `gigabytes` and `snapshots`: a snapshot holds as much disk as its volume, so a
     project cannot fill a pool through snapshots its disk quota does not see."""

@@ -88,7 +88,7 @@ def ha_from_pb(m: pb.HaSettings) -> HaSettings:
 def vm_spec_to_pb(s: VmSpec, out: pb.VmSpec | None = None) -> pb.VmSpec:
     m = pb.VmSpec() if out is None else out
     m.name, m.qos_policy, m.placement_group, m.group_policy, m.image, m.project = (
-        s.name, s.qos_policy, s.placement_group, AFF_TO_PB[s.group_policy], s.image, s.project)
+        s.name, s.qos_policy, s.group_in_project, AFF_TO_PB[s.group_policy], s.image, s.project)
     resources_to_pb(s.resources, m.resources)
     if s.node_selector:
         m.node_selector.update(dict(s.node_selector))

@@ -20,7 +20,8 @@ class PlacementServicer(place_grpc.PlacementServiceServicer):
         if not 0 <= request.limit <= 1000:
             violations.append(("limit", f"must be between 0 and 1000, got {request.limit}"))
         validate.check(violations)
-        ex = self.ops.explain(convert.vm_spec_from_pb(request.spec), request.request_id, request.limit or 10)
+        spec = convert.vm_spec_from_pb(request.spec)
+        ex = self.ops.explain(spec.in_project(spec.project), request.request_id, request.limit or 10)
         return place_pb.ExplainPlacementResponse(
             placeable=ex.decision is not None, chosen_node=ex.decision.node if ex.decision else "",
             candidates=[convert.candidate_to_pb(c) for c in ex.candidates],

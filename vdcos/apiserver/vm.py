@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import AsyncIterator
 
 from vdcos.apiserver import convert, scope, validate
@@ -36,8 +35,7 @@ def _create_request(request: vm_pb.CreateVmRequest | vm_pb.CreateVmsRequest) -> 
 
 def _owned(spec: VmSpec) -> VmSpec:
     """The spec with the project the caller may create it in (scope.py)."""
-    project = scope.current().owner(spec.project)
-    return spec if project == spec.project else replace(spec, project=project)
+    return spec.in_project(scope.current().owner(spec.project))
 
 
 def _batch_create_request(request: vm_pb.BatchCreateVmsRequest) -> list[VmSpec]:

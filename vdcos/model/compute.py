@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bisect
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vdcos.model.ha import HaSettings
 from vdcos.model.migration import RebalanceMode
@@ -105,6 +105,8 @@ class VmSpec:
     name: str
     resources: Resources
     qos_policy: str = ""
+    # A project's VM names its group within its project: stored as "<project>/<group>" (see
+    # in_project), so two projects' groups of one name never constrain or reveal each other.
     placement_group: str = ""
     group_policy: AffinityPolicy = AffinityPolicy.NONE
     node_selector: Pairs = ()
@@ -117,6 +119,22 @@ class VmSpec:
     @property
     def policy_name(self) -> str:
         return self.qos_policy or DEFAULT_POLICY.name
+
+    def in_project(self, project: str) -> VmSpec:
+        """The spec owned by `project`, its placement group that project's. (An API name has
+        no "/", so a cluster VM's group is never a project's.)"""
+        group = self.placement_group
+        if project and group and not group.startswith(f"{project}/"):
+            group = f"{project}/{group}"
+        return self if (project, group) == (self.project, self.placement_group) else replace(
+            self, project=project, placement_group=group)
+
+    @property
+    def group_in_project(self) -> str:
+        """The placement group as its project names it (in_project's inverse)."""
+        prefix = f"{self.project}/"
+        return self.placement_group[len(prefix):] if self.project and self.placement_group.startswith(prefix) \
+            else self.placement_group
 
 
 @dataclass(frozen=True, slots=True)
