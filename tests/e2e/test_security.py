@@ -141,6 +141,16 @@ def test_a_project_from_the_cli_with_its_quota(dc: Path) -> None:
     assert p.returncode == 1 and "PERMISSION_DENIED" in p.stderr and "in project acme" in p.stderr
     shown = vdcos(dc, "--token", secret, "quota", "show", "acme").stdout
     assert "vms" in shown and " 2 " in shown
+    # A certificate credential (Incus's restricted certificates): the owner has a reader's key,
+    # made on this side, certified; the certificate reads the project's VMs and changes nothing.
+    made = jq(dc, "--token", str(owner["token"]), "token", "create", "robot", "--role", "reader",
+              "--certificate", str(dc / "robot"))
+    assert isinstance(made, dict) and made["certificate"] and made["project"] == "acme"
+    assert (Path(str(made["key"])).stat().st_mode & 0o777) == 0o600
+    robot = ("--cert", str(made["cert"]), "--key", str(made["key"]))
+    assert {v["spec"]["name"] for v in jq(dc, *robot, "vm", "list")["vms"]} == {"acme-1", "acme-2"}  # type: ignore[index]
+    p = vdcos(dc, *robot, "vm", "delete", "acme-1", check=False)
+    assert p.returncode == 1 and "PERMISSION_DENIED" in p.stderr and "reader in project acme" in p.stderr
     p = vdcos(dc, "project", "delete", "acme", check=False)
     assert p.returncode == 1 and "FAILED_PRECONDITION" in p.stderr and "2 vms" in p.stderr
     for name in ("acme-1", "acme-2"):
@@ -149,6 +159,7 @@ def test_a_project_from_the_cli_with_its_quota(dc: Path) -> None:
     # Its tokens went with it (each replica rereads a token within 2 s).
     wait_until(lambda: "UNAUTHENTICATED" in vdcos(dc, "--token", secret, "vm", "list", check=False).stderr,
                timeout=15, every=0.5)
+    assert "UNAUTHENTICATED" in vdcos(dc, *robot, "vm", "list", check=False).stderr  # its certificate too
 
 
 def test_login_keeps_a_token_per_datacenter(dc: Path, tmp_path: Path) -> None:

@@ -11,16 +11,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import grpc
 import pytest
+from cryptography import x509
 from google.rpc import error_details_pb2
 
 from vdcos.apiserver.server import SchedulerServer, create_server
 from vdcos.cli.client import Client
 from vdcos.model import Quota, Resources, decode
-from vdcos.security.pki import Authority, Identity, TlsFiles
+from vdcos.security.pki import Authority, Identity, TlsFiles, key_pem, new_key, signing_request
 from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
 from vdcos.v1 import migration_service_pb2 as mig_pb
@@ -61,7 +63,7 @@ class Dc:
 def dc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dc]:
     base = tmp_path_factory.mktemp("projects")
     with secure_etcd(base, "projects") as (ca, etcd, store, replica):
-        servers = [create_server("127.0.0.1:0", store, tls=replica) for _ in range(2)]
+        servers = [create_server("127.0.0.1:0", store, tls=replica, authority=ca) for _ in range(2)]
         admin = Client(f"127.0.0.1:{servers[0].mtls_port}", ca.issue(Identity("user", "admin")))
         agents = []
         try:
@@ -340,6 +342,45 @@ def test_placement_groups_are_per_project(dc: Dc) -> None:
         for name in ("red-db-0", "red-db-1", "red-db-2"):
             red.vms.DeleteVm(vm_pb.DeleteVmRequest(name=name))
         blue.vms.DeleteVm(vm_pb.DeleteVmRequest(name="blue-db-0"))
+
+
+def test_a_certificate_credential_holds_its_project_role_until_revoked(dc: Dc, tmp_path: Path) -> None:
+    """As Incus's restricted client certificates: a project's owner has a member's key certified
+    (the key never leaves its holder); the certificate, for client use only, acts as that role in
+    that project on every replica, and counts no more once revoked."""
+    dc.project("crt")
+    key = new_key()
+    with dc.token_client(dc.token("crt", "owner")) as owner:
+        for req, field in ((tok_pb.CreateTokenRequest(name="ci", role="member", csr_pem="not a request"), "csr_pem"),
+                           (tok_pb.CreateTokenRequest(name="ci", role="member", csr_pem="x", ttl_seconds=400 * 86400),
+                            "ttl_seconds")):
+            e = error_of(owner.tokens.CreateToken, req)
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and field in (e.details() or "")
+        r = owner.tokens.CreateToken(tok_pb.CreateTokenRequest(
+            name="ci", role="member", ttl_seconds=3600,
+            csr_pem=signing_request(key, Identity("user", "admin")).decode()))  # asks to be admin: ignored
+        assert (r.secret, r.token.certificate, r.token.project, r.token.role) == ("", True, "crt", "member")
+        cert = x509.load_pem_x509_certificate(r.certificate_pem.encode())
+        assert Identity.of(r.certificate_pem.encode()) == Identity("cred", r.token.accessor)
+        assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+            x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]  # no client takes its holder for a server
+        with pytest.raises(x509.ExtensionNotFound):
+            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        (tmp_path / "ci.pem").write_bytes(r.certificate_pem.encode())
+        (tmp_path / "ci-key.pem").write_bytes(key_pem(key))
+        files = TlsFiles(dc.ca.cert_path, tmp_path / "ci.pem", tmp_path / "ci-key.pem")
+        with Client(f"127.0.0.1:{dc.servers[1].mtls_port}", files) as member:
+            got = member.vms.CreateVm(vm("crt-1")).vm
+            assert got.spec.project == "crt"
+            assert {v.spec.project for v in member.vms.ListVms(vm_pb.ListVmsRequest()).vms} == {"crt"}
+            e = error_of(member.tokens.ListTokens, tok_pb.ListTokensRequest())
+            assert e.code() == grpc.StatusCode.PERMISSION_DENIED and "member in project crt" in (e.details() or "")
+            member.vms.DeleteVm(vm_pb.DeleteVmRequest(name="crt-1"))
+            owner.tokens.RevokeToken(tok_pb.RevokeTokenRequest(accessor=r.token.accessor))
+
+            def refused() -> bool:
+                return code_of(member.vms.ListVms, vm_pb.ListVmsRequest()) == grpc.StatusCode.UNAUTHENTICATED
+            wait_until(refused, timeout=10, every=0.2)
 
 
 def test_snapshots_count_against_disk_and_their_own_quota(dc: Dc) -> None:

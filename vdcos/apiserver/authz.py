@@ -192,8 +192,23 @@ class Authorizer:
             return None
         return got[0]
 
+    def looks_up(self, cert_pem: bytes | None, bearer: str | None) -> bool:
+        """Whether deciding on these credentials reads a credential's record (from etcd, at
+        most once per TokenLookup's period): a bearer token, or a credential's certificate."""
+        if cert_pem is None:
+            return bool(bearer)
+        who = self.identity(cert_pem)
+        return who is not None and who.kind == "cred"
+
     def principal(self, cert_pem: bytes | None, bearer: str | None) -> Principal:
         who = self.identity(cert_pem)
+        if who is not None and who.kind == "cred":
+            # A credential's certificate: its record says the role and project, and whether it
+            # still stands (revoked or expired: the certificate no longer counts).
+            rec = self.tokens(who.name)
+            if rec is None or not rec.certificate or not rec.usable(time.time()):
+                raise Denied(grpc.StatusCode.UNAUTHENTICATED, "the certificate's credential is revoked or expired")
+            return Principal(f"cert:{rec.accessor}({rec.name})", rec.role, rec.project)
         if who is not None:
             return Principal(who.common_name, self.bindings.get(who))
         if cert_pem:
@@ -246,7 +261,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         handler = await continuation(details)
         if handler is None or details.method in PUBLIC:
             return handler
-        method, check = details.method, self.authorizer.check
+        method, check, looks_up = details.method, self.authorizer.check, self.authorizer.looks_up
         rule = RULES.get(method)
         audit = self.audit if rule is not None and not rule.reads else None
 
@@ -258,7 +273,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         async def authorize(context: grpc.aio.ServicerContext, request: Any) -> Principal | None:
             cert, bearer = _credentials(context)
             try:
-                if cert is None and bearer:  # a token's record may be read from etcd: off the loop
+                if looks_up(cert, bearer):  # a credential's record may be read from etcd: off the loop
                     who = await asyncio.to_thread(check, method, cert, bearer)
                 else:
                     who = check(method, cert, bearer)

@@ -324,7 +324,7 @@ def ha_event_to_pb(e: HaEvent) -> ha_pb.HaEvent:
 def token_to_pb(r: TokenRecord) -> tok_pb.Token:
     return tok_pb.Token(accessor=r.accessor, name=r.name, role=r.role, created_at=ts(r.created_at),
                         expires_at=ts(r.expires_at) if r.expires_at else None, revoked=r.revoked,
-                        project=r.project)
+                        project=r.project, certificate=r.certificate)
 
 
 def project_to_pb(p: Project) -> proj_pb.Project:

@@ -1,8 +1,11 @@
 """TokenService: bearer tokens made, listed and revoked by cluster admins (any token) and by a
 project's owners (their project's), kept in etcd as their records (the secret's SHA-256, never
-the secret); and the lookup the authorizer uses."""
+the secret); and the lookup the authorizer uses. A credential may be a client certificate
+instead (`csr_pem`), as Incus restricts client certificates to projects: the replica signs the
+holder's key for `cred:<accessor>`, and the record gives it its role and project."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -11,7 +14,8 @@ from vdcos.apiserver.common import Ctx, blocking, check_name
 from vdcos.apiserver.convert import token_to_pb
 from vdcos.apiserver.operations import Operations
 from vdcos.apiserver.status import rpc
-from vdcos.errors import AlreadyExists, NotFound
+from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound
+from vdcos.security.pki import Identity
 from vdcos.security.tokens import CLUSTER_ROLES, PROJECT_ROLES, TokenRecord, mint, valid_accessor
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
@@ -24,6 +28,7 @@ from vdcos.v1 import token_service_pb2_grpc as tok_grpc
 FRESH_S = 2.0
 MAX_TTL_S = 10 * 365 * 86400
 BOOTSTRAP_MAX_TTL_S = 86400  # a host's way in: short-lived, as kubeadm's (24 h by default)
+MAX_CERT_DAYS = 365  # a certificate credential always expires: its holder asks for a new one
 
 
 class TokenLookup:
@@ -52,6 +57,7 @@ class TokenLookup:
 class TokenServicer(tok_grpc.TokenServiceServicer):
     def __init__(self, ops: Operations) -> None:
         self.store = ops.store
+        self.ops = ops
 
     @rpc
     async def CreateToken(self, request: tok_pb.CreateTokenRequest, context: Ctx) -> tok_pb.CreateTokenResponse:
@@ -69,8 +75,14 @@ class TokenServicer(tok_grpc.TokenServiceServicer):
                                        f"{request.ttl_seconds}"))
         elif not 0 <= request.ttl_seconds <= MAX_TTL_S:
             out.append(("ttl_seconds", f"must be between 0 (never expires) and {MAX_TTL_S}, got {request.ttl_seconds}"))
+        if request.csr_pem and request.role == "bootstrap":
+            out.append(("csr_pem", "a bootstrap credential is a token: a host gets its certificate by joining"))
+        if request.csr_pem and request.ttl_seconds > MAX_CERT_DAYS * 86400:
+            out.append(("ttl_seconds", f"a certificate credential lasts at most {MAX_CERT_DAYS} days"))
         validate.check(out)
-        rec, secret = mint(request.name, request.role, time.time(), float(request.ttl_seconds), project)
+        ttl = float(request.ttl_seconds or (MAX_CERT_DAYS * 86400 if request.csr_pem else 0))
+        rec, secret = mint(request.name, request.role, time.time(), ttl, project, certificate=bool(request.csr_pem))
+        cert = self._certify(request.csr_pem, rec.accessor, ttl) if request.csr_pem else b""
 
         def attempt(reads: Reads) -> Write[None]:
             key = keys.token(rec.accessor)  # 48 random bits: a clash is refused, never overwritten
@@ -80,7 +92,23 @@ class TokenServicer(tok_grpc.TokenServiceServicer):
                 raise NotFound(f"project {project!r} not found")
             return Write(None, [Put(key, rec.to_bytes())])
         await blocking(read_modify_write, self.store, attempt, f"token {rec.accessor}")
-        return tok_pb.CreateTokenResponse(token=token_to_pb(rec), secret=secret)
+        ca = self.ops.authority.cert_path.read_text() if cert and self.ops.authority is not None else ""
+        return tok_pb.CreateTokenResponse(token=token_to_pb(rec), secret=secret, certificate_pem=cert.decode(),
+                                          ca_pem=ca)
+
+    def _certify(self, csr_pem: str, accessor: str, ttl_s: float) -> bytes:
+        """The holder's key signed for `cred:<accessor>`, for client use, expiring with the
+        record (rounded up to a day: the record's expiry is the one that counts)."""
+        authority = self.ops.authority
+        if authority is None:
+            raise FailedPrecondition("this API replica holds no CA key to issue a certificate with (started without "
+                                     "--ca-dir); ask for a token instead")
+        try:
+            return authority.sign(csr_pem.encode(), Identity("cred", accessor), days=max(1, math.ceil(ttl_s / 86400)),
+                                  client_only=True)
+        except ValueError as e:
+            validate.check([("csr_pem", str(e)[:300])])
+            raise  # not reached: check raised
 
     @rpc
     async def ListTokens(self, request: tok_pb.ListTokensRequest, context: Ctx) -> tok_pb.ListTokensResponse:

@@ -121,6 +121,9 @@ def connect(args: argparse.Namespace) -> Client:
     context's from `vdcos login`) to the replicas' token addresses, else the local operator's
     certificate to their mutual-TLS ones. The order: cli/credentials.py."""
     dc = localdc.LocalDatacenter.load(Path(args.home))
+    cert = getattr(args, "cert", None) or os.environ.get("VDCOS_CERT")
+    if cert and not args.insecure:
+        return _by_certificate(args, dc, Path(cert))
     ctx = None if args.insecure else selected_context(args, local_dc_up=dc is not None)
     if ctx is not None:
         server = args.server or os.environ.get("VDCOS_SERVER") or ",".join(ctx.api)
@@ -143,6 +146,20 @@ def connect(args: argparse.Namespace) -> Client:
     if args.server or os.environ.get("VDCOS_SERVER") or dc is None:
         return Client(_server_addr(args, dc), tls=tls)
     return Client(dc.api_mtls or dc.scheduler, tls=tls)
+
+
+def _by_certificate(args: argparse.Namespace, dc: localdc.LocalDatacenter | None, cert: Path) -> Client:
+    """A client proving itself with a certificate from the datacenter CA (a credential's), on a
+    mutual-TLS address."""
+    key = Path(getattr(args, "key", None) or os.environ.get("VDCOS_KEY") or cert.with_name(cert.stem + "-key.pem"))
+    ca = args.ca or os.environ.get("VDCOS_CA") or (dc.ca if dc is not None else "")
+    for flag, path in (("--cert", cert), ("--key", key), ("--ca", Path(ca) if ca else None)):
+        if path is None or not path.is_file():
+            raise UsageError(f"{flag}: no file {path or '(none given, and no local datacenter)'}")
+    server = args.server or os.environ.get("VDCOS_SERVER") or (dc.api_mtls if dc is not None else "")
+    if not server:
+        raise UsageError("--server: a mutual-TLS address of the API (cluster.json's `api_mtls`)")
+    return Client(server.split(","), tls=TlsFiles(Path(ca), cert, key))
 
 
 def when(ts: object) -> str:

@@ -3,8 +3,9 @@ a token against a datacenter's API and keeps it with the API's addresses and its
 (a context); `vdcos context list | use`; `vdcos logout`. The file is `$VDCOS_CONFIG`, else
 `~/.config/vdcos/config.json`, readable by its owner only (it holds bearer secrets).
 
-Which credentials a command uses, first found wins: the flags and their variables (`--server`,
-`--ca`, `--token`; VDCOS_SERVER, VDCOS_CA, VDCOS_TOKEN); the context named by `--context`
+Which credentials a command uses, first found wins: a certificate credential (`--cert`,
+`--key`; VDCOS_CERT, VDCOS_KEY); the flags and their variables (`--server`, `--ca`, `--token`;
+VDCOS_SERVER, VDCOS_CA, VDCOS_TOKEN); the context named by `--context`
 (VDCOS_CONTEXT); the local datacenter under --home, whose operator is admin by certificate; the
 file's current context."""
 from __future__ import annotations

@@ -25,6 +25,10 @@ def parser() -> argparse.ArgumentParser:
                                  "else the local datacenter's (cluster.json's `ca`)")
     ap.add_argument("--token", help="a bearer token (vdcos token create) to call the API with; default "
                                     "$VDCOS_TOKEN, else the local operator's certificate")
+    ap.add_argument("--cert", help="a client certificate (vdcos token create --certificate) to call the API with, "
+                                   "on a mutual-TLS address (--server; else the local datacenter's); default "
+                                   "$VDCOS_CERT")
+    ap.add_argument("--key", help="its key; default $VDCOS_KEY, else the certificate's name with -key.pem")
     ap.add_argument("--context", help="a datacenter logged in to (`vdcos login`); default $VDCOS_CONTEXT, else "
                                       "the local datacenter, else the current context")
     ap.add_argument("--insecure", action="store_true",

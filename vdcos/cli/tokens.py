@@ -1,14 +1,18 @@
 """`vdcos token create | list | revoke`: bearer tokens for callers without a certificate from
 the datacenter CA (users, service accounts, outside tools). Cluster admins make any; a project's
-owners make, list and revoke their project's."""
+owners make, list and revoke their project's. `--certificate DIR` makes the credential a client
+certificate instead: its key is made here and never leaves DIR."""
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from google.protobuf import json_format
 
+from vdcos.cli.client import Client
 from vdcos.cli.common import Subparsers, UsageError, connect, emit, table, when
+from vdcos.security.pki import Identity, key_pem, new_key, signing_request, write_private, write_public
 from vdcos.security.tokens import CLUSTER_ROLES, PROJECT_ROLES
 from vdcos.v1 import token_service_pb2 as tok_pb
 
@@ -26,6 +30,8 @@ def seconds(text: str) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     with connect(args) as c:
+        if args.token_command == "create" and args.certificate:
+            return _create_certificate(c, args)
         if args.token_command == "create":
             r = c.tokens.CreateToken(tok_pb.CreateTokenRequest(
                 name=args.name, role=args.role, project=args.project or "",
@@ -53,6 +59,31 @@ def cmd_token(args: argparse.Namespace) -> int:
         return 0
 
 
+def _create_certificate(c: Client, args: argparse.Namespace) -> int:
+    """A certificate credential: the key made and kept in DIR (0600), the certificate and the CA
+    written beside it, ready for `vdcos --cert DIR/NAME.pem --key DIR/NAME-key.pem`."""
+    folder = Path(args.certificate)
+    key = new_key()
+    csr = signing_request(key, Identity("cred", args.name))
+    r = c.tokens.CreateToken(tok_pb.CreateTokenRequest(
+        name=args.name, role=args.role, project=args.project or "", ttl_seconds=seconds(args.ttl or "0"),
+        csr_pem=csr.decode()), timeout=args.timeout)
+    paths = {"cert": folder / f"{args.name}.pem", "key": folder / f"{args.name}-key.pem", "ca": folder / "ca.pem"}
+    write_private(paths["key"], key_pem(key))
+    write_public(paths["cert"], r.certificate_pem.encode())
+    write_public(paths["ca"], r.ca_pem.encode())
+    if args.output == "json":
+        print(json.dumps({**json_format.MessageToDict(r.token, preserving_proto_field_name=True),
+                          **{k: str(p) for k, p in paths.items()}}, indent=2))
+    else:
+        role = f"{r.token.role} in project {r.token.project}" if r.token.project else r.token.role
+        print(f"certificate credential {r.token.accessor} for {r.token.name} (role {role}, expires "
+              f"{when(r.token.expires_at)})\n  certificate {paths['cert']}\n  key         {paths['key']} (yours alone)\n"
+              f"  CA          {paths['ca']}\nuse: vdcos --cert {paths['cert']} --key {paths['key']} --ca {paths['ca']} "
+              "--server <an api_mtls address of cluster.json> ...")
+    return 0
+
+
 def register(sub: Subparsers) -> None:
     tok = sub.add_parser("token", help="bearer tokens for users and service accounts (admins; owners of a project)")
     tsub = tok.add_subparsers(dest="token_command", required=True)
@@ -64,7 +95,10 @@ def register(sub: Subparsers) -> None:
                          "resources) or reader (their gets, lists and watches)")
     cr.add_argument("--project", help="a role in this project (a project's owner: its own)")
     cr.add_argument("--ttl", help="lifetime: 3600, 15m, 24h, 30d (default 0: never expires; a bootstrap token's: "
-                                  "1h, at most 24h)")
+                                  "1h, at most 24h; a certificate's: 365d, at most that)")
+    cr.add_argument("--certificate", metavar="DIR",
+                    help="a client certificate instead of a secret: its key is made in DIR and never leaves it; "
+                         "DIR gets NAME.pem, NAME-key.pem (0600) and ca.pem")
     ls = tsub.add_parser("list", help="every token the caller may see (never their secrets)")
     ls.add_argument("--project", help="only this project's")
     rv = tsub.add_parser("revoke", help="refuse a token from now on")

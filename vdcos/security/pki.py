@@ -2,10 +2,13 @@
 signs a certificate for every etcd member, API/scheduler replica, node agent and operator.
 
 Identities are in the subject, as Kubernetes puts them (CN = who, O = what kind):
-`etcd:NAME`, `scheduler:NAME`, `node:NAME` (the agent of that node) and `user:NAME`, with O
-one of the GROUPS below. Every certificate is for client and server use, for loopback and
+`etcd:NAME`, `scheduler:NAME`, `node:NAME` (the agent of that node), `user:NAME` and
+`cred:ACCESSOR` (a credential's certificate, apiserver/tokens.py), with O one of the GROUPS
+below. The components' certificates are for client and server use, for loopback and
 `localhost`: etcd members use one certificate for both peers and clients, and the uplink of a
-simulated host reaches etcd over a UNIX socket whose TLS name is `localhost`.
+simulated host reaches etcd over a UNIX socket whose TLS name is `localhost`. A credential's
+certificate is for client use only and names no host, so that no client would take its holder
+for a server.
 
 Keys are ECDSA P-256: a TLS handshake signs with the server's key, and P-256 signs ~20 times
 faster than RSA-2048, which counts for clients that connect once per command."""
@@ -26,7 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # The kinds of identity, each a certificate's O.
-GROUPS = {"etcd": "vdcos:etcd", "scheduler": "vdcos:control-plane", "node": "vdcos:nodes", "user": "vdcos:users"}
+GROUPS = {"etcd": "vdcos:etcd", "scheduler": "vdcos:control-plane", "node": "vdcos:nodes", "user": "vdcos:users",
+          "cred": "vdcos:credentials"}
 CA_DAYS = 3650
 LEAF_DAYS = 365
 
@@ -153,10 +157,12 @@ class Authority:
         _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
         return files
 
-    def sign(self, csr_pem: bytes, who: Identity, names: Sequence[str] = (), days: int = LEAF_DAYS) -> bytes:
-        """A certificate for `who` and `names` on the key of a signing request (a host joining:
-        its key never leaves it). Whatever subject the request asks for, the certificate says
-        `who`: the caller decided who that is."""
+    def sign(self, csr_pem: bytes, who: Identity, names: Sequence[str] = (), days: int = LEAF_DAYS,
+             client_only: bool = False) -> bytes:
+        """A certificate for `who` and `names` on the key of a signing request (a host joining, a
+        credential's holder: its key never leaves it). Whatever subject the request asks for, the
+        certificate says `who`: the caller decided who that is. `client_only`: for client use,
+        naming no host."""
         csr = x509.load_pem_x509_csr(csr_pem)
         if not csr.is_signature_valid:
             raise ValueError("the signing request's signature does not match its key")
@@ -165,11 +171,11 @@ class Authority:
             raise ValueError("the signing request's key must be ECDSA or RSA")
         if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
             raise ValueError("an RSA key must have at least 2048 bits")
-        return self._certificate(key, who, _sans(("localhost", "127.0.0.1", *names)), days).public_bytes(
-            serialization.Encoding.PEM)
+        sans = [] if client_only else _sans(("localhost", "127.0.0.1", *names))
+        return self._certificate(key, who, sans, days, client_only).public_bytes(serialization.Encoding.PEM)
 
     def _certificate(self, public_key: CertificatePublicKeyTypes, who: Identity, sans: list[x509.GeneralName],
-                     days: int) -> x509.Certificate:
+                     days: int, client_only: bool = False) -> x509.Certificate:
         if who.kind not in GROUPS:
             raise ValueError(f"unknown identity kind {who.kind!r}; one of {sorted(GROUPS)}")
         now = dt.datetime.now(dt.timezone.utc)
@@ -177,19 +183,21 @@ class Authority:
                              x509.NameAttribute(NameOID.ORGANIZATION_NAME, GROUPS[who.kind])])
         ca_ski = self._cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         assert isinstance(self._key, ec.EllipticCurvePrivateKey)
-        return (x509.CertificateBuilder().subject_name(subject).issuer_name(self._cert.subject)
-                .public_key(public_key).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                             key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
-                                             data_encipherment=False, key_agreement=True, key_cert_sign=False,
-                                             crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-                .sign(self._key, hashes.SHA256()))
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client_only else [ExtendedKeyUsageOID.SERVER_AUTH,
+                                                                        ExtendedKeyUsageOID.CLIENT_AUTH]
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(self._cert.subject)
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                                key_encipherment=isinstance(public_key, rsa.RSAPublicKey),
+                                                data_encipherment=False, key_agreement=True, key_cert_sign=False,
+                                                crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(self._key, hashes.SHA256())
 
     def _still_good(self, pem: bytes, who: Identity, sans: list[x509.GeneralName]) -> bool:
         cert = x509.load_pem_x509_certificate(pem)

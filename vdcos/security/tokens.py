@@ -1,6 +1,8 @@
 """Bearer tokens, as Nomad's ACL tokens: a public accessor id and a secret, of which etcd keeps
 only the SHA-256 (a secret is 32 random bytes: no password to stretch). The bearer string is
-`vdcos.<accessor>.<secret>`, shown once when the token is made.
+`vdcos.<accessor>.<secret>`, shown once when the token is made. A credential may instead be a
+client certificate for `cred:<accessor>` (`certificate`): its record has no secret, and its
+role, project, expiry and revocation work as a token's.
 
 Pure: making, parsing and checking tokens and their records. Where they are kept is the API's
 business (vdcos/apiserver/tokens.py)."""
@@ -30,12 +32,13 @@ class TokenRecord:
     expires_at: float = 0.0  # 0: never
     revoked: bool = False
     project: str = ""  # "": a cluster role; else a role in that project
+    certificate: bool = False  # proven by a certificate for cred:<accessor>, not by a secret
 
     def usable(self, now: float) -> bool:
         return not self.revoked and (not self.expires_at or now < self.expires_at)
 
     def matches(self, secret: str) -> bool:
-        return hmac.compare_digest(self.secret_sha256, _digest(secret))
+        return not self.certificate and hmac.compare_digest(self.secret_sha256, _digest(secret))
 
     def revoke(self) -> TokenRecord:
         return replace(self, revoked=True)
@@ -56,15 +59,18 @@ def valid_accessor(value: str) -> bool:
     return _ACCESSOR.fullmatch(value) is not None
 
 
-def mint(name: str, role: str, now: float, ttl_s: float = 0.0, project: str = "") -> tuple[TokenRecord, str]:
-    """A new token's record and its bearer string (the only copy of the secret)."""
+def mint(name: str, role: str, now: float, ttl_s: float = 0.0, project: str = "",
+         certificate: bool = False) -> tuple[TokenRecord, str]:
+    """A new token's record and its bearer string (the only copy of the secret); with
+    `certificate`, a certificate credential's record and no bearer string."""
     roles = PROJECT_ROLES if project else CLUSTER_ROLES
     if role not in roles:
         raise ValueError(f"role must be one of {', '.join(roles)}")
     accessor = f"tok-{secrets.token_hex(6)}"
-    secret = secrets.token_urlsafe(32)
-    rec = TokenRecord(accessor, _digest(secret), name, role, now, now + ttl_s if ttl_s > 0 else 0.0, project=project)
-    return rec, f"{PREFIX}.{accessor}.{secret}"
+    secret = "" if certificate else secrets.token_urlsafe(32)
+    rec = TokenRecord(accessor, _digest(secret) if secret else "", name, role, now,
+                      now + ttl_s if ttl_s > 0 else 0.0, project=project, certificate=certificate)
+    return rec, f"{PREFIX}.{accessor}.{secret}" if secret else ""
 
 
 def parse_bearer(value: str) -> tuple[str, str] | None:
