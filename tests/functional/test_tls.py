@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import socket
 import subprocess
 import sys
 
 import grpc
 import pytest
 
+from tests.conftest import wait_until
 from vdcos.apiserver.server import create_server
 from vdcos.cli.client import Client
 from vdcos.security.pki import Authority, Identity, TlsFiles
@@ -19,6 +21,14 @@ from vdcos.state.etcd_server import EtcdCluster, EtcdServer
 from vdcos.state.store import StoreError
 from vdcos.v1 import vm_service_pb2 as vm_pb
 from vdcos.v1 import vm_service_pb2_grpc
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -100,6 +110,40 @@ def test_the_api_serves_tls_only(tls_etcd: EtcdServer, ca: Authority) -> None:
     finally:
         server.stop(0)
         store.close()
+
+
+@pytest.mark.parametrize("kind", ["node", "user", "etcd"])
+def test_no_other_certificate_of_the_ca_passes_for_an_api_replica(tls_etcd: EtcdServer, ca: Authority,
+                                                                 kind: str) -> None:
+    """A host's agent, an operator or an etcd member holds a certificate from the same CA that
+    names 127.0.0.1 too; serving the API with it, it is refused by our clients, which check the
+    name only replicas' certificates carry (pki.API_NAME), whatever address they reached."""
+    impostor = ca.issue(Identity(kind, "mallory"))
+    store = EtcdStore(tls_etcd.endpoint, tls=ca.issue(Identity("scheduler", "scheduler-1")))
+    server = create_server("127.0.0.1:0", store, tls=impostor)
+    try:
+        with Client(f"127.0.0.1:{server.mtls_port}", tls=ca.issue(Identity("user", "admin"))) as c:
+            with pytest.raises(grpc.RpcError) as e:
+                c.vms.ListVms(vm_pb.ListVmsRequest(), timeout=5)
+            assert e.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        server.stop(0)
+        store.close()
+
+
+def test_no_other_certificate_of_the_ca_passes_for_an_etcd_member(ca: Authority, tmp_path: Path) -> None:
+    """Likewise for etcd: a member serving with a host's certificate is refused by our clients
+    (pki.ETCD_NAME), so a host cannot pose as the cluster state to the replicas."""
+    srv = EtcdServer(tmp_path / "fake", tls=ca.issue(Identity("node", "mallory"))).launch()
+    try:
+        # Not start(): its readiness check is one of the clients that refuse this member.
+        wait_until(lambda: _listening(srv.client_port), timeout=20)
+        store = EtcdStore(srv.endpoint, timeout=3.0, tls=ca.issue(Identity("scheduler", "scheduler-1")))
+        with pytest.raises(StoreError):
+            store.get("/vdcos/config/scheduler")
+        store.close()
+    finally:
+        srv.stop()
 
 
 @pytest.mark.parametrize("daemon", ["vdcos.apiserver", "vdcos.nodeagent"])

@@ -8,7 +8,7 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from vdcos.security.pki import TlsFiles
+from vdcos.security.pki import API_NAME, TlsFiles
 from vdcos.security.tls import secure_channel
 from vdcos.v1 import (audit_service_pb2, audit_service_pb2_grpc, capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
                       migration_service_pb2, migration_service_pb2_grpc,
@@ -73,7 +73,7 @@ class Client:
             # Back within a second of a replica's restart, not gRPC's default two minutes.
             ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1_000)]
         self.channel = (grpc.insecure_channel(target(addr), options=options) if tls is None
-                        else secure_channel(target(addr), tls, options, token))
+                        else secure_channel(target(addr), tls, options, token, API_NAME))
         self.vms = vm_service_pb2_grpc.VmServiceStub(self.channel)
         self.nodes = node_service_pb2_grpc.NodeServiceStub(self.channel)
         self.policies = qos_policy_service_pb2_grpc.QosPolicyServiceStub(self.channel)

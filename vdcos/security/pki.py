@@ -31,6 +31,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 # The kinds of identity, each a certificate's O.
 GROUPS = {"etcd": "vdcos:etcd", "scheduler": "vdcos:control-plane", "node": "vdcos:nodes", "user": "vdcos:users",
           "cred": "vdcos:credentials"}
+# The name a server of each kind answers to, in its certificate alone: our clients check it
+# (security/tls.py's secure_channel), so no other certificate of the CA passes for an API replica
+# or an etcd member, whatever address it was reached at (every component's names 127.0.0.1).
+API_NAME = "api.vdcos.internal"
+ETCD_NAME = "etcd.vdcos.internal"
+ROLE_NAMES = {"scheduler": (API_NAME,), "etcd": (ETCD_NAME,)}
 CA_DAYS = 3650
 LEAF_DAYS = 365
 
@@ -142,13 +148,14 @@ class Authority:
 
     def issue(self, who: Identity, days: int = LEAF_DAYS, names: Sequence[str] = ()) -> TlsFiles:
         """A certificate for `who`, kept if one for the same subject naming at least `names` is
-        there and valid for at least another day, else made anew. It names localhost and 127.0.0.1, and
-        `names` too (a host's name and addresses: what peers check when they reach it)."""
+        there and valid for at least another day, else made anew. It names localhost, 127.0.0.1,
+        its kind's ROLE_NAMES, and `names` too (a host's name and addresses: what peers check when
+        they reach it)."""
         if who.kind not in GROUPS:
             raise ValueError(f"unknown identity kind {who.kind!r}; one of {sorted(GROUPS)}")
         files = issued(self.folder, who)
         assert files.cert and files.key
-        sans = _sans(("localhost", "127.0.0.1", *names))
+        sans = _sans(("localhost", "127.0.0.1", *ROLE_NAMES.get(who.kind, ()), *names))
         if files.cert.exists() and files.key.exists() and self._still_good(files.cert.read_bytes(), who, sans):
             return files
         key = ec.generate_private_key(ec.SECP256R1())

@@ -33,13 +33,14 @@ def server_credentials(files: TlsFiles, require_client_cert: bool) -> grpc.Serve
 
 
 def secure_channel(target: str, files: TlsFiles, options: list[tuple[str, object]],
-                   token: str | None = None) -> grpc.Channel:
-    """A channel that checks the servers' certificates against the datacenter CA and, since
-    neither a UNIX socket nor a list of addresses has one host name, against the name every
-    certificate of ours carries: `localhost`. `token`: sent with every call as
-    `authorization: Bearer <token>`."""
-    if target.startswith(("unix:", "ipv4:")):
-        options = [*options, ("grpc.ssl_target_name_override", "localhost")]
+                   token: str | None = None, server_name: str = "") -> grpc.Channel:
+    """A channel that checks the servers' certificates against the datacenter CA and against
+    `server_name`, the name of the kind of server it wants (pki.API_NAME, pki.ETCD_NAME), which
+    only that kind's certificates carry, whatever address it reached; without one, since neither
+    a UNIX socket nor a list of addresses has one host name, against `localhost`. `token`: sent
+    with every call as `authorization: Bearer <token>`."""
+    if server_name or target.startswith(("unix:", "ipv4:")):
+        options = [*options, ("grpc.ssl_target_name_override", server_name or "localhost")]
     creds = channel_credentials(files)
     if token:
         creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(token))

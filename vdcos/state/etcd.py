@@ -21,7 +21,7 @@ import grpc
 from pyetcd import etcdrpc
 from pyetcd.etcdrpc import auth_pb2, kv_pb2
 
-from vdcos.security.pki import TlsFiles
+from vdcos.security.pki import ETCD_NAME, TlsFiles
 from vdcos.security.tls import secure_channel
 from vdcos.state import access
 from vdcos.state.store import (KV, CompactedError, Compare, Delete, Event, Get, Op, Put,
@@ -54,7 +54,8 @@ def channel_target(endpoints: Sequence[str]) -> str:
 
 
 def _channel(target: str, tls: TlsFiles | None, options: list[tuple[str, Any]]) -> grpc.Channel:
-    return grpc.insecure_channel(target, options=options) if tls is None else secure_channel(target, tls, options)
+    return (grpc.insecure_channel(target, options=options) if tls is None
+            else secure_channel(target, tls, options, server_name=ETCD_NAME))
 
 
 def member_status(endpoint: str, timeout: float = 1.0, tls: TlsFiles | None = None) -> Any:
