@@ -156,10 +156,11 @@ def _by_certificate(args: argparse.Namespace, dc: localdc.LocalDatacenter | None
     for flag, path in (("--cert", cert), ("--key", key), ("--ca", Path(ca) if ca else None)):
         if path is None or not path.is_file():
             raise UsageError(f"{flag}: no file {path or '(none given, and no local datacenter)'}")
-    server = args.server or os.environ.get("VDCOS_SERVER") or (dc.api_mtls if dc is not None else "")
-    if not server:
+    given = args.server or os.environ.get("VDCOS_SERVER")
+    servers = given.split(",") if given else list(dc.api_mtls) if dc is not None and dc.api_mtls else []
+    if not servers:
         raise UsageError("--server: a mutual-TLS address of the API (cluster.json's `api_mtls`)")
-    return Client(server.split(","), tls=TlsFiles(Path(ca), cert, key))
+    return Client(servers, tls=TlsFiles(Path(ca), cert, key))
 
 
 def when(ts: object) -> str:
