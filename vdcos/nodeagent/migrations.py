@@ -84,7 +84,7 @@ class Migrations:
         try:
             self._migrate(m)
         except Exception as e:
-            # Never leave it RUNNING with both hosts held: finish it by where the guest is.
+            # Never leave it RUNNING with both hosts held: report its outcome by where the guest is.
             log.exception("migration %s of %s failed", m.id, m.vm)
             self._settle_after_error(m, e)
         finally:
@@ -93,9 +93,10 @@ class Migrations:
             self._wake.set()
 
     def _settle_after_error(self, m: Migration, error: Exception, attempts: int = 30) -> None:
-        """Finishes a migration whose worker hit an unexpected error: COMPLETED if the guest
-        runs on the destination, else FAILED. Tries for about a minute (etcd may be electing
-        a leader); after that the agent's restart path or the reaper finishes it."""
+        """Reports the outcome of a migration whose worker hit an unexpected error: COMPLETED if
+        the guest runs on the destination, else FAILED. Tries for about a minute (etcd may be
+        electing a leader); after that the agent's restart path reports it, or the migration
+        controller asks for its cancellation once its record has stalled."""
         for attempt in range(attempts):
             try:
                 dest = self.store.get(keys.node_spec(m.destination))
@@ -115,7 +116,7 @@ class Migrations:
         dest = self.store.get(keys.node_spec(m.destination))
         dest_uri = decode(NodeSpec, json.loads(dest.value)).hypervisor_uri if dest else ""
         if m.phase is MigrationPhase.RUNNING:
-            # This agent restarted mid-migration: finish it from where the guest is now.
+            # This agent restarted mid-migration: report it from where the guest is now.
             where = self.driver.locate(m.vm, dest_uri) if dest_uri else ""
             if where == "destination":
                 records.report(self.store, m.id, MigrationPhase.COMPLETED, "completed while the agent restarted")
