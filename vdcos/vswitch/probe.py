@@ -57,9 +57,14 @@ def start_ping(netns: str, ip: str, count: int, interval_s: float = 0.01) -> sub
 
 
 def finish_ping(p: subprocess.Popen[str], timeout: float = 60) -> PingResult:
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    """The ping's result once it has sent its count, or at `timeout` (0: now, whatever it sent)."""
+    out = None
+    if timeout > 0:
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    if out is None:
         p.send_signal(2)  # ping prints its summary on SIGINT
         out, _ = p.communicate(timeout=10)
     argv = list(p.args) if isinstance(p.args, (list, tuple)) else []
