@@ -66,3 +66,25 @@ def test_a_vm_that_fails_never_holds_up_the_others_and_is_retried(
     st = status(store, "vm-b")
     assert st is not None and "reconcile failed" not in st.message
     assert sorted(agent.created) == ["vm-a", "vm-b", "vm-c"]
+
+
+def test_a_guest_here_without_an_assignment_is_destroyed_only_once_etcd_says_so(
+        host: tuple[MemoryStore, FlakyDriver, NodeAgent]) -> None:
+    """A guest that just moved in runs before its assignment (or the migration's record) reaches
+    this agent's watches: it is kept while etcd places it here or a migration of it is in flight,
+    and destroyed once the VM is deleted or placed elsewhere."""
+    store, driver, agent = host
+    spec = VmSpec("moved-in", Resources(1, 512))
+    qos = QosSettings(QosClass.BURSTABLE, 1024)
+    driver.define(spec, qos)  # as libvirt's migration defines it on the destination
+    driver.start(spec.name)
+    store.put(keys.vm_migration(spec.name), b"mig-1")
+    agent.reconcile()
+    assert [d.name for d in driver.list_domains()] == ["moved-in"]
+    store.delete(keys.vm_migration(spec.name))  # the control plane finished it: placed here
+    store.put(keys.vm_placement(spec.name), dumps(PlacementRecord("n1", qos, Resources(1, 512), 0.0, 0.0)))
+    agent.reconcile()
+    assert [d.name for d in driver.list_domains()] == ["moved-in"]
+    store.put(keys.vm_placement(spec.name), dumps(PlacementRecord("n2", qos, Resources(1, 512), 0.0, 0.0)))
+    agent.reconcile()
+    assert driver.list_domains() == []

@@ -120,6 +120,10 @@ class VmReconciler:
                 log.warning("vm %s: its status could not be written: %s", vm, report_error)
 
     def _remove(self, name: str) -> None:
+        why = self._kept(name)
+        if why:
+            log.info("vm %s: runs here unassigned, kept: %s", name, why)
+            return
         self.driver.destroy(name)
         self._closed_volumes.set()
         self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],
@@ -187,6 +191,20 @@ class VmReconciler:
         self._report(a.spec.name, VmPhase.STOPPED, f"guest stopped ({state}); restart policy {policy.value} does "
                      "not start it again")
         return True
+
+    def _kept(self, name: str) -> str:
+        """Why a guest this host runs without an assignment must not be destroyed, read from etcd
+        just before (the fencing token's other half): the watches that say what moves here are
+        separate streams, and a destination whose migration watch was late destroyed a guest
+        that had just moved in (CI). Placed here: its assignment is on its way; a migration in
+        flight: its outcome decides. Empty: the VM is deleted or placed elsewhere."""
+        placement, migration = self.store.txn([], [Get(keys.vm_placement(name)), Get(keys.vm_migration(name))]).gets
+        rec = decode(PlacementRecord, json.loads(placement[0].value)) if placement else None
+        if migration:
+            return f"its migration {migration[0].value.decode()} is in flight"
+        if rec is not None and rec.node == self.spec.name:
+            return "it is placed here (its assignment has not arrived yet)"
+        return ""
 
     def _owns(self, a: Assignment) -> bool:
         """The fencing token, read from etcd just before a guest is started: the VM's placement
