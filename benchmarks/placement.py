@@ -33,6 +33,10 @@ and specs, on a second datacenter of the same hosts in plaintext (--insecure): i
 parts, each sent to both datacenters in alternating order, so that the noisy machine's phases
 fall on both alike; `secure_vs_insecure` is the ratio of their placements per second.
 
+Every replica serves its Prometheus metrics, as `vdcos up` runs it. `metrics_overhead` is the
+ratio of placements/s between two fresh replicas on the same etcd, one with its metrics on and
+scraped every second, one with them off, alternating parts of --metrics-vms VMs (ABBA).
+
 The schedulers hold the host's idle CPUs to a wake-up latency of --cpu-wakeup-latency-us (0:
 they poll instead of halting; vdcos/host/wakeup.py), as an operator tunes the hosts of a
 latency-sensitive control plane; `cpu_wakeup_latency_us` in the JSON says what was held (null:
@@ -284,21 +288,26 @@ def create_policies(store: Any) -> None:
     store.put(keys.policy("bronze"), dumps(QosPolicy("bronze", QosClass.BEST_EFFORT)))
 
 
-def start_scheduler(etcd: EtcdServer, base: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_scheduler(etcd: EtcdServer, base: Path, *extra: str, metrics: bool = True
+                    ) -> tuple[subprocess.Popen[bytes], str, str]:
     """The scheduler as its own process on `etcd`, in TLS with a certificate of its own if etcd
     is; returns it and its address once it serves (its log in base/scheduler.log): its
-    mutual-TLS address then, where the benchmark's clients call with their certificates."""
+    mutual-TLS address then, where the benchmark's clients call with their certificates. With
+    `metrics`, it serves them as `vdcos up` runs it (the third value: where; else "")."""
     log = open(base / "scheduler.log", "wb")
     tls = issue(etcd, Identity("scheduler", base.name))
     port_file = base / ("sched.port" if tls is None else "sched.mtls-port")
     flags = etcd_flags(tls) + ([] if tls is None else ["--mtls-port-file", str(port_file)])
+    if metrics:
+        flags += ["--metrics-listen", "127.0.0.1:0", "--metrics-port-file", str(base / "metrics.port")]
     sched = subprocess.Popen([sys.executable, "-m", "vdcos.apiserver", "--etcd", etcd.endpoint,
                               "--port-file", str(base / "sched.port"), *flags, *extra], stdout=log, stderr=log)
     while not port_file.exists():
         if sched.poll() is not None:
             raise RuntimeError((base / "scheduler.log").read_text()[-2000:])
         time.sleep(0.05)
-    return sched, f"127.0.0.1:{port_file.read_text().strip()}"
+    served = f"127.0.0.1:{(base / 'metrics.port').read_text().strip()}" if metrics else ""
+    return sched, f"127.0.0.1:{port_file.read_text().strip()}", served
 
 
 class Deployment:
@@ -313,6 +322,8 @@ class Deployment:
         self.store = EtcdStore(etcd.endpoint, timeout=60, tls=self.tls)
         self.scheds: list[subprocess.Popen[bytes]] = []
         self.addrs: list[str] = []
+        self.metrics: list[str] = []
+        self.started = 0  # replicas started in all (each has a folder of its own)
         self.register_s = self.scheduler_start_s = 0.0
 
     @classmethod
@@ -331,12 +342,22 @@ class Deployment:
             raise
         return d
 
-    def add_replica(self, sched_args: tuple[str, ...]) -> None:
-        folder = self.base / f"scheduler-{len(self.scheds)}"
+    def add_replica(self, sched_args: tuple[str, ...], metrics: bool = True) -> None:
+        folder = self.base / f"scheduler-{self.started}"
+        self.started += 1
         folder.mkdir()
-        sched, addr = start_scheduler(self.etcd, folder, *sched_args)
+        sched, addr, served = start_scheduler(self.etcd, folder, *sched_args, metrics=metrics)
         self.scheds.append(sched)
         self.addrs.append(addr)
+        self.metrics.append(served)
+
+    def remove_replica(self, addr: str) -> None:
+        from vdcos.process import stop_pid
+
+        i = self.addrs.index(addr)
+        stop_pid(self.scheds[i].pid, self.scheds[i])
+        for lst in (self.scheds, self.addrs, self.metrics):
+            lst.pop(i)
 
     def pids(self) -> dict[str, int]:
         return {"etcd": self.etcd.pid, **{f"scheduler{r or ''}": s.pid for r, s in enumerate(self.scheds)}}
@@ -372,6 +393,54 @@ def _quota_compare(dep: Deployment, args: argparse.Namespace, measured: Any) -> 
     return {"project_vms": n, "project_placed": proj["placed"], "project_quota_used_vms": used.vms,
             "project_per_s": proj["per_s"], "project_p99_ms": proj["p99_ms"], "no_project_per_s": none["per_s"],
             "quota_vs_no_project": round(proj["per_s"] / none["per_s"], 3) if none["per_s"] else None}
+
+
+def _metrics_compare(dep: Deployment, args: argparse.Namespace, sched_args: tuple[str, ...]) -> dict[str, Any]:
+    """Placements/s of a replica whose metrics are on (served, and scraped every second, three
+    times as often as `vdcos up --prometheus` does) against one whose metrics are off: two fresh
+    replicas on the same etcd, the same clients, parts in alternating order (ABBA)."""
+    from vdcos.metrics.http import scrape
+
+    dep.add_replica(sched_args, metrics=True)
+    on, served = dep.addrs[-1], dep.metrics[-1]
+    dep.add_replica(sched_args, metrics=False)
+    off = dep.addrs[-1]
+    time.sleep(2.5)  # every replica takes its lane at its next membership refresh
+    stop = threading.Event()
+    scrapes = {"ok": 0, "failed": 0, "series": 0}
+
+    def scraper() -> None:
+        while not stop.wait(1.0):
+            try:
+                text = scrape(served, dep.tls)
+                scrapes["ok"] += 1
+                scrapes["series"] = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+            except Exception:
+                scrapes["failed"] += 1
+    thread = threading.Thread(target=scraper, daemon=True)
+    thread.start()
+    n = args.metrics_vms
+    specs = {"on": vm_specs(n, args.seed + 70, "mon-"), "off": vm_specs(n, args.seed + 71, "moff-")}
+    runs: dict[str, list[tuple[dict[str, Any], dict[str, float]]]] = {"on": [], "off": []}
+    try:
+        for i in range(MAIN_PARTS):
+            part = slice(i * n // MAIN_PARTS, (i + 1) * n // MAIN_PARTS)
+            for name, addr in (("on", on), ("off", off))[::1 if i % 2 else -1]:
+                runs[name].append((run_clients([addr], args.api, specs[name][part], args.procs, args.threads,
+                                               {"batch": args.batch, "stream": args.inflight}.get(args.api, 1),
+                                               tls=dep.tls), {}))
+    finally:
+        stop.set()
+        thread.join(5)
+        dep.remove_replica(off)
+        dep.remove_replica(on)
+    with_m, without = summary(merged(runs["on"])[0]), summary(merged(runs["off"])[0])
+    return {"metrics_vms": n, "metrics_on_per_s": with_m["per_s"], "metrics_on_p99_ms": with_m["p99_ms"],
+            "metrics_off_per_s": without["per_s"], "metrics_off_p99_ms": without["p99_ms"],
+            "metrics_on_placed": with_m["placed"], "metrics_off_placed": without["placed"],
+            "metrics_scrapes": scrapes["ok"], "metrics_scrape_failures": scrapes["failed"],
+            "metrics_series": scrapes["series"],
+            "metrics_overhead": round(with_m["per_s"] / without["per_s"], 3) if without["per_s"] else None}
 
 
 def merged(parts: list[tuple[dict[str, Any], dict[str, float]]]) -> tuple[dict[str, Any], dict[str, float]]:
@@ -467,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
                          "certificates, part by part in alternating order: secure_vs_insecure")
     ap.add_argument("--project-vms", type=int, default=4000,
                     help="VMs of a project under a quota, against as many of none, alternating (0 = skip)")
+    ap.add_argument("--metrics-vms", type=int, default=4000,
+                    help="VMs through a replica with metrics on (scraped every second), as many through one "
+                         "with them off, alternating: metrics_overhead (0 = skip)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -538,6 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             plain = None
         tls = dep.tls
         quota_part = _quota_compare(dep, args, measured) if args.project_vms else {}
+        metrics_part = _metrics_compare(dep, args, sched_args) if args.metrics_vms else {}
         paced = summary(run_clients(addrs, "paced", vm_specs(args.paced_vms, args.seed + 50, "paced-"), args.procs,
                                     1, args.batch, args.paced_rate, tls=tls)) if args.paced_vms else None
         others = [a for a in APIS if a != args.api] if args.compare_vms else []
@@ -632,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
             result["speedup_vs_serial"] = round(main_sum["per_s"] / b["per_s"], 2) if b["per_s"] else None
         result.update(scaled)
         result.update(quota_part)
+        result.update(metrics_part)
         if slo:
             within = [x["per_s"] for x in slo if x["p99_ms"] <= args.slo_p99_ms]
             result["latency_bound_runs"] = slo

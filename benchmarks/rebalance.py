@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         store = EtcdStore(etcd.endpoint, timeout=60)
         create_policies(store)
         register_hosts(store, args.hosts, args.seed)
-        sched, addr = start_scheduler(etcd, base)
+        sched, addr, _ = start_scheduler(etcd, base)
         channel = grpc.insecure_channel(addr)
         cap = cap_grpc.CapacityServiceStub(channel)
         nodes = node_grpc.NodeServiceStub(channel)

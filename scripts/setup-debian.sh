@@ -6,7 +6,9 @@ PKGS=(etcd-server etcd-client
       libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev qemu-system-x86 qemu-utils
       # the distributed switch: one ovsdb-server + ovs-vswitchd per simulated host, in its netns
       openvswitch-switch openvswitch-common ethtool iperf3 tcpdump iputils-ping
-      pkg-config gcc iproute2 gzip binutils)
+      pkg-config gcc iproute2 gzip binutils
+      # `vdcos up --prometheus`: the datacenter's metrics server (vdcos/metrics/prometheus.py)
+      prometheus)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +19,12 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # vdcos starts its own etcd, libvirtd and Prometheus: no package may start a system service.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -222,6 +222,10 @@ class Runner:
             self.leader.release()
 
     @property
+    def name(self) -> str:
+        return self.controller.name
+
+    @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 

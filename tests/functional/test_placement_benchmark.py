@@ -18,7 +18,7 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     out = tmp_path / "placement.json"
     p = subprocess.run([sys.executable, "-m", "benchmarks.placement", "--hosts", "200", "--vms", "400",
                         "--compare-vms", "100", "--noop-calls", "100", "--baseline-vms", "20", "--slo-vms", "40",
-                        "--paced-vms", "160", "--paced-rate", "400", "--project-vms", "200", "--json", str(out)],
+                        "--paced-vms", "160", "--paced-rate", "400", "--project-vms", "200", "--metrics-vms", "200", "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(out.read_text())
@@ -41,3 +41,6 @@ def test_the_placement_benchmark_places_everything_and_reports_it(tmp_path: Path
     assert r["secure_vs_insecure"] > 0 and r["transport"].startswith("TLS")
     # VMs of a project under a quota, against VMs of none: each charged once, none refused.
     assert (r["project_placed"], r["project_quota_used_vms"]) == (200, 200) and r["quota_vs_no_project"] > 0
+    # A replica with its metrics on (and scraped every second) against one with them off.
+    assert (r["metrics_on_placed"], r["metrics_off_placed"], r["metrics_scrape_failures"]) == (200, 200, 0)
+    assert r["metrics_overhead"] > 0 and r["metrics_scrapes"] >= 1 and r["metrics_series"] > 0

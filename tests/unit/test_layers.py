@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("apiserver",),
     ("scheduler", "controllers", "planner"),
     ("migration", "vswitch", "storagepool", "nodeagent", "host", "images"),
-    ("projects",),
+    ("projects", "metrics"),
     ("state", "model", "errors", "v1", "process", "reconcile", "security"),
 )
 LAYER_OF = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}

@@ -37,6 +37,8 @@ from vdcos.apiserver.vm import VmServicer
 from vdcos.apiserver.volume import VolumeServicer
 from vdcos.controllers import start_all
 from vdcos.host.wakeup import CpuWakeupLatency
+from vdcos.metrics.api import ApiMetrics
+from vdcos.metrics.http import MetricsServer
 from vdcos.reconcile import Runner
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.collector import FrozenOldGeneration
@@ -94,8 +96,11 @@ class SchedulerServer:
     # With TLS: the mutual-TLS port (client certificates); `port` takes bearer tokens.
     mtls_port: int = 0
     audit: AuditLog | None = None
+    metrics: MetricsServer | None = None
 
     def stop(self, grace: float = 1.0) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         asyncio.run_coroutine_threadsafe(self.server.stop(grace), self.loop).result(grace + 5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
@@ -110,12 +115,16 @@ class SchedulerServer:
         self.cache.stop()
 
 
-async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_addr: str, audit: AuditLog | None
+async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_addr: str, audit: AuditLog | None,
+                        metrics: ApiMetrics | None
                         ) -> tuple[grpc.aio.Server, int, int, Callable[[], Coroutine[Any, Any, None]]]:
     # With TLS, every call is authorized by the caller's certificate or token (authz.py), and
-    # each mutating one is audited; --insecure has no identities to check.
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[AuthInterceptor(
-        Authorizer(tls.ca.read_bytes(), TokenLookup(ops.store)), audit)] if tls is not None else [])
+    # each mutating one is audited; --insecure has no identities to check. Metrics outermost:
+    # calls refused at authorization are counted and timed too.
+    interceptors = [metrics.interceptor()] if metrics is not None else []
+    if tls is not None:
+        interceptors.append(AuthInterceptor(Authorizer(tls.ca.read_bytes(), TokenLookup(ops.store)), audit))
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
     names = []
     for mod, svc, add, servicer in SERVICES:
         add(servicer(ops), server)  # type: ignore[no-untyped-call]  # generated, unannotated
@@ -146,7 +155,7 @@ async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_a
 def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_threads: int = 8,
                   linger: float = LINGER_MS / 1000, tls: TlsFiles | None = None,
                   mtls_addr: str = "127.0.0.1:0", audit_retention_s: float = RETENTION_S,
-                  authority: Authority | None = None) -> SchedulerServer:
+                  authority: Authority | None = None, metrics_addr: str = "") -> SchedulerServer:
     """Bind `addr` (port 0 picks one) and start serving; returns the bound ports. With the
     replica's certificate `tls`: TLS on `addr` for callers with bearer tokens, and mutual TLS
     on `mtls_addr` for callers with certificates; None serves plaintext on `addr` alone
@@ -154,30 +163,38 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
 
     One asyncio loop on its own thread serves every RPC (no thread per call: the sync server's
     hand-offs cost more than placing the VM); the placement worker resolves its futures, and
-    blocking etcd reads run on a small pool."""
+    blocking etcd reads run on a small pool. With `metrics_addr`, its Prometheus metrics are
+    served there (metrics/http.py: mutual TLS with `tls`'s CA)."""
     # The compiled decision loop (numba, ~0.5 s to load) is loaded now, not by the first placement.
     importlib.import_module("vdcos.scheduler.core.kernel")
+    metrics = ApiMetrics() if metrics_addr else None
     cache = ClusterCache(store).start()
     replicas = Replicas(store)
-    sched = Scheduler(store, cache, max_batch=max_batch, linger=linger, lane=lambda: replicas.lane).start()
+    sched = Scheduler(store, cache, max_batch=max_batch, linger=linger, lane=lambda: replicas.lane,
+                      metrics=metrics).start()
     ops = Operations(store, cache, sched, authority)
     controllers = start_all(store, ops.rebalancer, cache, lambda: replicas.lane)
+    served = None
+    if metrics is not None:
+        metrics.watch(cache, controllers)
+        served = MetricsServer(metrics.registry, metrics_addr, tls).start()
     loop = asyncio.new_event_loop()
     loop.set_default_executor(futures.ThreadPoolExecutor(io_threads, thread_name_prefix="io"))
     thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
     thread.start()
     audit = AuditLog(store, addr, audit_retention_s).start() if tls is not None else None
     server, port, mtls_port, serving = asyncio.run_coroutine_threadsafe(
-        _build_server(addr, ops, tls, mtls_addr, audit), loop).result(30)
+        _build_server(addr, ops, tls, mtls_addr, audit, metrics), loop).result(30)
     # NOT_SERVING while the cache re-lists after a lost watch.
     def follow(_: bool) -> None:
         asyncio.run_coroutine_threadsafe(serving(), loop)
     cache.on_synced(follow)
     asyncio.run_coroutine_threadsafe(serving(), loop).result(5)  # a change before the line above
-    replicas.start(f"{addr.rpartition(':')[0]}:{port}")
+    replicas.start(f"{addr.rpartition(':')[0]}:{port}", served.address if served else "")
     if audit is not None:
         audit.replica = f"{addr.rpartition(':')[0]}:{port}"
-    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers, mtls_port, audit)
+    return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers, mtls_port, audit,
+                           served)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     add_etcd_flags(ap)
     add_insecure_flag(ap)
     ap.add_argument("--port-file", type=Path, help="write the bound port here once serving")
+    ap.add_argument("--metrics-listen", default="", metavar="ADDR",
+                    help="serve Prometheus metrics at https://ADDR/metrics (mutual TLS; port 0 picks one). "
+                         "Off unless given")
+    ap.add_argument("--metrics-port-file", type=Path, help="write the metrics port here once serving")
     ap.add_argument("--audit-retention-h", type=float, default=RETENTION_S / 3600,
                     help="hours the audit log keeps its entries (default 168: 7 days)")
     ap.add_argument("--io-threads", type=int, default=8, help="threads for blocking etcd reads")
@@ -235,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     srv = create_server(args.listen, store, max_batch=args.max_batch, io_threads=args.io_threads,
                         linger=args.linger_ms / 1000, tls=serving_files, mtls_addr=args.listen_mtls,
                         audit_retention_s=args.audit_retention_h * 3600,
-                        authority=authority)
+                        authority=authority, metrics_addr=args.metrics_listen)
     # The cluster loaded at start (every node's records: 10,000s of objects) lives as long as
     # the daemon: out of the collector's sight, it is not walked by every full collection; nor
     # is what later full collections find alive.
@@ -245,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
              args.etcd, os.getpid(),
              f", CPU wake-up latency held at {wakeup.microseconds} µs" if wakeup else "")
     # The mutual-TLS port first: a caller that sees the port file may go to either.
-    for path, port in ((args.mtls_port_file, srv.mtls_port), (args.port_file, srv.port)):
+    for path, port in ((args.metrics_port_file, srv.metrics.port if srv.metrics else 0),
+                       (args.mtls_port_file, srv.mtls_port), (args.port_file, srv.port)):
         if path and port:
             tmp = path.with_suffix(".tmp")
             tmp.write_text(str(port))

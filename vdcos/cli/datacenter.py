@@ -41,7 +41,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     before = existing.alive() if existing else {}
     dc = localdc.up(home, args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl,
                     cpu_wakeup_latency_us=wakeup, etcd_members=args.etcd_members, replicas=args.replicas,
-                    insecure=args.insecure or args.up_insecure)
+                    insecure=args.insecure or args.up_insecure, with_prometheus=args.prometheus)
     if existing is not None:
         started = [name for name, ok in before.items() if not ok]
         print(f"datacenter was up already; started again: {', '.join(started) if started else 'nothing (all running)'}")
@@ -53,6 +53,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"WARNING: {INSECURE_WARNING}", file=sys.stderr)
     print(f"datacenter up: {dc.hosts} {dc.driver} hosts, API {dc.scheduler}, etcd {dc.etcd_endpoint}, "
           + ("PLAINTEXT (--insecure)" if dc.insecure else f"TLS (CA {dc.ca})"))
+    if dc.prometheus:
+        print(f"Prometheus: {dc.prometheus} (scrapes every process; "
+              + ("plaintext)" if dc.insecure else "mutual TLS: query it with the operator's certificate)"))
     print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
     return 0
 
@@ -109,6 +112,9 @@ def register(sub: Subparsers) -> None:
     up.add_argument("--cpu-wakeup-latency-us", type=int, metavar="US",
                     help="the scheduler holds this host's idle CPUs to this wake-up latency while it serves "
                          "(0: they poll instead of halting). Costs power; see vdcos/host/wakeup.py")
+    up.add_argument("--prometheus", action="store_true",
+                    help="also run a Prometheus (Debian's package) that scrapes every process's metrics and etcd's, "
+                         "following hosts that join and leave; its URL is in cluster.json under `prometheus`")
     up.add_argument("--insecure", action="store_true", dest="up_insecure",
                     help="DEVELOPMENT ONLY: no CA, no certificates, plaintext etcd and API that anyone on this "
                          "machine can read and change")

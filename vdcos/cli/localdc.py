@@ -28,15 +28,18 @@ from vdcos.host import fencer, uplink
 from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
 from vdcos.host.netlink import netns_exists
 from vdcos.host.network import HostNetwork, remove_fabric
+from vdcos.metrics import prometheus
 from vdcos.process import alive, start_time, stop_pid
 from vdcos.security.pki import Authority, Identity, TlsFiles, issued
 from vdcos.security.tls import etcd_flags
-from vdcos.state.etcd_server import GOGC, EtcdCluster, answering
+from vdcos.state.etcd_server import GOGC, EtcdCluster, answering, free_ports
 
 # What `down --purge` deletes; `down` keeps it.
-STATE = ("etcd", "hosts", "pools", "run", "pki", "datacenter-id", "cluster.json")
+STATE = ("etcd", "hosts", "pools", "run", "pki", "prometheus", "datacenter-id", "cluster.json")
 # The operator who ran `vdcos up`: admin of the datacenter, by this certificate (home/pki/).
 OPERATOR = Identity("user", "admin")
+# The datacenter's Prometheus: it may read every process's metrics and nothing else.
+MONITOR = Identity("monitor", "prometheus")
 
 
 def home_dir() -> Path:
@@ -78,6 +81,10 @@ class LocalDatacenter:
     ca: str = ""
     # The replicas' mutual-TLS addresses: callers with certificates from the CA (the operator).
     api_mtls: list[str] = field(default_factory=list)
+    # Each process's Prometheus metrics address, by process name (https://ADDR/metrics, mutual
+    # TLS), etcd's members' included; and the datacenter's Prometheus (`up --prometheus`), "" if none.
+    metrics: dict[str, str] = field(default_factory=dict)
+    prometheus: str = ""
 
     @property
     def insecure(self) -> bool:
@@ -181,17 +188,18 @@ def _port_file(home: Path, name: str) -> Path:
 
 def up(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int = 10,
        timeout: float = 60.0, cpu_wakeup_latency_us: int | None = None, etcd_members: int = 1,
-       replicas: int = 1, insecure: bool = False) -> LocalDatacenter:
+       replicas: int = 1, insecure: bool = False, with_prometheus: bool = False) -> LocalDatacenter:
     """A new datacenter, or the one in `home` with whatever is not running started again.
 
     A new one gets its own CA (home/pki) and a certificate for every etcd member, replica,
     agent and the operator; etcd and the API then take TLS clients with those certificates
-    only. `insecure` (developers only) runs all of it in plaintext instead."""
+    only. `insecure` (developers only) runs all of it in plaintext instead. Every process serves
+    its metrics; `with_prometheus` also runs a Prometheus that scrapes them all."""
     if LocalDatacenter.load(home) is not None:
         return repair(home, timeout)
     with locked(home):
         dc = _create(home, hosts, driver, capacity, lease_ttl, cpu_wakeup_latency_us, etcd_members, replicas,
-                     insecure)
+                     insecure, with_prometheus)
     try:
         _wait_nodes(dc, hosts, time.monotonic() + timeout)
     except BaseException:
@@ -205,7 +213,8 @@ def _etcd_flags(pki: Authority | None, who: Identity) -> list[str]:
 
 
 def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease_ttl: int,
-            cpu_wakeup_latency_us: int | None, etcd_members: int, replicas: int, insecure: bool) -> LocalDatacenter:
+            cpu_wakeup_latency_us: int | None, etcd_members: int, replicas: int, insecure: bool,
+            with_prometheus: bool = False) -> LocalDatacenter:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     (home / "run").mkdir(parents=True, exist_ok=True)
     dc_id = _datacenter_id(home)
@@ -226,12 +235,19 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
         for m in etcd.members:
             dc.procs.append(Proc("etcd" if etcd_members == 1 else f"etcd-{m.name.rpartition('-')[2]}", m.pid,
                                  str(m.log_path), "etcd", argv=m.argv(), started=start_time(m.pid)))
+        # etcd serves its own metrics on its client address.
+        dc.metrics = {p.name: member for p, member in zip([p for p in dc.procs if p.kind == "etcd"], dc.etcd)}
+        # Fixed ports (picked free now): a process restarted by the supervisor serves where
+        # cluster.json and Prometheus already look.
+        ports = iter(free_ports(replicas + hosts))
         dc.save()
         py = sys.executable
         for i in range(1, replicas + 1):
             name = "scheduler" if replicas == 1 else f"scheduler-{i}"
+            dc.metrics[name] = f"127.0.0.1:{next(ports)}"
             argv = [py, "-m", "vdcos.apiserver", "--etcd", dc.etcd_endpoint, "--listen", "127.0.0.1:0",
-                    "--port-file", str(_port_file(home, name)), *_etcd_flags(pki, Identity("scheduler", name))]
+                    "--port-file", str(_port_file(home, name)), "--metrics-listen", dc.metrics[name],
+                    *_etcd_flags(pki, Identity("scheduler", name))]
             if pki is not None:
                 argv += ["--listen-mtls", "127.0.0.1:0", "--mtls-port-file", str(_port_file(home, f"{name}.mtls")),
                          "--ca-dir", str(pki.folder)]
@@ -246,8 +262,9 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
         for i in range(1, hosts + 1):
             name = host_name(i)
             root = host_root(home, name)
+            dc.metrics[name] = f"127.0.0.1:{next(ports)}"
             argv = [py, "-m", "vdcos.nodeagent", "--etcd", dc.etcd_endpoint, "--name", name, "--driver", driver,
-                    "--state-dir", str(root), "--lease-ttl", str(lease_ttl),
+                    "--state-dir", str(root), "--lease-ttl", str(lease_ttl), "--metrics-listen", dc.metrics[name],
                     "--label", f"rack=rack-{(i - 1) % 2 + 1}", *_etcd_flags(pki, Identity("node", name))]
             if driver == "libvirt":
                 # One host = one namespace set: its network namespace with its own Open vSwitch,
@@ -296,6 +313,8 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
                     mtls = int(_port_file(home, f"{p.name}.mtls").read_text())
                     dc.api_mtls.append(f"127.0.0.1:{mtls}")
                     p.argv[p.argv.index("--listen-mtls") + 1] = f"127.0.0.1:{mtls}"
+        if with_prometheus:
+            _start_prometheus(dc, pki)
         dc.procs.append(_supervisor(home))
         dc.save()
         return dc
@@ -304,6 +323,26 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
         _stop_all(dc)
         _purge(home)
         raise
+
+
+def _start_prometheus(dc: LocalDatacenter, pki: Authority | None) -> None:
+    """Debian's Prometheus, scraping every vdcos process and etcd member as `monitor:prometheus`,
+    and the discovery process that keeps its targets equal to what runs (metrics/discovery.py)."""
+    home = Path(dc.home)
+    folder = home / "prometheus"
+    tls = None if pki is None else pki.issue(MONITOR)
+    prometheus.configure(folder, tls)
+    listen = f"127.0.0.1:{free_ports(1)[0]}"
+    p = Proc("prometheus", 0, str(home / "logs" / "prometheus.log"), "prometheus",
+             argv=prometheus.argv(folder, listen))
+    _spawn(p)
+    dc.procs.append(p)
+    d = Proc("discovery", 0, str(home / "logs" / "discovery.log"), "discovery",
+             argv=[sys.executable, "-m", "vdcos.metrics.discovery", "--etcd", dc.etcd_endpoint, "--folder", str(folder),
+                   *_etcd_flags(pki, OPERATOR)])
+    _spawn(d)
+    dc.procs.append(d)
+    dc.prometheus = f"{'http' if pki is None else 'https'}://{listen}"
 
 
 def _supervisor(home: Path) -> Proc:

@@ -173,6 +173,8 @@ class NodeStatus:
     heartbeat: float
     used: Resources = Resources()
     agent_pid: int = 0
+    # Where its agent serves Prometheus metrics (metrics/discovery.py follows it); "" for none.
+    metrics: str = ""
 
 
 @dataclass(frozen=True, slots=True)

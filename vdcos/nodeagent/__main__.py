@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 
 from vdcos.host.network import HostNetwork
+from vdcos.metrics.agent import AgentMetrics
+from vdcos.metrics.http import MetricsServer
 from vdcos.model import NodeSpec, Resources, pairs
 from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.driver import HypervisorDriver
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fence", action="store_true",
                     help="pet this host's fencer (python -m vdcos.host.fencer --root STATE_DIR) after every "
                          "lease renewal: it kills the host's guests once the lease could have expired")
+    ap.add_argument("--metrics-listen", default="", metavar="ADDR",
+                    help="serve Prometheus metrics at https://ADDR/metrics (mutual TLS with the etcd "
+                         "certificate's CA; port 0 picks one). Off unless given")
     add_etcd_flags(ap)
     add_insecure_flag(ap)
     args = ap.parse_args(argv)
@@ -72,8 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     spec = NodeSpec(args.name, capacity, pairs(labels), driver.name, uri,
                     network.underlay_ip if network else "", network.underlay_mac if network else "",
                     fence_timeout_s=float(args.lease_ttl) if args.fence else 0.0)
+    metrics = served = None
+    if args.metrics_listen:
+        metrics = AgentMetrics(args.name)
+        served = MetricsServer(metrics.registry, args.metrics_listen, tls).start()
     agent = NodeAgent(store, spec, driver, lease_ttl=args.lease_ttl, network=network, pools=pools,
-                      fence_root=args.state_dir if args.fence else None).start()
+                      fence_root=args.state_dir if args.fence else None, metrics=metrics,
+                      metrics_address=served.address if served else "").start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())

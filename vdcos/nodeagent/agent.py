@@ -21,8 +21,9 @@ from typing import Callable
 
 from vdcos.host import fencer
 from vdcos.host.network import HostNetwork
+from vdcos.metrics.agent import AgentMetrics, HostSample, MigrationSample, VmSample
 from vdcos.model import Assignment, Migration, NodeSpec, NodeStatus, Resources, VmPhase, VmStatus, decode, dumps
-from vdcos.nodeagent.driver import DomainState, DomainStats, DriverError, HypervisorDriver
+from vdcos.nodeagent.driver import DomainStats, DriverError, HypervisorDriver
 from vdcos.nodeagent.migrations import Migrations
 from vdcos.nodeagent.vms import VmReconciler
 from vdcos.reconcile import Backoff
@@ -35,15 +36,15 @@ log = logging.getLogger("vdcos.nodeagent")
 
 
 def node_records(spec: NodeSpec, lease: int, used: Resources = Resources(), pid: int = 0,
-                 ready: bool = True) -> list[Put]:
+                 ready: bool = True, metrics: str = "") -> list[Put]:
     """What a node publishes: its spec (kept) and its status (under the lease: gone when it dies)."""
     return [Put(keys.node_spec(spec.name), dumps(spec)),
-            Put(keys.node_status(spec.name), dumps(NodeStatus(ready, time.time(), used, pid)), lease)]
+            Put(keys.node_status(spec.name), dumps(NodeStatus(ready, time.time(), used, pid, metrics)), lease)]
 
 
-def register(store: Store, spec: NodeSpec, ttl: int, pid: int = 0) -> int:
+def register(store: Store, spec: NodeSpec, ttl: int, pid: int = 0, metrics: str = "") -> int:
     lease = store.grant_lease(ttl)
-    store.txn([], node_records(spec, lease, pid=pid))
+    store.txn([], node_records(spec, lease, pid=pid, metrics=metrics))
     return lease
 
 
@@ -51,7 +52,8 @@ class NodeAgent(Migrations, VmReconciler):
     def __init__(self, store: Store, spec: NodeSpec, driver: HypervisorDriver, *,
                  lease_ttl: int = 10, resync_s: float = 5.0, status_s: float = 5.0,
                  network: HostNetwork | None = None, pools: StoragePools | None = None,
-                 fence_root: Path | None = None) -> None:
+                 fence_root: Path | None = None, metrics: AgentMetrics | None = None,
+                 metrics_address: str = "") -> None:
         self.store = store
         self.spec = spec
         self.driver = driver
@@ -96,11 +98,17 @@ class NodeAgent(Migrations, VmReconciler):
         self._backoff = Backoff(base_s=1.0, max_s=60.0)
         # The host's fencer (vdcos/host/fencer.py), petted after every renewal of the lease.
         self.fence_root = fence_root
+        # Prometheus metrics (metrics/agent.py): the status loop's samples, served where
+        # `metrics_address` says (published in the node's status for discovery).
+        self.metrics = metrics
+        self.metrics_address = metrics_address
+        if metrics is not None:
+            metrics.migrations = self._leaving
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> NodeAgent:
         sent = time.monotonic()
-        self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
+        self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid(), self.metrics_address)
         self._pet(sent)
         if self.network is not None:
             self.switch = SwitchController(self.store, self.spec.name, self.network, lambda: self.lease,
@@ -199,7 +207,7 @@ class NodeAgent(Migrations, VmReconciler):
                 else:
                     log.warning("lease %x expired; registering again", self.lease)
                     sent = time.monotonic()
-                    self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid())
+                    self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid(), self.metrics_address)
                     # While the lease was gone the HA controller may have moved this host's VMs
                     # (and this agent may have been frozen through it): list the assignments
                     # again before anything is started or kept.
@@ -221,7 +229,8 @@ class NodeAgent(Migrations, VmReconciler):
                     # while this agent cannot reach its hypervisor.
                     log.warning("hypervisor unreachable, node reports NotReady: %s", e)
                     used, stats, ready = Resources(), {}, False
-                self.store.txn([], node_records(self.spec, self.lease, used, os.getpid(), ready)[1:])
+                self.store.txn([], node_records(self.spec, self.lease, used, os.getpid(), ready,
+                                                self.metrics_address)[1:])
                 self._refresh_usage(stats)
             except StoreError as e:
                 log.warning("status report failed: %s", e)
@@ -236,16 +245,27 @@ class NodeAgent(Migrations, VmReconciler):
                 self._report(vm, VmPhase.RUNNING, st.message, fresh=stats[vm])
 
     def _usage(self) -> tuple[Resources, dict[str, DomainStats]]:
-        """The host's use (for the node status) and each running domain's (for the VM statuses)."""
-        stats: dict[str, DomainStats] = {}
-        for d in self.driver.list_domains():
-            if d.state is DomainState.RUNNING:
-                try:
-                    stats[d.name] = self.driver.stats(d.name)
-                except DriverError:
-                    continue
-        vcpus = sum(a.spec.resources.vcpus for n, a in self._desired.items() if n in stats)
-        return Resources(vcpus, sum(s.memory_used_mib for s in stats.values()), 0, 0), stats
+        """The host's use (for the node status) and each running domain's (for the VM statuses
+        and the metrics): one bulk read of the hypervisor's statistics."""
+        stats = self.driver.all_stats()
+        with self._lock:
+            desired = dict(self._desired)
+        vcpus = sum(a.spec.resources.vcpus for n, a in desired.items() if n in stats)
+        used = Resources(vcpus, sum(s.memory_used_mib for s in stats.values()), 0, 0)
+        if self.metrics is not None:
+            cap = self.spec.capacity
+            self.metrics.sample = HostSample(cap.vcpus, cap.memory_mib, cap.disk_gib, used.vcpus, used.memory_mib, {
+                vm: VmSample(desired[vm].spec.project if vm in desired else "", s.cpu_time_ns, s.memory_used_mib,
+                             {d[0]: d[1:] for d in s.disks}, {n[0]: n[1:] for n in s.nics}, s.throttled_ns)
+                for vm, s in stats.items()})
+        return used, stats
+
+    def _leaving(self) -> list[MigrationSample]:
+        """Live migrations this host carries out now, with their last progress."""
+        with self._lock:
+            ms = [m for m in self._migrations.values() if m.source == self.spec.name and m.id in self._running]
+        return [MigrationSample(m.id, m.vm, m.destination, m.progress.memory_remaining_bytes,
+                                m.progress.memory_total_bytes) for m in ms]
 
     # --- reconcile ----------------------------------------------------------------------
     def _reconcile_loop(self) -> None:
@@ -268,6 +288,8 @@ class NodeAgent(Migrations, VmReconciler):
                         self.storage.sync()
                     except Exception as e:  # a broken pool must not stop the VMs' reconcile
                         log.warning("storage pools: %s", e)
+                        if self.metrics is not None:
+                            self.metrics.error("volume")
                 self.reconcile()
             except (StoreError, DriverError) as e:
                 log.warning("reconcile failed, retrying: %s", e)

@@ -29,6 +29,12 @@ class DomainInfo:
 class DomainStats:
     cpu_time_ns: int
     memory_used_mib: int
+    # Per disk (its target, e.g. vda): bytes read, bytes written, read and write requests.
+    disks: tuple[tuple[str, int, int, int, int], ...] = ()
+    # Per NIC (its host-side device): bytes received and sent, packets received and sent.
+    nics: tuple[tuple[str, int, int, int, int], ...] = ()
+    # CPU time its QoS cap withheld (the kernel's cgroup cpu.stat); None where none is reported.
+    throttled_ns: int | None = None
 
 
 class DriverError(Exception):
@@ -85,6 +91,12 @@ class HypervisorDriver(Protocol):
         ...
 
     def stats(self, name: str) -> DomainStats: ...
+
+    def all_stats(self) -> dict[str, DomainStats]:
+        """Every running guest's, read in one call where the hypervisor can (libvirt's bulk
+        statistics): the agent reads them once per status period, for the VM statuses and the
+        metrics alike."""
+        ...
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,
                 cancel: threading.Event | None = None, shared_disks: bool = False,

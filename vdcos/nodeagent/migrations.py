@@ -14,6 +14,7 @@ from typing import Callable
 
 from vdcos.errors import FailedPrecondition, VdcosError
 from vdcos.host.netlink import NetworkError
+from vdcos.metrics.agent import AgentMetrics
 from vdcos.migration import records
 from vdcos.model import Assignment, Migration, MigrationPhase, MigrationProgress, NodeSpec, decode
 from vdcos.nodeagent.driver import DiskCopy, DriverError, HypervisorDriver, MigrationCancelled
@@ -42,6 +43,7 @@ class Migrations:
     _assign_rev: int
     _moved_away: set[str]
     _cancel_migrations: Callable[[], None] | None
+    metrics: AgentMetrics | None
 
     def _on_migration_watch_error(self, e: Exception) -> None:
         log.error("migration watch failed (%s); subscribing again", e)
@@ -86,6 +88,8 @@ class Migrations:
         except Exception as e:
             # Never leave it RUNNING with both hosts held: report its outcome by where the guest is.
             log.exception("migration %s of %s failed", m.id, m.vm)
+            if self.metrics is not None:
+                self.metrics.error("migration")
             self._settle_after_error(m, e)
         finally:
             with self._lock:

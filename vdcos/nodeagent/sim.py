@@ -137,6 +137,17 @@ class SimDriver:
         busy = (time.time() - dom.started_at) * dom.vcpus * 0.05
         return DomainStats(int(busy * 1e9), dom.memory_mib // 2)
 
+    def all_stats(self) -> dict[str, DomainStats]:
+        with self._lock:
+            running = [n for n, d in self._domains.items() if d.state is DomainState.RUNNING]
+        out = {}
+        for name in running:
+            try:
+                out[name] = self.stats(name)
+            except DriverError:
+                continue  # gone meanwhile
+        return out
+
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,
                 cancel: threading.Event | None = None, shared_disks: bool = False,

@@ -13,6 +13,7 @@ from typing import Callable
 
 from vdcos.errors import VdcosError
 from vdcos.host.netlink import NetworkError
+from vdcos.metrics.agent import AgentMetrics
 from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, PlacementRecord, RestartPolicy,
                          SchedulerConfig, VmPhase, VmStatus, VolumeState, decode, dumps, qos)
 from vdcos.model.fit import fits
@@ -44,6 +45,7 @@ class VmReconciler:
     _grown: dict[str, int]
     _backoff: Backoff
     _closed_volumes: threading.Event
+    metrics: AgentMetrics | None
 
     def _admission_records(self) -> tuple[SchedulerConfig, tuple[AllocEntry, ...]]:
         """The overcommit ratios, and the space this host's local volumes and snapshots hold
@@ -110,6 +112,8 @@ class VmReconciler:
             self._backoff.succeeded(vm)
         except Exception as e:
             delay = self._backoff.failed(vm, e)
+            if self.metrics is not None:
+                self.metrics.error("vm")
             log.warning("vm %s: %s (retry in %.1f s)", vm, e, delay,
                         exc_info=not isinstance(e, (StoreError, DriverError, VdcosError, NetworkError, OSError)))
             prev = self._reported.get(vm)

@@ -114,6 +114,7 @@ class ClusterCache:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self.revision = 0
+        self._changed_at = time.monotonic()
         self._seen: dict[str, int] = {}
         self.config = SchedulerConfig()
         self.config_revision = 0
@@ -181,6 +182,7 @@ class ClusterCache:
             for kv in kvs:
                 self._apply_put(kv)
             self.revision = max(self.revision, revision)
+            self._changed_at = time.monotonic()
             self._changed.notify_all()
 
     def _on_events(self, events: list[Event], revision: int) -> None:
@@ -191,7 +193,13 @@ class ClusterCache:
                 else:
                     self._apply_delete(ev.kv.key, ev.kv.mod_revision)
             self.revision = max(self.revision, revision)
+            self._changed_at = time.monotonic()
             self._changed.notify_all()
+
+    def seconds_since_event(self) -> float:
+        """Since the watch (or a list) last changed the cache: with the cluster busy, a figure
+        that grows says the watch has stalled."""
+        return time.monotonic() - self._changed_at
 
     def wait_for_revision(self, revision: int, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout

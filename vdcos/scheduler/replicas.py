@@ -24,6 +24,7 @@ class Replicas:
     def __init__(self, store: Store, *, ttl: int = 10, refresh_s: float = 2.0) -> None:
         self.store = store
         self.address = ""
+        self.metrics = ""
         self.ttl = ttl
         self.refresh_s = refresh_s
         self._lease = 0
@@ -35,9 +36,11 @@ class Replicas:
     def lane(self) -> Lane:
         return self._lane
 
-    def start(self, address: str = "") -> Replicas:
-        """Join: from here on the other replicas leave this one a lane. `address` is where it serves."""
+    def start(self, address: str = "", metrics: str = "") -> Replicas:
+        """Join: from here on the other replicas leave this one a lane. `address` is where it
+        serves, `metrics` where Prometheus scrapes it (metrics/discovery.py reads both)."""
         self.address = address
+        self.metrics = metrics
         self._refresh()
         self._thread.start()
         return self
@@ -64,7 +67,7 @@ class Replicas:
         if not self._lease or self.store.keepalive(self._lease) <= 0:
             # First start, or etcd dropped our lease (a long pause): register again.
             self._lease = self.store.grant_lease(self.ttl)
-            record = {"address": self.address, "pid": os.getpid(), "started_at": time.time()}
+            record = {"address": self.address, "metrics": self.metrics, "pid": os.getpid(), "started_at": time.time()}
             self.store.put(keys.scheduler(self._lease), json.dumps(record).encode(), self._lease)
         kvs, _ = self.store.get_prefix(keys.SCHEDULERS)
         mine = keys.scheduler(self._lease)

@@ -27,6 +27,7 @@ import numpy as np
 
 from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, QuotaExceeded, Unavailable,
                           Unschedulable)
+from vdcos.metrics.api import ApiMetrics, refusal_reason
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Allocation, AllocEntry, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
                          PlacementRecord, QosClass, QosPolicy, Quota, Resources, SchedulerConfig, VmSpec,
@@ -58,6 +59,7 @@ class _Pending:
     caller: int  # the requests of one call share it
     future: Future[Placed] = field(default_factory=Future)
     attempts: int = 0  # commits it was part of that failed, or decisions that no longer fit
+    arrived: float = field(default_factory=time.perf_counter)
 
 
 _Column = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
@@ -86,8 +88,9 @@ class _Txn(PlacementTxn):
 class Scheduler:
     def __init__(self, store: Store, cache: ClusterCache, *, max_batch: int = MAX_BATCH,
                  max_attempts: int = 12, linger: float = LINGER_MS / 1000,
-                 lane: Callable[[], Lane] = lambda: SOLO) -> None:
+                 lane: Callable[[], Lane] = lambda: SOLO, metrics: ApiMetrics | None = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.lane = lane  # read once per batch: membership may change between batches
         self.cache = cache
         self.max_batch = max_batch
@@ -229,12 +232,16 @@ class Scheduler:
                         results = self._ha_admission(snap, pending, results)
                 for p, r, pol in zip(pending, results, policies):
                     if isinstance(r, Rejection):
+                        if self.metrics is not None:
+                            self.metrics.refusals.labels(refusal_reason(r)).inc()
                         p.future.set_exception(Unschedulable(r))
                     else:
                         assert pol is not None  # a decision was made with it
                         decided.append(_Decided(p, r, pol))
             txn, retry, refused = self._build(decided[:size])
             for dd, err in refused:
+                if self.metrics is not None:
+                    self.metrics.refusals.labels("quota" if isinstance(err, QuotaExceeded) else "commit_check").inc()
                 dd.pending.future.set_exception(err)
             failed = self._commit(txn) if txn.placed else []
             rest = decided[size:]
@@ -242,6 +249,8 @@ class Scheduler:
                 pending, decided = [], rest
                 continue
             self.stats["conflicts"] += 1
+            if self.metrics is not None:
+                self.metrics.retries.inc(len(retry) + len(failed))
             worst = 0
             for p in [*retry, *(dd.pending for dd in failed)]:
                 p.attempts += 1
@@ -382,9 +391,16 @@ class Scheduler:
         """Commits the transaction; on a conflict, updates the cache from its failure branch and
         returns the decisions to validate again (those of VMs that turned out to exist fail)."""
         res = commit(self.store, self.cache, txn)
+        m = self.metrics
+        if m is not None:
+            m.commits.labels("committed" if res.succeeded else "conflict").inc()
+            m.batch_size.observe(len(txn.placed))
         if res.succeeded:
+            now = time.perf_counter()
             for dd, rec in txn.placed:
                 dd.pending.future.set_result(Placed(dd.pending.request.spec, rec, res.revision))
+                if m is not None:
+                    m.placement_seconds.observe(now - dd.pending.arrived)
             self.stats["placed"] += len(txn.placed)
             return []
         retry: list[_Decided] = []

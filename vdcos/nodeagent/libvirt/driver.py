@@ -11,6 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import libvirt
 
+from vdcos.host.libvirtd import CGROUP_ROOT, LibvirtHost
 from vdcos.images import GuestImage
 from vdcos.model import Disk, MigrationOptions, MigrationProgress, Nic, QosSettings, Resources, VmSpec
 from vdcos.nodeagent.driver import (DiskCopy, DomainInfo, DomainState, DomainStats, DriverError, MigrationCancelled,
@@ -53,6 +54,7 @@ class LibvirtDriver:
         self._capacity = capacity
         self._image = image
         self._root = host_root
+        self._cgroup: Path | None = None  # its guests' cgroups (cpu controller); Path() for none
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
 
@@ -267,6 +269,44 @@ class LibvirtDriver:
         except libvirt.libvirtError as e:
             raise DriverError(str(e)) from e
         return DomainStats(cpu_ns, rss_kib // KIB)
+
+    def all_stats(self) -> dict[str, DomainStats]:
+        want = (libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+                | libvirt.VIR_DOMAIN_STATS_BLOCK | libvirt.VIR_DOMAIN_STATS_INTERFACE)
+        records = self._call(lambda c: c.getAllDomainStats(want, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE))
+        out = {}
+        for dom, st in records:
+            try:
+                name = dom.name()
+            except libvirt.libvirtError:
+                continue
+            out[name] = DomainStats(
+                int(st.get("cpu.time", 0)), int(st.get("balloon.rss", 0)) // KIB,
+                tuple((st.get(f"block.{i}.name", str(i)), *(int(st.get(f"block.{i}.{k}", 0)) for k in
+                       ("rd.bytes", "wr.bytes", "rd.reqs", "wr.reqs"))) for i in range(int(st.get("block.count", 0)))),
+                tuple((st.get(f"net.{i}.name", str(i)), *(int(st.get(f"net.{i}.{k}", 0)) for k in
+                       ("rx.bytes", "tx.bytes", "rx.pkts", "tx.pkts"))) for i in range(int(st.get("net.count", 0)))),
+                self._throttled_ns(name))
+        return out
+
+    def _throttled_ns(self, name: str) -> int | None:
+        """The guest's cgroup's throttled time (cgroup v1 cpu.stat), on a host whose cgroup root
+        vdcos made (host/libvirtd.py); None elsewhere."""
+        if self._cgroup is None:
+            host = self._root / "host.json" if self._root is not None else None
+            self._cgroup = (Path(CGROUP_ROOT, "cpu", LibvirtHost.load(self._root).cgroup, "machine")
+                            if host is not None and host.exists() and self._root is not None else Path())
+        if self._cgroup == Path():
+            return None
+        for stat in self._cgroup.glob(f"qemu-*-{name}.libvirt-qemu/cpu.stat"):
+            try:
+                for line in stat.read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "throttled_time":
+                        return int(value)
+            except (OSError, ValueError):
+                return None
+        return None
 
     # --- migration ----------------------------------------------------------------------
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,

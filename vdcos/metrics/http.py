@@ -1,0 +1,125 @@
+"""One `/metrics` per process: the Prometheus exposition of a registry (prometheus-client's own
+handler writes the format), over mutual TLS with the datacenter CA, like the rest of vdcos.
+
+A scraper proves who it is by its certificate. The operator (`user:*`), the control plane
+(`scheduler:*`) and the datacenter's Prometheus (`monitor:*`) may read; a node agent's or a
+tenant credential's certificate is refused with 403: per-VM series name every project's VMs.
+With --insecure the same handler serves plaintext and checks nothing."""
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.exposition import MetricsHandler
+from prometheus_client.registry import CollectorRegistry
+
+from vdcos.security.pki import Identity, TlsFiles
+
+log = logging.getLogger("vdcos.metrics")
+
+# The identity kinds (pki.GROUPS) that may read metrics.
+SCRAPERS = frozenset({"user", "scheduler", "monitor"})
+HANDSHAKE_TIMEOUT_S = 5.0
+
+
+class _Handler(MetricsHandler):
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] != "/metrics":
+            self.send_error(404, "only /metrics is served here")
+            return
+        sock = self.connection
+        if isinstance(sock, ssl.SSLSocket):
+            der = sock.getpeercert(binary_form=True)
+            who = Identity.of(ssl.DER_cert_to_PEM_cert(der).encode()) if der else None
+            if who is None or who.kind not in SCRAPERS:
+                self.send_error(403, f"{who.common_name if who else 'this certificate'} may not read metrics "
+                                     f"(one of {', '.join(sorted(SCRAPERS))} may)")
+                return
+        super().do_GET()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The handshake in the request's own thread: a slow or silent client holds no other.
+        if self.context is not None:
+            request.settimeout(HANDSHAKE_TIMEOUT_S)
+            try:
+                request = self.context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as e:
+                log.debug("metrics: refused %s at the handshake: %s", client_address, e)
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("metrics: a scrape from %s failed", client_address, exc_info=True)
+
+
+class MetricsServer:
+    """Serves `registry` at https://ADDR/metrics (plain http without `tls`) on its own thread."""
+
+    def __init__(self, registry: CollectorRegistry, addr: str, tls: TlsFiles | None) -> None:
+        host, _, port = addr.rpartition(":")
+        self.host = host or "127.0.0.1"
+        self._server = _Server((self.host, int(port)), MetricsHandler.factory(registry))
+        if tls is not None:
+            assert tls.cert is not None and tls.key is not None
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+            ctx.load_verify_locations(str(tls.ca))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            self._server.context = ctx
+        self._server.RequestHandlerClass = type("Handler", (_Handler,), {"registry": registry})
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, port_file: Path | None = None) -> MetricsServer:
+        self._thread.start()
+        if port_file is not None:
+            tmp = port_file.with_suffix(".tmp")
+            tmp.write_text(str(self.port))
+            tmp.replace(port_file)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+
+def scrape(addr: str, tls: TlsFiles | None, timeout: float = 10.0) -> str:
+    """GET /metrics as `tls`'s identity: what Prometheus does, for tests, benchmarks and `vdcos`."""
+    import http.client
+
+    host, _, port = addr.rpartition(":")
+    conn: http.client.HTTPConnection
+    if tls is None:
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    else:
+        ctx = ssl.create_default_context(cafile=str(tls.ca))
+        if tls.cert is not None and tls.key is not None:
+            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        conn = http.client.HTTPSConnection(host, int(port), timeout=timeout, context=ctx)
+    try:
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        body = resp.read().decode()
+        if resp.status != 200:
+            raise PermissionError(f"{addr}: HTTP {resp.status}: {body.strip()[:300]}")
+        return body
+    finally:
+        conn.close()
