@@ -21,6 +21,7 @@ from tests.conftest import wait_until
 from tests.e2e.dc import Datacenter
 from vdcos.cli.localdc import LocalDatacenter, down, repair, up
 from vdcos.images import counters, ensure
+from vdcos.metrics.http import scrape
 from vdcos.model import Allocation, NodeStatus, decode
 from vdcos.nodeagent.libvirt.driver import QEMU_OVERHEAD_MIB
 from vdcos.state import keys
@@ -104,6 +105,15 @@ def test_guest_boots_on_the_chosen_host_and_reports_usage(dc: Dc, booted: str) -
     vm = wait_until(lambda: (v := dc.vm()).status.cpu_time_ns > 0 and v.status.memory_used_mib > 0 and v,
                     timeout=20)
     assert vm.status.phase == pb.VM_PHASE_RUNNING and vm.status.node == booted  # type: ignore[union-attr]
+    # The same, and more, on the host agent's /metrics: libvirt's bulk statistics and the
+    # guest's cgroup (its QoS cap's throttled time, 0 or more, reported since the kernel has it).
+    def sample(name: str) -> float | None:
+        text = scrape(dc.state.metrics[booted], dc.state.operator_tls())
+        m = re.search(rf'^{name}{{node="{booted}",project="",vm="{VM}"}} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else None
+    wait_until(lambda: (sample("vdcos_vm_cpu_seconds_total") or 0) > 0, timeout=20, every=0.5)
+    assert (sample("vdcos_vm_memory_used_bytes") or 0) > 64 * 2 ** 20
+    assert (throttled := sample("vdcos_vm_cpu_throttled_seconds_total")) is not None and throttled >= 0
 
 
 def test_live_migration_keeps_the_guest_running(dc: Dc, booted: str) -> None:

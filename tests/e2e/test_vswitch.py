@@ -5,6 +5,7 @@ operator would use it."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from vdcos.cli.client import Client
 from vdcos.cli.localdc import down, host_root, up
 from vdcos.host.network import HostNetwork, sh
 from vdcos.images import ensure
+from vdcos.metrics.http import scrape
 from vdcos.model import Port, PortKind
 from vdcos.nodeagent.libvirt.domain import read_console
 from vdcos.v1 import migration_service_pb2 as mig_pb
@@ -137,6 +139,16 @@ def test_guests_on_different_hosts_reach_each_other_and_tenants_are_isolated(dc:
     assert not any(m in seen for m in red_macs), seen[:2000]
     seen_red = probe.capture(dc.ns(third, "probe"), "eth0", 2, "-e")
     assert not any(m in seen_red for m in blue_macs)
+    # The guests' NIC counters, on their hosts' /metrics, labelled with the owning project: each
+    # answered at least the two pings above that waited for it.
+    for vm, node in (("red-a", a), ("red-b", b)):
+        def packets(vm: str = vm, node: str = node) -> dict[str, float]:
+            text = scrape(dc.state.metrics[node], dc.state.operator_tls())
+            return {m.group(1): float(m.group(2)) for m in re.finditer(
+                rf'^vdcos_vm_network_(\w+)_total{{interface="[^"]+",node="{node}",project="red",vm="{vm}"}} (\S+)$',
+                text, re.M)}
+        got = wait_until(lambda: (p := packets()).get("receive_packets", 0) >= 2 and p, 20, 0.5)
+        assert got["transmit_packets"] >= 2 and got["receive_bytes"] > 0 and got["transmit_bytes"] > 0, got
 
 
 def test_a_guest_that_stops_answering_is_told_from_a_switch_that_does_not_deliver(dc: Dc) -> None:
