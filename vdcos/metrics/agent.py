@@ -48,9 +48,16 @@ class MigrationSample:
     total_bytes: int
 
 
+# How often the disk and NIC counters are read: Prometheus's default scrape interval (a disk's
+# counters cost a QMP round trip; CPU and memory are read every status period).
+DEVICE_PERIOD_S = 15.0
+
+
 class AgentMetrics:
-    def __init__(self, node: str, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, node: str, registry: CollectorRegistry | None = None,
+                 period_s: float = DEVICE_PERIOD_S) -> None:
         self.node = node
+        self.period_s = period_s
         self.registry = registry or CollectorRegistry()
         self.reconcile_errors = Counter("vdcos_agent_reconcile_errors", "Reconcile failures, by kind of item",
                                         ["node", "kind"], registry=self.registry)

@@ -19,7 +19,7 @@ from vdcos.security.pki import TlsFiles
 
 PROMETHEUS_BIN = shutil.which("prometheus") or "/usr/bin/prometheus"
 JOBS = ("vdcos-api", "vdcos-node", "etcd")
-SCRAPE_INTERVAL_S = 5
+SCRAPE_INTERVAL_S = 15  # the agents read disk and NIC counters as often (metrics/agent.py)
 
 
 def targets_file(folder: Path, job: str) -> Path:
@@ -56,7 +56,7 @@ def configure(folder: Path, tls: TlsFiles | None) -> None:
         scrape.append(cfg)
         if not targets_file(folder, job).exists():
             write_targets(folder, job, [])
-    config = {"global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s", "scrape_timeout": "4s",
+    config = {"global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s", "scrape_timeout": "10s",
                          "evaluation_interval": "15s"},
               "scrape_configs": scrape}
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -102,6 +102,7 @@ class NodeAgent(Migrations, VmReconciler):
         # `metrics_address` says (published in the node's status for discovery).
         self.metrics = metrics
         self.metrics_address = metrics_address
+        self._devices_read = float("-inf")
         if metrics is not None:
             metrics.migrations = self._leaving
 
@@ -247,16 +248,23 @@ class NodeAgent(Migrations, VmReconciler):
     def _usage(self) -> tuple[Resources, dict[str, DomainStats]]:
         """The host's use (for the node status) and each running domain's (for the VM statuses
         and the metrics): one bulk read of the hypervisor's statistics."""
-        stats = self.driver.all_stats()
+        # Disk and NIC counters cost a hypervisor round trip each: read once per metrics period.
+        devices = self.metrics is not None and time.monotonic() - self._devices_read >= self.metrics.period_s
+        stats = self.driver.all_stats(devices=devices)
         with self._lock:
             desired = dict(self._desired)
         vcpus = sum(a.spec.resources.vcpus for n, a in desired.items() if n in stats)
         used = Resources(vcpus, sum(s.memory_used_mib for s in stats.values()), 0, 0)
         if self.metrics is not None:
+            if devices:
+                self._devices_read = time.monotonic()
+            before = self.metrics.sample.vms if self.metrics.sample else {}
             cap = self.spec.capacity
             self.metrics.sample = HostSample(cap.vcpus, cap.memory_mib, cap.disk_gib, used.vcpus, used.memory_mib, {
                 vm: VmSample(desired[vm].spec.project if vm in desired else "", s.cpu_time_ns, s.memory_used_mib,
-                             {d[0]: d[1:] for d in s.disks}, {n[0]: n[1:] for n in s.nics}, s.throttled_ns)
+                             {d[0]: d[1:] for d in s.disks} if devices else (old.disks if (old := before.get(vm)) else {}),
+                             {n[0]: n[1:] for n in s.nics} if devices else (old.nics if (old := before.get(vm)) else {}),
+                             s.throttled_ns)
                 for vm, s in stats.items()})
         return used, stats
 

@@ -92,10 +92,10 @@ class HypervisorDriver(Protocol):
 
     def stats(self, name: str) -> DomainStats: ...
 
-    def all_stats(self) -> dict[str, DomainStats]:
-        """Every running guest's, read in one call where the hypervisor can (libvirt's bulk
-        statistics): the agent reads them once per status period, for the VM statuses and the
-        metrics alike."""
+    def all_stats(self, devices: bool = True) -> dict[str, DomainStats]:
+        """Every running guest's: the agent reads them once per status period, for the VM
+        statuses and the metrics alike. `devices`: also each disk's and NIC's counters (they
+        cost more; the agent asks for them once per metrics period)."""
         ...
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
                 on_progress: Callable[[MigrationProgress], None] | None = None,

@@ -137,7 +137,7 @@ class SimDriver:
         busy = (time.time() - dom.started_at) * dom.vcpus * 0.05
         return DomainStats(int(busy * 1e9), dom.memory_mib // 2)
 
-    def all_stats(self) -> dict[str, DomainStats]:
+    def all_stats(self, devices: bool = True) -> dict[str, DomainStats]:
         with self._lock:
             running = [n for n, d in self._domains.items() if d.state is DomainState.RUNNING]
         out = {}
