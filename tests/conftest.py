@@ -22,6 +22,7 @@ from vdcos.storagepool.pool import SimPools
 from vdcos.apiserver.server import SchedulerServer, create_server
 from vdcos.security.pki import Authority, Identity, TlsFiles
 from vdcos.state import keys
+from vdcos.events import Recorder
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.etcd_server import EtcdServer
 from vdcos.v1 import node_service_pb2 as node_pb
@@ -66,6 +67,7 @@ class Cluster:
     server: SchedulerServer
     client: Client
     tmp: Path
+    recorder: Recorder
     agents: dict[str, NodeAgent] = field(default_factory=dict)
 
     @property
@@ -77,7 +79,7 @@ class Cluster:
         driver = SimDriver(capacity, self.tmp / f"{name}.json")
         spec = NodeSpec(name, capacity, pairs(labels or {}), "sim", f"sim://{self.tmp / f'{name}.json'}")
         agent = NodeAgent(self.store, spec, driver, lease_ttl=ttl, resync_s=0.5,
-                          pools=pools or SimPools(name, capacity.disk_gib)).start()
+                          pools=pools or SimPools(name, capacity.disk_gib), emit=self.recorder.emit).start()
         self.agents[name] = agent
         wait_until(lambda: (v := self.server.cache.node(name)) is not None and v.status is not None)
         return agent
@@ -102,11 +104,12 @@ class Cluster:
 def cluster(store: EtcdStore, tmp_path: Path) -> Iterator[Cluster]:
     server = create_server("127.0.0.1:0", store)
     client = Client(f"127.0.0.1:{server.port}")
-    c = Cluster(store, server, client, tmp_path)
+    c = Cluster(store, server, client, tmp_path, Recorder(store).start())  # the agents' events
     yield c
     client.channel.close()
     for a in c.agents.values():
         a.stop()
+    c.recorder.stop()
     server.stop(0)
 
 

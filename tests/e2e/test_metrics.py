@@ -87,7 +87,7 @@ def test_every_process_serves_its_metrics_to_the_operator_only(dc: LocalDatacent
     assert series(api, "vdcos_placement_refusals_total", reason="insufficient_memory_mib") == [1.0], api
     assert series(api, "vdcos_placement_commits_total", outcome="committed") == [1.0]
     assert series(api, "vdcos_cache_synced") == [1.0]
-    assert sum(series(api, "vdcos_controller_leader")) == 3.0  # the one replica leads all three
+    assert sum(series(api, "vdcos_controller_leader")) == 4.0  # the one replica leads all four
     # The agent's sample of the VM comes with its next status period.
     wait_until(lambda: series(scrape(dc.metrics[node], operator), "vdcos_vm_cpu_seconds_total", vm="web-1",
                               node=node), timeout=20, every=0.5)

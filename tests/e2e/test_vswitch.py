@@ -149,6 +149,10 @@ def test_guests_on_different_hosts_reach_each_other_and_tenants_are_isolated(dc:
                 text, re.M)}
         got = wait_until(lambda: (p := packets()).get("receive_packets", 0) >= 2 and p, 20, 0.5)
         assert got["transmit_packets"] >= 2 and got["receive_bytes"] > 0 and got["transmit_bytes"] > 0, got
+        # Its host's switch logged the plugging under the request id of the call that made the VM.
+        plugged = [line for line in Path(dc.state.proc(node).log).read_text().splitlines()
+                   if f"plugged red/{vm} " in line]
+        assert plugged and re.search(r"\[req-[0-9a-f]{16}\]$", plugged[0]), plugged
 
 
 def test_a_guest_that_stops_answering_is_told_from_a_switch_that_does_not_deliver(dc: Dc) -> None:

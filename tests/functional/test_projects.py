@@ -27,6 +27,7 @@ from vdcos.state import keys
 from vdcos.state.etcd import EtcdStore
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
+from vdcos.v1 import event_service_pb2 as ev_pb
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import project_service_pb2 as proj_pb
 from vdcos.v1 import token_service_pb2 as tok_pb
@@ -128,6 +129,16 @@ def test_another_projects_objects_are_not_found(dc: Dc) -> None:
         assert red.networks.ListNetworks(net_pb.ListNetworksRequest()).networks == []
         assert red.networks.ListPorts(net_pb.ListPortsRequest()).ports == []
         assert code_of(red.vms.CreateVm, vm("r2", networks=("bnet",))) == nf  # a NIC on blue's network
+        # Events too: a project's callers see their VMs' alone, and no node's, whatever they ask.
+        def names(c: Client, **f: str) -> set[tuple[str, str]]:
+            got = c.events.ListEvents(ev_pb.ListEventsRequest(filter=ev_pb.EventFilter(**f))).events
+            return {(e.kind, e.name) for e in got}
+        wait_until(lambda: ("vm.placed", "r1") in names(red), timeout=10)
+        assert {p for _, p in {(e.kind, e.project) for e in red.events.ListEvents(ev_pb.ListEventsRequest()).events}} \
+            == {"red"}
+        assert not any(n == "b1" for _, n in names(red)) and not any(k.startswith("node.") for k, _ in names(red))
+        assert code_of(red.events.ListEvents, ev_pb.ListEventsRequest(filter=ev_pb.EventFilter(project="blue"))) == nf
+        assert ("vm.placed", "b1") in names(blue) and ("vm.placed", "b1") in names(dc.admin, project="blue")
         assert code_of(red.vms.CreateVm, vm("r3", project="blue")) == nf
         assert code_of(red.volumes.GetVolume, vol_pb.GetVolumeRequest(name="bvol")) == nf
         assert code_of(red.volumes.DeleteVolume, vol_pb.DeleteVolumeRequest(name="bvol")) == nf

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from vdcos.apiserver.audit import AuditLog, entries, target_of
+from vdcos.state.journal import hour_prefix
 from vdcos.model import AuditEntry
 from vdcos.state import keys
 from vdcos.state.store import MemoryStore
@@ -25,9 +26,9 @@ def test_written_read_back_newest_first_and_trimmed_by_hour() -> None:
     assert [e.target for e in entries(store, now - 30 * 86400, now, 10)] == ["recent", "earlier", "old"]
     assert [e.target for e in entries(store, now - 3 * 3600, now, 10)] == ["recent", "earlier"]
     assert [e.target for e in entries(store, now - 30 * 86400, now, 1)] == ["recent"]
-    log._trim()
+    log.trim()
     assert [e.target for e in entries(store, now - 30 * 86400, now, 10)] == ["recent", "earlier"]
-    assert store.get_prefix(keys.audit_hour(now - 10 * 86400))[0] == []
+    assert store.get_prefix(hour_prefix(keys.AUDIT, now - 10 * 86400))[0] == []
 
 
 def test_a_full_queue_drops_and_the_next_entry_says_how_many() -> None:

@@ -17,8 +17,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("apiserver",),
     ("scheduler", "controllers", "planner"),
     ("migration", "vswitch", "storagepool", "nodeagent", "host", "images"),
-    ("projects", "metrics"),
-    ("state", "model", "errors", "v1", "process", "reconcile", "security"),
+    ("projects", "metrics", "events"),
+    ("state", "model", "errors", "v1", "process", "reconcile", "security", "logs"),
 )
 LAYER_OF = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}
 

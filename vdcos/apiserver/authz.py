@@ -89,6 +89,8 @@ RULES: dict[str, Rule] = {
         "ListProjects": ("projects", "list"), "DeleteProject": ("projects", "delete"),
         "GetQuota": ("quotas", "get"), "SetQuota": ("quotas", "update")}),
     **_service("AuditService", {"ListAuditEntries": ("audit", "list")}),
+    **_service("EventService", {"ListEvents": ("events", "list"), "WatchEvents": ("events", "watch")}),
+    **_service("UsageService", {"GetUsage": ("usage", "get")}),
     **_service("TokenService", {
         "CreateToken": ("tokens", "create"), "ListTokens": ("tokens", "list"), "RevokeToken": ("tokens", "delete")}),
     **_service("QosPolicyService", {
@@ -107,9 +109,9 @@ ANY_IDENTITY = frozenset({"/grpc.reflection.v1alpha.ServerReflection/ServerRefle
                           "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
 
 # What a project owns: its callers reach only these, and only their project's.
-PROJECT_RESOURCES = frozenset({"vms", "networks", "ports", "volumes", "snapshots", "migrations"})
+PROJECT_RESOURCES = frozenset({"vms", "networks", "ports", "volumes", "snapshots", "migrations", "events"})
 # Cluster-scoped things a project's callers read to use their own (their project and quota only).
-PROJECT_READABLE = frozenset({"qos-policies", "pools", "projects", "quotas"})
+PROJECT_READABLE = frozenset({"qos-policies", "pools", "projects", "quotas", "usage"})
 
 
 def _in_project(rule: Rule) -> bool:

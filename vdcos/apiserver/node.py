@@ -55,6 +55,9 @@ class NodeServicer(node_grpc.NodeServiceServicer):
         if not request.dry_run:
             await blocking(self.ops.cordon, request.name, request.reason or "drain", True)
         rb = await blocking(self.ops.planning.drain, request.name, request.dry_run)
+        if not request.dry_run:
+            self.ops.emit("node.drained", request.name, node=request.name, rebalance=rb.id,
+                          message=f"draining: {len(rb.steps)} VM(s) to move off by live migration")
         return node_pb.DrainNodeResponse(node=await blocking(self._pb, request.name), rebalance=convert.rebalance_to_pb(rb))
 
     @rpc

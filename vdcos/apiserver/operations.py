@@ -14,7 +14,9 @@ import numpy as np
 
 from vdcos.apiserver.planner_pool import PlannerPool
 from vdcos.apiserver.planning import Planning
+from vdcos.controllers import metering
 from vdcos.controllers.rebalancer import Rebalancer
+from vdcos.events import Emit, nothing
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, PoolKind,
@@ -65,8 +67,10 @@ class FailoverCapacity:
 
 
 class Operations:
-    def __init__(self, store: Store, cache: ClusterCache, scheduler: Placer, authority: Authority | None = None) -> None:
+    def __init__(self, store: Store, cache: ClusterCache, scheduler: Placer, authority: Authority | None = None,
+                 emit: Emit = nothing) -> None:
         self.store = store
+        self.emit = emit  # the replica's event recorder (vdcos/events/)
         # The datacenter's CA, to certify hosts that join (None: this replica cannot).
         self.authority = authority
         self.cache = cache
@@ -181,6 +185,11 @@ class Operations:
         self.scheduler.delete(name, project)
         if kv is not None:
             spec = decode(VmSpec, json.loads(kv.value))
+            metering.deleted(self.store, name, time.time(), spec,
+                             decode(PlacementRecord, json.loads(place.value)) if place is not None else None)
+            self.emit("vm.deleted", name, project=spec.project,
+                      node=decode(PlacementRecord, json.loads(place.value)).node if place is not None else "",
+                      message="deleted" + (", its volumes kept" if keep_volumes else ""))
             networks.delete_ports(self.store, networks.vm_ports(self.store, name, spec.networks))
             # Cinder's delete_on_termination, on by default: no volume outlives its VM unasked.
             node = decode(PlacementRecord, json.loads(place.value)).node if place is not None else ""
@@ -415,9 +424,11 @@ class Operations:
         if on:
             rev = self.store.put(key, json.dumps({"reason": reason, "at": time.time()}).encode())
             self.cache.wait_for_revision(rev)
+            self.emit("node.cordoned", name, node=name, message=f"cordoned: {reason}" if reason else "cordoned")
         else:
             res = self.store.txn([], [Delete(key)], [])
             self.cache.wait_for_revision(res.revision)
+            self.emit("node.uncordoned", name, node=name, message="takes new VMs again")
         return self.node(name)
 
     # --- configuration and capacity ---------------------------------------------------------

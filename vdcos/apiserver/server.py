@@ -21,9 +21,11 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from vdcos import logs
 from vdcos.apiserver.audit import RETENTION_S, AuditLog, AuditServicer
 from vdcos.apiserver.authz import AuthInterceptor, Authorizer
 from vdcos.apiserver.capacity import CapacityServicer
+from vdcos.apiserver.event import EventServicer
 from vdcos.apiserver.ha import HaServicer
 from vdcos.apiserver.migration import MigrationServicer
 from vdcos.apiserver.network import NetworkServicer
@@ -32,10 +34,14 @@ from vdcos.apiserver.operations import Operations
 from vdcos.apiserver.placement import PlacementServicer
 from vdcos.apiserver.policy import QosPolicyServicer
 from vdcos.apiserver.project import ProjectServicer
+from vdcos.apiserver.requests import RequestInterceptor
 from vdcos.apiserver.tokens import TokenLookup, TokenServicer
+from vdcos.apiserver.usage import UsageServicer
 from vdcos.apiserver.vm import VmServicer
 from vdcos.apiserver.volume import VolumeServicer
 from vdcos.controllers import start_all
+from vdcos.controllers.metering import PERIOD_S as METERING_PERIOD_S
+from vdcos.events import Recorder
 from vdcos.host.wakeup import CpuWakeupLatency
 from vdcos.metrics.api import ApiMetrics
 from vdcos.metrics.http import MetricsServer
@@ -48,13 +54,15 @@ from vdcos.security.pki import Authority, TlsFiles
 from vdcos.security.tls import add_etcd_flags, add_insecure_flag, etcd_tls, server_credentials, warn_insecure
 from vdcos.state.etcd import EtcdStore
 from vdcos.state.store import Store
-from vdcos.v1 import (audit_service_pb2, audit_service_pb2_grpc, capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
+from vdcos.v1 import (audit_service_pb2, audit_service_pb2_grpc, capacity_service_pb2, capacity_service_pb2_grpc,
+                      event_service_pb2, event_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
                       migration_service_pb2,
                       migration_service_pb2_grpc, network_service_pb2, network_service_pb2_grpc, node_service_pb2,
                       node_service_pb2_grpc, placement_service_pb2, placement_service_pb2_grpc,
                       project_service_pb2, project_service_pb2_grpc,
                       qos_policy_service_pb2, qos_policy_service_pb2_grpc, token_service_pb2,
-                      token_service_pb2_grpc, vm_service_pb2, vm_service_pb2_grpc,
+                      token_service_pb2_grpc, usage_service_pb2, usage_service_pb2_grpc, vm_service_pb2,
+                      vm_service_pb2_grpc,
                       volume_service_pb2, volume_service_pb2_grpc)
 
 log = logging.getLogger("vdcos.apiserver")
@@ -79,6 +87,8 @@ SERVICES = (
     (project_service_pb2, "ProjectService", project_service_pb2_grpc.add_ProjectServiceServicer_to_server,
      ProjectServicer),
     (audit_service_pb2, "AuditService", audit_service_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer),
+    (event_service_pb2, "EventService", event_service_pb2_grpc.add_EventServiceServicer_to_server, EventServicer),
+    (usage_service_pb2, "UsageService", usage_service_pb2_grpc.add_UsageServiceServicer_to_server, UsageServicer),
 )
 
 
@@ -97,6 +107,7 @@ class SchedulerServer:
     mtls_port: int = 0
     audit: AuditLog | None = None
     metrics: MetricsServer | None = None
+    events: Recorder | None = None
 
     def stop(self, grace: float = 1.0) -> None:
         if self.metrics is not None:
@@ -112,6 +123,8 @@ class SchedulerServer:
         self.ops.rebalancer.stop()
         self.ops.planner_pool.close()
         self.scheduler.stop()
+        if self.events is not None:
+            self.events.stop()
         self.cache.stop()
 
 
@@ -119,9 +132,9 @@ async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_a
                         metrics: ApiMetrics | None
                         ) -> tuple[grpc.aio.Server, int, int, Callable[[], Coroutine[Any, Any, None]]]:
     # With TLS, every call is authorized by the caller's certificate or token (authz.py), and
-    # each mutating one is audited; --insecure has no identities to check. Metrics outermost:
-    # calls refused at authorization are counted and timed too.
-    interceptors = [metrics.interceptor()] if metrics is not None else []
+    # each mutating one is audited; --insecure has no identities to check. Request ids, metrics
+    # and the call log outermost (requests.py): calls refused at authorization count too.
+    interceptors: list[grpc.aio.ServerInterceptor] = [RequestInterceptor(metrics)]
     if tls is not None:
         interceptors.append(AuthInterceptor(Authorizer(tls.ca.read_bytes(), TokenLookup(ops.store)), audit))
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
@@ -155,7 +168,8 @@ async def _build_server(addr: str, ops: Operations, tls: TlsFiles | None, mtls_a
 def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_threads: int = 8,
                   linger: float = LINGER_MS / 1000, tls: TlsFiles | None = None,
                   mtls_addr: str = "127.0.0.1:0", audit_retention_s: float = RETENTION_S,
-                  authority: Authority | None = None, metrics_addr: str = "") -> SchedulerServer:
+                  authority: Authority | None = None, metrics_addr: str = "",
+                  metering_period_s: float = METERING_PERIOD_S) -> SchedulerServer:
     """Bind `addr` (port 0 picks one) and start serving; returns the bound ports. With the
     replica's certificate `tls`: TLS on `addr` for callers with bearer tokens, and mutual TLS
     on `mtls_addr` for callers with certificates; None serves plaintext on `addr` alone
@@ -168,12 +182,13 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     # The compiled decision loop (numba, ~0.5 s to load) is loaded now, not by the first placement.
     importlib.import_module("vdcos.scheduler.core.kernel")
     metrics = ApiMetrics() if metrics_addr else None
+    recorder = Recorder(store, trim=True).start()
     cache = ClusterCache(store).start()
     replicas = Replicas(store)
     sched = Scheduler(store, cache, max_batch=max_batch, linger=linger, lane=lambda: replicas.lane,
-                      metrics=metrics).start()
-    ops = Operations(store, cache, sched, authority)
-    controllers = start_all(store, ops.rebalancer, cache, lambda: replicas.lane)
+                      metrics=metrics, emit=recorder.emit).start()
+    ops = Operations(store, cache, sched, authority, emit=recorder.emit)
+    controllers = start_all(store, ops.rebalancer, cache, lambda: replicas.lane, recorder.emit, metering_period_s)
     served = None
     if metrics is not None:
         metrics.watch(cache, controllers)
@@ -194,7 +209,7 @@ def create_server(addr: str, store: Store, *, max_batch: int = MAX_BATCH, io_thr
     if audit is not None:
         audit.replica = f"{addr.rpartition(':')[0]}:{port}"
     return SchedulerServer(server, port, cache, sched, ops, replicas, loop, thread, controllers, mtls_port, audit,
-                           served)
+                           served, recorder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="serve Prometheus metrics at https://ADDR/metrics (mutual TLS; port 0 picks one). "
                          "Off unless given")
     ap.add_argument("--metrics-port-file", type=Path, help="write the metrics port here once serving")
+    ap.add_argument("--log-json", action="store_true",
+                    help="log JSON lines, each call's request id in them (also with VDCOS_LOG_JSON=1)")
     ap.add_argument("--audit-retention-h", type=float, default=RETENTION_S / 3600,
                     help="hours the audit log keeps its entries (default 168: 7 days)")
     ap.add_argument("--io-threads", type=int, default=8, help="threads for blocking etcd reads")
@@ -249,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         authority = Authority(args.ca_dir) if args.ca_dir else None
     except (OSError, ValueError) as e:
         ap.error(f"--ca-dir: {e}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup("apiserver", json_lines=True if args.log_json else None)
     if args.insecure:
         warn_insecure()
     store = EtcdStore(args.etcd, tls=etcd_files)

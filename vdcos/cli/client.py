@@ -10,12 +10,14 @@ from grpc_status import rpc_status
 
 from vdcos.security.pki import API_NAME, TlsFiles
 from vdcos.security.tls import secure_channel
-from vdcos.v1 import (audit_service_pb2, audit_service_pb2_grpc, capacity_service_pb2, capacity_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
+from vdcos.v1 import (audit_service_pb2, audit_service_pb2_grpc, capacity_service_pb2, capacity_service_pb2_grpc,
+                      event_service_pb2, event_service_pb2_grpc, ha_service_pb2, ha_service_pb2_grpc,
                       migration_service_pb2, migration_service_pb2_grpc,
                       network_service_pb2, network_service_pb2_grpc, node_service_pb2, node_service_pb2_grpc,
                       placement_service_pb2, placement_service_pb2_grpc, project_service_pb2,
                       project_service_pb2_grpc, qos_policy_service_pb2,
-                      qos_policy_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc, types_pb2, vm_service_pb2,
+                      qos_policy_service_pb2_grpc, token_service_pb2, token_service_pb2_grpc, types_pb2,
+                      usage_service_pb2, usage_service_pb2_grpc, vm_service_pb2,
                       vm_service_pb2_grpc, volume_service_pb2,
                       volume_service_pb2_grpc)
 
@@ -33,8 +35,10 @@ _RETRIED = ("CreateVm", "BatchCreateVms")
 
 def _service_config() -> str:
     names = []
-    for pb2 in (audit_service_pb2, capacity_service_pb2, ha_service_pb2, migration_service_pb2, network_service_pb2, node_service_pb2,
-                placement_service_pb2, project_service_pb2, qos_policy_service_pb2, token_service_pb2, vm_service_pb2,
+    for pb2 in (audit_service_pb2, capacity_service_pb2, event_service_pb2, ha_service_pb2, migration_service_pb2,
+                network_service_pb2, node_service_pb2,
+                placement_service_pb2, project_service_pb2, qos_policy_service_pb2, token_service_pb2,
+                usage_service_pb2, vm_service_pb2,
                 volume_service_pb2):
         for svc in pb2.DESCRIPTOR.services_by_name.values():
             names += [{"service": svc.full_name, "method": m.name} for m in svc.methods
@@ -86,6 +90,8 @@ class Client:
         self.tokens = token_service_pb2_grpc.TokenServiceStub(self.channel)
         self.projects = project_service_pb2_grpc.ProjectServiceStub(self.channel)
         self.audit = audit_service_pb2_grpc.AuditServiceStub(self.channel)
+        self.events = event_service_pb2_grpc.EventServiceStub(self.channel)
+        self.usage = usage_service_pb2_grpc.UsageServiceStub(self.channel)
 
     def __enter__(self) -> Client:
         return self

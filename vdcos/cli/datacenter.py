@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from vdcos import logs
 from vdcos.cli import localdc
 from vdcos.cli.common import Subparsers, UsageError, connect, emit, table
 from vdcos.host.wakeup import DEVICE as WAKEUP_DEVICE
@@ -37,6 +38,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if not 1 <= args.replicas <= 9:
         raise UsageError("--replicas: from 1 to 9")
     home = Path(args.home)
+    if args.log_json:  # inherited by every process up starts, and by the supervisor's restarts
+        os.environ[logs.ENV] = "1"
     existing = localdc.LocalDatacenter.load(home)
     before = existing.alive() if existing else {}
     dc = localdc.up(home, args.hosts, args.driver, capacity, lease_ttl=args.lease_ttl,
@@ -112,6 +115,9 @@ def register(sub: Subparsers) -> None:
     up.add_argument("--cpu-wakeup-latency-us", type=int, metavar="US",
                     help="the scheduler holds this host's idle CPUs to this wake-up latency while it serves "
                          "(0: they poll instead of halting). Costs power; see vdcos/host/wakeup.py")
+    up.add_argument("--log-json", action="store_true",
+                    help="every daemon logs JSON lines, each with the request id of the call behind it "
+                         "(vdcos/logs.py)")
     up.add_argument("--prometheus", action="store_true",
                     help="also run a Prometheus (Debian's package) that scrapes every process's metrics and etcd's, "
                          "following hosts that join and leave; its URL is in cluster.json under `prometheus`")

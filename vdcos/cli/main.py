@@ -9,8 +9,8 @@ import sys
 
 import grpc
 
-from vdcos.cli import (audit, capacity, credentials, datacenter, ha, join, localdc, migrations, networks, nodes,
-                       policies, projects, tokens, vms, volumes)
+from vdcos.cli import (audit, capacity, credentials, datacenter, events, ha, join, localdc, migrations, networks, nodes,
+                       policies, projects, tokens, usage, vms, volumes)
 from vdcos.cli.client import describe_error
 from vdcos.cli.common import UsageError
 
@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
     tokens.register(sub)
     projects.register(sub)
     audit.register(sub)
+    events.register(sub)
+    usage.register(sub)
     credentials.register(sub)
     join.register(sub)
     nodes.register_drain(sub)

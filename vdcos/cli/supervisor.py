@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from vdcos import logs
 from vdcos.cli.localdc import LocalDatacenter, locked, restart, wait_etcd
 
 log = logging.getLogger("vdcos.supervisor")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", type=Path, required=True)
     ap.add_argument("--every", type=float, default=0.5, help="seconds between looks")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup("supervisor")
     backoff: dict[str, _Backoff] = {}
     log.info("supervising %s", args.home)
     while (args.home / "cluster.json").exists():

@@ -33,6 +33,7 @@ import time
 from dataclasses import replace
 from typing import Callable
 
+from vdcos.events import Emit, nothing
 from vdcos.errors import VdcosError
 from vdcos.model import (HaEvent, HostFailure, HostFailurePhase, PlacementRecord, RestartPolicy, VmSpec, decode,
                          dumps, restart_order)
@@ -69,12 +70,19 @@ def probe_hypervisor(uri: str) -> set[str] | None:
     return {line.strip() for line in r.stdout.splitlines() if line.strip()}
 
 
+# HA decisions as the datacenter's events name them.
+_EVENT_KINDS = {"host-failed": "node.not_ready", "host-fenced": "node.fenced", "vm-restarted": "vm.restarted",
+                "vm-lost": "vm.failed", "vm-pending": "vm.refused"}
+
+
 class HaController:
     name = "ha"
 
     def __init__(self, store: Store, cache: ClusterCache, *, lane: Callable[[], Lane] = lambda: SOLO,
-                 margin_s: float = MARGIN_S, batch: int = BATCH, probe: Probe = probe_hypervisor) -> None:
+                 margin_s: float = MARGIN_S, batch: int = BATCH, probe: Probe = probe_hypervisor,
+                 emit: Emit = nothing) -> None:
         self.store = store
+        self.emit = emit
         self.cache = cache
         self.lane = lane
         self.margin_s = margin_s
@@ -217,8 +225,17 @@ class HaController:
             log.info("ha: %s %s %s %s", e.kind, e.node, e.vm, e.message)
         if not self.store.txn([Compare(keys.ha_host(node), "mod", "==", rev)], ops).succeeded:
             raise VdcosError(f"HA record of {node} changed meanwhile; reconciling again")
+        for e in events:  # the datacenter's event stream says it too (vdcos/events/)
+            kind = _EVENT_KINDS.get(e.kind)
+            if kind is not None:
+                self.emit(kind, e.vm or e.node, node=e.node, project=self._project_of(e.vm), message=e.message,
+                          **({"epoch": e.epoch} if e.epoch else {}))
         if events:
             self._trim_events()
+
+    def _project_of(self, vm: str) -> str:
+        kv = self.store.get(keys.vm_spec(vm)) if vm else None
+        return decode(VmSpec, json.loads(kv.value)).project if kv else ""
 
     def _trim_events(self) -> None:
         """After events were added (not at every resync: the events are read whole)."""

@@ -27,6 +27,7 @@ import time
 from dataclasses import replace
 
 from vdcos.errors import NotFound
+from vdcos.events import Emit, nothing
 from vdcos.migration import records
 from vdcos.model import Migration, MigrationPhase
 from vdcos.state import keys
@@ -39,8 +40,10 @@ STALLED_S = 300.0
 class MigrationController:
     name = "migrations"
 
-    def __init__(self, store: Store, grace_s: float = GRACE_S, stalled_s: float = STALLED_S) -> None:
+    def __init__(self, store: Store, grace_s: float = GRACE_S, stalled_s: float = STALLED_S,
+                 emit: Emit = nothing) -> None:
         self.store = store
+        self.emit = emit
         self.grace_s = grace_s
         self.stalled_s = stalled_s
         self._source_gone: dict[str, float] = {}  # migration id -> when its source was first seen NotReady
@@ -58,7 +61,7 @@ class MigrationController:
         except NotFound:
             return
         if m.reported and not m.phase.done:
-            records.apply_reported(self.store, m)
+            self._finished(m, records.apply_reported(self.store, m))
             return
         if m.phase is MigrationPhase.RUNNING:
             self._cancel_if_stalled(m)
@@ -70,9 +73,23 @@ class MigrationController:
             return
         since = self._source_gone.setdefault(mid, time.monotonic())
         if time.monotonic() - since >= self.grace_s:
-            records.finish(self.store, mid, MigrationPhase.FAILED,
-                           f"{m.source} went NotReady before the migration started",
-                           only_from=(MigrationPhase.PENDING,))
+            self._finished(m, records.finish(self.store, mid, MigrationPhase.FAILED,
+                                             f"{m.source} went NotReady before the migration started",
+                                             only_from=(MigrationPhase.PENDING,)))
+
+    def _finished(self, before: Migration, m: Migration) -> None:
+        """The event of a migration this call finished (not of one another replica had)."""
+        if before.phase.done or not m.phase.done:
+            return
+        fields = {"migration": m.id, "source": m.source, "destination": m.destination}
+        if m.phase is MigrationPhase.COMPLETED:
+            self.emit("vm.migrated", m.vm, node=m.destination, project=m.project,
+                      message=f"moved from {m.source} to {m.destination} live"
+                      + (f": downtime {m.downtime_ms} ms, {m.total_ms} ms in all" if m.downtime_ms >= 0 else ""),
+                      downtime_ms=m.downtime_ms, total_ms=m.total_ms, **fields)
+        else:
+            self.emit("vm.migration_failed", m.vm, node=m.source, project=m.project,
+                      message=f"{m.phase.value}: {m.message}", **fields)
 
     def _cancel_if_stalled(self, m: Migration) -> None:
         idle = time.time() - max(m.updated_at, m.created_at)

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from vdcos import logs
 from vdcos.host.libvirtd import LibvirtHost
 
 log = logging.getLogger("vdcos.fencer")
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, required=True, help="the host's folder (its host.json)")
     ap.add_argument("--poll-s", type=float, default=POLL_S)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup("fencer")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("fencer of %s armed by the agent's pets (%s)", args.root.name, fence_dir(args.root))
     run(args.root, args.poll_s)

@@ -1,4 +1,5 @@
-"""The API/scheduler replica's metrics: every RPC by method and code, what placement does
+"""The API/scheduler replica's metrics: every RPC by method and code (counted by the API's
+request interceptor, apiserver/requests.py), what placement does
 (latency, batch size, commits, conflicts, refusals by reason), and what the replica is (its
 cache's freshness, the controllers it leads).
 
@@ -7,12 +8,8 @@ Prometheus scrapes, by a collector, not pushed on every change: a placement pays
 few observations below (about a microsecond each, against a ~0.5 ms placement)."""
 from __future__ import annotations
 
-import asyncio
-import time
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
-import grpc
-import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -70,9 +67,6 @@ class ApiMetrics:
         self._state.cache = cache
         self._state.runners = list(runners)
 
-    def interceptor(self) -> grpc.aio.ServerInterceptor:
-        return _Interceptor(self)
-
 
 class _State(Collector):
     def __init__(self) -> None:
@@ -96,71 +90,6 @@ class _State(Collector):
 
     def describe(self) -> Iterable[Any]:
         return []  # collected at scrape time only: nothing to check at registration
-
-
-Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
-
-
-def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
-    if error is None:
-        return "OK"
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    return "CANCELLED" if isinstance(error, (asyncio.CancelledError, GeneratorExit)) else "UNKNOWN"
-
-
-class _Interceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc.aio is unannotated
-    """Counts and times every call, outermost, so that refusals at authorization count too."""
-
-    def __init__(self, metrics: ApiMetrics) -> None:
-        self.m = metrics
-
-    async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
-                                details: grpc.HandlerCallDetails) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return handler
-        method = details.method
-        seconds = self.m.request_seconds.labels(method)
-        requests = self.m.requests
-
-        def ended(t0: float, context: grpc.aio.ServicerContext, error: BaseException | None) -> None:
-            seconds.observe(time.perf_counter() - t0)
-            requests.labels(method, _code(context, error)).inc()
-
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def answer(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    out = await inner(request, context)
-                except BaseException as e:
-                    ended(t0, context, e)
-                    raise
-                ended(t0, context, None)
-                return out
-            make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
-                    else grpc.stream_unary_rpc_method_handler)
-            return make(answer, handler.request_deserializer, handler.response_serializer)
-        inner = handler.unary_stream or handler.stream_stream
-
-        async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            t0 = time.perf_counter()
-            try:
-                result = inner(request, context)
-                if hasattr(result, "__aiter__"):
-                    async for item in result:
-                        yield item
-                else:
-                    await result
-            except BaseException as e:
-                ended(t0, context, e)
-                raise
-            ended(t0, context, None)
-        make = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return make(stream, handler.request_deserializer, handler.response_serializer)
 
 
 def refusal_reason(rejection: Any) -> str:

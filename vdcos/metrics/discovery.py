@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+from vdcos import logs
 from vdcos.metrics.prometheus import write_targets
 from vdcos.model import NodeStatus, decode
 from vdcos.security.tls import add_etcd_flags, add_insecure_flag, etcd_tls
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     add_etcd_flags(ap)
     add_insecure_flag(ap)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup("discovery")
     store = EtcdStore(args.etcd, tls=etcd_tls(args, ap))
     write_targets(args.folder, "etcd", [(m, {"member": m}) for m in args.etcd.split(",")])
     done = threading.Event()

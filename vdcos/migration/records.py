@@ -17,6 +17,7 @@ import uuid
 from dataclasses import replace
 from typing import Callable, TypeVar
 
+from vdcos import logs
 from vdcos.errors import FailedPrecondition, NotFound, ResourceExhausted
 from vdcos.model import (ActiveMigrations, Allocation, AllocEntry, Assignment, Migration, MigrationOptions,
                          MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, QosClass,
@@ -138,7 +139,8 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
                                             f"group {group.name}")
                 ops.append(Put(keys.group(group.name), dumps(group.with_member(group_hold(vm, mid), destination))))
         now = time.time()
-        m = Migration(mid, vm, source, destination, MigrationPhase.PENDING, options, now, now, project=spec.project)
+        m = Migration(mid, vm, source, destination, MigrationPhase.PENDING, options, now, now, project=spec.project,
+                      request_id=logs.REQUEST_ID.get())
         for v in local:
             src_vol = next((e for e in src.entries if e.vm == volume_consumer(v.name)), None)
             if src_vol is not None:

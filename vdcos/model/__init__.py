@@ -9,6 +9,8 @@ two are imported by their module name, as `vdcos.model.fit`; the value objects a
 are re-exported here, the names every layer uses.
 """
 from vdcos.model.audit import AuditEntry
+from vdcos.model.event import KINDS as EVENT_KINDS, ClusterEvent
+from vdcos.model.usage import Amounts, VmUsage
 from vdcos.model.codec import assignment_bytes, decode, dumps, encode
 from vdcos.model.compute import (DEFAULT_POLICY, DEFAULT_SCORER_WEIGHTS, SNAPSHOT_CONSUMER, VOLUME_CONSUMER,
                                  AffinityPolicy, AllocEntry, Allocation, Assignment, NodeSpec, NodeStatus,
@@ -32,6 +34,6 @@ __all__ = [
     "QosClass", "QosPolicy", "QosSettings", "Rebalance", "RebalanceGoal", "RebalanceMode", "RebalanceState",
     "RebalanceStep", "Resources", "SchedulerConfig", "Snapshot", "Strategy", "Sums", "VmPhase", "VmSpec",
     "VmStatus", "Volume", "VolumeState", "assignment_bytes", "decode", "dumps", "encode", "pairs",
-    "Limits", "Project", "Quota", "QuotaViolation", "Usage", "AuditEntry",
+    "Limits", "Project", "Quota", "QuotaViolation", "Usage", "AuditEntry", "ClusterEvent", "EVENT_KINDS", "Amounts", "VmUsage",
     "policy_named", "snapshot_consumer", "volume_consumer",
 ]

@@ -116,10 +116,11 @@ def _allocation_bytes(a: Allocation) -> bytes:
     return b'{"entries":[%b],"node":%b}' % (b",".join(parts), _json(a.node))
 
 
-def assignment_bytes(spec: bytes, qos: QosSettings, reserved: Resources, epoch: int = 1) -> bytes:
+def assignment_bytes(spec: bytes, qos: QosSettings, reserved: Resources, epoch: int = 1, request_id: str = "") -> bytes:
     """dumps(Assignment(...)) around `spec`'s bytes, which a placement has just encoded for the
     VM's spec record (the generic encoder would encode the spec again)."""
-    return b'{"epoch":%d,"qos":%b,"reserved":%b,"spec":%b}' % (epoch, dumps(qos), dumps(reserved), spec)
+    return b'{"epoch":%d,"qos":%b,"request_id":%b,"reserved":%b,"spec":%b}' % (
+        epoch, dumps(qos), orjson.dumps(request_id), dumps(reserved), spec)
 
 
 def decode(cls: type[T], data: Any) -> T:

@@ -300,6 +300,7 @@ class Assignment:
     qos: QosSettings
     reserved: Resources
     epoch: int = 1  # its placement's, when it was assigned here
+    request_id: str = ""  # the call that placed it here: the agent logs its work under it (vdcos/logs.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,3 +311,5 @@ class VmStatus:
     updated_at: float = 0.0
     cpu_time_ns: int = 0
     memory_used_mib: int = 0
+    # Bytes its NICs received and sent since its QEMU started (read once per metrics period).
+    network_bytes: int = 0

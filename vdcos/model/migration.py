@@ -59,6 +59,7 @@ class Migration:
     total_ms: int = 0
     message: str = ""
     project: str = ""  # its VM's
+    request_id: str = ""  # the call that asked for it: the agents log the move under it
     # The outcome its source agent reported (a done MigrationPhase's value; "" = none yet). An
     # agent may write only migration records: the control plane's migration controller applies
     # the outcome (moves the VM's placement, assignment and allocations) and sets `phase`.

@@ -32,6 +32,7 @@ class Port:
     host: str = ""           # endpoint ports only
     mbps_limit: int = 0      # endpoint ports only; a VM's NIC follows the VM's QoS policy
     created_at: float = 0.0
+    request_id: str = ""     # the call that made it: the switch logs its plugging under it
 
     @property
     def key(self) -> str:

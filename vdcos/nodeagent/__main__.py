@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from vdcos import logs
+from vdcos.events import Recorder
 from vdcos.host.network import HostNetwork
 from vdcos.metrics.agent import AgentMetrics
 from vdcos.metrics.http import MetricsServer
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fence", action="store_true",
                     help="pet this host's fencer (python -m vdcos.host.fencer --root STATE_DIR) after every "
                          "lease renewal: it kills the host's guests once the lease could have expired")
+    ap.add_argument("--log-json", action="store_true",
+                    help="log JSON lines, with the request id of the call behind each VM's work (also with "
+                         "VDCOS_LOG_JSON=1)")
     ap.add_argument("--metrics-listen", default="", metavar="ADDR",
                     help="serve Prometheus metrics at https://ADDR/metrics (mutual TLS with the etcd "
                          "certificate's CA; port 0 picks one). Off unless given")
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     add_insecure_flag(ap)
     args = ap.parse_args(argv)
     tls = etcd_tls(args, ap)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {args.name}: %(message)s")
+    logs.setup(args.name, json_lines=True if args.log_json else None)
     if tls is None:
         warn_insecure()
     labels = dict(lbl.split("=", 1) for lbl in args.label)
@@ -81,14 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_listen:
         metrics = AgentMetrics(args.name)
         served = MetricsServer(metrics.registry, args.metrics_listen, tls).start()
+    recorder = Recorder(store).start()
     agent = NodeAgent(store, spec, driver, lease_ttl=args.lease_ttl, network=network, pools=pools,
                       fence_root=args.state_dir if args.fence else None, metrics=metrics,
-                      metrics_address=served.address if served else "").start()
+                      metrics_address=served.address if served else "", emit=recorder.emit).start()
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     agent.stop()
+    recorder.stop()
+    if served is not None:
+        served.stop()
     store.close()
     return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from vdcos.host import fencer
+from vdcos.events import Emit, nothing
 from vdcos.host.network import HostNetwork
 from vdcos.metrics.agent import AgentMetrics, HostSample, MigrationSample, VmSample
 from vdcos.model import Assignment, Migration, NodeSpec, NodeStatus, Resources, VmPhase, VmStatus, decode, dumps
@@ -53,7 +54,7 @@ class NodeAgent(Migrations, VmReconciler):
                  lease_ttl: int = 10, resync_s: float = 5.0, status_s: float = 5.0,
                  network: HostNetwork | None = None, pools: StoragePools | None = None,
                  fence_root: Path | None = None, metrics: AgentMetrics | None = None,
-                 metrics_address: str = "") -> None:
+                 metrics_address: str = "", emit: Emit = nothing) -> None:
         self.store = store
         self.spec = spec
         self.driver = driver
@@ -102,6 +103,7 @@ class NodeAgent(Migrations, VmReconciler):
         # `metrics_address` says (published in the node's status for discovery).
         self.metrics = metrics
         self.metrics_address = metrics_address
+        self.emit = emit  # the datacenter's events (vdcos/events/)
         self._devices_read = float("-inf")
         if metrics is not None:
             metrics.migrations = self._leaving
@@ -111,6 +113,10 @@ class NodeAgent(Migrations, VmReconciler):
         sent = time.monotonic()
         self.lease = register(self.store, self.spec, self.lease_ttl, os.getpid(), self.metrics_address)
         self._pet(sent)
+        cap = self.spec.capacity
+        self.emit("node.joined", self.spec.name, node=self.spec.name,
+                  message=f"agent registered: {cap.vcpus} vCPUs, {cap.memory_mib} MiB, {cap.disk_gib} GiB "
+                          f"({self.spec.driver})")
         if self.network is not None:
             self.switch = SwitchController(self.store, self.spec.name, self.network, lambda: self.lease,
                                            self._switch_wanted).start()

@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from typing import Callable
 
+from vdcos import logs
 from vdcos.errors import FailedPrecondition, VdcosError
 from vdcos.host.netlink import NetworkError
 from vdcos.metrics.agent import AgentMetrics
@@ -83,6 +84,10 @@ class Migrations:
             return {m.vm for m in self._migrations.values()} | set(self._settling)
 
     def _carry_out(self, m: Migration) -> None:
+        with logs.request(m.request_id):
+            self._carry_out_logged(m)
+
+    def _carry_out_logged(self, m: Migration) -> None:
         try:
             self._migrate(m)
         except Exception as e:

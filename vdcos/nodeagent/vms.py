@@ -12,6 +12,8 @@ import time
 from typing import Callable
 
 from vdcos.errors import VdcosError
+from vdcos import logs
+from vdcos.events import Emit
 from vdcos.host.netlink import NetworkError
 from vdcos.metrics.agent import AgentMetrics
 from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, PlacementRecord, RestartPolicy,
@@ -46,6 +48,7 @@ class VmReconciler:
     _backoff: Backoff
     _closed_volumes: threading.Event
     metrics: AgentMetrics | None
+    emit: Emit
 
     def _admission_records(self) -> tuple[SchedulerConfig, tuple[AllocEntry, ...]]:
         """The overcommit ratios, and the space this host's local volumes and snapshots hold
@@ -107,6 +110,11 @@ class VmReconciler:
         failure is the VM's alone: logged, reported in its status, tried again after its backoff."""
         if not self._backoff.due(vm):
             return
+        a = self._desired.get(vm)
+        with logs.request(a.request_id if a else ""):
+            self._item_logged(vm, fn, *args)
+
+    def _item_logged(self, vm: str, fn: Callable[..., None], *args: object) -> None:
         try:
             fn(*args)
             self._backoff.succeeded(vm)
@@ -146,6 +154,9 @@ class VmReconciler:
                          qos.placed_request(a.spec, a.reserved), a.qos.qos_class)
             if short:
                 why = ", ".join(f"{s.dimension} {s.pool}: requested {s.requested}, free {s.free}" for s in short)
+                if (prev := self._reported.get(name)) is None or prev.phase is not VmPhase.FAILED:
+                    self.emit("vm.failed", name, node=self.spec.name, project=a.spec.project,
+                              message=f"refused by node admission: {why}")
                 self._report(name, VmPhase.FAILED, f"refused by node admission: {why}")
                 return
             if not self._owns(a):
@@ -164,6 +175,8 @@ class VmReconciler:
             admitted[0] = admitted[0].with_entry(AllocEntry(name, a.qos.qos_class, a.reserved))
             note = ("restarted: its domain disappeared" if vanished and vanished.phase is VmPhase.RUNNING
                     else vanished.message if vanished and vanished.message.startswith("restarted by HA") else "")
+            log.info("started %s%s", name, f" ({note})" if note else "")
+            self.emit("vm.started", name, node=self.spec.name, project=a.spec.project, message=note or "started")
             self._report(name, VmPhase.RUNNING, note)
             return
         if dom.qos != a.qos:
@@ -181,6 +194,8 @@ class VmReconciler:
             if not self._owns(a):
                 return
             self.driver.start(name)
+            self.emit("vm.started", name, node=self.spec.name, project=a.spec.project,
+                      message=f"started again (was {dom.state.value})")
             self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
 
     def _stays_down(self, a: Assignment, last: VmStatus | None, state: str) -> bool:
@@ -192,6 +207,9 @@ class VmReconciler:
         seen = self._reported.get(a.spec.name)
         if not ran or policy is RestartPolicy.ALWAYS or (policy is RestartPolicy.ON_HOST_FAILURE and seen is None):
             return False
+        if seen is None or seen.phase is not VmPhase.STOPPED:
+            self.emit("vm.stopped", a.spec.name, node=self.spec.name, project=a.spec.project,
+                      message=f"guest stopped ({state}); restart policy {policy.value} does not start it again")
         self._report(a.spec.name, VmPhase.STOPPED, f"guest stopped ({state}); restart policy {policy.value} does "
                      "not start it again")
         return True
@@ -271,8 +289,10 @@ class VmReconciler:
         if fresh is None and prev is not None and prev.phase is phase and prev.message == message:
             return
         stats = fresh or (self.driver.stats(vm) if phase is VmPhase.RUNNING else None)
+        # NIC counters come with the reads that ask for devices; between them the last stands.
+        net = sum(n[1] + n[2] for n in stats.nics) if stats and stats.nics else (prev.network_bytes if prev else 0)
         status = VmStatus(phase, self.spec.name, message, time.time(),
-                          stats.cpu_time_ns if stats else 0, stats.memory_used_mib if stats else 0)
+                          stats.cpu_time_ns if stats else 0, stats.memory_used_mib if stats else 0, net)
         res: TxnResult = self.store.txn([Compare(keys.assign(self.spec.name, vm), "create", ">", 0)],
                                         [Put(keys.vm_status(self.spec.name, vm), dumps(status))])
         if res.succeeded:

@@ -27,6 +27,8 @@ import numpy as np
 
 from vdcos.errors import (Aborted, AlreadyExists, FailedPrecondition, NotFound, QuotaExceeded, Unavailable,
                           Unschedulable)
+from vdcos import logs
+from vdcos.events import Emit, nothing
 from vdcos.metrics.api import ApiMetrics, refusal_reason
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Allocation, AllocEntry, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
@@ -60,6 +62,8 @@ class _Pending:
     future: Future[Placed] = field(default_factory=Future)
     attempts: int = 0  # commits it was part of that failed, or decisions that no longer fit
     arrived: float = field(default_factory=time.perf_counter)
+    # The submitting call's request id (vdcos/logs.py): the worker's thread logs under it.
+    trace: str = field(default_factory=logs.REQUEST_ID.get)
 
 
 _Column = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], bool]
@@ -88,9 +92,11 @@ class _Txn(PlacementTxn):
 class Scheduler:
     def __init__(self, store: Store, cache: ClusterCache, *, max_batch: int = MAX_BATCH,
                  max_attempts: int = 12, linger: float = LINGER_MS / 1000,
-                 lane: Callable[[], Lane] = lambda: SOLO, metrics: ApiMetrics | None = None) -> None:
+                 lane: Callable[[], Lane] = lambda: SOLO, metrics: ApiMetrics | None = None,
+                 emit: Emit = nothing) -> None:
         self.store = store
         self.metrics = metrics
+        self.emit = emit
         self.lane = lane  # read once per batch: membership may change between batches
         self.cache = cache
         self.max_batch = max_batch
@@ -234,6 +240,9 @@ class Scheduler:
                     if isinstance(r, Rejection):
                         if self.metrics is not None:
                             self.metrics.refusals.labels(refusal_reason(r)).inc()
+                        spec = p.request.spec
+                        self.emit("vm.refused", spec.name, project=spec.project, message=r.summary,
+                                  retryable=r.retryable, reason=refusal_reason(r))
                         p.future.set_exception(Unschedulable(r))
                     else:
                         assert pol is not None  # a decision was made with it
@@ -242,6 +251,11 @@ class Scheduler:
             for dd, err in refused:
                 if self.metrics is not None:
                     self.metrics.refusals.labels("quota" if isinstance(err, QuotaExceeded) else "commit_check").inc()
+                spec = dd.pending.request.spec
+                if isinstance(err, QuotaExceeded):
+                    self.emit("quota.refused", spec.project, project=spec.project, message=str(err), vm=spec.name)
+                else:
+                    self.emit("vm.refused", spec.name, project=spec.project, message=str(err))
                 dd.pending.future.set_exception(err)
             failed = self._commit(txn) if txn.placed else []
             rest = decided[size:]
@@ -364,7 +378,8 @@ class Scheduler:
             spec_bytes = dumps(spec)
             txn.puts += [Put(keys.vm_spec(spec.name), spec_bytes),
                          Put(keys.vm_placement(spec.name), dumps(record)),
-                         Put(keys.assign(d.node, spec.name), assignment_bytes(spec_bytes, d.qos, d.reserved))]
+                         Put(keys.assign(d.node, spec.name),
+                             assignment_bytes(spec_bytes, d.qos, d.reserved, request_id=p.trace))]
             txn.placed.append((dd, record))
         txn.seal()
         return txn, retry, refused, columns
@@ -387,6 +402,18 @@ class Scheduler:
         txn.guard(keys.quota(spec.project), "mod", cached[1])
         return txn.quotas[spec.project]
 
+    @staticmethod
+    def _log_placed(txn: _Txn) -> None:
+        """One line per commit, not per VM (a busy replica commits ~125 a second), under the
+        request id of its call when it holds one VM; each VM's id is in the line otherwise."""
+        if len(txn.placed) == 1:
+            dd, rec = txn.placed[0]
+            with logs.request(dd.pending.trace):
+                log.info("placed %s on %s (%s)", dd.pending.request.spec.name, rec.node, rec.qos.qos_class.value)
+            return
+        log.info("placed %d VMs: %s", len(txn.placed), ", ".join(
+            f"{dd.pending.request.spec.name} on {rec.node} [{dd.pending.trace}]" for dd, rec in txn.placed))
+
     def _commit(self, txn: _Txn) -> list[_Decided]:
         """Commits the transaction; on a conflict, updates the cache from its failure branch and
         returns the decisions to validate again (those of VMs that turned out to exist fail)."""
@@ -398,10 +425,16 @@ class Scheduler:
         if res.succeeded:
             now = time.perf_counter()
             for dd, rec in txn.placed:
-                dd.pending.future.set_result(Placed(dd.pending.request.spec, rec, res.revision))
+                spec = dd.pending.request.spec
+                dd.pending.future.set_result(Placed(spec, rec, res.revision))
                 if m is not None:
                     m.placement_seconds.observe(now - dd.pending.arrived)
+                self.emit("vm.created", spec.name, node=rec.node, project=spec.project,
+                          message=f"{spec.resources.vcpus} vCPU, {spec.resources.memory_mib} MiB")
+                self.emit("vm.placed", spec.name, node=rec.node, project=spec.project,
+                          message=f"placed on {rec.node} ({rec.qos.qos_class.value})", score=f"{rec.score:.3f}")
             self.stats["placed"] += len(txn.placed)
+            self._log_placed(txn)
             return []
         retry: list[_Decided] = []
         existing: set[str] = set()

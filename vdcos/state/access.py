@@ -11,7 +11,8 @@ role whose permissions are key ranges.
   allocation and assignments, VMs, migrations, networks, ports, bindings, volumes, snapshots,
   pools) and writes its own node's records, pools and VM statuses (/vdcos/vm-status/<node>/),
   and the records its work changes: migrations (progress and the outcome it reports, which the
-  control plane applies), port bindings, volumes' and snapshots' files. It writes no VM spec,
+  control plane applies), port bindings, volumes' and snapshots' files, and the datacenter's
+  events it sees (/vdcos/events/: what it starts, stops and refuses). It writes no VM spec,
   placement, assignment or allocation, nor any group: those are the control plane's. It
   cannot write another node's spec or status (where its hypervisor and tunnel addresses are:
   the address a migration goes to), pools or VM statuses; nor tokens, projects, quotas, QoS
@@ -64,7 +65,7 @@ def node_grants(node: str) -> tuple[Grant, ...]:
         _rw(f"{keys.NODES}{node}/"), _rw(f"{keys.POOLS}{node}/"), _r(keys.POOLS),
         _r(keys.VMS), _rw(keys.vm_status_prefix(node)), _r(keys.alloc(node), prefix=False),
         _r(keys.assign_prefix(node)), _rw(keys.MIGRATIONS), _rw(keys.BINDINGS), _rw(keys.VOLUMES),
-        _rw(keys.SNAPSHOTS),
+        _rw(keys.SNAPSHOTS), _rw(keys.EVENTS),
     )
 
 

@@ -1,7 +1,6 @@
 """The etcd key layout: the only place key strings are built. See README.md beside this file."""
 from __future__ import annotations
 
-import time
 
 ROOT = "/vdcos/"
 
@@ -27,12 +26,15 @@ REBALANCES = ROOT + "rebalances/"
 REBALANCER_LOCK = ROOT + "locks/rebalancer"
 MIGRATIONS_LOCK = ROOT + "locks/migrations"
 HA_LOCK = ROOT + "locks/ha"
+METERING_LOCK = ROOT + "locks/metering"
 HA_HOSTS = ROOT + "ha/hosts/"
 HA_EVENTS = ROOT + "ha/events/"
 TOKENS = ROOT + "tokens/"
 PROJECTS = ROOT + "projects/"
 QUOTAS = ROOT + "quotas/"
-AUDIT = ROOT + "audit/"
+AUDIT = ROOT + "audit/"     # a journal (state/journal.py): <UTC hour>/<time ns>-<writer>
+EVENTS = ROOT + "events/"   # a journal too: the datacenter's events (vdcos/events/)
+USAGE = ROOT + "usage/"     # metering: one record per VM, kept past its deletion (controllers/metering.py)
 JOINS = ROOT + "joins/"
 SCHEDULERS = ROOT + "schedulers/"
 
@@ -179,16 +181,12 @@ def quota(project_name: str) -> str:
     return QUOTAS + project_name
 
 
-def audit_hour(at: float) -> str:
-    """The audit entries of one UTC hour: retention drops a whole hour with one prefix delete."""
-    return f"{AUDIT}{time.strftime('%Y%m%d%H', time.gmtime(at))}/"
-
-
-def audit(at: float, uniq: str) -> str:
-    """Time-ordered within its hour; `uniq` keeps two replicas' entries of one instant apart."""
-    return f"{audit_hour(at)}{int(at * 1e9):020d}-{uniq}"
 
 
 def join(node: str) -> str:
     """A host certified to join under this name (`vdcos join`): at most one per name."""
     return JOINS + node
+
+
+def usage(vm: str) -> str:
+    return f"{USAGE}{vm}"

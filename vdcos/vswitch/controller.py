@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from vdcos import logs
 from vdcos.host import netlink as nl
 from vdcos.host.netlink import NetworkError, netns_exists
 from vdcos.host.network import OVERLAY_MTU, HostNetwork, sh
@@ -254,7 +255,9 @@ class SwitchController:
                 add[dev] = {"external_ids": {"vdcos-port": p.key, "attached-mac": p.mac}}
         if add:
             self.db.add_ports("br-int", add)
-            log.info("plugged %s", ", ".join(sorted(str(v["external_ids"]["vdcos-port"]) for v in add.values())))
+            for dev in sorted(add):
+                with logs.request(want[dev].request_id):  # the call that made the port
+                    log.info("plugged %s (%s)", want[dev].key, dev)
         gone = set(have) - set(want)
         if gone:
             self.db.del_ports("br-int", gone)

@@ -12,6 +12,7 @@ import json
 import time
 from typing import Sequence
 
+from vdcos import logs
 from vdcos.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from vdcos.model import Network, Port, PortKind, decode, dumps
 from vdcos.model.project import NETWORK_USAGE
@@ -146,7 +147,7 @@ def create_ports(store: Store, requests: Sequence[tuple[str, str, PortKind, str,
                 chosen = _free_ip(cidr, taken)
             taken.add(chosen)
             port = Port(name, net_name, mac_for(network.vni, cidr, chosen), chosen, cidr.prefixlen, kind, host,
-                        mbps, time.time())
+                        mbps, time.time(), logs.REQUEST_ID.get())
             ports.append(port)
             # Only the address taken is compared: ports taking others meanwhile do not conflict.
             compares.append(Compare(keys.network_ip(net_name, chosen), "create", "==", 0))
