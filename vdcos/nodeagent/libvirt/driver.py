@@ -276,17 +276,22 @@ class LibvirtDriver:
         return DomainStats(cpu_ns, rss_kib // KIB)
 
     def all_stats(self, devices: bool = True) -> dict[str, DomainStats]:
-        # Per domain, not libvirt's bulk getAllDomainStats: its CPU group reads every vCPU's
-        # cgroup and its block group asks QEMU for the whole block graph, ~5x the CPU of these
-        # calls here (benchmarks/metrics.py). A disk's counters still cost a QMP round trip
-        # (~2 ms of CPU each on this machine): the agent asks for devices less often.
+        # Memory from one bulk call (libvirt's balloon group reads /proc); CPU time and throttling
+        # from each guest's cgroup files where vdcos made the host's cgroup root, as libvirt's
+        # own virDomainGetInfo reads it, without a call per guest. Not libvirt's CPU and block
+        # groups: the first walks every vCPU's cgroup, the second asks QEMU for its whole block
+        # graph (benchmarks/metrics.py). A disk's counters still cost a QMP round trip (~3 ms of
+        # CPU each on this machine): the agent asks for devices less often.
         out = {}
-        cgroups = self._throttled()
-        for dom in self._call(lambda c: c.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)):
+        cgroups = self._guest_cgroups()
+        flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+        for dom, st in self._call(lambda c: c.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_BALLOON, flags)):
             try:
                 name = dom.name()
-                cpu_ns = int(dom.info()[4])
-                rss_kib = int(dom.memoryStats().get("rss", 0))
+                cg = cgroups.get(name)
+                cpu_ns = _read_int(cg[1]) if cg is not None else None
+                if cpu_ns is None:
+                    cpu_ns = int(dom.info()[4])
                 disks: tuple[tuple[str, int, int, int, int], ...] = ()
                 nics: tuple[tuple[str, int, int, int, int], ...] = ()
                 if devices:
@@ -296,7 +301,8 @@ class LibvirtDriver:
                     nics = tuple((n, i[0], i[4], i[1], i[5]) for n in taps for i in [dom.interfaceStats(n)])
             except libvirt.libvirtError:
                 continue  # gone, or going, between the list and the reads
-            out[name] = DomainStats(cpu_ns, rss_kib // KIB, disks, nics, self._throttled_ns(cgroups.get(name)))
+            out[name] = DomainStats(cpu_ns, int(st.get("balloon.rss", 0)) // KIB, disks, nics,
+                                    _throttled_ns(cg[0]) if cg is not None else None)
         return out
 
     def _devices(self, dom: libvirt.virDomain, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -312,38 +318,27 @@ class LibvirtDriver:
             self._device_cache[key] = got
         return got
 
-    def _throttled(self) -> dict[str, Path]:
-        """Each guest's cgroup cpu.stat (cgroup v1), by VM name, on a host whose cgroup root vdcos
-        made (host/libvirtd.py); none elsewhere. One listing per read, not one per guest."""
+    def _guest_cgroups(self) -> dict[str, tuple[Path, Path]]:
+        """Each guest's cgroup v1 files, by VM name: cpu.stat (throttling) and cpuacct.usage (CPU
+        time), on a host whose cgroup root vdcos made (host/libvirtd.py); none elsewhere. One
+        listing per read, not one per guest."""
         if self._cgroup is None:
             host = self._root / "host.json" if self._root is not None else None
-            self._cgroup = (Path(CGROUP_ROOT, "cpu", LibvirtHost.load(self._root).cgroup, "machine")
+            self._cgroup = (Path(LibvirtHost.load(self._root).cgroup)
                             if host is not None and host.exists() and self._root is not None else Path())
         if self._cgroup == Path():
             return {}
+        cpu, acct = (Path(CGROUP_ROOT, c, self._cgroup, "machine") for c in ("cpu", "cpuacct"))
         out = {}
         try:
-            for entry in os.scandir(self._cgroup):
+            for entry in os.scandir(cpu):
                 # libvirt names it qemu-<domain id>-<name>.libvirt-qemu
                 if entry.name.startswith("qemu-") and entry.name.endswith(".libvirt-qemu"):
                     vm = entry.name[len("qemu-"):-len(".libvirt-qemu")].partition("-")[2]
-                    out[vm] = Path(entry.path, "cpu.stat")
+                    out[vm] = (Path(entry.path, "cpu.stat"), acct / entry.name / "cpuacct.usage")
         except OSError:
             return {}
         return out
-
-    @staticmethod
-    def _throttled_ns(stat: Path | None) -> int | None:
-        if stat is None:
-            return None
-        try:
-            for line in stat.read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "throttled_time":
-                    return int(value)
-        except (OSError, ValueError):
-            return None
-        return None
 
     # --- migration ----------------------------------------------------------------------
     def migrate(self, name: str, destination_uri: str, options: MigrationOptions,
@@ -475,3 +470,22 @@ class LibvirtDriver:
             except libvirt.libvirtError:
                 pass
         return self._on_peer(destination_uri, name, lambda d: "destination" if d.isActive() else "", "")
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _throttled_ns(stat: Path) -> int | None:
+    """cgroup v1 cpu.stat's throttled_time: CPU time the guest's QoS cap withheld."""
+    try:
+        for line in stat.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "throttled_time":
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
