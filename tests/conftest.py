@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import grpc
 import pytest
@@ -100,17 +100,26 @@ class Cluster:
                    == pb.VM_PHASE_RUNNING)
 
 
-@pytest.fixture
-def cluster(store: EtcdStore, tmp_path: Path) -> Iterator[Cluster]:
-    server = create_server("127.0.0.1:0", store)
+@contextmanager
+def running_cluster(store: EtcdStore, tmp_path: Path, **server_args: Any) -> Iterator[Cluster]:
+    """An API server on port 0 (`server_args` for create_server) and the agents a test adds."""
+    server = create_server("127.0.0.1:0", store, **server_args)
     client = Client(f"127.0.0.1:{server.port}")
     c = Cluster(store, server, client, tmp_path, Recorder(store).start())  # the agents' events
-    yield c
-    client.channel.close()
-    for a in c.agents.values():
-        a.stop()
-    c.recorder.stop()
-    server.stop(0)
+    try:
+        yield c
+    finally:
+        client.channel.close()
+        for a in c.agents.values():
+            a.stop()
+        c.recorder.stop()
+        server.stop(0)
+
+
+@pytest.fixture
+def cluster(store: EtcdStore, tmp_path: Path) -> Iterator[Cluster]:
+    with running_cluster(store, tmp_path) as c:
+        yield c
 
 
 def details(e: grpc.RpcError) -> list[object]:

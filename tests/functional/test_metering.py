@@ -11,10 +11,7 @@ from typing import Iterator
 import grpc
 import pytest
 
-from tests.conftest import Cluster, wait_until
-from vdcos.apiserver.server import create_server
-from vdcos.cli.client import Client
-from vdcos.events import Recorder
+from tests.conftest import Cluster, running_cluster, wait_until
 from vdcos.nodeagent.agent import NodeAgent
 from vdcos.state.etcd import EtcdStore
 from vdcos.storagepool.pool import SimPools
@@ -28,15 +25,8 @@ PERIOD = 0.5
 
 @pytest.fixture
 def metered(store: EtcdStore, tmp_path: Path) -> Iterator[Cluster]:
-    server = create_server("127.0.0.1:0", store, metering_period_s=PERIOD)
-    client = Client(f"127.0.0.1:{server.port}")
-    c = Cluster(store, server, client, tmp_path, Recorder(store).start())
-    yield c
-    client.channel.close()
-    for a in c.agents.values():
-        a.stop()
-    c.recorder.stop()
-    server.stop(0)
+    with running_cluster(store, tmp_path, metering_period_s=PERIOD) as c:
+        yield c
 
 
 def usage(c: Cluster, vm: str) -> use_pb.VmUsage:

@@ -47,6 +47,10 @@ class MeteringController:
         self.cache = cache
         self.keep_s = keep_s
         self.flush_s = flush_s
+        # VMs without a record, and when this leader first saw them: a record is made only once
+        # there is something to keep that its placement does not say (`usage_records` reads a
+        # young VM's from its placement), so a burst of creates costs etcd no burst of writes.
+        self._young: dict[str, float] = {}
 
     def keys(self) -> list[str]:
         return ["all"]  # one round over every VM: its reads are two prefixes, not one per VM
@@ -62,13 +66,17 @@ class MeteringController:
             statuses[(node, vm)] = decode(VmStatus, json.loads(kv.value))
         usage_kvs, _rev = self.store.get_prefix(keys.USAGE)
         records = {keys.split(kv.key, keys.USAGE)[0]: (decode(VmUsage, json.loads(kv.value)), kv) for kv in usage_kvs}
-        firsts = self._firsts([vm for vm in reserved if vm not in records])
+        for vm in reserved:
+            if vm not in records:
+                self._young.setdefault(vm, now)
+        self._young = {vm: t for vm, t in self._young.items() if vm in reserved and vm not in records}
+        firsts = self._firsts([vm for vm, t in self._young.items() if now - t >= self.flush_s])
         writes: list[tuple[str, VmUsage | None, KV | None]] = []
         for vm, (node, entry) in reserved.items():
             got = records.get(vm)
             u = got[0] if got else firsts.get(vm)
             if u is None or u.deleted_at:
-                continue  # not placed yet, or deleted meanwhile (the cache has not seen it yet)
+                continue  # young, not placed yet, or deleted meanwhile (the cache has not seen it yet)
             rate = (entry.reserved.vcpus, entry.reserved.memory_mib, entry.reserved.disk_gib)
             new = self._charge(u, now, rate, statuses.get((node, vm)), node)
             if got is None or new.reserved != u.reserved or new.last_node != u.last_node \
@@ -142,8 +150,23 @@ def deleted(store: Store, vm: str, at: float, spec: VmSpec | None = None,
 
 
 def usage_records(store: Store, now: float | None = None) -> list[VmUsage]:
-    """Every record, as of `now` (default: now): a reservation is exact at any moment; the
-    guests' counters are as of the last time their records were written."""
-    kvs, _ = store.get_prefix(keys.USAGE)
+    """Every VM's, as of `now` (default: now): a reservation is exact at any moment; the guests'
+    counters are as of the last time their records were written. A VM too young for a record
+    has its reservation read from its placement."""
     at = time.time() if now is None else now
-    return [decode(VmUsage, json.loads(kv.value)).as_of(at) for kv in kvs]
+    usage_kvs, vm_kvs = (r for r in store.txn([], [Get(keys.USAGE, prefix=True), Get(keys.VMS, prefix=True)]).gets)
+    out = {u.vm: u for u in (decode(VmUsage, json.loads(kv.value)) for kv in usage_kvs)}
+    specs: dict[str, VmSpec] = {}
+    placements: dict[str, PlacementRecord] = {}
+    for kv in vm_kvs:
+        vm, _, part = kv.key[len(keys.VMS):].partition("/")
+        if vm in out:
+            continue
+        if part == "spec":
+            specs[vm] = decode(VmSpec, json.loads(kv.value))
+        elif part == "placement":
+            placements[vm] = decode(PlacementRecord, json.loads(kv.value))
+    for vm, placed in placements.items():
+        if vm in specs:
+            out[vm] = first(specs[vm], placed)
+    return [u.as_of(at) for u in out.values()]
