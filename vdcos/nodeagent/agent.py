@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vdcos.host import fencer
 from vdcos.events import Emit, nothing
+from vdcos.host import fencer
 from vdcos.host.network import HostNetwork
-from vdcos.metrics.agent import AgentMetrics, HostSample, MigrationSample, VmSample
+from vdcos.metrics.agent import DEVICE_PERIOD_S, AgentMetrics, HostSample, MigrationSample, VmSample
 from vdcos.model import Assignment, Migration, NodeSpec, NodeStatus, Resources, VmPhase, VmStatus, decode, dumps
 from vdcos.nodeagent.driver import DomainStats, DriverError, HypervisorDriver
 from vdcos.nodeagent.migrations import Migrations
@@ -252,18 +252,19 @@ class NodeAgent(Migrations, VmReconciler):
                 self._report(vm, VmPhase.RUNNING, st.message, fresh=stats[vm])
 
     def _usage(self) -> tuple[Resources, dict[str, DomainStats]]:
-        """The host's use (for the node status) and each running domain's (for the VM statuses
-        and the metrics): one bulk read of the hypervisor's statistics."""
-        # Disk and NIC counters cost a hypervisor round trip each: read once per metrics period.
-        devices = self.metrics is not None and time.monotonic() - self._devices_read >= self.metrics.period_s
+        """The host's use (for the node status) and each running domain's (for the VM statuses,
+        metering and the metrics): CPU time and memory every time, disk and NIC counters (a
+        hypervisor round trip each) once a device period."""
+        period = self.metrics.period_s if self.metrics is not None else DEVICE_PERIOD_S
+        devices = time.monotonic() - self._devices_read >= period
         stats = self.driver.all_stats(devices=devices)
         with self._lock:
             desired = dict(self._desired)
         vcpus = sum(a.spec.resources.vcpus for n, a in desired.items() if n in stats)
         used = Resources(vcpus, sum(s.memory_used_mib for s in stats.values()), 0, 0)
+        if devices:
+            self._devices_read = time.monotonic()
         if self.metrics is not None:
-            if devices:
-                self._devices_read = time.monotonic()
             before = self.metrics.sample.vms if self.metrics.sample else {}
             cap = self.spec.capacity
             self.metrics.sample = HostSample(cap.vcpus, cap.memory_mib, cap.disk_gib, used.vcpus, used.memory_mib, {

@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Callable
 
-from vdcos.errors import VdcosError
 from vdcos import logs
+from vdcos.errors import VdcosError
 from vdcos.events import Emit
 from vdcos.host.netlink import NetworkError
 from vdcos.metrics.agent import AgentMetrics
