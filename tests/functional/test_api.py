@@ -36,8 +36,10 @@ def policy(c: Cluster, name: str, cls: int, **kw: object) -> pb.QosPolicy:
 
 
 def all_keys(c: Cluster) -> list[str]:
-    # What agents publish about their hosts changes on its own.
-    return [kv.key for kv in c.store.get_prefix(keys.ROOT)[0] if not kv.key.startswith((keys.NODES, keys.POOLS))]
+    # What agents publish about their hosts changes on its own, and so do the events every
+    # process writes a moment after what they tell (a journal) and metering's records.
+    return [kv.key for kv in c.store.get_prefix(keys.ROOT)[0]
+            if not kv.key.startswith((keys.NODES, keys.POOLS, keys.EVENTS, keys.USAGE))]
 
 
 def said(c: Cluster, vm: str) -> bool:

@@ -49,9 +49,11 @@ def within_capacity(c: Cluster) -> None:
 
 
 def written_since(c: Cluster, revision: int) -> list[str]:
-    """Keys changed after `revision`, but for what agents keep writing about hosts and VMs."""
+    """Keys changed after `revision`, but for what agents keep writing about hosts and VMs, the
+    events every process writes a moment after what they tell, and metering's records."""
     return [kv.key for kv in c.store.get_prefix(keys.ROOT)[0] if kv.mod_revision > revision
-            and not kv.key.startswith((keys.NODES, keys.POOLS)) and not kv.key.endswith("/status")]
+            and not kv.key.startswith((keys.NODES, keys.POOLS, keys.EVENTS, keys.USAGE))
+            and not kv.key.endswith("/status")]
 
 
 def wait_done(c: Cluster, rid: str, timeout: float = 60) -> cap_pb.Rebalance:
