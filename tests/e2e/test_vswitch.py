@@ -270,7 +270,10 @@ def test_live_migration_keeps_the_network(dc: Dc) -> None:
     b = dc.node("red-b")
     dc.endpoint("red", "watcher", b)
     vm = "red-a"
-    for attempt in (1, 2):
+    # Fresh guests for the measurements a dead NIC spoiled: a CI run saw two in a row (the
+    # kernel's "output.0:id 2 is not a head!", then a page fault), so three tries, not two.
+    spares = iter(("red-c", "red-d"))
+    for attempt in (1, 2, 3):
         a = dc.node(vm)
         third = next(h for h in HOSTS if h not in (a, b))
         ip = dc.port("red", vm).ip
@@ -298,7 +301,7 @@ def test_live_migration_keeps_the_network(dc: Dc) -> None:
         assert r.lost > 3 or not silent, silent  # a guest that answered is not called mute
         fault = fault or silent
         print(f"{vm} during the move: {r.lost} lost, {r.duplicates} duplicates, blackout {r.blackout_ms} ms {fault}")
-        if r.lost <= 3 or not fault or attempt == 2:
+        if r.lost <= 3 or not fault or attempt == 3:
             break
         # QEMU's TCG (no KVM here) now and then hands a guest that moves while it sends a
         # corrupted virtio ring: its NIC is dead from then on, wherever it runs, and the guest's
@@ -306,7 +309,7 @@ def test_live_migration_keeps_the_network(dc: Dc) -> None:
         # machine, none in 45 without, also with the duplication to both hosts off). The switch
         # is measured again with a fresh guest.
         dc.client.vms.DeleteVm(vm_pb.DeleteVmRequest(name=vm))
-        vm = "red-c"
+        vm = next(spares)
         dc.tenants["red"].vms.CreateVm(vm_pb.CreateVmRequest(spec=pb.VmSpec(  # red's network, red's group
             name=vm, networks=["red"], placement_group="red", resources=pb.Resources(vcpus=1, memory_mib=128),
             group_policy=pb.AFFINITY_POLICY_ANTI_AFFINITY)))
