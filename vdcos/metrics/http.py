@@ -11,7 +11,6 @@ import logging
 import ssl
 import threading
 from http.server import ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from prometheus_client.exposition import MetricsHandler
@@ -87,12 +86,8 @@ class MetricsServer:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, port_file: Path | None = None) -> MetricsServer:
+    def start(self) -> MetricsServer:
         self._thread.start()
-        if port_file is not None:
-            tmp = port_file.with_suffix(".tmp")
-            tmp.write_text(str(self.port))
-            tmp.replace(port_file)
         return self
 
     def stop(self) -> None:
