@@ -8,7 +8,9 @@ PKGS=(etcd-server etcd-client
       openvswitch-switch openvswitch-common ethtool iperf3 tcpdump iputils-ping
       pkg-config gcc iproute2 gzip binutils
       # `vdcos up --prometheus`: the datacenter's metrics server (vdcos/metrics/prometheus.py)
-      prometheus)
+      prometheus
+      # the dashboard's browser tests: headless Chromium driven by Selenium (tests/e2e/test_dashboard.py)
+      chromium chromium-driver)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

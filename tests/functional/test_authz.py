@@ -131,6 +131,31 @@ def test_each_method_admits_only_who_it_should(api: Api, path: str) -> None:
             assert (got not in DENIED) if may(RULES[path]) else (got == grpc.StatusCode.PERMISSION_DENIED), (role, got)
 
 
+def test_get_caller_says_what_the_table_admits(api: Api) -> None:
+    """A UI offers the actions GetCaller lists: exactly the rules the caller's role passes."""
+    def me(ch: grpc.Channel) -> tok_pb.GetCallerResponse:
+        return token_service_pb2_grpc.TokenServiceStub(ch).GetCaller(tok_pb.GetCallerRequest(), timeout=10)
+
+    every = {f"{r.resource}:{r.verb}" for r in RULES.values()}
+    with api.channel(ADMIN) as ch:
+        got = me(ch)
+        assert (got.name, got.role, set(got.permissions)) == ("user:admin", "admin", every)
+    with api.channel(Identity("user", "mallory")) as ch:  # proven, but holds no role
+        got = me(ch)
+        assert (got.name, got.role, list(got.permissions)) == ("user:mallory", "", [])
+    with api.token_channel(api.tokens["reader"]) as ch:
+        assert set(me(ch).permissions) == {f"{r.resource}:{r.verb}" for r in RULES.values() if r.reads}
+    for role, may in PROJECT_ROLES.items():
+        with api.token_channel(api.project_tokens[role]) as ch:
+            got = me(ch)
+            assert got.role == role and got.project
+            assert set(got.permissions) == {f"{r.resource}:{r.verb}" for r in RULES.values() if may(r)}
+    with api.token_channel(None) as ch:
+        with pytest.raises(grpc.RpcError) as e:
+            me(ch)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+
+
 def test_a_revoked_or_expired_token_stops_working(api: Api) -> None:
     with api.channel(ADMIN) as ch:
         stub = token_service_pb2_grpc.TokenServiceStub(ch)

@@ -104,9 +104,10 @@ RULES: dict[str, Rule] = {
 
 # Anyone, with or without credentials: the clients' health checks pick the replicas to use.
 PUBLIC = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch", "/grpc.health.v1.Health/List"})
-# Any verified identity: the schema, for tools like grpcurl.
+# Any verified identity: the schema, for tools like grpcurl, and who the caller is.
 ANY_IDENTITY = frozenset({"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                          "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"})
+                          "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                          "/vdcos.v1.TokenService/GetCaller"})
 
 # What a project owns: its callers reach only these, and only their project's.
 PROJECT_RESOURCES = frozenset({"vms", "networks", "ports", "volumes", "snapshots", "migrations", "events"})
@@ -131,6 +132,14 @@ PROJECT_ROLES: dict[str, Callable[[Rule], bool]] = {
     "reader": lambda rule: rule.reads and _in_project(rule),
 }
 BOOTSTRAP_BINDINGS = {Identity("user", "admin"): "admin"}
+
+
+def permissions(role: str | None, project: str = "") -> list[str]:
+    """Every resource:verb that `role` (in `project`, when given) may use, from RULES."""
+    allowed = (PROJECT_ROLES if project else ROLES).get(role or "")
+    if allowed is None:
+        return []
+    return sorted({f"{r.resource}:{r.verb}" for r in RULES.values() if allowed(r)})
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import math
 import threading
 import time
 
-from vdcos.apiserver import scope, validate
+from vdcos.apiserver import authz, scope, validate
 from vdcos.apiserver.common import Ctx, blocking, check_name
 from vdcos.apiserver.convert import token_to_pb
 from vdcos.apiserver.operations import Operations
@@ -136,3 +136,11 @@ class TokenServicer(tok_grpc.TokenServiceServicer):
             return Write(rec, [Put(key, rec.to_bytes())])
         rec = await blocking(read_modify_write, self.store, attempt, f"token {request.accessor}")
         return tok_pb.RevokeTokenResponse(token=token_to_pb(rec))
+
+    @rpc
+    async def GetCaller(self, request: tok_pb.GetCallerRequest, context: Ctx) -> tok_pb.GetCallerResponse:
+        who = authz.caller()
+        if who is None:  # --insecure: no interceptor, nobody to name, nothing refused
+            return tok_pb.GetCallerResponse(insecure=True, permissions=authz.permissions("admin"))
+        return tok_pb.GetCallerResponse(name=who.name, role=who.role or "", project=who.project,
+                                        permissions=authz.permissions(who.role, who.project))

@@ -59,6 +59,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if dc.prometheus:
         print(f"Prometheus: {dc.prometheus} (scrapes every process; "
               + ("plaintext)" if dc.insecure else "mutual TLS: query it with the operator's certificate)"))
+    if dc.dashboard:
+        print(f"dashboard: {dc.dashboard} (`vdcos dashboard` prints a link that signs you in)")
     print(f"state and logs: {dc.home}   stop it with: vdcos down" + (f" --home {args.home}" if args.home_set else ""))
     return 0
 

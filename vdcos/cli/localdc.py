@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import socket
 import os
 import random
 import shutil
@@ -40,6 +41,7 @@ STATE = ("etcd", "hosts", "pools", "run", "pki", "prometheus", "datacenter-id", 
 OPERATOR = Identity("user", "admin")
 # The datacenter's Prometheus: it may read every process's metrics and nothing else.
 MONITOR = Identity("monitor", "prometheus")
+DASHBOARD = Identity("dashboard", "dashboard")
 
 
 def home_dir() -> Path:
@@ -85,6 +87,8 @@ class LocalDatacenter:
     # TLS), etcd's members' included; and the datacenter's Prometheus (`up --prometheus`), "" if none.
     metrics: dict[str, str] = field(default_factory=dict)
     prometheus: str = ""
+    # The web dashboard's URL (vdcos/dashboard/): a page that signs in with a vdcos token.
+    dashboard: str = ""
 
     @property
     def insecure(self) -> bool:
@@ -315,6 +319,7 @@ def _create(home: Path, hosts: int, driver: str, capacity: dict[str, int], lease
                     p.argv[p.argv.index("--listen-mtls") + 1] = f"127.0.0.1:{mtls}"
         if with_prometheus:
             _start_prometheus(dc, pki)
+        _start_dashboard(dc, pki)
         dc.procs.append(_supervisor(home))
         dc.save()
         return dc
@@ -343,6 +348,40 @@ def _start_prometheus(dc: LocalDatacenter, pki: Authority | None) -> None:
     _spawn(d)
     dc.procs.append(d)
     dc.prometheus = f"{'http' if pki is None else 'https'}://{listen}"
+
+
+def _start_dashboard(dc: LocalDatacenter, pki: Authority | None) -> None:
+    """The web dashboard, beside the replicas: it calls them as each browser's token, and reads
+    VMs' history from the datacenter's Prometheus, if any, with its own certificate."""
+    home = Path(dc.home)
+    listen = f"127.0.0.1:{free_ports(1)[0]}"  # fixed: a restart serves where cluster.json points
+    argv = [sys.executable, "-m", "vdcos.dashboard", "--api", dc.scheduler, "--listen", listen]
+    if pki is None:
+        argv.append("--insecure")
+    else:
+        tls = pki.issue(DASHBOARD)
+        argv += ["--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key)]
+    if dc.prometheus:
+        argv += ["--prometheus", dc.prometheus]
+    p = Proc("dashboard", 0, str(home / "logs" / "dashboard.log"), "dashboard", argv=argv)
+    _spawn(p)
+    dc.procs.append(p)
+    dc.dashboard = f"{'http' if pki is None else 'https'}://{listen}/"
+    # `up` returns once the URL it prints answers.
+    deadline = time.monotonic() + 30
+    while not _listening(listen):
+        if time.monotonic() > deadline or not p.running():
+            raise RuntimeError(f"the dashboard did not start; see {p.log}")
+        time.sleep(0.05)
+
+
+def _listening(addr: str) -> bool:
+    host, _, port = addr.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def _supervisor(home: Path) -> Proc:

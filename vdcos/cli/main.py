@@ -9,7 +9,8 @@ import sys
 
 import grpc
 
-from vdcos.cli import (audit, capacity, credentials, datacenter, events, ha, join, localdc, migrations, networks, nodes,
+from vdcos.cli import (audit, capacity, credentials, dashboard, datacenter, events, ha, join, localdc, migrations,
+                       networks, nodes,
                        policies, projects, tokens, usage, vms, volumes)
 from vdcos.cli.client import describe_error
 from vdcos.cli.common import UsageError
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     events.register(sub)
     usage.register(sub)
     credentials.register(sub)
+    dashboard.register(sub)
     join.register(sub)
     nodes.register_drain(sub)
     datacenter.register_demo(sub)

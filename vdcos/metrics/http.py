@@ -7,22 +7,17 @@ tenant credential's certificate is refused with 403: per-VM series name every pr
 With --insecure the same handler serves plaintext and checks nothing."""
 from __future__ import annotations
 
-import logging
 import ssl
 import threading
-from http.server import ThreadingHTTPServer
-from typing import Any
 
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import CollectorRegistry
 
-from vdcos.security.pki import Identity, TlsFiles
-
-log = logging.getLogger("vdcos.metrics")
+from vdcos.security.https import HttpsServer, peer_identity, server_context
+from vdcos.security.pki import TlsFiles
 
 # The identity kinds (pki.GROUPS) that may read metrics.
 SCRAPERS = frozenset({"user", "scheduler", "monitor"})
-HANDSHAKE_TIMEOUT_S = 5.0
 
 
 class _Handler(MetricsHandler):
@@ -30,34 +25,13 @@ class _Handler(MetricsHandler):
         if self.path.split("?", 1)[0] != "/metrics":
             self.send_error(404, "only /metrics is served here")
             return
-        sock = self.connection
-        if isinstance(sock, ssl.SSLSocket):
-            der = sock.getpeercert(binary_form=True)
-            who = Identity.of(ssl.DER_cert_to_PEM_cert(der).encode()) if der else None
+        if isinstance(self.connection, ssl.SSLSocket):
+            who = peer_identity(self.connection)
             if who is None or who.kind not in SCRAPERS:
                 self.send_error(403, f"{who.common_name if who else 'this certificate'} may not read metrics "
                                      f"(one of {', '.join(sorted(SCRAPERS))} may)")
                 return
         super().do_GET()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    context: ssl.SSLContext | None = None
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # The handshake in the request's own thread: a slow or silent client holds no other.
-        if self.context is not None:
-            request.settimeout(HANDSHAKE_TIMEOUT_S)
-            try:
-                request = self.context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as e:
-                log.debug("metrics: refused %s at the handshake: %s", client_address, e)
-                return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("metrics: a scrape from %s failed", client_address, exc_info=True)
 
 
 class MetricsServer:
@@ -66,15 +40,9 @@ class MetricsServer:
     def __init__(self, registry: CollectorRegistry, addr: str, tls: TlsFiles | None) -> None:
         host, _, port = addr.rpartition(":")
         self.host = host or "127.0.0.1"
-        self._server = _Server((self.host, int(port)), MetricsHandler.factory(registry))
+        self._server = HttpsServer((self.host, int(port)), MetricsHandler.factory(registry))
         if tls is not None:
-            assert tls.cert is not None and tls.key is not None
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.load_cert_chain(str(tls.cert), str(tls.key))
-            ctx.load_verify_locations(str(tls.ca))
-            ctx.verify_mode = ssl.CERT_REQUIRED
-            self._server.context = ctx
+            self._server.context = server_context(tls, client_certs=True)
         self._server.RequestHandlerClass = type("Handler", (_Handler,), {"registry": registry})
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
 

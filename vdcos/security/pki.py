@@ -4,7 +4,8 @@ signs a certificate for every etcd member, API/scheduler replica, node agent and
 Identities are in the subject, as Kubernetes puts them (CN = who, O = what kind):
 `etcd:NAME`, `scheduler:NAME`, `node:NAME` (the agent of that node), `user:NAME` and
 `cred:ACCESSOR` (a credential's certificate, apiserver/tokens.py), `monitor:NAME` (a metrics
-scraper: the datacenter's Prometheus, metrics/http.py), with O one of the GROUPS
+scraper: the datacenter's Prometheus, metrics/http.py), `dashboard:NAME` (the web dashboard's
+server, which reads Prometheus with it; vdcos/dashboard/), with O one of the GROUPS
 below. The components' certificates are for client and server use, for loopback and
 `localhost`: etcd members use one certificate for both peers and clients, and the uplink of a
 simulated host reaches etcd over a UNIX socket whose TLS name is `localhost`. A credential's
@@ -31,7 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # The kinds of identity, each a certificate's O.
 GROUPS = {"etcd": "vdcos:etcd", "scheduler": "vdcos:control-plane", "node": "vdcos:nodes", "user": "vdcos:users",
-          "cred": "vdcos:credentials", "monitor": "vdcos:monitoring"}
+          "cred": "vdcos:credentials", "monitor": "vdcos:monitoring", "dashboard": "vdcos:dashboards"}
 # The name a server of each kind answers to, in its certificate alone: our clients check it
 # (security/tls.py's secure_channel), so no other certificate of the CA passes for an API replica
 # or an etcd member, whatever address it was reached at (every component's names 127.0.0.1).
