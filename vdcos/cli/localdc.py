@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import fcntl
 import json
-import socket
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +56,7 @@ class Proc:
     # etcd | apiserver | agent | supervisor | libvirtd (a host's hypervisor and switch, started
     # and stopped through LibvirtHost and HostNetwork, not by PID alone) | fencer (a libvirt
     # host's watchdog, vdcos/host/fencer.py) | uplink (a libvirt host's link to etcd, vdcos/host/uplink.py)
+    # | prometheus | discovery (its targets, vdcos/metrics/) | dashboard (vdcos/dashboard/)
     kind: str = ""
     root: str = ""
     argv: list[str] = field(default_factory=list)
