@@ -35,7 +35,8 @@ fall on both alike; `secure_vs_insecure` is the ratio of their placements per se
 
 Every replica serves its Prometheus metrics, as `vdcos up` runs it. `metrics_overhead` is the
 ratio of placements/s between two fresh replicas on the same etcd, one with its metrics on and
-scraped every second, one with them off, alternating parts of --metrics-vms VMs (ABBA).
+scraped every second, one with them off, alternating parts of --metrics-vms VMs (ABBA), and
+`metrics_cpu_ratio` the ratio of their CPU per placement over the whole comparison.
 
 The schedulers hold the host's idle CPUs to a wake-up latency of --cpu-wakeup-latency-us (0:
 they poll instead of halting; vdcos/host/wakeup.py), as an operator tunes the hosts of a
@@ -405,7 +406,11 @@ def _metrics_compare(dep: Deployment, args: argparse.Namespace, sched_args: tupl
     on, served = dep.addrs[-1], dep.metrics[-1]
     dep.add_replica(sched_args, metrics=False)
     off = dep.addrs[-1]
+    pids = {"on": dep.scheds[-2].pid, "off": dep.scheds[-1].pid}
     time.sleep(2.5)  # every replica takes its lane at its next membership refresh
+    # Each replica's CPU over the whole comparison (its own parts, the other's, every scrape):
+    # less noisy on this shared machine than throughput, whose parts last seconds.
+    cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
     stop = threading.Event()
     scrapes = {"ok": 0, "failed": 0, "series": 0}
 
@@ -429,17 +434,22 @@ def _metrics_compare(dep: Deployment, args: argparse.Namespace, sched_args: tupl
                 runs[name].append((run_clients([addr], args.api, specs[name][part], args.procs, args.threads,
                                                {"batch": args.batch, "stream": args.inflight}.get(args.api, 1),
                                                tls=dep.tls), {}))
+        cpu = {k: cpu_seconds(pid) - cpu0[k] for k, pid in pids.items()}
     finally:
         stop.set()
         thread.join(5)
         dep.remove_replica(off)
         dep.remove_replica(on)
     with_m, without = summary(merged(runs["on"])[0]), summary(merged(runs["off"])[0])
+    per = {k: round(1000 * cpu[k] / placed, 3) if (placed := {"on": with_m, "off": without}[k]["placed"]) else None
+           for k in cpu}
     return {"metrics_vms": n, "metrics_on_per_s": with_m["per_s"], "metrics_on_p99_ms": with_m["p99_ms"],
             "metrics_off_per_s": without["per_s"], "metrics_off_p99_ms": without["p99_ms"],
             "metrics_on_placed": with_m["placed"], "metrics_off_placed": without["placed"],
             "metrics_scrapes": scrapes["ok"], "metrics_scrape_failures": scrapes["failed"],
             "metrics_series": scrapes["series"],
+            "metrics_on_cpu_ms_per_placement": per["on"], "metrics_off_cpu_ms_per_placement": per["off"],
+            "metrics_cpu_ratio": round(per["on"] / per["off"], 3) if per["on"] and per["off"] else None,
             "metrics_overhead": round(with_m["per_s"] / without["per_s"], 3) if without["per_s"] else None}
 
 

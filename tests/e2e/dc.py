@@ -2,6 +2,8 @@
 gRPC API, etcd, and each host's libvirtd and guest consoles."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from vdcos.cli.client import Client
@@ -12,6 +14,14 @@ from vdcos.security.pki import TlsFiles
 from vdcos.state.etcd import EtcdStore
 from vdcos.v1 import project_service_pb2 as proj_pb
 from vdcos.v1 import token_service_pb2 as tok_pb
+
+
+def vdcos(home: Path, *args: str, timeout: float = 180) -> str:
+    """`vdcos --home HOME ARGS...` as an operator types it: its output, or the test fails."""
+    p = subprocess.run([sys.executable, "-m", "vdcos.cli.main", "--home", str(home), *args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"vdcos {' '.join(args)} failed ({p.returncode}): {p.stderr}{p.stdout}"
+    return p.stdout
 
 
 class Datacenter:

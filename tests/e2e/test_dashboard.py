@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.browser import DESKTOP, PHONE, ARTIFACTS, Browser
-from tests.e2e.dc import Datacenter
+from tests.e2e.dc import Datacenter, vdcos
 from vdcos.images import counters, ensure
 from vdcos.v1 import node_service_pb2 as node_pb
 from vdcos.v1 import token_service_pb2 as tok_pb
@@ -30,13 +27,6 @@ from vdcos.v1 import vm_service_pb2 as vm_pb
 pytestmark = [pytest.mark.e2e, pytest.mark.libvirt]
 PAGES = ("overview", "hosts", "vms", "migrations", "ha", "refusals", "events")
 SHOTS = ARTIFACTS / "dashboard"
-
-
-def vdcos(home: Path, *args: str) -> str:
-    p = subprocess.run([sys.executable, "-m", "vdcos.cli.main", "--home", str(home), *args],
-                       capture_output=True, text=True, timeout=180)
-    assert p.returncode == 0, p.stderr + p.stdout
-    return p.stdout
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 import ssl
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -17,6 +15,7 @@ import grpc
 import pytest
 
 from tests.conftest import wait_until
+from tests.e2e.dc import vdcos
 from vdcos.cli.localdc import LocalDatacenter, Proc
 from vdcos.metrics.http import scrape
 from vdcos.process import alive, stop_pid
@@ -25,13 +24,6 @@ from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 
 pytestmark = pytest.mark.e2e
-
-
-def vdcos(home: Path, *args: str) -> str:
-    p = subprocess.run([sys.executable, "-m", "vdcos.cli.main", "--home", str(home), *args],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr + p.stdout
-    return p.stdout
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import http.client
 import json
 import logging
 import ssl
-import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
@@ -27,7 +26,7 @@ from importlib import resources
 from typing import Any
 
 from vdcos.dashboard.gateway import CallFailed, Gateway
-from vdcos.security.https import HttpsServer, server_context
+from vdcos.security.https import HttpsServer, Serving, server_context
 from vdcos.security.pki import TlsFiles
 
 log = logging.getLogger("vdcos.dashboard")
@@ -190,33 +189,15 @@ class _Server(HttpsServer):
     insecure: bool
 
 
-class DashboardServer:
+class DashboardServer(Serving):
     """The dashboard at https://ADDR/ (plain http when `tls` is None: an --insecure datacenter)."""
 
     def __init__(self, gateway: Gateway, addr: str, tls: TlsFiles | None, prometheus: Prometheus | None = None) -> None:
-        host, _, port = addr.rpartition(":")
-        self.host = host or "127.0.0.1"
-        self._server = _Server((self.host, int(port)), _Handler)
-        self._server.gateway = gateway
-        self._server.prometheus = prometheus
-        self._server.insecure = tls is None
-        if tls is not None:
-            self._server.context = server_context(tls, client_certs=False)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="dashboard", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        server = self.listen(addr, _Handler, _Server)
+        assert isinstance(server, _Server)
+        server.gateway, server.prometheus, server.insecure = gateway, prometheus, tls is None
+        super().__init__(server, None if tls is None else server_context(tls, client_certs=False), "dashboard")
 
     @property
     def url(self) -> str:
-        return f"{'http' if self._server.insecure else 'https'}://{self.host}:{self.port}/"
-
-    def start(self) -> DashboardServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        return f"{'https' if self._server.context else 'http'}://{self.host}:{self.port}/"

@@ -8,12 +8,11 @@ With --insecure the same handler serves plaintext and checks nothing."""
 from __future__ import annotations
 
 import ssl
-import threading
 
 from prometheus_client.exposition import MetricsHandler
 from prometheus_client.registry import CollectorRegistry
 
-from vdcos.security.https import HttpsServer, peer_identity, server_context
+from vdcos.security.https import Serving, peer_identity, server_context
 from vdcos.security.pki import TlsFiles
 
 # The identity kinds (pki.GROUPS) that may read metrics.
@@ -34,34 +33,17 @@ class _Handler(MetricsHandler):
         super().do_GET()
 
 
-class MetricsServer:
+class MetricsServer(Serving):
     """Serves `registry` at https://ADDR/metrics (plain http without `tls`) on its own thread."""
 
     def __init__(self, registry: CollectorRegistry, addr: str, tls: TlsFiles | None) -> None:
-        host, _, port = addr.rpartition(":")
-        self.host = host or "127.0.0.1"
-        self._server = HttpsServer((self.host, int(port)), MetricsHandler.factory(registry))
-        if tls is not None:
-            self._server.context = server_context(tls, client_certs=True)
-        self._server.RequestHandlerClass = type("Handler", (_Handler,), {"registry": registry})
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        handler = type("Handler", (_Handler,), {"registry": registry})
+        super().__init__(self.listen(addr, handler), None if tls is None else server_context(tls, client_certs=True),
+                         "metrics")
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
 
 
 def scrape(addr: str, tls: TlsFiles | None, timeout: float = 10.0) -> str:

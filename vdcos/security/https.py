@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from http.server import ThreadingHTTPServer
-from typing import Any
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
 
 from vdcos.security.pki import Identity, TlsFiles
 
@@ -60,3 +61,38 @@ class HttpsServer(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("%s: a request from %s failed", type(self).__name__, client_address, exc_info=True)
+
+
+def bind(addr: str) -> tuple[str, int]:
+    """host:port (port 0 picks one; no host: loopback)."""
+    host, _, port = addr.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+class Serving:
+    """An HttpsServer on `addr`, on a thread of its own, with the datacenter's TLS unless `context`
+    is None (an --insecure datacenter)."""
+
+    def __init__(self, server: HttpsServer, context: ssl.SSLContext | None, name: str) -> None:
+        self._server = server
+        self._server.context = context
+        self.host = str(server.server_address[0])
+        self._thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+
+    @staticmethod
+    def listen(addr: str, handler: type[BaseHTTPRequestHandler], server: type[HttpsServer] = HttpsServer
+               ) -> HttpsServer:
+        return server(bind(addr), handler)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
