@@ -436,8 +436,10 @@ def repair(home: Path, timeout: float = 60.0) -> LocalDatacenter:
         dc = LocalDatacenter.load(home)
         if dc is None:
             raise RuntimeError(f"no datacenter under {home}")
-        order = ("etcd", "uplink", "libvirtd", "apiserver", "agent", "fencer", "supervisor")
-        dead = sorted((p for p in dc.procs if not p.running()), key=lambda p: order.index(p.kind or "agent"))
+        order = ("etcd", "uplink", "libvirtd", "apiserver", "agent", "fencer", "prometheus", "discovery", "dashboard",
+                 "supervisor")
+        dead = sorted((p for p in dc.procs if not p.running()),
+                      key=lambda p: order.index(p.kind) if p.kind in order else order.index("agent"))
         for p in dead:
             restart(dc, p)
             dc.save()
