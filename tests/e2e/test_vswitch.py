@@ -154,6 +154,12 @@ def test_guests_on_different_hosts_reach_each_other_and_tenants_are_isolated(dc:
         plugged = [line for line in Path(dc.state.proc(node).log).read_text().splitlines()
                    if f"plugged red/{vm} " in line]
         assert plugged and re.search(r"\[req-[0-9a-f]{16}\]$", plugged[0]), plugged
+        # Its switch's own metrics: a tunnel to each other host, its ports, the flows it pushed.
+        text = scrape(dc.state.metrics[node], dc.state.operator_tls())
+        sw = {m.group(1): float(m.group(2)) for m in re.finditer(
+            rf'^vdcos_switch_(\w+){{node="{node}"}} (\S+)$', text, re.M)}
+        assert sw["tunnels"] == 2 and sw["ports"] >= 1 and sw["flows"] > 0, sw
+        assert sw["flow_pushes_total"] >= 1 and sw["syncs_total"] >= 1 and sw["flow_push_seconds_total"] > 0, sw
 
 
 def test_a_guest_that_stops_answering_is_told_from_a_switch_that_does_not_deliver(dc: Dc) -> None:

@@ -48,6 +48,18 @@ class MigrationSample:
     total_bytes: int
 
 
+@dataclass(frozen=True)
+class SwitchSample:
+    """The host's switch controller (vswitch/controller.py) since its agent started."""
+    tunnels: int
+    ports: int
+    flows: int
+    syncs: int
+    sync_failures: int
+    flow_pushes: int
+    flow_push_seconds: float
+
+
 # How often the disk and NIC counters are read: once a minute (a disk's counters cost a QMP round
 # trip to its QEMU, ~3 ms of CPU here; CPU time and memory are read every status period, 5 s).
 # Ceilometer polls every 5 minutes by default.
@@ -66,6 +78,7 @@ class AgentMetrics:
         self.registry.register(self._collector)
         self.sample: HostSample | None = None
         self.migrations: Callable[[], list[MigrationSample]] = list
+        self.switch: Callable[[], SwitchSample | None] = lambda: None
 
     def error(self, kind: str) -> None:
         self.reconcile_errors.labels(self.node, kind).inc()
@@ -102,6 +115,21 @@ class _Collector(Collector):
         yield _gauge("vdcos_migrations_in_progress", "Live migrations leaving this host", node, len(migrations))
         yield rem
         yield tot
+        if (sw := self.m.switch()) is not None:
+            for name, doc, value in (("vdcos_switch_tunnels", "VXLAN tunnels from this host's switch", sw.tunnels),
+                                     ("vdcos_switch_ports", "Guest and endpoint ports plugged here", sw.ports),
+                                     ("vdcos_switch_flows", "OpenFlow rules the controller keeps", sw.flows)):
+                yield _gauge(name, doc, node, value)
+            counters: tuple[tuple[str, str, float], ...] = (
+                    ("vdcos_switch_syncs", "Times the controller brought the switch to what etcd says", sw.syncs),
+                    ("vdcos_switch_sync_failures", "Syncs that failed (retried)", sw.sync_failures),
+                    ("vdcos_switch_flow_pushes", "Flow tables pushed (replace-flows, one bundle each)",
+                     sw.flow_pushes),
+                    ("vdcos_switch_flow_push_seconds", "Time spent pushing flow tables", sw.flow_push_seconds))
+            for name, doc, total in counters:
+                c = CounterMetricFamily(name, doc, labels=["node"])
+                c.add_metric([node], total)
+                yield c
 
 
 def _gauge(name: str, doc: str, node: str, value: float) -> GaugeMetricFamily:

@@ -22,7 +22,7 @@ from typing import Callable
 from vdcos.events import Emit, nothing
 from vdcos.host import fencer
 from vdcos.host.network import HostNetwork
-from vdcos.metrics.agent import DEVICE_PERIOD_S, AgentMetrics, HostSample, MigrationSample, VmSample
+from vdcos.metrics.agent import DEVICE_PERIOD_S, AgentMetrics, HostSample, MigrationSample, SwitchSample, VmSample
 from vdcos.model import Assignment, Migration, NodeSpec, NodeStatus, Resources, VmPhase, VmStatus, decode, dumps
 from vdcos.nodeagent.driver import DomainStats, DriverError, HypervisorDriver
 from vdcos.nodeagent.migrations import Migrations
@@ -120,6 +120,8 @@ class NodeAgent(Migrations, VmReconciler):
         if self.network is not None:
             self.switch = SwitchController(self.store, self.spec.name, self.network, lambda: self.lease,
                                            self._switch_wanted).start()
+            if self.metrics is not None:
+                self.metrics.switch = self._switch_sample
         self._subscribe()
         for target, name in ((self._reconcile_loop, "reconcile"), (self._heartbeat_loop, "heartbeat"),
                              (self._status_loop, "status")):
@@ -173,6 +175,14 @@ class NodeAgent(Migrations, VmReconciler):
         self._wake.set()
         if self.switch:
             self.switch.wake()
+
+    def _switch_sample(self) -> SwitchSample | None:
+        if self.switch is None:
+            return None
+        c = self.switch.counters
+        last = c.last
+        return SwitchSample(last.tunnels if last else 0, last.local_ports if last else 0, last.flows if last else 0,
+                            c.syncs, c.sync_failures, c.flow_pushes, c.flow_push_seconds)
 
     def _switch_wanted(self) -> dict[str, int]:
         """The VMs whose NICs belong on this host's switch now, with their bandwidth caps:

@@ -19,7 +19,7 @@ import logging
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from vdcos import logs
@@ -55,6 +55,16 @@ class SyncStats:
     pushed: bool
 
 
+@dataclass(frozen=True)
+class Counters:
+    """What the controller has done since it started: the host's switch metrics."""
+    last: SyncStats | None
+    syncs: int
+    sync_failures: int
+    flow_pushes: int
+    flow_push_seconds: float
+
+
 class SwitchController:
     def __init__(self, store: Store, host: str, net: HostNetwork, lease: Callable[[], int],
                  wanted: Callable[[], dict[str, int]], *, resync_s: float = 2.0) -> None:
@@ -78,6 +88,7 @@ class SwitchController:
         # A port whose device cannot be made fails alone: its error, and when it is tried again.
         self.failing = Backoff(base_s=1.0, max_s=60.0)
         self._pinned: set[str] = set()
+        self.counters = Counters(None, 0, 0, 0, 0.0)
 
     # --- lifecycle ----------------------------------------------------------------------
     def start(self) -> SwitchController:
@@ -126,10 +137,18 @@ class SwitchController:
                     self._resubscribe = False
                     self._subscribe()  # every watch again: sync reads everything anyway
                 self.sync()
+                self._count(syncs=1)
             except (StoreError, OvsdbError, NetworkError, subprocess.SubprocessError, OSError) as e:
+                self._count(sync_failures=1)
                 log.warning("switch sync failed, retrying: %s", e)
             except Exception:
+                self._count(sync_failures=1)
                 log.exception("switch sync failed, retrying")
+
+    def _count(self, last: SyncStats | None = None, **add: float) -> None:
+        with self._lock:
+            c = self.counters
+            self.counters = replace(c, last=last or c.last, **{k: getattr(c, k) + v for k, v in add.items()})
 
     # --- what the agent asks --------------------------------------------------------------
     def plug(self, vm: str, networks: tuple[str, ...]) -> list[Nic]:
@@ -188,7 +207,9 @@ class SwitchController:
         if restarted or desired != self._pushed:
             self._push(desired)
             pushed = True
-        return SyncStats(len(tunnels), len(local_ports), len(desired), pushed)
+        stats = SyncStats(len(tunnels), len(local_ports), len(desired), pushed)
+        self._count(last=stats)
+        return stats
 
     def _vnis(self) -> dict[str, int]:
         kvs, _ = self.store.get_prefix(keys.NETWORKS)
@@ -335,7 +356,9 @@ class SwitchController:
         if r.returncode:
             raise NetworkError(f"replace-flows: {r.stderr.strip()}")
         self._pushed = flows
-        log.debug("pushed %d flows in %.0f ms", len(flows), (time.monotonic() - t0) * 1000)
+        took = time.monotonic() - t0
+        self._count(flow_pushes=1, flow_push_seconds=took)
+        log.debug("pushed %d flows in %.0f ms", len(flows), took * 1000)
 
 
 def wait_bound(store: Store, ports: list[Port], host: str, timeout: float) -> bool:
