@@ -54,9 +54,7 @@ class HttpsServer(ThreadingHTTPServer):
             except (ssl.SSLError, OSError) as e:
                 log.debug("%s: refused %s at the handshake: %s", type(self).__name__, client_address, e)
                 return
-            request.settimeout(self.idle_timeout_s)
-        else:
-            request.settimeout(self.idle_timeout_s)
+        request.settimeout(self.idle_timeout_s)
         super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
