@@ -16,7 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "dashboard"),
     ("apiserver",),
     ("scheduler", "controllers", "planner"),
-    ("migration", "vswitch", "storagepool", "nodeagent", "host", "images"),
+    ("migration", "lifecycle", "vswitch", "storagepool", "nodeagent", "host", "images"),
     ("projects", "metrics", "events"),
     ("state", "model", "errors", "v1", "process", "reconcile", "security", "logs"),
 )

@@ -59,7 +59,9 @@ RULES: dict[str, Rule] = {
     **_service("VmService", {
         "CreateVm": ("vms", "create"), "CreateVms": ("vms", "create"), "BatchCreateVms": ("vms", "create"),
         "GetVm": ("vms", "get"), "ListVms": ("vms", "list"), "WatchVms": ("vms", "watch"),
-        "DeleteVm": ("vms", "delete")}),
+        "DeleteVm": ("vms", "delete"), "StartVm": ("vms", "power"), "StopVm": ("vms", "power"),
+        "RebootVm": ("vms", "power"), "SuspendVm": ("vms", "power"), "ResumeVm": ("vms", "power"),
+        "ShelveVm": ("vms", "power")}),
     **_service("NodeService", {
         "ListNodes": ("nodes", "list"), "GetNode": ("nodes", "get"), "WatchNodes": ("nodes", "watch"),
         "CordonNode": ("nodes", "cordon"), "UncordonNode": ("nodes", "cordon"), "DrainNode": ("nodes", "drain"),

@@ -5,10 +5,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from vdcos.apiserver.operations import CapacitySummary, VmRecord
 from vdcos.apiserver.planning import CapacityReport
-from vdcos.model import (AffinityPolicy, HaEvent, HaSettings, HostFailure, Migration, MigrationOptions, MigrationPhase, Network, Overcommit,
-                         PlacementRecord, PoolKind, PoolStatus, Port, PortKind, QosClass, QosPolicy, Rebalance,
-                         RebalanceGoal, RebalanceMode, RebalanceState, Resources, RestartPolicy, RestartPriority,
-                         SchedulerConfig, Snapshot, Strategy, VmPhase, VmSpec, Volume, VolumeState, pairs)
+from vdcos.model import (AffinityPolicy, HaEvent, HaSettings, HostFailure, Migration, MigrationOptions, MigrationPhase,
+                         Network, Overcommit, PlacementRecord, PoolKind, PoolStatus, Port, PortKind, Power,
+                         PowerState, QosClass, QosPolicy, Rebalance, RebalanceGoal, RebalanceMode, RebalanceState,
+                         Resources, RestartPolicy, RestartPriority, SchedulerConfig, Snapshot, Strategy, VmPhase, VmSpec, Volume, VolumeState, pairs)
 from vdcos.model.fit import allocatable, demand_vector
 from vdcos.model.project import QUOTA_FIELDS, Limits, Project, Quota, Usage
 from vdcos.planner.cluster import Headroom
@@ -47,7 +47,11 @@ PRIORITY_TO_PB = {RestartPriority.HIGH: pb.RESTART_PRIORITY_HIGH, RestartPriorit
 PRIORITY_FROM_PB = {**{v: k for k, v in PRIORITY_TO_PB.items()}, pb.RESTART_PRIORITY_UNSPECIFIED: RestartPriority.MEDIUM}
 PHASE_TO_PB = {VmPhase.SCHEDULED: pb.VM_PHASE_SCHEDULED, VmPhase.RUNNING: pb.VM_PHASE_RUNNING,
                VmPhase.STOPPED: pb.VM_PHASE_STOPPED, VmPhase.FAILED: pb.VM_PHASE_FAILED,
-               VmPhase.UNKNOWN: pb.VM_PHASE_UNKNOWN}
+               VmPhase.UNKNOWN: pb.VM_PHASE_UNKNOWN, VmPhase.PAUSED: pb.VM_PHASE_PAUSED,
+               VmPhase.SHELVED: pb.VM_PHASE_SHELVED}
+POWER_TO_PB = {PowerState.ON: pb.POWER_STATE_ON, PowerState.OFF: pb.POWER_STATE_OFF,
+               PowerState.PAUSED: pb.POWER_STATE_PAUSED, PowerState.SHELVED: pb.POWER_STATE_SHELVED}
+POWER_FROM_PB = {**{v: k for k, v in POWER_TO_PB.items()}, pb.POWER_STATE_UNSPECIFIED: PowerState.ON}
 
 
 def ts(seconds: float, out: Timestamp | None = None) -> Timestamp:
@@ -77,7 +81,8 @@ def vm_spec_from_pb(m: pb.VmSpec) -> VmSpec:
     return VmSpec(name=m.name, resources=resources_from_pb(m.resources), qos_policy=m.qos_policy,
                   placement_group=m.placement_group, group_policy=AFF_FROM_PB[m.group_policy],
                   node_selector=pairs(dict(m.node_selector)), networks=tuple(m.networks),
-                  volumes=tuple(m.volumes), image=m.image, ha=ha_from_pb(m.ha), project=m.project)
+                  volumes=tuple(m.volumes), image=m.image, ha=ha_from_pb(m.ha), project=m.project,
+                  power=Power(POWER_FROM_PB[m.power_state]) if m.power_state else Power())
 
 
 def ha_from_pb(m: pb.HaSettings) -> HaSettings:
@@ -98,6 +103,7 @@ def vm_spec_to_pb(s: VmSpec, out: pb.VmSpec | None = None) -> pb.VmSpec:
         m.volumes.extend(s.volumes)
     m.ha.restart_policy, m.ha.priority, m.ha.admission = (
         RESTART_POLICY_TO_PB[s.ha.restart_policy], PRIORITY_TO_PB[s.ha.priority], s.ha.admission)
+    m.power_state, m.reboots = POWER_TO_PB[s.power.state], s.power.reboots
     m.SetInParent()
     return m
 
@@ -120,8 +126,8 @@ def vm_to_pb(r: VmRecord, out: pb.Vm | None = None) -> pb.Vm:
     if r.placement:
         placement_to_pb(r.placement, m.placement)
     s, st = r.status, m.status
-    st.phase, st.node, st.message, st.cpu_time_ns, st.memory_used_mib = (
-        PHASE_TO_PB[s.phase], s.node, s.message, s.cpu_time_ns, s.memory_used_mib)
+    st.phase, st.node, st.message, st.cpu_time_ns, st.memory_used_mib, st.reboots = (
+        PHASE_TO_PB[s.phase], s.node, s.message, s.cpu_time_ns, s.memory_used_mib, s.reboots)
     ts(s.updated_at, st.updated_at)
     return m
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from concurrent.futures import Future
@@ -18,10 +19,11 @@ from vdcos.controllers import metering
 from vdcos.controllers.rebalancer import Rebalancer
 from vdcos.events import Emit, nothing
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
+from vdcos.lifecycle import power
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, PoolKind,
-                         PoolStatus, Port, PortKind, QosClass, QosPolicy, Resources, SchedulerConfig, Snapshot, VmPhase,
-                         VmSpec, VmStatus, Volume, decode, dumps)
+                         PoolStatus, Port, PortKind, PowerState, QosClass, QosPolicy, Resources, SchedulerConfig,
+                         Snapshot, VmPhase, VmSpec, VmStatus, Volume, decode, dumps)
 from vdcos.model.fit import demand_vector, fit_matrix
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.scheduler.core import Explanation
@@ -33,6 +35,9 @@ from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import KV, Compare, Delete, Get, Put, Store
 from vdcos.storagepool import snapshots, volumes
 from vdcos.vswitch import networks
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +200,31 @@ class Operations:
             node = decode(PlacementRecord, json.loads(place.value)).node if place is not None else ""
             volumes.detach_all(self.store, name, delete_them=not keep_volumes, open_on=node)
 
+    # --- power --------------------------------------------------------------------------------
+    def set_power(self, name: str, action: power.Action, project: str | None = None, hard: bool = False,
+                  timeout_s: int = power.DEFAULT_STOP_TIMEOUT_S) -> VmRecord:
+        """Record the power state `action` asks for (the VM's host carries it out), or, to start
+        a shelved VM, place it again. Shelving is `shelve`."""
+        if action is power.Action.START:
+            kv = self.store.get(keys.vm_spec(name))
+            spec = decode(VmSpec, json.loads(kv.value)) if kv else None
+            if spec is not None and spec.power.state is PowerState.SHELVED:
+                rec = self.scheduler.unshelve(name, project)
+                self.emit("vm.unshelved", name, node=rec.node, project=spec.project,
+                          message=f"placed again on {rec.node} ({rec.qos.qos_class.value})")
+                return self.get_vm(name)
+        before, after = power.set_power(self.store, name, action, project=project, hard=hard, timeout_s=timeout_s)
+        if after != before:
+            log.info("vm %s: %s asked (power %s)", name, action.value, after.power.state.value)
+        return self.get_vm(name)
+
+    def shelve(self, name: str, project: str | None = None) -> VmRecord:
+        spec, node = power.shelve(self.store, name, project=project)
+        if node:
+            self.emit("vm.shelved", name, node=node, project=spec.project,
+                      message=f"its reservation on {node} released")
+        return self.get_vm(name)
+
     # --- volumes ------------------------------------------------------------------------------
     def create_volume(self, name: str, pool: PoolKind | None, size_gib: int, host: str = "", image: str = "",
                       snapshot: str = "", project: str = "") -> Volume:
@@ -347,6 +377,8 @@ class Operations:
             # Its placement's node speaks for it (another node's word is stale: it moved).
             raw = said.get((node, vm))
             status = decode(VmStatus, json.loads(raw)) if raw is not None else VmStatus(VmPhase.SCHEDULED, node)
+            if placement is None and spec.power.state is PowerState.SHELVED:
+                status = VmStatus(VmPhase.SHELVED, "", "shelved: it holds no host; starting it places it again")
             view = self.cache.node(node) if node else None
             if view is not None and (view.status is None or not view.status.ready):
                 status = VmStatus(VmPhase.UNKNOWN, node, f"node {node} is not ready", status.updated_at)

@@ -8,6 +8,7 @@ from typing import Iterable
 
 from vdcos.errors import InvalidArgument
 from vdcos.images import CATALOG, DEFAULT_PROFILE
+from vdcos.lifecycle.power import DEFAULT_STOP_TIMEOUT_S, MAX_STOP_TIMEOUT_S
 from vdcos.storagepool.volumes import MAX_DISKS
 from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
@@ -101,6 +102,8 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
         out.append((f"{field}.ha.restart_policy", f"unknown value {m.ha.restart_policy}"))
     if m.ha.priority not in RESTART_PRIORITIES:
         out.append((f"{field}.ha.priority", f"unknown value {m.ha.priority}"))
+    if m.power_state not in (pb.POWER_STATE_UNSPECIFIED, pb.POWER_STATE_ON, pb.POWER_STATE_OFF):
+        out.append((f"{field}.power_state", "a VM is created on or off"))
     if m.image and m.image not in CATALOG:
         out.append((f"{field}.image", f"unknown image {m.image[:80]!r}; one of {', '.join(sorted(CATALOG))}"))
     elif m.HasField("resources"):
@@ -108,6 +111,13 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
         if 0 < m.resources.memory_mib < need:
             out.append((f"{field}.resources.memory_mib", f"image {m.image or DEFAULT_PROFILE} needs at least {need} MiB"))
     return out
+
+
+def stop_timeout(seconds: int) -> Violations:
+    if not 0 <= seconds <= MAX_STOP_TIMEOUT_S:
+        return [("timeout_s", f"must be between 0 (the default, {DEFAULT_STOP_TIMEOUT_S} s) and "
+                              f"{MAX_STOP_TIMEOUT_S} seconds, got {seconds}")]
+    return []
 
 
 MIGRATION_LIMITS = {"max_downtime_ms": (0, 60_000), "max_bandwidth_mibps": (0, 100_000),

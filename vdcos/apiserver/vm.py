@@ -9,6 +9,7 @@ from vdcos.apiserver.common import Ctx, blocking, check_name, watch
 from vdcos.apiserver.operations import Operations, VmRecord
 from vdcos.apiserver.status import as_status, rpc, stream_rpc
 from vdcos.errors import NotFound
+from vdcos.lifecycle import power
 from vdcos.model import VmSpec
 from vdcos.state import keys
 from vdcos.v1 import types_pb2 as pb
@@ -167,6 +168,41 @@ class VmServicer(vm_grpc.VmServiceServicer):
         check_name(request.name)
         await blocking(self.ops.delete_vm, request.name, request.keep_volumes, scope.current().project)
         return vm_pb.DeleteVmResponse()
+
+    # --- power operations (lifecycle/power.py) ------------------------------------------
+    async def _power(self, name: str, action: power.Action, hard: bool = False,
+                     timeout_s: int = power.DEFAULT_STOP_TIMEOUT_S) -> pb.Vm:
+        check_name(name)
+        rec = await blocking(self.ops.set_power, name, action, scope.current().project, hard, timeout_s)
+        return convert.vm_to_pb(rec)
+
+    @rpc
+    async def StartVm(self, request: vm_pb.StartVmRequest, context: Ctx) -> vm_pb.StartVmResponse:
+        return vm_pb.StartVmResponse(vm=await self._power(request.name, power.Action.START))
+
+    @rpc
+    async def StopVm(self, request: vm_pb.StopVmRequest, context: Ctx) -> vm_pb.StopVmResponse:
+        validate.check(validate.stop_timeout(request.timeout_s))
+        return vm_pb.StopVmResponse(vm=await self._power(request.name, power.Action.STOP, request.force,
+                                                         request.timeout_s or power.DEFAULT_STOP_TIMEOUT_S))
+
+    @rpc
+    async def RebootVm(self, request: vm_pb.RebootVmRequest, context: Ctx) -> vm_pb.RebootVmResponse:
+        return vm_pb.RebootVmResponse(vm=await self._power(request.name, power.Action.REBOOT, request.hard))
+
+    @rpc
+    async def SuspendVm(self, request: vm_pb.SuspendVmRequest, context: Ctx) -> vm_pb.SuspendVmResponse:
+        return vm_pb.SuspendVmResponse(vm=await self._power(request.name, power.Action.SUSPEND))
+
+    @rpc
+    async def ResumeVm(self, request: vm_pb.ResumeVmRequest, context: Ctx) -> vm_pb.ResumeVmResponse:
+        return vm_pb.ResumeVmResponse(vm=await self._power(request.name, power.Action.RESUME))
+
+    @rpc
+    async def ShelveVm(self, request: vm_pb.ShelveVmRequest, context: Ctx) -> vm_pb.ShelveVmResponse:
+        check_name(request.name)
+        rec = await blocking(self.ops.shelve, request.name, scope.current().project)
+        return vm_pb.ShelveVmResponse(vm=convert.vm_to_pb(rec))
 
     @stream_rpc
     async def WatchVms(self, request: vm_pb.WatchVmsRequest, context: Ctx) -> AsyncIterator[vm_pb.WatchVmsResponse]:

@@ -1,4 +1,4 @@
-"""`vdcos vm create | list | show | delete | migrate` and `vdcos explain`."""
+"""`vdcos vm create | list | show | delete | migrate`, the power commands (power.py) and `vdcos explain`."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ import grpc
 from google.protobuf import json_format
 
 from vdcos.apiserver import validate
+from vdcos.cli import power
 from vdcos.cli.client import Client, describe_status, rejection_lines
 from vdcos.cli.common import (Subparsers, UsageError, connect, emit, enum_name, kv_list, table, when,
                               yaml_documents)
@@ -58,6 +59,7 @@ def vm_spec(args: argparse.Namespace) -> pb.VmSpec:
         group_policy=GROUP_POLICIES[args.group_policy] if args.group_policy else pb.AFFINITY_POLICY_UNSPECIFIED,
         node_selector=kv_list(args.selector, "--selector"), networks=args.network, volumes=args.volume,
         image=args.image or "", project=args.project or "",
+        power_state=pb.POWER_STATE_OFF if getattr(args, "stopped", False) else pb.POWER_STATE_UNSPECIFIED,
         ha=ha_settings(args.restart_policy, args.restart_priority, False if args.no_ha_admission else None))
 
 
@@ -168,6 +170,8 @@ def cmd_vm(args: argparse.Namespace) -> int:
                                               indent=2) + ha_history(c, args))
         elif args.vm_command == "migrate":
             return migrate(c, args)
+        elif args.vm_command in power.COMMANDS:
+            return power.run(c, args)
         elif args.vm_command == "delete":
             c.vms.DeleteVm(vm_pb.DeleteVmRequest(name=args.name, keep_volumes=args.keep_volumes), timeout=args.timeout)
             if args.output != "json":
@@ -300,13 +304,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def register(sub: Subparsers) -> None:
-    vm = sub.add_parser("vm", help="create, list, show, delete VMs")
+    vm = sub.add_parser("vm", help="create, list, show, delete, migrate, start, stop, reboot, suspend, resume, "
+                                   "shelve VMs")
     vsub = vm.add_subparsers(dest="vm_command", required=True)
     create = vsub.add_parser("create")
     add_spec_flags(create)
     create.add_argument("-f", "--file", help="a YAML file of kind Vm (the flags' fields, and ha: with "
                                              "restart_policy, priority, admission); '-' for stdin")
     create.add_argument("--request-id")
+    create.add_argument("--stopped", action="store_true", help="place it and hold its reservation, not started")
     create.add_argument("--count", type=int, default=1,
                         help="create NAME-1 .. NAME-COUNT, each placed on its own (BatchCreateVms calls of 1000)")
     vl = vsub.add_parser("list")
@@ -324,6 +330,7 @@ def register(sub: Subparsers) -> None:
     mg.add_argument("--postcopy-after", type=int, default=0, metavar="PASSES",
                     help="switch to post-copy after this many passes (default never)")
     mg.add_argument("--no-wait", action="store_true", help="print the migration id and return")
+    power.register(vsub)
     vm.set_defaults(fn=cmd_vm)
 
 

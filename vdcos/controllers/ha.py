@@ -35,8 +35,8 @@ from typing import Callable
 
 from vdcos.events import Emit, nothing
 from vdcos.errors import VdcosError
-from vdcos.model import (HaEvent, HostFailure, HostFailurePhase, PlacementRecord, RestartPolicy, VmSpec, decode,
-                         dumps, restart_order)
+from vdcos.model import (HaEvent, HostFailure, HostFailurePhase, PlacementRecord, PowerState, RestartPolicy, VmSpec,
+                         decode, dumps, restart_order)
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.scheduler.core import SOLO, Lane, Rejection
 from vdcos.scheduler.failover import Restart, Restarted, restart_elsewhere
@@ -157,8 +157,12 @@ class HaController:
         for c, r in zip(batch, results):
             if isinstance(r, Restarted):
                 restarted.append(r.vm)
+                # A stopped VM keeps its reservation, so it moves too, and its power state
+                # (in its spec) keeps it stopped there.
+                off = c.spec.power.state is not PowerState.ON
                 events.append(HaEvent(time.time(), "vm-restarted", node, r.vm, r.epoch,
-                                      f"restarted on {r.node} at epoch {r.epoch}"))
+                                      f"moved to {r.node} at epoch {r.epoch}, stays {c.spec.power.state.value}"
+                                      if off else f"restarted on {r.node} at epoch {r.epoch}"))
             else:
                 assert isinstance(r, Rejection)
                 waiting[c.spec.name] = f"no host can take it: {r.summary}"

@@ -13,12 +13,13 @@
 #   diskfill=DEV    write random data over the first half of /dev/DEV once, O_DIRECT, print
 #                   "DISKFILL <dev> <MiB>", then read that half back in a loop, printing
 #                   "DISKSUM-START" and "DISKSUM <md5>" (a disk whose content a migration must keep)
+# The ACPI power button (StopVm, RebootVm) makes the guest print "GUEST-POWEROFF" and power off.
 # Every disk the guest has is announced at boot: "DISK <dev> <its first 40 bytes>"; and
 # "DISKS <dev>:<MiB> ..." lists the disks whenever they change (hot-plug, unplug, resize).
 # Nothing is installed on the host. A lock keeps concurrent builders from racing.
 set -euo pipefail
 # Bump when /init changes: a cached image of another version is rebuilt.
-VERSION=6
+VERSION=7
 DIR=${1:-/var/cache/vdcos/images}
 mkdir -p "$DIR"
 exec 9>"$DIR/.lock"
@@ -34,12 +35,13 @@ ls "${KPKG}"_*.deb >/dev/null 2>&1 || apt-get download -qq "$KPKG"
 ls busybox-static_*.deb >/dev/null 2>&1 || apt-get download -qq busybox-static
 KDEB=$(ls "${KPKG}"_*.deb | head -1)
 # The .deb carries no modules.dep; the load order below follows `modinfo -F depends`.
-MODS="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk"
+MODS="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk button evdev"
 mkdir -p "$W/kernel" "$W/bb"
 dpkg-deb --fsys-tarfile "$KDEB" | tar -x -C "$W/kernel" --wildcards './boot/vmlinuz-*' \
   './lib/modules/*/kernel/drivers/virtio/*.ko' './lib/modules/*/kernel/net/core/failover.ko' \
   './lib/modules/*/kernel/drivers/net/net_failover.ko' './lib/modules/*/kernel/drivers/net/virtio_net.ko' \
-  './lib/modules/*/kernel/drivers/block/virtio_blk.ko'
+  './lib/modules/*/kernel/drivers/block/virtio_blk.ko' './lib/modules/*/kernel/drivers/acpi/button.ko' \
+  './lib/modules/*/kernel/drivers/input/evdev.ko'
 dpkg-deb -x busybox-static_*.deb "$W/bb"
 R=$W/initrd
 mkdir -p "$R"/{bin,sbin,proc,sys,dev,tmp,lib/modules}
@@ -56,8 +58,13 @@ for a in $(cat /proc/cmdline); do case $a in
   burn=*) BURN=${a#burn=};; dirty=*) DIRTY=${a#dirty=};; vmip=*) VMIP=${a#vmip=};; vmgw=*) VMGW=${a#vmgw=};;
   diskread=*) DISKREAD=${a#diskread=};; diskfill=*) DISKFILL=${a#diskfill=};;
   diskcount=*) DISKCOUNT=${a#diskcount=};; esac; done
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk button evdev; do
   insmod /lib/modules/$m.ko 2>/dev/null; done
+# The power button: any event on its input device powers the guest off (no acpid needed).
+for d in /sys/class/input/event*; do [ -e "$d" ] || continue
+  if [ "$(cat $d/device/name 2>/dev/null)" = "Power Button" ]; then
+    ( dd if=/dev/input/${d##*/} bs=24 count=1 >/dev/null 2>&1; echo "GUEST-POWEROFF"; sync; poweroff -f ) &
+  fi; done
 echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null
 ip link set lo up
 if [ -n "$VMIP" ]; then

@@ -20,7 +20,7 @@ from typing import Callable, TypeVar
 from vdcos import logs
 from vdcos.errors import FailedPrecondition, NotFound, ResourceExhausted
 from vdcos.model import (ActiveMigrations, Allocation, AllocEntry, Assignment, Migration, MigrationOptions,
-                         MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, QosClass,
+                         MigrationPhase, MigrationProgress, NodeSpec, PlacementGroup, PlacementRecord, PowerState, QosClass,
                          Resources, SchedulerConfig, VmPhase, VmSpec, VmStatus, VolumeState, decode, dumps, qos,
                          volume_consumer)
 from vdcos.model.fit import fits
@@ -71,6 +71,8 @@ def start(store: Store, vm: str, destination: str, options: MigrationOptions, mi
         source = place.node
         if destination == source:
             raise FailedPrecondition(f"VM {vm} already runs on {source}")
+        if spec.power.state is not PowerState.ON:
+            raise FailedPrecondition(f"VM {vm} is {spec.power.state.value}: only a running VM live-migrates")
         mig_kv = r.kv(keys.vm_migration(vm))
         if mig_kv is not None:
             raise FailedPrecondition(f"VM {vm} is already migrating ({mig_kv.value.decode()})")
@@ -243,8 +245,9 @@ def finish(store: Store, mid: str, phase: MigrationPhase, message: str = "",
                 Delete(keys.assign(m.source, vm)),
                 Put(keys.assign(m.destination, vm), dumps(assignment)),
                 Delete(keys.vm_status(m.source, vm)),
-                Put(keys.vm_status(m.destination, vm), dumps(VmStatus(VmPhase.RUNNING, m.destination,
-                                                                      f"migrated from {m.source}", now))),
+                Put(keys.vm_status(m.destination, vm), dumps(VmStatus(
+                    VmPhase.RUNNING, m.destination, f"migrated from {m.source}", now,
+                    reboots=assignment.spec.power.reboots))),
             ]
             if group is not None:
                 group = group.with_member(vm, m.destination)

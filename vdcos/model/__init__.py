@@ -14,8 +14,8 @@ from vdcos.model.usage import Amounts, VmUsage
 from vdcos.model.codec import assignment_bytes, decode, dumps, encode
 from vdcos.model.compute import (DEFAULT_POLICY, DEFAULT_SCORER_WEIGHTS, SNAPSHOT_CONSUMER, VOLUME_CONSUMER,
                                  AffinityPolicy, AllocEntry, Allocation, Assignment, NodeSpec, NodeStatus,
-                                 PlacementGroup, PlacementRecord, QosPolicy, QosSettings, SchedulerConfig, Strategy,
-                                 Sums, VmPhase, VmSpec, VmStatus, policy_named, snapshot_consumer, volume_consumer)
+                                 PlacementGroup, PlacementRecord, Power, PowerState, QosPolicy, QosSettings,
+                                 SchedulerConfig, Strategy, Sums, VmPhase, VmSpec, VmStatus, policy_named, snapshot_consumer, volume_consumer)
 from vdcos.model.ha import (HaEvent, HaSettings, HostFailure, HostFailurePhase, RestartPolicy, RestartPriority,
                             restart_order)
 from vdcos.model.migration import (ActiveMigrations, Migration, MigrationOptions, MigrationPhase, MigrationProgress,
@@ -30,7 +30,7 @@ __all__ = [
     "RestartPriority", "restart_order", "DEFAULT_SCORER_WEIGHTS", "DIMENSIONS", "SNAPSHOT_CONSUMER", "VOLUME_CONSUMER",
     "ActiveMigrations", "AffinityPolicy", "AllocEntry", "Allocation", "Assignment", "Disk", "Migration",
     "MigrationOptions", "MigrationPhase", "MigrationProgress", "Network", "Nic", "NodeSpec", "NodeStatus",
-    "Overcommit", "Pairs", "PlacementGroup", "PlacementRecord", "PoolKind", "PoolStatus", "Port", "PortKind",
+    "Overcommit", "Pairs", "PlacementGroup", "PlacementRecord", "Power", "PowerState", "PoolKind", "PoolStatus", "Port", "PortKind",
     "QosClass", "QosPolicy", "QosSettings", "Rebalance", "RebalanceGoal", "RebalanceMode", "RebalanceState",
     "RebalanceStep", "Resources", "SchedulerConfig", "Snapshot", "Strategy", "Sums", "VmPhase", "VmSpec",
     "VmStatus", "Volume", "VolumeState", "assignment_bytes", "decode", "dumps", "encode", "pairs",

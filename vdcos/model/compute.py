@@ -37,6 +37,33 @@ class VmPhase(enum.Enum):
     STOPPED = "stopped"
     FAILED = "failed"
     UNKNOWN = "unknown"
+    PAUSED = "paused"    # suspended: its vCPUs stopped, its memory kept
+    SHELVED = "shelved"  # stopped with its reservation released: on no host
+
+
+class PowerState(enum.Enum):
+    """What the owner wants the VM to be doing; the agent makes the hypervisor agree."""
+    ON = "on"
+    OFF = "off"
+    PAUSED = "paused"
+    # Off, and holding nothing on any host (Nova's shelve-offload): starting it places it again.
+    SHELVED = "shelved"
+
+
+@dataclass(frozen=True, slots=True)
+class Power:
+    """A VM's desired power state (part of its spec, so every assignment carries it: the agent
+    reconciles it after a restart, HA moves a stopped VM without starting it)."""
+
+    state: PowerState = PowerState.ON
+    # Reboots asked for so far: a host's agent reboots the guest while the count it reported
+    # (VmStatus.reboots) is behind. A counter, not a flag: two reboots asked are two reboots.
+    reboots: int = 0
+    # The last stop or reboot skips asking the guest (power cut, reset button).
+    hard: bool = False
+    # A graceful stop: how long the guest has to power off after the ACPI request before it
+    # is forced off.
+    stop_timeout_s: int = 60
 
 
 DEFAULT_SCORER_WEIGHTS: Pairs = pairs(
@@ -115,6 +142,7 @@ class VmSpec:
     image: str = ""  # a boot profile from vdcos.images.CATALOG; "" = the default
     ha: HaSettings = HaSettings()
     project: str = ""  # the project that owns it (model/project.py); "" = none, the cluster's
+    power: Power = Power()
 
     @property
     def policy_name(self) -> str:
@@ -313,3 +341,5 @@ class VmStatus:
     memory_used_mib: int = 0
     # Bytes its NICs received and sent since its QEMU started (read once per metrics period).
     network_bytes: int = 0
+    # The reboots of its spec's Power this host has carried out (or found done: a new guest).
+    reboots: int = 0

@@ -34,6 +34,7 @@ from vdcos.storagepool.pool import StoragePools, VolumeReconciler
 from vdcos.vswitch.controller import SwitchController
 
 log = logging.getLogger("vdcos.nodeagent")
+STOPPING_POLL_S = 0.1  # reconcile period while a guest is shutting down
 
 
 def node_records(spec: NodeSpec, lease: int, used: Resources = Resources(), pid: int = 0,
@@ -95,6 +96,8 @@ class NodeAgent(Migrations, VmReconciler):
         self._closed_volumes = threading.Event()
         self._closed_volumes.set()
         self._grown: dict[str, int] = {}  # disk file -> GiB a running guest's disk was checked to have
+        self._reboots: dict[str, int] = {}
+        self._stopping: dict[str, float] = {}
         # Per VM: a VM whose reconcile failed waits out its own backoff; the others go on.
         self._backoff = Backoff(base_s=1.0, max_s=60.0)
         # The host's fencer (vdcos/host/fencer.py), petted after every renewal of the lease.
@@ -296,7 +299,8 @@ class NodeAgent(Migrations, VmReconciler):
     def _reconcile_loop(self) -> None:
         synced = 0.0
         while not self._stop.is_set():
-            self._wake.wait(self.resync_s)
+            # A guest asked to shut down is looked at often: its stop ends when it powers off.
+            self._wake.wait(STOPPING_POLL_S if self._stopping else self.resync_s)
             self._wake.clear()
             if self._stop.is_set():
                 return

@@ -96,6 +96,26 @@ class SimDriver:
                 self._domains[name] = replace(dom, state=DomainState.STOPPED, started_at=0.0)
                 self._save()
 
+    def _set(self, name: str, state: DomainState, only_from: tuple[DomainState, ...], started_at: float) -> None:
+        with self._lock:
+            dom = self._get(name)
+            if dom.state in only_from:
+                self._domains[name] = replace(dom, state=state, started_at=started_at or dom.started_at)
+                self._save()
+
+    def shutdown(self, name: str) -> None:
+        # A sim guest obeys the power button at once.
+        self.stop(name)
+
+    def reboot(self, name: str, hard: bool = False) -> None:
+        self._set(name, DomainState.RUNNING, (DomainState.RUNNING,), time.time())
+
+    def suspend(self, name: str) -> None:
+        self._set(name, DomainState.PAUSED, (DomainState.RUNNING,), 0.0)
+
+    def resume(self, name: str) -> None:
+        self._set(name, DomainState.RUNNING, (DomainState.PAUSED,), 0.0)
+
     def destroy(self, name: str) -> None:
         with self._lock:
             if self._domains.pop(name, None) is not None:

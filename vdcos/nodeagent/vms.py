@@ -16,8 +16,8 @@ from vdcos.errors import VdcosError
 from vdcos.events import Emit
 from vdcos.host.netlink import NetworkError
 from vdcos.metrics.agent import AgentMetrics
-from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, PlacementRecord, RestartPolicy,
-                         SchedulerConfig, VmPhase, VmStatus, VolumeState, decode, dumps, qos)
+from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, PlacementRecord, PowerState,
+                         RestartPolicy, SchedulerConfig, VmPhase, VmStatus, VolumeState, decode, dumps, qos)
 from vdcos.model.fit import fits
 from vdcos.nodeagent.driver import DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver
 from vdcos.reconcile import Backoff
@@ -29,6 +29,7 @@ from vdcos.vswitch.controller import SwitchController
 
 log = logging.getLogger("vdcos.nodeagent")
 GIB = 1024 ** 3
+_DOWN = (DomainState.STOPPED, DomainState.CRASHED)
 
 
 class VmReconciler:
@@ -45,6 +46,8 @@ class VmReconciler:
     _desired: dict[str, Assignment]
     _reported: dict[str, VmStatus]
     _grown: dict[str, int]
+    _reboots: dict[str, int]  # per VM: the reboots of its spec carried out (or found done)
+    _stopping: dict[str, float]  # per VM: when a graceful stop asked of its guest turns forced (monotonic)
     _backoff: Backoff
     _closed_volumes: threading.Event
     metrics: AgentMetrics | None
@@ -140,13 +143,20 @@ class VmReconciler:
         self._closed_volumes.set()
         self.store.txn([Compare(keys.assign(self.spec.name, name), "create", "==", 0)],
                        [Delete(keys.vm_status(self.spec.name, name))])
-        self._reported.pop(name, None)
+        for per_vm in (self._reported, self._reboots, self._stopping):
+            per_vm.pop(name, None)
         log.info("destroyed %s (no longer assigned here)", name)
 
     def _reconcile_vm(self, a: Assignment, dom: DomainInfo | None, config: SchedulerConfig | None,
                       admitted: list[Allocation]) -> None:
         """`admitted[0]` is what the host holds: a VM started here joins it for the next one."""
         name = a.spec.name
+        want = a.spec.power.state
+        if want in (PowerState.OFF, PowerState.SHELVED) and (dom is None or dom.state in _DOWN):
+            self._reboots[name] = a.spec.power.reboots  # a guest started later is a new one
+            self._stopping.pop(name, None)
+            self._report_power(a, VmPhase.STOPPED, "stopped", "vm.stopped")
+            return
         if dom is None:
             assert config is not None
             # Agent admission: the same fit function the scheduler and its commit used.
@@ -171,6 +181,7 @@ class VmReconciler:
             nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
             self.driver.define(a.spec, a.qos, tuple(nics), disks)
             self.driver.start(name)
+            self._reboots[name] = a.spec.power.reboots  # a new guest: no reboot of an old one is due
             self.created.append(name)
             admitted[0] = admitted[0].with_entry(AllocEntry(name, a.qos.qos_class, a.reserved))
             note = ("restarted: its domain disappeared" if vanished and vanished.phase is VmPhase.RUNNING
@@ -178,12 +189,16 @@ class VmReconciler:
             log.info("started %s%s", name, f" ({note})" if note else "")
             self.emit("vm.started", name, node=self.spec.name, project=a.spec.project, message=note or "started")
             self._report(name, VmPhase.RUNNING, note)
+            if want is PowerState.PAUSED:
+                self._power(a, DomainState.RUNNING)
             return
         if dom.qos != a.qos:
             self.driver.apply_qos(name, a.qos)
         if self.storage is not None and dom.state is DomainState.RUNNING:
             self._plug_disks(a, dom)
-        if dom.state is DomainState.RUNNING:
+        if dom.state in (DomainState.RUNNING, DomainState.PAUSED):
+            if self._power(a, dom.state):
+                return
             prev = self._reported.get(name)
             # A VM that recovered from a failed round says so no more.
             keep = prev.message if prev and not prev.message.startswith("reconcile failed:") else ""
@@ -194,9 +209,68 @@ class VmReconciler:
             if not self._owns(a):
                 return
             self.driver.start(name)
-            self.emit("vm.started", name, node=self.spec.name, project=a.spec.project,
-                      message=f"started again (was {dom.state.value})")
-            self._report(name, VmPhase.RUNNING, f"started again (was {dom.state.value})")
+            self._reboots[name] = a.spec.power.reboots
+            last = self._reported.get(name)
+            again = last is not None and last.phase is VmPhase.STOPPED and last.message == "stopped"
+            message = "started" if again else f"started again (was {dom.state.value})"
+            self.emit("vm.started", name, node=self.spec.name, project=a.spec.project, message=message)
+            self._report(name, VmPhase.RUNNING, message)
+            if want is PowerState.PAUSED:
+                self._power(a, DomainState.RUNNING)
+
+    def _power(self, a: Assignment, state: DomainState) -> bool:
+        """A running or suspended guest brought to its spec's power state: stopped (the ACPI
+        button, then forced after the spec's timeout; a suspended guest cannot hear the button),
+        suspended, resumed or rebooted. True when the guest is not simply running now."""
+        name, power = a.spec.name, a.spec.power
+        if power.state in (PowerState.OFF, PowerState.SHELVED):
+            deadline = self._stopping.get(name)
+            now = time.monotonic()
+            if power.hard or state is DomainState.PAUSED or (deadline is not None and now >= deadline):
+                self.driver.stop(name)
+                self._stopping.pop(name, None)
+                why = ("forced off" if power.hard or state is DomainState.PAUSED
+                       else f"forced off: the guest did not shut down within {power.stop_timeout_s} s")
+                log.info("vm %s: %s", name, why)
+                self._report_power(a, VmPhase.STOPPED, "stopped", "vm.stopped", why)
+            elif deadline is None:
+                self.driver.shutdown(name)
+                self._stopping[name] = now + power.stop_timeout_s
+                log.info("vm %s: asked the guest to shut down (forced off in %d s)", name, power.stop_timeout_s)
+                self._report(name, VmPhase.RUNNING, f"stopping: ACPI shutdown asked, forced off after "
+                             f"{power.stop_timeout_s} s")
+            return True
+        self._stopping.pop(name, None)
+        if power.state is PowerState.PAUSED:
+            if state is DomainState.RUNNING:
+                self.driver.suspend(name)
+            self._report_power(a, VmPhase.PAUSED, "suspended", "vm.suspended")
+            return True
+        if state is DomainState.PAUSED:
+            self.driver.resume(name)
+            self.emit("vm.resumed", name, node=self.spec.name, project=a.spec.project, message="resumed")
+            self._report(name, VmPhase.RUNNING, "resumed")
+            return True
+        done = self._reboots.get(name)
+        if done is None:  # first seen by this process: what this host reported, else nothing due
+            last = self._reported.get(name) or self._last_status(name)
+            done = self._reboots[name] = last.reboots if last is not None else power.reboots
+        if done < power.reboots:
+            self.driver.reboot(name, power.hard)
+            self._reboots[name] = power.reboots
+            how = "reset" if power.hard else "rebooted (ACPI)"
+            log.info("vm %s: %s", name, how)
+            self.emit("vm.rebooted", name, node=self.spec.name, project=a.spec.project, message=how)
+            self._report(name, VmPhase.RUNNING, how)
+            return True
+        return False
+
+    def _report_power(self, a: Assignment, phase: VmPhase, message: str, event: str, why: str = "") -> None:
+        """Report a power state reached, with its event the first time it is reported."""
+        prev = self._reported.get(a.spec.name)
+        if prev is None or prev.phase is not phase:
+            self.emit(event, a.spec.name, node=self.spec.name, project=a.spec.project, message=why or message)
+        self._report(a.spec.name, phase, message)
 
     def _stays_down(self, a: Assignment, last: VmStatus | None, state: str) -> bool:
         """A guest that ran here and is no longer running, by its restart policy: `never` stays
@@ -286,13 +360,14 @@ class VmReconciler:
         """Status is written only while the assignment exists, so a deleted VM never comes back.
         With `fresh` usage it is written even when phase and message are unchanged."""
         prev = self._reported.get(vm)
-        if fresh is None and prev is not None and prev.phase is phase and prev.message == message:
+        reboots = self._reboots.get(vm, prev.reboots if prev else 0)
+        if fresh is None and prev is not None and (prev.phase, prev.message, prev.reboots) == (phase, message, reboots):
             return
         stats = fresh or (self.driver.stats(vm) if phase is VmPhase.RUNNING else None)
         # NIC counters come with the reads that ask for devices; between them the last stands.
         net = sum(n[1] + n[2] for n in stats.nics) if stats and stats.nics else (prev.network_bytes if prev else 0)
         status = VmStatus(phase, self.spec.name, message, time.time(),
-                          stats.cpu_time_ns if stats else 0, stats.memory_used_mib if stats else 0, net)
+                          stats.cpu_time_ns if stats else 0, stats.memory_used_mib if stats else 0, net, reboots)
         res: TxnResult = self.store.txn([Compare(keys.assign(self.spec.name, vm), "create", ">", 0)],
                                         [Put(keys.vm_status(self.spec.name, vm), dumps(status))])
         if res.succeeded:

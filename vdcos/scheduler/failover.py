@@ -86,7 +86,8 @@ def restart_elsewhere(store: Store, cache: ClusterCache, failed: str, items: lis
         epoch = item.record.epoch + 1
         record = replace(item.record, node=d.node, qos=d.qos, reserved=d.reserved, score=d.score, placed_at=now,
                          attempts=1, epoch=epoch)
-        status = VmStatus(VmPhase.SCHEDULED, d.node, f"restarted by HA: {failed} failed (epoch {epoch})", now)
+        status = VmStatus(VmPhase.SCHEDULED, d.node, f"restarted by HA: {failed} failed (epoch {epoch})", now,
+                          reboots=spec.power.reboots)  # a new guest: no reboot of the old one is due
         txn.puts += [Put(keys.vm_placement(name), dumps(record)),
                      Delete(keys.assign(failed, name)),
                      Put(keys.assign(d.node, name), assignment_bytes(dumps(spec), d.qos, d.reserved, epoch)),

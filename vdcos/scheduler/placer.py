@@ -39,5 +39,8 @@ class Placer(Protocol):
 
     def cancel_migration(self, mid: str) -> Migration: ...
 
+    def unshelve(self, name: str, project: str | None = None) -> PlacementRecord:
+        """Place a shelved VM (with `project`: only that project's) again, and start it."""
+
     def check_policy_unused(self, name: str) -> None:
         """Raise FailedPrecondition while a VM uses the QoS policy."""

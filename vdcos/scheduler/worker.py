@@ -42,6 +42,7 @@ from vdcos.scheduler.core import (SOLO, ClusterSnapshot, Decision, Explanation, 
 from vdcos.scheduler.core.ha import failover_headroom
 from vdcos.scheduler.placer import Placed
 from vdcos.scheduler.txn import PlacementTxn, commit
+from vdcos.scheduler.unshelve import unshelve
 from vdcos.state import keys
 from vdcos.state.store import Compare, Delete, Get, Op, Put, Store, StoreError
 from vdcos.storagepool import volumes
@@ -540,6 +541,12 @@ class Scheduler:
         if isinstance(got, Rejection):
             raise Unschedulable(got)
         return records.start(self.store, vm, got.node, options)
+
+    def unshelve(self, name: str, project: str | None = None) -> PlacementRecord:
+        """Place a shelved VM again and start it (scheduler/unshelve.py)."""
+        if not self.cache.synced:
+            raise Unavailable("this replica's cluster cache is re-listing after a lost watch; retry")
+        return unshelve(self.store, self.cache, name, project, self.lane())
 
     def cancel_migration(self, mid: str) -> Migration:
         m = records.update(self.store, mid, lambda m: None if m.phase.done or m.cancel_requested

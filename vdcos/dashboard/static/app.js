@@ -404,6 +404,18 @@ function vmActions(vm, out) {
         return r;
       }, out, "started")}, "Migrate")));
   }
+  if (can("vms:power")) {
+    // Every power operation is offered; one the VM's state does not allow is refused by the
+    // API with why (FAILED_PRECONDITION), shown under the buttons.
+    const power = [["start", "StartVm", {}, "Start"], ["stop", "StopVm", {}, "Stop"],
+                   ["force-stop", "StopVm", {force: true}, "Power off"], ["reboot", "RebootVm", {}, "Reboot"],
+                   ["suspend", "SuspendVm", {}, "Suspend"], ["resume", "ResumeVm", {}, "Resume"],
+                   ["shelve", "ShelveVm", {}, "Shelve"]];
+    buttons.push(h("span", {class: "group"}, ...power.map(([id, method, extra, label]) =>
+      h("button", {id: `power-${id}`, onclick: () =>
+        act(`${label.toLowerCase()} ${name}`, () => api(`VmService/${method}`, {name, ...extra}), out, "asked")},
+        label))));
+  }
   if (can("vms:delete")) {
     buttons.push(h("button", {class: "danger", id: "delete", onclick: () => {
       if (confirm(`Delete ${name}? Its guest is destroyed.`)) {

@@ -38,6 +38,8 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
     libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.STOPPED,
 }
+# Paused by virDomainSuspend (SuspendVm), not by a migration's switch-over or an I/O error.
+_PAUSED_ON_REQUEST = (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER)
 
 
 def memory_hard_limit_kib(qos: QosSettings) -> int:
@@ -124,7 +126,9 @@ class LibvirtDriver:
         out = []
         for dom in self._call(lambda c: c.listAllDomains()):
             try:
-                state = _STATES.get(dom.state()[0], DomainState.STOPPED)
+                code, reason = dom.state()
+                state = DomainState.PAUSED if (code, reason) == _PAUSED_ON_REQUEST else \
+                    _STATES.get(code, DomainState.STOPPED)
                 xml = dom.XMLDesc(0)
                 qos = domain.qos_from_xml(xml)
                 if qos is not None and state is DomainState.RUNNING and \
@@ -169,6 +173,40 @@ class LibvirtDriver:
                 dom.destroy()
         except libvirt.libvirtError as e:
             raise DriverError(str(e)) from e
+
+    def shutdown(self, name: str) -> None:
+        dom = self._must(name)
+        try:
+            if dom.isActive():
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except libvirt.libvirtError as e:
+            raise DriverError(f"shutting {name} down: {e}") from e
+
+    def reboot(self, name: str, hard: bool = False) -> None:
+        dom = self._must(name)
+        try:
+            if hard:
+                dom.reset(0)
+            else:
+                dom.reboot(libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN)
+        except libvirt.libvirtError as e:
+            raise DriverError(f"rebooting {name}: {e}") from e
+
+    def suspend(self, name: str) -> None:
+        dom = self._must(name)
+        try:
+            if dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+                dom.suspend()
+        except libvirt.libvirtError as e:
+            raise DriverError(f"suspending {name}: {e}") from e
+
+    def resume(self, name: str) -> None:
+        dom = self._must(name)
+        try:
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+        except libvirt.libvirtError as e:
+            raise DriverError(f"resuming {name}: {e}") from e
 
     def destroy(self, name: str) -> None:
         dom = self._dom(name)
