@@ -7,10 +7,14 @@ boots a 256 MiB idle guest (the counter image), then `--runs` times, each step t
 API call:
   stop_graceful   StopVm -> its QEMU gone, the guest having printed GUEST-POWEROFF (it heard the
                   ACPI power button; a run where it was forced off instead is a failed run)
-  start           StartVm -> its QEMU running (libvirt's pid file, the process alive); also
-                  start_to_status: -> the VM's status says running
+  start           StartVm -> its QEMU running (libvirt's pid file, the process alive) with its
+                  vCPUs running (libvirt's domain state); also start_to_status: -> the VM's
+                  status says running
   reboot          RebootVm (ACPI) -> the guest printed GUEST-BOOTED again, in the same QEMU
   suspend/resume  SuspendVm / ResumeVm -> the status says paused / running
+Between the runs, alternating with them, the same guest is started straight through libvirt on a
+libvirtd of the benchmark's own (`libvirt_start_ms_median`): what a start costs the hypervisor
+here; `start_vs_libvirt_ms` is what vdcos adds (the API, etcd, the agent's watch and checks).
 Every step of a run must work for the run to count; a failed run is counted in `failures`
 with why, and its figures stay out of the medians. Figures of capabilities vdcos does not
 have yet (the console, live resize, images, OVF) are null.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +56,16 @@ def timed(call: Callable[[], object], done: Callable[[], object], timeout: float
     return (time.monotonic() - t0) * 1000
 
 
-def one_run(c: Client, home: Path, host: LibvirtHost, node: str) -> dict[str, Any]:
+def running(conn: Any) -> bool:
+    """libvirt says the guest's vCPUs run (QEMU is started paused, set up, then continued)."""
+    import libvirt
+    try:
+        return bool(conn.lookupByName(NAME).state()[0] == libvirt.VIR_DOMAIN_RUNNING)
+    except libvirt.libvirtError:
+        return False
+
+
+def one_run(c: Client, home: Path, host: LibvirtHost, node: str, conn: Any) -> dict[str, Any]:
     vms = c.vms
 
     def console() -> str:
@@ -60,9 +74,15 @@ def one_run(c: Client, home: Path, host: LibvirtHost, node: str) -> dict[str, An
     def phase() -> int:
         return vms.GetVm(vm_pb.GetVmRequest(name=NAME)).vm.status.phase
 
+    def counting() -> bool:
+        """The guest's current boot is past its /init's setup (the power button is heard from
+        then on; a guest in early boot ignores it, as real ones do)."""
+        text = console()
+        return "GUEST-BOOTED" in text and len(counters(text[text.rindex("GUEST-BOOTED"):])) >= 3
+
     row: dict[str, Any] = {"ok": False}
     try:
-        wait(lambda: len(counters(console())) >= 3, 120, "the guest counting")  # past its /init's setup
+        wait(counting, 120, "the guest counting")
         seen = len(console())
         row["stop_graceful_ms"] = timed(lambda: vms.StopVm(vm_pb.StopVmRequest(name=NAME)),
                                         lambda: NAME not in host.qemus(), 120, "stop")
@@ -73,10 +93,10 @@ def one_run(c: Client, home: Path, host: LibvirtHost, node: str) -> dict[str, An
         seen = len(console())
         t0 = time.monotonic()
         row["start_ms"] = timed(lambda: vms.StartVm(vm_pb.StartVmRequest(name=NAME)),
-                                lambda: NAME in host.qemus(), 60, "start")
+                                lambda: NAME in host.qemus() and running(conn), 60, "start")
         wait(lambda: phase() == pb.VM_PHASE_RUNNING, 30, "status running")
         row["start_to_status_ms"] = (time.monotonic() - t0) * 1000
-        wait(lambda: len(counters(console()[seen:])) >= 3, 120, "the guest counting after start")
+        wait(counting, 120, "the guest counting after start")
         seen = len(console())
         pid = host.qemus()[NAME]
         row["reboot_ms"] = timed(lambda: vms.RebootVm(vm_pb.RebootVmRequest(name=NAME)),
@@ -94,13 +114,49 @@ def one_run(c: Client, home: Path, host: LibvirtHost, node: str) -> dict[str, An
     except Exception as e:  # an API refusal: the run failed, the others go on
         row["message"] = f"{type(e).__name__}: {e}"
     if not row["ok"]:
-        # The next run starts from a running guest.
+        # The next run starts from a running guest: wait for the agent to finish what it was
+        # doing (a forced stop reports stopped), then start it and see it boot.
         try:
-            vms.StartVm(vm_pb.StartVmRequest(name=NAME))
-            wait(lambda: phase() == pb.VM_PHASE_RUNNING, 60, "running again")
+            wait(lambda: phase() in (pb.VM_PHASE_STOPPED, pb.VM_PHASE_RUNNING) and
+                 not vms.GetVm(vm_pb.GetVmRequest(name=NAME)).vm.status.message.startswith("stopping"), 120, "settled")
+            seen = len(console())
+            vms.ResumeVm(vm_pb.ResumeVmRequest(name=NAME)) if phase() == pb.VM_PHASE_PAUSED else \
+                vms.StartVm(vm_pb.StartVmRequest(name=NAME))
+            wait(lambda: NAME in host.qemus() and "GUEST-BOOTED" in console()[seen:], 120, "booted again")
         except Exception:
             pass
     return row
+
+
+class Baseline:
+    """The same guest started straight through libvirt (LibvirtDriver.define and start, as the
+    agent calls them) on a libvirtd of the benchmark's own, with no vdcos around it: what a
+    start costs the hypervisor on this machine. Measured between the runs, alternating."""
+
+    def __init__(self) -> None:
+        import os
+
+        from vdcos.model import QosClass, QosSettings, Resources, VmSpec
+        from vdcos.nodeagent.libvirt.driver import LibvirtDriver
+        self.root = Path(tempfile.mkdtemp(prefix="vdcos-life-baseline-", dir="/dev/shm"))
+        self.host = LibvirtHost.create(self.root, "base-1", f"{os.getpid() % 256:02x}", "127.0.0.3")
+        self.host.start()
+        self.driver = LibvirtDriver(self.host.uri, Resources(4, 4096, 100, 1000), ensure(), self.root)
+        self.driver.define(VmSpec("base", Resources(1, 256, 1, 10)), QosSettings(QosClass.BURSTABLE, 1024))
+
+    def start_ms(self) -> float:
+        t0 = time.monotonic()
+        self.driver.start("base")  # returns once libvirt has the vCPUs running
+        ms = (time.monotonic() - t0) * 1000
+        self.driver.stop("base")
+        return ms
+
+    def close(self) -> None:
+        try:
+            self.driver.close()
+            self.host.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     ensure()
     home = Path(tempfile.mkdtemp(prefix="vdcos-lifebench-"))
     rows: list[dict[str, Any]] = []
+    baseline: list[float] = []
+    base: Baseline | None = None
     try:
+        base = Baseline()
         dc = up(home, 1, "libvirt", {"vcpus": 4, "memory_mib": 4096, "disk_gib": 100, "network_mbps": 1000})
         node = "host-1"
         host = LibvirtHost.load(host_root(home, node))
@@ -122,17 +181,28 @@ def main(argv: list[str] | None = None) -> int:
                 vcpus=1, memory_mib=256, disk_gib=1, network_mbps=10))))
             wait(lambda: c.vms.GetVm(vm_pb.GetVmRequest(name=NAME)).vm.status.phase == pb.VM_PHASE_RUNNING, 60,
                  "created")
-            for _ in range(args.runs):
-                rows.append(one_run(c, home, host, node))
+            import libvirt
+            conn = libvirt.open(host.uri)
+            try:
+                for _ in range(args.runs):
+                    rows.append(one_run(c, home, host, node, conn))
+                    baseline.append(base.start_ms())
+            finally:
+                conn.close()
     finally:
         down(home, purge=True)
         shutil.rmtree(home, ignore_errors=True)
+        if base is not None:
+            base.close()
     result: dict[str, Any] = {"benchmark": "lifecycle", "runs": args.runs,
                               "failures": sum(1 for r in rows if not r["ok"]),
                               "failed": [r.get("message", "") for r in rows if not r["ok"]]}
     for key in ("start_ms", "start_to_status_ms", "stop_graceful_ms", "reboot_ms", "suspend_ms", "resume_ms"):
         result[f"{key}_median"] = med(rows, key)
         result[f"{key}_p95"] = p95(rows, key)
+    result["libvirt_start_ms_median"] = round(statistics.median(baseline), 1) if baseline else None
+    result["start_vs_libvirt_ms"] = (round(result["start_ms_median"] - result["libvirt_start_ms_median"], 1)
+                                     if result["start_ms_median"] is not None and baseline else None)
     # Not built yet (issue 34's console, resize, images and OVF parts): not measured, so null.
     result.update({"console_attach_ms_median": None, "resize_live_ms_median": None, "image_import_mib_s": None,
                    "ova_import_s": None})

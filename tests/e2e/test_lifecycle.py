@@ -42,9 +42,9 @@ def node_of(d: Datacenter, name: str) -> str:
 
 
 def booted_after(d: Datacenter, name: str, offset: int) -> list[int]:
-    """The counter values printed after `offset` of its console, once the guest has booted again."""
+    """The counter values its new boot printed, once it booted again after `offset` of its console."""
     text = d.console(node_of(d, name), name)[offset:]
-    return counters(text) if "GUEST-BOOTED" in text else []
+    return counters(text[text.rindex("GUEST-BOOTED"):]) if "GUEST-BOOTED" in text else []
 
 
 def console_len(d: Datacenter, name: str) -> int:

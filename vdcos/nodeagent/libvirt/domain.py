@@ -71,8 +71,10 @@ def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage, nics: tuple[Ni
     # ACPI: without it QEMU's PCI bus takes no hot-plugged device (attached volumes).
     _sub(_sub(dom, "features"), "acpi")
     _sub(dom, "clock", offset="utc")
-    for ev in ("on_poweroff", "on_reboot", "on_crash"):
-        _sub(dom, ev, "destroy")
+    # A reboot stays in its QEMU, as on real hardware (and libvirt turns an ACPI reboot of a
+    # domain whose on_reboot is destroy into a shutdown); a power-off ends the domain.
+    for ev, action in (("on_poweroff", "destroy"), ("on_reboot", "restart"), ("on_crash", "destroy")):
+        _sub(dom, ev, action)
     dev = _sub(dom, "devices")
     _sub(dev, "emulator", "/usr/bin/qemu-system-x86_64")
     _sub(dev, "controller", type="usb", model="none")
