@@ -2,19 +2,31 @@
 through the `vdcos vm` CLI: stop (the guest hears the ACPI power button and powers off; no QEMU
 is left; its reservation stays), start (a new boot: the counter starts over), reboot (graceful
 and hard), suspend and resume (the counter pauses and goes on from where it was), a forced
-stop, and shelve then start (the reservation released, the VM placed again and booted)."""
+stop, and shelve then start (the reservation released, the VM placed again and booted). The
+serial console over ConsoleVm and `vdcos vm console`: live boot output, a shell that answers,
+the console following a live migration, refused to a reader and to a stopped VM."""
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Iterator
 
+import grpc
 import pytest
 
 from tests.conftest import wait_until
 from tests.e2e.dc import Datacenter, vdcos
+from vdcos.cli.client import Client
 from vdcos.images import counters, ensure
 from vdcos.model import Allocation, decode
+from vdcos.security.pki import TlsFiles
 from vdcos.state import keys
+from vdcos.v1 import token_service_pb2 as tok_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 
@@ -107,7 +119,6 @@ def test_suspend_pauses_the_counter_and_resume_goes_on_from_it(dc: Datacenter, w
     vdcos(dc.home, "vm", "suspend", web)
     assert vm(dc, web).status.phase == pb.VM_PHASE_PAUSED
     frozen = counters(dc.console(node, web))
-    import time
     time.sleep(2.0)
     assert counters(dc.console(node, web)) == frozen, "a suspended guest prints nothing"
     assert web in dc.host(node).qemus(), "its QEMU and memory stay"
@@ -137,3 +148,88 @@ def test_forced_stop_and_shelve_release_then_start_places_it_again(dc: Datacente
     assert reserved_on(dc, new, web) and web in dc.host(new).qemus()
     wait_until(lambda: len(counters(dc.console(new, web))) >= 2, timeout=90, every=0.2)
     vdcos(dc.home, "vm", "delete", web)
+
+
+class Console:
+    """A ConsoleVm stream held open by a test: keystrokes in, the guest's bytes and notices out."""
+
+    def __init__(self, client: Client, name: str) -> None:
+        self.keys: queue.Queue[vm_pb.ConsoleVmRequest | None] = queue.Queue()
+        self.keys.put(vm_pb.ConsoleVmRequest(name=name))
+        self.text = ""
+        self.notices: list[str] = []
+        self.call = client.vms.ConsoleVm(iter(self.keys.get, None))
+        self.error: grpc.RpcError | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for answer in self.call:
+                if answer.notice:
+                    self.notices.append(answer.notice)
+                else:
+                    self.text += answer.data.decode(errors="replace")
+        except grpc.RpcError as e:
+            self.error = e
+
+    def type(self, line: str) -> None:
+        self.keys.put(vm_pb.ConsoleVmRequest(data=line.encode()))
+
+    def ask(self, line: str, answer: str, timeout: float = 30.0) -> None:
+        """Type `line` until `answer` shows: keys typed while a freshly booted shell sets its
+        terminal up are lost, as on any serial console."""
+        deadline = time.monotonic() + timeout
+        while answer not in self.text:
+            assert time.monotonic() < deadline, f"no {answer!r} on the console within {timeout} s: {self.text[-400:]!r}"
+            self.type(line)
+            again = time.monotonic() + 3.0
+            while answer not in self.text and time.monotonic() < again:
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        self.keys.put(None)
+        self.call.cancel()
+
+
+def test_console_shows_boot_output_answers_a_command_and_follows_a_migration(dc: Datacenter) -> None:
+    vdcos(dc.home, "vm", "create", "tty", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1")
+    wait_until(lambda: vm(dc, "tty").status.phase == pb.VM_PHASE_RUNNING, timeout=60)
+    node = node_of(dc, "tty")
+    con = Console(dc.client, "tty")
+    try:
+        wait_until(lambda: con.notices, timeout=10)
+        assert con.notices[0] == f"attached to tty on {node}"
+        wait_until(lambda: "CNT " in con.text, timeout=90, every=0.2)
+        dc.client.vms.RebootVm(vm_pb.RebootVmRequest(name="tty", hard=True))
+        wait_until(lambda: "GUEST-BOOTED" in con.text, timeout=90, every=0.2)  # boot output, live
+        wait_until(lambda: "built-in shell" in con.text, timeout=60, every=0.2)
+        con.ask("echo answer-$((40+2))\n", "answer-42")
+
+        other = "host-2" if node == "host-1" else "host-1"
+        vdcos(dc.home, "vm", "migrate", "tty", "--to", other)
+        wait_until(lambda: any(n == f"tty moved: attached on {other}" for n in con.notices), timeout=30)
+        con.ask("echo moved-$((6*7))\n", "moved-42")
+        assert con.error is None
+    finally:
+        con.close()
+
+    out = subprocess.run([sys.executable, "-m", "vdcos.cli.main", "--home", str(dc.home), "vm", "console", "tty",
+                          "--linger", "3"], input="echo via-cli-$((2*21))\n", capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "[vdcos: attached to tty on" in out.stdout and "via-cli-42" in out.stdout
+
+    secret = dc.client.tokens.CreateToken(tok_pb.CreateTokenRequest(name="peek", role="reader")).secret
+    reader = Client(dc.state.api, TlsFiles(Path(dc.state.ca)), secret)
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            list(reader.vms.ConsoleVm(iter([vm_pb.ConsoleVmRequest(name="tty")]), timeout=10))
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        reader.channel.close()
+    vdcos(dc.home, "vm", "stop", "tty", "--force")
+    with pytest.raises(grpc.RpcError) as e:
+        list(dc.client.vms.ConsoleVm(iter([vm_pb.ConsoleVmRequest(name="tty")]), timeout=10))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    vdcos(dc.home, "vm", "delete", "tty")

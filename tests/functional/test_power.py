@@ -212,3 +212,25 @@ def test_ha_moves_a_stopped_vm_without_starting_it(cluster: Cluster) -> None:
     assert domain_state(c, "h2", "down") is None and c.agents["h2"].created == ["up"]
     assert alloc(c, "h2").has("down"), "it keeps its reservation, on its new host"
     c.client.nodes.GetNode(node_pb.GetNodeRequest(name="h1"))
+
+
+def test_console_refusals_name_the_reason(cluster: Cluster) -> None:
+    c = cluster
+    c.add_node("h1")
+    c.create_on("h1", spec("web"))
+
+    def console(*requests: vm_pb.ConsoleVmRequest) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as e:
+            list(c.client.vms.ConsoleVm(iter(requests), timeout=10))
+        return e.value
+
+    e = console(vm_pb.ConsoleVmRequest(data=b"ls\n"))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "name" in (e.details() or "")
+    assert console(vm_pb.ConsoleVmRequest(name="nope")).code() == grpc.StatusCode.NOT_FOUND
+    assert console(vm_pb.ConsoleVmRequest(name="Bad Name!")).code() == grpc.StatusCode.INVALID_ARGUMENT
+    e = console(vm_pb.ConsoleVmRequest(name="web"))
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "without guest consoles" in (e.details() or "")
+    c.client.vms.StopVm(vm_pb.StopVmRequest(name="web"))
+    wait_until(phase_is(c, "web", pb.VM_PHASE_STOPPED))
+    e = console(vm_pb.ConsoleVmRequest(name="web"))
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "only a running VM" in (e.details() or "")

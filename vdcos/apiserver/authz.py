@@ -61,7 +61,7 @@ RULES: dict[str, Rule] = {
         "GetVm": ("vms", "get"), "ListVms": ("vms", "list"), "WatchVms": ("vms", "watch"),
         "DeleteVm": ("vms", "delete"), "StartVm": ("vms", "power"), "StopVm": ("vms", "power"),
         "RebootVm": ("vms", "power"), "SuspendVm": ("vms", "power"), "ResumeVm": ("vms", "power"),
-        "ShelveVm": ("vms", "power")}),
+        "ShelveVm": ("vms", "power"), "ConsoleVm": ("vms", "console")}),
     **_service("NodeService", {
         "ListNodes": ("nodes", "list"), "GetNode": ("nodes", "get"), "WatchNodes": ("nodes", "watch"),
         "CordonNode": ("nodes", "cordon"), "UncordonNode": ("nodes", "cordon"), "DrainNode": ("nodes", "drain"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from typing import AsyncIterator
 
-from vdcos.apiserver import convert, scope, validate
+from vdcos.apiserver import console, convert, scope, validate
 from vdcos.apiserver.common import Ctx, blocking, check_name, watch
 from vdcos.apiserver.operations import Operations, VmRecord
 from vdcos.apiserver.status import as_status, rpc, stream_rpc
@@ -203,6 +203,12 @@ class VmServicer(vm_grpc.VmServiceServicer):
         check_name(request.name)
         rec = await blocking(self.ops.shelve, request.name, scope.current().project)
         return vm_pb.ShelveVmResponse(vm=convert.vm_to_pb(rec))
+
+    @stream_rpc
+    async def ConsoleVm(self, requests: AsyncIterator[vm_pb.ConsoleVmRequest],
+                        context: Ctx) -> AsyncIterator[vm_pb.ConsoleVmResponse]:
+        async for answer in console.console(self.ops, requests):
+            yield answer
 
     @stream_rpc
     async def WatchVms(self, request: vm_pb.WatchVmsRequest, context: Ctx) -> AsyncIterator[vm_pb.WatchVmsResponse]:

@@ -13,7 +13,7 @@ import grpc
 from google.protobuf import json_format
 
 from vdcos.apiserver import validate
-from vdcos.cli import power
+from vdcos.cli import console, power
 from vdcos.cli.client import Client, describe_status, rejection_lines
 from vdcos.cli.common import (Subparsers, UsageError, connect, emit, enum_name, kv_list, table, when,
                               yaml_documents)
@@ -172,6 +172,8 @@ def cmd_vm(args: argparse.Namespace) -> int:
             return migrate(c, args)
         elif args.vm_command in power.COMMANDS:
             return power.run(c, args)
+        elif args.vm_command == "console":
+            return console.run(c, args)
         elif args.vm_command == "delete":
             c.vms.DeleteVm(vm_pb.DeleteVmRequest(name=args.name, keep_volumes=args.keep_volumes), timeout=args.timeout)
             if args.output != "json":
@@ -331,6 +333,7 @@ def register(sub: Subparsers) -> None:
                     help="switch to post-copy after this many passes (default never)")
     mg.add_argument("--no-wait", action="store_true", help="print the migration id and return")
     power.register(vsub)
+    console.register(vsub)
     vm.set_defaults(fn=cmd_vm)
 
 

@@ -14,12 +14,13 @@
 #                   "DISKFILL <dev> <MiB>", then read that half back in a loop, printing
 #                   "DISKSUM-START" and "DISKSUM <md5>" (a disk whose content a migration must keep)
 # The ACPI power button (StopVm, RebootVm) makes the guest print "GUEST-POWEROFF" and power off.
+# A shell reads the serial line (ConsoleVm, `vdcos vm console`): what is typed there runs.
 # Every disk the guest has is announced at boot: "DISK <dev> <its first 40 bytes>"; and
 # "DISKS <dev>:<MiB> ..." lists the disks whenever they change (hot-plug, unplug, resize).
 # Nothing is installed on the host. A lock keeps concurrent builders from racing.
 set -euo pipefail
 # Bump when /init changes: a cached image of another version is rebuilt.
-VERSION=7
+VERSION=8
 DIR=${1:-/var/cache/vdcos/images}
 mkdir -p "$DIR"
 exec 9>"$DIR/.lock"
@@ -91,6 +92,7 @@ if [ -n "$DIRTY" ]; then
   ( while :; do i=0; while [ $i -lt $DIRTY ]; do
       dd if=/tmp/r of=/tmp/x bs=1M seek=$i count=1 conv=notrunc 2>/dev/null; i=$((i+1)); done; done ) &
 fi
+( while :; do setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1'; sleep 1; done ) &
 j=0
 while [ $j -lt "${BURN:-0}" ]; do ( while :; do :; done ) & j=$((j+1)); done
 i=0

@@ -78,9 +78,12 @@ def domain_xml(spec: VmSpec, qos: QosSettings, image: GuestImage, nics: tuple[Ni
     dev = _sub(dom, "devices")
     _sub(dev, "emulator", "/usr/bin/qemu-system-x86_64")
     _sub(dev, "controller", type="usb", model="none")
-    serial = _sub(dev, "serial", type="file")
-    _sub(serial, "source", path=console_path(spec.name), append="on")
+    # A pty, so that the console can be attached to (virDomainOpenConsole: ConsoleVm), and
+    # everything the guest prints also goes to its log file (read_console).
+    serial = _sub(dev, "serial", type="pty")
+    _sub(serial, "log", file=console_path(spec.name), append="on")
     _sub(serial, "target", port="0")
+    _sub(_sub(dev, "console", type="pty"), "target", type="serial", port="0")
     for d in disks:
         _disk(dev, d, qos)
     for n in nics:
