@@ -11,7 +11,8 @@ API call:
                   vCPUs running (libvirt's domain state); also start_to_status: -> the VM's
                   status says running
   reboot          RebootVm (ACPI) -> the guest printed GUEST-BOOTED again, in the same QEMU
-  console_attach  ConsoleVm opened -> the first byte the guest printed (it prints every 100 ms)
+  console_attach  ConsoleVm opened -> the first byte the guest printed, once it is counting again
+                  after the reboot (it prints every ~100 ms: half of that is waiting for it)
   suspend/resume  SuspendVm / ResumeVm -> the status says paused / running
 Between the runs, alternating with them, the same guest is started straight through libvirt on a
 libvirtd of the benchmark's own (`libvirt_start_ms_median`): what a start costs the hypervisor
@@ -122,6 +123,7 @@ def one_run(c: Client, home: Path, host: LibvirtHost, node: str, conn: Any) -> d
         if host.qemus().get(NAME) != pid:
             row["message"] = "reboot: a new QEMU, not a reboot of the guest"
             return row
+        wait(counting, 120, "the guest counting after its reboot")  # it prints every 100 ms from then on
         row["console_attach_ms"] = console_attach_ms(c)
         row["suspend_ms"] = timed(lambda: vms.SuspendVm(vm_pb.SuspendVmRequest(name=NAME)),
                                   lambda: phase() == pb.VM_PHASE_PAUSED, 30, "suspend")
