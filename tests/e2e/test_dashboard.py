@@ -1,7 +1,8 @@
 """The web dashboard in a real browser (Debian's headless Chromium, driven by Selenium) against a
 datacenter of two real libvirt hosts with its Prometheus, as `vdcos up --prometheus` makes it: sign
 in with a token, read every page at 1280x800 and at a phone's width, create a VM, watch it run and
-chart, live-migrate it from the page and see the progress bar move to the end, delete it; a
+chart, live-migrate it from the page and see the progress bar move to the end, stop and start
+it from its page, delete it; a
 reader is offered no action, a tenant sees its own project only. Each view is saved as a
 screenshot under artifacts/dashboard/."""
 from __future__ import annotations
@@ -155,6 +156,12 @@ def test_create_watch_migrate_and_delete_from_the_page(dc: Datacenter, browser: 
     b.wait(lambda: "vm.migrated" in b.text("td"), what="the vm.migrated event")
 
     b.go("vms/web-1")
+    b.click("#power-stop")
+    b.wait(lambda: b.text("#vm-phase") == "stopped", timeout=120, what="the VM stopped from its page")
+    assert "web-1" not in dc.host(dst).qemus()
+    b.shot("vm-stopped")
+    b.click("#power-start")
+    b.wait(lambda: b.text("#vm-phase") == "running", timeout=60, what="the VM started again from its page")
     b.click("#delete")
     b.driver.switch_to.alert.accept()
     b.wait(lambda: b.count("#page-vms .live section") and not b.count('tr[data-vm="web-1"]'), what="the VM gone")
@@ -207,7 +214,7 @@ def test_a_reader_is_offered_no_action_and_a_tenant_sees_its_own(dc: Datacenter,
     assert not b.count("#create-vm")
     b.go("vms/ops-1")
     b.wait(lambda: b.text("#vm-phase"), what="the VM page")
-    assert not b.count("#migrate") and not b.count("#delete")
+    assert not b.count("#migrate") and not b.count("#delete") and not b.count("#power-stop")
     b.go("hosts/host-1")
     b.wait(lambda: b.count("#page-host .live section"), what="the host page")
     assert not b.count(".actions button")

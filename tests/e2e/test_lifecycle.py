@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import grpc
+import libvirt
 import pytest
 
 from tests.conftest import wait_until
@@ -233,3 +234,46 @@ def test_console_shows_boot_output_answers_a_command_and_follows_a_migration(dc:
         list(dc.client.vms.ConsoleVm(iter([vm_pb.ConsoleVmRequest(name="tty")]), timeout=10))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     vdcos(dc.home, "vm", "delete", "tty")
+
+
+def test_resize_a_new_policy_live_and_new_vcpus_and_memory_with_a_restart(dc: Datacenter) -> None:
+    vdcos(dc.home, "vm", "create", "grow", "--vcpus", "1", "--memory-mib", "256", "--disk-gib", "1")
+    wait_until(lambda: vm(dc, "grow").status.phase == pb.VM_PHASE_RUNNING, timeout=60)
+    node = node_of(dc, "grow")
+    host = dc.host(node)
+    wait_until(lambda: len(counters(dc.console(node, "grow"))) >= 3, timeout=90, every=0.2)
+    pid = host.qemus()["grow"]
+    conn = libvirt.open(host.uri)
+    try:
+        dom = conn.lookupByName("grow")
+        assert dom.schedulerParameters()["cpu_shares"] == 1024
+        vdcos(dc.home, "policy", "apply", "-f", str(_policy_file(dc.home)))
+        vdcos(dc.home, "vm", "resize", "grow", "--policy", "heavy")
+        wait_until(lambda: dom.schedulerParameters()["cpu_shares"] == 4096, timeout=30)
+        assert host.qemus()["grow"] == pid, "a new policy is applied to the running guest"
+
+        seen = console_len(dc, "grow")
+        out = vdcos(dc.home, "vm", "resize", "grow", "--vcpus", "2", "--memory-mib", "384", "--restart")
+        assert "running on" in out
+        assert reserved_on(dc, node, "grow")
+        dom = conn.lookupByName("grow")
+        assert dom.info()[3] == 2 and dom.info()[1] == 384 * 1024
+        assert host.qemus()["grow"] != pid, "new vCPUs and memory: the guest was restarted"
+        assert "GUEST-POWEROFF" in dc.console(node, "grow")[seen:], "it was shut down through ACPI first"
+        wait_until(lambda: len(booted_after(dc, "grow", seen)) >= 2, timeout=90, every=0.2)
+    finally:
+        conn.close()
+    con = Console(dc.client, "grow")
+    try:
+        con.ask("echo cpus-$(grep -c ^processor /proc/cpuinfo)\n", "cpus-2")
+    finally:
+        con.close()
+    v = vm(dc, "grow")
+    assert v.placement.reserved.vcpus == 2 and v.placement.reserved.memory_mib == 384
+    vdcos(dc.home, "vm", "delete", "grow")
+
+
+def _policy_file(home: Path) -> Path:
+    f = home / "heavy.yaml"
+    f.write_text("kind: QosPolicy\nname: heavy\nqos_class: burstable\ncpu_weight: 400\n")
+    return f

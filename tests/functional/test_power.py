@@ -1,7 +1,8 @@
 """Power operations through the real API, etcd and sim agents: stop, start, reboot, suspend,
 resume and shelve carried out by the VM's host and reported in its status and events; refusals
 that change nothing; a restarted agent, an HA restart and the scheduler all honouring the
-desired power state; shelve releasing the reservation, start placing the VM again."""
+desired power state; shelve releasing the reservation, start placing the VM again; the console's
+refusals; resize changing reservation, quota and guest together, or nothing."""
 from __future__ import annotations
 
 import json
@@ -11,13 +12,15 @@ import grpc
 import pytest
 
 from tests.conftest import Cluster, wait_until
-from vdcos.model import Allocation, decode
+from vdcos.model import AllocEntry, Allocation, decode
 from vdcos.nodeagent.agent import NodeAgent
 from vdcos.nodeagent.driver import DomainState
 from vdcos.state import keys
 from vdcos.v1 import event_service_pb2 as ev_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import node_service_pb2 as node_pb
+from vdcos.v1 import project_service_pb2 as proj_pb
+from vdcos.v1 import qos_policy_service_pb2 as pol_pb
 from vdcos.v1 import types_pb2 as pb
 from vdcos.v1 import vm_service_pb2 as vm_pb
 
@@ -234,3 +237,64 @@ def test_console_refusals_name_the_reason(cluster: Cluster) -> None:
     wait_until(phase_is(c, "web", pb.VM_PHASE_STOPPED))
     e = console(vm_pb.ConsoleVmRequest(name="web"))
     assert e.code() == grpc.StatusCode.FAILED_PRECONDITION and "only a running VM" in (e.details() or "")
+
+
+def test_resize_changes_the_reservation_quota_and_guest_together_or_nothing(cluster: Cluster) -> None:
+    c = cluster
+    c.add_node("h1")  # 16 vCPUs, 64 GiB (memory not overcommitted)
+    vms, projects = c.client.vms, c.client.projects
+    projects.CreateProject(proj_pb.CreateProjectRequest(project=proj_pb.Project(name="p")))
+    projects.SetQuota(proj_pb.SetQuotaRequest(project="p", limits=proj_pb.QuotaAmounts(vcpus=6), set=["vcpus"]))
+    c.create_on("h1", spec("web", project="p"))
+    c.create_on("h1", spec("big", memory_mib=40960))
+    gold = pb.QosPolicy(name="gold", qos_class=pb.QOS_CLASS_BURSTABLE, cpu_weight=400)
+    c.client.policies.CreateQosPolicy(pol_pb.CreateQosPolicyRequest(policy=gold))
+    agent = c.agents["h1"]
+
+    def entry(name: str) -> AllocEntry:
+        return next(e for e in alloc(c, "h1").entries if e.vm == name)
+
+    def refused(req: vm_pb.ResizeVmRequest, code: grpc.StatusCode, words: str) -> None:
+        before = c.store.get(keys.vm_spec(req.name))
+        with pytest.raises(grpc.RpcError) as e:
+            vms.ResizeVm(req)
+        assert e.value.code() == code and words in (e.value.details() or ""), e.value.details()
+        after = c.store.get(keys.vm_spec(req.name))
+        assert before is not None and after is not None and after.mod_revision == before.mod_revision
+
+    four = pb.Resources(vcpus=4, memory_mib=2048, disk_gib=1)
+    refused(vm_pb.ResizeVmRequest(name="web", resources=four), grpc.StatusCode.FAILED_PRECONDITION, "restart")
+    refused(vm_pb.ResizeVmRequest(name="web", resources=pb.Resources(vcpus=8, memory_mib=2048, disk_gib=1),
+                                  restart=True), grpc.StatusCode.RESOURCE_EXHAUSTED, "quota vcpus")
+    refused(vm_pb.ResizeVmRequest(name="big", resources=pb.Resources(vcpus=2, memory_mib=65536, disk_gib=1),
+                                  restart=True), grpc.StatusCode.RESOURCE_EXHAUSTED, "does not fit on its host h1")
+    refused(vm_pb.ResizeVmRequest(name="web", qos_policy="nope"), grpc.StatusCode.NOT_FOUND, "nope")
+    refused(vm_pb.ResizeVmRequest(name="web", resources=pb.Resources(vcpus=1, memory_mib=32), restart=True),
+            grpc.StatusCode.INVALID_ARGUMENT, "memory_mib")
+    assert code_of(vms.ResizeVm, vm_pb.ResizeVmRequest(name="web")) == grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(vms.ResizeVm, vm_pb.ResizeVmRequest(name="none", qos_policy="gold")) == grpc.StatusCode.NOT_FOUND
+
+    # A new policy alone is applied live: same guest, new shares.
+    got = vms.ResizeVm(vm_pb.ResizeVmRequest(name="web", qos_policy="gold")).vm
+    assert got.spec.qos_policy == "gold" and got.placement.cpu_shares == 1024 * 2 * 4
+    wait_until(lambda: next(d for d in agent.driver.list_domains() if d.name == "web").qos.cpu_shares == 8192)
+    assert entry("web").policy == "gold" and agent.created.count("web") == 1
+
+    # New vCPUs and memory: with restart, the guest is shut down, redefined and started again.
+    got = vms.ResizeVm(vm_pb.ResizeVmRequest(name="web", resources=four, restart=True)).vm
+    assert got.placement.reserved.vcpus == 4 and entry("web").reserved.vcpus == 4
+    quota = projects.GetQuota(proj_pb.GetQuotaRequest(project="p")).quota
+    assert quota.used.vcpus == 4 and quota.used.memory_mib == 2048
+    wait_until(lambda: vm(c, "web").status.message == "resized to 4 vCPU, 2048 MiB")
+    assert next(d for d in agent.driver.list_domains() if d.name == "web").size == (4, 2048)
+    assert vm(c, "web").status.phase == pb.VM_PHASE_RUNNING
+
+    # A stopped VM is re-specified now and started at its new size later.
+    vms.StopVm(vm_pb.StopVmRequest(name="web"))
+    wait_until(phase_is(c, "web", pb.VM_PHASE_STOPPED))
+    vms.ResizeVm(vm_pb.ResizeVmRequest(name="web", resources=pb.Resources(vcpus=1, memory_mib=1024, disk_gib=1)))
+    assert projects.GetQuota(proj_pb.GetQuotaRequest(project="p")).quota.used.vcpus == 1
+    assert next(d for d in agent.driver.list_domains() if d.name == "web").size == (4, 2048)
+    vms.StartVm(vm_pb.StartVmRequest(name="web"))
+    wait_until(lambda: vm(c, "web").status.phase == pb.VM_PHASE_RUNNING and
+               next(d for d in agent.driver.list_domains() if d.name == "web").size == (1, 1024))

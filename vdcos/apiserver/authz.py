@@ -61,7 +61,8 @@ RULES: dict[str, Rule] = {
         "GetVm": ("vms", "get"), "ListVms": ("vms", "list"), "WatchVms": ("vms", "watch"),
         "DeleteVm": ("vms", "delete"), "StartVm": ("vms", "power"), "StopVm": ("vms", "power"),
         "RebootVm": ("vms", "power"), "SuspendVm": ("vms", "power"), "ResumeVm": ("vms", "power"),
-        "ShelveVm": ("vms", "power"), "ConsoleVm": ("vms", "console")}),
+        "ShelveVm": ("vms", "power"), "ConsoleVm": ("vms", "console"),
+        "ResizeVm": ("vms", "update")}),
     **_service("NodeService", {
         "ListNodes": ("nodes", "list"), "GetNode": ("nodes", "get"), "WatchNodes": ("nodes", "watch"),
         "CordonNode": ("nodes", "cordon"), "UncordonNode": ("nodes", "cordon"), "DrainNode": ("nodes", "drain"),

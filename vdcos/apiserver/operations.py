@@ -19,7 +19,7 @@ from vdcos.controllers import metering
 from vdcos.controllers.rebalancer import Rebalancer
 from vdcos.events import Emit, nothing
 from vdcos.errors import AlreadyExists, FailedPrecondition, NotFound, ResourceExhausted
-from vdcos.lifecycle import power
+from vdcos.lifecycle import power, resize
 from vdcos.migration import records
 from vdcos.model import (DIMENSIONS, Migration, MigrationOptions, Network, NodeSpec, PlacementRecord, PoolKind,
                          PoolStatus, Port, PortKind, PowerState, QosClass, QosPolicy, Resources, SchedulerConfig,
@@ -216,6 +216,16 @@ class Operations:
         before, after = power.set_power(self.store, name, action, project=project, hard=hard, timeout_s=timeout_s)
         if after != before:
             log.info("vm %s: %s asked (power %s)", name, action.value, after.power.state.value)
+        return self.get_vm(name)
+
+    def resize(self, name: str, resources: Resources | None, qos_policy: str | None, restart: bool,
+               project: str | None = None) -> VmRecord:
+        before, after = resize.resize(self.store, name, resources=resources, qos_policy=qos_policy, restart=restart,
+                                      project=project)
+        if after != before:
+            r = after.resources
+            self.emit("vm.resized", name, project=after.project, message=(
+                f"{r.vcpus} vCPU, {r.memory_mib} MiB, {r.disk_gib} GiB, policy {after.policy_name}"))
         return self.get_vm(name)
 
     def shelve(self, name: str, project: str | None = None) -> VmRecord:

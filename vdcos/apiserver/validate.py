@@ -14,6 +14,7 @@ from vdcos.v1 import capacity_service_pb2 as cap_pb
 from vdcos.v1 import migration_service_pb2 as mig_pb
 from vdcos.v1 import network_service_pb2 as net_pb
 from vdcos.v1 import types_pb2 as pb
+from vdcos.v1 import vm_service_pb2 as vm_pb
 from vdcos.v1 import volume_service_pb2 as vol_pb
 
 # Every pattern is matched whole (fullmatch): with re.match, "$" also matches before a final
@@ -110,6 +111,17 @@ def vm_spec(m: pb.VmSpec, field: str = "spec") -> Violations:
         need = CATALOG[m.image or DEFAULT_PROFILE].min_memory_mib
         if 0 < m.resources.memory_mib < need:
             out.append((f"{field}.resources.memory_mib", f"image {m.image or DEFAULT_PROFILE} needs at least {need} MiB"))
+    return out
+
+
+def resize(m: vm_pb.ResizeVmRequest) -> Violations:
+    out: Violations = []
+    name(m.name, "name", out)
+    name(m.qos_policy, "qos_policy", out, required=False)
+    if m.HasField("resources"):
+        resources(m.resources, "resources", out)
+    elif not m.qos_policy:
+        out.append(("resources", "resources or qos_policy is required"))
     return out
 
 

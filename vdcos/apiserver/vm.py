@@ -204,6 +204,14 @@ class VmServicer(vm_grpc.VmServiceServicer):
         rec = await blocking(self.ops.shelve, request.name, scope.current().project)
         return vm_pb.ShelveVmResponse(vm=convert.vm_to_pb(rec))
 
+    @rpc
+    async def ResizeVm(self, request: vm_pb.ResizeVmRequest, context: Ctx) -> vm_pb.ResizeVmResponse:
+        validate.check(validate.resize(request))
+        rec = await blocking(self.ops.resize, request.name,
+                             convert.resources_from_pb(request.resources) if request.HasField("resources") else None,
+                             request.qos_policy or None, request.restart, scope.current().project)
+        return vm_pb.ResizeVmResponse(vm=convert.vm_to_pb(rec))
+
     @stream_rpc
     async def ConsoleVm(self, requests: AsyncIterator[vm_pb.ConsoleVmRequest],
                         context: Ctx) -> AsyncIterator[vm_pb.ConsoleVmResponse]:

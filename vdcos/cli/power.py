@@ -1,5 +1,5 @@
-"""`vdcos vm start | stop | reboot | suspend | resume | shelve VM`: each asks the API for the power
-state, then (unless --no-wait) follows the VM's status until its host has carried it out."""
+"""`vdcos vm start | stop | reboot | suspend | resume | shelve | resize VM`: each asks the API for
+the power state or size, then (unless --no-wait) follows the VM's status until its host has carried it out."""
 from __future__ import annotations
 
 import argparse
@@ -13,9 +13,9 @@ from vdcos.v1 import vm_service_pb2 as vm_pb
 
 POLL_S = 0.1
 DEFAULT_WAIT_S = 120.0
-COMMANDS = ("start", "stop", "reboot", "suspend", "resume", "shelve")
+COMMANDS = ("start", "stop", "reboot", "suspend", "resume", "shelve", "resize")
 _DONE = {"start": "running", "stop": "stopped", "reboot": "rebooted", "suspend": "suspended", "resume": "running",
-         "shelve": "shelved"}
+         "shelve": "shelved", "resize": "resized"}
 
 
 def _phase(vm: pb.Vm) -> str:
@@ -26,6 +26,10 @@ def _reached(command: str, asked: pb.Vm) -> Callable[[pb.Vm], bool]:
     """Whether the VM's status shows `command` carried out."""
     if command == "reboot":
         return lambda vm: vm.status.reboots >= asked.spec.reboots and vm.status.phase == pb.VM_PHASE_RUNNING
+    if command == "resize":
+        # Only a running guest restarted at its new size has something to wait for; it says so.
+        r = asked.spec.resources
+        return lambda vm: vm.status.message.startswith(f"resized to {max(r.vcpus, 1)} vCPU, {r.memory_mib} MiB")
     want = {"start": pb.VM_PHASE_RUNNING, "resume": pb.VM_PHASE_RUNNING, "stop": pb.VM_PHASE_STOPPED,
             "suspend": pb.VM_PHASE_PAUSED, "shelve": pb.VM_PHASE_SHELVED}[command]
     return lambda vm: vm.status.phase == want
@@ -58,7 +62,29 @@ def _ask(c: Client, args: argparse.Namespace) -> pb.Vm:
         return c.vms.SuspendVm(vm_pb.SuspendVmRequest(name=name), timeout=t).vm
     if args.vm_command == "resume":
         return c.vms.ResumeVm(vm_pb.ResumeVmRequest(name=name), timeout=t).vm
+    if args.vm_command == "resize":
+        return _resize(c, args)
     return c.vms.ShelveVm(vm_pb.ShelveVmRequest(name=name), timeout=t).vm
+
+
+def _resize(c: Client, args: argparse.Namespace) -> pb.Vm:
+    """The VM's current amounts with the flags given over them."""
+    vm = c.vms.GetVm(vm_pb.GetVmRequest(name=args.name), timeout=args.timeout).vm
+    r = pb.Resources()
+    r.CopyFrom(vm.spec.resources)
+    for field in ("vcpus", "memory_mib", "disk_gib", "network_mbps", "disk_iops"):
+        if getattr(args, field) is not None:
+            setattr(r, field, getattr(args, field))
+    changed = r != vm.spec.resources
+    # A running guest with new vCPUs or memory is restarted by its host: that is waited for.
+    args.restarts = vm.status.phase == pb.VM_PHASE_RUNNING and (r.vcpus, r.memory_mib) != (
+        vm.spec.resources.vcpus, vm.spec.resources.memory_mib)
+    if not changed and not args.policy:
+        raise UsageError("resize: give at least one of --vcpus, --memory-mib, --disk-gib, --network-mbps, "
+                         "--disk-iops, --policy")
+    return c.vms.ResizeVm(vm_pb.ResizeVmRequest(name=args.name, resources=r if changed else None,
+                                                qos_policy=args.policy or "", restart=args.restart),
+                          timeout=args.timeout).vm
 
 
 def run(c: Client, args: argparse.Namespace) -> int:
@@ -71,7 +97,7 @@ def run(c: Client, args: argparse.Namespace) -> int:
             c.vms.StopVm(vm_pb.StopVmRequest(name=args.name, timeout_s=args.stop_timeout), timeout=args.timeout)
             _wait(c, args, args.name, _reached("stop", vm), "stopped")
     vm = _ask(c, args)
-    if not args.no_wait:
+    if not args.no_wait and (command != "resize" or getattr(args, "restarts", False)):
         vm = _wait(c, args, args.name, _reached(command, vm), _DONE[command])
     elapsed = time.monotonic() - started
     emit(args, vm, lambda: f"vm {args.name}: {_phase(vm).lower()}"
@@ -87,7 +113,8 @@ def register(vsub: Subparsers) -> None:
              "reboot": "reboot a running VM (ACPI), or --hard reset it",
              "suspend": "pause a running VM's vCPUs (its memory stays)",
              "resume": "resume a suspended VM",
-             "shelve": "stop a VM and release its reservation (start places it again)"}
+             "shelve": "stop a VM and release its reservation (start places it again)",
+             "resize": "change a VM's vCPUs, memory, disk, network or QoS policy, its reservation with them"}
     for command in COMMANDS:
         p = vsub.add_parser(command, help=helps[command])
         p.add_argument("name")
@@ -101,3 +128,9 @@ def register(vsub: Subparsers) -> None:
             p.add_argument("--force", action="store_true", help="power it off at once, without asking the guest")
         if command == "reboot":
             p.add_argument("--hard", action="store_true", help="reset it, without asking the guest")
+        if command == "resize":
+            for flag in ("vcpus", "memory-mib", "disk-gib", "network-mbps", "disk-iops"):
+                p.add_argument(f"--{flag}", type=int)
+            p.add_argument("--policy", help="another QoS policy (applied live)")
+            p.add_argument("--restart", action="store_true",
+                           help="a running VM's new vCPUs or memory restart its guest: allow it")

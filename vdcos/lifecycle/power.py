@@ -70,7 +70,7 @@ def decide(name: str, power: Power, action: Action, *, hard: bool = False,
     return replace(power, state=PowerState.SHELVED)
 
 
-def _spec_of(r: Reads, name: str, project: str | None) -> VmSpec:
+def spec_of(r: Reads, name: str, project: str | None) -> VmSpec:
     spec = r.get(VmSpec, keys.vm_spec(name))
     if spec is None or (project is not None and spec.project != project):
         raise NotFound(f"vm {name!r} not found")
@@ -89,7 +89,7 @@ def set_power(store: Store, name: str, action: Action, *, project: str | None = 
 
     def attempt(r: Reads) -> Write[tuple[VmSpec, VmSpec]]:
         r.load(keys.vm_spec(name), keys.vm_placement(name), keys.vm_migration(name))
-        spec = _spec_of(r, name, project)
+        spec = spec_of(r, name, project)
         if action is Action.START and spec.power.state is PowerState.SHELVED:
             raise FailedPrecondition(f"vm {name!r} is shelved: starting it places it again")
         power = decide(name, spec.power, action, hard=hard, timeout_s=timeout_s)
@@ -115,7 +115,7 @@ def shelve(store: Store, name: str, *, project: str | None = None) -> tuple[VmSp
 
     def attempt(r: Reads) -> Write[tuple[VmSpec, str]]:
         r.load(keys.vm_spec(name), keys.vm_placement(name), keys.vm_migration(name))
-        spec = _spec_of(r, name, project)
+        spec = spec_of(r, name, project)
         power = decide(name, spec.power, Action.SHELVE)
         place = r.get(PlacementRecord, keys.vm_placement(name))
         if power == spec.power or place is None:

@@ -14,6 +14,7 @@ KINDS: dict[str, str] = {
     "vm.suspended": "a VM's vCPUs were paused on request (SuspendVm); its memory stays",
     "vm.resumed": "a suspended VM runs again (ResumeVm)",
     "vm.rebooted": "a VM's guest was rebooted (ACPI) or reset on request (RebootVm)",
+    "vm.resized": "a VM's resources or QoS policy were changed (ResizeVm), its reservation with them",
     "vm.shelved": "a stopped VM released its reservation and left its host (ShelveVm)",
     "vm.unshelved": "a shelved VM was placed again to start (StartVm)",
     "vm.failed": "a VM cannot run: refused by its node, or lost with its host",

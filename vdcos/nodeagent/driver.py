@@ -24,6 +24,7 @@ class DomainInfo:
     state: DomainState
     qos: QosSettings | None = None
     disks: tuple[str, ...] = ()  # the files of its disks
+    size: tuple[int, int] = (0, 0)  # (vCPUs, memory MiB) its definition gives the guest
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,11 @@ class HypervisorDriver(Protocol):
     def list_domains(self) -> list[DomainInfo]: ...
     def define(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = (),
                disks: tuple[Disk, ...] = ()) -> DomainInfo: ...
+    def redefine(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = (),
+                 disks: tuple[Disk, ...] = ()) -> None:
+        """Replace a stopped domain's definition (a resize); its console log goes on."""
+        ...
+
     def start(self, name: str) -> None: ...
     def stop(self, name: str) -> None:
         """Power it off now (the guest is not asked); its definition stays."""

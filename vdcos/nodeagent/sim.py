@@ -68,19 +68,30 @@ class SimDriver:
     def list_domains(self) -> list[DomainInfo]:
         with self._lock:
             self._reload()
-            return [DomainInfo(d.name, d.uuid, d.state, d.qos, d.disks) for d in self._domains.values()]
+            return [DomainInfo(d.name, d.uuid, d.state, d.qos, d.disks, (d.vcpus, d.memory_mib))
+                    for d in self._domains.values()]
 
     def define(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = (),
                disks: tuple[Disk, ...] = ()) -> DomainInfo:
         with self._lock:
             dom = self._domains.get(spec.name)
             if dom is None:
-                dom = SimDomain(spec.name, str(uuid.uuid4()), spec.resources.vcpus,
+                dom = SimDomain(spec.name, str(uuid.uuid4()), max(spec.resources.vcpus, 1),
                                 spec.resources.memory_mib, DomainState.STOPPED, qos,
                                 disks=tuple(d.path for d in disks))
                 self._domains[spec.name] = dom
                 self._save()
             return DomainInfo(dom.name, dom.uuid, dom.state, dom.qos)
+
+    def redefine(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = (),
+                 disks: tuple[Disk, ...] = ()) -> None:
+        with self._lock:
+            dom = self._get(spec.name)
+            if dom.state is not DomainState.STOPPED:
+                raise DriverError(f"{spec.name} runs: only a stopped domain is redefined")
+            self._domains[spec.name] = replace(dom, vcpus=max(spec.resources.vcpus, 1), memory_mib=spec.resources.memory_mib,
+                                               qos=qos, disks=tuple(d.path for d in disks))
+            self._save()
 
     def start(self, name: str) -> None:
         with self._lock:

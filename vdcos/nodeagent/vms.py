@@ -17,7 +17,7 @@ from vdcos.events import Emit
 from vdcos.host.netlink import NetworkError
 from vdcos.metrics.agent import AgentMetrics
 from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, PlacementRecord, PowerState,
-                         RestartPolicy, SchedulerConfig, VmPhase, VmStatus, VolumeState, decode, dumps, qos)
+                         RestartPolicy, SchedulerConfig, VmPhase, VmSpec, VmStatus, VolumeState, decode, dumps, qos)
 from vdcos.model.fit import fits
 from vdcos.nodeagent.driver import DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver
 from vdcos.reconcile import Backoff
@@ -30,6 +30,11 @@ from vdcos.vswitch.controller import SwitchController
 log = logging.getLogger("vdcos.nodeagent")
 GIB = 1024 ** 3
 _DOWN = (DomainState.STOPPED, DomainState.CRASHED)
+
+
+def _size(spec: VmSpec) -> tuple[int, int]:
+    """(vCPUs, memory MiB) its domain is defined with (a VM asking 0 vCPUs gets one)."""
+    return max(spec.resources.vcpus, 1), spec.resources.memory_mib
 
 
 class VmReconciler:
@@ -192,6 +197,9 @@ class VmReconciler:
             if want is PowerState.PAUSED:
                 self._power(a, DomainState.RUNNING)
             return
+        if want in (PowerState.ON, PowerState.PAUSED) and dom.size != (0, 0) and dom.size != _size(a.spec):
+            self._resize(a, dom)
+            return
         if dom.qos != a.qos:
             self.driver.apply_qos(name, a.qos)
         if self.storage is not None and dom.state is DomainState.RUNNING:
@@ -264,6 +272,40 @@ class VmReconciler:
             self._report(name, VmPhase.RUNNING, how)
             return True
         return False
+
+    def _resize(self, a: Assignment, dom: DomainInfo) -> None:
+        """A guest whose definition has another size than its spec (ResizeVm): shut down (ACPI,
+        forced after the spec's stop timeout), redefined at the new size, started again."""
+        name = a.spec.name
+        vcpus, memory = _size(a.spec)
+        if dom.state in (DomainState.RUNNING, DomainState.PAUSED):
+            deadline = self._stopping.get(name)
+            if deadline is None and dom.state is DomainState.RUNNING:
+                self.driver.shutdown(name)
+                self._stopping[name] = time.monotonic() + a.spec.power.stop_timeout_s
+                log.info("vm %s: resizing to %d vCPU, %d MiB: asked the guest to shut down", name, vcpus, memory)
+                self._report(name, VmPhase.RUNNING, f"resizing to {vcpus} vCPU, {memory} MiB: shutting down")
+            elif deadline is None or time.monotonic() >= deadline:
+                self.driver.stop(name)
+                self._stopping[name] = time.monotonic()  # polled on until it is redefined
+            return
+        disks = self._disks(a)
+        if disks is None:
+            self._report(name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
+            return
+        nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
+        self.driver.redefine(a.spec, a.qos, tuple(nics), disks)
+        self._stopping.pop(name, None)
+        log.info("vm %s: redefined at %d vCPU, %d MiB", name, vcpus, memory)
+        if not self._owns(a):
+            return
+        self.driver.start(name)
+        self._reboots[name] = a.spec.power.reboots
+        message = f"resized to {vcpus} vCPU, {memory} MiB"
+        self.emit("vm.started", name, node=self.spec.name, project=a.spec.project, message=message)
+        self._report(name, VmPhase.RUNNING, message)
+        if a.spec.power.state is PowerState.PAUSED:
+            self._power(a, DomainState.RUNNING)
 
     def _report_power(self, a: Assignment, phase: VmPhase, message: str, event: str, why: str = "") -> None:
         """Report a power state reached, with its event the first time it is reported."""

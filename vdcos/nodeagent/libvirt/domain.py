@@ -188,6 +188,18 @@ def _interface(dev: ET.Element, n: Nic) -> None:
     _sub(drv, "guest", csum="off", tso4="off", tso6="off", ecn="off", ufo="off")
 
 
+def size_from_xml(xml: str) -> tuple[int, int]:
+    """(vCPUs, memory MiB) a definition gives its guest; (0, 0) when it cannot be read."""
+    try:
+        root = ET.fromstring(xml)
+        mem = root.find("memory")
+        kib = int(mem.text or 0) * {"KiB": 1, "MiB": 1024, "GiB": 1024 ** 2}.get(mem.get("unit", "KiB"), 1) \
+            if mem is not None else 0
+        return int(root.findtext("vcpu") or 0), kib // 1024
+    except (ET.ParseError, ValueError):
+        return 0, 0
+
+
 def qos_from_xml(xml: str) -> QosSettings | None:
     try:
         root = ET.fromstring(xml)

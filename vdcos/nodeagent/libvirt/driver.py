@@ -134,7 +134,8 @@ class LibvirtDriver:
                 if qos is not None and state is DomainState.RUNNING and \
                         self._live_hard_limit(dom) != memory_hard_limit_kib(qos):
                     qos = None  # not enforced yet (e.g. it just migrated in): apply again
-                out.append(DomainInfo(dom.name(), dom.UUIDString(), state, qos, tuple(domain.disk_sources(xml))))
+                out.append(DomainInfo(dom.name(), dom.UUIDString(), state, qos, tuple(domain.disk_sources(xml)),
+                                      domain.size_from_xml(xml)))
             except libvirt.libvirtError:
                 continue  # gone between list and lookup
         return out
@@ -154,6 +155,17 @@ class LibvirtDriver:
             xml = domain.domain_xml(spec, qos, self._image, nics, disks)
             dom = self._call(lambda c: c.defineXML(xml))
         return DomainInfo(dom.name(), dom.UUIDString(), DomainState.STOPPED, qos)
+
+    def redefine(self, spec: VmSpec, qos: QosSettings, nics: tuple[Nic, ...] = (),
+                 disks: tuple[Disk, ...] = ()) -> None:
+        dom = self._must(spec.name)
+        if dom.isActive():
+            raise DriverError(f"{spec.name} runs: only a stopped domain is redefined")
+        xml = domain.domain_xml(spec, qos, self._image, nics, disks)
+        try:  # the same name and UUID: libvirt replaces the definition
+            self._call(lambda c: c.defineXML(xml))
+        except libvirt.libvirtError as e:
+            raise DriverError(f"redefining {spec.name}: {e}") from e
 
     def start(self, name: str) -> None:
         dom = self._must(name)
