@@ -131,8 +131,9 @@ def one_run(c: Client, home: Path, host: LibvirtHost, node: str, conn: Any) -> d
         wait(counting, 120, "the guest counting after its reboot")  # it prints every 100 ms from then on
         row["console_attach_ms"] = console_attach_ms(c)
         # Live: another QoS policy, applied to the running guest (its cgroup's CPU shares).
-        policy, shares = ("bench-b", 3072) if conn.lookupByName(NAME).schedulerParameters()["cpu_shares"] == 2048 \
-            else ("bench-a", 2048)
+        spec = vms.GetVm(vm_pb.GetVmRequest(name=NAME)).vm.spec
+        policy, weight = ("bench-b", 300) if spec.qos_policy == "bench-a" else ("bench-a", 200)
+        shares = 1024 * spec.resources.vcpus * weight // 100  # model/qos.py's resolve
         row["resize_live_ms"] = timed(
             lambda: vms.ResizeVm(vm_pb.ResizeVmRequest(name=NAME, qos_policy=policy)),
             lambda: conn.lookupByName(NAME).schedulerParameters()["cpu_shares"] == shares, 60, "resize live")

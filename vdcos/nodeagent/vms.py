@@ -16,7 +16,7 @@ from vdcos.errors import VdcosError
 from vdcos.events import Emit
 from vdcos.host.netlink import NetworkError
 from vdcos.metrics.agent import AgentMetrics
-from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, NodeSpec, PlacementRecord, PowerState,
+from vdcos.model import (Allocation, AllocEntry, Assignment, Disk, Nic, NodeSpec, PlacementRecord, PowerState,
                          RestartPolicy, SchedulerConfig, VmPhase, VmSpec, VmStatus, VolumeState, decode, dumps, qos)
 from vdcos.model.fit import fits
 from vdcos.nodeagent.driver import DomainInfo, DomainState, DomainStats, DriverError, HypervisorDriver
@@ -179,12 +179,10 @@ class VmReconciler:
             vanished = self._reported.get(name) or self._last_status(name)
             if self._stays_down(a, vanished, "gone"):
                 return
-            disks = self._disks(a)
-            if disks is None:
-                self._report(name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
+            devices = self._devices(a)
+            if devices is None:
                 return
-            nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
-            self.driver.define(a.spec, a.qos, tuple(nics), disks)
+            self.driver.define(a.spec, a.qos, *devices)
             self.driver.start(name)
             self._reboots[name] = a.spec.power.reboots  # a new guest: no reboot of an old one is due
             self.created.append(name)
@@ -289,12 +287,10 @@ class VmReconciler:
                 self.driver.stop(name)
                 self._stopping[name] = time.monotonic()  # polled on until it is redefined
             return
-        disks = self._disks(a)
-        if disks is None:
-            self._report(name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
+        devices = self._devices(a)
+        if devices is None:
             return
-        nics = self.switch.plug(name, a.spec.networks) if self.switch and a.spec.networks else []
-        self.driver.redefine(a.spec, a.qos, tuple(nics), disks)
+        self.driver.redefine(a.spec, a.qos, *devices)
         self._stopping.pop(name, None)
         log.info("vm %s: redefined at %d vCPU, %d MiB", name, vcpus, memory)
         if not self._owns(a):
@@ -379,6 +375,16 @@ class VmReconciler:
                     log.info("detached %s from %s", p, a.spec.name)
         except DriverError as e:
             log.warning("volumes of %s: %s (the next round tries again)", a.spec.name, e)
+
+    def _devices(self, a: Assignment) -> tuple[tuple[Nic, ...], tuple[Disk, ...]] | None:
+        """The NICs (plugged into the host's switch) and disks a definition of the VM gets; None,
+        reported, while a volume is not made yet."""
+        disks = self._disks(a)
+        if disks is None:
+            self._report(a.spec.name, VmPhase.SCHEDULED, "waiting for its volumes to be created")
+            return None
+        nics = self.switch.plug(a.spec.name, a.spec.networks) if self.switch and a.spec.networks else []
+        return tuple(nics), disks
 
     def _disks(self, a: Assignment) -> tuple[Disk, ...] | None:
         """The VM's volumes as disks, in its order; None while one is not made yet."""
