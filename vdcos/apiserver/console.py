@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from vdcos.apiserver import scope, validate
 from vdcos.apiserver.common import check_name
@@ -18,6 +18,9 @@ from vdcos.model import VmPhase
 from vdcos.nodeagent.driver import DriverError
 from vdcos.state import keys
 from vdcos.v1 import vm_service_pb2 as vm_pb
+
+if TYPE_CHECKING:  # imported where it runs: only a replica that attaches a console needs libvirt
+    from vdcos.nodeagent.libvirt.console import ConsoleSession
 
 # After the console went away: how long a VM whose migration is finishing may take to show up
 # running on its new host.
@@ -39,7 +42,7 @@ def _where(ops: Operations, name: str) -> tuple[str, str]:
     return node, view.spec.hypervisor_uri
 
 
-def _open(ops: Operations, name: str) -> tuple[str, object]:
+def _open(ops: Operations, name: str) -> tuple[str, ConsoleSession]:
     from vdcos.nodeagent.libvirt.console import ConsoleSession  # where libvirt runs
     node, uri = _where(ops, name)
     try:
@@ -61,10 +64,10 @@ async def console(ops: Operations, requests: AsyncIterator[vm_pb.ConsoleVmReques
     out: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=256)
     current = [session]
 
-    def pump(s: object) -> None:
+    def pump(s: ConsoleSession) -> None:
         """The guest's output into the queue, until its console goes away."""
         while True:
-            data = s.read()  # type: ignore[attr-defined]
+            data = s.read()
             fut = asyncio.run_coroutine_threadsafe(out.put(data or None), loop)
             try:
                 fut.result()
@@ -75,13 +78,13 @@ async def console(ops: Operations, requests: AsyncIterator[vm_pb.ConsoleVmReques
 
     async def keystrokes() -> None:
         if first.data:
-            await asyncio.to_thread(current[0].write, first.data)  # type: ignore[attr-defined]
+            await asyncio.to_thread(current[0].write, first.data)
         async for req in requests:
             if len(req.data) > MAX_KEYSTROKES:
                 continue  # one oversized message is dropped; the console goes on
             if req.data:
                 try:
-                    await asyncio.to_thread(current[0].write, req.data)  # type: ignore[attr-defined]
+                    await asyncio.to_thread(current[0].write, req.data)
                 except DriverError:
                     pass  # the console is moving or gone: the reader side says which
 
@@ -92,7 +95,7 @@ async def console(ops: Operations, requests: AsyncIterator[vm_pb.ConsoleVmReques
             threading.Thread(target=pump, args=(current[0],), name=f"console-{name}", daemon=True).start()
             while (data := await out.get()) is not None:
                 yield vm_pb.ConsoleVmResponse(data=data)
-            current[0].close()  # type: ignore[attr-defined]
+            current[0].close()
             moved = await _moved(ops, name, node)
             if moved is None:
                 yield vm_pb.ConsoleVmResponse(notice=f"console of {name} closed: it is no longer running on {node}")
@@ -101,10 +104,10 @@ async def console(ops: Operations, requests: AsyncIterator[vm_pb.ConsoleVmReques
             yield vm_pb.ConsoleVmResponse(notice=f"{name} moved: attached on {node}")
     finally:
         writer.cancel()
-        await asyncio.to_thread(current[0].close)  # type: ignore[attr-defined]
+        await asyncio.to_thread(current[0].close)
 
 
-async def _moved(ops: Operations, name: str, was: str) -> tuple[str, object] | None:
+async def _moved(ops: Operations, name: str, was: str) -> tuple[str, ConsoleSession] | None:
     """The console again on the VM's new host, if it went away because the VM migrated."""
     deadline = time.monotonic() + MOVE_WAIT_S
     while time.monotonic() < deadline:
