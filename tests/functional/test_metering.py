@@ -90,3 +90,24 @@ def test_bad_usage_requests_are_invalid_argument(metered: Cluster, request_: use
     with pytest.raises(grpc.RpcError) as e:
         metered.client.usage.GetUsage(request_)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_stopped_vm_is_charged_its_reservation_and_a_shelved_one_nothing(metered: Cluster) -> None:
+    c = metered
+    c.add_node("h0")
+    c.create_on("h0", pb.VmSpec(name="s1", resources=pb.Resources(vcpus=2, memory_mib=1024, disk_gib=1)))
+    wait_until(lambda: usage(c, "s1").amounts.vcpu_reserved_seconds > 0, timeout=15)
+    c.client.vms.StopVm(vm_pb.StopVmRequest(name="s1"))
+    wait_until(lambda: c.client.vms.GetVm(vm_pb.GetVmRequest(name="s1")).vm.status.phase == pb.VM_PHASE_STOPPED)
+    before = usage(c, "s1").amounts.vcpu_reserved_seconds
+    wait_until(lambda: usage(c, "s1").amounts.vcpu_reserved_seconds > before, timeout=10)  # stopped: still held
+    shelved_at = time.time()
+    c.client.vms.ShelveVm(vm_pb.ShelveVmRequest(name="s1"))
+    time.sleep(PERIOD * 3)
+    held = usage(c, "s1").amounts.vcpu_reserved_seconds
+    time.sleep(PERIOD * 4)
+    after = usage(c, "s1")
+    assert after.amounts.vcpu_reserved_seconds == held, "a shelved VM holds nothing, so nothing is charged"
+    # Charged its 2 vCPUs from its placement up to the shelve, exactly (the shelve stamps it).
+    charged_for = after.amounts.vcpu_reserved_seconds / 2
+    assert abs(after.metered_from.ToNanoseconds() / 1e9 + charged_for - shelved_at) < 0.5

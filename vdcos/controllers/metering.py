@@ -27,6 +27,7 @@ import time
 from dataclasses import replace
 
 from vdcos.model import Amounts, PlacementRecord, VmSpec, VmStatus, VmUsage, decode, dumps
+from vdcos.model.usage import opened
 from vdcos.scheduler.cache import ClusterCache
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
@@ -108,7 +109,7 @@ class MeteringController:
                 spec_kv, place_kv = gets[2 * j], gets[2 * j + 1]
                 if not spec_kv or not place_kv:
                     continue
-                out[vm] = first(decode(VmSpec, json.loads(spec_kv[0].value)),
+                out[vm] = opened(decode(VmSpec, json.loads(spec_kv[0].value)),
                                 decode(PlacementRecord, json.loads(place_kv[0].value)))
         return out
 
@@ -127,14 +128,6 @@ class MeteringController:
                        last_network_bytes=st.network_bytes, last_counter_at=st.updated_at)
 
 
-def first(spec: VmSpec, placed: PlacementRecord) -> VmUsage:
-    """A VM's record before anything is charged: from its placement, at its reservation."""
-    start = placed.placed_at or time.time()
-    r = placed.reserved
-    return VmUsage(spec.name, spec.project, placed.qos.qos_class.value, start, start,
-                   reserved=(r.vcpus, r.memory_mib, r.disk_gib))
-
-
 def deleted(store: Store, vm: str, at: float, spec: VmSpec | None = None,
             placed: PlacementRecord | None = None) -> None:
     """Stamp a deleted VM's record: metering charges it up to `at` and no further. A VM deleted
@@ -142,7 +135,7 @@ def deleted(store: Store, vm: str, at: float, spec: VmSpec | None = None,
     def attempt(r: Reads) -> Write[None]:
         u = r.get(VmUsage, keys.usage(vm))
         if u is None and spec is not None and placed is not None:
-            u = first(spec, placed)
+            u = opened(spec, placed)
         if u is None or u.deleted_at:
             return Write(None)
         return Write(None, [Put(keys.usage(vm), dumps(replace(u, deleted_at=max(at, u.metered_to))))])
@@ -168,5 +161,5 @@ def usage_records(store: Store, now: float | None = None) -> list[VmUsage]:
             placements[vm] = decode(PlacementRecord, json.loads(kv.value))
     for vm, placed in placements.items():
         if vm in specs:
-            out[vm] = first(specs[vm], placed)
+            out[vm] = opened(specs[vm], placed)
     return [u.as_of(at) for u in out.values()]

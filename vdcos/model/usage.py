@@ -2,7 +2,10 @@
 project and QoS class: a project's usage is the sum of its VMs')."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
+
+from vdcos.model.compute import PlacementRecord, VmSpec
 
 # The quantities metered, each a total since the VM was created and per hour.
 QUANTITIES = ("vcpu_reserved_s", "vcpu_used_s", "memory_gib_s", "disk_gib_s", "network_bytes")
@@ -85,3 +88,11 @@ def _spread(hours: tuple[tuple[int, Amounts], ...], start: float, end: float,
         hour = int(start // 3600 * 3600)
         by_hour[hour] = by_hour.get(hour, Amounts()).plus(amounts)
     return tuple(sorted(by_hour.items())[-HOURS_KEPT:])
+
+
+def opened(spec: VmSpec, placed: PlacementRecord) -> VmUsage:
+    """A VM's record before anything is charged: from its placement, at its reservation."""
+    start = placed.placed_at or time.time()
+    r = placed.reserved
+    return VmUsage(spec.name, spec.project, placed.qos.qos_class.value, start, start,
+                   reserved=(r.vcpus, r.memory_mib, r.disk_gib))
