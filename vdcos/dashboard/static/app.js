@@ -369,6 +369,8 @@ pages.vm = (root, name) => {
         section("Placement and QoS", h("dl", {class: "facts"},
           h("dt", {}, "phase"), h("dd", {}, h("span", {class: "phase " + phase(vm.status.phase), id: "vm-phase"},
                                                 phase(vm.status.phase)), " ", vm.status.message || ""),
+          h("dt", {}, "power"), h("dd", {id: "vm-power"}, short(vm.spec.power_state || "POWER_STATE_ON", "POWER_STATE_"),
+                                  Number(vm.spec.reboots || 0) ? ` (${vm.status.reboots || 0} of ${vm.spec.reboots} reboots done)` : ""),
           h("dt", {}, "host"), h("dd", {id: "vm-node"}, p.node || "-"),
           h("dt", {}, "project"), h("dd", {}, vm.spec.project || "-"),
           h("dt", {}, "QoS"), h("dd", {}, `${vm.spec.qos_policy || "default"} (${qos(p.qos_class)})`),
