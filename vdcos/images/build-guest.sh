@@ -14,13 +14,13 @@
 #                   "DISKFILL <dev> <MiB>", then read that half back in a loop, printing
 #                   "DISKSUM-START" and "DISKSUM <md5>" (a disk whose content a migration must keep)
 # The ACPI power button (StopVm, RebootVm) makes the guest print "GUEST-POWEROFF" and power off.
-# A shell reads the serial line (ConsoleVm, `vdcos vm console`): what is typed there runs.
+# A shell reads the serial line (ConsoleVm, `vdcos vm console`): each line typed there runs.
 # Every disk the guest has is announced at boot: "DISK <dev> <its first 40 bytes>"; and
 # "DISKS <dev>:<MiB> ..." lists the disks whenever they change (hot-plug, unplug, resize).
 # Nothing is installed on the host. A lock keeps concurrent builders from racing.
 set -euo pipefail
 # Bump when /init changes: a cached image of another version is rebuilt.
-VERSION=8
+VERSION=10
 DIR=${1:-/var/cache/vdcos/images}
 mkdir -p "$DIR"
 exec 9>"$DIR/.lock"
@@ -92,7 +92,11 @@ if [ -n "$DIRTY" ]; then
   ( while :; do i=0; while [ $i -lt $DIRTY ]; do
       dd if=/tmp/r of=/tmp/x bs=1M seek=$i count=1 conv=notrunc 2>/dev/null; i=$((i+1)); done; done ) &
 fi
-( while :; do setsid sh -c 'exec sh -i </dev/ttyS0 >/dev/ttyS0 2>&1'; sleep 1; done ) &
+# A loop that runs each line, not an interactive shell: no banner and no prompt, which would land
+# mid-line in what /init prints (the counter lines tests read); the tty still echoes keys. (A
+# shell reading a pipe ran each line only once the next one came.)
+( while :; do setsid sh -c 'while read -r l; do eval "$l"; done </dev/ttyS0 >/dev/ttyS0 2>&1'; sleep 1
+  done ) &
 j=0
 while [ $j -lt "${BURN:-0}" ]; do ( while :; do :; done ) & j=$((j+1)); done
 i=0
