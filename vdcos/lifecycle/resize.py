@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from vdcos.errors import FailedPrecondition, InvalidArgument, NotFound, QuotaExceeded, ResourceExhausted
+from vdcos.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from vdcos.images import CATALOG, DEFAULT_PROFILE
 from vdcos.lifecycle.power import spec_of
-from vdcos.model import (Allocation, AllocEntry, Assignment, NodeSpec, PlacementRecord, PowerState, QosPolicy, Quota,
+from vdcos.model import (Allocation, AllocEntry, Assignment, NodeSpec, PlacementRecord, PowerState, QosPolicy,
                          Resources, SchedulerConfig, VmSpec, dumps, policy_named, qos)
 from vdcos.model.fit import fits
 from vdcos.model.project import vm_usage
+from vdcos.projects import records as projects
 from vdcos.state import keys
 from vdcos.state.rmw import Reads, Write, read_modify_write
 from vdcos.state.store import Op, Put, Store
@@ -60,8 +61,9 @@ def resize(store: Store, name: str, *, resources: Resources | None = None, qos_p
                     f"vm {name!r} runs: its vCPUs and memory change only with a restart of the guest "
                     f"(ask with restart, `--restart`), or stop it first")
             ops += _on_host(r, name, new, place, policy)
-        if spec.project:
-            ops += _charge(r, spec, new)
+        a, b = spec.resources, new.resources
+        ops += projects.charge(r, spec.project, vm_usage(b.vcpus, b.memory_mib, b.disk_gib)
+                            + -vm_usage(a.vcpus, a.memory_mib, a.disk_gib))
         return Write((spec, new), ops)
 
     return read_modify_write(store, attempt, f"resize vm {name}")
@@ -93,16 +95,3 @@ def _on_host(r: Reads, name: str, new: VmSpec, place: PlacementRecord, policy: Q
     if assigned is not None:
         ops.append(Put(keys.assign(node, name), dumps(replace(assigned, spec=new, qos=settings, reserved=reserved))))
     return ops
-
-
-def _charge(r: Reads, old: VmSpec, new: VmSpec) -> list[Op]:
-    """The project's quota charged the difference (a shrink gives back)."""
-    quota = r.get(Quota, keys.quota(old.project))
-    if quota is None:
-        return []
-    a, b = old.resources, new.resources
-    more = vm_usage(b.vcpus, b.memory_mib, b.disk_gib) + -vm_usage(a.vcpus, a.memory_mib, a.disk_gib)
-    bad = quota.violations(more)
-    if bad:
-        raise QuotaExceeded(f"vm {old.name!r}: " + "; ".join(map(str, bad)), details=bad)
-    return [Put(keys.quota(old.project), dumps(quota.charged(more)))]

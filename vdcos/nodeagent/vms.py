@@ -230,21 +230,11 @@ class VmReconciler:
         suspended, resumed or rebooted. True when the guest is not simply running now."""
         name, power = a.spec.name, a.spec.power
         if power.state in (PowerState.OFF, PowerState.SHELVED):
-            deadline = self._stopping.get(name)
-            now = time.monotonic()
-            if power.hard or state is DomainState.PAUSED or (deadline is not None and now >= deadline):
-                self.driver.stop(name)
+            why = self._shut_down(a, state, power.hard, f"stopping: ACPI shutdown asked, forced off after "
+                                  f"{power.stop_timeout_s} s")
+            if why:
                 self._stopping.pop(name, None)
-                why = ("forced off" if power.hard or state is DomainState.PAUSED
-                       else f"forced off: the guest did not shut down within {power.stop_timeout_s} s")
-                log.info("vm %s: %s", name, why)
                 self._report_power(a, VmPhase.STOPPED, "stopped", "vm.stopped", why)
-            elif deadline is None:
-                self.driver.shutdown(name)
-                self._stopping[name] = now + power.stop_timeout_s
-                log.info("vm %s: asked the guest to shut down (forced off in %d s)", name, power.stop_timeout_s)
-                self._report(name, VmPhase.RUNNING, f"stopping: ACPI shutdown asked, forced off after "
-                             f"{power.stop_timeout_s} s")
             return True
         self._stopping.pop(name, None)
         if power.state is PowerState.PAUSED:
@@ -271,21 +261,34 @@ class VmReconciler:
             return True
         return False
 
+    def _shut_down(self, a: Assignment, state: DomainState, hard: bool, waiting: str) -> str:
+        """One round of bringing a running guest down: the ACPI power button first (reported
+        as `waiting`), then forced off once its spec's stop timeout has passed; forced at once
+        when `hard`, or when suspended (a paused guest cannot hear the button). Why it was
+        forced off this round, or "" while the guest is given its time."""
+        name, timeout = a.spec.name, a.spec.power.stop_timeout_s
+        deadline = self._stopping.get(name)
+        if hard or state is DomainState.PAUSED or (deadline is not None and time.monotonic() >= deadline):
+            self.driver.stop(name)
+            why = "forced off" if hard or state is DomainState.PAUSED else \
+                f"forced off: the guest did not shut down within {timeout} s"
+            log.info("vm %s: %s", name, why)
+            return why
+        if deadline is None:
+            self.driver.shutdown(name)
+            self._stopping[name] = time.monotonic() + timeout
+            log.info("vm %s: asked the guest to shut down (forced off in %d s): %s", name, timeout, waiting)
+            self._report(name, VmPhase.RUNNING, waiting)
+        return ""
+
     def _resize(self, a: Assignment, dom: DomainInfo) -> None:
         """A guest whose definition has another size than its spec (ResizeVm): shut down (ACPI,
         forced after the spec's stop timeout), redefined at the new size, started again."""
         name = a.spec.name
         vcpus, memory = _size(a.spec)
         if dom.state in (DomainState.RUNNING, DomainState.PAUSED):
-            deadline = self._stopping.get(name)
-            if deadline is None and dom.state is DomainState.RUNNING:
-                self.driver.shutdown(name)
-                self._stopping[name] = time.monotonic() + a.spec.power.stop_timeout_s
-                log.info("vm %s: resizing to %d vCPU, %d MiB: asked the guest to shut down", name, vcpus, memory)
-                self._report(name, VmPhase.RUNNING, f"resizing to {vcpus} vCPU, {memory} MiB: shutting down")
-            elif deadline is None or time.monotonic() >= deadline:
-                self.driver.stop(name)
-                self._stopping[name] = time.monotonic()  # polled on until it is redefined
+            if self._shut_down(a, dom.state, False, f"resizing to {vcpus} vCPU, {memory} MiB: shutting down"):
+                self._stopping.setdefault(name, time.monotonic())  # polled on until it is redefined
             return
         devices = self._devices(a)
         if devices is None:
