@@ -1,13 +1,13 @@
-"""One placement transaction as it is assembled and committed: the creates' batches
-(worker.py) and the HA restarts (failover.py). Each record it reads is compared once, the
-allocation and group records it writes are encoded once (the cache then recognizes their
-bytes coming back on the watch), and a commit that fails brings the compared records back
-in the same round trip, into the cache."""
+"""One placement transaction as it is assembled and committed: the creates' batches (worker.py),
+the HA restarts (failover.py) and a shelved VM's placing again (unshelve.py). Each record it
+reads is compared once, the allocation and group records it writes are encoded once (the cache
+then recognizes their bytes coming back on the watch), and a commit that fails brings the
+compared records back in the same round trip, into the cache."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vdcos.model import Allocation, PlacementGroup, Quota, dumps
+from vdcos.model import Allocation, PlacementGroup, Quota, VmSpec, dumps
 from vdcos.scheduler.cache import ClusterCache, NodeView
 from vdcos.state import keys
 from vdcos.state.store import Compare, Get, Op, Put, Store, TxnResult
@@ -37,6 +37,19 @@ class PlacementTxn:
         self.guard(keys.node_status(node), "create", view.status_create_revision)
         self.guard(keys.node_cordon(node), "version", 0)
         self.guard(keys.policy(policy), "mod", policy_revision)
+
+    def join_group(self, cache: ClusterCache, spec: VmSpec, node: str) -> bool:
+        """The VM placed on `node` joins its placement group (made if it has none yet), compared
+        as the cache has it; False, nothing joined, when the group's policy or hard rules say no
+        (against the record being compared, and the transaction's VMs before it)."""
+        cached = cache.groups.get(spec.placement_group)
+        group = self.groups.get(spec.placement_group) or (
+            cached[0] if cached else PlacementGroup(spec.placement_group, spec.group_policy))
+        if group.policy is not spec.group_policy or not group.admits(node):
+            return False
+        self.groups[group.name] = group.with_member(spec.name, node)
+        self.guard(keys.group(group.name), "mod", cached[1] if cached else 0)
+        return True
 
     def seal(self) -> None:
         """Encode the allocation, group and quota records it changed, and write them."""

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from vdcos.errors import Aborted, FailedPrecondition, NotFound, Unschedulable
 from vdcos.lifecycle.power import Action, decide
-from vdcos.model import (AllocEntry, PlacementGroup, PlacementRecord, PowerState, VmPhase, VmSpec, VmStatus,
+from vdcos.model import (AllocEntry, PlacementRecord, PowerState, VmPhase, VmSpec, VmStatus,
                          assignment_bytes, decode, dumps)
 from vdcos.scheduler.cache import ClusterCache, with_entry
 from vdcos.scheduler.core import SOLO, Lane, PlacementRequest, Rejection, schedule
@@ -52,11 +52,8 @@ def unshelve(store: Store, cache: ClusterCache, name: str, project: str | None =
         txn.guard_destination(view, spec.policy_name, policy_rev)
         txn.guard(keys.vm_spec(name), "mod", spec_kv.mod_revision)
         txn.guard(keys.vm_placement(name), "create", 0)
-        if spec.placement_group:
-            cached = cache.groups.get(spec.placement_group)
-            group = cached[0] if cached else PlacementGroup(spec.placement_group, spec.group_policy)
-            txn.groups[group.name] = group.with_member(name, got.node)
-            txn.guard(keys.group(group.name), "mod", cached[1] if cached else 0)
+        if spec.placement_group and not txn.join_group(cache, spec, got.node):
+            continue  # its group changed since the snapshot the core decided from
         now = time.time()
         record = PlacementRecord(got.node, got.qos, got.reserved, got.score, now, attempt)
         spec_bytes = dumps(new)

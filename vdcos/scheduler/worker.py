@@ -31,7 +31,7 @@ from vdcos import logs
 from vdcos.events import Emit, nothing
 from vdcos.metrics.api import ApiMetrics, refusal_reason
 from vdcos.migration import records
-from vdcos.model import (DIMENSIONS, Allocation, AllocEntry, Migration, MigrationOptions, MigrationPhase, PlacementGroup,
+from vdcos.model import (DIMENSIONS, Allocation, AllocEntry, Migration, MigrationOptions, MigrationPhase,
                          PlacementRecord, QosClass, QosPolicy, Quota, Resources, SchedulerConfig, VmSpec,
                          assignment_bytes, decode, dumps, qos)
 from vdcos.model.project import vm_usage
@@ -332,7 +332,7 @@ class Scheduler:
         """The transaction of `decided`, each fit checked with `fits` one at a time, or, if not,
         each decision's fit question returned (capacity, guaranteed, committed, demand, guaranteed?)."""
         txn = _Txn()
-        allocs, groups = txn.allocs, txn.groups
+        allocs = txn.allocs
         retry: list[_Pending] = []
         refused: list[tuple[_Decided, Exception]] = []
         columns: list[_Column] = []
@@ -360,16 +360,9 @@ class Scheduler:
                     if not one_at_a_time:
                         columns.pop()
                     continue
-            group = None
-            if spec.placement_group:
-                cached = self.cache.groups.get(spec.placement_group)
-                group = groups.get(spec.placement_group) or (
-                    cached[0] if cached else PlacementGroup(spec.placement_group, spec.group_policy))
-                if group.policy is not spec.group_policy or not group.admits(d.node):
-                    retry.append(p)
-                    continue
-                groups[group.name] = group.with_member(spec.name, d.node)
-                txn.guard(keys.group(group.name), "mod", cached[1] if cached else 0)
+            if spec.placement_group and not txn.join_group(self.cache, spec, d.node):
+                retry.append(p)
+                continue
             entry = AllocEntry(spec.name, d.qos.qos_class, d.reserved, spec.policy_name, ha_admission=spec.ha.admission)
             allocs[d.node] = with_entry(alloc, entry)
             txn.guard_destination(view, spec.policy_name, policy_revision)
